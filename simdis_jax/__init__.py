@@ -1,0 +1,1 @@
+"""simdis_jax: SimDis (self-supervised distillation) in JAX/Flax."""

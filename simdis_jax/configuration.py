@@ -1,0 +1,176 @@
+"""The configuration schema: every key with its default, presets, and validation.
+
+Experiment files in configs/ start from `base_config()` and change what they
+need; `validate(config)` rejects unknown keys, wrong types and impossible
+combinations with an error that names the key and the fix, before anything is
+compiled.
+"""
+
+from typing import Sequence
+
+import ml_collections
+
+from simdis_jax import optim, simdis
+from simdis_jax.data import augment
+
+# Presets of the student's target views (SPEC.md "Presets", paper Table 2).
+VIEW_PRESETS = {
+    "byol": ("sema_dv",),
+    "simdis_2v": ("sema_dv", "tema_dv"),
+    "simdis_7v": tuple(simdis.VIEWS),
+    # Table 2 rows (the student's own BYOL view plus the listed teacher views).
+    "table2_t_sv": ("sema_dv", "t_sv"),
+    "table2_t_dv": ("sema_dv", "t_dv"),
+    "table2_tema_sv": ("sema_dv", "tema_sv"),
+    "table2_tema_dv": ("sema_dv", "tema_dv"),
+    "table2_t_sv_t_dv": ("sema_dv", "t_sv", "t_dv"),
+    "table2_tema_sv_tema_dv": ("sema_dv", "tema_sv", "tema_dv"),
+    "table2_all_teacher": ("sema_dv", "t_sv", "t_dv", "tema_sv", "tema_dv"),
+    "table2_7v": tuple(simdis.VIEWS),
+}
+DATASETS = ("fashion_mnist", "imagenet2012")
+EMA_TIMINGS = ("before", "after")
+TEACHER_BN_MODES = ("train", "eval")
+EMA_INITS = ("copy", "separate")
+
+
+def network_config(depth: int, width: int, cifar_stem: bool, hidden_dim: int, proj_dim: int):
+  """A config.model.{student,teacher} section."""
+  return ml_collections.ConfigDict(dict(depth=depth, width=width, cifar_stem=cifar_stem,
+                                        hidden_dim=hidden_dim, proj_dim=proj_dim))
+
+
+def base_config() -> ml_collections.ConfigDict:
+  """All keys with defaults: the paper's ImageNet SimDis-On-7v standard setting."""
+  c = ml_collections.ConfigDict()
+  c.method = "simdis_on"          # byol | simdis_off | simdis_on
+  c.views = VIEW_PRESETS["simdis_7v"]
+  c.head_combination = "mean"     # mean over heads (authors) | sum
+  c.seed = 0
+
+  c.model = ml_collections.ConfigDict()
+  c.model.student = network_config(18, 64, False, 4096, 256)
+  c.model.teacher = network_config(50, 64, False, 4096, 256)
+  c.model.sync_bn = True          # global-batch BN statistics; False = per device
+  c.model.ema_init = "copy"       # copy (authors) | separate (DeepMind)
+
+  c.teacher = ml_collections.ConfigDict()
+  c.teacher.workdir = ""          # simdis_off: a finished BYOL run whose student becomes the teacher
+  c.teacher.bn_mode = "train"     # frozen offline teacher: batch statistics (authors) | eval (running statistics)
+  c.teacher.allow_unfinished = False
+
+  c.ema = ml_collections.ConfigDict()
+  c.ema.base = 0.99
+  c.ema.timing = "before"         # before the loss with pre-update weights (authors) | after the update (DeepMind)
+
+  c.optim = ml_collections.ConfigDict()
+  c.optim.name = "lars"
+  c.optim.lars_form = "authors"
+  c.optim.base_lr = 0.3           # × batch/256
+  c.optim.momentum = 0.9
+  c.optim.nesterov = False
+  c.optim.weight_decay = 1e-4
+  c.optim.weight_decay_mask = "all"
+  c.optim.trust_coefficient = 1e-3
+  c.optim.warmup_epochs = 10.0
+  c.optim.warmup_init_lr = 1e-6
+
+  c.train = ml_collections.ConfigDict()
+  c.train.batch_size = 2048       # global, over all devices and hosts
+  c.train.epochs = 100.0
+  c.train.steps = -1              # > 0 overrides epochs
+  c.train.log_every_steps = 50
+  c.train.checkpoint_every_steps = 1000
+  c.train.keep_checkpoints = 3
+  c.train.knn_every_steps = 5000  # 0 = only at the start and the end
+
+  c.data = ml_collections.ConfigDict()
+  c.data.name = "imagenet2012"
+  c.data.data_dir = ""            # "" = the dataset's default location
+  c.data.image_size = 224
+  c.data.allow_download = False   # fashion_mnist: fall back to tfds's download when the Debian files are missing
+  c.data.augment = augment.default_config(3)
+
+  c.knn = ml_collections.ConfigDict()
+  c.knn.k = 20
+  c.knn.temperature = 0.07
+  c.knn.train_examples = 0        # 0 = the whole train split as the memory bank
+  c.knn.eval_examples = 0         # 0 = the whole held-out split
+  c.knn.batch_size = 512
+  c.knn.networks = ("student", "teacher")
+  return c
+
+
+def _check_keys(config, reference, prefix=""):
+  for key in config.keys():
+    name = f"{prefix}{key}"
+    if key not in reference:
+      raise ValueError(f"Unknown config key '{name}'. Valid keys here: {sorted(reference.keys())}.")
+    value, ref = config[key], reference[key]
+    if isinstance(ref, ml_collections.ConfigDict):
+      if not isinstance(value, ml_collections.ConfigDict):
+        raise ValueError(f"config.{name} must be a section (ConfigDict), got {value!r}.")
+      _check_keys(value, ref, name + ".")
+    elif isinstance(ref, bool) and not isinstance(value, bool):
+      raise ValueError(f"config.{name} must be True or False, got {value!r}.")
+    elif isinstance(ref, (int, float)) and not isinstance(ref, bool) and (
+        isinstance(value, bool) or not isinstance(value, (int, float))):
+      raise ValueError(f"config.{name} must be a number, got {value!r}.")
+    elif isinstance(ref, str) and not isinstance(value, str):
+      raise ValueError(f"config.{name} must be a string, got {value!r}.")
+
+
+def _one_of(config, key: str, choices: Sequence[str]):
+  value = config
+  for part in key.split("."):
+    value = value[part]
+  if value not in choices:
+    raise ValueError(f"config.{key}={value!r} is not valid; choose one of {list(choices)}.")
+
+
+def validate(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
+  """Raises ValueError naming the key and the fix for any bad value; returns the config."""
+  _check_keys(config, base_config())
+  _one_of(config, "method", simdis.METHODS)
+  config.views = simdis.check_views(config.views)
+  _one_of(config, "head_combination", simdis.HEAD_COMBINATIONS)
+  _one_of(config, "model.ema_init", EMA_INITS)
+  _one_of(config, "teacher.bn_mode", TEACHER_BN_MODES)
+  _one_of(config, "ema.timing", EMA_TIMINGS)
+  _one_of(config, "optim.name", optim.OPTIMIZERS)
+  _one_of(config, "optim.lars_form", optim.LARS_FORMS)
+  _one_of(config, "optim.weight_decay_mask", optim.WEIGHT_DECAY_MASKS)
+  _one_of(config, "data.name", DATASETS)
+  teacher_views = [v for v in config.views if simdis.VIEWS[v][0].startswith("teacher")]
+  if config.method == "byol" and teacher_views:
+    raise ValueError(f"method 'byol' trains the student alone, but config.views names teacher views "
+                     f"{teacher_views}; use method 'simdis_off' or 'simdis_on', or views {VIEW_PRESETS['byol']}.")
+  if config.method == "simdis_off" and not config.teacher.workdir:
+    raise ValueError("method 'simdis_off' needs a finished BYOL teacher run: set "
+                     "--config.teacher.workdir=<workdir of a method=byol run of the teacher network>.")
+  if not 0.0 <= config.ema.base <= 1.0:
+    raise ValueError(f"config.ema.base={config.ema.base} must lie in [0, 1] (the paper uses 0.99).")
+  for key in ("train.batch_size", "knn.k", "knn.batch_size", "data.image_size",
+              "model.student.width", "model.teacher.width", "model.student.hidden_dim",
+              "model.student.proj_dim", "model.teacher.hidden_dim", "model.teacher.proj_dim"):
+    section, name = key.rsplit(".", 1)
+    value = config
+    for part in section.split("."):
+      value = value[part]
+    if int(value[name]) != value[name] or value[name] <= 0:
+      raise ValueError(f"config.{key}={value[name]!r} must be a positive integer.")
+  if config.train.epochs <= 0 and config.train.steps <= 0:
+    raise ValueError("Set config.train.epochs > 0 or config.train.steps > 0.")
+  if config.optim.base_lr <= 0 or config.optim.weight_decay < 0 or config.optim.warmup_epochs < 0:
+    raise ValueError("config.optim.base_lr must be > 0, weight_decay and warmup_epochs >= 0.")
+  if config.knn.temperature <= 0:
+    raise ValueError(f"config.knn.temperature={config.knn.temperature} must be > 0.")
+  unknown_nets = [n for n in config.knn.networks if n not in ("student", "teacher")]
+  if unknown_nets:
+    raise ValueError(f"config.knn.networks has {unknown_nets}; use 'student' and/or 'teacher'.")
+  return config
+
+
+def uses_teacher(config) -> bool:
+  """Whether the run holds a teacher network (SimDis-Off or SimDis-On)."""
+  return config.method in ("simdis_off", "simdis_on")

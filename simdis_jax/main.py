@@ -1,0 +1,27 @@
+"""Command line: python -m simdis_jax.main --config configs/<experiment>.py --workdir <dir>."""
+
+from absl import app, flags, logging
+from ml_collections import config_flags
+
+FLAGS = flags.FLAGS
+config_flags.DEFINE_config_file("config", None, "Experiment config file (configs/*.py).", lock_config=True)
+flags.DEFINE_string("workdir", None, "Where checkpoints, metrics and logs go; a run resumes from it.")
+flags.DEFINE_string("coordinator_address", None, "Multi-host: host:port of process 0 (auto-detected on TPU pods/SLURM).")
+flags.DEFINE_integer("num_processes", None, "Multi-host: number of processes.")
+flags.DEFINE_integer("process_id", None, "Multi-host: this process's index.")
+flags.mark_flags_as_required(["config", "workdir"])
+
+
+def main(argv):
+  del argv
+  import jax  # pylint: disable=g-import-not-at-top
+  if FLAGS.coordinator_address or FLAGS.num_processes:
+    jax.distributed.initialize(FLAGS.coordinator_address, FLAGS.num_processes, FLAGS.process_id)
+  logging.info("JAX process %d of %d, %d local / %d global devices (%s).", jax.process_index(),
+               jax.process_count(), jax.local_device_count(), jax.device_count(), jax.devices()[0].platform)
+  from simdis_jax import train  # pylint: disable=g-import-not-at-top
+  train.train_and_evaluate(FLAGS.config, FLAGS.workdir)
+
+
+if __name__ == "__main__":
+  app.run(main)

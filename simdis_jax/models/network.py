@@ -1,0 +1,47 @@
+"""One siamese branch: encoder f, projector g and predictor heads q_h.
+
+Online networks carry one predictor per head they train (SPEC.md: the student
+has ONE PREDICTOR HEAD PER TARGET VIEW); EMA networks are built with no heads,
+so their parameters are exactly the online encoder + projector subtree.
+"""
+
+from typing import Any, Optional, Sequence
+
+import flax.linen as nn
+import jax.numpy as jnp
+
+from simdis_jax.models.heads import MLP
+from simdis_jax.models.resnet import resnet
+
+
+class Network(nn.Module):
+  """Encoder + projector (+ predictor heads); returns features, projection, predictions."""
+  depth: int
+  width: int
+  cifar_stem: bool
+  hidden_dim: int
+  proj_dim: int
+  heads: Sequence[str] = ()
+  dtype: Any = jnp.float32
+
+  @nn.compact
+  def __call__(self, x, train: bool = True, bn_axis_name: Optional[str] = None, features_only: bool = False):
+    encoder = resnet(self.depth, self.width, self.cifar_stem, self.dtype, name="encoder")
+    feature = encoder(x, train=train, bn_axis_name=bn_axis_name)
+    if features_only:
+      return {"feature": feature}
+    projection = MLP(self.hidden_dim, self.proj_dim, self.dtype, name="projector")(
+        feature, train=train, bn_axis_name=bn_axis_name)
+    # Predictors take the raw (unnormalised) projection (SPEC.md "Networks").
+    predictions = {
+        h: MLP(self.hidden_dim, self.proj_dim, self.dtype, name=f"predictor_{h}")(
+            projection, train=train, bn_axis_name=bn_axis_name)
+        for h in self.heads}
+    return {"feature": feature, "projection": projection, "predictions": predictions}
+
+
+def network_from_config(model_config, heads: Sequence[str] = (), dtype: Any = jnp.float32) -> Network:
+  """Builds a Network from a config.model.{student,teacher} section."""
+  return Network(depth=model_config.depth, width=model_config.width, cifar_stem=model_config.cifar_stem,
+                 hidden_dim=model_config.hidden_dim, proj_dim=model_config.proj_dim,
+                 heads=tuple(heads), dtype=dtype)

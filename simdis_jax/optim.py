@@ -1,0 +1,115 @@
+"""Optimisers and schedules (SPEC.md "Optimisation", "EMA").
+
+Three LARS forms are offered because they differ numerically:
+- ``authors``: the original LARS paper as in the SimDis authors' code:
+  local_lr = lr·η·‖w‖/(‖g‖ + wd·‖w‖ + 1e-8); buf ← m·buf + local_lr·(g + wd·w);
+  w ← w − buf. The learning rate sits inside the momentum buffer.
+- ``deepmind``: DeepMind BYOL's LARS: trust ratio η‖w‖/‖g + wd·w‖ on the decayed
+  update, momentum on the scaled update, learning rate applied outside.
+- ``optax``: ``optax.lars``. Note that optax scales by the learning rate BEFORE
+  the momentum trace, so it is not DeepMind's form whenever the rate changes
+  between steps (SPEC.md groups the two together; their code differs).
+Biases and BN parameters (every leaf not named ``kernel``) are excluded from
+the trust ratio; the weight-decay mask is ``all`` (authors) or ``kernels``
+(DeepMind also excludes biases and BN parameters from weight decay).
+"""
+
+import math
+from typing import Any, Callable, NamedTuple
+
+import jax
+import jax.numpy as jnp
+import optax
+
+LARS_FORMS = ("authors", "deepmind", "optax")
+OPTIMIZERS = ("lars", "sgd")
+WEIGHT_DECAY_MASKS = ("all", "kernels")
+
+
+def steps_from_epochs(epochs: float, num_examples: int, batch_size: int) -> int:
+  """Whole steps covering `epochs` passes over `num_examples` (the last partial batch is dropped)."""
+  return int(math.floor(epochs * (num_examples // batch_size)))
+
+
+def warmup_cosine_schedule(base_lr: float, batch_size: int, total_steps: int, warmup_steps: int,
+                           warmup_init_lr: float = 1e-6) -> Callable[[Any], jnp.ndarray]:
+  """LR = base × batch/256, linear warm-up from `warmup_init_lr`, then cosine to 0; step k uses its own value."""
+  peak = base_lr * batch_size / 256.0
+  warmup_steps = min(warmup_steps, total_steps)
+
+  def schedule(step):
+    step = jnp.asarray(step, jnp.float32)
+    warm = warmup_init_lr + (peak - warmup_init_lr) * step / max(warmup_steps, 1)
+    progress = (step - warmup_steps) / max(total_steps - warmup_steps, 1)
+    cosine = 0.5 * peak * (1.0 + jnp.cos(math.pi * jnp.clip(progress, 0.0, 1.0)))
+    return jnp.where(step < warmup_steps, warm, cosine)
+
+  return schedule
+
+
+def kernel_mask(params):
+  """True for weight matrices/filters (leaves named 'kernel'); False for biases and BN scale/offset."""
+  return jax.tree_util.tree_map_with_path(
+      lambda path, _: getattr(path[-1], "key", None) == "kernel", params)
+
+
+class AuthorsLarsState(NamedTuple):
+  """Step count (for the schedule) and the momentum buffer."""
+  count: jnp.ndarray
+  buf: Any
+
+
+def authors_lars(learning_rate: Callable, momentum: float, trust_coefficient: float, weight_decay: float,
+                 weight_decay_mask: str = "all") -> optax.GradientTransformation:
+  """LARS as in the original paper and the SimDis authors' code (LR inside the momentum buffer)."""
+
+  def init(params):
+    return AuthorsLarsState(jnp.zeros([], jnp.int32), jax.tree.map(jnp.zeros_like, params))
+
+  def update(grads, state, params):
+    lr = learning_rate(state.count)
+    trust = kernel_mask(params)
+    decay = trust if weight_decay_mask == "kernels" else jax.tree.map(lambda _: True, params)
+
+    def leaf(g, w, buf, use_trust, use_decay):
+      wd = weight_decay if use_decay else 0.0
+      if use_trust:
+        w_norm, g_norm = jnp.linalg.norm(w), jnp.linalg.norm(g)
+        # A zero weight (fresh bias) or zero gradient falls back to the plain rate.
+        local_lr = jnp.where((w_norm > 0) & (g_norm > 0),
+                             lr * trust_coefficient * w_norm / (g_norm + wd * w_norm + 1e-8), lr)
+      else:
+        local_lr = lr
+      return momentum * buf + local_lr * (g + wd * w)
+
+    buf = jax.tree.map(leaf, grads, params, state.buf, trust, decay)
+    return jax.tree.map(jnp.negative, buf), AuthorsLarsState(state.count + 1, buf)
+
+  return optax.GradientTransformation(init, update)
+
+
+def make_optimizer(optim_config, schedule: Callable) -> optax.GradientTransformation:
+  """The optimizer named by config.optim (one transformation over all trainable params)."""
+  c = optim_config
+  wd_mask = kernel_mask if c.weight_decay_mask == "kernels" else None
+  if c.name == "sgd":
+    return optax.chain(
+        optax.add_decayed_weights(c.weight_decay, mask=wd_mask),
+        optax.trace(decay=c.momentum, nesterov=c.nesterov),
+        optax.scale_by_learning_rate(schedule))
+  if c.name != "lars":
+    raise ValueError(f"Unknown config.optim.name {c.name!r}; choose one of {OPTIMIZERS}.")
+  if c.lars_form == "authors":
+    return authors_lars(schedule, c.momentum, c.trust_coefficient, c.weight_decay, c.weight_decay_mask)
+  if c.lars_form == "deepmind":
+    return optax.chain(
+        optax.add_decayed_weights(c.weight_decay, mask=wd_mask),
+        optax.masked(optax.scale_by_trust_ratio(trust_coefficient=c.trust_coefficient), kernel_mask),
+        optax.trace(decay=c.momentum),
+        optax.scale_by_learning_rate(schedule))
+  if c.lars_form == "optax":
+    return optax.lars(schedule, weight_decay=c.weight_decay,
+                      weight_decay_mask=wd_mask if wd_mask is not None else True,
+                      trust_coefficient=c.trust_coefficient, trust_ratio_mask=kernel_mask,
+                      momentum=c.momentum)
+  raise ValueError(f"Unknown config.optim.lars_form {c.lars_form!r}; choose one of {LARS_FORMS}.")

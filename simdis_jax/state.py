@@ -1,0 +1,82 @@
+"""The one train state: teacher and student, online and EMA, BN statistics, optimizer, step and RNG."""
+
+from typing import Any, NamedTuple, Optional
+
+import flax
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+from simdis_jax import configuration, simdis
+from simdis_jax.models.network import network_from_config
+
+
+@flax.struct.dataclass
+class NetState:
+  """One siamese pair: online params/BN statistics and its EMA copy (encoder + projector)."""
+  params: Any
+  batch_stats: Any
+  ema_params: Any
+  ema_batch_stats: Any
+
+
+@flax.struct.dataclass
+class TrainState:
+  """Everything a run needs to continue, saved and restored as one pytree."""
+  step: jnp.ndarray           # int32 scalar: number of completed train steps
+  rng: jnp.ndarray            # raw uint32[2] key; step k uses fold_in(rng, k)
+  student: NetState
+  teacher: Optional[NetState]  # None for BYOL runs
+  opt_state: Any              # one optimizer over trainable_params(state)
+
+
+class Networks(NamedTuple):
+  """The flax modules of a run (stateless; parameters live in TrainState)."""
+  student: nn.Module
+  student_ema: nn.Module
+  teacher: Optional[nn.Module]
+  teacher_ema: Optional[nn.Module]
+
+
+def build_networks(config) -> Networks:
+  """Student with one predictor per selected view; teacher with its BYOL predictor; EMA nets without heads."""
+  student = network_from_config(config.model.student, heads=config.views)
+  student_ema = network_from_config(config.model.student)
+  if not configuration.uses_teacher(config):
+    return Networks(student, student_ema, None, None)
+  teacher = network_from_config(config.model.teacher, heads=(simdis.BYOL_HEAD,))
+  return Networks(student, student_ema, teacher, network_from_config(config.model.teacher))
+
+
+def trainable_params(state: TrainState, method: str):
+  """The parameters the optimizer updates: the student, plus the teacher when training online."""
+  params = {"student": state.student.params}
+  if method == "simdis_on":
+    params["teacher"] = state.teacher.params
+  return params
+
+
+def init_net_state(online: nn.Module, ema: nn.Module, rng, sample: jnp.ndarray, ema_init: str) -> NetState:
+  """Initialises a network and its EMA: an exact copy (authors) or a separate init (DeepMind)."""
+  online_rng, ema_rng = jax.random.split(rng)
+  variables = online.init(online_rng, sample, train=False)
+  ema_variables = ema.init(ema_rng, sample, train=False)
+  if ema_init == "copy":
+    ema_params = {k: variables["params"][k] for k in ema_variables["params"]}
+  else:
+    ema_params = ema_variables["params"]
+  # EMA BN statistics are the EMA net's own from the start (SPEC.md "EMA").
+  return NetState(variables["params"], variables["batch_stats"], ema_params, ema_variables["batch_stats"])
+
+
+def create_train_state(config, networks: Networks, tx, image_shape) -> TrainState:
+  """A fresh state from config.seed (pure; jit it with out_shardings to create it sharded)."""
+  rng = jax.random.PRNGKey(config.seed)
+  student_rng, teacher_rng, data_rng = jax.random.split(rng, 3)
+  sample = jnp.zeros((2,) + tuple(image_shape), jnp.float32)
+  student = init_net_state(networks.student, networks.student_ema, student_rng, sample, config.model.ema_init)
+  teacher = None
+  if networks.teacher is not None:
+    teacher = init_net_state(networks.teacher, networks.teacher_ema, teacher_rng, sample, config.model.ema_init)
+  state = TrainState(jnp.zeros([], jnp.int32), data_rng, student, teacher, None)
+  return state.replace(opt_state=tx.init(trainable_params(state, config.method)))

@@ -1,0 +1,224 @@
+"""train_and_evaluate(config, workdir): one SimDis / BYOL pretraining run, top to bottom."""
+
+import functools
+import json
+import logging
+import math
+import time
+from typing import Dict
+
+import jax
+import ml_collections
+import numpy as np
+from clu import metric_writers, periodic_actions
+from etils import epath
+
+from simdis_jax import checkpoint, configuration, optim, parallel
+from simdis_jax.data import input as data_input
+from simdis_jax.evaluation import knn
+from simdis_jax.state import NetState, build_networks, create_train_state
+from simdis_jax.step import make_train_step
+
+RUN_INFO_FILE = "run_info.json"
+METRICS_FILE = "metrics.jsonl"
+
+
+def schedule_lengths(config, num_train: int) -> Dict[str, int]:
+  """Steps per epoch, total steps and warm-up steps: epochs are converted to steps here only."""
+  batch = config.train.batch_size
+  steps_per_epoch = num_train // batch
+  if steps_per_epoch == 0:
+    raise ValueError(f"config.train.batch_size={batch} exceeds the {num_train} training examples.")
+  total = config.train.steps if config.train.steps > 0 else optim.steps_from_epochs(
+      config.train.epochs, num_train, batch)
+  if total <= 0:
+    raise ValueError(f"config.train.epochs={config.train.epochs} gives no whole step at batch {batch}.")
+  warmup = int(round(config.optim.warmup_epochs * steps_per_epoch))
+  return {"steps_per_epoch": steps_per_epoch, "total_steps": int(total), "warmup_steps": min(warmup, int(total))}
+
+
+def _abstract_state(create_fn):
+  return jax.eval_shape(create_fn)
+
+
+def _teacher_net_config_matches(teacher_run: dict, wanted) -> None:
+  got = teacher_run["model"]["student"]
+  diffs = {k: (got.get(k), wanted[k]) for k in wanted.keys() if got.get(k) != wanted[k]}
+  if diffs:
+    raise ValueError(
+        "The teacher run's network does not match config.model.teacher: "
+        + ", ".join(f"{k}: run has {a!r}, config wants {b!r}" for k, (a, b) in diffs.items())
+        + ". Point --config.teacher.workdir at a BYOL run of this architecture, or change config.model.teacher.")
+
+
+def load_offline_teacher(config, state, mesh):
+  """Replaces the state's teacher by the student (online + EMA) of a finished BYOL run (SimDis-Off)."""
+  workdir = config.teacher.workdir
+  if not epath.Path(workdir).exists():
+    raise FileNotFoundError(f"config.teacher.workdir={workdir!r} does not exist; train the teacher first "
+                            "with a method=byol config and point teacher.workdir at its workdir.")
+  run = checkpoint.read_config(workdir)
+  if run.get("method") != "byol":
+    raise ValueError(f"config.teacher.workdir={workdir!r} is a {run.get('method')!r} run; the offline "
+                     "teacher must come from a method=byol run.")
+  _teacher_net_config_matches(run, config.model.teacher)
+  run_config = ml_collections.ConfigDict(run)
+  info = json.loads((epath.Path(workdir) / RUN_INFO_FILE).read_text())
+  mgr = checkpoint.manager(workdir)
+  latest = mgr.latest_step()
+  if latest is None:
+    raise FileNotFoundError(f"The teacher run {workdir!r} has no checkpoint yet.")
+  if latest < info["total_steps"] and not config.teacher.allow_unfinished:
+    raise ValueError(f"The teacher run {workdir!r} is unfinished (step {latest} of {info['total_steps']}). "
+                     "Let it finish, or set --config.teacher.allow_unfinished=True to distil from it anyway.")
+  networks = build_networks(run_config)
+  schedule = optim.warmup_cosine_schedule(1.0, 256, info["total_steps"], 0)
+  tx = optim.make_optimizer(run_config.optim, schedule)
+  image_shape = _image_shape(config, None)
+  abstract = jax.eval_shape(functools.partial(create_train_state, run_config, networks, tx, image_shape))
+  abstract = jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=parallel.replicated(mesh)),
+                          abstract)
+  restored = mgr.restore(latest, args=checkpoint.ocp.args.StandardRestore(abstract))
+  mgr.close()
+  s = restored.student
+  logging.info("Offline teacher restored from %s at step %d.", workdir, latest)
+  return state.replace(teacher=NetState(s.params, s.batch_stats, s.ema_params, s.ema_batch_stats))
+
+
+def _image_shape(config, dataset):
+  channels = 1 if config.data.name == "fashion_mnist" else 3
+  return (config.data.image_size, config.data.image_size, channels)
+
+
+def _write_jsonl(workdir: str, step: int, values: Dict[str, float]) -> None:
+  if jax.process_index() == 0:
+    with (epath.Path(workdir) / METRICS_FILE).open("a") as f:
+      f.write(json.dumps({"step": int(step), **{k: float(v) for k, v in values.items()}}) + "\n")
+
+
+def _check_finite(step: int, metrics: Dict[str, float], last_saved) -> None:
+  bad = {k: v for k, v in metrics.items() if not math.isfinite(v)}
+  if bad:
+    raise FloatingPointError(
+        f"Non-finite training metrics at step {step}: {bad}. Training stopped; the last good checkpoint "
+        f"(step {last_saved}) is kept and a restart resumes from it. Lower config.optim.base_lr or "
+        f"lengthen config.optim.warmup_epochs.")
+
+
+def run_knn(config, networks, state, dataset, mesh) -> Dict[str, float]:
+  """kNN top-1 of the online student (and teacher) encoders, as metrics."""
+  results = {}
+  pairs = {"student": (networks.student, state.student), "teacher": (networks.teacher, state.teacher)}
+  for name in config.knn.networks:
+    net, net_state = pairs[name]
+    if net is None:
+      continue
+    variables = {"params": net_state.params, "batch_stats": net_state.batch_stats}
+    acc = knn.knn_accuracy(net, variables, dataset, config.knn, config.data.augment, config.data.image_size,
+                           mesh, seed=config.seed)
+    results[f"knn_top1/{name}"] = acc["knn_top1"]
+  return results
+
+
+def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Dict[str, float]:
+  """Pretrains as config says, resuming from <workdir>; returns the final metrics."""
+  config = configuration.validate(config)
+  checkpoint.check_writable(workdir)
+  is_main = jax.process_index() == 0
+
+  # --- Mesh ---
+  mesh = parallel.make_mesh()
+  parallel.check_batch_size(config.train.batch_size, mesh)
+
+  # --- Input ---
+  dataset = data_input.load_dataset(config.data)
+  lengths = schedule_lengths(config, dataset.num_train)
+  total_steps = lengths["total_steps"]
+
+  # --- Model and optimizer ---
+  networks = build_networks(config)
+  schedule = optim.warmup_cosine_schedule(config.optim.base_lr, config.train.batch_size, total_steps,
+                                          lengths["warmup_steps"], config.optim.warmup_init_lr)
+  tx = optim.make_optimizer(config.optim, schedule)
+  create = functools.partial(create_train_state, config, networks, tx, _image_shape(config, dataset))
+
+  # --- State: restored if the workdir has a checkpoint, else created directly replicated ---
+  mgr = checkpoint.manager(workdir, config.train.keep_checkpoints)
+  abstract = jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=parallel.replicated(mesh)),
+                          _abstract_state(create))
+  state = checkpoint.restore_latest(mgr, abstract)
+  if state is None:
+    state = jax.jit(create, out_shardings=parallel.replicated(mesh))()
+    if config.method == "simdis_off":
+      state = load_offline_teacher(config, state, mesh)
+    logging.info("Starting a new run in %s (%d steps, %d per epoch).", workdir, total_steps,
+                 lengths["steps_per_epoch"])
+  else:
+    logging.info("Resumed from %s at step %d.", workdir, int(state.step))
+  checkpoint.write_config(workdir, config)
+  if is_main:
+    (epath.Path(workdir) / RUN_INFO_FILE).write_text(json.dumps(
+        {**lengths, "num_train": dataset.num_train, "devices": jax.device_count(),
+         "processes": jax.process_count()}))
+
+  # --- Update step ---
+  train_step = make_train_step(config, networks, tx, schedule, total_steps, mesh)
+
+  # --- Metrics and periodic actions ---
+  writer = metric_writers.create_default_writer(workdir, just_logging=not is_main)
+  start_step = int(state.step)
+  hooks = []
+  if is_main:
+    hooks.append(periodic_actions.ReportProgress(num_train_steps=total_steps, writer=writer,
+                                                 every_steps=config.train.log_every_steps))
+  last_saved = mgr.latest_step()
+
+  def evaluate(step):
+    results = run_knn(config, networks, state, dataset, mesh)
+    writer.write_scalars(step, results)
+    _write_jsonl(workdir, step, results)
+    return results
+
+  final = {}
+  if start_step == 0 and config.knn.networks:
+    final.update({f"{k}_init": v for k, v in evaluate(0).items()})
+
+  # --- Loop ---
+  t0, images_seen = time.time(), 0
+  metrics = None
+  for step, images in data_input.train_batches(dataset, config.seed, start_step, config.train.batch_size, mesh):
+    if step >= total_steps:
+      break
+    state, metrics = train_step(state, images)
+    images_seen += config.train.batch_size
+    done = step + 1
+    for hook in hooks:
+      hook(done)
+    if done % config.train.log_every_steps == 0 or done == total_steps:
+      values = {k: float(v) for k, v in jax.device_get(metrics).items()}
+      _check_finite(done, values, last_saved)
+      values["images_per_sec"] = images_seen / max(time.time() - t0, 1e-9)
+      values["epoch"] = done / lengths["steps_per_epoch"]
+      writer.write_scalars(done, values)
+      _write_jsonl(workdir, done, values)
+    if done % config.train.checkpoint_every_steps == 0 or done == total_steps:
+      _check_finite(done, {"loss": float(metrics["loss"])}, last_saved)
+      checkpoint.save(mgr, done, state)
+      last_saved = done
+    if done == total_steps or (config.train.knn_every_steps and done % config.train.knn_every_steps == 0):
+      final.update(evaluate(done))
+
+  if metrics is not None:
+    final.update({k: float(v) for k, v in jax.device_get(metrics).items()})
+  mgr.wait_until_finished()
+  mgr.close()
+  writer.flush()
+  if start_step >= total_steps:
+    logging.info("Run in %s had already finished (step %d of %d).", workdir, start_step, total_steps)
+    final.update(evaluate(total_steps))
+  wall = time.time() - t0
+  final["train_wall_time_s"] = wall
+  if is_main:
+    summary = ", ".join(f"{k}={v:.2f}" for k, v in sorted(final.items()) if k.startswith("knn"))
+    print(f"Finished {config.method} ({','.join(config.views)}) in {wall:.0f}s: {summary}", flush=True)
+  return final
