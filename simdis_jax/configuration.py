@@ -101,6 +101,13 @@ def base_config() -> ml_collections.ConfigDict:
   return c
 
 
+def fashion_mnist_augment() -> ml_collections.ConfigDict:
+  """BYOL augmentations for 28×28 grey images (colour ops are identities on one channel)."""
+  a = augment.default_config(1)
+  a.crop_scale = (0.2, 1.0)  # 8% of 28×28 is an 8-pixel patch: too little of a garment
+  return a
+
+
 def _check_keys(config, reference, prefix=""):
   for key in config.keys():
     name = f"{prefix}{key}"

@@ -1,5 +1,7 @@
 """Command line: python -m simdis_jax.main --config configs/<experiment>.py --workdir <dir>."""
 
+import logging as stdlib_logging
+
 from absl import app, flags, logging
 from ml_collections import config_flags
 
@@ -12,8 +14,16 @@ flags.DEFINE_integer("process_id", None, "Multi-host: this process's index.")
 flags.mark_flags_as_required(["config", "workdir"])
 
 
+class _QuietLibraries(stdlib_logging.Filter):
+  """Drops INFO chatter of orbax/absl-internal modules; warnings and errors still show."""
+
+  def filter(self, record):
+    return record.levelno >= stdlib_logging.WARNING or "orbax" not in record.pathname
+
+
 def main(argv):
   del argv
+  logging.get_absl_handler().addFilter(_QuietLibraries())
   import jax  # pylint: disable=g-import-not-at-top
   if FLAGS.coordinator_address or FLAGS.num_processes:
     jax.distributed.initialize(FLAGS.coordinator_address, FLAGS.num_processes, FLAGS.process_id)

@@ -7,10 +7,10 @@ from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 DATA_AXIS = "data"
 
 
-def make_mesh() -> Mesh:
-  """A 1-D mesh over all devices (all hosts), axis 'data'."""
+def make_mesh(devices=None) -> Mesh:
+  """A 1-D mesh over `devices` (default: all devices of all hosts), axis 'data'."""
   # jax.sharding.Mesh gives Auto axes, which jit's sharding propagation needs.
-  return Mesh(np.asarray(jax.devices()), (DATA_AXIS,))
+  return Mesh(np.asarray(jax.devices() if devices is None else devices), (DATA_AXIS,))
 
 
 def replicated(mesh: Mesh) -> NamedSharding:

@@ -123,8 +123,8 @@ def make_train_step(config, networks: Networks, tx: optax.GradientTransformation
     if config.ema.timing == "after":  # DeepMind: after the update, with the new weights
       new_state = apply_ema(new_state, tau, online)
     metrics = jax.lax.pmean(metrics, DATA_AXIS)
-    metrics.update(lr=schedule(state.step), tau=tau, grad_norm=optax.global_norm(grads["student"]),
-                   param_norm=optax.global_norm(params["student"]))
+    metrics.update(lr=schedule(state.step), tau=tau, grad_norm=optax.tree.norm(grads["student"]),
+                   param_norm=optax.tree.norm(params["student"]))
     return new_state.replace(step=state.step + 1), metrics
 
   sharded_step = jax.shard_map(per_device_step, mesh=mesh, in_specs=(P(), P(DATA_AXIS), P(DATA_AXIS)),

@@ -5,7 +5,7 @@ import json
 import logging
 import math
 import time
-from typing import Dict
+from typing import Dict, Optional
 
 import jax
 import ml_collections
@@ -120,8 +120,13 @@ def run_knn(config, networks, state, dataset, mesh) -> Dict[str, float]:
   return results
 
 
-def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Dict[str, float]:
-  """Pretrains as config says, resuming from <workdir>; returns the final metrics."""
+def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
+                       stop_after_steps: Optional[int] = None) -> Dict[str, float]:
+  """Pretrains as config says, resuming from <workdir>; returns the final metrics.
+
+  `stop_after_steps` ends this process early (after a checkpoint) without
+  changing the schedule, as a preemption would; the next call resumes.
+  """
   config = configuration.validate(config)
   checkpoint.check_writable(workdir)
   is_main = jax.process_index() == 0
@@ -186,33 +191,39 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Dict[
   # --- Loop ---
   t0, images_seen = time.time(), 0
   metrics = None
-  for step, images in data_input.train_batches(dataset, config.seed, start_step, config.train.batch_size, mesh):
-    if step >= total_steps:
-      break
-    state, metrics = train_step(state, images)
-    images_seen += config.train.batch_size
-    done = step + 1
-    for hook in hooks:
-      hook(done)
-    if done % config.train.log_every_steps == 0 or done == total_steps:
-      values = {k: float(v) for k, v in jax.device_get(metrics).items()}
-      _check_finite(done, values, last_saved)
-      values["images_per_sec"] = images_seen / max(time.time() - t0, 1e-9)
-      values["epoch"] = done / lengths["steps_per_epoch"]
-      writer.write_scalars(done, values)
-      _write_jsonl(workdir, done, values)
-    if done % config.train.checkpoint_every_steps == 0 or done == total_steps:
-      _check_finite(done, {"loss": float(metrics["loss"])}, last_saved)
-      checkpoint.save(mgr, done, state)
-      last_saved = done
-    if done == total_steps or (config.train.knn_every_steps and done % config.train.knn_every_steps == 0):
-      final.update(evaluate(done))
+  try:
+    for step, images in data_input.train_batches(dataset, config.seed, start_step, config.train.batch_size,
+                                                 mesh):
+      if step >= total_steps or (stop_after_steps is not None and step >= stop_after_steps):
+        break
+      state, metrics = train_step(state, images)
+      images_seen += config.train.batch_size
+      done = step + 1
+      for hook in hooks:
+        hook(done)
+      if done % config.train.log_every_steps == 0 or done == total_steps:
+        values = {k: float(v) for k, v in jax.device_get(metrics).items()}
+        _check_finite(done, values, last_saved)
+        values["images_per_sec"] = images_seen / max(time.time() - t0, 1e-9)
+        values["epoch"] = done / lengths["steps_per_epoch"]
+        writer.write_scalars(done, values)
+        _write_jsonl(workdir, done, values)
+      if (done % config.train.checkpoint_every_steps == 0 or done == total_steps
+          or done == stop_after_steps):
+        # Never save a state whose loss is already NaN/Inf: the last good checkpoint must survive.
+        _check_finite(done, {"loss": float(metrics["loss"])}, last_saved)
+        checkpoint.save(mgr, done, state)
+        last_saved = done
+      if done == total_steps or (config.train.knn_every_steps and done % config.train.knn_every_steps == 0):
+        final.update(evaluate(done))
+  finally:
+    # Whatever stopped the loop, finish the asynchronous saves already started.
+    mgr.wait_until_finished()
+    mgr.close()
+    writer.flush()
 
   if metrics is not None:
     final.update({k: float(v) for k, v in jax.device_get(metrics).items()})
-  mgr.wait_until_finished()
-  mgr.close()
-  writer.flush()
   if start_step >= total_steps:
     logging.info("Run in %s had already finished (step %d of %d).", workdir, start_step, total_steps)
     final.update(evaluate(total_steps))
@@ -220,5 +231,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Dict[
   final["train_wall_time_s"] = wall
   if is_main:
     summary = ", ".join(f"{k}={v:.2f}" for k, v in sorted(final.items()) if k.startswith("knn"))
-    print(f"Finished {config.method} ({','.join(config.views)}) in {wall:.0f}s: {summary}", flush=True)
+    reached = int(state.step)
+    status = "Finished" if reached >= total_steps else f"Stopped at step {reached} of {total_steps}:"
+    print(f"{status} {config.method} ({','.join(config.views)}) in {wall:.0f}s: {summary}", flush=True)
   return final

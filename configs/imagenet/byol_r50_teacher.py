@@ -1,0 +1,21 @@
+"""BYOL ResNet-50 teacher on ImageNet-1k, the paper's standard setting (Section 4).
+
+    python -m simdis_jax.main --config configs/imagenet/byol_r50_teacher.py --workdir workdirs/imagenet_byol_r50
+
+LARS (authors' form) + SyncBN, batch 2048, base LR 0.3 × batch/256, 10 warm-up
+epochs, cosine, weight decay 1e-4, EMA 0.99 → 1. 100 epochs by default
+(--config.train.epochs=300 or 1000 for the longer rows of Table 1). This run
+is the offline teacher of the SimDis-Off configs. Needs the ImageNet input
+pipeline (issue #4): until it lands this config stops with a clear error.
+"""
+
+from simdis_jax import configuration
+
+
+def get_config():
+  c = configuration.base_config()
+  c.method = "byol"
+  c.views = configuration.VIEW_PRESETS["byol"]
+  c.model.student = configuration.network_config(50, 64, False, 4096, 256)
+  c.knn.networks = ("student",)
+  return c

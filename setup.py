@@ -1,0 +1,31 @@
+"""simdis_jax: SimDis self-supervised distillation (BYOL teacher -> small student) in JAX/Flax."""
+
+from setuptools import find_packages, setup
+
+setup(
+    name="simdis_jax",
+    version="0.1.0",
+    description="SimDis: simple distillation baselines for small self-supervised models, in JAX/Flax.",
+    long_description=open("README.md", encoding="utf-8").read(),
+    long_description_content_type="text/markdown",
+    packages=find_packages(include=["simdis_jax", "simdis_jax.*"]),
+    python_requires=">=3.10",
+    install_requires=[
+        "jax>=0.7.0",
+        "flax>=0.11.0",
+        "optax>=0.2.5",
+        "orbax-checkpoint>=0.11.0",
+        "clu>=0.0.12",
+        "ml_collections>=1.0.0",
+        "tensorflow-cpu>=2.18",
+        "tensorflow-datasets>=4.9.7",
+        # clu's TensorBoard writer and tfds need these, but do not always declare them.
+        "tensorboard>=2.18",
+        "importlib_resources>=6.0",
+        "etils[epath]>=1.7",
+        "absl-py>=2.0",
+        "numpy>=1.26",
+        "matplotlib>=3.8",
+    ],
+    extras_require={"test": ["pytest>=8.0"]},
+)

@@ -1,0 +1,42 @@
+"""Eight fake CPU devices for every test (SyncBN / sharding tests need them)."""
+
+import os
+
+os.environ.setdefault("XLA_FLAGS", "--xla_force_host_platform_device_count=8")
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+import jax  # noqa: E402  pylint: disable=wrong-import-position
+import pytest  # noqa: E402  pylint: disable=wrong-import-position
+
+from simdis_jax import configuration  # noqa: E402  pylint: disable=wrong-import-position
+from simdis_jax.data import augment, fashion_mnist  # noqa: E402  pylint: disable=wrong-import-position
+
+jax.config.update("jax_platforms", "cpu")
+
+
+def tiny_config(method="simdis_on", views="simdis_7v"):
+  """A seconds-per-step config on Fashion-MNIST: ResNet-10 layouts of width 4/8, small heads."""
+  c = configuration.base_config()
+  c.method = method
+  c.views = configuration.VIEW_PRESETS[views]
+  c.model.student = configuration.network_config(10, 4, True, 32, 16)
+  c.model.teacher = configuration.network_config(10, 8, True, 32, 16)
+  c.optim.base_lr = 0.5
+  c.optim.warmup_epochs = 0.0
+  c.train.batch_size = 16
+  c.train.steps = 4
+  c.train.log_every_steps = 2
+  c.train.checkpoint_every_steps = 2
+  c.train.knn_every_steps = 0
+  c.data.name = "fashion_mnist"
+  c.data.image_size = 16
+  c.data.augment = augment.default_config(1)
+  c.knn.train_examples = 200
+  c.knn.eval_examples = 100
+  c.knn.batch_size = 64
+  return c
+
+
+requires_fashion_mnist = pytest.mark.skipif(
+    not os.path.exists(os.path.join(fashion_mnist.DEBIAN_DIR, fashion_mnist.FILES["train_images"])),
+    reason="Debian's dataset-fashion-mnist is not installed (apt-get install dataset-fashion-mnist)")

@@ -1,0 +1,97 @@
+"""Config validation and the shipped presets."""
+
+import glob
+import importlib.util
+import os
+
+import ml_collections
+import pytest
+
+from conftest import tiny_config
+from simdis_jax import configuration
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def load_config_file(path, arg=None):
+  spec = importlib.util.spec_from_file_location("cfg", path)
+  module = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(module)
+  return module.get_config(arg) if arg is not None else module.get_config()
+
+
+def test_unknown_view_is_a_clear_error():
+  c = tiny_config()
+  c.views = ("sema_dv", "teacher_proj")
+  with pytest.raises(ValueError, match=r"Unknown target view.*teacher_proj.*tema_dv"):
+    configuration.validate(c)
+
+
+def test_offline_without_teacher_workdir_is_a_clear_error():
+  c = tiny_config("simdis_off")
+  with pytest.raises(ValueError, match="teacher.workdir"):
+    configuration.validate(c)
+
+
+def test_bad_method_is_a_clear_error():
+  c = tiny_config()
+  c.method = "simdis_offline"
+  with pytest.raises(ValueError, match=r"config.method='simdis_offline'.*byol.*simdis_off.*simdis_on"):
+    configuration.validate(c)
+
+
+def test_byol_with_teacher_views_is_a_clear_error():
+  c = tiny_config("byol", "simdis_2v")
+  with pytest.raises(ValueError, match="trains the student alone"):
+    configuration.validate(c)
+
+
+def test_unknown_key_and_wrong_types_are_clear_errors():
+  c = tiny_config()
+  c.unlock()
+  c.train.batchsize = 3
+  with pytest.raises(ValueError, match=r"Unknown config key 'train.batchsize'.*batch_size"):
+    configuration.validate(c)
+  raw = tiny_config().to_dict()
+  raw["model"]["sync_bn"] = "yes"  # a config file built from plain dicts has no type locking
+  c = ml_collections.ConfigDict(raw)
+  with pytest.raises(ValueError, match="model.sync_bn must be True or False"):
+    configuration.validate(c)
+  c = tiny_config()
+  c.train.batch_size = 0
+  with pytest.raises(ValueError, match="batch_size.*positive integer"):
+    configuration.validate(c)
+  c = tiny_config()
+  c.optim.lars_form = "lamb"
+  with pytest.raises(ValueError, match="optim.lars_form"):
+    configuration.validate(c)
+
+
+CONFIG_FILES = sorted(glob.glob(os.path.join(ROOT, "configs", "**", "*.py"), recursive=True))
+
+
+@pytest.mark.parametrize("path", CONFIG_FILES, ids=lambda p: os.path.relpath(p, ROOT))
+def test_every_shipped_config_validates_and_documents_its_command(path):
+  c = configuration.validate(load_config_file(path))
+  spec = importlib.util.spec_from_file_location("cfg", path)
+  module = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(module)
+  assert "python -m simdis_jax.main --config configs/" in module.__doc__
+  assert c.views
+
+
+def test_paper_presets_carry_the_papers_hyperparameters():
+  on7 = load_config_file(os.path.join(ROOT, "configs/imagenet/simdis_on_7v.py"))
+  assert (on7.method, len(on7.views), on7.optim.name, on7.model.sync_bn) == ("simdis_on", 7, "lars", True)
+  assert (on7.train.batch_size, on7.optim.base_lr, on7.optim.warmup_epochs) == (2048, 0.3, 10.0)
+  assert (on7.model.student.depth, on7.model.teacher.depth, on7.ema.base) == (18, 50, 0.99)
+  off = load_config_file(os.path.join(ROOT, "configs/imagenet/simdis_off.py"))
+  assert off.method == "simdis_off" and tuple(off.views) == ("sema_dv", "tema_dv")
+  t2 = os.path.join(ROOT, "configs/imagenet/table2.py")
+  for row in ("byol", "t_sv", "t_dv", "tema_sv", "tema_dv", "t_sv_t_dv", "tema_sv_tema_dv", "all_teacher", "7v"):
+    for scheme in ("online", "offline"):
+      c = configuration.validate(load_config_file(t2, f"{row},{scheme}"))
+      assert (c.optim.name, c.optim.base_lr, c.model.sync_bn, c.train.batch_size) == ("sgd", 0.05, False, 1024)
+  assert len(load_config_file(t2, "all_teacher,online").views) == 5
+  with pytest.raises(ValueError, match="row"):
+    load_config_file(t2, "8v,online")

@@ -1,0 +1,78 @@
+"""ResNet family, heads and network layout."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from simdis_jax.models import resnet
+from simdis_jax.models.network import Network
+
+
+def param_count(tree):
+  return int(sum(np.prod(x.shape) for x in jax.tree.leaves(tree)))
+
+
+@pytest.mark.parametrize("depth,expected", [(18, 11_176_512), (34, 21_284_672), (50, 23_508_032)])
+def test_resnet_parameter_counts_match_torchvision_without_fc(depth, expected):
+  model = resnet.resnet(depth)
+  variables = jax.eval_shape(lambda: model.init(jax.random.PRNGKey(0), jnp.zeros((1, 224, 224, 3)), train=False))
+  assert param_count(variables["params"]) == expected
+
+
+@pytest.mark.parametrize("depth", [101, 152, 200])
+def test_deep_resnets_build_with_2048_features(depth):
+  model = resnet.resnet(depth)
+  out = jax.eval_shape(lambda: model.init_with_output(jax.random.PRNGKey(0), jnp.zeros((2, 64, 64, 3)),
+                                                      train=False)[0])
+  assert out.shape == (2, 2048) == (2, resnet.feature_dim(depth))
+
+
+def test_unknown_depth_is_a_clear_error():
+  with pytest.raises(ValueError, match="Unknown ResNet depth 19"):
+    resnet.resnet(19)
+
+
+def test_pytorch_style_padding_gives_the_imagenet_feature_map_sizes():
+  model = resnet.resnet(18, width=8)
+  x = jnp.zeros((1, 224, 224, 3))
+  variables = model.init(jax.random.PRNGKey(0), x, train=False)
+  _, inter = model.apply(variables, x, train=False, capture_intermediates=True)
+  shapes = {k: v["__call__"][0].shape for k, v in inter["intermediates"].items() if k.startswith("stage")}
+  assert shapes["stage1_block2"] == (1, 56, 56, 8)
+  assert shapes["stage4_block2"] == (1, 7, 7, 64)
+
+
+def test_cifar_stem_keeps_the_resolution_and_width_scales_features():
+  model = resnet.resnet(10, width=4, cifar_stem=True)
+  x = jnp.zeros((3, 28, 28, 1))
+  out, variables = model.init_with_output(jax.random.PRNGKey(0), x, train=False)
+  assert out.shape == (3, 32)
+  assert variables["params"]["stem_conv"]["kernel"].shape == (3, 3, 1, 4)
+
+
+def test_conv_init_is_kaiming_normal_fan_out():
+  model = resnet.resnet(18, width=64)
+  variables = model.init(jax.random.PRNGKey(0), jnp.zeros((1, 32, 32, 3)), train=False)
+  k = np.asarray(variables["params"]["stage3_block2"]["Conv_1"]["kernel"])  # 3x3, 256 -> 256
+  assert np.std(k) == pytest.approx(np.sqrt(2.0 / (3 * 3 * 256)), rel=0.03)
+  bn = variables["params"]["stage3_block2"]["BatchNorm_0"]
+  assert np.all(np.asarray(bn["scale"]) == 1.0) and np.all(np.asarray(bn["bias"]) == 0.0)
+
+
+def test_network_heads_and_ema_subtree():
+  online = Network(10, 4, True, 32, 16, heads=("sema_dv", "t_sv"))
+  ema = Network(10, 4, True, 32, 16)
+  x = jnp.ones((4, 16, 16, 1))
+  out, v = online.init_with_output(jax.random.PRNGKey(0), x, train=False)
+  assert set(v["params"]) == {"encoder", "projector", "predictor_sema_dv", "predictor_t_sv"}
+  assert out["feature"].shape == (4, 32) and out["projection"].shape == (4, 16)
+  assert {h: p.shape for h, p in out["predictions"].items()} == {"sema_dv": (4, 16), "t_sv": (4, 16)}
+  v_ema = ema.init(jax.random.PRNGKey(0), x, train=False)
+  assert set(v_ema["params"]) == {"encoder", "projector"}
+  # The EMA net runs on the online net's encoder + projector params.
+  sub = {"params": {k: v["params"][k] for k in ("encoder", "projector")},
+         "batch_stats": {k: v["batch_stats"][k] for k in ("encoder", "projector")}}
+  np.testing.assert_allclose(ema.apply(sub, x, train=False)["projection"], out["projection"], rtol=1e-6)
+  # Predictors see the raw projection: hidden layer is 32 wide, output 16.
+  assert v["params"]["predictor_sema_dv"]["dense1"]["kernel"].shape == (16, 32)

@@ -1,0 +1,135 @@
+"""End to end on real Fashion-MNIST: resume, NaN stop, the offline teacher, the CLI."""
+
+import json
+import os
+import subprocess
+import sys
+
+import jax
+import numpy as np
+import pytest
+
+from conftest import requires_fashion_mnist, tiny_config
+from simdis_jax import checkpoint, train
+
+pytestmark = requires_fashion_mnist
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def final_state(workdir, config):
+  """The latest checkpoint of a run, restored as host numpy arrays."""
+  mgr = checkpoint.manager(workdir)
+  step = mgr.latest_step()
+  restored = mgr.restore(step, args=checkpoint.ocp.args.StandardRestore())
+  mgr.close()
+  return step, jax.tree.map(np.asarray, restored)
+
+
+def test_resume_after_a_stop_gives_the_same_final_state(tmp_path):
+  c = tiny_config("simdis_on", "simdis_7v")
+  c.knn.networks = ()
+  train.train_and_evaluate(c, str(tmp_path / "straight"))
+  train.train_and_evaluate(c, str(tmp_path / "resumed"), stop_after_steps=2)
+  assert checkpoint.manager(str(tmp_path / "resumed")).latest_step() == 2
+  train.train_and_evaluate(c, str(tmp_path / "resumed"))
+  step_a, a = final_state(str(tmp_path / "straight"), c)
+  step_b, b = final_state(str(tmp_path / "resumed"), c)
+  assert step_a == step_b == 4
+  leaves_a, leaves_b = jax.tree.leaves(a), jax.tree.leaves(b)
+  assert len(leaves_a) == len(leaves_b) > 100
+  for x, y in zip(leaves_a, leaves_b):
+    np.testing.assert_array_equal(x, y)
+
+
+def test_nan_loss_stops_with_a_clear_error_and_keeps_the_last_good_checkpoint(tmp_path, monkeypatch):
+  c = tiny_config("byol", "byol")
+  c.knn.networks = ()
+  c.train.steps = 6
+  c.train.log_every_steps = 1
+  real = train.make_train_step
+
+  def poisoned(*args, **kwargs):
+    step_fn = real(*args, **kwargs)
+
+    def wrapped(state, images):
+      bad = int(state.step) >= 3
+      state, metrics = step_fn(state, images)
+      if bad:
+        metrics = dict(metrics, loss=metrics["loss"] * np.nan)
+      return state, metrics
+    return wrapped
+
+  monkeypatch.setattr(train, "make_train_step", poisoned)
+  with pytest.raises(FloatingPointError, match=r"step 4.*last good checkpoint \(step 2\)"):
+    train.train_and_evaluate(c, str(tmp_path))
+  assert checkpoint.manager(str(tmp_path)).all_steps() == [2]
+
+
+def test_offline_student_distils_from_a_finished_byol_teacher(tmp_path):
+  teacher = tiny_config("byol", "byol")
+  teacher.model.student = teacher.model.teacher
+  teacher.knn.networks = ()
+  teacher.train.steps = 2
+  train.train_and_evaluate(teacher, str(tmp_path / "teacher"))
+  _, t_state = final_state(str(tmp_path / "teacher"), teacher)
+
+  c = tiny_config("simdis_off", "simdis_7v")
+  c.knn.networks = ("student", "teacher")
+  c.teacher.workdir = str(tmp_path / "teacher")
+  result = train.train_and_evaluate(c, str(tmp_path / "student"))
+  _, s_state = final_state(str(tmp_path / "student"), c)
+  for key in ("params", "batch_stats", "ema_params", "ema_batch_stats"):
+    for x, y in zip(jax.tree.leaves(t_state["student"][key]), jax.tree.leaves(s_state["teacher"][key])):
+      np.testing.assert_array_equal(x, y)
+  assert 10.0 < result["knn_top1/teacher"] <= 100.0
+
+  # A teacher of another architecture, a missing one, or an unfinished one: clear errors.
+  wrong = tiny_config("simdis_off", "simdis_2v")
+  wrong.teacher.workdir = str(tmp_path / "teacher")
+  wrong.model.teacher.width = 16
+  with pytest.raises(ValueError, match=r"does not match config.model.teacher.*width: run has 8, config wants 16"):
+    train.train_and_evaluate(wrong, str(tmp_path / "wrong"))
+  wrong.model.teacher.width = 8
+  wrong.teacher.workdir = str(tmp_path / "nowhere")
+  with pytest.raises(FileNotFoundError, match="train the teacher first"):
+    train.train_and_evaluate(wrong, str(tmp_path / "wrong2"))
+  info = json.loads((tmp_path / "teacher" / train.RUN_INFO_FILE).read_text())
+  info["total_steps"] = 10
+  (tmp_path / "teacher" / train.RUN_INFO_FILE).write_text(json.dumps(info))
+  wrong.teacher.workdir = str(tmp_path / "teacher")
+  with pytest.raises(ValueError, match=r"unfinished \(step 2 of 10\)"):
+    train.train_and_evaluate(wrong, str(tmp_path / "wrong3"))
+
+
+def test_a_checkpoint_of_another_method_is_a_clear_error(tmp_path):
+  c = tiny_config("byol", "byol")
+  c.knn.networks = ()
+  c.train.steps = 2
+  train.train_and_evaluate(c, str(tmp_path))
+  other = tiny_config("simdis_on", "simdis_2v")
+  with pytest.raises(ValueError, match="does not match this run's model/method"):
+    train.train_and_evaluate(other, str(tmp_path))
+  assert checkpoint.manager(str(tmp_path)).all_steps() == [2]
+
+
+def test_cli_runs_the_demo_config_for_a_few_steps(tmp_path):
+  overrides = ["--config.train.steps=3", "--config.train.batch_size=32", "--config.model.student.width=4",
+               "--config.model.teacher.width=8", "--config.knn.train_examples=300", "--config.knn.eval_examples=100",
+               "--config.train.log_every_steps=1"]
+  env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=2")
+  proc = subprocess.run([sys.executable, "-m", "simdis_jax.main", "--config", "configs/demo.py",
+                         "--workdir", str(tmp_path)] + overrides,
+                        cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
+  assert proc.returncode == 0, proc.stderr[-3000:]
+  assert "knn_top1/student=" in proc.stdout and "knn_top1/teacher=" in proc.stdout
+  lines = [json.loads(l) for l in (tmp_path / train.METRICS_FILE).read_text().splitlines()]
+  assert [l["step"] for l in lines if "loss" in l] == [1, 2, 3]
+  assert all(np.isfinite(l["loss"]) and 0 < l["loss"] < 16 for l in lines if "loss" in l)
+  assert checkpoint.manager(str(tmp_path)).latest_step() == 3
+
+
+def test_cli_imagenet_preset_fails_clearly_until_its_pipeline_exists(tmp_path):
+  proc = subprocess.run([sys.executable, "-m", "simdis_jax.main", "--config", "configs/imagenet/byol_r18.py",
+                         "--workdir", str(tmp_path)], cwd=ROOT, capture_output=True, text=True, timeout=300)
+  assert proc.returncode != 0
+  assert "imagenet2012" in proc.stderr and "issue #4" in proc.stderr
