@@ -21,6 +21,7 @@ from simdis_jax.step import make_train_step
 
 RUN_INFO_FILE = "run_info.json"
 METRICS_FILE = "metrics.jsonl"
+SUMMARY_FILE = "summary.json"  # written when a run reaches its last step
 
 
 def schedule_lengths(config, num_train: int) -> Dict[str, int]:
@@ -51,8 +52,8 @@ def _teacher_net_config_matches(teacher_run: dict, wanted) -> None:
         + ". Point --config.teacher.workdir at a BYOL run of this architecture, or change config.model.teacher.")
 
 
-def load_offline_teacher(config, state, mesh):
-  """Replaces the state's teacher by the student (online + EMA) of a finished BYOL run (SimDis-Off)."""
+def check_offline_teacher(config) -> ml_collections.ConfigDict:
+  """Checks, before anything compiles, that config.teacher.workdir is a finished BYOL run of config.model.teacher."""
   workdir = config.teacher.workdir
   if not epath.Path(workdir).exists():
     raise FileNotFoundError(f"config.teacher.workdir={workdir!r} does not exist; train the teacher first "
@@ -62,30 +63,46 @@ def load_offline_teacher(config, state, mesh):
     raise ValueError(f"config.teacher.workdir={workdir!r} is a {run.get('method')!r} run; the offline "
                      "teacher must come from a method=byol run.")
   _teacher_net_config_matches(run, config.model.teacher)
-  run_config = ml_collections.ConfigDict(run)
   info = json.loads((epath.Path(workdir) / RUN_INFO_FILE).read_text())
   mgr = checkpoint.manager(workdir)
   latest = mgr.latest_step()
+  mgr.close()
   if latest is None:
     raise FileNotFoundError(f"The teacher run {workdir!r} has no checkpoint yet.")
   if latest < info["total_steps"] and not config.teacher.allow_unfinished:
     raise ValueError(f"The teacher run {workdir!r} is unfinished (step {latest} of {info['total_steps']}). "
                      "Let it finish, or set --config.teacher.allow_unfinished=True to distil from it anyway.")
+  return ml_collections.ConfigDict(run)
+
+
+def restore_run(run_config: ml_collections.ConfigDict, workdir: str, mesh, step: Optional[int] = None):
+  """(networks, train state) of a finished or running pretraining workdir, at `step` (default latest)."""
+  info = json.loads((epath.Path(workdir) / RUN_INFO_FILE).read_text())
   networks = build_networks(run_config)
   schedule = optim.warmup_cosine_schedule(1.0, 256, info["total_steps"], 0)
   tx = optim.make_optimizer(run_config.optim, schedule)
-  image_shape = _image_shape(config, None)
-  abstract = jax.eval_shape(functools.partial(create_train_state, run_config, networks, tx, image_shape))
+  abstract = jax.eval_shape(functools.partial(create_train_state, run_config, networks, tx,
+                                              _image_shape(run_config)))
   abstract = jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=parallel.replicated(mesh)),
                           abstract)
-  restored = mgr.restore(latest, args=checkpoint.ocp.args.StandardRestore(abstract))
+  mgr = checkpoint.manager(workdir)
+  step = mgr.latest_step() if step is None else step
+  if step is None:
+    raise FileNotFoundError(f"{workdir!r} has no checkpoint yet.")
+  state = mgr.restore(step, args=checkpoint.ocp.args.StandardRestore(abstract))
   mgr.close()
+  return networks, state
+
+
+def load_offline_teacher(teacher_run, config, state, mesh):
+  """Replaces the state's teacher by the student (online + EMA) of the finished BYOL run (SimDis-Off)."""
+  _, restored = restore_run(teacher_run, config.teacher.workdir, mesh)
   s = restored.student
-  logging.info("Offline teacher restored from %s at step %d.", workdir, latest)
+  logging.info("Offline teacher restored from %s at step %d.", config.teacher.workdir, int(restored.step))
   return state.replace(teacher=NetState(s.params, s.batch_stats, s.ema_params, s.ema_batch_stats))
 
 
-def _image_shape(config, dataset):
+def _image_shape(config):
   channels = 1 if config.data.name == "fashion_mnist" else 3
   return (config.data.image_size, config.data.image_size, channels)
 
@@ -129,6 +146,9 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
   """
   config = configuration.validate(config)
   checkpoint.check_writable(workdir)
+  mgr = checkpoint.manager(workdir, config.train.keep_checkpoints)
+  fresh_start = mgr.latest_step() is None
+  teacher_run = check_offline_teacher(config) if config.method == "simdis_off" and fresh_start else None
   is_main = jax.process_index() == 0
 
   # --- Mesh ---
@@ -145,17 +165,16 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
   schedule = optim.warmup_cosine_schedule(config.optim.base_lr, config.train.batch_size, total_steps,
                                           lengths["warmup_steps"], config.optim.warmup_init_lr)
   tx = optim.make_optimizer(config.optim, schedule)
-  create = functools.partial(create_train_state, config, networks, tx, _image_shape(config, dataset))
+  create = functools.partial(create_train_state, config, networks, tx, _image_shape(config))
 
   # --- State: restored if the workdir has a checkpoint, else created directly replicated ---
-  mgr = checkpoint.manager(workdir, config.train.keep_checkpoints)
   abstract = jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=parallel.replicated(mesh)),
                           _abstract_state(create))
   state = checkpoint.restore_latest(mgr, abstract)
   if state is None:
     state = jax.jit(create, out_shardings=parallel.replicated(mesh))()
     if config.method == "simdis_off":
-      state = load_offline_teacher(config, state, mesh)
+      state = load_offline_teacher(teacher_run, config, state, mesh)
     logging.info("Starting a new run in %s (%d steps, %d per epoch).", workdir, total_steps,
                  lengths["steps_per_epoch"])
   else:
@@ -229,9 +248,15 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
     final.update(evaluate(total_steps))
   wall = time.time() - t0
   final["train_wall_time_s"] = wall
+  reached = int(state.step)
+  if is_main and reached >= total_steps and images_seen:
+    # Wall time and images/s cover the process that finished the run (from its start step).
+    (epath.Path(workdir) / SUMMARY_FILE).write_text(json.dumps({
+        **final, "images_seen": images_seen, "images_per_sec": images_seen / max(wall, 1e-9),
+        "start_step": start_step, "steps": reached, "total_steps": total_steps,
+        "epochs": reached / lengths["steps_per_epoch"]}, indent=2))
   if is_main:
     summary = ", ".join(f"{k}={v:.2f}" for k, v in sorted(final.items()) if k.startswith("knn"))
-    reached = int(state.step)
     status = "Finished" if reached >= total_steps else f"Stopped at step {reached} of {total_steps}:"
     print(f"{status} {config.method} ({','.join(config.views)}) in {wall:.0f}s: {summary}", flush=True)
   return final
