@@ -1,5 +1,11 @@
 """Demo: SimDis-On-7v on Fashion-MNIST, small teacher + smaller student, <10 min on 2 CPU cores.
 
+Student: ResNet-10 layout (one basic block per stage, CIFAR stem) of width 8;
+teacher: the same layout at width 16; projector/predictors 512 → 128. 500
+steps of batch 128 (1.07 epochs) with LARS (authors' form) at base LR 6.0: a
+short schedule needs a large rate (base 1.0 barely moved the kNN in 300
+steps). Measured here: ~0.6 s per step on 2 cores.
+
     python -m simdis_jax.main --config configs/demo.py --workdir workdirs/demo
 
 Needs Debian's Fashion-MNIST (`apt-get install dataset-fashion-mnist`). Prints
@@ -14,20 +20,22 @@ def get_config():
   c = configuration.base_config()
   c.method = "simdis_on"
   c.views = configuration.VIEW_PRESETS["simdis_7v"]
-  c.model.student = configuration.network_config(depth=10, width=16, cifar_stem=True, hidden_dim=512, proj_dim=128)
-  c.model.teacher = configuration.network_config(depth=10, width=24, cifar_stem=True, hidden_dim=512, proj_dim=128)
+  c.model.student = configuration.network_config(depth=10, width=8, cifar_stem=True, hidden_dim=512, proj_dim=128)
+  c.model.teacher = configuration.network_config(depth=10, width=16, cifar_stem=True, hidden_dim=512, proj_dim=128)
   c.optim.name = "lars"
   c.optim.base_lr = 6.0
   c.optim.warmup_epochs = 0.05
   c.optim.weight_decay = 1e-5
   c.train.batch_size = 128
-  c.train.steps = 300
+  c.train.steps = 500
   c.train.log_every_steps = 25
   c.train.checkpoint_every_steps = 100
   c.train.knn_every_steps = 0
   c.data.name = "fashion_mnist"
   c.data.image_size = 28
   c.data.augment = configuration.fashion_mnist_augment()
+  c.probe.enabled = True  # online linear probe on the student and teacher features
+  c.probe.num_classes = 10
   c.knn.train_examples = 10000
   c.knn.eval_examples = 5000
   return c

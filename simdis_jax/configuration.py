@@ -91,6 +91,11 @@ def base_config() -> ml_collections.ConfigDict:
   c.data.allow_download = False   # fashion_mnist: fall back to tfds's download when the Debian files are missing
   c.data.augment = augment.default_config(3)
 
+  c.probe = ml_collections.ConfigDict()
+  c.probe.enabled = False         # online linear probe on stop-gradient encoder features (needs labels)
+  c.probe.learning_rate = 0.2     # its own SGD (Nesterov momentum 0.9), constant rate
+  c.probe.num_classes = 1000
+
   c.knn = ml_collections.ConfigDict()
   c.knn.k = 20
   c.knn.temperature = 0.07
@@ -170,6 +175,8 @@ def validate(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
     raise ValueError("Set config.train.epochs > 0 or config.train.steps > 0.")
   if config.optim.base_lr <= 0 or config.optim.weight_decay < 0 or config.optim.warmup_epochs < 0:
     raise ValueError("config.optim.base_lr must be > 0, weight_decay and warmup_epochs >= 0.")
+  if config.probe.enabled and (config.probe.num_classes < 2 or config.probe.learning_rate <= 0):
+    raise ValueError("config.probe needs num_classes >= 2 and learning_rate > 0.")
   if config.knn.temperature <= 0:
     raise ValueError(f"config.knn.temperature={config.knn.temperature} must be > 0.")
   unknown_nets = [n for n in config.knn.networks if n not in ("student", "teacher")]

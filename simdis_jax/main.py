@@ -1,4 +1,8 @@
-"""Command line: python -m simdis_jax.main --config configs/<experiment>.py --workdir <dir>."""
+"""Command line: python -m simdis_jax.main --config configs/<experiment>.py --workdir <dir>.
+
+Pretraining configs run `train.train_and_evaluate`; configs with task="linear_eval"
+(configs/*/linear_eval.py) run `evaluation.linear.run`.
+"""
 
 import logging as stdlib_logging
 
@@ -29,8 +33,12 @@ def main(argv):
     jax.distributed.initialize(FLAGS.coordinator_address, FLAGS.num_processes, FLAGS.process_id)
   logging.info("JAX process %d of %d, %d local / %d global devices (%s).", jax.process_index(),
                jax.process_count(), jax.local_device_count(), jax.device_count(), jax.devices()[0].platform)
-  from simdis_jax import train  # pylint: disable=g-import-not-at-top
-  train.train_and_evaluate(FLAGS.config, FLAGS.workdir)
+  if FLAGS.config.get("task") == "linear_eval":
+    from simdis_jax.evaluation import linear  # pylint: disable=g-import-not-at-top
+    linear.run(FLAGS.config, FLAGS.workdir)
+  else:
+    from simdis_jax import train  # pylint: disable=g-import-not-at-top
+    train.train_and_evaluate(FLAGS.config, FLAGS.workdir)
 
 
 if __name__ == "__main__":

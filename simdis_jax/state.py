@@ -6,6 +6,7 @@ import flax
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
+import optax
 
 from simdis_jax import configuration, simdis
 from simdis_jax.models.network import network_from_config
@@ -28,6 +29,8 @@ class TrainState:
   student: NetState
   teacher: Optional[NetState]  # None for BYOL runs
   opt_state: Any              # one optimizer over trainable_params(state)
+  probe: Any = None           # online linear probe {network: {kernel, bias}} or None
+  probe_opt_state: Any = None
 
 
 class Networks(NamedTuple):
@@ -69,6 +72,23 @@ def init_net_state(online: nn.Module, ema: nn.Module, rng, sample: jnp.ndarray, 
   return NetState(variables["params"], variables["batch_stats"], ema_params, ema_variables["batch_stats"])
 
 
+def probe_networks(config, networks: Networks):
+  """Networks whose features the online probe classifies: the student, and the teacher if present."""
+  return ("student",) + (("teacher",) if networks.teacher is not None else ())
+
+
+def init_probe(config, networks: Networks, image_shape):
+  """Zero-initialised linear classifiers on each probed network's pooled features."""
+  sample = jnp.zeros((1,) + tuple(image_shape), jnp.float32)
+  probe = {}
+  for name in probe_networks(config, networks):
+    net = getattr(networks, name)
+    dim = jax.eval_shape(lambda n=net: n.init_with_output(jax.random.PRNGKey(0), sample, train=False,
+                                                           features_only=True)[0]["feature"]).shape[-1]
+    probe[name] = {"kernel": jnp.zeros((dim, config.probe.num_classes)), "bias": jnp.zeros((config.probe.num_classes,))}
+  return probe
+
+
 def create_train_state(config, networks: Networks, tx, image_shape) -> TrainState:
   """A fresh state from config.seed (pure; jit it with out_shardings to create it sharded)."""
   rng = jax.random.PRNGKey(config.seed)
@@ -79,4 +99,13 @@ def create_train_state(config, networks: Networks, tx, image_shape) -> TrainStat
   if networks.teacher is not None:
     teacher = init_net_state(networks.teacher, networks.teacher_ema, teacher_rng, sample, config.model.ema_init)
   state = TrainState(jnp.zeros([], jnp.int32), data_rng, student, teacher, None)
-  return state.replace(opt_state=tx.init(trainable_params(state, config.method)))
+  state = state.replace(opt_state=tx.init(trainable_params(state, config.method)))
+  if config.probe.enabled:
+    probe = init_probe(config, networks, image_shape)
+    state = state.replace(probe=probe, probe_opt_state=probe_optimizer(config).init(probe))
+  return state
+
+
+def probe_optimizer(config) -> optax.GradientTransformation:
+  """The online probe's own optimizer; it never touches the representation's parameters."""
+  return optax.sgd(config.probe.learning_rate, momentum=0.9, nesterov=True)

@@ -18,7 +18,7 @@ from jax.sharding import PartitionSpec as P
 from simdis_jax import simdis
 from simdis_jax.data import augment
 from simdis_jax.parallel import DATA_AXIS, batch_sharded, replicated
-from simdis_jax.state import NetState, Networks, TrainState, trainable_params
+from simdis_jax.state import NetState, Networks, TrainState, probe_optimizer, trainable_params
 
 
 def _forward_two_views(net, params, batch_stats, v1, v2, train: bool, update_stats: bool, axis):
@@ -78,7 +78,11 @@ def loss_fn(trainable, state: TrainState, v1, v2, *, networks: Networks, config)
     metrics["loss_teacher"] = loss_teacher
     loss = loss + loss_teacher
   metrics["loss"] = loss
-  return loss, (metrics, stats)
+  # Pooled features of view v for the online probe (stop-gradient there).
+  features = {"student": s1["feature"]}
+  if "teacher" in needed:
+    features["teacher"] = t1["feature"]
+  return loss, (metrics, stats, features)
 
 
 def apply_ema(state: TrainState, tau, online_teacher: bool) -> TrainState:
@@ -95,6 +99,25 @@ def _with_stats(net: NetState, stats: Dict, online_key: str, ema_key: str) -> Ne
                      ema_batch_stats=stats.get(ema_key, net.ema_batch_stats))
 
 
+def probe_loss(probe_params, features, labels):
+  """Softmax cross-entropy of a linear classifier on stop-gradient features, and its top-1."""
+  logits = jax.lax.stop_gradient(features) @ probe_params["kernel"] + probe_params["bias"]
+  loss = jnp.mean(optax.softmax_cross_entropy_with_integer_labels(logits, labels))
+  return loss, jnp.mean(jnp.argmax(logits, -1) == labels)
+
+
+def probe_update(state: TrainState, features, labels, config):
+  """One step of the online linear probe (DeepMind BYOL's): separate params, separate optimizer."""
+  metrics, grads = {}, {}
+  for name, probe_params in state.probe.items():
+    (loss, acc), grads[name] = jax.value_and_grad(probe_loss, has_aux=True)(probe_params, features[name], labels)
+    metrics[f"probe_loss/{name}"] = jax.lax.pmean(loss, DATA_AXIS)
+    metrics[f"probe_top1/{name}"] = 100.0 * jax.lax.pmean(acc, DATA_AXIS)
+  grads = jax.lax.pmean(grads, DATA_AXIS)
+  updates, opt_state = probe_optimizer(config).update(grads, state.probe_opt_state, state.probe)
+  return state.replace(probe=optax.apply_updates(state.probe, updates), probe_opt_state=opt_state), metrics
+
+
 def make_train_step(config, networks: Networks, tx: optax.GradientTransformation, schedule: Callable,
                     total_steps: int, mesh) -> Callable:
   """Builds the jitted, state-donating train step for this config and mesh."""
@@ -102,13 +125,13 @@ def make_train_step(config, networks: Networks, tx: optax.GradientTransformation
   aug_config = config.data.augment
   image_size = config.data.image_size
 
-  def per_device_step(state: TrainState, v1, v2):
+  def per_device_step(state: TrainState, v1, v2, labels):
     tau = simdis.ema_decay(state.step, total_steps, config.ema.base)
     if config.ema.timing == "before":  # authors: before the loss, with pre-update weights
       state = apply_ema(state, tau, online)
     params = trainable_params(state, config.method)
     grad_fn = jax.value_and_grad(functools.partial(loss_fn, networks=networks, config=config), has_aux=True)
-    (_, (metrics, stats)), grads = grad_fn(params, state, v1, v2)
+    (_, (metrics, stats, features)), grads = grad_fn(params, state, v1, v2)
     grads = jax.lax.pmean(grads, DATA_AXIS)
     if not config.model.sync_bn:
       # Per-device statistics differ; keep one (averaged) copy in the replicated state.
@@ -120,6 +143,9 @@ def make_train_step(config, networks: Networks, tx: optax.GradientTransformation
     if online:
       teacher = _with_stats(teacher.replace(params=params["teacher"]), stats, "teacher", "teacher_ema")
     new_state = state.replace(student=student, teacher=teacher, opt_state=opt_state)
+    if config.probe.enabled:
+      new_state, probe_metrics = probe_update(new_state, features, labels, config)
+      metrics.update(probe_metrics)
     if config.ema.timing == "after":  # DeepMind: after the update, with the new weights
       new_state = apply_ema(new_state, tau, online)
     metrics = jax.lax.pmean(metrics, DATA_AXIS)
@@ -127,15 +153,16 @@ def make_train_step(config, networks: Networks, tx: optax.GradientTransformation
                    param_norm=optax.tree.norm(params["student"]))
     return new_state.replace(step=state.step + 1), metrics
 
-  sharded_step = jax.shard_map(per_device_step, mesh=mesh, in_specs=(P(), P(DATA_AXIS), P(DATA_AXIS)),
+  sharded_step = jax.shard_map(per_device_step, mesh=mesh,
+                               in_specs=(P(), P(DATA_AXIS), P(DATA_AXIS), P(DATA_AXIS)),
                                out_specs=(P(), P()), check_vma=False)
 
-  def train_step(state: TrainState, images):
+  def train_step(state: TrainState, images, labels):
     key = jax.random.fold_in(state.rng, state.step)
     v1, v2 = augment.two_views(key, images, aug_config, out_size=image_size)
     v1 = jax.lax.with_sharding_constraint(v1, batch_sharded(mesh))
     v2 = jax.lax.with_sharding_constraint(v2, batch_sharded(mesh))
-    return sharded_step(state, v1, v2)
+    return sharded_step(state, v1, v2, labels)
 
-  return jax.jit(train_step, in_shardings=(replicated(mesh), batch_sharded(mesh)),
+  return jax.jit(train_step, in_shardings=(replicated(mesh), batch_sharded(mesh), batch_sharded(mesh)),
                  out_shardings=(replicated(mesh), replicated(mesh)), donate_argnums=(0,))

@@ -211,11 +211,11 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
   t0, images_seen = time.time(), 0
   metrics = None
   try:
-    for step, images in data_input.train_batches(dataset, config.seed, start_step, config.train.batch_size,
+    for step, images, labels in data_input.train_batches(dataset, config.seed, start_step, config.train.batch_size,
                                                  mesh):
       if step >= total_steps or (stop_after_steps is not None and step >= stop_after_steps):
         break
-      state, metrics = train_step(state, images)
+      state, metrics = train_step(state, images, labels)
       images_seen += config.train.batch_size
       done = step + 1
       for hook in hooks:

@@ -28,8 +28,11 @@ def build(config, devices=1, total_steps=10):
 
 
 def images(mesh, n=16, seed=0):
-  x = np.random.default_rng(seed).integers(0, 256, (n, 28, 28, 1), dtype=np.uint8)
-  return parallel.global_batch(x, mesh)
+  """A (uint8 images, labels) batch, sharded over the mesh."""
+  rng = np.random.default_rng(seed)
+  x = rng.integers(0, 256, (n, 28, 28, 1), dtype=np.uint8)
+  y = rng.integers(0, 10, (n,), dtype=np.int32)
+  return parallel.global_batch(x, mesh), parallel.global_batch(y, mesh)
 
 
 def host(tree):
@@ -55,7 +58,7 @@ def test_student_loss_sends_no_gradient_into_the_teacher():
   x = jnp.asarray(np.random.default_rng(0).normal(size=(8,) + IMAGE_SHAPE), jnp.float32)
 
   def student_only(trainable):
-    _, (metrics, _) = step_lib.loss_fn(trainable, state, x, x[::-1], networks=nets, config=c)
+    _, (metrics, _, _) = step_lib.loss_fn(trainable, state, x, x[::-1], networks=nets, config=c)
     return metrics["loss_student"]
 
   grads = jax.grad(student_only)(trainable_params(state, c.method))
@@ -69,7 +72,7 @@ def test_offline_teacher_and_its_ema_stay_bit_identical():
   before = host(state.teacher)
   student_before = host(state.student.params)
   for i in range(3):
-    state, metrics = train_step(state, images(mesh, seed=i))
+    state, metrics = train_step(state, *images(mesh, seed=i))
   assert np.isfinite(float(metrics["loss"]))
   assert_trees_equal(host(state.teacher), before)
   changed = [not np.array_equal(a, b) for a, b in zip(jax.tree.leaves(student_before),
@@ -87,8 +90,8 @@ def test_online_teacher_update_equals_a_teacher_only_byol_step():
   state_b = TrainState(jnp.copy(state_on.step), jnp.copy(state_on.rng), teacher, None,
                        tx_b.init({"student": teacher.params}))
   for i in range(2):
-    state_on, m_on = step_on(state_on, images(mesh, seed=i))
-    state_b, m_b = step_b(state_b, images(mesh, seed=i))
+    state_on, m_on = step_on(state_on, *images(mesh, seed=i))
+    state_b, m_b = step_b(state_b, *images(mesh, seed=i))
   assert float(m_on["loss_teacher"]) == pytest.approx(float(m_b["loss_student"]), rel=1e-5)
   assert_trees_close(host(state_on.teacher), host(state_b.student), rtol=1e-5, atol=1e-6)
 
@@ -101,7 +104,7 @@ def test_syncbn_step_on_8_devices_equals_the_step_on_1(views):
   for devices in (1, 8):
     mesh, _, _, state, train_step = build(c, devices)
     for i in range(2):
-      state, metrics = train_step(state, images(mesh, seed=i))
+      state, metrics = train_step(state, *images(mesh, seed=i))
     results.append((host(state), host(metrics)))
   assert_trees_close(results[0][0], results[1][0], rtol=2e-4, atol=2e-5)
   assert results[0][1]["loss"] == pytest.approx(results[1][1]["loss"], rel=1e-5)
@@ -139,16 +142,38 @@ def test_step_metrics_and_ema_after_one_step():
   c.ema.base = 0.5
   mesh, _, _, state, train_step = build(c, total_steps=4)
   online0 = host(state.student.params)
-  state1, m = train_step(state, images(mesh))
+  state1, m = train_step(state, *images(mesh))
   # Authors' timing: EMA at step 0 mixes the copy with the pre-update weights -> unchanged.
   assert_trees_equal(host(state1.student.ema_params)["encoder"], online0["encoder"])
   assert int(state1.step) == 1
   assert float(m["tau"]) == pytest.approx(0.5)
   online1 = host(state1.student.params)
-  state2, m = train_step(state1, images(mesh, seed=1))
+  state2, m = train_step(state1, *images(mesh, seed=1))
   tau1 = 1 - 0.5 * (np.cos(np.pi * 1 / 4) + 1) / 2
   k = online0["encoder"]["stem_conv"]["kernel"]
   expected = tau1 * k + (1 - tau1) * online1["encoder"]["stem_conv"]["kernel"]
   np.testing.assert_allclose(host(state2.student.ema_params)["encoder"]["stem_conv"]["kernel"], expected, rtol=1e-6)
   assert set(m) >= {"loss", "loss_student", "loss_head/sema_dv", "lr", "tau", "grad_norm", "param_norm"}
   assert 0.0 <= float(m["loss"]) <= 8.0  # one head: two halves of [0, 4]
+
+
+def test_online_probe_learns_without_touching_the_representation():
+  results = {}
+  for enabled in (False, True):
+    c = tiny_config("simdis_on", "simdis_2v")
+    c.probe.enabled = enabled
+    c.probe.num_classes = 10
+    mesh, _, _, state, train_step = build(c)
+    for i in range(2):
+      state, metrics = train_step(state, *images(mesh, seed=i))
+    results[enabled] = (host(state), host(metrics))
+  off, on = results[False][0], results[True][0]
+  # Representation parameters, EMAs, BN statistics and optimizer state: bit-identical.
+  for part in ("student", "teacher", "opt_state"):
+    assert_trees_equal(getattr(on, part), getattr(off, part))
+  assert off.probe is None
+  assert on.probe["student"]["kernel"].shape == (32, 10) and on.probe["teacher"]["kernel"].shape == (64, 10)
+  assert np.abs(on.probe["student"]["kernel"]).max() > 0
+  m = results[True][1]
+  assert m["probe_loss/student"] == pytest.approx(np.log(10), rel=0.2)  # first steps: near chance
+  assert 0.0 <= m["probe_top1/teacher"] <= 100.0

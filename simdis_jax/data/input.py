@@ -66,13 +66,14 @@ def process_slice(indices: np.ndarray, process_index: int, process_count: int) -
 
 
 def train_batches(dataset: InMemoryDataset, seed: int, start_step: int, batch_size: int,
-                  mesh) -> Iterator[Tuple[int, jax.Array]]:
-  """Yields (step, global uint8 image batch) from `start_step` on, sharded over the mesh's data axis."""
+                  mesh) -> Iterator[Tuple[int, jax.Array, jax.Array]]:
+  """Yields (step, global uint8 images, global labels) from `start_step` on, sharded over the data axis."""
   step = start_step
   while True:
     indices = global_batch_indices(seed, step, dataset.num_train, batch_size)
     local = process_slice(indices, jax.process_index(), jax.process_count())
-    yield step, parallel.global_batch(dataset.train_images[local], mesh)
+    yield (step, parallel.global_batch(dataset.train_images[local], mesh),
+           parallel.global_batch(dataset.train_labels[local], mesh))
     step += 1
 
 

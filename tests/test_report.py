@@ -1,0 +1,254 @@
+"""The results report, on fake workdirs written here (no training): table, JSON, figures, CLI, errors."""
+
+import json
+import os
+import subprocess
+import sys
+
+import matplotlib.image
+import pytest
+
+from simdis_jax import simdis
+from simdis_jax.evaluation import report
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+ALL_VIEWS = list(simdis.VIEWS)
+
+
+def write_json(path, obj):
+  """Writes obj as JSON to path."""
+  path.write_text(json.dumps(obj), encoding="utf-8")
+
+
+def fake_run(root, name, method, views, batch, epochs, steps_per_epoch, knn, knn_init, finished=True,
+             last_step=None, wall=9000.0, rate=1234.5):
+  """A pretraining workdir as train.py leaves it; `knn` / `knn_init` map network -> top-1."""
+  wd = root / name
+  wd.mkdir()
+  net = lambda width: {"depth": 10, "width": width, "cifar_stem": True, "hidden_dim": 32, "proj_dim": 16}
+  write_json(wd / "config.json", {
+      "method": method, "views": views, "seed": 0,
+      "model": {"student": net(8), "teacher": net(16), "sync_bn": True},
+      "train": {"batch_size": batch, "epochs": float(epochs), "steps": 0},
+      "data": {"name": "fashion_mnist"}, "optim": {"name": "lars"}, "teacher": {"workdir": ""}})
+  total = epochs * steps_per_epoch
+  write_json(wd / "run_info.json", {"steps_per_epoch": steps_per_epoch, "total_steps": total,
+                                    "warmup_steps": 0, "num_train": 60000, "devices": 1, "processes": 1})
+  last = total if last_step is None else last_step
+  lines = [{"step": 0, **{f"knn_top1/{n}": v for n, v in knn_init.items()}}]
+  for step in range(steps_per_epoch, last + 1, steps_per_epoch):
+    values = {"loss": 4.0 - step / total, "loss_student": 2.0 - step / (2 * total), "lr": 0.1, "tau": 0.99,
+              "images_per_sec": rate, "epoch": step / steps_per_epoch}
+    if method == "simdis_on":
+      values["loss_teacher"] = 1.5
+    values.update({f"loss_head/{v}": 2.0 for v in views})
+    lines.append({"step": step, **values})
+  # A resumed run repeats a step: the second value must win.
+  lines.append({"step": steps_per_epoch, "loss": 3.5})
+  lines.append({"step": last, **{f"knn_top1/{n}": v for n, v in knn.items()}})
+  (wd / "metrics.jsonl").write_text("".join(json.dumps(l) + "\n" for l in lines), encoding="utf-8")
+  if finished:
+    write_json(wd / "summary.json", {
+        **{f"knn_top1/{n}": v for n, v in knn.items()}, **{f"knn_top1/{n}_init": v for n, v in knn_init.items()},
+        "train_wall_time_s": wall, "images_per_sec": rate, "steps": total, "total_steps": total,
+        "epochs": float(epochs)})
+  return wd
+
+
+def fake_linear(root, name, pretrained, network="student", top1=70.456, top5=90.123, finished=True,
+                recorded_as=None):
+  """A linear-evaluation workdir as evaluation/linear.py leaves it (its own config.json and metrics too).
+
+  `recorded_as` is the pretrained workdir as typed on linear.py's command line (may be relative);
+  linear_info.json always has the absolute path.
+  """
+  wd = root / name
+  wd.mkdir()
+  write_json(wd / "config.json", {"task": "linear_eval", "protocol": "authors", "mode": "fast",
+                                  "pretrained": {"workdir": str(recorded_as or pretrained), "network": network},
+                                  "train": {"batch_size": 256, "epochs": 80.0}})
+  write_json(wd / "linear_info.json", {"pretrained_workdir": os.path.abspath(pretrained), "network": network,
+                                       "steps_per_epoch": 10, "total_steps": 800})
+  (wd / "metrics.jsonl").write_text(json.dumps({"step": 800, "eval_top1": top1}) + "\n", encoding="utf-8")
+  if finished:
+    write_json(wd / "linear_eval.json", {
+        "pretrained_workdir": str(recorded_as or pretrained), "pretrained_step": 1000, "network": network,
+        "weights": "online", "protocol": "authors", "mode": "fast",
+        "mode_name": "fast (cached features, no augmentation)", "epochs": 80.0, "top1": top1, "top5": top5,
+        "finished": True, "wall_time_s": 321.0})
+  return wd
+
+
+@pytest.fixture
+def workdirs(tmp_path):
+  """Two finished runs (BYOL, SimDis-On-7v) and a linear eval of the BYOL student."""
+  byol = fake_run(tmp_path, "byol_r10", "byol", ["sema_dv"], 256, 100, 10,
+                  knn={"student": 61.234}, knn_init={"student": 10.5})
+  on7 = fake_run(tmp_path, "on7v_r10", "simdis_on", ALL_VIEWS, 512, 200, 5,
+                 knn={"student": 65.0, "teacher": 68.75}, knn_init={"student": 11.0, "teacher": 9.0},
+                 wall=50.0, rate=42.25)
+  lin = fake_linear(tmp_path, "byol_r10_linear", byol)
+  return byol, on7, lin
+
+
+def table(markdown):
+  """The markdown table as a list of {header: cell} dicts."""
+  lines = [l for l in markdown.splitlines() if l.startswith("|")]
+  split = lambda l: [c.strip() for c in l.strip().strip("|").split(" | ")]
+  headers = split(lines[0])
+  return [dict(zip(headers, split(l))) for l in lines[2:]]
+
+
+def check_png(path):
+  """A real PNG that matplotlib reads back as an RGB(A) image of plausible size."""
+  with open(path, "rb") as f:
+    assert f.read(8) == PNG_SIGNATURE, path
+  image = matplotlib.image.imread(path)
+  assert image.ndim == 3 and image.shape[2] in (3, 4), image.shape
+  assert 200 <= image.shape[0] <= 3000 and 200 <= image.shape[1] <= 3000, image.shape
+  assert image.std() > 0  # not a blank canvas
+
+
+def check_report(out, markdown):
+  """The shared assertions on the files written for the `workdirs` fixture."""
+  assert (out / "results.md").read_text(encoding="utf-8") == markdown
+  rows = table(markdown)
+  assert len(rows) == 2
+  byol, on7 = rows
+  assert byol["run"] == "byol_r10" and on7["run"] == "on7v_r10"
+  assert byol["method"] == "BYOL" and on7["method"] == "SimDis-On-7v"
+  assert byol["views"] == "Ŝ-v'"
+  assert on7["views"] == "S-v', Ŝ-v, Ŝ-v', T-v, T-v', T̂-v, T̂-v'"
+  assert byol["network"] == "student (online)" and on7["network"] == "student"
+  assert byol["teacher"] == "—" and on7["teacher"] == "ResNet-10 w16"
+  assert byol["encoder"] == on7["encoder"] == "ResNet-10 w8"
+  assert (byol["epochs"], byol["batch"]) == ("100", "256")
+  assert (on7["epochs"], on7["batch"]) == ("200", "512")
+  assert byol["kNN top-1 (step 0)"] == "61.23 (10.50)"
+  assert on7["kNN top-1 (step 0)"] == "65.00 (11.00)"
+  assert (byol["linear top-1"], byol["linear top-5"]) == ("70.46", "90.12")
+  assert (on7["linear top-1"], on7["linear top-5"], on7["protocol"]) == ("—", "—", "—")
+  assert byol["protocol"] == "authors; fast (cached features, no augmentation); 80 ep"
+  assert (byol["wall time"], byol["images/s"]) == ("2.5 h", "1,234")
+  assert (on7["wall time"], on7["images/s"]) == ("50 s", "42.2")
+
+  data = json.loads((out / "results.json").read_text(encoding="utf-8"))
+  j_byol, j_on7 = data["rows"]
+  assert j_byol["run"] == "byol_r10" and j_byol["method"] == "byol" and j_byol["method_label"] == "BYOL"
+  assert j_byol["knn_top1"] == pytest.approx(61.234) and j_byol["knn_top1_init"] == 10.5
+  assert j_byol["linear_top1"] == pytest.approx(70.456) and j_byol["linear_top5"] == pytest.approx(90.123)
+  assert j_byol["epochs"] == 100 and j_byol["batch_size"] == 256 and j_byol["finished"] is True
+  assert j_on7["method_label"] == "SimDis-On-7v" and j_on7["views"] == ALL_VIEWS
+  assert j_on7["knn_top1"] == 65.0 and j_on7["linear_top1"] is None and j_on7["batch_size"] == 512
+  assert [r["cells"] for r in data["rows"]] == rows
+
+  for name in ("curves_byol_r10.png", "curves_on7v_r10.png", "accuracy_vs_epochs.png"):
+    check_png(out / name)
+  assert set(data["figures"]) == {"curves_byol_r10.png", "curves_on7v_r10.png", "accuracy_vs_epochs.png"}
+
+
+def test_write_report_tables_and_figures(workdirs, tmp_path):
+  byol, on7, lin = workdirs
+  out = tmp_path / "out"
+  # Linear eval first: the order of the arguments must not matter.
+  markdown = report.write_report([str(lin), str(byol), str(on7)], str(out))
+  check_report(out, markdown)
+
+
+def test_cli_prints_the_table_and_writes_the_files(workdirs, tmp_path):
+  byol, on7, lin = workdirs
+  out = tmp_path / "cli_out"
+  proc = subprocess.run([sys.executable, "-m", "simdis_jax.report", str(byol), str(lin), str(on7),
+                         "--out", str(out)], cwd=ROOT, capture_output=True, text=True, timeout=120)
+  assert proc.returncode == 0, proc.stderr
+  markdown = (out / "results.md").read_text(encoding="utf-8")
+  check_report(out, markdown)
+  assert table(proc.stdout) == table(markdown)
+
+
+def test_teacher_linear_eval_adds_a_teacher_row(workdirs, tmp_path):
+  byol, on7, lin = workdirs
+  teacher_lin = fake_linear(tmp_path, "on7v_teacher_linear", on7, network="teacher", top1=72.0, top5=91.0)
+  markdown = report.write_report([str(byol), str(on7), str(lin), str(teacher_lin)], str(tmp_path / "out"))
+  rows = table(markdown)
+  assert [(r["run"], r["network"]) for r in rows] == [
+      ("byol_r10", "student (online)"), ("on7v_r10", "student"), ("on7v_r10", "teacher (online)")]
+  teacher = rows[2]
+  assert teacher["encoder"] == "ResNet-10 w16" and teacher["teacher"] == "—"
+  assert teacher["kNN top-1 (step 0)"] == "68.75 (9.00)"
+  assert (teacher["linear top-1"], teacher["linear top-5"]) == ("72.00", "91.00")
+
+
+def test_linear_eval_alone_pulls_in_its_run(workdirs, tmp_path):
+  _, _, lin = workdirs
+  rows = table(report.write_report([str(lin)], str(tmp_path / "out")))
+  assert len(rows) == 1 and rows[0]["run"] == "byol_r10" and rows[0]["linear top-1"] == "70.46"
+
+
+def test_unfinished_run_is_marked_and_uses_the_last_metrics(tmp_path):
+  wd = fake_run(tmp_path, "half", "simdis_off", ["sema_dv", "tema_dv"], 16, 4, 1,
+                knn={"student": 30.0}, knn_init={"student": 10.0}, finished=False, last_step=2, rate=7.5)
+  markdown = report.write_report([str(wd)], str(tmp_path / "out"))
+  (row,) = table(markdown)
+  assert row["run"] == "half (unfinished, step 2 of 4)"
+  assert row["method"] == "SimDis-Off" and row["views"] == "Ŝ-v', T̂-v'"
+  assert row["epochs"] == "2" and row["kNN top-1 (step 0)"] == "30.00 (10.00)"
+  assert row["images/s"] == "7.5" and row["wall time"] == "—"
+  data = json.loads((tmp_path / "out" / "results.json").read_text(encoding="utf-8"))
+  assert data["rows"][0]["finished"] is False and data["rows"][0]["step"] == 2
+  check_png(tmp_path / "out" / "curves_half.png")
+
+
+def test_missing_or_foreign_workdir_is_a_clear_error(workdirs, tmp_path):
+  byol, _, _ = workdirs
+  missing = tmp_path / "no_such_run"
+  with pytest.raises(ValueError, match="no_such_run.*does not exist"):
+    report.write_report([str(byol), str(missing)], str(tmp_path / "out"))
+  empty = tmp_path / "empty"
+  empty.mkdir()
+  with pytest.raises(ValueError, match="holds neither config.json .* nor linear_eval.json"):
+    report.write_report([str(empty)], str(tmp_path / "out"))
+  with pytest.raises(SystemExit, match="no_such_run"):
+    report.main([str(missing), "--out", str(tmp_path / "out")])
+
+
+def test_metrics_keep_the_last_value_of_a_repeated_step(workdirs):
+  byol, _, _ = workdirs
+  metrics = report.read_metrics(str(byol / "metrics.jsonl"))
+  assert metrics[10]["loss"] == 3.5 and metrics[10]["lr"] == 0.1  # overridden key, kept key
+  assert metrics[0] == {"knn_top1/student": 10.5}
+
+
+def test_names_match_the_method_module():
+  assert report.PAPER_VIEW_NAMES == simdis.PAPER_NAMES
+  assert set(report.METHOD_NAMES) == set(simdis.METHODS)
+  assert report.method_label("simdis_off", ALL_VIEWS) == "SimDis-Off-7v"
+  assert report.method_label("simdis_on", ["sema_dv", "tema_dv"]) == "SimDis-On"
+  assert report.format_epochs(0.0016) == "0.0016" and report.format_epochs(12.5) == "12.5"
+
+
+def test_same_basename_gets_separate_figures_and_orphan_eval_is_kept(tmp_path, capsys):
+  (tmp_path / "a").mkdir()
+  (tmp_path / "b").mkdir()
+  runs = [fake_run(tmp_path / d, "run", "byol", ["sema_dv"], 32, 2, 3, knn={"student": 20.0},
+                   knn_init={"student": 10.0}) for d in ("a", "b")]
+  orphan = fake_linear(tmp_path, "lost_linear", tmp_path / "deleted_run", top1=55.0)
+  out = tmp_path / "out"
+  rows = table(report.write_report([str(runs[0]), str(runs[1]), str(orphan)], str(out)))
+  assert [r["run"] for r in rows] == ["run", "run_2", "deleted_run (pretraining workdir not found)"]
+  assert rows[2]["linear top-1"] == "55.00" and rows[2]["method"] == "—"
+  assert "deleted_run" in capsys.readouterr().err
+  check_png(out / "curves_run.png")
+  check_png(out / "curves_run_2.png")
+
+
+def test_linear_eval_with_a_relative_path_and_an_unfinished_one(workdirs, tmp_path, capsys):
+  byol, on7, _ = workdirs
+  relative = fake_linear(tmp_path, "rel_linear", on7, top1=66.6, recorded_as="somewhere/else/on7v_r10")
+  running = fake_linear(tmp_path, "running_linear", byol, finished=False)
+  rows = table(report.write_report([str(running), str(relative)], str(tmp_path / "out")))
+  # The relative path is joined through linear_info.json; the running eval is skipped, not an error,
+  # and neither linear workdir is mistaken for a pretraining run although both hold config.json.
+  assert [(r["run"], r["linear top-1"]) for r in rows] == [("on7v_r10", "66.60")]
+  assert "running_linear" in capsys.readouterr().err
