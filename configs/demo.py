@@ -36,6 +36,11 @@ def get_config():
   c.data.augment = configuration.fashion_mnist_augment()
   c.probe.enabled = True  # online linear probe on the student and teacher features
   c.probe.num_classes = 10
+  # After pretraining: fast linear evaluation (cached features) of student and
+  # teacher, then results.md + figures in <workdir>/report, printed at the end.
+  c.final_eval.linear_networks = ("student", "teacher")
+  c.final_eval.linear_mode = "fast"
+  c.final_eval.report = True
   c.knn.train_examples = 10000
   c.knn.eval_examples = 5000
   return c

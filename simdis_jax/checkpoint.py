@@ -11,6 +11,11 @@ from etils import epath
 CONFIG_FILE = "config.json"
 
 
+def absolute(workdir: str) -> str:
+  """Local paths made absolute (orbax needs them); URLs such as gs:// are kept as they are."""
+  return workdir if "://" in workdir else os.path.abspath(workdir)
+
+
 def manager(workdir: str, keep: int = 3) -> ocp.CheckpointManager:
   """The CheckpointManager of a workdir (checkpoints under <workdir>/checkpoints)."""
   directory = epath.Path(workdir) / "checkpoints"

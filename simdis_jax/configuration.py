@@ -96,6 +96,16 @@ def base_config() -> ml_collections.ConfigDict:
   c.probe.learning_rate = 0.2     # its own SGD (Nesterov momentum 0.9), constant rate
   c.probe.num_classes = 1000
 
+  c.final_eval = ml_collections.ConfigDict()
+  c.final_eval.linear_networks = ()       # e.g. ("student", "teacher"): linear eval after pretraining
+  c.final_eval.linear_protocol = "authors"
+  c.final_eval.linear_mode = "fast"       # fast: cached features, no augmentation | full
+  c.final_eval.linear_epochs = 0.0        # 0 = the protocol's 80 epochs
+  c.final_eval.linear_batch_size = 256
+  c.final_eval.linear_train_examples = 0  # 0 = the whole train split (a subset makes quick checks quicker)
+  c.final_eval.linear_eval_examples = 0
+  c.final_eval.report = False             # write <workdir>/report (results.md + figures) and print it
+
   c.knn = ml_collections.ConfigDict()
   c.knn.k = 20
   c.knn.temperature = 0.07
@@ -113,7 +123,7 @@ def fashion_mnist_augment() -> ml_collections.ConfigDict:
   return a
 
 
-def _check_keys(config, reference, prefix=""):
+def check_keys(config, reference, prefix=""):
   for key in config.keys():
     name = f"{prefix}{key}"
     if key not in reference:
@@ -122,7 +132,7 @@ def _check_keys(config, reference, prefix=""):
     if isinstance(ref, ml_collections.ConfigDict):
       if not isinstance(value, ml_collections.ConfigDict):
         raise ValueError(f"config.{name} must be a section (ConfigDict), got {value!r}.")
-      _check_keys(value, ref, name + ".")
+      check_keys(value, ref, name + ".")
     elif isinstance(ref, bool) and not isinstance(value, bool):
       raise ValueError(f"config.{name} must be True or False, got {value!r}.")
     elif isinstance(ref, (int, float)) and not isinstance(ref, bool) and (
@@ -142,7 +152,7 @@ def _one_of(config, key: str, choices: Sequence[str]):
 
 def validate(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
   """Raises ValueError naming the key and the fix for any bad value; returns the config."""
-  _check_keys(config, base_config())
+  check_keys(config, base_config())
   _one_of(config, "method", simdis.METHODS)
   config.views = simdis.check_views(config.views)
   _one_of(config, "head_combination", simdis.HEAD_COMBINATIONS)
@@ -179,9 +189,13 @@ def validate(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
     raise ValueError("config.probe needs num_classes >= 2 and learning_rate > 0.")
   if config.knn.temperature <= 0:
     raise ValueError(f"config.knn.temperature={config.knn.temperature} must be > 0.")
-  unknown_nets = [n for n in config.knn.networks if n not in ("student", "teacher")]
-  if unknown_nets:
-    raise ValueError(f"config.knn.networks has {unknown_nets}; use 'student' and/or 'teacher'.")
+  for key in ("knn.networks", "final_eval.linear_networks"):
+    section, name = key.split(".")
+    unknown_nets = [n for n in config[section][name] if n not in ("student", "teacher")]
+    if unknown_nets:
+      raise ValueError(f"config.{key} has {unknown_nets}; use 'student' and/or 'teacher'.")
+  _one_of(config, "final_eval.linear_mode", ("fast", "full"))
+  _one_of(config, "final_eval.linear_protocol", ("authors", "deepmind"))
   return config
 
 

@@ -38,7 +38,10 @@ def main(argv):
     linear.run(FLAGS.config, FLAGS.workdir)
   else:
     from simdis_jax import train  # pylint: disable=g-import-not-at-top
+    from simdis_jax.evaluation import final  # pylint: disable=g-import-not-at-top
     train.train_and_evaluate(FLAGS.config, FLAGS.workdir)
+    if FLAGS.config.final_eval.linear_networks or FLAGS.config.final_eval.report:
+      final.evaluate_after_pretraining(FLAGS.config, FLAGS.workdir)
 
 
 if __name__ == "__main__":

@@ -145,6 +145,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
   changing the schedule, as a preemption would; the next call resumes.
   """
   config = configuration.validate(config)
+  workdir = checkpoint.absolute(workdir)
   checkpoint.check_writable(workdir)
   mgr = checkpoint.manager(workdir, config.train.keep_checkpoints)
   fresh_start = mgr.latest_step() is None

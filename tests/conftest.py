@@ -12,6 +12,11 @@ from simdis_jax import configuration  # noqa: E402  pylint: disable=wrong-import
 from simdis_jax.data import augment, fashion_mnist  # noqa: E402  pylint: disable=wrong-import-position
 
 jax.config.update("jax_platforms", "cpu")
+# Many tests compile the same tiny train steps: a persistent cache shared by the
+# session (and its subprocesses) compiles each one once.
+_CACHE = os.environ.setdefault("JAX_COMPILATION_CACHE_DIR", "/tmp/simdis_jax_test_jit_cache")
+jax.config.update("jax_compilation_cache_dir", _CACHE)
+jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.5)
 
 
 def tiny_config(method="simdis_on", views="simdis_7v"):

@@ -9,6 +9,7 @@ import pytest
 
 from conftest import tiny_config
 from simdis_jax import configuration
+from simdis_jax.evaluation import linear
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -72,12 +73,17 @@ CONFIG_FILES = sorted(glob.glob(os.path.join(ROOT, "configs", "**", "*.py"), rec
 
 @pytest.mark.parametrize("path", CONFIG_FILES, ids=lambda p: os.path.relpath(p, ROOT))
 def test_every_shipped_config_validates_and_documents_its_command(path):
-  c = configuration.validate(load_config_file(path))
+  c = load_config_file(path)
+  if c.get("task") == "linear_eval":
+    c = linear.validate(c)
+    assert c.protocol in linear.PROTOCOLS
+  else:
+    c = configuration.validate(c)
+    assert c.views
   spec = importlib.util.spec_from_file_location("cfg", path)
   module = importlib.util.module_from_spec(spec)
   spec.loader.exec_module(module)
   assert "python -m simdis_jax.main --config configs/" in module.__doc__
-  assert c.views
 
 
 def test_paper_presets_carry_the_papers_hyperparameters():

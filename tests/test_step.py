@@ -81,7 +81,7 @@ def test_offline_teacher_and_its_ema_stay_bit_identical():
 
 
 def test_online_teacher_update_equals_a_teacher_only_byol_step():
-  c_on = tiny_config("simdis_on", "simdis_7v")
+  c_on = tiny_config("simdis_on", "simdis_2v")
   mesh, _, _, state_on, step_on = build(c_on)
   c_byol = tiny_config("byol", "byol")
   c_byol.model.student = c_on.model.teacher
@@ -96,7 +96,7 @@ def test_online_teacher_update_equals_a_teacher_only_byol_step():
   assert_trees_close(host(state_on.teacher), host(state_b.student), rtol=1e-5, atol=1e-6)
 
 
-@pytest.mark.parametrize("views", ["byol", "simdis_7v"])
+@pytest.mark.parametrize("views", ["byol", "simdis_2v"])
 def test_syncbn_step_on_8_devices_equals_the_step_on_1(views):
   c = tiny_config("byol" if views == "byol" else "simdis_on", views)
   c.model.sync_bn = True
@@ -164,8 +164,7 @@ def test_online_probe_learns_without_touching_the_representation():
     c.probe.enabled = enabled
     c.probe.num_classes = 10
     mesh, _, _, state, train_step = build(c)
-    for i in range(2):
-      state, metrics = train_step(state, *images(mesh, seed=i))
+    state, metrics = train_step(state, *images(mesh))
     results[enabled] = (host(state), host(metrics))
   off, on = results[False][0], results[True][0]
   # Representation parameters, EMAs, BN statistics and optimizer state: bit-identical.

@@ -51,9 +51,9 @@ def test_nan_loss_stops_with_a_clear_error_and_keeps_the_last_good_checkpoint(tm
   def poisoned(*args, **kwargs):
     step_fn = real(*args, **kwargs)
 
-    def wrapped(state, images):
+    def wrapped(state, images, labels):
       bad = int(state.step) >= 3
-      state, metrics = step_fn(state, images)
+      state, metrics = step_fn(state, images, labels)
       if bad:
         metrics = dict(metrics, loss=metrics["loss"] * np.nan)
       return state, metrics
@@ -115,7 +115,8 @@ def test_a_checkpoint_of_another_method_is_a_clear_error(tmp_path):
 def test_cli_runs_the_demo_config_for_a_few_steps(tmp_path):
   overrides = ["--config.train.steps=3", "--config.train.batch_size=32", "--config.model.student.width=4",
                "--config.model.teacher.width=8", "--config.knn.train_examples=300", "--config.knn.eval_examples=100",
-               "--config.train.log_every_steps=1"]
+               "--config.train.log_every_steps=1", "--config.final_eval.linear_epochs=1",
+               "--config.final_eval.linear_train_examples=512", "--config.final_eval.linear_eval_examples=256"]
   env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=2")
   proc = subprocess.run([sys.executable, "-m", "simdis_jax.main", "--config", "configs/demo.py",
                          "--workdir", str(tmp_path)] + overrides,
@@ -126,6 +127,13 @@ def test_cli_runs_the_demo_config_for_a_few_steps(tmp_path):
   assert [l["step"] for l in lines if "loss" in l] == [1, 2, 3]
   assert all(np.isfinite(l["loss"]) and 0 < l["loss"] < 16 for l in lines if "loss" in l)
   assert checkpoint.manager(str(tmp_path)).latest_step() == 3
+  # The demo's final evaluation: fast linear eval of student and teacher, then the report.
+  for network in ("student", "teacher"):
+    result = json.loads((tmp_path / f"linear_{network}" / "linear_eval.json").read_text())
+    assert result["network"] == network and 0.0 <= result["top1"] <= result["top5"] <= 100.0
+  report = (tmp_path / "report" / "results.md").read_text()
+  assert "SimDis-On-7v" in report and "| student" in report and "| teacher" in report
+  assert (tmp_path / "report" / "accuracy_vs_epochs.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
 def test_cli_imagenet_preset_fails_clearly_until_its_pipeline_exists(tmp_path):

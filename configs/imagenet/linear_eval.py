@@ -1,6 +1,7 @@
 """Linear evaluation on ImageNet-1k, the paper's setting (authors' protocol, full mode).
 
-    python -m simdis_jax.main --config configs/imagenet/linear_eval.py --workdir workdirs/imagenet_simdis_off_linear --config.pretrained.workdir=workdirs/imagenet_simdis_off
+    python -m simdis_jax.main --config configs/imagenet/linear_eval.py --workdir workdirs/imagenet_simdis_off_linear \
+        --config.pretrained.workdir=workdirs/imagenet_simdis_off
 
 Authors' protocol: frozen encoder in eval mode, Linear -> BatchNorm1d, SGD
 momentum 0.9, no weight decay, LR 0.001 x batch/256, batch 256 (the authors'
@@ -21,6 +22,7 @@ from simdis_jax.evaluation import linear
 
 
 def get_config(arg: str = "authors,full"):
+  """The config for '<protocol>,<mode>'."""
   protocol, _, mode = arg.partition(",")
   if protocol not in linear.PROTOCOLS or mode not in linear.MODES:
     raise ValueError(f"linear_eval.py takes '<protocol>,<mode>' with protocol in {sorted(linear.PROTOCOLS)} "

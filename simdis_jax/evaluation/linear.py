@@ -30,6 +30,13 @@ resumes from its workdir; a finished one only re-evaluates. Batches follow
 `data.input.global_batch_indices`: a function of (seed, step), reshuffled per
 (seed, epoch).
 
+Reported: top-1/top-5 (%) on the held-out split, and `train_top1`, the final
+classifier on the training examples with the eval preprocessing (cached
+features in fast mode, one extra encoder pass in full mode). The BN head's
+batch statistics span the global batch (jit over the mesh), and flax keeps
+the biased running variance where PyTorch keeps the unbiased one (SPEC.md
+"Small numerical facts"; negligible at batch 256).
+
 `data.name=''` (the base default) takes the whole data section (name, data_dir,
 image_size, allow_download, augment) from the pretraining run's config.json;
 a non-empty `data.name` uses this config's data section as written. Either way
@@ -41,7 +48,6 @@ import functools
 import json
 import logging
 import math
-import os
 import time
 from typing import Any, Callable, Dict, Optional, Tuple
 
@@ -55,7 +61,7 @@ import optax
 from clu import metric_writers
 from etils import epath
 
-from simdis_jax import checkpoint, configuration, optim, parallel
+from simdis_jax import checkpoint, configuration, optim, parallel, train
 from simdis_jax.data import augment
 from simdis_jax.data import input as data_input
 from simdis_jax.evaluation import knn
@@ -158,7 +164,7 @@ def validate(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
     raise ValueError(f"config.task={config.get('task')!r}: a linear-eval config has task={TASK!r} "
                      "(start from simdis_jax.evaluation.linear.base_config()).")
   # Same unknown-key / type rules as the pretraining schema, against this schema.
-  configuration._check_keys(config, base_config())  # pylint: disable=protected-access
+  configuration.check_keys(config, base_config())  # pylint: disable=protected-access
   checks = {"protocol": ("custom",) + tuple(PROTOCOLS), "mode": MODES, "pretrained.network": NETWORKS,
             "pretrained.weights": WEIGHTS, "data.name": ("",) + configuration.DATASETS}
   for key, choices in checks.items():
@@ -406,7 +412,7 @@ def check_pretrained(config) -> Tuple[ml_collections.ConfigDict, int]:
     raise ValueError(f"The pretraining run {p.workdir!r} is method={run_config.method!r} and has no teacher; "
                      "use --config.pretrained.network=student.")
   info_path = workdir / PRETRAINED_RUN_INFO
-  mgr = checkpoint.manager(p.workdir)
+  mgr = checkpoint.manager(checkpoint.absolute(p.workdir))
   steps = sorted(mgr.all_steps())
   mgr.close()
   if not steps or not info_path.exists():
@@ -518,6 +524,7 @@ def run(config: ml_collections.ConfigDict, workdir: str, stop_after_steps: Optio
   """Linear evaluation as config says, resuming from <workdir>; writes and returns the results."""
   t_start = time.time()
   config = validate(config)
+  workdir = checkpoint.absolute(workdir)
   checkpoint.check_writable(workdir)
   is_main = jax.process_index() == 0
   mesh = parallel.make_mesh()
@@ -539,14 +546,14 @@ def run(config: ml_collections.ConfigDict, workdir: str, stop_after_steps: Optio
 
   # --- Run identity: a resumed workdir keeps the pretrained step it started from ---
   mgr = checkpoint.manager(workdir, config.train.keep_checkpoints)
-  info = {"pretrained_workdir": os.path.abspath(config.pretrained.workdir), "network": config.pretrained.network,
+  info = {"pretrained_workdir": checkpoint.absolute(config.pretrained.workdir), "network": config.pretrained.network,
           "weights": config.pretrained.weights, "protocol": config.protocol, "mode": config.mode,
           "dataset": data_config.name, "requested_step": int(config.pretrained.step), "pretrained_step": pre_step}
   info = _check_resume_info(workdir, info, mgr.latest_step() is not None)
   pre_step = int(info["pretrained_step"])
 
   # --- Frozen encoder ---
-  networks, pre_state = _restore_pretrained(run_config, config.pretrained.workdir, mesh, pre_step)
+  networks, pre_state = train.restore_run(run_config, checkpoint.absolute(config.pretrained.workdir), mesh, pre_step)
   encoder_vars = frozen_encoder_variables(config, pre_state)
   network = networks.student if config.pretrained.network == "student" else networks.teacher
   del pre_state  # optimizer state and the other networks are not needed
@@ -586,14 +593,18 @@ def run(config: ml_collections.ConfigDict, workdir: str, stop_after_steps: Optio
   writer = metric_writers.create_default_writer(workdir, just_logging=not is_main)
   last_saved = mgr.latest_step()
   t_train = time.time()
+  last_log = (t_train, start_step)
 
-  def on_progress(new_state, done, metrics, images_seen):
-    nonlocal last_saved
+  def on_progress(new_state, done, metrics):
+    nonlocal last_saved, last_log
     values = {k: float(v) for k, v in jax.device_get(metrics).items()}
     _finite(done, values, last_saved)
     if done % config.train.log_every_steps == 0 or done == total:
+      now = time.time()
       values["epoch"] = done / lengths["steps_per_epoch"]
-      values["examples_per_sec"] = images_seen / max(time.time() - t_train, 1e-9)
+      # Rate since the previous log line (the first one includes compilation).
+      values["examples_per_sec"] = (done - last_log[1]) * config.train.batch_size / max(now - last_log[0], 1e-9)
+      last_log = (now, done)
       writer.write_scalars(done, values)
       _write_jsonl(workdir, done, values)
     if done % config.train.checkpoint_every_steps == 0 or done == total or done == stop_after_steps:
@@ -603,9 +614,8 @@ def run(config: ml_collections.ConfigDict, workdir: str, stop_after_steps: Optio
   try:
     if start_step < total:
       if config.mode == "fast":
-        _, state = train_on_features(
-            config, *cached["train"], dataset.num_classes, mesh, state,
-            lambda s, d, m: on_progress(s, d, m, (d - start_step) * config.train.batch_size), stop_after_steps)
+        _, state = train_on_features(config, *cached["train"], dataset.num_classes, mesh, state, on_progress,
+                                     stop_after_steps)
       else:
         state = _train_full(config, network, classifier, tx, schedule, data_config, encoder_vars, state,
                             train_x, train_y, mesh, total, stop_after_steps, on_progress)
@@ -655,12 +665,6 @@ def run(config: ml_collections.ConfigDict, workdir: str, stop_after_steps: Optio
   return results
 
 
-def _restore_pretrained(run_config, workdir: str, mesh, step: int):
-  """(networks, train state) of the pretraining run at `step` (imported late: train imports much)."""
-  from simdis_jax import train  # pylint: disable=g-import-not-at-top
-  return train.restore_run(run_config, workdir, mesh, step)
-
-
 def _train_full(config, network, classifier, tx, schedule, data_config, encoder_vars, state, train_x, train_y,
                 mesh, total, stop_after_steps, on_progress) -> ClassifierState:
   """Full-mode loop: each step augments its batch on the device and runs the frozen encoder."""
@@ -677,5 +681,5 @@ def _train_full(config, network, classifier, tx, schedule, data_config, encoder_
     done = step + 1
     if (done % config.train.log_every_steps == 0 or done % config.train.checkpoint_every_steps == 0
         or done in (total, stop_after_steps)):
-      on_progress(state, done, metrics, (done - start) * batch)
+      on_progress(state, done, metrics)
   return state
