@@ -11,6 +11,7 @@ import pytest
 
 from conftest import requires_fashion_mnist, tiny_config
 from simdis_jax import checkpoint, train
+from simdis_jax.evaluation import knn
 
 pytestmark = requires_fashion_mnist
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -82,6 +83,15 @@ def test_offline_student_distils_from_a_finished_byol_teacher(tmp_path):
     for x, y in zip(jax.tree.leaves(t_state["student"][key]), jax.tree.leaves(s_state["teacher"][key])):
       np.testing.assert_array_equal(x, y)
   assert 10.0 < result["knn_top1/teacher"] <= 100.0
+
+  # Standalone kNN on any checkpoint (here the finished teacher run), several k at once.
+  out = knn.evaluate_checkpoint(str(tmp_path / "teacher"), ks=(5, 20), train_examples=200, eval_examples=100)
+  assert out["step"] == 2 and set(out) == {"step", "knn_top1/k5", "knn_top1/k20"}
+  assert all(0.0 <= out[k] <= 100.0 for k in ("knn_top1/k5", "knn_top1/k20"))
+  with pytest.raises(ValueError, match="without a 'teacher' network"):
+    knn.evaluate_checkpoint(str(tmp_path / "teacher"), network="teacher", train_examples=200, eval_examples=100)
+  with pytest.raises(ValueError, match="k=500 needs at least k memory-bank examples"):
+    knn.evaluate_checkpoint(str(tmp_path / "teacher"), ks=(500,), train_examples=200, eval_examples=100)
 
   # A teacher of another architecture, a missing one, or an unfinished one: clear errors.
   wrong = tiny_config("simdis_off", "simdis_2v")

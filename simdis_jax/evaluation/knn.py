@@ -6,7 +6,7 @@ summed vote wins.
 """
 
 import functools
-from typing import Callable, Dict, Tuple
+from typing import Callable, Dict, Optional, Tuple
 
 import jax
 import jax.numpy as jnp
@@ -82,3 +82,58 @@ def knn_accuracy(network, variables, dataset, knn_config, aug_config, image_size
   queries, query_y = extract_features(fn, query_x, query_y, knn_config.batch_size, mesh)
   pred, _ = knn_classify(bank, bank_y, queries, knn_config.k, knn_config.temperature, dataset.num_classes)
   return {"knn_top1": float(100.0 * np.mean(pred == query_y))}
+
+
+def evaluate_checkpoint(workdir: str, network: str = "student", weights: str = "online", ks=(20, 200),
+                        temperature: float = 0.07, step: Optional[int] = None, train_examples: int = 0,
+                        eval_examples: int = 0) -> Dict[str, float]:
+  """Standalone kNN top-1 (for each k) of one encoder of any pretraining checkpoint."""
+  import ml_collections  # pylint: disable=import-outside-toplevel
+  from simdis_jax import checkpoint, parallel, train  # pylint: disable=import-outside-toplevel
+  workdir = checkpoint.absolute(workdir)
+  run_config = ml_collections.ConfigDict(checkpoint.read_config(workdir))
+  mesh = parallel.make_mesh()
+  networks, state = train.restore_run(run_config, workdir, mesh, step)
+  net, net_state = getattr(networks, network, None), getattr(state, network, None)
+  if net is None or net_state is None:
+    raise ValueError(f"{workdir} is a {run_config.method!r} run without a {network!r} network.")
+  params = net_state.params if weights == "online" else net_state.ema_params
+  stats = net_state.batch_stats if weights == "online" else net_state.ema_batch_stats
+  dataset = data_input.load_dataset(run_config.data)
+  knn_config = ml_collections.ConfigDict(dict(run_config.knn))
+  knn_config.train_examples, knn_config.eval_examples = train_examples, eval_examples
+  fn = make_feature_fn(net, {"params": params, "batch_stats": stats}, run_config.data.augment,
+                       run_config.data.image_size)
+  bank_x, bank_y = subset(dataset.train_images, dataset.train_labels, train_examples, run_config.seed)
+  query_x, query_y = subset(dataset.eval_images, dataset.eval_labels, eval_examples, run_config.seed + 1)
+  bank, bank_y = extract_features(fn, bank_x, bank_y, knn_config.batch_size, mesh)
+  queries, query_y = extract_features(fn, query_x, query_y, knn_config.batch_size, mesh)
+  results = {"step": int(state.step)}
+  for k in ks:
+    pred, _ = knn_classify(bank, bank_y, queries, k, temperature, dataset.num_classes)
+    results[f"knn_top1/k{k}"] = float(100.0 * np.mean(pred == query_y))
+  return results
+
+
+def main(argv=None) -> int:
+  """python -m simdis_jax.evaluation.knn --workdir <pretraining workdir> [--network teacher] [--k 20 200]."""
+  import argparse  # pylint: disable=import-outside-toplevel
+  import json  # pylint: disable=import-outside-toplevel
+  parser = argparse.ArgumentParser(description="Weighted cosine kNN of a pretraining checkpoint's encoder.")
+  parser.add_argument("--workdir", required=True, help="a simdis_jax pretraining workdir")
+  parser.add_argument("--network", default="student", choices=("student", "teacher"))
+  parser.add_argument("--weights", default="online", choices=("online", "ema"))
+  parser.add_argument("--k", type=int, nargs="+", default=[20, 200])
+  parser.add_argument("--temperature", type=float, default=0.07)
+  parser.add_argument("--step", type=int, default=None, help="checkpoint step (default: latest)")
+  parser.add_argument("--train_examples", type=int, default=0, help="memory-bank subset (0 = all)")
+  parser.add_argument("--eval_examples", type=int, default=0, help="query subset (0 = all)")
+  args = parser.parse_args(argv)
+  results = evaluate_checkpoint(args.workdir, args.network, args.weights, tuple(args.k), args.temperature,
+                                args.step, args.train_examples, args.eval_examples)
+  print(json.dumps({"workdir": args.workdir, "network": args.network, "weights": args.weights, **results}))
+  return 0
+
+
+if __name__ == "__main__":
+  raise SystemExit(main())
