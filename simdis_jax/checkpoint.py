@@ -1,4 +1,4 @@
-"""Checkpoints with orbax: periodic saves, automatic resume, the offline teacher restore."""
+"""What a run keeps in its workdir: orbax checkpoints (periodic saves, resume), config, metric writers."""
 
 import json
 import os
@@ -55,6 +55,14 @@ def read_config(workdir: str) -> dict:
   if not path.exists():
     raise FileNotFoundError(f"{workdir} holds no {CONFIG_FILE}: it is not a simdis_jax workdir.")
   return json.loads(path.read_text())
+
+
+def metric_writer(workdir: str):
+  """TensorBoard + console metrics on process 0; the other processes write nothing."""
+  from clu import metric_writers  # pylint: disable=import-outside-toplevel
+  if jax.process_index() == 0:
+    return metric_writers.create_default_writer(workdir)
+  return metric_writers.MultiWriter([])
 
 
 def check_writable(workdir: str) -> None:

@@ -10,7 +10,7 @@ from typing import Dict, Optional
 import jax
 import ml_collections
 import numpy as np
-from clu import metric_writers, periodic_actions
+from clu import periodic_actions
 from etils import epath
 
 from simdis_jax import checkpoint, configuration, optim, parallel
@@ -190,7 +190,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
   train_step = make_train_step(config, networks, tx, schedule, total_steps, mesh)
 
   # --- Metrics and periodic actions ---
-  writer = metric_writers.create_default_writer(workdir, just_logging=not is_main)
+  writer = checkpoint.metric_writer(workdir)
   start_step = int(state.step)
   hooks = []
   if is_main:

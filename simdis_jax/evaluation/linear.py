@@ -58,7 +58,6 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 import optax
-from clu import metric_writers
 from etils import epath
 
 from simdis_jax import checkpoint, configuration, optim, parallel, train
@@ -590,7 +589,7 @@ def run(config: ml_collections.ConfigDict, workdir: str, stop_after_steps: Optio
                MODE_NAMES[config.mode], config.pretrained.network, config.pretrained.weights, pre_step,
                "resuming" if start_step else "starting", start_step, total)
 
-  writer = metric_writers.create_default_writer(workdir, just_logging=not is_main)
+  writer = checkpoint.metric_writer(workdir)
   last_saved = mgr.latest_step()
   t_train = time.time()
   last_log = (t_train, start_step)
