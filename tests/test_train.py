@@ -74,7 +74,7 @@ def test_offline_student_distils_from_a_finished_byol_teacher(tmp_path):
   train.train_and_evaluate(teacher, str(tmp_path / "teacher"))
   _, t_state = final_state(str(tmp_path / "teacher"), teacher)
 
-  c = tiny_config("simdis_off", "simdis_7v")
+  c = tiny_config("simdis_off", "table2_tema_sv_tema_dv")
   c.knn.networks = ("student", "teacher")
   c.teacher.workdir = str(tmp_path / "teacher")
   result = train.train_and_evaluate(c, str(tmp_path / "student"))
