@@ -18,6 +18,11 @@ def replicated(mesh: Mesh) -> NamedSharding:
   return NamedSharding(mesh, P())
 
 
+def replicated_abstract(tree, mesh: Mesh):
+  """Shapes/dtypes of `tree` with a replicated sharding: the restore target of a train state."""
+  return jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=replicated(mesh)), tree)
+
+
 def batch_sharded(mesh: Mesh) -> NamedSharding:
   """Sharding that splits the leading (batch) axis over the data axis."""
   return NamedSharding(mesh, P(DATA_AXIS))

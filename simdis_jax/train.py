@@ -38,10 +38,6 @@ def schedule_lengths(config, num_train: int) -> Dict[str, int]:
   return {"steps_per_epoch": steps_per_epoch, "total_steps": int(total), "warmup_steps": min(warmup, int(total))}
 
 
-def _abstract_state(create_fn):
-  return jax.eval_shape(create_fn)
-
-
 def _teacher_net_config_matches(teacher_run: dict, wanted) -> None:
   got = teacher_run["model"]["student"]
   diffs = {k: (got.get(k), wanted[k]) for k in wanted.keys() if got.get(k) != wanted[k]}
@@ -83,8 +79,7 @@ def restore_run(run_config: ml_collections.ConfigDict, workdir: str, mesh, step:
   tx = optim.make_optimizer(run_config.optim, schedule)
   abstract = jax.eval_shape(functools.partial(create_train_state, run_config, networks, tx,
                                               _image_shape(run_config)))
-  abstract = jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=parallel.replicated(mesh)),
-                          abstract)
+  abstract = parallel.replicated_abstract(abstract, mesh)
   mgr = checkpoint.manager(workdir)
   step = mgr.latest_step() if step is None else step
   if step is None:
@@ -169,8 +164,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
   create = functools.partial(create_train_state, config, networks, tx, _image_shape(config))
 
   # --- State: restored if the workdir has a checkpoint, else created directly replicated ---
-  abstract = jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=parallel.replicated(mesh)),
-                          _abstract_state(create))
+  abstract = parallel.replicated_abstract(jax.eval_shape(create), mesh)
   state = checkpoint.restore_latest(mgr, abstract)
   if state is None:
     state = jax.jit(create, out_shardings=parallel.replicated(mesh))()

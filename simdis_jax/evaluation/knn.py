@@ -72,14 +72,22 @@ def subset(images: np.ndarray, labels: np.ndarray, count: int, seed: int) -> Tup
   return images[idx], labels[idx]
 
 
+def bank_and_queries(network, variables, dataset, aug_config, image_size: int, mesh, train_examples: int,
+                     eval_examples: int, batch_size: int, seed: int = 0):
+  """Encoder features and labels of the memory bank (train split) and the queries (held-out split)."""
+  fn = make_feature_fn(network, variables, aug_config, image_size)
+  bank_x, bank_y = subset(dataset.train_images, dataset.train_labels, train_examples, seed)
+  query_x, query_y = subset(dataset.eval_images, dataset.eval_labels, eval_examples, seed + 1)
+  return (extract_features(fn, bank_x, bank_y, batch_size, mesh),
+          extract_features(fn, query_x, query_y, batch_size, mesh))
+
+
 def knn_accuracy(network, variables, dataset, knn_config, aug_config, image_size: int, mesh,
                  seed: int = 0) -> Dict[str, float]:
   """Top-1 kNN accuracy (%) of a network's encoder: train split as the bank, held-out split as queries."""
-  fn = make_feature_fn(network, variables, aug_config, image_size)
-  bank_x, bank_y = subset(dataset.train_images, dataset.train_labels, knn_config.train_examples, seed)
-  query_x, query_y = subset(dataset.eval_images, dataset.eval_labels, knn_config.eval_examples, seed + 1)
-  bank, bank_y = extract_features(fn, bank_x, bank_y, knn_config.batch_size, mesh)
-  queries, query_y = extract_features(fn, query_x, query_y, knn_config.batch_size, mesh)
+  (bank, bank_y), (queries, query_y) = bank_and_queries(
+      network, variables, dataset, aug_config, image_size, mesh, knn_config.train_examples,
+      knn_config.eval_examples, knn_config.batch_size, seed)
   pred, _ = knn_classify(bank, bank_y, queries, knn_config.k, knn_config.temperature, dataset.num_classes)
   return {"knn_top1": float(100.0 * np.mean(pred == query_y))}
 
@@ -100,14 +108,9 @@ def evaluate_checkpoint(workdir: str, network: str = "student", weights: str = "
   params = net_state.params if weights == "online" else net_state.ema_params
   stats = net_state.batch_stats if weights == "online" else net_state.ema_batch_stats
   dataset = data_input.load_dataset(run_config.data)
-  knn_config = ml_collections.ConfigDict(dict(run_config.knn))
-  knn_config.train_examples, knn_config.eval_examples = train_examples, eval_examples
-  fn = make_feature_fn(net, {"params": params, "batch_stats": stats}, run_config.data.augment,
-                       run_config.data.image_size)
-  bank_x, bank_y = subset(dataset.train_images, dataset.train_labels, train_examples, run_config.seed)
-  query_x, query_y = subset(dataset.eval_images, dataset.eval_labels, eval_examples, run_config.seed + 1)
-  bank, bank_y = extract_features(fn, bank_x, bank_y, knn_config.batch_size, mesh)
-  queries, query_y = extract_features(fn, query_x, query_y, knn_config.batch_size, mesh)
+  (bank, bank_y), (queries, query_y) = bank_and_queries(
+      net, {"params": params, "batch_stats": stats}, dataset, run_config.data.augment, run_config.data.image_size,
+      mesh, train_examples, eval_examples, run_config.knn.batch_size, run_config.seed)
   results = {"step": int(state.step)}
   for k in ks:
     pred, _ = knn_classify(bank, bank_y, queries, k, temperature, dataset.num_classes)

@@ -575,8 +575,7 @@ def run(config: ml_collections.ConfigDict, workdir: str, stop_after_steps: Optio
   classifier = make_classifier(config, dataset.num_classes)
   tx, schedule = make_optimizer(config, total)
   create = functools.partial(init_state, classifier, tx, feature_dim, config.seed)
-  abstract = jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=parallel.replicated(mesh)),
-                          jax.eval_shape(create))
+  abstract = parallel.replicated_abstract(jax.eval_shape(create), mesh)
   state = checkpoint.restore_latest(mgr, abstract)
   if state is None:
     state = jax.jit(create, out_shardings=parallel.replicated(mesh))()
