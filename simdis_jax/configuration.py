@@ -28,7 +28,6 @@ VIEW_PRESETS = {
     "table2_all_teacher": ("sema_dv", "t_sv", "t_dv", "tema_sv", "tema_dv"),
     "table2_7v": tuple(simdis.VIEWS),
 }
-DATASETS = ("fashion_mnist", "imagenet2012")
 EMA_TIMINGS = ("before", "after")
 TEACHER_BN_MODES = ("train", "eval")
 EMA_INITS = ("copy", "separate")
@@ -38,6 +37,27 @@ def network_config(depth: int, width: int, cifar_stem: bool, hidden_dim: int, pr
   """A config.model.{student,teacher} section."""
   return ml_collections.ConfigDict(dict(depth=depth, width=width, cifar_stem=cifar_stem,
                                         hidden_dim=hidden_dim, proj_dim=proj_dim))
+
+
+def data_config(name: str = "imagenet2012") -> ml_collections.ConfigDict:
+  """A config.data section: which images, where, which splits, and their augmentations."""
+  d = ml_collections.ConfigDict()
+  d.name = name                   # fashion_mnist (in memory) | any tfds name (streamed) | folder
+  d.data_dir = ""                 # tfds data_dir ("" = tfds's default) / folder of Fashion-MNIST's IDX files
+  d.manual_dir = ""               # tfds manual_dir (ImageNet's archives): prepares the dataset on the first run
+  d.allow_download = False        # let tfds download public datasets (this machine has no internet)
+  d.folder = ""                   # name='folder': a directory tree of JPEG/PNG files, or a glob
+  d.pretrain_split = "train"      # tfds split(s) of the pretraining images, e.g. "train+unlabelled" for stl10
+  d.train_split = "train"         # labelled split: kNN memory bank, linear-eval training
+  d.eval_split = "validation"     # labelled held-out split: kNN queries, linear-eval test
+  d.eval_name = ""                # tfds dataset of the labelled splits ("" = name; needed for folders)
+  d.image_key = "image"
+  d.label_key = "label"
+  d.image_size = 224
+  d.shuffle_buffer = 10_000       # encoded examples in the tf.data shuffle buffer, per process
+  d.prefetch = 2                  # batches prepared ahead, per process
+  d.augment = augment.default_config(3)
+  return d
 
 
 def base_config() -> ml_collections.ConfigDict:
@@ -84,12 +104,7 @@ def base_config() -> ml_collections.ConfigDict:
   c.train.keep_checkpoints = 3
   c.train.knn_every_steps = 5000  # 0 = only at the start and the end
 
-  c.data = ml_collections.ConfigDict()
-  c.data.name = "imagenet2012"
-  c.data.data_dir = ""            # "" = the dataset's default location
-  c.data.image_size = 224
-  c.data.allow_download = False   # fashion_mnist: fall back to tfds's download when the Debian files are missing
-  c.data.augment = augment.default_config(3)
+  c.data = data_config()
 
   c.probe = ml_collections.ConfigDict()
   c.probe.enabled = False         # online linear probe on stop-gradient encoder features (needs labels)
@@ -162,7 +177,7 @@ def validate(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
   _one_of(config, "optim.name", optim.OPTIMIZERS)
   _one_of(config, "optim.lars_form", optim.LARS_FORMS)
   _one_of(config, "optim.weight_decay_mask", optim.WEIGHT_DECAY_MASKS)
-  _one_of(config, "data.name", DATASETS)
+  _check_data(config)
   teacher_views = [v for v in config.views if simdis.VIEWS[v][0].startswith("teacher")]
   if config.method == "byol" and teacher_views:
     raise ValueError(f"method 'byol' trains the student alone, but config.views names teacher views "
@@ -197,6 +212,35 @@ def validate(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
   _one_of(config, "final_eval.linear_mode", ("fast", "full"))
   _one_of(config, "final_eval.linear_protocol", ("authors", "deepmind"))
   return config
+
+
+def has_labels(data) -> bool:
+  """Whether config.data provides labelled splits (kNN monitor, online probe, linear evaluation)."""
+  return data.name != "folder" or bool(data.eval_name)
+
+
+def _check_data(config) -> None:
+  data = config.data
+  if not data.name:
+    raise ValueError("config.data.name is empty; use 'fashion_mnist', a tfds dataset name or 'folder'.")
+  if data.name == "folder" and not data.folder:
+    raise ValueError("config.data.name='folder' needs config.data.folder: a directory of images or a glob "
+                     "such as '/data/frames/*.jpg'.")
+  if data.folder and data.name != "folder":
+    raise ValueError(f"config.data.folder is set but config.data.name={data.name!r}; set "
+                     "config.data.name='folder' to pretrain on the folder.")
+  for key in ("shuffle_buffer", "image_size"):
+    if int(data[key]) != data[key] or data[key] <= 0:
+      raise ValueError(f"config.data.{key}={data[key]!r} must be a positive integer.")
+  if int(data.prefetch) != data.prefetch or data.prefetch < 0:
+    raise ValueError(f"config.data.prefetch={data.prefetch!r} must be an integer >= 0.")
+  if not has_labels(data):
+    wants = [k for k, on in (("probe.enabled", config.probe.enabled), ("knn.networks", bool(config.knn.networks)),
+                             ("final_eval.linear_networks", bool(config.final_eval.linear_networks))) if on]
+    if wants:
+      raise ValueError(f"The image folder {data.folder!r} has no labels, but {wants} need them: set "
+                       "config.data.eval_name to a labelled tfds dataset (with train_split / eval_split), or "
+                       "turn them off (--config.probe.enabled=False --config.knn.networks='()' ...).")
 
 
 def uses_teacher(config) -> bool:

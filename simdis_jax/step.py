@@ -159,7 +159,10 @@ def make_train_step(config, networks: Networks, tx: optax.GradientTransformation
 
   def train_step(state: TrainState, images, labels):
     key = jax.random.fold_in(state.rng, state.step)
-    v1, v2 = augment.two_views(key, images, aug_config, out_size=image_size)
+    if images.ndim == 5:  # streaming input: two host crops [B, 2, S, S, C]; the device does the rest
+      v1, v2 = augment.two_views_of_crops(key, images, aug_config)
+    else:  # in-memory input: whole images; the device crops too
+      v1, v2 = augment.two_views(key, images, aug_config, out_size=image_size)
     v1 = jax.lax.with_sharding_constraint(v1, batch_sharded(mesh))
     v2 = jax.lax.with_sharding_constraint(v2, batch_sharded(mesh))
     return sharded_step(state, v1, v2, labels)

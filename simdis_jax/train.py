@@ -154,6 +154,9 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
   # --- Input ---
   dataset = data_input.load_dataset(config.data)
   lengths = schedule_lengths(config, dataset.num_train)
+  if config.probe.enabled and dataset.num_classes and config.probe.num_classes != dataset.num_classes:
+    raise ValueError(f"config.probe.num_classes={config.probe.num_classes} but {config.data.name!r} has "
+                     f"{dataset.num_classes} classes; set --config.probe.num_classes={dataset.num_classes}.")
   total_steps = lengths["total_steps"]
 
   # --- Model and optimizer ---
@@ -206,8 +209,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
   t0, images_seen = time.time(), 0
   metrics = None
   try:
-    for step, images, labels in data_input.train_batches(dataset, config.seed, start_step, config.train.batch_size,
-                                                 mesh):
+    for step, images, labels in dataset.train_batches(config.seed, start_step, config.train.batch_size, mesh):
       if step >= total_steps or (stop_after_steps is not None and step >= stop_after_steps):
         break
       state, metrics = train_step(state, images, labels)
@@ -220,6 +222,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
         _check_finite(done, values, last_saved)
         values["images_per_sec"] = images_seen / max(time.time() - t0, 1e-9)
         values["epoch"] = done / lengths["steps_per_epoch"]
+        if getattr(dataset, "stats", None):
+          values["input/skipped_images"] = dataset.stats["skipped"]
         writer.write_scalars(done, values)
         _write_jsonl(workdir, done, values)
       if (done % config.train.checkpoint_every_steps == 0 or done == total_steps

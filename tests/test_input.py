@@ -54,7 +54,10 @@ def test_process_slices_are_disjoint_and_cover_the_batch():
   np.testing.assert_array_equal(np.concatenate(parts), idx)
 
 
-def test_imagenet_config_fails_clearly_until_its_pipeline_exists():
+def test_an_unprepared_imagenet_is_a_clear_error_saying_how_to_prepare_it():
   from simdis_jax import configuration  # pylint: disable=import-outside-toplevel
-  with pytest.raises(NotImplementedError, match="issue #4"):
-    data_input.load_dataset(configuration.base_config().data)
+  from simdis_jax.data import pipeline  # pylint: disable=import-outside-toplevel
+  data = configuration.base_config().data
+  data.data_dir = "/nonexistent/tfds"
+  with pytest.raises(pipeline.DatasetNotFoundError, match="tfds build imagenet2012.*manual_dir"):
+    data_input.load_dataset(data)

@@ -102,10 +102,11 @@ def test_imagenet_preset_is_the_papers_setting():
   assert (c.data.name, c.data.image_size, c.data.augment.eval_crop_fraction) == ("imagenet2012", 224, 0.875)
 
 
-def test_imagenet_linear_eval_stops_with_the_missing_input_pipeline(tmp_path):
+def test_imagenet_linear_eval_without_the_dataset_stops_at_once(tmp_path):
   c, _ = load_config_file("configs/imagenet/linear_eval.py")
   c.pretrained.workdir = str(tmp_path / "pretrained")
-  with pytest.raises(NotImplementedError, match="imagenet2012.*issue #4"):
+  c.data.data_dir = str(tmp_path / "tfds")
+  with pytest.raises(FileNotFoundError, match="imagenet2012.*not prepared"):
     linear.run(c, str(tmp_path / "linear"))
 
 
@@ -244,8 +245,9 @@ def test_main_dispatches_linear_eval_configs(tmp_path):
   # Pretraining's schema would reject the 'task' key; reaching the input check proves the dispatch.
   proc = subprocess.run(
       [sys.executable, "-m", "simdis_jax.main", "--config", "configs/imagenet/linear_eval.py",
-       "--workdir", str(tmp_path / "linear"), f"--config.pretrained.workdir={tmp_path / 'pretrained'}"],
+       "--workdir", str(tmp_path / "linear"), f"--config.pretrained.workdir={tmp_path / 'pretrained'}",
+       f"--config.data.data_dir={tmp_path / 'tfds'}"],
       cwd=ROOT, capture_output=True, text=True, timeout=120,
       env={**os.environ, "JAX_PLATFORMS": "cpu", "XLA_FLAGS": ""})
   assert proc.returncode != 0
-  assert "NotImplementedError" in proc.stderr and "issue #4" in proc.stderr, proc.stderr[-2000:]
+  assert "DatasetNotFoundError" in proc.stderr and "tfds build imagenet2012" in proc.stderr, proc.stderr[-2000:]

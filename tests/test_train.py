@@ -146,11 +146,12 @@ def test_cli_runs_the_demo_config_for_a_few_steps(tmp_path):
   assert (tmp_path / "report" / "accuracy_vs_epochs.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
-def test_cli_imagenet_preset_fails_clearly_until_its_pipeline_exists(tmp_path):
+def test_cli_imagenet_preset_without_imagenet_says_how_to_prepare_it(tmp_path):
   proc = subprocess.run([sys.executable, "-m", "simdis_jax.main", "--config", "configs/imagenet/byol_r18.py",
-                         "--workdir", str(tmp_path)], cwd=ROOT, capture_output=True, text=True, timeout=300)
+                         "--workdir", str(tmp_path / "run"), f"--config.data.data_dir={tmp_path / 'tfds'}"],
+                        cwd=ROOT, capture_output=True, text=True, timeout=300)
   assert proc.returncode != 0
-  assert "imagenet2012" in proc.stderr and "issue #4" in proc.stderr
+  assert "imagenet2012" in proc.stderr and "tfds build imagenet2012" in proc.stderr
 
 
 def test_two_processes_on_loopback_train_one_run(tmp_path):

@@ -70,6 +70,14 @@ def default_config(num_channels: int = 3) -> ml_collections.ConfigDict:
   return config
 
 
+def without_crop(config) -> ml_collections.ConfigDict:
+  """A copy of `config` for images the host has already cropped (streaming input): no crop, no eval crop."""
+  device = ml_collections.ConfigDict(config.to_dict())
+  device.crop = False
+  device.eval_crop_fraction = 1.0
+  return device
+
+
 def _per_view(value: Any, view: int) -> float:
   """Entry `view` of a per-view setting; a bare number applies to both views."""
   if isinstance(value, (int, float)):
@@ -391,6 +399,13 @@ def two_views(rng, images, config, out_size=None) -> tuple[jnp.ndarray, jnp.ndar
   rng0, rng1 = jax.random.split(rng)
   return (augment_view(rng0, images, config, 0, out_size),
           augment_view(rng1, images, config, 1, out_size))
+
+
+def two_views_of_crops(rng, crops, config) -> tuple[jnp.ndarray, jnp.ndarray]:
+  """Views v and v' of host-cropped pairs [B, 2, S, S, C] (streaming input): every op but the crop."""
+  config = without_crop(config)
+  rng0, rng1 = jax.random.split(rng)
+  return (augment_view(rng0, crops[:, 0], config, 0), augment_view(rng1, crops[:, 1], config, 1))
 
 
 def eval_view(images, config, out_size=None) -> jnp.ndarray:

@@ -1,5 +1,12 @@
 """Training and evaluation input: which examples form each batch, and where they go.
 
+Two kinds of dataset share one interface (`train_batches`, `eval_batches`,
+`device_augment_config`, `num_classes`, `num_train`): `InMemoryDataset` for
+small datasets held in host memory (Fashion-MNIST; the device does every
+augmentation, crop included) and `pipeline.StreamingDataset` for tfds datasets
+and image folders (the host decodes and crops with tf.data). This module
+holds the in-memory one; `load_dataset` picks by config.data.name.
+
 The order is a pure function of (seed, step): epoch e uses the permutation
 drawn from (seed, e), and step k takes its slot in that epoch. A restart at step
 k therefore sees exactly the batch an uninterrupted run would have seen, with
@@ -9,7 +16,7 @@ materialises only its own contiguous slice of every global batch.
 """
 
 import dataclasses
-from typing import Dict, Iterator, Tuple
+from typing import Dict, Iterator, Optional, Tuple
 
 import jax
 import numpy as np
@@ -26,23 +33,58 @@ class InMemoryDataset:
   eval_images: np.ndarray
   eval_labels: np.ndarray
   num_classes: int
+  host_crops = False  # batches are whole images; the device crops
 
   @property
   def num_train(self) -> int:
     """Number of training examples."""
     return int(self.train_images.shape[0])
 
+  @property
+  def image_shape(self) -> Tuple[int, ...]:
+    """Shape of one image as batches deliver it."""
+    return tuple(self.train_images.shape[1:])
 
-def load_dataset(data_config) -> InMemoryDataset:
-  """Loads the dataset named by config.data, or says clearly why it cannot."""
+  def device_augment_config(self, aug):
+    """The device does every augmentation of in-memory images, crop included."""
+    return aug
+
+  def split(self, split: str) -> Tuple[np.ndarray, np.ndarray]:
+    """(images, labels) of 'train' or 'eval'."""
+    return (self.train_images, self.train_labels) if split == "train" else (self.eval_images, self.eval_labels)
+
+  def num_examples(self, split: str) -> int:
+    """Examples of a split ('train' / 'eval')."""
+    return int(self.split(split)[0].shape[0])
+
+  def train_batches(self, seed: int, start_step: int, batch_size: int, mesh, views: int = 2,
+                    aug=None, source=None) -> Iterator[Tuple[int, jax.Array, jax.Array]]:
+    """Yields (step, global uint8 images [B, H, W, C], labels) from `start_step` on (views/aug: the device's job)."""
+    del views, aug, source
+    return train_batches(self, seed, start_step, batch_size, mesh)
+
+  def eval_batches(self, split: str, count: int, batch_size: int, mesh, seed: int = 0):
+    """Global batches of a fixed random subset of `count` (0 = all) examples of 'train' / 'eval', tail masked."""
+    images, labels = subset(*self.split(split), count, seed if split == "train" else seed + 1)
+    return eval_batches(images, labels, batch_size, mesh)
+
+
+def subset(images: np.ndarray, labels: np.ndarray, count: int, seed: int) -> Tuple[np.ndarray, np.ndarray]:
+  """A fixed random subset of `count` examples (all when count is 0 or too large)."""
+  if not count or count >= images.shape[0]:
+    return images, labels
+  idx = np.sort(np.random.default_rng(seed).choice(images.shape[0], count, replace=False))
+  return images[idx], labels[idx]
+
+
+def load_dataset(data_config):
+  """The dataset config.data names: Fashion-MNIST in memory, any tfds dataset or an image folder streamed."""
   if data_config.name == "fashion_mnist":
     raw = fashion_mnist.load(data_config.data_dir, data_config.allow_download)
     return InMemoryDataset(raw["train_images"], raw["train_labels"], raw["test_images"], raw["test_labels"],
                            fashion_mnist.NUM_CLASSES)
-  raise NotImplementedError(
-      f"The input pipeline for config.data.name={data_config.name!r} is not implemented yet: the "
-      "ImageNet-scale tfds/tf.data pipeline arrives with issue #4. Until then only "
-      "config.data.name='fashion_mnist' trains; this config does not silently fall back to it.")
+  from simdis_jax.data import pipeline  # pylint: disable=import-outside-toplevel  (tf.data only when streaming)
+  return pipeline.load(data_config)
 
 
 def epoch_permutation(seed: int, epoch: int, num_examples: int) -> np.ndarray:

@@ -6,7 +6,7 @@ summed vote wins.
 """
 
 import functools
-from typing import Callable, Dict, Optional, Tuple
+from typing import Callable, Dict, Iterable, Optional, Tuple
 
 import jax
 import jax.numpy as jnp
@@ -41,11 +41,10 @@ def knn_classify(bank: np.ndarray, bank_labels: np.ndarray, queries: np.ndarray,
   return scores.argmax(-1), scores
 
 
-def extract_features(feature_fn: Callable, images: np.ndarray, labels: np.ndarray, batch_size: int,
-                     mesh) -> Tuple[np.ndarray, np.ndarray]:
-  """Runs `feature_fn(images)` over all images (every process) and returns host numpy features and labels."""
+def extract_features(feature_fn: Callable, batches: Iterable[Dict[str, jax.Array]]) -> Tuple[np.ndarray, np.ndarray]:
+  """Runs `feature_fn(images)` over masked global batches (every process) -> host numpy features and labels."""
   feats, labs = [], []
-  for batch in data_input.eval_batches(images, labels, batch_size, mesh):
+  for batch in batches:
     f, l, m = (multihost_utils.process_allgather(x, tiled=True)
                for x in (feature_fn(batch["images"]), batch["labels"], batch["mask"]))
     feats.append(f[m.astype(bool)])
@@ -64,22 +63,15 @@ def make_feature_fn(network, variables, aug_config, image_size: int) -> Callable
   return fn
 
 
-def subset(images: np.ndarray, labels: np.ndarray, count: int, seed: int) -> Tuple[np.ndarray, np.ndarray]:
-  """A fixed random subset of `count` examples (all when count is 0 or too large)."""
-  if not count or count >= images.shape[0]:
-    return images, labels
-  idx = np.sort(np.random.default_rng(seed).choice(images.shape[0], count, replace=False))
-  return images[idx], labels[idx]
+subset = data_input.subset
 
 
 def bank_and_queries(network, variables, dataset, aug_config, image_size: int, mesh, train_examples: int,
                      eval_examples: int, batch_size: int, seed: int = 0):
   """Encoder features and labels of the memory bank (train split) and the queries (held-out split)."""
-  fn = make_feature_fn(network, variables, aug_config, image_size)
-  bank_x, bank_y = subset(dataset.train_images, dataset.train_labels, train_examples, seed)
-  query_x, query_y = subset(dataset.eval_images, dataset.eval_labels, eval_examples, seed + 1)
-  return (extract_features(fn, bank_x, bank_y, batch_size, mesh),
-          extract_features(fn, query_x, query_y, batch_size, mesh))
+  fn = make_feature_fn(network, variables, dataset.device_augment_config(aug_config), image_size)
+  return (extract_features(fn, dataset.eval_batches("train", train_examples, batch_size, mesh, seed)),
+          extract_features(fn, dataset.eval_batches("eval", eval_examples, batch_size, mesh, seed)))
 
 
 def knn_accuracy(network, variables, dataset, knn_config, aug_config, image_size: int, mesh,

@@ -49,7 +49,7 @@ import json
 import logging
 import math
 import time
-from typing import Any, Callable, Dict, Optional, Tuple
+from typing import Any, Callable, Dict, Iterator, Optional, Tuple
 
 import flax
 import flax.linen as nn
@@ -136,12 +136,8 @@ def base_config() -> ml_collections.ConfigDict:
   c.eval = ml_collections.ConfigDict()
   c.eval.batch_size = 512         # feature extraction / held-out batches
 
-  c.data = ml_collections.ConfigDict()
-  c.data.name = ""                # "" = the pretraining run's whole data section
-  c.data.data_dir = ""
-  c.data.image_size = 224
-  c.data.allow_download = False
-  c.data.augment = augment.default_config(3)  # full mode uses only crop/flip, mean/std, eval_crop_fraction
+  # name "" = the pretraining run's whole data section; full mode uses only crop/flip, mean/std, eval_crop_fraction.
+  c.data = configuration.data_config(name="")
   c.data.train_examples = 0       # 0 = the whole train split
   c.data.eval_examples = 0        # 0 = the whole held-out split
   return apply_protocol(c, "authors")
@@ -165,7 +161,7 @@ def validate(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
   # Same unknown-key / type rules as the pretraining schema, against this schema.
   configuration.check_keys(config, base_config())  # pylint: disable=protected-access
   checks = {"protocol": ("custom",) + tuple(PROTOCOLS), "mode": MODES, "pretrained.network": NETWORKS,
-            "pretrained.weights": WEIGHTS, "data.name": ("",) + configuration.DATASETS}
+            "pretrained.weights": WEIGHTS}
   for key, choices in checks.items():
     section, _, name = key.rpartition(".")
     value = config[section][name] if section else config[name]
@@ -480,7 +476,10 @@ def make_full_step(network, classifier, tx, schedule, aug_config, image_size: in
   train_aug = train_augment_config(aug_config)
 
   def step(state, encoder_vars, images, labels):
-    x = augment.augment_view(jax.random.fold_in(state.rng, state.step), images, train_aug, 0, image_size)
+    aug = train_aug
+    if images.ndim == 5:  # host-cropped [B, 1, S, S, C] (streaming input): the device only flips
+      images, aug = images[:, 0], augment.without_crop(train_aug)
+    x = augment.augment_view(jax.random.fold_in(state.rng, state.step), images, aug, 0, image_size)
     features = network.apply(encoder_vars, x, train=False, features_only=True)["feature"]
     # The encoder is an input, not a trained parameter; stop_gradient makes that explicit and saves the backward.
     return _sgd_step(classifier, tx, schedule, state, jax.lax.stop_gradient(features), labels)
@@ -538,9 +537,9 @@ def run(config: ml_collections.ConfigDict, workdir: str, stop_after_steps: Optio
   data_config = resolve_data_config(config, run_config)
   if dataset is None:
     dataset = data_input.load_dataset(data_config)
-  train_x, train_y = knn.subset(dataset.train_images, dataset.train_labels, data_config.train_examples, config.seed)
-  eval_x, eval_y = knn.subset(dataset.eval_images, dataset.eval_labels, data_config.eval_examples, config.seed + 1)
-  lengths = schedule_lengths(config, train_x.shape[0])
+  num_train = _count(dataset, "train", data_config.train_examples)
+  num_eval = _count(dataset, "eval", data_config.eval_examples)
+  lengths = schedule_lengths(config, num_train)
   total = lengths["total_steps"]
 
   # --- Run identity: a resumed workdir keeps the pretrained step it started from ---
@@ -556,19 +555,22 @@ def run(config: ml_collections.ConfigDict, workdir: str, stop_after_steps: Optio
   encoder_vars = frozen_encoder_variables(config, pre_state)
   network = networks.student if config.pretrained.network == "student" else networks.teacher
   del pre_state  # optimizer state and the other networks are not needed
-  feature_fn = functools.partial(make_feature_fn(network, data_config.augment, data_config.image_size, mesh),
-                                 encoder_vars)
+  feature_fn = functools.partial(make_feature_fn(network, dataset.device_augment_config(data_config.augment),
+                                                 data_config.image_size, mesh), encoder_vars)
   eb = config.eval.batch_size
+
+  def features_of(split):
+    count = data_config.train_examples if split == "train" else data_config.eval_examples
+    return knn.extract_features(feature_fn, dataset.eval_batches(split, count, eb, mesh, config.seed))
 
   t_feat = time.time()
   cached = None
   if config.mode == "fast":
-    cached = {"train": knn.extract_features(feature_fn, train_x, train_y, eb, mesh),
-              "eval": knn.extract_features(feature_fn, eval_x, eval_y, eb, mesh)}
+    cached = {"train": features_of("train"), "eval": features_of("eval")}
     feature_dim = int(cached["train"][0].shape[1])
   else:
     feature_dim = int(jax.eval_shape(feature_fn, jax.ShapeDtypeStruct(
-        (eb,) + train_x.shape[1:], train_x.dtype, sharding=parallel.batch_sharded(mesh))).shape[1])
+        (eb,) + dataset.image_shape, np.uint8, sharding=parallel.batch_sharded(mesh))).shape[1])
   feature_time = time.time() - t_feat
 
   # --- Classifier state: restored, or fresh and replicated ---
@@ -583,7 +585,7 @@ def run(config: ml_collections.ConfigDict, workdir: str, stop_after_steps: Optio
   checkpoint.write_config(workdir, config)
   if is_main:
     (epath.Path(workdir) / INFO_FILE).write_text(json.dumps(
-        {**info, **lengths, "num_train": int(train_x.shape[0]), "feature_dim": feature_dim}, indent=2))
+        {**info, **lengths, "num_train": num_train, "feature_dim": feature_dim}, indent=2))
   logging.info("Linear eval (%s, %s) of %s/%s at step %d: %s from step %d of %d.", config.protocol,
                MODE_NAMES[config.mode], config.pretrained.network, config.pretrained.weights, pre_step,
                "resuming" if start_step else "starting", start_step, total)
@@ -616,7 +618,7 @@ def run(config: ml_collections.ConfigDict, workdir: str, stop_after_steps: Optio
                                      stop_after_steps)
       else:
         state = _train_full(config, network, classifier, tx, schedule, data_config, encoder_vars, state,
-                            train_x, train_y, mesh, total, stop_after_steps, on_progress)
+                            dataset, mesh, total, stop_after_steps, on_progress)
   finally:
     mgr.wait_until_finished()
     mgr.close()
@@ -626,8 +628,7 @@ def run(config: ml_collections.ConfigDict, workdir: str, stop_after_steps: Optio
   # --- Evaluation (also the whole of a rerun of a finished workdir) ---
   if cached is None:
     t_feat = time.time()
-    cached = {"train": knn.extract_features(feature_fn, train_x, train_y, eb, mesh),
-              "eval": knn.extract_features(feature_fn, eval_x, eval_y, eb, mesh)}
+    cached = {"train": features_of("train"), "eval": features_of("eval")}
     feature_time += time.time() - t_feat
   held_out = evaluate_features(classifier, state, *cached["eval"])
   train_acc = evaluate_features(classifier, state, *cached["train"])
@@ -641,7 +642,7 @@ def run(config: ml_collections.ConfigDict, workdir: str, stop_after_steps: Optio
       "steps": reached, "total_steps": total, "steps_per_epoch": lengths["steps_per_epoch"],
       "batch_size": config.train.batch_size, "lr": config.optim.base_lr * config.train.batch_size / 256,
       "batch_norm_head": bool(config.classifier.batch_norm), "nesterov": bool(config.optim.nesterov),
-      "train_examples": int(train_x.shape[0]), "eval_examples": int(eval_x.shape[0]),
+      "train_examples": num_train, "eval_examples": num_eval,
       "num_classes": dataset.num_classes, "feature_dim": feature_dim, "finished": finished,
       "top1": held_out["top1"], "top5": held_out["top5"], "train_top1": train_acc["top1"],
       "trained_steps": reached - start_step, "feature_time_s": feature_time, "train_time_s": train_time,
@@ -663,21 +664,44 @@ def run(config: ml_collections.ConfigDict, workdir: str, stop_after_steps: Optio
   return results
 
 
-def _train_full(config, network, classifier, tx, schedule, data_config, encoder_vars, state, train_x, train_y,
+def _count(dataset, split: str, count: int) -> int:
+  """Examples a (sub)split holds: all of it when count is 0."""
+  total = dataset.num_examples(split)
+  return min(int(count), total) if count else total
+
+
+def _full_batches(config, dataset, data_config, start: int, mesh) -> Iterator[Tuple[int, jax.Array, jax.Array]]:
+  """(step, images, labels) of the full mode's training batches from `start`, exact on resume."""
+  batch = config.train.batch_size
+  if dataset.host_crops:  # streaming: one host crop per example, flipped on the device
+    source = dataset.labelled_source("train", data_config.train_examples)
+    yield from dataset.train_batches(config.seed, start, batch, mesh, views=1,
+                                     aug=train_augment_config(data_config.augment), source=source)
+    return
+  train_x, train_y = data_input.subset(*dataset.split("train"), data_config.train_examples, config.seed)
+  order = _EpochOrder(config.seed, train_x.shape[0], batch)
+  step = start
+  while True:
+    idx = data_input.process_slice(order.indices(step, step + 1)[0], jax.process_index(), jax.process_count())
+    yield (step, parallel.global_batch(train_x[idx], mesh),
+           parallel.global_batch(train_y[idx].astype(np.int32), mesh))
+    step += 1
+
+
+def _train_full(config, network, classifier, tx, schedule, data_config, encoder_vars, state, dataset,
                 mesh, total, stop_after_steps, on_progress) -> ClassifierState:
   """Full-mode loop: each step augments its batch on the device and runs the frozen encoder."""
   step_fn = make_full_step(network, classifier, tx, schedule, data_config.augment, data_config.image_size, mesh)
-  batch = config.train.batch_size
-  order = _EpochOrder(config.seed, train_x.shape[0], batch)
   start = int(state.step)
   end = total if stop_after_steps is None else min(total, stop_after_steps)
-  for step in range(start, end):
-    idx = data_input.process_slice(order.indices(step, step + 1)[0], jax.process_index(), jax.process_count())
-    images = parallel.global_batch(train_x[idx], mesh)
-    labels = parallel.global_batch(train_y[idx].astype(np.int32), mesh)
+  if start >= end:
+    return state
+  for step, images, labels in _full_batches(config, dataset, data_config, start, mesh):
     state, metrics = step_fn(state, encoder_vars, images, labels)
     done = step + 1
     if (done % config.train.log_every_steps == 0 or done % config.train.checkpoint_every_steps == 0
         or done in (total, stop_after_steps)):
       on_progress(state, done, metrics)
+    if done >= end:
+      break
   return state

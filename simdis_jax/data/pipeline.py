@@ -1,0 +1,532 @@
+"""Streaming input for datasets too large for host memory: tfds datasets by name, or folders of image files.
+
+Where the work happens (SPEC.md "Augmentations (BYOL)", DeepMind's split):
+- on the host, in tf.data: read the encoded bytes, draw the random resized crop
+  window, decode only that window (``decode_and_crop_jpeg``; other formats are
+  decoded whole and sliced), resize it to ``image_size`` (bicubic) -> one uint8
+  crop per view;
+- on the accelerator, inside the jitted step: flip, colour jitter in random
+  order, greyscale, blur, solarize and normalisation (``augment.py`` with the
+  crop switched off).
+Evaluation batches are a centre crop of ``eval_crop_fraction`` of the short
+side, decoded the same way and resized to ``image_size``.
+
+Exactness (batch k is a function of (seed, step) alone). Each process reads
+its own equal-sized shard of the split (``tfds.even_splits`` /
+every P-th file), so no example is read by two hosts. Epoch e reads the shard
+in an order drawn from (seed, e, process): tfds shards are shuffled with that
+seed and streamed through a seeded shuffle buffer; folder files are permuted
+outright. Every crop is drawn from a stateless seed of (seed, step, global
+slot, view). A restart at step k rebuilds epoch e's stream and skips the
+examples of the steps before k *before* they are decoded: for folders the
+skip is an index into the permutation (free), for tfds it reads the skipped
+records' bytes without decoding them (seconds per 100k records). We chose
+this over a checkpointable iterator (grain + array_record) because it needs
+no iterator state in the checkpoint and works on the tfrecord files tfds
+builds by default; the price is that a tfds resume re-reads part of the epoch.
+
+Unreadable files (corrupt, truncated, unsupported) are skipped, counted and
+logged, never a crash: an example whose decode fails is dropped by tf.data,
+and the host fills its batch slot with another example of the same batch, so
+every batch keeps its shape and every other example its slot.
+"""
+
+import dataclasses
+import logging
+import queue
+import threading
+from typing import Any, Callable, Dict, Iterator, List, Optional, Sequence, Tuple
+
+import jax
+import ml_collections
+import numpy as np
+import tensorflow as tf
+import tensorflow_datasets as tfds
+
+from simdis_jax import parallel
+from simdis_jax.data import augment
+
+# tf.data must not take the accelerator's memory (TF sees GPUs too).
+tf.config.set_visible_devices([], "GPU")
+
+IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp")
+FOLDER = "folder"
+_FULL_BOX = tf.constant([0.0, 0.0, 1.0, 1.0], tf.float32, shape=[1, 1, 4])
+
+
+class DatasetNotFoundError(FileNotFoundError):
+  """The dataset is not on disk; the message says how to get it."""
+
+
+# ---------------------------------------------------------------- host image ops
+
+
+def _decode_window(encoded: tf.Tensor, window_fn: Callable[[tf.Tensor], tf.Tensor], channels: int) -> tf.Tensor:
+  """Decodes the window [top, left, h, w] that `window_fn(shape [h, w])` picks; JPEGs decode only the window."""
+
+  def jpeg():
+    window = window_fn(tf.io.extract_jpeg_shape(encoded)[:2])
+    return tf.image.decode_and_crop_jpeg(encoded, window, channels=channels)
+
+  def other():
+    image = tf.io.decode_image(encoded, channels=channels, expand_animations=False)
+    window = window_fn(tf.shape(image)[:2])
+    return tf.slice(image, [window[0], window[1], 0], [window[2], window[3], channels])
+
+  return tf.cond(tf.io.is_jpeg(encoded), jpeg, other)
+
+
+def random_crop_window(shape: tf.Tensor, seed: tf.Tensor, scale: Tuple[float, float],
+                       ratio: Tuple[float, float]) -> tf.Tensor:
+  """Random resized crop window [top, left, h, w]: area in `scale`, aspect in `ratio` (10 tries, else whole image)."""
+  begin, size, _ = tf.image.stateless_sample_distorted_bounding_box(
+      tf.concat([shape, [1]], 0), bounding_boxes=_FULL_BOX, seed=seed, min_object_covered=0.0,
+      aspect_ratio_range=ratio, area_range=scale, max_attempts=10, use_image_if_no_bounding_boxes=True)
+  return tf.stack([begin[0], begin[1], size[0], size[1]])
+
+
+def centre_crop_window(shape: tf.Tensor, fraction: float) -> tf.Tensor:
+  """Centred square of `fraction` of the short side (224/256 = 'resize to 256, centre-crop 224')."""
+  side = tf.maximum(1, tf.cast(tf.round(fraction * tf.cast(tf.reduce_min(shape), tf.float32)), tf.int32))
+  return tf.stack([(shape[0] - side) // 2, (shape[1] - side) // 2, side, side])
+
+
+def _resize(image: tf.Tensor, size: int) -> tf.Tensor:
+  """Bicubic resize to size × size (DeepMind BYOL's), back to uint8."""
+  image = tf.image.resize(image, [size, size], method=tf.image.ResizeMethod.BICUBIC)
+  return tf.cast(tf.round(tf.clip_by_value(image, 0.0, 255.0)), tf.uint8)
+
+
+def train_crops(encoded: tf.Tensor, example_seed: tf.Tensor, views: int, size: int, scale, ratio,
+                channels: int = 3) -> tf.Tensor:
+  """`views` independent random resized crops of one encoded image: uint8 [views, size, size, C]."""
+  crops = []
+  for view in range(views):
+    seed = tf.random.experimental.stateless_fold_in(example_seed, view)
+    crop = _decode_window(encoded, lambda shape, s=seed: random_crop_window(shape, s, scale, ratio), channels)
+    crops.append(_resize(crop, size))
+  return tf.stack(crops)
+
+
+def eval_crop(encoded: tf.Tensor, size: int, fraction: float, channels: int = 3) -> tf.Tensor:
+  """The deterministic evaluation view: centre crop of `fraction` of the short side, resized: uint8 [size, size, C]."""
+  return _resize(_decode_window(encoded, lambda shape: centre_crop_window(shape, fraction), channels), size)
+
+
+# ---------------------------------------------------------------------- sources
+
+
+def _epoch_seed(seed: int, epoch: int, process_index: int) -> int:
+  return int(np.random.default_rng([seed, epoch, process_index, 0x5D]).integers(2**31 - 1))
+
+
+class TfdsSource:
+  """One process's shard of a tfds split, read as (encoded image, label) records."""
+
+  def __init__(self, data_config, split: str, process_index: int, process_count: int,
+               builder: Optional[tfds.core.DatasetBuilder] = None):
+    self.builder = builder or get_builder(data_config)
+    self.data_config = data_config
+    self.image_key, self.label_key = data_config.image_key, data_config.label_key
+    self.shuffle_buffer = int(data_config.shuffle_buffer)
+    self.split = split
+    self.process_index = process_index
+    features = self.builder.info.features
+    if self.image_key not in features:
+      raise ValueError(f"config.data.image_key={self.image_key!r} is not a feature of {self.builder.name} "
+                       f"(features: {sorted(features.keys())}).")
+    self.has_labels = self.label_key in features
+    self.num_classes = int(getattr(features[self.label_key], "num_classes", 0) or 0) if self.has_labels else 0
+    # Equal shards (drop_remainder): every host runs the same number of steps per epoch.
+    self.host_split = tfds.even_splits(split, n=process_count, drop_remainder=True)[process_index]
+    self.num_examples = split_size(self.builder, self.host_split)
+    self.label = f"{self.builder.name}:{split}"
+
+  def _read(self, shuffle_seed: Optional[int]) -> tf.data.Dataset:
+    read_config = tfds.ReadConfig(shuffle_seed=shuffle_seed, try_autocache=False, interleave_cycle_length=16,
+                                  interleave_block_length=1)
+    ds = self.builder.as_dataset(split=self.host_split, shuffle_files=shuffle_seed is not None,
+                                 read_config=read_config,
+                                 decoders={self.image_key: tfds.decode.SkipDecoding()})
+    label_key, image_key = self.label_key, self.image_key
+    if self.has_labels:
+      return ds.map(lambda ex: (ex[image_key], tf.cast(ex[label_key], tf.int32)))
+    return ds.map(lambda ex: (ex[image_key], tf.constant(-1, tf.int32)))
+
+  def records(self, seed: int, epoch: int, start: int, shuffle: bool = True) -> tf.data.Dataset:
+    """(position, encoded, label) of epoch `epoch` from position `start` on; the order is a function of (seed, epoch)."""
+    eseed = _epoch_seed(seed, epoch, self.process_index) if shuffle else None
+    ds = self._read(eseed)
+    if shuffle:
+      ds = ds.shuffle(self.shuffle_buffer, seed=eseed, reshuffle_each_iteration=False)
+    # Skip before decoding: the skipped records are read, never decoded.
+    ds = ds.take(self.num_examples).enumerate().skip(start)
+    return ds.map(lambda i, r: (i, r[0], r[1]))
+
+  def describe(self, position: int) -> str:
+    return f"{self.label} example at position {position} of this process's epoch"
+
+
+class FolderSource:
+  """One process's shard of a folder (or glob) of unlabelled image files."""
+
+  def __init__(self, pattern: str, process_index: int, process_count: int):
+    files = list_image_files(pattern)
+    per_process = len(files) // process_count
+    if per_process == 0:
+      raise ValueError(f"config.data.folder={pattern!r} holds {len(files)} image file(s), fewer than the "
+                       f"{process_count} processes; add images or use fewer hosts.")
+    # Every P-th file: disjoint shards of equal size (the last < P files are left out).
+    self.files = np.asarray(files[process_index::process_count][:per_process])
+    self.num_examples = per_process
+    self.num_classes = 0
+    self.has_labels = False
+    self.process_index = process_index
+    self.label = pattern
+    self._current = np.arange(per_process)
+
+  def order(self, seed: int, epoch: int, shuffle: bool = True) -> np.ndarray:
+    if not shuffle:
+      return np.arange(self.num_examples)
+    return np.random.default_rng([seed, epoch, self.process_index]).permutation(self.num_examples)
+
+  def records(self, seed: int, epoch: int, start: int, shuffle: bool = True) -> tf.data.Dataset:
+    """(position, encoded, -1) of epoch `epoch` from `start`; the skip is an index into the permutation."""
+    order = self.order(seed, epoch, shuffle)
+    self._current = order
+    paths = self.files[order][start:]
+    ds = tf.data.Dataset.from_tensor_slices((np.arange(start, self.num_examples, dtype=np.int64), paths))
+    return ds.map(lambda i, p: (i, tf.io.read_file(p), tf.constant(-1, tf.int32)))
+
+  def describe(self, position: int) -> str:
+    return str(self.files[self._current[position]])
+
+
+def list_image_files(pattern: str) -> List[str]:
+  """Sorted image files of a directory tree (recursively) or a glob; local paths or gs://."""
+  if any(ch in pattern for ch in "*?["):
+    files = tf.io.gfile.glob(pattern)
+  elif tf.io.gfile.isdir(pattern):
+    files = [tf.io.gfile.join(root, name) for root, _, names in tf.io.gfile.walk(pattern) for name in names]
+  else:
+    raise DatasetNotFoundError(f"config.data.folder={pattern!r} is neither a directory nor a glob pattern "
+                               "that exists; point it at a folder of images or a pattern like '/data/*/*.jpg'.")
+  files = sorted(f for f in files if f.lower().endswith(IMAGE_EXTENSIONS))
+  if not files:
+    raise DatasetNotFoundError(f"config.data.folder={pattern!r} holds no image files ({', '.join(IMAGE_EXTENSIONS)})"
+                               "; point it at a folder of images.")
+  return files
+
+
+def get_builder(data_config) -> tfds.core.DatasetBuilder:
+  """The tfds builder of config.data.name, prepared (ImageNet from its manual directory), or a clear error."""
+  kwargs = {"data_dir": data_config.data_dir} if data_config.data_dir else {}
+  try:
+    builder = tfds.builder(data_config.name, **kwargs)
+  except tfds.core.registered.DatasetNotFoundError as e:
+    raise DatasetNotFoundError(f"config.data.name={data_config.name!r} is not a tfds dataset ({e}). Use a tfds "
+                               "name (imagenet2012, imagenette, stl10, cifar10, ...), 'fashion_mnist' or "
+                               "'folder' with config.data.folder.") from e
+  if _is_prepared(builder):
+    return builder
+  if data_config.manual_dir or data_config.allow_download:
+    if jax.process_index() == 0:
+      config = tfds.download.DownloadConfig(manual_dir=data_config.manual_dir or None)
+      builder.download_and_prepare(download_config=config)
+    _barrier(f"prepare {data_config.name}")
+    return tfds.builder(data_config.name, **kwargs)
+  raise DatasetNotFoundError(
+      f"The tfds dataset {data_config.name!r} is not prepared in {builder.data_dir_root}. Prepare it once with\n"
+      f"    tfds build {data_config.name} --data_dir <dir> [--manual_dir <dir with the downloaded archives>]\n"
+      f"and pass --config.data.data_dir=<dir>; ImageNet needs its archives (ILSVRC2012_img_train.tar, "
+      f"ILSVRC2012_img_val.tar) in the manual directory (--config.data.manual_dir=<dir> prepares it on the "
+      f"first run). On a machine with internet access --config.data.allow_download=True downloads public ones.")
+
+
+def _is_prepared(builder) -> bool:
+  if builder.is_prepared():
+    return True
+  # Readable without being prepared here: tfds.testing.mock_data (tests) patches reading, not is_prepared.
+  try:
+    builder.as_dataset(split="train")
+    return True
+  except Exception:  # pylint: disable=broad-except
+    return False
+
+
+def _barrier(name: str) -> None:
+  if jax.process_count() > 1:
+    from jax.experimental import multihost_utils  # pylint: disable=import-outside-toplevel
+    multihost_utils.sync_global_devices(name)
+
+
+def split_size(builder, split: str) -> int:
+  """Examples in `split` (any tfds split expression): from the dataset info, else by the dataset's cardinality."""
+  try:
+    return int(builder.info.splits[split].num_examples)
+  except (KeyError, ValueError, TypeError, AssertionError):
+    ds = builder.as_dataset(split=split, decoders={k: tfds.decode.SkipDecoding()
+                                                   for k in builder.info.features.keys()
+                                                   if isinstance(builder.info.features[k], tfds.features.Image)})
+    n = int(ds.cardinality())
+    if n < 0:
+      n = int(ds.reduce(0, lambda c, _: c + 1))
+    return n
+
+
+# ------------------------------------------------------------ batch assembly
+
+
+class _Assembler:
+  """Turns (position, views, label) elements into fixed-size batches, filling slots whose file failed."""
+
+  def __init__(self, local_batch: int, describe: Callable[[int], str]):
+    self.local_batch = local_batch
+    self.describe = describe
+
+  def batches(self, elements: Iterator, first: int,
+              count: int) -> Iterator[Tuple[int, np.ndarray, np.ndarray, int]]:
+    """Yields (batch number in the epoch, images [B, ...], labels [B], slots refilled) for batches first..count-1."""
+    lb = self.local_batch
+    pending = None
+    for b in range(first, count):
+      lo, hi = b * lb, (b + 1) * lb
+      slots: Dict[int, Tuple[np.ndarray, int]] = {}
+      if pending is not None and pending[0] < hi:
+        slots[pending[0] - lo] = (pending[1], pending[2])
+        pending = None
+      if pending is None:
+        for pos, image, label in elements:
+          pos = int(pos)
+          if pos >= hi:
+            pending = (pos, image, label)
+            break
+          slots[pos - lo] = (image, int(label))
+      yield b, *self._fill(slots, lo)
+
+  def _fill(self, slots, lo):
+    if not slots:
+      raise RuntimeError(f"Every example of the batch at positions {lo}..{lo + self.local_batch - 1} failed to "
+                         "decode; the data is unreadable (see the warnings above).")
+    missing = [i for i in range(self.local_batch) if i not in slots]
+    some = next(iter(slots.values()))
+    images = np.empty((self.local_batch,) + some[0].shape, some[0].dtype)
+    labels = np.empty((self.local_batch,), np.int32)
+    present = sorted(slots)
+    for i in present:
+      images[i], labels[i] = slots[i]
+    for j, i in enumerate(missing):
+      logging.warning("Skipped an unreadable image (%s); its batch slot reuses another example of the batch.",
+                      self.describe(lo + i))
+      donor = present[j % len(present)]
+      images[i], labels[i] = images[donor], labels[donor]
+    return images, labels, len(missing)
+
+
+def prefetch(iterator: Iterator, size: int) -> Iterator:
+  """Runs `iterator` in a background thread, `size` items ahead; its exceptions surface in the caller."""
+  if size <= 0:
+    yield from iterator
+    return
+  q: "queue.Queue" = queue.Queue(maxsize=size)
+  done = object()
+  stop = threading.Event()
+
+  def work():
+    try:
+      for item in iterator:
+        while not stop.is_set():
+          try:
+            q.put(item, timeout=0.5)
+            break
+          except queue.Full:
+            continue
+        if stop.is_set():
+          return
+      q.put(done)
+    except BaseException as e:  # pylint: disable=broad-except
+      q.put(e)
+
+  thread = threading.Thread(target=work, daemon=True, name="simdis-input")
+  thread.start()
+  try:
+    while True:
+      item = q.get()
+      if item is done:
+        return
+      if isinstance(item, BaseException):
+        raise item
+      yield item
+  finally:
+    stop.set()
+
+
+# ------------------------------------------------------------------ dataset
+
+
+def _options() -> tf.data.Options:
+  options = tf.data.Options()
+  options.deterministic = True
+  options.autotune.enabled = True
+  options.experimental_optimization.map_parallelization = True
+  options.threading.max_intra_op_parallelism = 1
+  return options
+
+
+@dataclasses.dataclass
+class StreamingDataset:
+  """A dataset read from disk on every step: pretraining batches of host crops, evaluation batches of centre crops."""
+  data_config: ml_collections.ConfigDict
+  train: Any                      # TfdsSource | FolderSource: the pretraining split
+  labelled: Dict[str, Any]        # "train"/"eval" -> TfdsSource of the labelled splits (kNN, linear eval)
+  num_classes: int
+  host_crops: bool = True
+  stats: Dict[str, int] = dataclasses.field(default_factory=lambda: {"skipped": 0})
+
+  @property
+  def num_train(self) -> int:
+    """Examples of the pretraining split (all processes together, after equal sharding)."""
+    return self.train.num_examples * jax.process_count()
+
+  def device_augment_config(self, aug: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
+    """What the device still does: everything but the crop; evaluation images arrive centre-cropped already."""
+    return augment.without_crop(aug)
+
+  @property
+  def image_shape(self) -> Tuple[int, int, int]:
+    """Shape of one evaluation image as batches deliver it."""
+    return (int(self.data_config.image_size),) * 2 + (3,)
+
+  def _stream(self, source, seed, epoch, start, local_batch, steps_per_epoch, views, aug,
+              process_index, global_batch):
+    size, channels = int(self.data_config.image_size), 3
+    scale, ratio = tuple(aug.crop_scale), tuple(aug.crop_ratio)
+
+    def crop(pos, encoded, label):
+      step = epoch * steps_per_epoch + pos // local_batch
+      slot = process_index * local_batch + pos % local_batch
+      example_seed = tf.random.experimental.stateless_fold_in(
+          tf.constant([seed, 0x51D15], tf.int64), step * global_batch + slot)
+      return pos, train_crops(encoded, example_seed, views, size, scale, ratio, channels), label
+
+    ds = source.records(seed, epoch, start).take(steps_per_epoch * local_batch - start)
+    ds = ds.map(crop, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+    ds = ds.ignore_errors(log_warning=False)
+    ds = ds.prefetch(tf.data.AUTOTUNE).with_options(_options())
+    return ds.as_numpy_iterator()
+
+  def train_batches(self, seed: int, start_step: int, batch_size: int, mesh, views: int = 2,
+                    aug: Optional[ml_collections.ConfigDict] = None,
+                    source=None) -> Iterator[Tuple[int, jax.Array, jax.Array]]:
+    """Yields (step, uint8 crops [B, views, S, S, C], labels [B]) from `start_step` on, as global arrays."""
+    source = source or self.train
+    aug = aug or self.data_config.augment
+    pi, pc = jax.process_index(), jax.process_count()
+    local_batch = batch_size // pc
+    steps_per_epoch = source.num_examples // local_batch
+    if steps_per_epoch == 0:
+      raise ValueError(f"The global batch {batch_size} is larger than the {source.num_examples * pc} examples "
+                       f"of {source.label}; lower config.train.batch_size.")
+    assembler = _Assembler(local_batch, source.describe)
+
+    def host_batches():
+      epoch, first = divmod(start_step, steps_per_epoch)
+      while True:
+        elements = self._stream(source, seed, epoch, first * local_batch, local_batch, steps_per_epoch, views,
+                                aug, pi, batch_size)
+        for b, images, labels, skipped in assembler.batches(elements, first, steps_per_epoch):
+          yield epoch * steps_per_epoch + b, images, labels, skipped
+        epoch, first = epoch + 1, 0
+
+    def to_device(items):
+      for step, images, labels, skipped in items:
+        yield step, parallel.global_batch(images, mesh), parallel.global_batch(labels, mesh), skipped
+
+    for step, images, labels, skipped in prefetch(to_device(host_batches()), int(self.data_config.prefetch)):
+      # Counted as batches are handed over (not as they are prefetched): this process's skips so far.
+      self.stats["skipped"] += skipped
+      yield step, images, labels
+
+  def _labelled(self, split: str):
+    if split not in self.labelled:
+      raise ValueError(f"{self.train.label} has no labelled {split!r} split for kNN / linear evaluation; set "
+                       "config.data.eval_name (a labelled tfds dataset) or disable config.knn.networks / "
+                       "config.probe / config.final_eval.")
+    return self.labelled[split]
+
+  def labelled_source(self, split: str, count: int = 0) -> TfdsSource:
+    """This process's shard of the first `count` (0 = all) examples of a labelled split, in tfds order."""
+    source = self._labelled(split)
+    if not count:
+      return source
+    return TfdsSource(source.data_config, f"{source.split}[:{int(count)}]", jax.process_index(),
+                      jax.process_count(), builder=source.builder)
+
+  def num_examples(self, split: str) -> int:
+    """Examples of a labelled split over all processes (counting each host's even share)."""
+    source = self._labelled(split)
+    return sum(split_size(source.builder, s)
+               for s in tfds.even_splits(source.split, n=jax.process_count(), drop_remainder=False))
+
+  def eval_batches(self, split: str, count: int, batch_size: int, mesh, seed: int = 0) -> Iterator[Dict[str, jax.Array]]:
+    """Every example of the first `count` (0 = all) of a labelled split once, centre-cropped; tail padded and masked."""
+    del seed  # tfds order: the first `count` examples
+    source = self._labelled(split)
+    name = source.split if not count else f"{source.split}[:{int(count)}]"
+    pi, pc = jax.process_index(), jax.process_count()
+    host_splits = tfds.even_splits(name, n=pc, drop_remainder=False)
+    sizes = [split_size(source.builder, s) for s in host_splits]
+    local_batch = batch_size // pc
+    num_batches = -(-max(sizes) // local_batch)
+    size, fraction = int(self.data_config.image_size), float(self.data_config.augment.eval_crop_fraction)
+    image_key, label_key = source.image_key, source.label_key
+    ds = source.builder.as_dataset(split=host_splits[pi], shuffle_files=False,
+                                   read_config=tfds.ReadConfig(try_autocache=False),
+                                   decoders={image_key: tfds.decode.SkipDecoding()})
+    ds = ds.map(lambda ex: (eval_crop(ex[image_key], size, fraction), tf.cast(ex[label_key], tf.int32)),
+                num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+    ds = ds.batch(local_batch).prefetch(tf.data.AUTOTUNE).with_options(_options())
+
+    def host_batches():
+      it = ds.as_numpy_iterator()
+      for _ in range(num_batches):
+        images, labels = next(it, (None, None))
+        if images is None:
+          images, labels = np.zeros((0, size, size, 3), np.uint8), np.zeros((0,), np.int32)
+        n = images.shape[0]
+        mask = np.arange(local_batch) < n
+        pad = local_batch - n
+        if pad:
+          images = np.concatenate([images, np.zeros((pad,) + images.shape[1:], images.dtype)])
+          labels = np.concatenate([labels, np.zeros((pad,), labels.dtype)])
+        yield {"images": parallel.global_batch(images, mesh), "labels": parallel.global_batch(labels, mesh),
+               "mask": parallel.global_batch(mask, mesh)}
+
+    yield from prefetch(host_batches(), int(self.data_config.prefetch))
+
+
+def load(data_config) -> StreamingDataset:
+  """The streaming dataset config.data names: a tfds name, or 'folder' (+ config.data.eval_name for labels)."""
+  pi, pc = jax.process_index(), jax.process_count()
+  labelled: Dict[str, TfdsSource] = {}
+  if data_config.name == FOLDER:
+    if not data_config.folder:
+      raise ValueError("config.data.name='folder' needs config.data.folder: a directory of images or a glob.")
+    train = FolderSource(data_config.folder, pi, pc)
+    eval_name = data_config.eval_name
+  else:
+    train = TfdsSource(data_config, data_config.pretrain_split, pi, pc)
+    eval_name = data_config.eval_name or data_config.name
+  num_classes = 0
+  if eval_name:
+    eval_config = ml_collections.ConfigDict(data_config.to_dict())
+    eval_config.name = eval_name
+    builder = train.builder if isinstance(train, TfdsSource) and eval_name == data_config.name else None
+    for split, split_name in (("train", data_config.train_split), ("eval", data_config.eval_split)):
+      if split_name:
+        labelled[split] = TfdsSource(eval_config, split_name, pi, pc, builder=builder)
+        builder = labelled[split].builder
+    num_classes = max((s.num_classes for s in labelled.values()), default=0)
+  logging.info("Streaming input: %s, %d examples per process for pretraining%s.", train.label, train.num_examples,
+               f"; labelled splits {sorted(labelled)} of {eval_name}" if labelled else "")
+  return StreamingDataset(data_config, train, labelled, num_classes)
