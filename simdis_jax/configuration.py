@@ -56,6 +56,7 @@ def data_config(name: str = "imagenet2012") -> ml_collections.ConfigDict:
   d.image_size = 224
   d.shuffle_buffer = 10_000       # encoded examples in the tf.data shuffle buffer, per process
   d.prefetch = 2                  # batches prepared ahead, per process
+  d.host_threads = 0              # tf.data's thread pool per process (0 = one per core)
   d.augment = augment.default_config(3)
   return d
 
@@ -232,8 +233,9 @@ def _check_data(config) -> None:
   for key in ("shuffle_buffer", "image_size"):
     if int(data[key]) != data[key] or data[key] <= 0:
       raise ValueError(f"config.data.{key}={data[key]!r} must be a positive integer.")
-  if int(data.prefetch) != data.prefetch or data.prefetch < 0:
-    raise ValueError(f"config.data.prefetch={data.prefetch!r} must be an integer >= 0.")
+  for key in ("prefetch", "host_threads"):
+    if int(data[key]) != data[key] or data[key] < 0:
+      raise ValueError(f"config.data.{key}={data[key]!r} must be an integer >= 0.")
   if not has_labels(data):
     wants = [k for k, on in (("probe.enabled", config.probe.enabled), ("knn.networks", bool(config.knn.networks)),
                              ("final_eval.linear_networks", bool(config.final_eval.linear_networks))) if on]

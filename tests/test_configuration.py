@@ -101,3 +101,10 @@ def test_paper_presets_carry_the_papers_hyperparameters():
   assert len(load_config_file(t2, "all_teacher,online").views) == 5
   with pytest.raises(ValueError, match="row"):
     load_config_file(t2, "8v,online")
+
+
+def test_imagenette_preset_is_deepminds_published_byol_setting():
+  c = configuration.validate(load_config_file(os.path.join(ROOT, "configs/imagenette/byol_r18.py")))
+  assert (c.method, c.model.student.depth, c.model.student.cifar_stem, c.data.image_size) == ("byol", 18, False, 128)
+  assert (c.train.batch_size, c.train.epochs, c.data.name) == (256, 1000.0, "imagenette/320px-v2")
+  assert (c.optim.lars_form, c.ema.timing, c.final_eval.linear_protocol) == ("deepmind", "after", "deepmind")

@@ -5,8 +5,9 @@
 LARS (authors' form) + SyncBN, batch 2048, base LR 0.3 × batch/256, 10 warm-up
 epochs, cosine, weight decay 1e-4, EMA 0.99 → 1. 100 epochs by default
 (--config.train.epochs=300 or 1000 for the longer rows of Table 1). This run
-is the offline teacher of the SimDis-Off configs. Needs the ImageNet input
-pipeline (issue #4): until it lands this config stops with a clear error.
+is the offline teacher of the SimDis-Off configs. ImageNet comes from tfds
+(`imagenet2012`): prepare it once (README, "Input") and pass
+--config.data.data_dir, or --config.data.manual_dir to prepare on the first run.
 """
 
 from simdis_jax import configuration

@@ -13,8 +13,8 @@ and/or --config.pretrained.weights=ema for the others). Optional argument
 `<protocol>,<mode>` as in configs/fashion_mnist/linear_eval.py
 (e.g. `:deepmind,full` for DeepMind BYOL's protocol).
 
-Needs the ImageNet input pipeline (issue #4): until it lands the run stops
-at once with NotImplementedError from simdis_jax.data.input.load_dataset.
+ImageNet is read with the streaming tfds pipeline (README, "Input"): training
+crops are decoded and cropped on the host, flipped on the device.
 """
 
 from simdis_jax.data import augment

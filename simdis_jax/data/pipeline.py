@@ -27,8 +27,9 @@ builds by default; the price is that a tfds resume re-reads part of the epoch.
 
 Unreadable files (corrupt, truncated, unsupported) are skipped, counted and
 logged, never a crash: an example whose decode fails is dropped by tf.data,
-and the host fills its batch slot with another example of the same batch, so
-every batch keeps its shape and every other example its slot.
+and the host puts every other example back in its slot and fills the failed
+one with another example of the same batch, so batches keep their shape and
+their composition.
 """
 
 import dataclasses
@@ -277,50 +278,51 @@ def split_size(builder, split: str) -> int:
 # ------------------------------------------------------------ batch assembly
 
 
-class _Assembler:
-  """Turns (position, views, label) elements into fixed-size batches, filling slots whose file failed."""
+def aligned_batches(batches: Iterator, first: int, count: int, local_batch: int, describe: Callable[[int], str]
+                    ) -> Iterator[Tuple[int, np.ndarray, np.ndarray, int]]:
+  """Re-forms tf.data batches that lost failed examples into the fixed slots of each step.
 
-  def __init__(self, local_batch: int, describe: Callable[[int], str]):
-    self.local_batch = local_batch
-    self.describe = describe
-
-  def batches(self, elements: Iterator, first: int,
-              count: int) -> Iterator[Tuple[int, np.ndarray, np.ndarray, int]]:
-    """Yields (batch number in the epoch, images [B, ...], labels [B], slots refilled) for batches first..count-1."""
-    lb = self.local_batch
-    pending = None
-    for b in range(first, count):
-      lo, hi = b * lb, (b + 1) * lb
-      slots: Dict[int, Tuple[np.ndarray, int]] = {}
-      if pending is not None and pending[0] < hi:
-        slots[pending[0] - lo] = (pending[1], pending[2])
-        pending = None
-      if pending is None:
-        for pos, image, label in elements:
-          pos = int(pos)
-          if pos >= hi:
-            pending = (pos, image, label)
-            break
-          slots[pos - lo] = (image, int(label))
-      yield b, *self._fill(slots, lo)
-
-  def _fill(self, slots, lo):
-    if not slots:
-      raise RuntimeError(f"Every example of the batch at positions {lo}..{lo + self.local_batch - 1} failed to "
-                         "decode; the data is unreadable (see the warnings above).")
-    missing = [i for i in range(self.local_batch) if i not in slots]
-    some = next(iter(slots.values()))
-    images = np.empty((self.local_batch,) + some[0].shape, some[0].dtype)
-    labels = np.empty((self.local_batch,), np.int32)
-    present = sorted(slots)
-    for i in present:
-      images[i], labels[i] = slots[i]
+  `batches` yields (positions, images, labels) in position order, some
+  positions missing (their file failed). Batch b holds positions
+  [b*B, (b+1)*B); a missing slot takes another example of the same batch.
+  Yields (b, images, labels, slots refilled). Without failures every tf.data
+  batch passes through as it is (no copy).
+  """
+  carry = None  # rows read ahead of the current batch
+  exhausted = False
+  for b in range(first, count):
+    lo, hi = b * local_batch, (b + 1) * local_batch
+    parts = [carry] if carry is not None else []
+    carry = None
+    while not exhausted and (not parts or parts[-1][0][-1] < hi - 1):
+      nxt = next(batches, None)
+      if nxt is None:
+        exhausted = True
+      else:
+        parts.append(nxt)
+    if len(parts) == 1 and parts[0][0].shape[0] == local_batch and parts[0][0][0] == lo and parts[0][0][-1] == hi - 1:
+      yield b, parts[0][1], parts[0][2], 0  # the common case: nothing failed
+      continue
+    positions = np.concatenate([p[0] for p in parts]) if parts else np.zeros((0,), np.int64)
+    inside = positions < hi
+    if (~inside).any():
+      carry = tuple(np.concatenate([p[i] for p in parts])[~inside] for i in range(3))
+    if not inside.any():
+      raise RuntimeError(f"Every example at positions {lo}..{hi - 1} failed to decode; the data is unreadable "
+                         "(see the warnings above).")
+    images_in = np.concatenate([p[1] for p in parts])[inside]
+    labels_in = np.concatenate([p[2] for p in parts])[inside]
+    slots = positions[inside] - lo
+    images = np.empty((local_batch,) + images_in.shape[1:], images_in.dtype)
+    labels = np.empty((local_batch,), labels_in.dtype)
+    images[slots], labels[slots] = images_in, labels_in
+    missing = np.setdiff1d(np.arange(local_batch), slots)
     for j, i in enumerate(missing):
       logging.warning("Skipped an unreadable image (%s); its batch slot reuses another example of the batch.",
-                      self.describe(lo + i))
-      donor = present[j % len(present)]
+                      describe(lo + int(i)))
+      donor = slots[j % slots.size]
       images[i], labels[i] = images[donor], labels[donor]
-    return images, labels, len(missing)
+    yield b, images, labels, int(missing.size)
 
 
 def prefetch(iterator: Iterator, size: int) -> Iterator:
@@ -364,8 +366,10 @@ def prefetch(iterator: Iterator, size: int) -> Iterator:
 # ------------------------------------------------------------------ dataset
 
 
-def _options() -> tf.data.Options:
+def _options(threads: int = 0) -> tf.data.Options:
   options = tf.data.Options()
+  if threads:
+    options.threading.private_threadpool_size = int(threads)
   options.deterministic = True
   options.autotune.enabled = True
   options.experimental_optimization.map_parallelization = True
@@ -411,8 +415,9 @@ class StreamingDataset:
 
     ds = source.records(seed, epoch, start).take(steps_per_epoch * local_batch - start)
     ds = ds.map(crop, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+    # A file that fails to decode is dropped here; aligned_batches puts the others back in their slots.
     ds = ds.ignore_errors(log_warning=False)
-    ds = ds.prefetch(tf.data.AUTOTUNE).with_options(_options())
+    ds = ds.batch(local_batch).prefetch(2).with_options(_options(self.data_config.host_threads))
     return ds.as_numpy_iterator()
 
   def train_batches(self, seed: int, start_step: int, batch_size: int, mesh, views: int = 2,
@@ -427,14 +432,14 @@ class StreamingDataset:
     if steps_per_epoch == 0:
       raise ValueError(f"The global batch {batch_size} is larger than the {source.num_examples * pc} examples "
                        f"of {source.label}; lower config.train.batch_size.")
-    assembler = _Assembler(local_batch, source.describe)
 
     def host_batches():
       epoch, first = divmod(start_step, steps_per_epoch)
       while True:
         elements = self._stream(source, seed, epoch, first * local_batch, local_batch, steps_per_epoch, views,
                                 aug, pi, batch_size)
-        for b, images, labels, skipped in assembler.batches(elements, first, steps_per_epoch):
+        for b, images, labels, skipped in aligned_batches(elements, first, steps_per_epoch, local_batch,
+                                                          source.describe):
           yield epoch * steps_per_epoch + b, images, labels, skipped
         epoch, first = epoch + 1, 0
 
@@ -485,7 +490,7 @@ class StreamingDataset:
                                    decoders={image_key: tfds.decode.SkipDecoding()})
     ds = ds.map(lambda ex: (eval_crop(ex[image_key], size, fraction), tf.cast(ex[label_key], tf.int32)),
                 num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
-    ds = ds.batch(local_batch).prefetch(tf.data.AUTOTUNE).with_options(_options())
+    ds = ds.batch(local_batch).prefetch(tf.data.AUTOTUNE).with_options(_options(self.data_config.host_threads))
 
     def host_batches():
       it = ds.as_numpy_iterator()
