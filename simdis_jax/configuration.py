@@ -125,7 +125,7 @@ def base_config() -> ml_collections.ConfigDict:
   c.knn = ml_collections.ConfigDict()
   c.knn.k = 20
   c.knn.temperature = 0.07
-  c.knn.train_examples = 0        # 0 = the whole train split as the memory bank
+  c.knn.train_examples = 100_000  # memory bank: a fixed subset of the train split (0 = all of it)
   c.knn.eval_examples = 0         # 0 = the whole held-out split
   c.knn.batch_size = 512
   c.knn.networks = ("student", "teacher")

@@ -285,3 +285,29 @@ def test_imagenet_preset_trains_on_mock_imagenet_through_the_real_pipeline(tmp_p
     c.knn.networks = ()
     final = train.train_and_evaluate(c, str(tmp_path / "run"))
   assert np.isfinite(final["loss"]) and final["loss_student"] > 0
+
+
+def test_two_processes_read_disjoint_shards_into_one_global_batch(tmp_path):
+  """2 processes × 2 CPU devices over loopback: each reads its own files; the global batch is both halves."""
+  import socket  # pylint: disable=import-outside-toplevel
+  import subprocess  # pylint: disable=import-outside-toplevel
+  import sys  # pylint: disable=import-outside-toplevel
+  folder = make_folder(tmp_path / "frames", good=24)
+  with socket.socket() as s:
+    s.bind(("127.0.0.1", 0))
+    port = s.getsockname()[1]
+  script = os.path.join(ROOT, "tests", "streaming_process.py")
+  env = dict(os.environ, PYTHONPATH=ROOT)
+  procs = [subprocess.Popen([sys.executable, script, str(port), str(i), str(folder), str(tmp_path)], cwd=ROOT,
+                            env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for i in range(2)]
+  for p in procs:
+    _, err = p.communicate(timeout=300)
+    assert p.returncode == 0, err[-3000:]
+  out = [np.load(tmp_path / f"process{i}.npz") for i in range(2)]
+  assert not set(out[0]["files"]) & set(out[1]["files"]) and len(out[0]["files"]) == len(out[1]["files"]) == 12
+  for step in (0, 1):
+    glob_ = out[0][f"global{step}"]
+    assert glob_.shape == (8, 2, 16, 16, 3)
+    np.testing.assert_array_equal(glob_, out[1][f"global{step}"])
+    np.testing.assert_array_equal(glob_[:4], out[0][f"local{step}"])  # process 0's slice, then process 1's
+    np.testing.assert_array_equal(glob_[4:], out[1][f"local{step}"])

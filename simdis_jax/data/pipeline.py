@@ -360,7 +360,10 @@ def prefetch(iterator: Iterator, size: int) -> Iterator:
         raise item
       yield item
   finally:
+    # Closed early (end of training, an error): let the worker finish its current item and stop, so that
+    # no thread is left inside tf.data when the interpreter exits.
     stop.set()
+    thread.join(timeout=60)
 
 
 # ------------------------------------------------------------------ dataset
