@@ -184,6 +184,23 @@ def test_jitter_applies_ops_in_the_drawn_order():
   np.testing.assert_array_equal(off, image)
 
 
+def test_jitter_on_rgb_equals_the_four_ops_applied_in_order_for_every_permutation():
+  import itertools  # pylint: disable=import-outside-toplevel
+  image = jnp.asarray(np.random.RandomState(3).uniform(size=(6, 5, 3)).astype(np.float32))
+  decisions = dict(jitter=True, brightness=1.3, contrast=0.6, saturation=1.7, hue=0.08)
+  ops = (lambda x: augment._adjust_brightness(x, 1.3), lambda x: augment._adjust_contrast(x, 0.6),
+         lambda x: augment._adjust_saturation(x, 1.7), lambda x: augment._adjust_hue(x, 0.08))
+  results = set()
+  for order in itertools.permutations(range(4)):
+    expected = image
+    for op in order:
+      expected = ops[op](expected)
+    got = augment._colour_jitter(image, dict(decisions, order=jnp.asarray(order)))
+    np.testing.assert_allclose(got, expected, atol=1e-5, err_msg=str(order))
+    results.add(np.asarray(got).round(4).tobytes())
+  assert len(results) > 12  # the order matters
+
+
 def test_blur_kernel_size_is_odd_and_near_ten_percent():
   assert augment.blur_kernel_size(224, 0.1) == 23
   assert augment.blur_kernel_size(28, 0.1) == 3

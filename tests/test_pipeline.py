@@ -311,3 +311,9 @@ def test_two_processes_read_disjoint_shards_into_one_global_batch(tmp_path):
     np.testing.assert_array_equal(glob_, out[1][f"global{step}"])
     np.testing.assert_array_equal(glob_[:4], out[0][f"local{step}"])  # process 0's slice, then process 1's
     np.testing.assert_array_equal(glob_[4:], out[1][f"local{step}"])
+
+
+def test_a_misspelt_tfds_name_is_a_clear_error_with_the_suggestion():
+  data = configuration.data_config("imagnet2012")
+  with pytest.raises(pipeline.DatasetNotFoundError, match="not a tfds dataset.*imagenet2012.*folder"):
+    pipeline.load(data)

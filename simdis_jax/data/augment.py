@@ -293,19 +293,29 @@ def _adjust_hue(image: jax.Array, delta) -> jax.Array:
 
 def _colour_jitter(image: jax.Array, decisions: dict) -> jax.Array:
   """Brightness, contrast, saturation and hue in the per-example order `decisions['order']`."""
-  ops = (
+  order = decisions['order']  # a permutation of 0..3: brightness, contrast, saturation, hue
+  cheap = (
       lambda x: _adjust_brightness(x, decisions['brightness']),
       lambda x: _adjust_contrast(x, decisions['contrast']),
       lambda x: _adjust_saturation(x, decisions['saturation']),
-      lambda x: _adjust_hue(x, decisions['hue']),
   )
-  # A loop (not four unrolled steps) keeps the compiled program small: under
-  # vmap each switch evaluates every op and selects, so unrolling would repeat
-  # all four ops four times in the HLO.
-  jittered = jax.lax.fori_loop(
-      0, 4, lambda step, x: jax.lax.switch(decisions['order'][step], ops, x),
-      image)
-  return jnp.where(decisions['jitter'], jittered, image)
+  hue_position = jnp.argmax(order == 3)
+
+  def cheap_op_at(position, x, wanted):
+    # Under vmap a switch evaluates every branch and selects; the three cheap
+    # ops cost little, so they may run at every position.
+    op = order[position]
+    y = jax.lax.switch(jnp.minimum(op, 2), cheap, x)
+    return jnp.where(wanted & (op != 3), y, x)
+
+  # The hue (RGB -> HSV -> RGB) is most of the cost: run it exactly once, with
+  # the cheap ops drawn before it ahead and those drawn after it behind. A
+  # select over all four ops at each of the four positions would run it 4×.
+  # fori_loops (not unrolled steps) keep the compiled program small.
+  x = jax.lax.fori_loop(0, 3, lambda p, x: cheap_op_at(p, x, p < hue_position), image)
+  x = _adjust_hue(x, decisions['hue'])
+  x = jax.lax.fori_loop(1, 4, lambda p, x: cheap_op_at(p, x, p > hue_position), x)
+  return jnp.where(decisions['jitter'], x, image)
 
 
 def blur_kernel_size(side: int, fraction: float) -> int:

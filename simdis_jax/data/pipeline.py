@@ -225,9 +225,10 @@ def get_builder(data_config) -> tfds.core.DatasetBuilder:
   try:
     builder = tfds.builder(data_config.name, **kwargs)
   except tfds.core.registered.DatasetNotFoundError as e:
-    raise DatasetNotFoundError(f"config.data.name={data_config.name!r} is not a tfds dataset ({e}). Use a tfds "
-                               "name (imagenet2012, imagenette, stl10, cifar10, ...), 'fashion_mnist' or "
-                               "'folder' with config.data.folder.") from e
+    hint = " ".join(line.strip() for line in str(e).splitlines() if "did you mean" in line.lower())
+    raise DatasetNotFoundError(f"config.data.name={data_config.name!r} is not a tfds dataset. {hint} Use a tfds "
+                               "name (imagenet2012, imagenette, stl10, cifar10, ...; `tfds.list_builders()` lists "
+                               "them), 'fashion_mnist', or 'folder' with config.data.folder.") from e
   if _is_prepared(builder):
     return builder
   if data_config.manual_dir or data_config.allow_download:
