@@ -100,20 +100,29 @@ def _with_stats(net: NetState, stats: Dict, online_key: str, ema_key: str) -> Ne
 
 
 def probe_loss(probe_params, features, labels):
-  """Softmax cross-entropy of a linear classifier on stop-gradient features, and its top-1."""
+  """Summed softmax cross-entropy and correct count of a linear classifier on stop-gradient features.
+
+  Examples with a negative label (unlabelled, e.g. STL-10's `unlabelled` split) are left out; returns
+  (loss sum, (correct, labelled count)) so that devices can add them up.
+  """
   logits = jax.lax.stop_gradient(features) @ probe_params["kernel"] + probe_params["bias"]
-  loss = jnp.mean(optax.softmax_cross_entropy_with_integer_labels(logits, labels))
-  return loss, jnp.mean(jnp.argmax(logits, -1) == labels)
+  labelled = labels >= 0
+  safe = jnp.where(labelled, labels, 0)
+  ce = optax.softmax_cross_entropy_with_integer_labels(logits, safe)
+  correct = jnp.sum((jnp.argmax(logits, -1) == safe) & labelled)
+  return jnp.sum(ce * labelled), (correct, jnp.sum(labelled))
 
 
 def probe_update(state: TrainState, features, labels, config):
   """One step of the online linear probe (DeepMind BYOL's): separate params, separate optimizer."""
   metrics, grads = {}, {}
   for name, probe_params in state.probe.items():
-    (loss, acc), grads[name] = jax.value_and_grad(probe_loss, has_aux=True)(probe_params, features[name], labels)
-    metrics[f"probe_loss/{name}"] = jax.lax.pmean(loss, DATA_AXIS)
-    metrics[f"probe_top1/{name}"] = 100.0 * jax.lax.pmean(acc, DATA_AXIS)
-  grads = jax.lax.pmean(grads, DATA_AXIS)
+    (loss_sum, (correct, count)), grad_sum = jax.value_and_grad(probe_loss, has_aux=True)(
+        probe_params, features[name], labels)
+    total = jnp.maximum(jax.lax.psum(count, DATA_AXIS), 1)
+    grads[name] = jax.tree.map(lambda g: jax.lax.psum(g, DATA_AXIS) / total, grad_sum)
+    metrics[f"probe_loss/{name}"] = jax.lax.psum(loss_sum, DATA_AXIS) / total
+    metrics[f"probe_top1/{name}"] = 100.0 * jax.lax.psum(correct, DATA_AXIS) / total
   updates, opt_state = probe_optimizer(config).update(grads, state.probe_opt_state, state.probe)
   return state.replace(probe=optax.apply_updates(state.probe, updates), probe_opt_state=opt_state), metrics
 

@@ -175,3 +175,15 @@ def test_online_probe_learns_without_touching_the_representation():
   m = results[True][1]
   assert m["probe_loss/student"] == pytest.approx(np.log(10), rel=0.2)  # first steps: near chance
   assert 0.0 <= m["probe_top1/teacher"] <= 100.0
+
+
+def test_probe_loss_leaves_unlabelled_examples_out():
+  params = {"kernel": jnp.asarray(np.random.RandomState(0).normal(size=(4, 3)), jnp.float32), "bias": jnp.zeros(3)}
+  features = jnp.asarray(np.random.RandomState(1).normal(size=(6, 4)), jnp.float32)
+  labels = jnp.asarray([0, 2, -1, 1, -1, 2])
+  loss_sum, (correct, count) = step_lib.probe_loss(params, features, labels)
+  keep = np.asarray(labels) >= 0
+  logits = np.asarray(features @ params["kernel"])[keep]
+  ce = -jax.nn.log_softmax(logits)[np.arange(keep.sum()), np.asarray(labels)[keep]]
+  assert int(count) == 4 and float(loss_sum) == pytest.approx(float(ce.sum()), rel=1e-5)
+  assert int(correct) == int((logits.argmax(-1) == np.asarray(labels)[keep]).sum())
