@@ -11,6 +11,7 @@ import time
 from unittest import mock
 
 import jax
+import ml_collections
 import numpy as np
 
 import tiny_cli_config
@@ -42,15 +43,15 @@ def baseline(tmp_path_factory):
 
 
 def state_at(workdir, step=None):
-  """The checkpoint at `step` (default latest) as host numpy leaves, and its step."""
-  mgr = checkpoint.manager(workdir)
-  step = mgr.latest_step() if step is None else step
-  # A target on this process's first device: the checkpoint may come from another topology.
-  one = jax.sharding.SingleDeviceSharding(jax.devices()[0])
-  target = jax.tree.map(lambda m: jax.ShapeDtypeStruct(m.shape, m.dtype, sharding=one), mgr.item_metadata(step))
-  restored = mgr.restore(step, args=checkpoint.ocp.args.StandardRestore(target))
-  mgr.close()
-  return step, [np.asarray(x) for x in jax.tree.leaves(restored)]
+  """The checkpoint at `step` (default latest) as host numpy leaves, and its step.
+
+  Restored onto one device of this process, whatever topology wrote it.
+  """
+  if step is None:
+    step = checkpoint.manager(workdir).latest_step()
+  run_config = ml_collections.ConfigDict(checkpoint.read_config(workdir))
+  _, state = train.restore_run(run_config, workdir, parallel.make_mesh(jax.devices()[:1]), step)
+  return step, [np.asarray(x) for x in jax.tree.leaves(state)]
 
 
 def assert_same_state(a, b, exact=True):
