@@ -20,11 +20,6 @@ def baseline(tmp_path_factory):
   return runs.baseline(tmp_path_factory)
 
 
-def _resume_in_process(workdir):
-  with runs.local_devices(4):
-    train.train_and_evaluate(tiny_cli_config.get_config(), workdir)
-
-
 def test_sigterm_mid_run_saves_at_a_step_boundary_and_the_restart_ends_bit_identical(baseline, tmp_path):
   workdir = str(tmp_path)
   proc = runs.start(workdir, devices=4)
@@ -35,7 +30,7 @@ def test_sigterm_mid_run_saves_at_a_step_boundary_and_the_restart_ends_bit_ident
   stopped = checkpoint.manager(workdir).latest_step()
   assert 1 <= stopped < K and f"checkpoint saved at step {stopped}" in out and "Run the same command" in out
   runs.assert_same_state(runs.state_at(workdir, stopped)[1], runs.state_at(baseline, stopped)[1])
-  _resume_in_process(workdir)
+  runs.resume(workdir)
   step, state = runs.state_at(workdir)
   assert step == K
   runs.assert_same_state(state, runs.state_at(baseline)[1])
@@ -69,7 +64,7 @@ def test_kill_9_during_an_async_save_and_during_training_leaves_only_complete_ch
   for step in steps:
     runs.assert_same_state(runs.state_at(workdir, step)[1], runs.state_at(baseline, step)[1])
   # 3. The next start resumes from the last complete one and ends as the uninterrupted run.
-  _resume_in_process(workdir)
+  runs.resume(workdir)
   step, state = runs.state_at(workdir)
   assert step == K and not _tmp_checkpoints(workdir)
   runs.assert_same_state(state, runs.state_at(baseline)[1])
