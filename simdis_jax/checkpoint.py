@@ -1,14 +1,36 @@
-"""What a run keeps in its workdir: orbax checkpoints (periodic saves, resume), config, metric writers."""
+"""What a run keeps in its workdir and how it survives: orbax checkpoints, resume checks, preemption.
+
+Crash consistency comes from orbax: a save is written into a temporary
+directory and renamed into place only when every process has finished, so
+`kill -9` at any moment leaves either the previous checkpoints or a complete
+new one; temporary leftovers are never restored (and are removed on restart).
+"""
 
 import json
+import logging
 import os
+import shutil
+import signal
+import threading
 from typing import Any, Optional
 
 import jax
+import numpy as np
 import orbax.checkpoint as ocp
+from absl import flags
 from etils import epath
+from jax._src import distributed as jax_distributed  # the preemption service has no public handle
+from jax.experimental import multihost_utils
 
 CONFIG_FILE = "config.json"
+# Exit status of a run stopped by a preemption notice after saving its checkpoint: the
+# status a SIGTERM-killed process has (128 + 15), so schedulers that requeue terminated
+# jobs (SLURM --requeue, Kubernetes pod failure policies) treat it as before.
+PREEMPTED_EXIT_CODE = 143
+# Keys that fix what a checkpoint holds and means: resuming under different values is a
+# different experiment, even where the array shapes happen to agree.
+RESUME_KEYS = ("method", "views", "head_combination", "model.student", "model.teacher", "model.sync_bn",
+               "model.ema_init", "optim.name", "optim.lars_form", "data.name", "seed")
 
 
 def absolute(workdir: str) -> str:
@@ -18,6 +40,11 @@ def absolute(workdir: str) -> str:
 
 def manager(workdir: str, keep: int = 3) -> ocp.CheckpointManager:
   """The CheckpointManager of a workdir (checkpoints under <workdir>/checkpoints)."""
+  if jax.process_count() > 1 and "experimental_orbax_use_distributed_barrier" in flags.FLAGS:
+    # orbax's default barrier is a device collective; run from its async-save thread it
+    # interleaves with the train step's collectives in a different order on each host
+    # (a deadlock with CPU/gloo). The coordination service's barrier touches no device.
+    flags.FLAGS["experimental_orbax_use_distributed_barrier"].value = True
   directory = epath.Path(workdir) / "checkpoints"
   options = ocp.CheckpointManagerOptions(max_to_keep=keep, create=True)
   return ocp.CheckpointManager(directory, options=options)
@@ -42,11 +69,124 @@ def restore_latest(mgr: ocp.CheckpointManager, abstract_state: Any) -> Optional[
         f"wrote it (saved as {CONFIG_FILE} beside it). Underlying error: {e}") from e
 
 
+def atomic_write_text(path: epath.Path, text: str) -> None:
+  """Writes a small file so that readers (and a restart after kill -9) see the old or the new text, never a part."""
+  if "://" in str(path):
+    path.write_text(text)  # object stores (gs://) publish an object only once it is complete
+    return
+  tmp = path.parent / f".{path.name}.tmp{os.getpid()}"
+  tmp.write_text(text)
+  os.replace(tmp, path)
+
+
 def write_config(workdir: str, config) -> None:
   """Saves the run's config as JSON (process 0), for resume checks and the offline teacher."""
   if jax.process_index() == 0:
-    path = epath.Path(workdir) / CONFIG_FILE
-    path.write_text(config.to_json_best_effort(indent=2))
+    atomic_write_text(epath.Path(workdir) / CONFIG_FILE, config.to_json_best_effort(indent=2))
+
+
+def _lookup(tree, key: str):
+  for part in key.split("."):
+    if not isinstance(tree, dict) or part not in tree:
+      return None
+    tree = tree[part]
+  return tree
+
+
+def check_resume_config(workdir: str, config) -> None:
+  """Before restoring: the workdir's checkpoints were written by this model and method (RESUME_KEYS)."""
+  path = epath.Path(workdir) / CONFIG_FILE
+  if not path.exists():
+    return  # nothing to compare with; the restore still checks shapes
+  saved = json.loads(path.read_text())
+  wanted = json.loads(config.to_json_best_effort())
+  for key in RESUME_KEYS:
+    old, new = _lookup(saved, key), _lookup(wanted, key)
+    if old is not None and old != new:
+      raise ValueError(
+          f"{workdir} holds checkpoints of a run with config.{key}={old!r}, but this config has {new!r}. "
+          f"Resume it with --config.{key}={_flag_value(old)} (the config it was written with is "
+          f"{path}), or start this experiment in a fresh --workdir.")
+
+
+def _flag_value(value) -> str:
+  if isinstance(value, dict):
+    return "{" + ", ".join(f"{k}={v!r}" for k, v in value.items()) + "}"
+  if isinstance(value, list):
+    return repr(tuple(value))
+  return repr(value) if isinstance(value, str) else str(value)
+
+
+def state_bytes(abstract_state: Any) -> int:
+  """Bytes of one copy of a (possibly abstract) train state."""
+  return sum(int(np.prod(x.shape)) * np.dtype(x.dtype).itemsize for x in jax.tree.leaves(abstract_state))
+
+
+def check_free_space(workdir: str, abstract_state: Any, keep: int, margin_bytes: int = 64 << 20) -> None:
+  """At start-up: the local disk holds `keep` checkpoints plus one being written, or a clear error.
+
+  Object stores (gs://) are not checked. Space already taken by this workdir's
+  checkpoints counts as available, since old ones are deleted as new ones land.
+  """
+  if "://" in workdir:
+    return
+  need = state_bytes(abstract_state) * (keep + 1) + margin_bytes
+  have = shutil.disk_usage(workdir).free
+  for root, _, files in os.walk(os.path.join(workdir, "checkpoints")):
+    have += sum(os.path.getsize(os.path.join(root, f)) for f in files)
+  if have < need:
+    raise OSError(
+        f"Not enough free disk for checkpoints in {workdir}: {have / 2**20:.0f} MiB available, "
+        f"{need / 2**20:.0f} MiB needed ({keep} kept + 1 in flight of {state_bytes(abstract_state) / 2**20:.1f} "
+        f"MiB each, plus a margin). Free space, choose another --workdir, or lower "
+        f"--config.train.keep_checkpoints.")
+
+
+class Preempted(Exception):
+  """Raised after a preemption checkpoint has been saved: the run stops cleanly and resumes on restart."""
+
+  def __init__(self, step: int, workdir: str):
+    self.step = step
+    super().__init__(f"Preempted: checkpoint saved at step {step} in {workdir}. Run the same command again "
+                     f"to resume from it (exit status {PREEMPTED_EXIT_CODE}).")
+
+
+class PreemptionWatch:
+  """Notices SIGTERM / TPU maintenance events and tells every process the same step to stop at.
+
+  Multi-process runs use jax's preemption service: it catches SIGTERM (and TPU
+  maintenance notices) in any process and agrees, through the coordinator, on
+  the next step that all processes reach (multihost_utils.reached_preemption_sync_point).
+  Without that service a Python SIGTERM handler sets a flag, which is
+  all-gathered at each step boundary when there are several processes.
+  """
+
+  def __init__(self):
+    self._flag = threading.Event()
+    self._previous = None
+    self._service = jax.process_count() > 1 and jax_distributed.global_state.preemption_sync_manager is not None
+    if not self._service and threading.current_thread() is threading.main_thread():
+      self._previous = signal.signal(signal.SIGTERM, self._on_sigterm)
+
+  def _on_sigterm(self, signum, frame):
+    del signum, frame
+    logging.warning("SIGTERM received: saving a checkpoint at the next step boundary, then stopping.")
+    self._flag.set()
+
+  def reached(self, step: int) -> bool:
+    """Whether all processes stop after `step` (call at every step boundary, on every process)."""
+    if self._service:
+      return multihost_utils.reached_preemption_sync_point(step)
+    if jax.process_count() == 1:
+      return self._flag.is_set()
+    flags = multihost_utils.process_allgather(np.asarray(self._flag.is_set()))
+    return bool(np.any(flags))
+
+  def close(self) -> None:
+    """Gives SIGTERM back its previous handler."""
+    if self._previous is not None:
+      signal.signal(signal.SIGTERM, self._previous)
+      self._previous = None
 
 
 def read_config(workdir: str) -> dict:

@@ -31,6 +31,7 @@ VIEW_PRESETS = {
 EMA_TIMINGS = ("before", "after")
 TEACHER_BN_MODES = ("train", "eval")
 EMA_INITS = ("copy", "separate")
+_RESNET_DEPTHS = (10, 18, 34, 50, 101, 152, 200)
 
 
 def network_config(depth: int, width: int, cifar_stem: bool, hidden_dim: int, proj_dim: int):
@@ -212,6 +213,7 @@ def validate(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
       raise ValueError(f"config.{key} has {unknown_nets}; use 'student' and/or 'teacher'.")
   _one_of(config, "final_eval.linear_mode", ("fast", "full"))
   _one_of(config, "final_eval.linear_protocol", ("authors", "deepmind"))
+  check_ranges(config)
   return config
 
 
@@ -243,6 +245,49 @@ def _check_data(config) -> None:
       raise ValueError(f"The image folder {data.folder!r} has no labels, but {wants} need them: set "
                        "config.data.eval_name to a labelled tfds dataset (with train_split / eval_split), or "
                        "turn them off (--config.probe.enabled=False --config.knn.networks='()' ...).")
+
+
+# (key, lowest, highest, whether the value must be a whole number, what the paper/defaults use)
+_RANGES = (
+    ("train.log_every_steps", 1, None, True, "e.g. 50"),
+    ("train.checkpoint_every_steps", 1, None, True, "e.g. 1000"),
+    ("train.keep_checkpoints", 1, None, True, "e.g. 3"),
+    ("train.knn_every_steps", 0, None, True, "0 = start and end only"),
+    ("train.steps", -1, None, True, "-1 = use train.epochs"),
+    ("optim.momentum", 0.0, 0.999999, False, "the paper uses 0.9"),
+    ("optim.trust_coefficient", 1e-12, None, False, "the paper uses 1e-3"),
+    ("optim.warmup_init_lr", 0.0, None, False, "e.g. 1e-6"),
+    ("knn.train_examples", 0, None, True, "0 = the whole split"),
+    ("knn.eval_examples", 0, None, True, "0 = the whole split"),
+    ("probe.num_classes", 1, None, True, "the dataset's class count"),
+    ("final_eval.linear_batch_size", 1, None, True, "e.g. 256"),
+    ("final_eval.linear_epochs", 0.0, None, False, "0 = the protocol's 80"),
+    ("data.augment.jitter_prob", 0.0, 1.0, False, "BYOL uses 0.8"),
+    ("data.augment.grey_prob", 0.0, 1.0, False, "BYOL uses 0.2"),
+)
+
+
+def check_ranges(config) -> None:
+  """Out-of-range numbers: an error naming the key, the allowed range and a sensible value."""
+  for key, low, high, whole, hint in _RANGES:
+    value = config
+    for part in key.split("."):
+      if part not in value:
+        break
+      value = value[part]
+    else:
+      if (whole and int(value) != value) or value < low or (high is not None and value > high):
+        allowed = f"{'a whole number ' if whole else ''}>= {low}" + (f" and <= {high}" if high is not None else "")
+        raise ValueError(f"config.{key}={value!r} is out of range: it must be {allowed} ({hint}).")
+  for key in ("model.student.depth", "model.teacher.depth"):
+    section, name = key.rsplit(".", 1)
+    depth = config.model[section.split(".")[1]][name]
+    if depth not in _RESNET_DEPTHS:
+      raise ValueError(f"config.{key}={depth!r} is not a ResNet depth; choose one of {list(_RESNET_DEPTHS)}.")
+  low, high = config.data.augment.crop_scale
+  if not 0.0 < low <= high <= 1.0:
+    raise ValueError(f"config.data.augment.crop_scale={tuple(config.data.augment.crop_scale)} must satisfy "
+                     "0 < low <= high <= 1 (BYOL uses (0.08, 1.0)).")
 
 
 def uses_teacher(config) -> bool:

@@ -144,6 +144,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
   checkpoint.check_writable(workdir)
   mgr = checkpoint.manager(workdir, config.train.keep_checkpoints)
   fresh_start = mgr.latest_step() is None
+  if not fresh_start:
+    checkpoint.check_resume_config(workdir, config)
   teacher_run = check_offline_teacher(config) if config.method == "simdis_off" and fresh_start else None
   is_main = jax.process_index() == 0
 
@@ -168,6 +170,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
 
   # --- State: restored if the workdir has a checkpoint, else created directly replicated ---
   abstract = parallel.replicated_abstract(jax.eval_shape(create), mesh)
+  checkpoint.check_free_space(workdir, abstract, config.train.keep_checkpoints)
   state = checkpoint.restore_latest(mgr, abstract)
   if state is None:
     state = jax.jit(create, out_shardings=parallel.replicated(mesh))()
@@ -179,7 +182,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
     logging.info("Resumed from %s at step %d.", workdir, int(state.step))
   checkpoint.write_config(workdir, config)
   if is_main:
-    (epath.Path(workdir) / RUN_INFO_FILE).write_text(json.dumps(
+    checkpoint.atomic_write_text(epath.Path(workdir) / RUN_INFO_FILE, json.dumps(
         {**lengths, "num_train": dataset.num_train, "devices": jax.device_count(),
          "processes": jax.process_count()}))
 
@@ -208,10 +211,13 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
   # --- Loop ---
   t0, images_seen = time.time(), 0
   metrics = None
+  preemption = checkpoint.PreemptionWatch()
   try:
     for step, images, labels in dataset.train_batches(config.seed, start_step, config.train.batch_size, mesh):
       if step >= total_steps or (stop_after_steps is not None and step >= stop_after_steps):
         break
+      if step == start_step:  # several hosts: start the first step together, each with its executable
+        parallel.compile_together(train_step, state, images, labels, name="train_step")
       state, metrics = train_step(state, images, labels)
       images_seen += config.train.batch_size
       done = step + 1
@@ -232,10 +238,16 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
         _check_finite(done, {"loss": float(metrics["loss"])}, last_saved)
         checkpoint.save(mgr, done, state)
         last_saved = done
+      if preemption.reached(done):  # every process gets the same answer at the same step
+        if last_saved != done:
+          _check_finite(done, {"loss": float(metrics["loss"])}, last_saved)
+          checkpoint.save(mgr, done, state, force=True)
+        raise checkpoint.Preempted(done, workdir)
       if done == total_steps or (config.train.knn_every_steps and done % config.train.knn_every_steps == 0):
         final.update(evaluate(done))
   finally:
-    # Whatever stopped the loop, finish the asynchronous saves already started.
+    # Whatever stopped the loop (a preemption included), finish the asynchronous saves already started.
+    preemption.close()
     mgr.wait_until_finished()
     mgr.close()
     writer.flush()

@@ -1,0 +1,150 @@
+"""Runs of the tiny config shared by the multi-host and fault tests: in-process and as real processes."""
+
+import contextlib
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from unittest import mock
+
+import jax
+import ml_collections
+import numpy as np
+
+import tiny_cli_config
+from simdis_jax import checkpoint, parallel, train
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+CONFIG = os.path.join(ROOT, "tests", "tiny_cli_config.py")
+_BASELINE = {}
+_LOGS = {}
+
+
+@contextlib.contextmanager
+def local_devices(n):
+  """Runs train_and_evaluate in this process on a mesh of its first n (fake CPU) devices."""
+  devices = jax.devices()[:n]
+  real = parallel.make_mesh
+  with mock.patch.object(parallel, "make_mesh", lambda d=None: real(devices)):
+    yield
+
+
+def baseline(tmp_path_factory):
+  """Workdir of the uninterrupted run, 1 process × 4 devices, a checkpoint at every step (made once).
+
+  A real process, as the runs compared with it bit for bit: XLA's CPU code for a
+  4-device mesh in a process with 8 devices may round differently in the last bit.
+  """
+  if not _BASELINE:
+    workdir = str(tmp_path_factory.mktemp("baseline"))
+    (code,), (out,) = finish([start(workdir, devices=4)])
+    assert code == 0, out
+    _BASELINE["workdir"] = workdir
+  return _BASELINE["workdir"]
+
+
+def resume(workdir):
+  """Runs the tiny config on to its end in a new 1 × 4-device process (a restart)."""
+  (code,), (out,) = finish([start(workdir, devices=4)])
+  assert code == 0, out
+
+
+def state_at(workdir, step=None):
+  """The checkpoint at `step` (default latest) as host numpy leaves, and its step.
+
+  Restored onto one device of this process, whatever topology wrote it.
+  """
+  if step is None:
+    step = checkpoint.manager(workdir).latest_step()
+  run_config = ml_collections.ConfigDict(checkpoint.read_config(workdir))
+  _, state = train.restore_run(run_config, workdir, parallel.make_mesh(jax.devices()[:1]), step)
+  return step, [np.asarray(x) for x in jax.tree.leaves(state)]
+
+
+def assert_same_state(a, b, exact=True):
+  """Leaf-by-leaf equality of two restored states (bitwise, or to fp tolerance)."""
+  assert len(a) == len(b) > 100
+  for x, y in zip(a, b):
+    if exact:
+      np.testing.assert_array_equal(x, y)
+    else:
+      np.testing.assert_allclose(x, y, rtol=2e-4, atol=2e-5)
+
+
+def free_port():
+  """A free TCP port on the loopback interface for the jax.distributed coordinator."""
+  with socket.socket() as s:
+    s.bind(("127.0.0.1", 0))
+    return s.getsockname()[1]
+
+
+def start(workdir, devices, process_id=None, num_processes=None, port=None, extra=()):
+  """Starts `python -m simdis_jax.main` on the tiny config (one process of a run of num_processes)."""
+  cmd = [sys.executable, "-m", "simdis_jax.main", "--config", CONFIG, "--workdir", workdir, *extra]
+  if num_processes:
+    cmd += [f"--coordinator_address=127.0.0.1:{port}", f"--num_processes={num_processes}",
+            f"--process_id={process_id}"]
+  env = dict(os.environ, XLA_FLAGS=f"--xla_force_host_platform_device_count={devices}", PYTHONPATH=ROOT)
+  # Output goes to files: a full pipe would block a process that nobody reads until it ends.
+  log = open(f"{workdir.rstrip('/')}.{len(_LOGS)}.log", "w+")  # pylint: disable=consider-using-with
+  proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT, text=True)
+  _LOGS[proc.pid] = log
+  return proc
+
+
+def output(proc):
+  """What a started process has printed so far."""
+  log = _LOGS[proc.pid]
+  log.flush()
+  with open(log.name) as f:
+    return f.read()
+
+
+def start_group(workdir, num_processes, devices_each):
+  """All processes of one multi-process run on loopback."""
+  port = free_port()
+  return [start(workdir, devices_each, i, num_processes, port) for i in range(num_processes)]
+
+
+def finish(procs, timeout=300):
+  """Waits for every process; returns their exit codes and output tails."""
+  for p in procs:
+    p.wait(timeout=timeout)
+  return [p.returncode for p in procs], [output(p)[-3000:] for p in procs]
+
+
+def logged_steps(workdir):
+  """Steps with a loss line in metrics.jsonl (process 0 writes them as it trains)."""
+  path = os.path.join(workdir, train.METRICS_FILE)
+  if not os.path.exists(path):
+    return []
+  steps = []
+  with open(path) as f:
+    for line in f:
+      try:
+        steps.append(json.loads(line)["step"])
+      except ValueError:  # a line being written
+        pass
+  return steps
+
+
+def wait_for(predicate, procs, timeout=240, poll=0.005):
+  """Polls until predicate() holds; fails if a process exits first or time runs out."""
+  deadline = time.time() + timeout
+  while time.time() < deadline:
+    result = predicate()
+    if result:
+      return result
+    if any(p.poll() is not None for p in procs):
+      raise AssertionError(f"a process ended before the awaited moment: {[p.poll() for p in procs]}; "
+                           f"{output(procs[0])[-2000:]}")
+    time.sleep(poll)
+  raise AssertionError("timed out waiting")
+
+
+def send(proc, sig=signal.SIGTERM):
+  """Sends a signal to one process by its id."""
+  os.kill(proc.pid, sig)
