@@ -48,7 +48,7 @@ def test_bfloat16_compute_keeps_float32_params_and_tracks_the_float32_loss():
   c.model.compute_dtype = "bfloat16"
   state, losses_bf16, _ = _run_steps(c)
   for tree in (state.student.params, state.teacher.ema_params, state.student.batch_stats, state.opt_state):
-    assert {x.dtype for x in jax.tree.leaves(tree) if jnp.issubdtype(x.dtype, jnp.floating)} == {jnp.float32}
+    assert {x.dtype for x in jax.tree.leaves(tree) if jnp.issubdtype(x.dtype, jnp.floating)} == {jnp.dtype("float32")}
   c.model.compute_dtype = "float32"
   _, losses_f32, _ = _run_steps(c)
   assert np.all(np.isfinite(losses_bf16))
