@@ -230,7 +230,8 @@ def peak_memory_bytes(devices) -> Optional[int]:
 
 
 def benchmark(config: ml_collections.ConfigDict, steps: int = 10, warmup: int = 2,
-              devices: Optional[Sequence[Any]] = None, matmul_sizes: Optional[Sequence[int]] = None) -> Dict:
+              devices: Optional[Sequence[Any]] = None, matmul_sizes: Optional[Sequence[int]] = None,
+              profile: bool = False) -> Dict:
   """Compiles and times the train step of `config` on synthetic data; returns every figure as a dict."""
   config = configuration.validate(config)
   mesh = parallel.make_mesh(devices)
@@ -258,6 +259,15 @@ def benchmark(config: ml_collections.ConfigDict, steps: int = 10, warmup: int = 
     jax.block_until_ready(metrics["loss"])  # the one host sync of each step
     times.append(time.perf_counter() - t)
   final_loss = float(metrics["loss"])
+  profile_result = None
+  if profile:
+    box = [state]
+
+    def one_step():
+      box[0], step_metrics = compiled(box[0], images, labels)
+      return step_metrics
+    profile_result = top_ops(one_step)
+    state = box[0]
 
   median = statistics.median(times)
   peak = matmul_peak(mesh, dtype, matmul_sizes)
@@ -302,6 +312,8 @@ def benchmark(config: ml_collections.ConfigDict, steps: int = 10, warmup: int = 
       "synthetic_data": True,
       "random_offline_teacher": config.method == "simdis_off",
   }
+  if profile_result is not None:
+    result["profile"] = profile_result
   if configuration.uses_teacher(config):
     teacher = forward_flops(config.model.teacher, config.data.image_size, channels, dtype)
     result["teacher_forward_gmacs_per_image"] = teacher["encoder_macs"] / 1e9
@@ -389,10 +401,12 @@ def table1_configs(image_size: int = 224, batch_size: int = 2) -> Dict[str, ml_c
 
 
 def step_flops_per_image(config, mesh) -> float:
-  """FLOPs per source image of one train step of `config` (compiled, not run)."""
+  """XLA's FLOPs per source image of one train step of `config` with lax convolutions (lowered, not compiled)."""
+  config = ml_collections.ConfigDict(config.to_dict())
+  config.model.conv_impl = "xla"  # count no padding taps
   _, state, train_step = build_step(config, mesh)
   images, labels = synthetic_batch(config, mesh)
-  return flops_of(train_step.lower(state, images, labels).compile()) * mesh.devices.size / config.train.batch_size
+  return flops_of(train_step.lower(state, images, labels)) * mesh.devices.size / config.train.batch_size
 
 
 def table1(image_size: int = 224, batch_size: int = 2) -> Dict:
@@ -494,10 +508,14 @@ def main(argv):
     print("Parts of the step run alone (median s):")
     for k, v in sorted(parts.items(), key=lambda kv: -kv[1]):
       print(f"  {k:<36} {v * 1e3:9.1f} ms")
-  r = benchmark(f.config, steps=f.steps, warmup=f.warmup)
+  r = benchmark(f.config, steps=f.steps, warmup=f.warmup, profile=f.profile)
   if f.breakdown:
     r["breakdown_s"] = parts
   print(format_result(r))
+  if f.profile:
+    print("Where the step's time goes (XLA op kinds, share of op time over all threads):")
+    for name, seconds, share in r["profile"]["top_kinds"]:
+      print(f"  {name:<36} {seconds * 1e3:9.1f} ms {100 * share:5.1f}%")
   print(json.dumps(r))
 
 
@@ -508,6 +526,7 @@ if __name__ == "__main__":
   absl_flags.DEFINE_integer("steps", 10, "Timed steps after warm-up.")
   absl_flags.DEFINE_integer("warmup", 2, "Untimed steps after compilation.")
   absl_flags.DEFINE_bool("breakdown", False, "Also time the step's parts alone (augmentation, networks).")
+  absl_flags.DEFINE_bool("profile", False, "Also trace two steps and print the XLA op kinds that take the time.")
   absl_flags.DEFINE_bool("table1", False, "Print the paper's Table 1 from measured FLOPs and exit.")
   absl_flags.DEFINE_integer("table1_image_size", 224, "Image size for --table1.")
   app.run(main)
