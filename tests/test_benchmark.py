@@ -66,3 +66,13 @@ def test_train_step_compiles_once_across_steps():
   state, _, train_step = _run_steps(tiny_config("byol", "byol"), steps=3)
   assert int(state.step) == 3
   assert train_step._cache_size() == 1  # pylint: disable=protected-access
+
+
+def test_table1_training_rule_gives_the_papers_offline_and_multiview_ratios():
+  p = benchmark.predicted_train_gflops(benchmark.PAPER_TEACHER_GMACS, benchmark.PAPER_STUDENT_GMACS,
+                                       benchmark.PAPER_MULTIVIEW_GMACS / 6)
+  assert p["SimDis-On"] == 16 * (4.1 + 1.8)
+  assert abs(p["offline step"] / p["SimDis-On"] - (2 * 4.1 + 8 * 1.8) / (8 * 4.1 + 8 * 1.8)) < 1e-9
+  assert 1.0 < p["SimDis-On-7v"] / p["SimDis-On"] < 1.01  # the extra views are nearly free
+  # Offline = the BYOL teacher run (16 T) + the student step against the frozen teacher (4 T + 16 S).
+  assert abs(p["SimDis-Off"] - (20 * 4.1 + 16 * 1.8)) < 1e-9
