@@ -112,11 +112,17 @@ def reference_step_flops(config, mesh, state, images, labels, compiled_flops: fl
   would flatter the achieved FLOP/s. The compiled count is scaled by the ratio
   of the two forms' counts before optimisation (cheap: no second compile).
   """
-  if configuration.conv_impl(config) == "xla":
+  if conv_impls(config) == {"xla"}:
     return compiled_flops
   lax_form = flops_of(make_step_for(config, "xla", mesh).lower(state, images, labels))
-  matmul_form = flops_of(make_step_for(config, "matmul", mesh).lower(state, images, labels))
-  return compiled_flops * lax_form / matmul_form
+  as_compiled = flops_of(make_step_for(config, config.model.conv_impl, mesh).lower(state, images, labels))
+  return compiled_flops * lax_form / as_compiled
+
+
+def conv_impls(config) -> set:
+  """The convolution implementations the config's networks use."""
+  nets = [config.model.student] + ([config.model.teacher] if configuration.uses_teacher(config) else [])
+  return {configuration.conv_impl(config, n) for n in nets}
 
 
 def make_step_for(config, conv_impl: str, mesh):
@@ -293,7 +299,7 @@ def benchmark(config: ml_collections.ConfigDict, steps: int = 10, warmup: int = 
       "device_kind": mesh.devices.flat[0].device_kind,
       "processes": jax.process_count(),
       "compute_dtype": jnp.dtype(dtype).name,
-      "conv_impl": configuration.conv_impl(config),
+      "conv_impl": ",".join(sorted(conv_impls(config))),
       "global_batch": config.train.batch_size,
       "compile_s": compile_s,
       "steps_timed": steps,

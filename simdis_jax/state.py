@@ -1,6 +1,5 @@
 """The one train state: teacher and student, online and EMA, BN statistics, optimizer, step and RNG."""
 
-import functools
 from typing import Any, NamedTuple, Optional
 
 import flax
@@ -45,8 +44,11 @@ class Networks(NamedTuple):
 def build_networks(config) -> Networks:
   """Student with one predictor per selected view; teacher with its BYOL predictor; EMA nets without heads."""
   # Params stay float32 whatever the compute dtype; conv_impl does not change them either.
-  build = functools.partial(network_from_config, dtype=configuration.compute_dtype(config),
-                            conv_impl=configuration.conv_impl(config))
+  dtype = configuration.compute_dtype(config)
+
+  def build(model_config, heads=()):
+    return network_from_config(model_config, heads, dtype, configuration.conv_impl(config, model_config))
+
   student = build(config.model.student, heads=config.views)
   student_ema = build(config.model.student)
   if not configuration.uses_teacher(config):
