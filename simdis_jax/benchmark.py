@@ -510,7 +510,8 @@ def format_result(r: Dict) -> str:
   mem = "not reported by this backend" if r["peak_memory_bytes"] is None else f"{r['peak_memory_bytes'] / 2**30:.2f} GiB"
   return "\n".join([
       f"{c['method']} views={','.join(c['views'])}: student R{c['student_depth']}/w{c['student_width']}, "
-      f"teacher R{c['teacher_depth']}/w{c['teacher_width']}, {c['image_size']} px, {c['optimizer']}, "
+      + (f"teacher R{c['teacher_depth']}/w{c['teacher_width']}, " if r["teacher_forward_gmacs_per_image"] else "")
+      + f"{c['image_size']} px, {c['optimizer']}, "
       f"sync_bn={c['sync_bn']}" + (" (offline teacher: random weights)" if r["random_offline_teacher"] else ""),
       f"devices           {r['devices']} x {r['device_kind']} ({r['backend']}), {r['processes']} process(es)",
       f"compute dtype     {r['compute_dtype']} (params and optimizer state float32)",
