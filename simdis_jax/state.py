@@ -43,12 +43,18 @@ class Networks(NamedTuple):
 
 def build_networks(config) -> Networks:
   """Student with one predictor per selected view; teacher with its BYOL predictor; EMA nets without heads."""
-  student = network_from_config(config.model.student, heads=config.views)
-  student_ema = network_from_config(config.model.student)
+  # Params stay float32 whatever the compute dtype; conv_impl does not change them either.
+  dtype = configuration.compute_dtype(config)
+
+  def build(model_config, heads=()):
+    return network_from_config(model_config, heads, dtype, configuration.conv_impl(config, model_config))
+
+  student = build(config.model.student, heads=config.views)
+  student_ema = build(config.model.student)
   if not configuration.uses_teacher(config):
     return Networks(student, student_ema, None, None)
-  teacher = network_from_config(config.model.teacher, heads=(simdis.BYOL_HEAD,))
-  return Networks(student, student_ema, teacher, network_from_config(config.model.teacher))
+  teacher = build(config.model.teacher, heads=(simdis.BYOL_HEAD,))
+  return Networks(student, student_ema, teacher, build(config.model.teacher))
 
 
 def trainable_params(state: TrainState, method: str):

@@ -23,10 +23,11 @@ class Network(nn.Module):
   proj_dim: int
   heads: Sequence[str] = ()
   dtype: Any = jnp.float32
+  conv_impl: str = "xla"  # see models/resnet.py Conv
 
   @nn.compact
   def __call__(self, x, train: bool = True, bn_axis_name: Optional[str] = None, features_only: bool = False):
-    encoder = resnet(self.depth, self.width, self.cifar_stem, self.dtype, name="encoder")
+    encoder = resnet(self.depth, self.width, self.cifar_stem, self.dtype, name="encoder", conv_impl=self.conv_impl)
     feature = encoder(x, train=train, bn_axis_name=bn_axis_name)
     if features_only:
       return {"feature": feature}
@@ -40,8 +41,9 @@ class Network(nn.Module):
     return {"feature": feature, "projection": projection, "predictions": predictions}
 
 
-def network_from_config(model_config, heads: Sequence[str] = (), dtype: Any = jnp.float32) -> Network:
+def network_from_config(model_config, heads: Sequence[str] = (), dtype: Any = jnp.float32,
+                        conv_impl: str = "xla") -> Network:
   """Builds a Network from a config.model.{student,teacher} section."""
   return Network(depth=model_config.depth, width=model_config.width, cifar_stem=model_config.cifar_stem,
                  hidden_dim=model_config.hidden_dim, proj_dim=model_config.proj_dim,
-                 heads=tuple(heads), dtype=dtype)
+                 heads=tuple(heads), dtype=dtype, conv_impl=conv_impl)

@@ -27,6 +27,36 @@ def batch_norm(train: bool, axis_name: Optional[str], dtype: Any = jnp.float32) 
       axis_name=axis_name, dtype=dtype)
 
 
+class Conv(nn.Module):
+  """A convolution computed as one matmul over gathered kernel taps (im2col); parameters exactly nn.Conv's.
+
+  Named Conv so that parameter paths ("Conv_0/kernel", HWIO) match nn.Conv's and
+  checkpoints load either way. XLA:CPU lowers the weight and input gradients of
+  small-spatial convolutions (ResNet stage 4 at 64 px: 2x2 maps) to slow
+  generic loops; as one matmul, forward and both gradients are dense matmuls.
+  """
+  features: int
+  kernel_size: Sequence[int]
+  strides: Sequence[int] = (1, 1)
+  padding: Any = ((0, 0), (0, 0))
+  use_bias: bool = False
+  kernel_init: Callable = conv_kernel_init
+  dtype: Any = jnp.float32
+
+  @nn.compact
+  def __call__(self, x):
+    (kh, kw), (sh, sw) = self.kernel_size, self.strides
+    kernel = self.param("kernel", self.kernel_init, (kh, kw, x.shape[-1], self.features), jnp.float32)
+    padding = ((0, 0), (0, 0)) if self.padding == "VALID" else tuple(self.padding)
+    x = jnp.pad(x.astype(self.dtype), ((0, 0),) + padding + ((0, 0),))
+    out_h, out_w = (x.shape[1] - kh) // sh + 1, (x.shape[2] - kw) // sw + 1
+    # One strided slice per kernel tap, in the kernel's (kh, kw, in) order.
+    taps = [x[:, i:i + sh * (out_h - 1) + 1:sh, j:j + sw * (out_w - 1) + 1:sw, :]
+            for i in range(kh) for j in range(kw)]
+    patches = taps[0] if len(taps) == 1 else jnp.concatenate(taps, axis=-1)
+    return jnp.dot(patches, kernel.reshape(-1, self.features).astype(self.dtype))
+
+
 class BasicBlock(nn.Module):
   """Two 3x3 convolutions (ResNet-18/34)."""
   filters: int
@@ -74,11 +104,12 @@ class ResNet(nn.Module):
   width: int = 64            # filters of the first stage; 64 is the standard network
   cifar_stem: bool = False   # 3x3/1 stem conv and no max-pool, for small images
   dtype: Any = jnp.float32
+  conv_impl: str = "xla"     # xla: lax convolutions | matmul: Conv above (faster on XLA:CPU)
 
   @nn.compact
   def __call__(self, x, train: bool = True, bn_axis_name: Optional[str] = None):
-    conv = functools.partial(nn.Conv, use_bias=False, kernel_init=conv_kernel_init,
-                             dtype=self.dtype, padding="VALID")
+    conv = functools.partial(Conv if self.conv_impl == "matmul" else nn.Conv, use_bias=False,
+                             kernel_init=conv_kernel_init, dtype=self.dtype, padding="VALID")
     norm = batch_norm(train, bn_axis_name, self.dtype)
     x = x.astype(self.dtype)
     if self.cifar_stem:
@@ -106,12 +137,14 @@ STAGE_SIZES = {
 }
 
 
-def resnet(depth: int, width: int = 64, cifar_stem: bool = False, dtype: Any = jnp.float32, name: Optional[str] = None) -> ResNet:
+def resnet(depth: int, width: int = 64, cifar_stem: bool = False, dtype: Any = jnp.float32, name: Optional[str] = None,
+           conv_impl: str = "xla") -> ResNet:
   """ResNet-{10,18,34,50,101,152,200}; depth < 50 uses basic blocks."""
   if depth not in STAGE_SIZES:
     raise ValueError(f"Unknown ResNet depth {depth}; choose one of {sorted(STAGE_SIZES)}.")
   block = BasicBlock if depth < 50 else BottleneckBlock
-  return ResNet(STAGE_SIZES[depth], block, width=width, cifar_stem=cifar_stem, dtype=dtype, name=name)
+  return ResNet(STAGE_SIZES[depth], block, width=width, cifar_stem=cifar_stem, dtype=dtype, name=name,
+                conv_impl=conv_impl)
 
 
 def feature_dim(depth: int, width: int = 64) -> int:
