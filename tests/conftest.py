@@ -45,3 +45,10 @@ def tiny_config(method="simdis_on", views="simdis_7v"):
 requires_fashion_mnist = pytest.mark.skipif(
     not os.path.exists(os.path.join(fashion_mnist.DEBIAN_DIR, fashion_mnist.FILES["train_images"])),
     reason="Debian's dataset-fashion-mnist is not installed (apt-get install dataset-fashion-mnist)")
+
+
+@pytest.fixture(scope="module")
+def baseline(tmp_path_factory):
+  """The uninterrupted tiny CLI run that fault and multi-host tests compare against (computed once)."""
+  import runs  # pylint: disable=import-outside-toplevel
+  return runs.baseline(tmp_path_factory)

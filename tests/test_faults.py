@@ -15,11 +15,6 @@ pytestmark = requires_fashion_mnist
 K = tiny_cli_config.STEPS
 
 
-@pytest.fixture(scope="module")
-def baseline(tmp_path_factory):
-  return runs.baseline(tmp_path_factory)
-
-
 def test_sigterm_mid_run_saves_at_a_step_boundary_and_the_restart_ends_bit_identical(baseline, tmp_path):
   workdir = str(tmp_path)
   proc = runs.start(workdir, devices=4)

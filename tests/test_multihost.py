@@ -14,11 +14,6 @@ pytestmark = requires_fashion_mnist
 K = tiny_cli_config.STEPS
 
 
-@pytest.fixture(scope="module")
-def baseline(tmp_path_factory):
-  return runs.baseline(tmp_path_factory)
-
-
 def test_two_processes_equal_one_process_and_agree_on_the_preemption_step(baseline, tmp_path):
   """2 × 2 devices vs 1 × 4 (same global batch, seed); SIGTERM to process 1 alone stops both at one step."""
   workdir = str(tmp_path)
