@@ -72,10 +72,14 @@ def flops_of(compiled) -> float:
 
 
 def raw_image_shape(config):
-  """Shape of one synthetic source image: what the input pipeline hands the step."""
+  """Shape of one synthetic example as the input pipeline hands it to the step.
+
+  In-memory Fashion-MNIST: the whole image (the device crops). Streamed datasets: the two
+  host crops [2, S, S, 3] (the device does everything but the crop), as in training.
+  """
   if config.data.name == "fashion_mnist":
     return (28, 28, 1)
-  return (config.data.image_size, config.data.image_size, 3)
+  return (2, config.data.image_size, config.data.image_size, 3)
 
 
 def synthetic_batch(config, mesh, seed: int = 0):
@@ -348,7 +352,10 @@ def breakdown(config: ml_collections.ConfigDict, repeats: int = 5, devices=None)
   networks, state, _ = build_step(config, mesh)
   images, _ = synthetic_batch(config, mesh)
   key = jax.random.PRNGKey(0)
-  two_views = jax.jit(lambda k, x: augment.two_views(k, x, config.data.augment, out_size=config.data.image_size))
+  if images.ndim == 5:  # host crops (streamed datasets)
+    two_views = jax.jit(lambda k, x: augment.two_views_of_crops(k, x, config.data.augment))
+  else:
+    two_views = jax.jit(lambda k, x: augment.two_views(k, x, config.data.augment, out_size=config.data.image_size))
   v1, v2 = two_views(key, images)
   parts = {"augment_two_views": lambda: two_views(key, images)}
   axis = parallel.DATA_AXIS if config.model.sync_bn else None
