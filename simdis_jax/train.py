@@ -9,7 +9,6 @@ from typing import Dict, Optional
 
 import jax
 import ml_collections
-import numpy as np
 from clu import periodic_actions
 from etils import epath
 
@@ -232,16 +231,14 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
           values["input/skipped_images"] = dataset.stats["skipped"]
         writer.write_scalars(done, values)
         _write_jsonl(workdir, done, values)
+      preempted = preemption.reached(done)  # every process gets the same answer at the same step
       if (done % config.train.checkpoint_every_steps == 0 or done == total_steps
-          or done == stop_after_steps):
+          or done == stop_after_steps or preempted):
         # Never save a state whose loss is already NaN/Inf: the last good checkpoint must survive.
         _check_finite(done, {"loss": float(metrics["loss"])}, last_saved)
-        checkpoint.save(mgr, done, state)
+        checkpoint.save(mgr, done, state, force=preempted)
         last_saved = done
-      if preemption.reached(done):  # every process gets the same answer at the same step
-        if last_saved != done:
-          _check_finite(done, {"loss": float(metrics["loss"])}, last_saved)
-          checkpoint.save(mgr, done, state, force=True)
+      if preempted:
         raise checkpoint.Preempted(done, workdir)
       if done == total_steps or (config.train.knn_every_steps and done % config.train.knn_every_steps == 0):
         final.update(evaluate(done))

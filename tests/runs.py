@@ -14,7 +14,6 @@ import jax
 import ml_collections
 import numpy as np
 
-import tiny_cli_config
 from simdis_jax import checkpoint, parallel, train
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))

@@ -13,7 +13,6 @@ times the jitted flip / jitter / greyscale / blur / solarize / normalise of
 both views. Prints a table and one JSON line.
 """
 
-import argparse
 import json
 import os
 import statistics
@@ -98,44 +97,41 @@ def run(config, folder: str, images: int, batch: int, steps: int, device_batch: 
   }
 
 
-def main(argv=None) -> int:
+def main(argv) -> None:
   """Command line: see the module docstring."""
-  parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-  parser.add_argument("--config", required=True, help="a pretraining config file (its image size and augmentations)")
-  parser.add_argument("--folder", default="", help="a folder of JPEGs to read (default: generate ImageNet-like ones)")
-  parser.add_argument("--images", type=int, default=1024, help="how many JPEGs to generate")
-  parser.add_argument("--batch", type=int, default=64, help="host batch (source images)")
-  parser.add_argument("--steps", type=int, default=12, help="timed batches per measurement")
-  parser.add_argument("--device_batch", type=int, default=32, help="batch of the device augmentation timing")
-  args = parser.parse_args(argv)
-  config = _load(args.config)
+  del argv
+  from absl import flags  # pylint: disable=import-outside-toplevel
+  f = flags.FLAGS
+  config = f.config
   with tempfile.TemporaryDirectory() as tmp:
-    folder = args.folder
+    folder = f.folder
     kb = None
     if not folder:
       folder = os.path.join(tmp, "jpegs")
-      kb = write_imagenet_like_jpegs(folder, args.images)
-    results = run(config, folder, args.images, args.batch, args.steps, args.device_batch)
+      kb = write_imagenet_like_jpegs(folder, f.images)
+    results = run(config, folder, f.images, f.batch, f.steps, f.device_batch)
   results["mean_jpeg_kb"] = kb
   print(f"Input benchmark ({results['image_size']} px, two views per source image, {results['host_cores']} host cores)")
   if kb is not None:
-    print(f"  source: {args.images} generated JPEGs, ~500x375, mean {kb:.0f} KB")
+    print(f"  source: {f.images} generated JPEGs, ~500x375, mean {kb:.0f} KB")
   print(f"  host pipeline, tf.data on 1 thread : {results['host_images_per_s_one_thread']:8.1f} source images/s")
   print(f"  host pipeline, all cores           : {results['host_images_per_s_all_cores']:8.1f} source images/s "
         f"({results['host_images_per_s_per_core']:.1f} per core)")
   print(f"  device augmentations ({results['device']}): {results['device_augment_ms_per_image']:.2f} ms per source "
-        f"image (both views, batch {args.device_batch})")
+        f"image (both views, batch {f.device_batch})")
   print(json.dumps(results))
-  return 0
-
-
-def _load(path: str):
-  import importlib.util  # pylint: disable=import-outside-toplevel
-  spec = importlib.util.spec_from_file_location("benchmark_config", path)
-  module = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(module)
-  return module.get_config()
 
 
 if __name__ == "__main__":
-  raise SystemExit(main())
+  # The same config loading as simdis_jax.main and simdis_jax.benchmark: `file.py[:arg]` plus --config.* overrides.
+  from absl import app, flags as absl_flags  # pylint: disable=import-outside-toplevel
+  from ml_collections import config_flags  # pylint: disable=import-outside-toplevel
+  config_flags.DEFINE_config_file("config", None, "A pretraining config (its image size and augmentations).",
+                                  lock_config=False)
+  absl_flags.mark_flags_as_required(["config"])
+  absl_flags.DEFINE_string("folder", "", "A folder of JPEGs to read (default: generate ImageNet-like ones).")
+  absl_flags.DEFINE_integer("images", 1024, "How many JPEGs to generate.")
+  absl_flags.DEFINE_integer("batch", 64, "Host batch (source images).")
+  absl_flags.DEFINE_integer("steps", 12, "Timed batches per measurement.")
+  absl_flags.DEFINE_integer("device_batch", 32, "Batch of the device augmentation timing.")
+  app.run(main)

@@ -16,7 +16,7 @@ materialises only its own contiguous slice of every global batch.
 """
 
 import dataclasses
-from typing import Dict, Iterator, Optional, Tuple
+from typing import Dict, Iterator, Tuple
 
 import jax
 import numpy as np

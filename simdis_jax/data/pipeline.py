@@ -33,10 +33,11 @@ their composition.
 """
 
 import dataclasses
+import functools
 import logging
 import queue
 import threading
-from typing import Any, Callable, Dict, Iterator, List, Optional, Sequence, Tuple
+from typing import Any, Callable, Dict, Iterator, List, Optional, Tuple
 
 import jax
 import ml_collections
@@ -161,11 +162,12 @@ class TfdsSource:
     if shuffle:
       ds = ds.shuffle(self.shuffle_buffer, seed=eseed, reshuffle_each_iteration=False)
     # Skip before decoding: the skipped records are read, never decoded.
-    ds = ds.take(self.num_examples).enumerate().skip(start)
+    ds = ds.enumerate().skip(start)
     return ds.map(lambda i, r: (i, r[0], r[1]))
 
-  def describe(self, position: int) -> str:
-    return f"{self.label} example at position {position} of this process's epoch"
+  def describe(self, seed: int, epoch: int, position: int) -> str:
+    del seed
+    return f"{self.label} example at position {position} of this process's epoch {epoch}"
 
 
 class FolderSource:
@@ -184,7 +186,6 @@ class FolderSource:
     self.has_labels = False
     self.process_index = process_index
     self.label = pattern
-    self._current = np.arange(per_process)
 
   def order(self, seed: int, epoch: int, shuffle: bool = True) -> np.ndarray:
     if not shuffle:
@@ -193,14 +194,12 @@ class FolderSource:
 
   def records(self, seed: int, epoch: int, start: int, shuffle: bool = True) -> tf.data.Dataset:
     """(position, encoded, -1) of epoch `epoch` from `start`; the skip is an index into the permutation."""
-    order = self.order(seed, epoch, shuffle)
-    self._current = order
-    paths = self.files[order][start:]
+    paths = self.files[self.order(seed, epoch, shuffle)][start:]
     ds = tf.data.Dataset.from_tensor_slices((np.arange(start, self.num_examples, dtype=np.int64), paths))
     return ds.map(lambda i, p: (i, tf.io.read_file(p), tf.constant(-1, tf.int32)))
 
-  def describe(self, position: int) -> str:
-    return str(self.files[self._current[position]])
+  def describe(self, seed: int, epoch: int, position: int) -> str:
+    return str(self.files[self.order(seed, epoch)[position]])
 
 
 def list_image_files(pattern: str) -> List[str]:
@@ -217,6 +216,11 @@ def list_image_files(pattern: str) -> List[str]:
     raise DatasetNotFoundError(f"config.data.folder={pattern!r} holds no image files ({', '.join(IMAGE_EXTENSIONS)})"
                                "; point it at a folder of images.")
   return files
+
+
+def _first(split: str, count: int) -> str:
+  """The tfds split expression of the first `count` examples of `split` (all of it when count is 0)."""
+  return f"{split}[:{int(count)}]" if count else split
 
 
 def get_builder(data_config) -> tfds.core.DatasetBuilder:
@@ -442,8 +446,8 @@ class StreamingDataset:
       while True:
         elements = self._stream(source, seed, epoch, first * local_batch, local_batch, steps_per_epoch, views,
                                 aug, pi, batch_size)
-        for b, images, labels, skipped in aligned_batches(elements, first, steps_per_epoch, local_batch,
-                                                          source.describe):
+        describe = functools.partial(source.describe, seed, epoch)
+        for b, images, labels, skipped in aligned_batches(elements, first, steps_per_epoch, local_batch, describe):
           yield epoch * steps_per_epoch + b, images, labels, skipped
         epoch, first = epoch + 1, 0
 
@@ -468,24 +472,25 @@ class StreamingDataset:
     source = self._labelled(split)
     if not count:
       return source
-    return TfdsSource(source.data_config, f"{source.split}[:{int(count)}]", jax.process_index(),
+    return TfdsSource(source.data_config, _first(source.split, count), jax.process_index(),
                       jax.process_count(), builder=source.builder)
+
+  def _host_shares(self, split: str, count: int = 0) -> Tuple[Any, List[str], List[int]]:
+    """(source, every process's share of the first `count` examples of a labelled split, their sizes)."""
+    source = self._labelled(split)
+    shares = tfds.even_splits(_first(source.split, count), n=jax.process_count(), drop_remainder=False)
+    return source, shares, [split_size(source.builder, s) for s in shares]
 
   def num_examples(self, split: str) -> int:
     """Examples of a labelled split over all processes (counting each host's even share)."""
-    source = self._labelled(split)
-    return sum(split_size(source.builder, s)
-               for s in tfds.even_splits(source.split, n=jax.process_count(), drop_remainder=False))
+    return sum(self._host_shares(split)[2])
 
   def eval_batches(self, split: str, count: int, batch_size: int, mesh, seed: int = 0) -> Iterator[Dict[str, jax.Array]]:
     """Every example of the first `count` (0 = all) of a labelled split once, centre-cropped; tail padded and masked."""
     del seed  # tfds order: the first `count` examples
-    source = self._labelled(split)
-    name = source.split if not count else f"{source.split}[:{int(count)}]"
-    pi, pc = jax.process_index(), jax.process_count()
-    host_splits = tfds.even_splits(name, n=pc, drop_remainder=False)
-    sizes = [split_size(source.builder, s) for s in host_splits]
-    local_batch = batch_size // pc
+    source, host_splits, sizes = self._host_shares(split, count)
+    pi = jax.process_index()
+    local_batch = batch_size // jax.process_count()
     num_batches = -(-max(sizes) // local_batch)
     size, fraction = int(self.data_config.image_size), float(self.data_config.augment.eval_crop_fraction)
     image_key, label_key = source.image_key, source.label_key

@@ -63,9 +63,6 @@ def make_feature_fn(network, variables, aug_config, image_size: int) -> Callable
   return fn
 
 
-subset = data_input.subset
-
-
 def bank_and_queries(network, variables, dataset, aug_config, image_size: int, mesh, train_examples: int,
                      eval_examples: int, batch_size: int, seed: int = 0):
   """Encoder features and labels of the memory bank (train split) and the queries (held-out split)."""
