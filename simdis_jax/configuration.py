@@ -67,7 +67,7 @@ def data_config(name: str = "imagenet2012") -> ml_collections.ConfigDict:
 def base_config() -> ml_collections.ConfigDict:
   """All keys with defaults: the paper's ImageNet SimDis-On-7v standard setting."""
   c = ml_collections.ConfigDict()
-  c.method = "simdis_on"          # byol | simdis_off | simdis_on
+  c.method = "simdis_on"          # byol | simdis_off | simdis_on | supervised (labels; views unused)
   c.views = VIEW_PRESETS["simdis_7v"]
   c.head_combination = "mean"     # mean over heads (authors) | sum
   c.seed = 0
@@ -120,7 +120,7 @@ def base_config() -> ml_collections.ConfigDict:
   c.probe = ml_collections.ConfigDict()
   c.probe.enabled = False         # online linear probe on stop-gradient encoder features (needs labels)
   c.probe.learning_rate = 0.2     # its own SGD (Nesterov momentum 0.9), constant rate
-  c.probe.num_classes = 1000
+  c.probe.num_classes = 1000      # the dataset's classes (also method=supervised's classifier)
 
   c.final_eval = ml_collections.ConfigDict()
   c.final_eval.linear_networks = ()       # e.g. ("student", "teacher"): linear eval after pretraining
@@ -195,6 +195,9 @@ def validate(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
   if config.method == "byol" and teacher_views:
     raise ValueError(f"method 'byol' trains the student alone, but config.views names teacher views "
                      f"{teacher_views}; use method 'simdis_off' or 'simdis_on', or views {VIEW_PRESETS['byol']}.")
+  if config.method == "supervised" and not has_labels(config.data):
+    raise ValueError(f"method 'supervised' trains on labels, but the image folder {config.data.folder!r} has "
+                     "none; use a labelled dataset (config.data.name) or a self-supervised method.")
   if config.method == "simdis_off" and not config.teacher.workdir:
     raise ValueError("method 'simdis_off' needs a finished BYOL teacher run: set "
                      "--config.teacher.workdir=<workdir of a method=byol run of the teacher network>.")

@@ -28,7 +28,9 @@ PAPER_NAMES = {"s_dv": "S-v'", "sema_sv": "Ŝ-v", "sema_dv": "Ŝ-v'", "t_sv": "T
 # BYOL's own term; also the name of the teacher's single predictor head, so that
 # a finished BYOL run's student restores directly as a SimDis teacher.
 BYOL_HEAD = "sema_dv"
-METHODS = ("byol", "simdis_off", "simdis_on")
+# supervised: the student alone with cross-entropy on labels (same views, augmentations and optimizer),
+# the upper reference of the small-scale study; config.views is not used.
+METHODS = ("byol", "simdis_off", "simdis_on", "supervised")
 HEAD_COMBINATIONS = ("mean", "sum")
 
 

@@ -46,10 +46,14 @@ def build_networks(config) -> Networks:
   # Params stay float32 whatever the compute dtype; conv_impl does not change them either.
   dtype = configuration.compute_dtype(config)
 
-  def build(model_config, heads=()):
-    return network_from_config(model_config, heads, dtype, configuration.conv_impl(config, model_config))
+  def build(model_config, heads=(), num_classes=0):
+    return network_from_config(model_config, heads, dtype, configuration.conv_impl(config, model_config),
+                               num_classes)
 
-  student = build(config.model.student, heads=config.views)
+  if config.method == "supervised":  # a classifier instead of predictors; the projector stays (unused)
+    student = build(config.model.student, num_classes=config.probe.num_classes)
+  else:
+    student = build(config.model.student, heads=config.views)
   student_ema = build(config.model.student)
   if not configuration.uses_teacher(config):
     return Networks(student, student_ema, None, None)

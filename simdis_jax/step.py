@@ -85,6 +85,28 @@ def loss_fn(trainable, state: TrainState, v1, v2, *, networks: Networks, config)
   return loss, (metrics, stats, features)
 
 
+def supervised_loss_fn(trainable, state: TrainState, v1, v2, labels, *, networks: Networks, config):
+  """method=supervised: softmax cross-entropy of the student's classifier on both views, averaged.
+
+  Same views, augmentations, BN mode and optimizer as the self-supervised students, so that it is
+  their upper reference. Examples with a negative label (unlabelled) are left out.
+  """
+  axis = DATA_AXIS if config.model.sync_bn else None
+  o1, o2, new_stats = _forward_two_views(networks.student, trainable["student"], state.student.batch_stats,
+                                         v1, v2, train=True, update_stats=True, axis=axis)
+  labelled = labels >= 0
+  safe = jnp.where(labelled, labels, 0)
+  count = jnp.maximum(jnp.sum(labelled), 1)
+  losses, correct = [], 0
+  for out in (o1, o2):
+    ce = optax.softmax_cross_entropy_with_integer_labels(out["logits"], safe)
+    losses.append(jnp.sum(ce * labelled) / count)
+    correct = correct + jnp.sum((jnp.argmax(out["logits"], -1) == safe) & labelled)
+  loss = (losses[0] + losses[1]) / 2
+  metrics = {"loss": loss, "loss_student": loss, "train_top1": 100.0 * correct / (2 * count)}
+  return loss, (metrics, {"student": new_stats}, {"student": o1["feature"]})
+
+
 def apply_ema(state: TrainState, tau, online_teacher: bool) -> TrainState:
   """EMA of encoder + projector params for the student (and the teacher when it trains)."""
   student = state.student.replace(ema_params=simdis.ema_update(state.student.ema_params, state.student.params, tau))
@@ -139,7 +161,11 @@ def make_train_step(config, networks: Networks, tx: optax.GradientTransformation
     if config.ema.timing == "before":  # authors: before the loss, with pre-update weights
       state = apply_ema(state, tau, online)
     params = trainable_params(state, config.method)
-    grad_fn = jax.value_and_grad(functools.partial(loss_fn, networks=networks, config=config), has_aux=True)
+    if config.method == "supervised":
+      objective = functools.partial(supervised_loss_fn, labels=labels, networks=networks, config=config)
+    else:
+      objective = functools.partial(loss_fn, networks=networks, config=config)
+    grad_fn = jax.value_and_grad(objective, has_aux=True)
     (_, (metrics, stats, features)), grads = grad_fn(params, state, v1, v2)
     grads = jax.lax.pmean(grads, DATA_AXIS)
     if not config.model.sync_bn:

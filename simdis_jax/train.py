@@ -107,6 +107,30 @@ def _write_jsonl(workdir: str, step: int, values: Dict[str, float]) -> None:
       f.write(json.dumps({"step": int(step), **{k: float(v) for k, v in values.items()}}) + "\n")
 
 
+def _previous_train_time(workdir: str, start_step: int) -> float:
+  """Training seconds that earlier processes of this run logged up to `start_step` (0 for a new run)."""
+  path = epath.Path(workdir) / METRICS_FILE
+  if start_step == 0 or not path.exists():
+    return 0.0
+  seconds = 0.0
+  for line in path.read_text().splitlines():
+    try:
+      row = json.loads(line)
+    except json.JSONDecodeError:  # a line cut by a crash
+      continue
+    if row.get("step", 0) <= start_step and "train_time_s" in row:
+      seconds = row["train_time_s"]
+  return seconds
+
+
+def step_flops(jitted_step, *args) -> float:
+  """FLOPs of one train step from XLA's cost analysis of the lowered program (per device under SPMD)."""
+  analysis = jitted_step.lower(*args).cost_analysis()
+  if isinstance(analysis, (list, tuple)):  # older JAX: one dict per program
+    analysis = analysis[0]
+  return float((analysis or {}).get("flops", float("nan")))
+
+
 def _check_finite(step: int, metrics: Dict[str, float], last_saved) -> None:
   bad = {k: v for k, v in metrics.items() if not math.isfinite(v)}
   if bad:
@@ -155,7 +179,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
   # --- Input ---
   dataset = data_input.load_dataset(config.data)
   lengths = schedule_lengths(config, dataset.num_train)
-  if config.probe.enabled and dataset.num_classes and config.probe.num_classes != dataset.num_classes:
+  if ((config.probe.enabled or config.method == "supervised") and dataset.num_classes
+      and config.probe.num_classes != dataset.num_classes):
     raise ValueError(f"config.probe.num_classes={config.probe.num_classes} but {config.data.name!r} has "
                      f"{dataset.num_classes} classes; set --config.probe.num_classes={dataset.num_classes}.")
   total_steps = lengths["total_steps"]
@@ -180,10 +205,13 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
   else:
     logging.info("Resumed from %s at step %d.", workdir, int(state.step))
   checkpoint.write_config(workdir, config)
+  run_info = {**lengths, "num_train": dataset.num_train, "devices": jax.device_count(),
+              "processes": jax.process_count()}
+  info_path = epath.Path(workdir) / RUN_INFO_FILE
+  if info_path.exists() and "step_flops" in json.loads(info_path.read_text()):  # kept across restarts
+    run_info["step_flops"] = json.loads(info_path.read_text())["step_flops"]
   if is_main:
-    checkpoint.atomic_write_text(epath.Path(workdir) / RUN_INFO_FILE, json.dumps(
-        {**lengths, "num_train": dataset.num_train, "devices": jax.device_count(),
-         "processes": jax.process_count()}))
+    checkpoint.atomic_write_text(info_path, json.dumps(run_info))
 
   # --- Update step ---
   train_step = make_train_step(config, networks, tx, schedule, total_steps, mesh)
@@ -209,6 +237,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
 
   # --- Loop ---
   t0, images_seen = time.time(), 0
+  time_before = _previous_train_time(workdir, start_step)  # training seconds of earlier processes
   metrics = None
   preemption = checkpoint.PreemptionWatch()
   try:
@@ -216,6 +245,9 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
       if step >= total_steps or (stop_after_steps is not None and step >= stop_after_steps):
         break
       if step == start_step:  # several hosts: start the first step together, each with its executable
+        run_info["step_flops"] = step_flops(train_step, state, images, labels)
+        if is_main:
+          checkpoint.atomic_write_text(info_path, json.dumps(run_info))
         parallel.compile_together(train_step, state, images, labels, name="train_step")
       state, metrics = train_step(state, images, labels)
       images_seen += config.train.batch_size
@@ -227,6 +259,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
         _check_finite(done, values, last_saved)
         values["images_per_sec"] = images_seen / max(time.time() - t0, 1e-9)
         values["epoch"] = done / lengths["steps_per_epoch"]
+        values["train_time_s"] = time_before + time.time() - t0
         if getattr(dataset, "stats", None):
           values["input/skipped_images"] = dataset.stats["skipped"]
         writer.write_scalars(done, values)
@@ -261,6 +294,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
     # Wall time and images/s cover the process that finished the run (from its start step).
     (epath.Path(workdir) / SUMMARY_FILE).write_text(json.dumps({
         **final, "images_seen": images_seen, "images_per_sec": images_seen / max(wall, 1e-9),
+        "train_time_s": time_before + wall, "step_flops": run_info.get("step_flops"),
         "start_step": start_step, "steps": reached, "total_steps": total_steps,
         "epochs": reached / lengths["steps_per_epoch"]}, indent=2))
   if is_main:

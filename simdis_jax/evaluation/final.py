@@ -13,6 +13,7 @@ from typing import Dict
 import jax
 import ml_collections
 
+from simdis_jax import configuration
 from simdis_jax.evaluation import linear, report
 
 
@@ -36,7 +37,7 @@ def evaluate_after_pretraining(config, workdir: str) -> Dict[str, Dict]:
   """Runs the configured linear evaluations and writes the report; returns the linear results."""
   fe = config.final_eval
   results, dirs = {}, [workdir]
-  networks = [n for n in fe.linear_networks if n == "student" or config.method != "byol"]
+  networks = [n for n in fe.linear_networks if n == "student" or configuration.uses_teacher(config)]
   for network in networks:
     out = os.path.join(workdir, f"linear_{network}")
     results[network] = linear.run(linear_config(config, workdir, network), out)

@@ -37,7 +37,7 @@ ACCURACY_FIGURE = "accuracy_vs_epochs.png"
 # The paper's names of the target views (same table as simdis.PAPER_NAMES; tests check they agree).
 PAPER_VIEW_NAMES = {"s_dv": "S-v'", "sema_sv": "Ŝ-v", "sema_dv": "Ŝ-v'", "t_sv": "T-v",
                     "t_dv": "T-v'", "tema_sv": "T̂-v", "tema_dv": "T̂-v'"}
-METHOD_NAMES = {"byol": "BYOL", "simdis_off": "SimDis-Off", "simdis_on": "SimDis-On"}
+METHOD_NAMES = {"byol": "BYOL", "simdis_off": "SimDis-Off", "simdis_on": "SimDis-On", "supervised": "Supervised"}
 MISSING = "—"
 
 # (header, row key) of the markdown table; results.json holds these keys and more.
@@ -212,7 +212,7 @@ def method_label(method: Optional[str], views: Sequence[str]) -> str:
   if not method:
     return MISSING
   label = METHOD_NAMES.get(method, method)
-  if method != "byol" and len(set(views)) == len(PAPER_VIEW_NAMES):
+  if method in ("simdis_off", "simdis_on") and len(set(views)) == len(PAPER_VIEW_NAMES):
     label += "-7v"
   return label
 

@@ -24,6 +24,7 @@ class Network(nn.Module):
   heads: Sequence[str] = ()
   dtype: Any = jnp.float32
   conv_impl: str = "xla"  # see models/resnet.py Conv
+  num_classes: int = 0  # > 0: a linear classifier on the pooled features ("logits"; supervised training)
 
   @nn.compact
   def __call__(self, x, train: bool = True, bn_axis_name: Optional[str] = None, features_only: bool = False):
@@ -31,6 +32,9 @@ class Network(nn.Module):
     feature = encoder(x, train=train, bn_axis_name=bn_axis_name)
     if features_only:
       return {"feature": feature}
+    outputs = {"feature": feature}
+    if self.num_classes:
+      outputs["logits"] = nn.Dense(self.num_classes, dtype=self.dtype, name="classifier")(feature).astype(jnp.float32)
     projection = MLP(self.hidden_dim, self.proj_dim, self.dtype, name="projector")(
         feature, train=train, bn_axis_name=bn_axis_name)
     # Predictors take the raw (unnormalised) projection (SPEC.md "Networks").
@@ -38,12 +42,12 @@ class Network(nn.Module):
         h: MLP(self.hidden_dim, self.proj_dim, self.dtype, name=f"predictor_{h}")(
             projection, train=train, bn_axis_name=bn_axis_name)
         for h in self.heads}
-    return {"feature": feature, "projection": projection, "predictions": predictions}
+    return {**outputs, "projection": projection, "predictions": predictions}
 
 
 def network_from_config(model_config, heads: Sequence[str] = (), dtype: Any = jnp.float32,
-                        conv_impl: str = "xla") -> Network:
+                        conv_impl: str = "xla", num_classes: int = 0) -> Network:
   """Builds a Network from a config.model.{student,teacher} section."""
   return Network(depth=model_config.depth, width=model_config.width, cifar_stem=model_config.cifar_stem,
                  hidden_dim=model_config.hidden_dim, proj_dim=model_config.proj_dim,
-                 heads=tuple(heads), dtype=dtype, conv_impl=conv_impl)
+                 heads=tuple(heads), dtype=dtype, conv_impl=conv_impl, num_classes=num_classes)

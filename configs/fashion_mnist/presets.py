@@ -1,0 +1,91 @@
+"""The Fashion-MNIST study's presets: the paper's experiments at a scale one CPU can afford (issue #7).
+
+    python -m simdis_jax.main --config configs/fashion_mnist/presets.py:<preset> --workdir <dir> [--config.seed=S]
+
+The whole study (every preset, its seeds, the report in RESULTS.md) is one command:
+`python -m simdis_jax.study --config configs/fashion_mnist/study.py --workdir workdirs/fmnist_study`.
+
+Networks (CIFAR stem, 28x28 grey input, projector/predictors 512 -> 128):
+  teacher: ResNet-18 layout, width 16 (~8x the student's multiply-adds);
+  student: ResNet-10 layout (one basic block per stage), width 8.
+The paper's ResNet-50 -> ResNet-18 pair is 2.3x; a wider gap makes distillation's effect easier to
+see in a short schedule, and the width-8 student is what fits the budget three times over.
+
+Presets (the student runs differ only in method, views and the teacher; see tests/test_study.py):
+  byol_teacher     BYOL on the teacher network alone (the offline teacher; its `student` is the teacher)
+  byol_student     BYOL on the student alone: the baseline without distillation
+  simdis_off_2v    SimDis-Off, views Ŝ-v' + T̂-v' (the paper's two-view offline setting, Table 1)
+  simdis_off_7v    SimDis-Off with all seven views
+  simdis_on_2v     SimDis-On, views Ŝ-v' + T̂-v'
+  simdis_on_7v     SimDis-On-7v
+  off_t_sv, off_t_dv, off_tema_sv   Table 2 rows, offline: Ŝ-v' + one teacher view (T-v, T-v', T̂-v;
+                   the T̂-v' row is simdis_off_2v)
+  supervised       the student trained with cross-entropy on the labels, same views/augmentations/optimizer
+
+Schedule (every preset): 3 epochs of batch 128 (1,404 steps), LARS (authors' form) at base LR 6.0
+(x batch/256), warm-up 0.3 epochs then cosine, weight decay 1e-5, EMA from 0.99; the teacher is
+trained for the same 3 epochs, as the paper's online/offline comparison trains both for N epochs.
+After pretraining: weighted kNN (k=20, all 60k train images as the bank, the 10k test images as
+queries) and linear evaluation of the student by the authors' protocol in full mode (random crop +
+flip through the frozen encoder each step) for 10 epochs.
+Why these numbers: see RESULTS.md ("Budget").
+"""
+
+from simdis_jax import configuration
+
+EPOCHS = 3.0
+BATCH = 128
+TEACHER = dict(depth=18, width=16, cifar_stem=True, hidden_dim=512, proj_dim=128)
+STUDENT = dict(depth=10, width=8, cifar_stem=True, hidden_dim=512, proj_dim=128)
+TEACHER_WORKDIR = "workdirs/fmnist_study/byol_teacher/seed0"  # the study passes its own
+LINEAR_EPOCHS = 10.0
+V = configuration.VIEW_PRESETS
+
+# preset -> (method, student target views)
+PRESETS = {
+    "byol_teacher": ("byol", V["byol"]),
+    "byol_student": ("byol", V["byol"]),
+    "simdis_off_2v": ("simdis_off", V["simdis_2v"]),
+    "simdis_off_7v": ("simdis_off", V["simdis_7v"]),
+    "simdis_on_2v": ("simdis_on", V["simdis_2v"]),
+    "simdis_on_7v": ("simdis_on", V["simdis_7v"]),
+    "off_t_sv": ("simdis_off", V["table2_t_sv"]),
+    "off_t_dv": ("simdis_off", V["table2_t_dv"]),
+    "off_tema_sv": ("simdis_off", V["table2_tema_sv"]),
+    "supervised": ("supervised", V["byol"]),
+}
+
+
+def get_config(preset: str = "simdis_on_7v"):
+  """The config of one preset (the names above)."""
+  if preset not in PRESETS:
+    raise ValueError(f"Unknown Fashion-MNIST preset {preset!r}; choose one of {sorted(PRESETS)}.")
+  method, views = PRESETS[preset]
+  c = configuration.base_config()
+  c.method = method
+  c.views = views
+  student = TEACHER if preset == "byol_teacher" else STUDENT
+  c.model.student = configuration.network_config(**student)
+  c.model.teacher = configuration.network_config(**TEACHER)
+  if method == "simdis_off":
+    c.teacher.workdir = TEACHER_WORKDIR
+  c.optim.name = "lars"
+  c.optim.base_lr = 6.0
+  c.optim.warmup_epochs = 0.3
+  c.optim.weight_decay = 1e-5
+  c.train.batch_size = BATCH
+  c.train.epochs = EPOCHS
+  c.train.log_every_steps = 50
+  c.train.checkpoint_every_steps = 200
+  c.train.knn_every_steps = 0  # kNN of the untrained networks at step 0 and of the trained ones at the end
+  c.data.name = "fashion_mnist"
+  c.data.image_size = 28
+  c.data.augment = configuration.fashion_mnist_augment()
+  c.probe.num_classes = 10
+  c.knn.train_examples = 0  # all 60k train images as the memory bank
+  c.knn.eval_examples = 0   # all 10k test images as queries
+  c.final_eval.linear_networks = ("student",)
+  c.final_eval.linear_protocol = "authors"
+  c.final_eval.linear_mode = "full"
+  c.final_eval.linear_epochs = LINEAR_EPOCHS
+  return c
