@@ -41,6 +41,7 @@ flags.mark_flags_as_required(["config", "workdir"])
 
 BEGIN, END = "<!-- study:begin (written by simdis_jax.study; edits here are overwritten) -->", "<!-- study:end -->"
 STATUS_FILE = "study_status.json"
+DEFAULT_CONFIG = "configs/fashion_mnist/study.py"
 PREEMPTED_EXIT_CODE = 143
 
 # Orientation only: the paper's ImageNet linear top-1 (ResNet-50 teacher -> ResNet-18 student).
@@ -155,7 +156,7 @@ class _Forwarder:
       signal.signal(s, handler)
 
 
-def run_study(study, workdir: str, results: str, figures: str) -> int:
+def run_study(study, workdir: str, results: str, figures: str, config_path: str = DEFAULT_CONFIG) -> int:
   """Runs every (preset, seed) not done yet, in order; writes the report after each; returns an exit code."""
   runs = parse_runs(study.runs)
   teacher = parse_runs([study.teacher_run])[0]
@@ -195,13 +196,13 @@ def run_study(study, workdir: str, results: str, figures: str) -> int:
         print(f"Study: {preset} seed {seed} FAILED (exit {code}); see {directory}/output.log. "
               "Going on with the other runs.", flush=True)
       _write_json(os.path.join(workdir, STATUS_FILE), status)
-      write_report(study, workdir, results, figures)
+      write_report(study, workdir, results, figures, config_path)
       if forwarder.stopping:
         print("Study: stopped; run the same command to continue.", flush=True)
         return PREEMPTED_EXIT_CODE
   finally:
     forwarder.close()
-  write_report(study, workdir, results, figures)
+  write_report(study, workdir, results, figures, config_path)
   todo = [r for r in runs if not is_done(run_dir(workdir, *r))]
   print(f"Study: {len(runs) - len(todo)} of {len(runs)} runs done ({time.time() - started:.0f}s this time); "
         f"report in {results}.", flush=True)
@@ -303,14 +304,15 @@ def _commit() -> str:
     return "unknown"
 
 
-def report_markdown(study, workdir: str, agg: Dict[str, Dict], figure_paths: Sequence[str], status: dict) -> str:
+def report_markdown(study, workdir: str, agg: Dict[str, Dict], figure_paths: Sequence[str], status: dict,
+                    config_path: str = DEFAULT_CONFIG) -> str:
   runs = parse_runs(study.runs)
   done = sum(len(e["runs"]) for e in agg.values())
   train_min = sum(r["train_minutes"] for e in agg.values() for r in e["runs"].values() if math.isfinite(r["train_minutes"]))
   lin_min = sum(r["linear_minutes"] for e in agg.values() for r in e["runs"].values() if math.isfinite(r["linear_minutes"]))
   lines = [
       BEGIN, "",
-      f"**Command** (from the repository root): `python -m simdis_jax.study --config {_config_path()} "
+      f"**Command** (from the repository root): `python -m simdis_jax.study --config {config_path} "
       f"--workdir {os.path.relpath(workdir) if not os.path.isabs(workdir) else workdir}`  ",
       f"**Hardware**: {hardware()}; one JAX CPU device.  ",
       f"**Code**: commit {_commit()}.  ",
@@ -366,13 +368,6 @@ def report_markdown(study, workdir: str, agg: Dict[str, Dict], figure_paths: Seq
   return "\n".join(lines)
 
 
-def _config_path() -> str:
-  try:
-    return FLAGS["config"].config_filename
-  except (KeyError, AttributeError, flags.UnparsedFlagAccessError):
-    return "configs/fashion_mnist/study.py"
-
-
 def write_figure(agg: Dict[str, Dict], path: str) -> Optional[str]:
   """Bars of linear and kNN top-1 (mean ± std, seeds as dots) per run, with the raw-pixel references."""
   import matplotlib  # pylint: disable=g-import-not-at-top
@@ -409,14 +404,14 @@ def write_figure(agg: Dict[str, Dict], path: str) -> Optional[str]:
   return path
 
 
-def write_report(study, workdir: str, results: str, figures: str) -> str:
+def write_report(study, workdir: str, results: str, figures: str, config_path: str = DEFAULT_CONFIG) -> str:
   """Writes the study's section of `results` (keeping text outside the markers), results.json and figures."""
   agg = aggregate(study, workdir)
   status = _read_json(os.path.join(workdir, STATUS_FILE)) or {}
   os.makedirs(figures, exist_ok=True)
   figure = write_figure(agg, os.path.join(figures, "study_top1.png"))
   rel = [os.path.relpath(figure, os.path.dirname(os.path.abspath(results)))] if figure else []
-  section = report_markdown(study, workdir, agg, rel, status)
+  section = report_markdown(study, workdir, agg, rel, status, config_path)
   _write_json(os.path.join(figures, "results.json"), {
       p: {"seeds": e["seeds"], "runs": {str(s): r for s, r in e["runs"].items()},
           **{k: list(v) for k, v in e.items() if k not in ("seeds", "runs")}} for p, e in agg.items()})
@@ -449,9 +444,9 @@ def main(argv):
       print(f"[{state}] {' '.join(command(study, FLAGS.workdir, preset, seed))}")
     return
   if FLAGS.report_only:
-    print(write_report(study, FLAGS.workdir, results, figures))
+    print(write_report(study, FLAGS.workdir, results, figures, FLAGS["config"].config_filename))
     return
-  sys.exit(run_study(study, FLAGS.workdir, results, figures))
+  sys.exit(run_study(study, FLAGS.workdir, results, figures, FLAGS["config"].config_filename))
 
 
 if __name__ == "__main__":

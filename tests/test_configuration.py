@@ -74,6 +74,12 @@ CONFIG_FILES = sorted(glob.glob(os.path.join(ROOT, "configs", "**", "*.py"), rec
 @pytest.mark.parametrize("path", CONFIG_FILES, ids=lambda p: os.path.relpath(p, ROOT))
 def test_every_shipped_config_validates_and_documents_its_command(path):
   c = load_config_file(path)
+  if "runs" in c:  # a study (simdis_jax.study): its presets are tested in tests/test_study.py
+    spec = importlib.util.spec_from_file_location("cfg", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    assert "python -m simdis_jax.study --config configs/" in module.__doc__
+    return
   if c.get("task") == "linear_eval":
     c = linear.validate(c)
     assert c.protocol in linear.PROTOCOLS
@@ -108,3 +114,12 @@ def test_imagenette_preset_is_deepminds_published_byol_setting():
   assert (c.method, c.model.student.depth, c.model.student.cifar_stem, c.data.image_size) == ("byol", 18, False, 128)
   assert (c.train.batch_size, c.train.epochs, c.data.name) == (256, 1000.0, "imagenette/320px-v2")
   assert (c.optim.lars_form, c.ema.timing, c.final_eval.linear_protocol) == ("deepmind", "after", "deepmind")
+
+
+def test_supervised_needs_labels_and_ignores_the_target_views():
+  c = tiny_config("supervised", "simdis_7v")  # views are not used by the supervised student
+  assert configuration.validate(c).method == "supervised"
+  c.data.name, c.data.folder = "folder", "/data/frames/*.jpg"
+  c.knn.networks, c.probe.enabled = (), False
+  with pytest.raises(ValueError, match="method 'supervised' trains on labels.*has none"):
+    configuration.validate(c)

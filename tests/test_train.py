@@ -40,6 +40,14 @@ def test_resume_after_a_stop_gives_the_same_final_state(tmp_path):
   assert len(leaves_a) == len(leaves_b) > 100
   for x, y in zip(leaves_a, leaves_b):
     np.testing.assert_array_equal(x, y)
+  # Training time adds up over the two processes; the step's FLOPs (XLA cost analysis) are kept.
+  logged = [json.loads(l) for l in (tmp_path / "resumed" / train.METRICS_FILE).read_text().splitlines()]
+  times = {l["step"]: l["train_time_s"] for l in logged if "train_time_s" in l}
+  assert sorted(times) == [2, 4] and 0 < times[2] < times[4]
+  summary = json.loads((tmp_path / "resumed" / train.SUMMARY_FILE).read_text())
+  assert summary["start_step"] == 2 and summary["train_time_s"] >= times[4]
+  info = {name: json.loads((tmp_path / name / train.RUN_INFO_FILE).read_text()) for name in ("straight", "resumed")}
+  assert info["resumed"]["step_flops"] == info["straight"]["step_flops"] > 1e6
 
 
 def test_nan_loss_stops_with_a_clear_error_and_keeps_the_last_good_checkpoint(tmp_path, monkeypatch):

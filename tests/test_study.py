@@ -1,0 +1,141 @@
+"""The Fashion-MNIST study (issue #7): presets, the runner, the report."""
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+from conftest import requires_fashion_mnist
+from simdis_jax import configuration, study
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, os.path.join(ROOT, "configs", "fashion_mnist"))
+import presets  # noqa: E402  pylint: disable=wrong-import-position,import-error
+import study as study_config  # noqa: E402  pylint: disable=wrong-import-position,import-error
+
+
+def flat(config, prefix=""):
+  out = {}
+  for key, value in config.items():
+    if hasattr(value, "items"):
+      out.update(flat(value, f"{prefix}{key}."))
+    else:
+      out[f"{prefix}{key}"] = value
+  return out
+
+
+def differing_keys(a, b):
+  fa, fb = flat(a), flat(b)
+  assert fa.keys() == fb.keys()
+  return {k for k in fa if fa[k] != fb[k]}
+
+
+def test_every_preset_parses_and_validates():
+  for name in presets.PRESETS:
+    c = configuration.validate(presets.get_config(name))
+    assert c.method == presets.PRESETS[name][0] and c.views == tuple(presets.PRESETS[name][1])
+    assert c.data.name == "fashion_mnist" and c.train.epochs == 3.0 and c.train.batch_size == 128
+  with pytest.raises(ValueError, match="Unknown Fashion-MNIST preset 'byol_studnet'.*byol_student"):
+    presets.get_config("byol_studnet")
+
+
+def test_student_presets_differ_from_the_student_alone_only_in_method_views_and_teacher():
+  base = presets.get_config("byol_student")
+  expected = {
+      "simdis_off_2v": {"method", "views", "teacher.workdir"},
+      "simdis_off_7v": {"method", "views", "teacher.workdir"},
+      "off_t_sv": {"method", "views", "teacher.workdir"},
+      "off_t_dv": {"method", "views", "teacher.workdir"},
+      "off_tema_sv": {"method", "views", "teacher.workdir"},
+      "simdis_on_2v": {"method", "views"},
+      "simdis_on_7v": {"method", "views"},
+      "supervised": {"method"},
+      # The teacher run is BYOL on the teacher network: only the trained network differs.
+      "byol_teacher": {"model.student.depth", "model.student.width"},
+  }
+  assert set(expected) == set(presets.PRESETS) - {"byol_student"}
+  for name, keys in expected.items():
+    assert differing_keys(base, presets.get_config(name)) == keys, name
+  # The offline students' teacher network is the BYOL teacher run's network.
+  assert dict(presets.get_config("simdis_off_7v").model.teacher) == dict(presets.get_config("byol_teacher").model.student)
+  assert presets.get_config("simdis_on_7v").views == tuple(configuration.VIEW_PRESETS["simdis_7v"])
+
+
+def test_the_study_lists_known_presets_with_three_seeds_for_the_central_comparison():
+  c = study_config.get_config()
+  runs = study.parse_runs(c.runs)
+  assert len(runs) == len(set(runs))
+  assert {p for p, _ in runs} == set(presets.PRESETS)
+  assert runs[0] == study.parse_runs([c.teacher_run])[0] == ("byol_teacher", 0)  # the offline teacher first
+  for preset in study.CENTRAL + ("supervised",):
+    assert sorted(s for p, s in runs if p == preset) == [0, 1, 2]
+  assert study.parse_runs(["a:0,1", "b:2", "a:1"]) == [("a", 0), ("a", 1), ("b", 2)]
+  for bad in ("byol_student", "byol_student:", "byol_student:x"):
+    with pytest.raises(ValueError, match="Study entry .*byol_student:0,1,2"):
+      study.parse_runs([bad])
+  cmd = study.command(c, "w", "simdis_off_7v", 2)
+  assert cmd[1:] == ["-m", "simdis_jax.main", "--config=configs/fashion_mnist/presets.py:simdis_off_7v",
+                     "--config.seed=2", f"--workdir={os.path.join('w', 'simdis_off_7v', 'seed2')}",
+                     f"--config.teacher.workdir={os.path.join('w', 'byol_teacher', 'seed0')}"]
+
+
+def fake_run(workdir, preset, seed, linear, knn, minutes=2.0):
+  d = os.path.join(workdir, preset, f"seed{seed}")
+  os.makedirs(os.path.join(d, "linear_student"))
+  with open(os.path.join(d, "summary.json"), "w") as f:
+    json.dump({"knn_top1/student": knn, "knn_top1/student_init": 70.0, "train_time_s": 60 * minutes,
+               "step_flops": 2.5e9, "epochs": 3.0, "steps": 1404}, f)
+  with open(os.path.join(d, "linear_student", "linear_eval.json"), "w") as f:
+    json.dump({"top1": linear, "top5": 99.0, "wall_time_s": 60.0, "epochs": 10.0}, f)
+
+
+def test_report_gives_mean_and_sample_std_over_seeds_and_keeps_text_outside_its_markers(tmp_path):
+  c = study_config.get_config()
+  c.runs = ("byol_student:0,1,2", "simdis_off_7v:0,1,2", "simdis_on_7v:0,1")
+  work = str(tmp_path / "w")
+  for seed, (a, b) in enumerate([(80.0, 81.0), (81.0, 82.0), (82.0, 83.0)]):
+    fake_run(work, "byol_student", seed, a, b)
+    fake_run(work, "simdis_off_7v", seed, a + 3.0, b + 0.1 * seed)
+  fake_run(work, "simdis_on_7v", 0, 84.0, 85.0)
+  results = tmp_path / "RESULTS.md"
+  results.write_text(f"# Mine\n\nintro\n\n{study.BEGIN}\nold\n{study.END}\n\n## Discussion\nkept\n")
+  study.write_report(c, work, str(results), str(tmp_path / "fig"))
+  text = results.read_text()
+  assert text.startswith("# Mine\n\nintro\n") and text.endswith("## Discussion\nkept\n") and "\nold\n" not in text
+  rows = {line.split(" | ")[0][2:]: line.split(" | ") for line in text.splitlines() if line.startswith("| ")}
+  student = rows[study.LABELS["byol_student"]]
+  assert student[1] == "0,1,2" and student[2] == "81.00 ± 1.00" and student[3] == "82.00 ± 1.00"
+  assert student[4] == "70.00 ± 0.00" and student[5] == "2.5" and student[6] == "2.0"
+  assert rows[study.LABELS["simdis_off_7v"]][2] == "84.00 ± 1.00"
+  assert rows[study.LABELS["simdis_on_7v"]][1] == "0 (of 0,1)" and rows[study.LABELS["simdis_on_7v"]][2] == "84.00"
+  # Off-7v - student: linear +3.00 with s.e. sqrt(1/3 + 1/3) = 0.82 -> beyond seed noise.
+  # kNN: +0.10 with s.e. sqrt(1/3 + 1.21/3) = 0.86 -> within.
+  assert "SimDis-Off-7v: linear +3.00 ± 0.82 (beyond seed noise); kNN +0.10 ± 0.86 (within seed noise)" in text
+  assert "Runs finished**: 7 of 8" in text
+  assert (tmp_path / "fig" / "study_top1.png").read_bytes()[:4] == b"\x89PNG"
+  saved = json.loads((tmp_path / "fig" / "results.json").read_text())
+  assert saved["byol_student"]["linear_top1"][:3] == [81.0, 1.0, 3]
+
+
+@requires_fashion_mnist
+def test_the_study_command_runs_a_preset_end_to_end_then_skips_it(tmp_path):
+  work, results = tmp_path / "w", tmp_path / "RESULTS.md"
+  cmd = [sys.executable, "-m", "simdis_jax.study", "--config", "tests/tiny_study.py", "--workdir", str(work),
+         "--results", str(results), "--figures", str(tmp_path / "fig")]
+  env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=2")
+  proc = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
+  run = work / "supervised" / "seed3"
+  assert proc.returncode == 0, proc.stdout[-2000:] + (run / "output.log").read_text()[-3000:]
+  assert "1 of 1 runs done" in proc.stdout
+  summary = json.loads((run / "summary.json").read_text())
+  assert summary["steps"] == 3 and summary["step_flops"] > 0 and summary["train_time_s"] > 0
+  linear = json.loads((run / "linear_student" / "linear_eval.json").read_text())
+  assert linear["pretrained_method"] == "supervised" and linear["mode"] == "full" and 0 <= linear["top1"] <= 100
+  row = [l for l in results.read_text().splitlines() if l.startswith(f"| {study.LABELS['supervised']} |")]
+  assert len(row) == 1 and f"| {linear['top1']:.2f} |" in row[0]
+  again = subprocess.run(cmd + ["--dry_run"], cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+  assert again.returncode == 0 and again.stdout.startswith("[done] ")
+  rerun = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+  assert rerun.returncode == 0 and "Study: supervised" not in rerun.stdout and "1 of 1 runs done" in rerun.stdout
