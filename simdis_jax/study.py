@@ -183,7 +183,8 @@ def run_study(study, workdir: str, results: str, figures: str, config_path: str 
         forwarder.child = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT)
         code = forwarder.child.wait()
         forwarder.child = None
-      status["segments"].append({"run": f"{preset}/seed{seed}", "seconds": time.time() - t0, "exit": code})
+      status["segments"].append({"run": f"{preset}/seed{seed}", "seconds": time.time() - t0, "exit": code,
+                                 "commit": _commit()})
       if code == 0 and is_done(directory):
         status["failed"].pop(f"{preset}/seed{seed}", None)
         print(f"Study: {preset} seed {seed} done in {time.time() - t0:.0f}s.", flush=True)
@@ -304,6 +305,18 @@ def _commit() -> str:
     return "unknown"
 
 
+def _commits_line(status: dict, agg: Dict[str, Dict]) -> str:
+  """The commits whose code ran the finished runs (from the study's log of run segments)."""
+  finished = {f"{p}/seed{s}" for p, e in agg.items() for s in e["runs"]}
+  used = {}
+  for segment in status.get("segments", []):
+    if segment["run"] in finished:
+      used.setdefault(segment.get("commit", "unknown"), set()).add(segment["run"])
+  if not used:
+    return f"commit {_commit()}"
+  return "; ".join(f"commit {c} ran {len(r)} run{'s' if len(r) > 1 else ''}" for c, r in sorted(used.items()))
+
+
 def report_markdown(study, workdir: str, agg: Dict[str, Dict], figure_paths: Sequence[str], status: dict,
                     config_path: str = DEFAULT_CONFIG) -> str:
   runs = parse_runs(study.runs)
@@ -315,7 +328,7 @@ def report_markdown(study, workdir: str, agg: Dict[str, Dict], figure_paths: Seq
       f"**Command** (from the repository root): `python -m simdis_jax.study --config {config_path} "
       f"--workdir {os.path.relpath(workdir) if not os.path.isabs(workdir) else workdir}`  ",
       f"**Hardware**: {hardware()}; one JAX CPU device.  ",
-      f"**Code**: commit {_commit()}.  ",
+      f"**Code**: {_commits_line(status, agg)}.  ",
       f"**Runs finished**: {done} of {len(runs)}; pretraining {train_min / 60:.2f} h + linear evaluation "
       f"{lin_min / 60:.2f} h = **{(train_min + lin_min) / 60:.2f} h** of compute (sum over finished runs; "
       f"report written {datetime.datetime.now().isoformat(timespec='minutes')}).",
