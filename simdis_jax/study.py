@@ -57,6 +57,7 @@ PAPER = {
     "off_t_dv": ("62.08", "Table 2 offline T-v'"),
     "off_tema_sv": ("59.72", "Table 2 offline T̂-v"),
     "supervised": ("—", "Fig. 3 upper bound (value not in the text)"),
+    "untrained_student": ("—", ""),
 }
 LABELS = {
     "byol_teacher": "BYOL teacher (R18 w16)", "byol_student": "BYOL student alone",
@@ -64,6 +65,7 @@ LABELS = {
     "simdis_on_2v": "SimDis-On (Ŝ-v', T̂-v')", "simdis_on_7v": "SimDis-On-7v",
     "off_t_sv": "Off, Ŝ-v' + T-v", "off_t_dv": "Off, Ŝ-v' + T-v'", "off_tema_sv": "Off, Ŝ-v' + T̂-v",
     "supervised": "Supervised student (cross-entropy)",
+    "untrained_student": "Untrained student (reference)",
 }
 CENTRAL = ("byol_student", "simdis_off_7v", "simdis_on_7v")
 # Measured on Fashion-MNIST (issue #7), for orientation.

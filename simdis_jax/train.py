@@ -1,5 +1,6 @@
 """train_and_evaluate(config, workdir): one SimDis / BYOL pretraining run, top to bottom."""
 
+import collections
 import functools
 import json
 import logging
@@ -21,6 +22,7 @@ from simdis_jax.step import make_train_step
 RUN_INFO_FILE = "run_info.json"
 METRICS_FILE = "metrics.jsonl"
 SUMMARY_FILE = "summary.json"  # written when a run reaches its last step
+MAX_STEPS_IN_FLIGHT = 2
 
 
 def schedule_lengths(config, num_train: int) -> Dict[str, int]:
@@ -240,6 +242,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
   time_before = _previous_train_time(workdir, start_step)  # training seconds of earlier processes
   metrics = None
   preemption = checkpoint.PreemptionWatch()
+  in_flight = collections.deque()
   try:
     for step, images, labels in dataset.train_batches(config.seed, start_step, config.train.batch_size, mesh):
       if step >= total_steps or (stop_after_steps is not None and step >= stop_after_steps):
@@ -250,6 +253,11 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
           checkpoint.atomic_write_text(info_path, json.dumps(run_info))
         parallel.compile_together(train_step, state, images, labels, name="train_step")
       state, metrics = train_step(state, images, labels)
+      # Dispatch at most MAX_STEPS_IN_FLIGHT steps ahead of the device: otherwise the host loop can
+      # queue dozens of steps, and a SIGTERM's "next step boundary" would come only after all of them.
+      in_flight.append(metrics["loss"])
+      if len(in_flight) > MAX_STEPS_IN_FLIGHT:
+        in_flight.popleft().block_until_ready()
       images_seen += config.train.batch_size
       done = step + 1
       for hook in hooks:

@@ -37,6 +37,7 @@ def test_every_preset_parses_and_validates():
     c = configuration.validate(presets.get_config(name))
     assert c.method == presets.PRESETS[name][0] and c.views == tuple(presets.PRESETS[name][1])
     assert c.data.name == "fashion_mnist" and c.train.epochs == 3.0 and c.train.batch_size == 128
+    assert c.train.steps == (1 if name == "untrained_student" else -1)
   with pytest.raises(ValueError, match="Unknown Fashion-MNIST preset 'byol_studnet'.*byol_student"):
     presets.get_config("byol_studnet")
 
@@ -52,6 +53,7 @@ def test_student_presets_differ_from_the_student_alone_only_in_method_views_and_
       "simdis_on_2v": {"method", "views"},
       "simdis_on_7v": {"method", "views"},
       "supervised": {"method"},
+      "untrained_student": {"train.steps", "optim.warmup_init_lr"},
       # The teacher run is BYOL on the teacher network: only the trained network differs.
       "byol_teacher": {"model.student.depth", "model.student.width"},
   }

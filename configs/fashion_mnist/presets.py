@@ -21,6 +21,9 @@ Presets (the student runs differ only in method, views and the teacher; see test
   off_t_sv, off_t_dv, off_tema_sv   Table 2 rows, offline: Ŝ-v' + one teacher view (T-v, T-v', T̂-v;
                    the T̂-v' row is simdis_off_2v)
   supervised       the student trained with cross-entropy on the labels, same views/augmentations/optimizer
+  untrained_student  reference: the student's initial weights, evaluated like the others (one step at
+                   learning rate 0: the weights stay exactly as initialised; BN's running statistics take
+                   one update, so that eval-mode features are not computed with the (0, 1) placeholders)
 
 Schedule (every preset): 3 epochs of batch 128 (1,404 steps), LARS (authors' form) at base LR 6.0
 (x batch/256), warm-up 0.3 epochs then cosine, weight decay 1e-5, EMA from 0.99; the teacher is
@@ -53,6 +56,7 @@ PRESETS = {
     "off_t_dv": ("simdis_off", V["table2_t_dv"]),
     "off_tema_sv": ("simdis_off", V["table2_tema_sv"]),
     "supervised": ("supervised", V["byol"]),
+    "untrained_student": ("byol", V["byol"]),
 }
 
 
@@ -88,4 +92,7 @@ def get_config(preset: str = "simdis_on_7v"):
   c.final_eval.linear_protocol = "authors"
   c.final_eval.linear_mode = "full"
   c.final_eval.linear_epochs = LINEAR_EPOCHS
+  if preset == "untrained_student":
+    c.train.steps = 1
+    c.optim.warmup_init_lr = 0.0  # the one step's learning rate
   return c

@@ -14,7 +14,7 @@ def get_config():
   c = ml_collections.ConfigDict()
   c.presets = "configs/fashion_mnist/presets.py"
   c.runs = (
-      "byol_teacher:0",
+      "byol_teacher:0", "untrained_student:0",
       "byol_student:0", "simdis_off_7v:0", "simdis_on_7v:0",
       "byol_student:1", "simdis_off_7v:1", "simdis_on_7v:1",
       "byol_student:2", "simdis_off_7v:2", "simdis_on_7v:2",
