@@ -229,8 +229,9 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
 
   def evaluate(step):
     results = run_knn(config, networks, state, dataset, mesh)
-    writer.write_scalars(step, results)
-    _write_jsonl(workdir, step, results)
+    if results:  # no kNN networks: no empty metrics line
+      writer.write_scalars(step, results)
+      _write_jsonl(workdir, step, results)
     return results
 
   final = {}

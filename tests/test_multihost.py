@@ -1,5 +1,6 @@
 """Several hosts on loopback: 2 processes × 2 devices equal 1 × 4, preemption agreed by all, resharding 4 → 8 → 1."""
 
+import json
 import os
 import shutil
 
@@ -33,6 +34,11 @@ def test_two_processes_equal_one_process_and_agree_on_the_preemption_step(baseli
   step, state = runs.state_at(workdir)
   assert step == K
   runs.assert_same_state(state, runs.state_at(baseline)[1], exact=False)
+  # Only process 0 reports: each step's metrics line once over the two segments, one "Finished" line.
+  assert runs.logged_steps(workdir) == list(range(1, K + 1))
+  assert "Finished simdis_on" in errs[0] and "Finished" not in errs[1]
+  info = json.loads(open(os.path.join(workdir, train.RUN_INFO_FILE)).read())
+  assert (info["processes"], info["devices"]) == (2, 4)
 
 
 @pytest.mark.parametrize("devices", [8, 1])

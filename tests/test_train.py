@@ -160,29 +160,3 @@ def test_cli_imagenet_preset_without_imagenet_says_how_to_prepare_it(tmp_path):
                         cwd=ROOT, capture_output=True, text=True, timeout=300)
   assert proc.returncode != 0
   assert "imagenet2012" in proc.stderr and "tfds build imagenet2012" in proc.stderr
-
-
-def test_two_processes_on_loopback_train_one_run(tmp_path):
-  """2 processes × 2 CPU devices (jax.distributed over 127.0.0.1): one run, metrics from process 0 only."""
-  import socket  # pylint: disable=import-outside-toplevel
-  with socket.socket() as s:
-    s.bind(("127.0.0.1", 0))
-    port = s.getsockname()[1]
-  common = ["--config", "configs/demo.py", "--workdir", str(tmp_path), f"--coordinator_address=127.0.0.1:{port}",
-            "--num_processes=2", "--config.train.steps=2", "--config.train.batch_size=16",
-            "--config.model.student.width=4", "--config.model.teacher.width=8", "--config.knn.train_examples=200",
-            "--config.knn.eval_examples=100", "--config.train.log_every_steps=1", "--config.final_eval.report=False",
-            "--config.final_eval.linear_networks=()", "--config.method=byol", "--config.views=('sema_dv',)",
-            "--config.knn.networks=('student',)"]
-  env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=2")
-  procs = [subprocess.Popen([sys.executable, "-m", "simdis_jax.main"] + common + [f"--process_id={i}"], cwd=ROOT,
-                            env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for i in range(2)]
-  outs = [p.communicate(timeout=600) for p in procs]
-  for p, (_, err) in zip(procs, outs):
-    assert p.returncode == 0, err[-3000:]
-  assert "knn_top1/student=" in outs[0][0] and "knn_top1" not in outs[1][0]
-  info = json.loads((tmp_path / train.RUN_INFO_FILE).read_text())
-  assert (info["processes"], info["devices"]) == (2, 4)
-  steps = [json.loads(l)["step"] for l in (tmp_path / train.METRICS_FILE).read_text().splitlines()]
-  assert steps == [0, 1, 2, 2]  # kNN at 0, losses at 1 and 2, kNN at 2: written once, by process 0
-  assert checkpoint.manager(str(tmp_path)).latest_step() == 2
