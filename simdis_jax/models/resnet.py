@@ -33,8 +33,7 @@ def batch_norm(train: bool, axis_name: Optional[str], dtype: Any = jnp.float32) 
 # speed only, never parameters or results (tests/test_models.py checks every setting);
 # `python -m simdis_jax.benchmark --compare=resnet.NAME=...` times settings side by side.
 MATMUL_CONV_VJP = True      # hand-written backward (conv_matmul below) instead of autodiff of the forward
-MATMUL_CONV_DW = "dot"      # weight gradient: "dot" (patches^T @ dout, XLA picks the layout) |
-                            # "barrier" (dout materialised first, so the layout change is not fused into BN's backward)
+MATMUL_MAX_POOL = True      # the stem's max-pool as the maximum of 9 strided slices (max_pool below)
 
 
 def _pads(padding, kernel_size):
@@ -91,9 +90,9 @@ def _conv_matmul_bwd(strides, pads, res, g):
   kh, kw, c, f = kernel.shape
   m = g.shape[0] * g.shape[1] * g.shape[2]
   g2 = g.reshape(m, f)
-  if MATMUL_CONV_DW == "barrier":
-    g2 = lax.optimization_barrier(g2)
-  # Weight gradient: patches^T @ dout, contracting over every output position.
+  # Weight gradient: patches^T @ dout, contracting over every output position, on 2-D operands: XLA:CPU
+  # then changes the layout of one operand cheaply (autodiff's 4-D form fused that change into BN's
+  # backward as a slow transposing loop: 12-22% of the op time).
   dkernel = lax.dot_general(patches.reshape(m, -1), g2, (((0,), (0,)), ((), ())))
   # Input gradient: dout @ kernel^T, then each tap's columns back to its input positions.
   dpatches = lax.dot_general(g, kernel.reshape(-1, f), (((3,), (1,)), ((), ())))
@@ -102,6 +101,49 @@ def _conv_matmul_bwd(strides, pads, res, g):
 
 
 conv_matmul.defvjp(_conv_matmul_fwd, _conv_matmul_bwd)
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(1, 2, 3))
+def max_pool(x, window, strides, pads):
+  """nn.max_pool as the maximum of one strided slice per window tap; the gradient goes to the first maximum.
+
+  Same values and gradient as lax.reduce_window's max (whose select-and-scatter also picks
+  the first maximum in window order), without XLA:CPU's generic reduce-window loops.
+  """
+  return _max_pool_taps(x, window, strides, pads)[0]
+
+
+def _max_pool_taps(x, window, strides, pads):
+  neg = jnp.array(-jnp.inf, x.dtype)
+  xp = lax.pad(x, neg, ((0, 0, 0),) + tuple((lo, hi, 0) for lo, hi in pads) + ((0, 0, 0),))
+  n, h, w, c = xp.shape
+  (kh, kw), (sh, sw) = window, strides
+  out_h, out_w = (h - kh) // sh + 1, (w - kw) // sw + 1
+  taps = [lax.slice(xp, (0, i, j, 0), (n, i + sh * (out_h - 1) + 1, j + sw * (out_w - 1) + 1, c), (1, sh, sw, 1))
+          for i in range(kh) for j in range(kw)]
+  out = taps[0]
+  for t in taps[1:]:
+    out = jnp.maximum(out, t)
+  return out, taps
+
+
+def _max_pool_fwd(x, window, strides, pads):
+  return max_pool(x, window, strides, pads), x
+
+
+def _max_pool_bwd(window, strides, pads, x, g):
+  out, taps = _max_pool_taps(x, window, strides, pads)
+  taken = jnp.zeros(out.shape, bool)
+  parts = []
+  for t in taps:
+    first = (t == out) & ~taken
+    taken = taken | first
+    parts.append(jnp.where(first, g, jnp.zeros((), g.dtype)))
+  # The same col2im as the convolution's input gradient, with the taps as channel blocks.
+  return (_col2im(jnp.concatenate(parts, -1) if len(parts) > 1 else parts[0], x.shape, window, strides, pads),)
+
+
+max_pool.defvjp(_max_pool_fwd, _max_pool_bwd)
 
 
 class Conv(nn.Module):
@@ -193,7 +235,10 @@ class ResNet(nn.Module):
     else:
       x = conv(self.width, (7, 7), (2, 2), padding=((3, 3), (3, 3)), name="stem_conv")(x)
       x = nn.relu(norm(name="stem_bn")(x))
-      x = nn.max_pool(x, (3, 3), strides=(2, 2), padding=((1, 1), (1, 1)))
+      if self.conv_impl == "matmul" and MATMUL_MAX_POOL:
+        x = max_pool(x, (3, 3), (2, 2), ((1, 1), (1, 1)))
+      else:
+        x = nn.max_pool(x, (3, 3), strides=(2, 2), padding=((1, 1), (1, 1)))
     for i, num_blocks in enumerate(self.stage_sizes):
       for j in range(num_blocks):
         strides = 2 if i > 0 and j == 0 else 1
