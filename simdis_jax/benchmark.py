@@ -3,6 +3,8 @@
     python -m simdis_jax.benchmark --config configs/benchmark/r50_r18.py:on_7v,64 --steps 10
     python -m simdis_jax.benchmark --config configs/demo.py --steps 10 --breakdown
     python -m simdis_jax.benchmark --table1            # per-image training cost, 224 px
+    python -m simdis_jax.benchmark --config configs/benchmark/r50_r18.py:on_7v,32 \\
+        --compare=model.conv_impl=xla --compare=model.conv_impl=matmul --rounds 4   # interleaved A/B
 
 The step is built exactly as train.py builds it (same networks, optimizer,
 state, mesh and jitted, state-donating step) but fed synthetic uint8 images of
@@ -57,7 +59,8 @@ FIELDS = ("config", "backend", "devices", "device_kind", "processes", "compute_d
           "images_per_s_per_device", "flops_per_step", "flops_per_step_compiled", "conv_impl", "flops_per_image", "student_forward_gmacs_per_image",
           "student_forward_xla_gflops_per_image", "student_predictor_gmacs_per_image",
           "teacher_forward_gmacs_per_image", "teacher_forward_xla_gflops_per_image", "achieved_flops_per_s",
-          "matmul_peak_flops_per_s", "matmul_peak_n", "fraction_of_peak", "fraction_of_peak_paired", "peak_memory_bytes", "final_loss",
+          "matmul_peak_flops_per_s", "matmul_peak_n", "fraction_of_peak", "fraction_of_peak_paired", "matmul_peak_contemporaneous_flops_per_s",
+          "fraction_of_peak_contemporaneous", "peak_memory_bytes", "final_loss",
           "synthetic_data", "random_offline_teacher")
 
 
@@ -175,6 +178,20 @@ def matmul_peak(mesh, dtype, sizes: Optional[Sequence[int]] = None, repeats: int
   return best
 
 
+def peak_sample(peak: Dict[str, Any], calls: int = 3) -> float:
+  """The matmul rate right now: best of `calls` calls of the peak's matmul (a fraction of a second)."""
+  return peak["flops"] / min(time_calls(peak["fn"], calls))
+
+
+def contemporaneous_fractions(step_flops: float, times: Sequence[float], samples: Sequence[float]) -> list:
+  """Each timed block's FLOP/s over the mean matmul rate sampled just before and just after it.
+
+  samples[i] and samples[i + 1] bracket times[i]. On a machine shared with other
+  work both rates fall together, so this ratio moves far less than either.
+  """
+  return [step_flops / t / ((samples[i] + samples[i + 1]) / 2) for i, t in enumerate(times)]
+
+
 def forward_flops(model_config, image_size: int, channels: int = 3, dtype=jnp.float32) -> Dict[str, float]:
   """Forward FLOPs (XLA) and MACs (every kernel tap) of one image through the encoder, projector and one predictor."""
   from simdis_jax.models.network import network_from_config  # pylint: disable=g-import-not-at-top
@@ -268,15 +285,17 @@ def benchmark(config: ml_collections.ConfigDict, steps: int = 10, warmup: int = 
     state, metrics = compiled(state, images, labels)
   jax.block_until_ready(metrics)
   peak = matmul_peak(mesh, dtype, matmul_sizes)
-  times, peak_now = [], []
+  # Outside the steps' timing: the matmul rate right before the first step and right after
+  # each step, so that a machine shared with other work gives figures against the peak of
+  # the same moment ("paired": the sample after; "contemporaneous": the mean of both sides).
+  times, peak_now, samples = [], [], [peak_sample(peak)]
   for _ in range(steps):
     t = time.perf_counter()
     state, metrics = compiled(state, images, labels)
     jax.block_until_ready(metrics["loss"])  # the one host sync of each step
     times.append(time.perf_counter() - t)
-    # Outside the step's timing: the matmul rate right now, so that a machine shared
-    # with other work gives a paired step/peak figure too.
     peak_now.append(peak["flops"] / time_calls(peak["fn"], 1)[0])
+    samples.append(max(peak_now[-1], peak_sample(peak, 2)))
   final_loss = float(metrics["loss"])
   profile_result = None
   if profile:
@@ -289,7 +308,7 @@ def benchmark(config: ml_collections.ConfigDict, steps: int = 10, warmup: int = 
     state = box[0]
 
   median = statistics.median(times)
-  peak_rate = max([peak["flops_per_s"]] + peak_now)
+  peak_rate = max([peak["flops_per_s"]] + peak_now + samples)
   achieved = step_flops / median
   channels = network_image_shape(config)[-1]
   student = forward_flops(config.model.student, config.data.image_size, channels, dtype)
@@ -328,6 +347,9 @@ def benchmark(config: ml_collections.ConfigDict, steps: int = 10, warmup: int = 
       "fraction_of_peak": achieved / peak_rate,
       # Median over steps of (step's FLOP/s) / (matmul FLOP/s measured right after it).
       "fraction_of_peak_paired": statistics.median(step_flops / t / p for t, p in zip(times, peak_now)),
+      "matmul_peak_contemporaneous_flops_per_s": statistics.median(samples),
+      # Median over steps of (step's FLOP/s) / (mean matmul FLOP/s sampled right before and after it).
+      "fraction_of_peak_contemporaneous": statistics.median(contemporaneous_fractions(step_flops, times, samples)),
       "peak_memory_bytes": peak_memory_bytes(mesh.devices.flat),
       "final_loss": final_loss,
       "synthetic_data": True,
@@ -340,6 +362,163 @@ def benchmark(config: ml_collections.ConfigDict, steps: int = 10, warmup: int = 
     result["teacher_forward_gmacs_per_image"] = teacher["encoder_macs"] / 1e9
     result["teacher_forward_xla_gflops_per_image"] = teacher["encoder_flops"] / 1e9
   return result
+
+
+# --- Interleaved A/B comparison ---
+
+def parse_overrides(spec: str) -> Dict[str, Any]:
+  """'model.conv_impl=xla;train.batch_size=64' -> {key: value}; values as Python literals, else strings.
+
+  A key "resnet.NAME" sets that attribute of simdis_jax.models.resnet while the
+  variant's step is traced (implementation switches); every other key is a config path.
+  """
+  import ast  # pylint: disable=g-import-not-at-top
+  out = {}
+  for item in filter(None, (part.strip() for part in spec.split(";"))):
+    if "=" not in item:
+      raise ValueError(f"Override {item!r} is not key=value.")
+    key, value = (x.strip() for x in item.split("=", 1))
+    try:
+      out[key] = ast.literal_eval(value)
+    except (ValueError, SyntaxError):
+      out[key] = value
+  return out
+
+
+def _split_overrides(config, overrides: Dict[str, Any]):
+  """(a copy of config with the config overrides applied, {resnet attribute: value})."""
+  from simdis_jax.models import resnet  # pylint: disable=g-import-not-at-top
+  config = ml_collections.ConfigDict(config.to_dict())
+  attrs = {}
+  for key, value in overrides.items():
+    if key.startswith("resnet."):
+      name = key[len("resnet."):]
+      if not hasattr(resnet, name):
+        raise ValueError(f"simdis_jax.models.resnet has no attribute {name!r} (override {key!r}).")
+      attrs[name] = value
+      continue
+    *path, leaf = key[len("config."):].split(".") if key.startswith("config.") else key.split(".")
+    node = config
+    for part in path:
+      node = node[part]
+    if leaf not in node:
+      raise ValueError(f"Unknown config key {key!r}.")
+    node[leaf] = value
+  return config, attrs
+
+
+class _ModuleAttrs:
+  """Sets attributes of simdis_jax.models.resnet for the duration of a with-block."""
+
+  def __init__(self, attrs: Dict[str, Any]):
+    self.attrs, self.saved = attrs, {}
+
+  def __enter__(self):
+    from simdis_jax.models import resnet  # pylint: disable=g-import-not-at-top
+    for k, v in self.attrs.items():
+      self.saved[k] = getattr(resnet, k)
+      setattr(resnet, k, v)
+
+  def __exit__(self, *exc):
+    from simdis_jax.models import resnet  # pylint: disable=g-import-not-at-top
+    for k, v in self.saved.items():
+      setattr(resnet, k, v)
+
+
+def compare(config: ml_collections.ConfigDict, variants: Sequence[str], rounds: int = 4, steps_per_round: int = 1,
+            warmup: int = 1, devices: Optional[Sequence[Any]] = None,
+            matmul_sizes: Optional[Sequence[int]] = None) -> Dict:
+  """Times the train steps of several variants of `config` alternately in one process.
+
+  Each variant is a string of ';'-separated overrides (see parse_overrides; "" = the
+  config as given). All steps are compiled first; then each of `rounds` rounds runs
+  `steps_per_round` steps of every variant, in A B C order on even rounds and C B A
+  on odd ones (so a slow drift of the machine's speed hits all alike), with a matmul
+  rate sample between blocks. On a shared machine this is the comparison to trust:
+  the per-round ratio to the first variant pairs steps taken seconds apart.
+  """
+  mesh = parallel.make_mesh(devices)
+  parallel.check_batch_size(config.train.batch_size, mesh)
+  built = []
+  for spec in variants:
+    cfg, attrs = _split_overrides(config, parse_overrides(spec))
+    cfg = configuration.validate(cfg)
+    with _ModuleAttrs(attrs):
+      _, state, train_step = build_step(cfg, mesh)
+      images, labels = synthetic_batch(cfg, mesh)
+      t0 = time.perf_counter()
+      compiled = train_step.lower(state, images, labels).compile()
+      compile_s = time.perf_counter() - t0
+      compiled_flops = flops_of(compiled) * mesh.devices.size
+      step_flops = reference_step_flops(cfg, mesh, state, images, labels, compiled_flops)
+    for _ in range(warmup):
+      state, metrics = compiled(state, images, labels)
+    jax.block_until_ready(metrics)
+    built.append({"spec": spec, "config": cfg, "compiled": compiled, "state": state, "images": images,
+                  "labels": labels, "compile_s": compile_s, "flops": step_flops, "times": [], "fractions": []})
+  dtype = configuration.compute_dtype(built[0]["config"])
+  peak = matmul_peak(mesh, dtype, matmul_sizes)
+  samples = [peak_sample(peak)]
+  for r in range(rounds):
+    for v in (built if r % 2 == 0 else built[::-1]):
+      block = []
+      for _ in range(steps_per_round):
+        t = time.perf_counter()
+        v["state"], metrics = v["compiled"](v["state"], v["images"], v["labels"])
+        jax.block_until_ready(metrics["loss"])
+        block.append(time.perf_counter() - t)
+      samples.append(peak_sample(peak))
+      v["times"] += block
+      v["fractions"] += contemporaneous_fractions(v["flops"], block, [samples[-2]] * len(block) + [samples[-1]])
+      v["round_s"] = v.get("round_s", []) + [statistics.median(block)]
+  peak_rate = max([peak["flops_per_s"]] + samples)
+  base = built[0]
+  out = []
+  for v in built:
+    median = statistics.median(v["times"])
+    out.append({
+        "variant": v["spec"] or "(as given)",
+        "conv_impl": ",".join(sorted(conv_impls(v["config"]))),
+        "global_batch": v["config"].train.batch_size,
+        "compile_s": v["compile_s"],
+        "steps_timed": len(v["times"]),
+        "step_s_median": median,
+        "step_s_min": min(v["times"]),
+        "step_s_iqr": float(np.subtract(*np.percentile(v["times"], [75, 25]))) if len(v["times"]) > 1 else 0.0,
+        "images_per_s": v["config"].train.batch_size / median,
+        "flops_per_step": v["flops"],
+        "achieved_flops_per_s": v["flops"] / median,
+        "fraction_of_peak": v["flops"] / median / peak_rate,
+        "fraction_of_peak_contemporaneous": statistics.median(v["fractions"]),
+        # Median over rounds of this variant's block time / the first variant's in the same round.
+        "time_ratio_to_first": statistics.median(a / b for a, b in zip(v["round_s"], base["round_s"])),
+        "time_ratio_to_first_of_medians": median / statistics.median(base["times"]),
+    })
+  return {"rounds": rounds, "steps_per_round": steps_per_round, "devices": mesh.devices.size,
+          "device_kind": mesh.devices.flat[0].device_kind, "matmul_peak_flops_per_s": peak_rate,
+          "matmul_peak_n": peak.get("n"), "matmul_peak_contemporaneous_flops_per_s": statistics.median(samples),
+          "variants": out}
+
+
+COMPARE_FIELDS = ("variant", "conv_impl", "global_batch", "compile_s", "steps_timed", "step_s_median", "step_s_min",
+                  "step_s_iqr", "images_per_s", "flops_per_step", "achieved_flops_per_s", "fraction_of_peak",
+                  "fraction_of_peak_contemporaneous", "time_ratio_to_first", "time_ratio_to_first_of_medians")
+
+
+def format_compare(c: Dict) -> str:
+  """The comparison as a text table."""
+  lines = [f"{len(c['variants'])} variants timed alternately: {c['rounds']} rounds x {c['steps_per_round']} step(s), "
+           f"{c['devices']} x {c['device_kind']}; matmul peak {c['matmul_peak_flops_per_s'] / 1e9:.1f} GFLOP/s "
+           f"(n={c['matmul_peak_n']}; median of the samples between blocks "
+           f"{c['matmul_peak_contemporaneous_flops_per_s'] / 1e9:.1f})",
+           f"{'variant':<44} {'step s':>8} {'IQR':>6} {'img/s':>7} {'GFLOP/s':>8} {'%peak':>6} {'%contemp':>8} "
+           f"{'ratio':>6}"]
+  for v in c["variants"]:
+    lines.append(f"{v['variant'][:44]:<44} {v['step_s_median']:>8.3f} {v['step_s_iqr']:>6.3f} {v['images_per_s']:>7.1f} "
+                 f"{v['achieved_flops_per_s'] / 1e9:>8.1f} {100 * v['fraction_of_peak']:>5.1f}% "
+                 f"{100 * v['fraction_of_peak_contemporaneous']:>7.1f}% {v['time_ratio_to_first']:>6.3f}")
+  lines.append("ratio: median over rounds of the variant's step time / the first variant's in the same round.")
+  return "\n".join(lines)
 
 
 # --- Where the time goes ---
@@ -533,7 +712,9 @@ def format_result(r: Dict) -> str:
       "(encoder alone)",
       f"achieved          {r['achieved_flops_per_s'] / g:.1f} GFLOP/s = {100 * r['fraction_of_peak']:.1f}% of "
       f"the measured matmul peak {r['matmul_peak_flops_per_s'] / g:.1f} GFLOP/s (n={r['matmul_peak_n']}, "
-      f"{r['compute_dtype']}); paired with a matmul after each step: {100 * r['fraction_of_peak_paired']:.1f}%",
+      f"{r['compute_dtype']}); paired with a matmul after each step: {100 * r['fraction_of_peak_paired']:.1f}%; "
+      f"against the matmul rate sampled before and after each step (median "
+      f"{r['matmul_peak_contemporaneous_flops_per_s'] / g:.1f} GFLOP/s): {100 * r['fraction_of_peak_contemporaneous']:.1f}%",
       f"peak memory       {mem}",
   ])
 
@@ -550,6 +731,11 @@ def main(argv):
     return
   if f.config is None:
     sys.exit("--config is required (or --table1).")
+  if f.compare:
+    c = compare(f.config, f.compare, rounds=f.rounds, steps_per_round=f.steps_per_round, warmup=f.warmup)
+    print(format_compare(c))
+    print(json.dumps(c))
+    return
   if f.breakdown:
     parts = breakdown(f.config)
     print("Parts of the step run alone (median s):")
@@ -574,6 +760,11 @@ if __name__ == "__main__":
   absl_flags.DEFINE_integer("warmup", 2, "Untimed steps after compilation.")
   absl_flags.DEFINE_bool("breakdown", False, "Also time the step's parts alone (augmentation, networks).")
   absl_flags.DEFINE_bool("profile", False, "Also trace two steps and print the XLA op kinds that take the time.")
+  absl_flags.DEFINE_multi_string("compare", None, "Time variants of --config alternately in one process; each "
+                                 "flag is one variant: ';'-separated key=value overrides of the config (or "
+                                 "resnet.ATTR=value), '' for the config as given. Give it twice or more.")
+  absl_flags.DEFINE_integer("rounds", 4, "--compare: rounds (each runs every variant once, order alternating).")
+  absl_flags.DEFINE_integer("steps_per_round", 1, "--compare: timed steps of a variant per round.")
   absl_flags.DEFINE_bool("table1", False, "Print the paper's Table 1 from measured FLOPs and exit.")
   absl_flags.DEFINE_integer("table1_image_size", 224, "Image size for --table1.")
   app.run(main)

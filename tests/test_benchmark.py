@@ -20,6 +20,7 @@ def test_benchmark_runs_two_steps_and_its_json_has_every_field():
   assert line["compute_dtype"] == "float32" and np.isfinite(line["final_loss"])
   text = benchmark.format_result(result)
   assert "images/s" in text and "of the measured matmul peak" in text
+  assert 0 < line["fraction_of_peak_contemporaneous"] and line["matmul_peak_contemporaneous_flops_per_s"] > 0
 
 
 def test_resnet_forward_macs_match_table1_at_224px():
@@ -85,3 +86,30 @@ def test_table1_training_rule_gives_the_papers_offline_and_multiview_ratios():
   assert 1.0 < p["SimDis-On-7v"] / p["SimDis-On"] < 1.01  # the extra views are nearly free
   # Offline = the BYOL teacher run (16 T) + the student step against the frozen teacher (4 T + 16 S).
   assert abs(p["SimDis-Off"] - (20 * 4.1 + 16 * 1.8)) < 1e-9
+
+
+def test_compare_times_variants_alternately_and_reports_each():
+  c = tiny_config("byol", "byol")
+  result = benchmark.compare(c, ["", "model.conv_impl='matmul';resnet.MATMUL_CONV_VJP=False"], rounds=2,
+                             warmup=1, devices=jax.devices()[:2], matmul_sizes=(128,))
+  line = json.loads(json.dumps(result))
+  assert [v["variant"] for v in line["variants"]] == ["(as given)", "model.conv_impl='matmul';resnet.MATMUL_CONV_VJP=False"]
+  for v in line["variants"]:
+    assert set(benchmark.COMPARE_FIELDS) <= set(v), set(benchmark.COMPARE_FIELDS) - set(v)
+    assert v["steps_timed"] == 2 and v["flops_per_step"] > 0 and v["time_ratio_to_first"] > 0
+  assert [v["conv_impl"] for v in line["variants"]] == ["xla", "matmul"]
+  assert line["variants"][0]["time_ratio_to_first"] == 1.0
+  from simdis_jax.models import resnet  # pylint: disable=import-outside-toplevel
+  assert resnet.MATMUL_CONV_VJP is True  # restored after the variant was built
+  assert "ratio" in benchmark.format_compare(result)
+
+
+def test_overrides_parse_literals_and_reject_unknown_keys():
+  assert benchmark.parse_overrides("model.conv_impl=xla; train.batch_size=64;resnet.MATMUL_CONV_VJP=False") == {
+      "model.conv_impl": "xla", "train.batch_size": 64, "resnet.MATMUL_CONV_VJP": False}
+  c = tiny_config()
+  import pytest  # pylint: disable=import-outside-toplevel
+  with pytest.raises(ValueError, match="Unknown config key"):
+    benchmark._split_overrides(c, {"model.conv_implementation": "xla"})  # pylint: disable=protected-access
+  with pytest.raises(ValueError, match="no attribute"):
+    benchmark._split_overrides(c, {"resnet.NO_SUCH_SWITCH": 1})  # pylint: disable=protected-access

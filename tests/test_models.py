@@ -76,3 +76,66 @@ def test_network_heads_and_ema_subtree():
   np.testing.assert_allclose(ema.apply(sub, x, train=False)["projection"], out["projection"], rtol=1e-6)
   # Predictors see the raw projection: hidden layer is 32 wide, output 16.
   assert v["params"]["predictor_sema_dv"]["dense1"]["kernel"].shape == (16, 32)
+
+
+CONV_CASES = [  # kernel, strides, padding, in, out, input size: ResNet's 3x3 (stride 1, 2), 1x1 (1, 2), 7x7/2 stem
+    ((3, 3), (1, 1), ((1, 1), (1, 1)), 8, 16, 9),
+    ((3, 3), (2, 2), ((1, 1), (1, 1)), 8, 16, 9),
+    ((3, 3), (2, 2), ((1, 1), (1, 1)), 8, 16, 8),
+    ((3, 3), (1, 1), ((1, 1), (1, 1)), 8, 16, 2),
+    ((1, 1), (1, 1), "VALID", 8, 16, 8),
+    ((1, 1), (2, 2), "VALID", 8, 16, 7),
+    ((7, 7), (2, 2), ((3, 3), (3, 3)), 3, 8, 16),
+]
+
+
+@pytest.mark.parametrize("vjp", [True, False])
+@pytest.mark.parametrize("case", CONV_CASES, ids=lambda c: f"{c[0][0]}x{c[0][1]}s{c[1][0]}_{c[5]}px")
+def test_matmul_conv_matches_lax_conv_forward_and_gradients(case, vjp, monkeypatch):
+  monkeypatch.setattr(resnet, "MATMUL_CONV_VJP", vjp)
+  kernel, strides, padding, cin, cout, size = case
+  import flax.linen as nn  # pylint: disable=import-outside-toplevel
+  ref = nn.Conv(cout, kernel, strides, padding=padding, use_bias=False)
+  ours = resnet.Conv(cout, kernel, strides, padding=padding)
+  x = jax.random.normal(jax.random.PRNGKey(0), (3, size, size, cin))
+  variables = ref.init(jax.random.PRNGKey(1), x)
+  assert jax.tree.map(jnp.shape, ours.init(jax.random.PRNGKey(1), x)) == jax.tree.map(jnp.shape, variables)
+  cotangent = jax.random.normal(jax.random.PRNGKey(2), ref.apply(variables, x).shape)
+
+  def loss(module):
+    return jax.jit(jax.value_and_grad(lambda v, x: jnp.sum(module.apply(v, x) * cotangent), argnums=(0, 1)))
+
+  (l_ref, (gv_ref, gx_ref)), (l_ours, (gv_ours, gx_ours)) = loss(ref)(variables, x), loss(ours)(variables, x)
+  np.testing.assert_allclose(ours.apply(variables, x), ref.apply(variables, x), rtol=1e-5, atol=1e-5)
+  np.testing.assert_allclose(l_ours, l_ref, rtol=1e-5)
+  np.testing.assert_allclose(gv_ours["params"]["kernel"], gv_ref["params"]["kernel"], rtol=1e-5, atol=1e-4)
+  np.testing.assert_allclose(gx_ours, gx_ref, rtol=1e-5, atol=1e-5)
+
+
+def test_matmul_and_lax_resnets_share_parameters_and_outputs():
+  x = jax.random.normal(jax.random.PRNGKey(0), (2, 32, 32, 3))
+  lax_net, mm_net = resnet.resnet(18, width=8), resnet.resnet(18, width=8, conv_impl="matmul")
+  variables = lax_net.init(jax.random.PRNGKey(1), x)
+  assert jax.tree.map(jnp.shape, mm_net.init(jax.random.PRNGKey(1), x)) == jax.tree.map(jnp.shape, variables)
+
+  # Inference-mode BN: train-mode BN over 2x1x1 maps of the last stage would amplify float rounding.
+  def grads(net):
+    return jax.value_and_grad(lambda p: jnp.sum(net.apply({**variables, "params": p}, x, train=False) ** 2))(
+        variables["params"])
+  (loss_mm, g_mm), (loss_lax, g_lax) = grads(mm_net), grads(lax_net)
+  np.testing.assert_allclose(loss_mm, loss_lax, rtol=1e-5)
+  for a, b in zip(jax.tree.leaves(g_mm), jax.tree.leaves(g_lax)):
+    np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-4 * float(jnp.max(jnp.abs(b))))
+
+
+@pytest.mark.parametrize("size", [8, 9, 32])
+def test_slice_max_pool_matches_flax_max_pool_with_ties(size):
+  import flax.linen as nn  # pylint: disable=import-outside-toplevel
+  x = jax.random.normal(jax.random.PRNGKey(0), (2, size, size, 5))
+  x = jnp.round(jax.nn.relu(x) * 2) / 2  # ties, as after a ReLU: the gradient must go to the first maximum only
+  ref = lambda x: nn.max_pool(x, (3, 3), strides=(2, 2), padding=((1, 1), (1, 1)))  # noqa: E731
+  ours = lambda x: resnet.max_pool(x, (3, 3), (2, 2), ((1, 1), (1, 1)))  # noqa: E731
+  cotangent = jax.random.normal(jax.random.PRNGKey(1), ref(x).shape)
+  np.testing.assert_array_equal(ours(x), ref(x))
+  np.testing.assert_allclose(jax.grad(lambda x: jnp.sum(ours(x) * cotangent))(x),
+                             jax.grad(lambda x: jnp.sum(ref(x) * cotangent))(x), rtol=1e-6, atol=1e-6)

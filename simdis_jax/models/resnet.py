@@ -11,7 +11,9 @@ import functools
 from typing import Any, Callable, Optional, Sequence
 
 import flax.linen as nn
+import jax
 import jax.numpy as jnp
+from jax import lax
 
 # torchvision's kaiming_normal_(mode="fan_out", nonlinearity="relu"); JAX's "normal"
 # distribution is the untruncated Gaussian.
@@ -27,6 +29,123 @@ def batch_norm(train: bool, axis_name: Optional[str], dtype: Any = jnp.float32) 
       axis_name=axis_name, dtype=dtype)
 
 
+# Switches of the matmul Conv's implementation, read when a step is traced. They change
+# speed only, never parameters or results (tests/test_models.py checks every setting);
+# `python -m simdis_jax.benchmark --compare=resnet.NAME=...` times settings side by side.
+MATMUL_CONV_VJP = True      # hand-written backward (conv_matmul below) instead of autodiff of the forward
+MATMUL_MAX_POOL = True      # the stem's max-pool as the maximum of 9 strided slices (max_pool below)
+
+
+def _pads(padding, kernel_size):
+  if padding == "VALID":
+    return ((0, 0),) * len(kernel_size)
+  return tuple(tuple(p) for p in padding)
+
+
+def _im2col(x, kernel_size, strides, pads):
+  """[N, H, W, C] -> patches [N, Ho, Wo, kh * kw * C] in the kernel's (kh, kw, in) order; one strided slice per tap."""
+  (kh, kw), (sh, sw) = kernel_size, strides
+  x = lax.pad(x, jnp.zeros((), x.dtype), ((0, 0, 0),) + tuple((lo, hi, 0) for lo, hi in pads) + ((0, 0, 0),))
+  n, h, w, c = x.shape
+  out_h, out_w = (h - kh) // sh + 1, (w - kw) // sw + 1
+  taps = [lax.slice(x, (0, i, j, 0), (n, i + sh * (out_h - 1) + 1, j + sw * (out_w - 1) + 1, c), (1, sh, sw, 1))
+          for i in range(kh) for j in range(kw)]
+  return taps[0] if len(taps) == 1 else lax.concatenate(taps, 3)
+
+
+def _col2im(dpatches, x_shape, kernel_size, strides, pads):
+  """Transpose of _im2col: each tap's slice of dpatches padded back to its input positions, summed (no scatter)."""
+  (kh, kw), (sh, sw) = kernel_size, strides
+  n, h, w, c = x_shape
+  _, out_h, out_w, _ = dpatches.shape
+  (ph, _), (pw, _) = pads
+  zero = jnp.zeros((), dpatches.dtype)
+  dx = None
+  for t, (i, j) in enumerate((i, j) for i in range(kh) for j in range(kw)):
+    tap = dpatches[..., t * c:(t + 1) * c] if kh * kw > 1 else dpatches
+    # Output row r of tap i reads padded input row i + sh * r = input row i - ph + sh * r;
+    # negative edge padding crops what fell on the zero padding.
+    lo_h, lo_w = i - ph, j - pw
+    hi_h, hi_w = h - (lo_h + sh * (out_h - 1) + 1), w - (lo_w + sw * (out_w - 1) + 1)
+    part = lax.pad(tap, zero, ((0, 0, 0), (lo_h, hi_h, sh - 1), (lo_w, hi_w, sw - 1), (0, 0, 0)))
+    dx = part if dx is None else dx + part
+  return dx
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(2, 3))
+def conv_matmul(x, kernel, strides, pads):
+  """The convolution of x [N, H, W, C] with kernel [kh, kw, C, F] as one matmul over im2col patches."""
+  return _conv_matmul_fwd(x, kernel, strides, pads)[0]
+
+
+def _conv_matmul_fwd(x, kernel, strides, pads):
+  kh, kw, _, f = kernel.shape
+  patches = _im2col(x, (kh, kw), strides, pads)
+  out = jnp.dot(patches, kernel.reshape(-1, f))
+  return out, (patches, kernel, x.shape)
+
+
+def _conv_matmul_bwd(strides, pads, res, g):
+  patches, kernel, x_shape = res
+  kh, kw, c, f = kernel.shape
+  m = g.shape[0] * g.shape[1] * g.shape[2]
+  g2 = g.reshape(m, f)
+  # Weight gradient: patches^T @ dout, contracting over every output position, on 2-D operands: XLA:CPU
+  # then changes the layout of one operand cheaply (autodiff's 4-D form fused that change into BN's
+  # backward as a slow transposing loop: 12-22% of the op time).
+  dkernel = lax.dot_general(patches.reshape(m, -1), g2, (((0,), (0,)), ((), ())))
+  # Input gradient: dout @ kernel^T, then each tap's columns back to its input positions.
+  dpatches = lax.dot_general(g, kernel.reshape(-1, f), (((3,), (1,)), ((), ())))
+  dx = _col2im(dpatches, x_shape, (kh, kw), strides, pads)
+  return dx, dkernel.reshape(kernel.shape).astype(kernel.dtype)
+
+
+conv_matmul.defvjp(_conv_matmul_fwd, _conv_matmul_bwd)
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(1, 2, 3))
+def max_pool(x, window, strides, pads):
+  """nn.max_pool as the maximum of one strided slice per window tap; the gradient goes to the first maximum.
+
+  Same values and gradient as lax.reduce_window's max (whose select-and-scatter also picks
+  the first maximum in window order), without XLA:CPU's generic reduce-window loops.
+  """
+  return _max_pool_taps(x, window, strides, pads)[0]
+
+
+def _max_pool_taps(x, window, strides, pads):
+  neg = jnp.array(-jnp.inf, x.dtype)
+  xp = lax.pad(x, neg, ((0, 0, 0),) + tuple((lo, hi, 0) for lo, hi in pads) + ((0, 0, 0),))
+  n, h, w, c = xp.shape
+  (kh, kw), (sh, sw) = window, strides
+  out_h, out_w = (h - kh) // sh + 1, (w - kw) // sw + 1
+  taps = [lax.slice(xp, (0, i, j, 0), (n, i + sh * (out_h - 1) + 1, j + sw * (out_w - 1) + 1, c), (1, sh, sw, 1))
+          for i in range(kh) for j in range(kw)]
+  out = taps[0]
+  for t in taps[1:]:
+    out = jnp.maximum(out, t)
+  return out, taps
+
+
+def _max_pool_fwd(x, window, strides, pads):
+  return max_pool(x, window, strides, pads), x
+
+
+def _max_pool_bwd(window, strides, pads, x, g):
+  out, taps = _max_pool_taps(x, window, strides, pads)
+  taken = jnp.zeros(out.shape, bool)
+  parts = []
+  for t in taps:
+    first = (t == out) & ~taken
+    taken = taken | first
+    parts.append(jnp.where(first, g, jnp.zeros((), g.dtype)))
+  # The same col2im as the convolution's input gradient, with the taps as channel blocks.
+  return (_col2im(jnp.concatenate(parts, -1) if len(parts) > 1 else parts[0], x.shape, window, strides, pads),)
+
+
+max_pool.defvjp(_max_pool_fwd, _max_pool_bwd)
+
+
 class Conv(nn.Module):
   """A convolution computed as one matmul over gathered kernel taps (im2col); parameters exactly nn.Conv's.
 
@@ -34,6 +153,7 @@ class Conv(nn.Module):
   checkpoints load either way. XLA:CPU lowers the weight and input gradients of
   small-spatial convolutions (ResNet stage 4 at 64 px: 2x2 maps) to slow
   generic loops; as one matmul, forward and both gradients are dense matmuls.
+  A 1x1 convolution is a plain dot (after a strided slice at stride 2).
   """
   features: int
   kernel_size: Sequence[int]
@@ -45,16 +165,13 @@ class Conv(nn.Module):
 
   @nn.compact
   def __call__(self, x):
-    (kh, kw), (sh, sw) = self.kernel_size, self.strides
+    kh, kw = self.kernel_size
     kernel = self.param("kernel", self.kernel_init, (kh, kw, x.shape[-1], self.features), jnp.float32)
-    padding = ((0, 0), (0, 0)) if self.padding == "VALID" else tuple(self.padding)
-    x = jnp.pad(x.astype(self.dtype), ((0, 0),) + padding + ((0, 0),))
-    out_h, out_w = (x.shape[1] - kh) // sh + 1, (x.shape[2] - kw) // sw + 1
-    # One strided slice per kernel tap, in the kernel's (kh, kw, in) order.
-    taps = [x[:, i:i + sh * (out_h - 1) + 1:sh, j:j + sw * (out_w - 1) + 1:sw, :]
-            for i in range(kh) for j in range(kw)]
-    patches = taps[0] if len(taps) == 1 else jnp.concatenate(taps, axis=-1)
-    return jnp.dot(patches, kernel.reshape(-1, self.features).astype(self.dtype))
+    x, kernel = x.astype(self.dtype), kernel.astype(self.dtype)
+    pads, strides = _pads(self.padding, self.kernel_size), tuple(self.strides)
+    if MATMUL_CONV_VJP:
+      return conv_matmul(x, kernel, strides, pads)
+    return _conv_matmul_fwd(x, kernel, strides, pads)[0]
 
 
 class BasicBlock(nn.Module):
@@ -118,7 +235,10 @@ class ResNet(nn.Module):
     else:
       x = conv(self.width, (7, 7), (2, 2), padding=((3, 3), (3, 3)), name="stem_conv")(x)
       x = nn.relu(norm(name="stem_bn")(x))
-      x = nn.max_pool(x, (3, 3), strides=(2, 2), padding=((1, 1), (1, 1)))
+      if self.conv_impl == "matmul" and MATMUL_MAX_POOL:
+        x = max_pool(x, (3, 3), (2, 2), ((1, 1), (1, 1)))
+      else:
+        x = nn.max_pool(x, (3, 3), strides=(2, 2), padding=((1, 1), (1, 1)))
     for i, num_blocks in enumerate(self.stage_sizes):
       for j in range(num_blocks):
         strides = 2 if i > 0 and j == 0 else 1
