@@ -43,19 +43,19 @@ def main(argv):
     logging.set_verbosity(logging.WARNING)  # one host's log tells the story; others report only problems
   logging.info("JAX process %d of %d, %d local / %d global devices (%s).", jax.process_index(),
                jax.process_count(), jax.local_device_count(), jax.device_count(), jax.devices()[0].platform)
-  if FLAGS.config.get("task") == "linear_eval":
-    from simdis_jax.evaluation import linear  # pylint: disable=g-import-not-at-top
-    linear.run(FLAGS.config, FLAGS.workdir)
-  else:
-    from simdis_jax import train  # pylint: disable=g-import-not-at-top
-    from simdis_jax.evaluation import final  # pylint: disable=g-import-not-at-top
-    try:
+  try:
+    if FLAGS.config.get("task") == "linear_eval":
+      from simdis_jax.evaluation import linear  # pylint: disable=g-import-not-at-top
+      linear.run(FLAGS.config, FLAGS.workdir)
+    else:
+      from simdis_jax import train  # pylint: disable=g-import-not-at-top
+      from simdis_jax.evaluation import final  # pylint: disable=g-import-not-at-top
       train.train_and_evaluate(FLAGS.config, FLAGS.workdir)
-    except checkpoint.Preempted as e:
-      logging.warning("%s", e)
-      sys.exit(checkpoint.PREEMPTED_EXIT_CODE)
-    if FLAGS.config.final_eval.linear_networks or FLAGS.config.final_eval.report:
-      final.evaluate_after_pretraining(FLAGS.config, FLAGS.workdir)
+      if FLAGS.config.final_eval.linear_networks or FLAGS.config.final_eval.report:
+        final.evaluate_after_pretraining(FLAGS.config, FLAGS.workdir)
+  except checkpoint.Preempted as e:  # pretraining or linear evaluation saved its state and stopped
+    logging.warning("%s", e)
+    sys.exit(checkpoint.PREEMPTED_EXIT_CODE)
 
 
 if __name__ == "__main__":

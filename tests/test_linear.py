@@ -241,6 +241,21 @@ def test_full_mode_trains_a_few_augmented_steps_over_the_frozen_ema_encoder(pret
   assert checkpoint.manager(str(tmp_path)).all_steps() == [2, 3]
 
 
+@requires_fashion_mnist
+def test_a_preemption_during_full_mode_saves_at_that_step_and_the_rerun_finishes(pretrained, tmp_path, monkeypatch):
+  c = linear_config(pretrained["finished"], mode="full")
+  c.train.steps = 3
+  c.train.checkpoint_every_steps = 10
+  # SIGTERM noticed at the boundary after step 1 (not a log or checkpoint step).
+  monkeypatch.setattr(checkpoint.PreemptionWatch, "reached", lambda self, step: step == 1)
+  with pytest.raises(checkpoint.Preempted, match="checkpoint saved at step 1"):
+    linear.run(c, str(tmp_path))
+  assert checkpoint.manager(str(tmp_path)).all_steps() == [1]
+  monkeypatch.undo()
+  result = linear.run(c, str(tmp_path))
+  assert (result["steps"], result["trained_steps"], result["finished"]) == (3, 2, True)
+
+
 def test_main_dispatches_linear_eval_configs(tmp_path):
   # Pretraining's schema would reject the 'task' key; reaching the input check proves the dispatch.
   proc = subprocess.run(

@@ -595,8 +595,17 @@ def run(config: ml_collections.ConfigDict, workdir: str, stop_after_steps: Optio
   t_train = time.time()
   last_log = (t_train, start_step)
 
-  def on_progress(new_state, done, metrics):
+  preemption = checkpoint.PreemptionWatch()
+
+  def on_progress(new_state, done, metrics, step_boundary=False):
+    """Logs and saves at log / checkpoint boundaries; at any step boundary, stops for a preemption."""
     nonlocal last_saved, last_log
+    if step_boundary:
+      if preemption.reached(done):  # SIGTERM / maintenance notice: save here, exit 143 (main.py)
+        if last_saved != done:
+          checkpoint.save(mgr, done, new_state, force=True)
+        raise checkpoint.Preempted(done, workdir)
+      return
     values = {k: float(v) for k, v in jax.device_get(metrics).items()}
     _finite(done, values, last_saved)
     if done % config.train.log_every_steps == 0 or done == total:
@@ -610,6 +619,8 @@ def run(config: ml_collections.ConfigDict, workdir: str, stop_after_steps: Optio
     if done % config.train.checkpoint_every_steps == 0 or done == total or done == stop_after_steps:
       checkpoint.save(mgr, done, new_state)
       last_saved = done
+    if done < total:
+      on_progress(new_state, done, metrics, step_boundary=True)
 
   try:
     if start_step < total:
@@ -620,6 +631,7 @@ def run(config: ml_collections.ConfigDict, workdir: str, stop_after_steps: Optio
         state = _train_full(config, network, classifier, tx, schedule, data_config, encoder_vars, state,
                             dataset, mesh, total, stop_after_steps, on_progress)
   finally:
+    preemption.close()
     mgr.wait_until_finished()
     mgr.close()
   train_time = time.time() - t_train
@@ -702,6 +714,8 @@ def _train_full(config, network, classifier, tx, schedule, data_config, encoder_
     if (done % config.train.log_every_steps == 0 or done % config.train.checkpoint_every_steps == 0
         or done in (total, stop_after_steps)):
       on_progress(state, done, metrics)
+    elif done < end:
+      on_progress(state, done, metrics, step_boundary=True)  # a preemption stops at any step
     if done >= end:
       break
   return state
