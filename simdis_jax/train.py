@@ -235,16 +235,17 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
     return results
 
   final = {}
-  if start_step == 0 and config.knn.networks:
-    final.update({f"{k}_init": v for k, v in evaluate(0).items()})
-
-  # --- Loop ---
-  t0, images_seen = time.time(), 0
-  time_before = _previous_train_time(workdir, start_step)  # training seconds of earlier processes
-  metrics = None
+  # A SIGTERM from here on (the first kNN included) is honoured at the next step boundary.
   preemption = checkpoint.PreemptionWatch()
+  t0, images_seen, metrics = time.time(), 0, None
+  time_before = _previous_train_time(workdir, start_step)  # training seconds of earlier processes
   in_flight = collections.deque()
   try:
+    if start_step == 0 and config.knn.networks:
+      final.update({f"{k}_init": v for k, v in evaluate(0).items()})
+      t0 = time.time()
+
+    # --- Loop ---
     for step, images, labels in dataset.train_batches(config.seed, start_step, config.train.batch_size, mesh):
       if step >= total_steps or (stop_after_steps is not None and step >= stop_after_steps):
         break

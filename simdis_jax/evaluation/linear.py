@@ -595,8 +595,6 @@ def run(config: ml_collections.ConfigDict, workdir: str, stop_after_steps: Optio
   t_train = time.time()
   last_log = (t_train, start_step)
 
-  preemption = checkpoint.PreemptionWatch()
-
   def on_progress(new_state, done, metrics, step_boundary=False):
     """Logs and saves at log / checkpoint boundaries; at any step boundary, stops for a preemption."""
     nonlocal last_saved, last_log
@@ -622,6 +620,7 @@ def run(config: ml_collections.ConfigDict, workdir: str, stop_after_steps: Optio
     if done < total:
       on_progress(new_state, done, metrics, step_boundary=True)
 
+  preemption = checkpoint.PreemptionWatch()  # a SIGTERM from here on stops at the next training step
   try:
     if start_step < total:
       if config.mode == "fast":
