@@ -335,7 +335,7 @@ def report_markdown(study, workdir: str, agg: Dict[str, Dict], figure_paths: Seq
       f"{lin_min / 60:.2f} h = **{(train_min + lin_min) / 60:.2f} h** of compute (sum over finished runs; "
       f"report written {datetime.datetime.now().isoformat(timespec='minutes')}).",
       "",
-      "Linear: authors' protocol, full mode (crop + flip through the frozen encoder), 10 epochs, top-1 on the 10k "
+      "Linear: DeepMind's protocol, full mode (crop + flip through the frozen encoder), 10 epochs, top-1 on the 10k "
       "test images. kNN: weighted, k = 20, T = 0.07, 60k train images as the bank. Mean ± sample std over the "
       "seeds listed; one seed shows no ±. GFLOP/step: XLA's cost analysis of the whole train step "
       "(batch 128, both views, every network). Train min: pretraining wall time per run (mean), including the "

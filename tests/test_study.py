@@ -135,7 +135,7 @@ def test_the_study_command_runs_a_preset_end_to_end_then_skips_it(tmp_path):
   summary = json.loads((run / "summary.json").read_text())
   assert summary["steps"] == 3 and summary["step_flops"] > 0 and summary["train_time_s"] > 0
   linear = json.loads((run / "linear_student" / "linear_eval.json").read_text())
-  assert linear["pretrained_method"] == "supervised" and linear["mode"] == "full" and 0 <= linear["top1"] <= 100
+  assert linear["pretrained_method"] == "supervised" and linear["mode"] == "full" and linear["protocol"] == "deepmind" and 0 <= linear["top1"] <= 100
   row = [l for l in results.read_text().splitlines() if l.startswith(f"| {study.LABELS['supervised']} |")]
   assert len(row) == 1 and f"| {linear['top1']:.2f} |" in row[0]
   again = subprocess.run(cmd + ["--dry_run"], cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)

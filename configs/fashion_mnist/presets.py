@@ -29,7 +29,7 @@ Schedule (every preset): 3 epochs of batch 128 (1,404 steps), LARS (authors' for
 (x batch/256), warm-up 0.3 epochs then cosine, weight decay 1e-5, EMA from 0.99; the teacher is
 trained for the same 3 epochs, as the paper's online/offline comparison trains both for N epochs.
 After pretraining: weighted kNN (k=20, all 60k train images as the bank, the 10k test images as
-queries) and linear evaluation of the student by the authors' protocol in full mode (random crop +
+queries) and linear evaluation of the student by DeepMind's protocol in full mode (random crop +
 flip through the frozen encoder each step) for 10 epochs.
 Why these numbers: see RESULTS.md ("Budget").
 """
@@ -89,7 +89,10 @@ def get_config(preset: str = "simdis_on_7v"):
   c.knn.train_examples = 0  # all 60k train images as the memory bank
   c.knn.eval_examples = 0   # all 10k test images as queries
   c.final_eval.linear_networks = ("student",)
-  c.final_eval.linear_protocol = "authors"
+  # DeepMind's protocol (plain linear layer, Nesterov, LR 0.2 x batch/256): the authors' (LR 0.001 x
+  # batch/256, BN head) underfits in 10 epochs here (teacher: 79.1% vs 85.7% for both protocols given
+  # 80 epochs on cached features).
+  c.final_eval.linear_protocol = "deepmind"
   c.final_eval.linear_mode = "full"
   c.final_eval.linear_epochs = LINEAR_EPOCHS
   if preset == "untrained_student":
