@@ -77,6 +77,10 @@ def test_the_study_lists_known_presets_with_three_seeds_for_the_central_comparis
   for bad in ("byol_student", "byol_student:", "byol_student:x"):
     with pytest.raises(ValueError, match="Study entry .*byol_student:0,1,2"):
       study.parse_runs([bad])
+  fast = study.commands(c, "w", "byol_student", 1)[1]
+  assert fast[1:] == ["-m", "simdis_jax.main", "--config=configs/fashion_mnist/linear_eval.py:authors,fast",
+                      "--config.seed=1", f"--workdir={os.path.join('w', 'byol_student', 'seed1', 'linear_fast')}",
+                      f"--config.pretrained.workdir={os.path.join('w', 'byol_student', 'seed1')}"]
   cmd = study.command(c, "w", "simdis_off_7v", 2)
   assert cmd[1:] == ["-m", "simdis_jax.main", "--config=configs/fashion_mnist/presets.py:simdis_off_7v",
                      "--config.seed=2", f"--workdir={os.path.join('w', 'simdis_off_7v', 'seed2')}",
@@ -91,6 +95,9 @@ def fake_run(workdir, preset, seed, linear, knn, minutes=2.0):
                "step_flops": 2.5e9, "epochs": 3.0, "steps": 1404}, f)
   with open(os.path.join(d, "linear_student", "linear_eval.json"), "w") as f:
     json.dump({"top1": linear, "top5": 99.0, "wall_time_s": 60.0, "epochs": 10.0}, f)
+  os.makedirs(os.path.join(d, study.FAST_LINEAR_DIR))
+  with open(os.path.join(d, study.FAST_LINEAR_DIR, "linear_eval.json"), "w") as f:
+    json.dump({"top1": linear + 5.0, "top5": 99.0, "wall_time_s": 20.0, "epochs": 80.0}, f)
 
 
 def test_report_gives_mean_and_sample_std_over_seeds_and_keeps_text_outside_its_markers(tmp_path):
@@ -108,13 +115,15 @@ def test_report_gives_mean_and_sample_std_over_seeds_and_keeps_text_outside_its_
   assert text.startswith("# Mine\n\nintro\n") and text.endswith("## Discussion\nkept\n") and "\nold\n" not in text
   rows = {line.split(" | ")[0][2:]: line.split(" | ") for line in text.splitlines() if line.startswith("| ")}
   student = rows[study.LABELS["byol_student"]]
-  assert student[1] == "0,1,2" and student[2] == "81.00 ± 1.00" and student[3] == "82.00 ± 1.00"
-  assert student[4] == "70.00 ± 0.00" and student[5] == "2.5" and student[6] == "2.0"
+  assert student[1] == "0,1,2" and student[2] == "81.00 ± 1.00" and student[3] == "86.00 ± 1.00"
+  assert student[4] == "82.00 ± 1.00" and student[5] == "70.00 ± 0.00" and student[6] == "2.5"
+  assert student[7] == "2.0"
   assert rows[study.LABELS["simdis_off_7v"]][2] == "84.00 ± 1.00"
   assert rows[study.LABELS["simdis_on_7v"]][1] == "0 (of 0,1)" and rows[study.LABELS["simdis_on_7v"]][2] == "84.00"
   # Off-7v - student: linear +3.00 with s.e. sqrt(1/3 + 1/3) = 0.82 -> beyond seed noise.
   # kNN: +0.10 with s.e. sqrt(1/3 + 1.21/3) = 0.86 -> within.
-  assert "SimDis-Off-7v: linear +3.00 ± 0.82 (beyond seed noise); kNN +0.10 ± 0.86 (within seed noise)" in text
+  assert ("SimDis-Off-7v: linear (full) +3.00 ± 0.82 (beyond seed noise); linear (fast) +3.00 ± 0.82 (beyond seed "
+          "noise); kNN +0.10 ± 0.86 (within seed noise)") in text
   assert "Runs finished**: 7 of 8" in text
   assert "**Code**: commit " in text
   assert (tmp_path / "fig" / "study_top1.png").read_bytes()[:4] == b"\x89PNG"
@@ -136,9 +145,11 @@ def test_the_study_command_runs_a_preset_end_to_end_then_skips_it(tmp_path):
   assert summary["steps"] == 3 and summary["step_flops"] > 0 and summary["train_time_s"] > 0
   linear = json.loads((run / "linear_student" / "linear_eval.json").read_text())
   assert linear["pretrained_method"] == "supervised" and linear["mode"] == "full" and linear["protocol"] == "deepmind" and 0 <= linear["top1"] <= 100
+  fast = json.loads((run / study.FAST_LINEAR_DIR / "linear_eval.json").read_text())
+  assert (fast["mode"], fast["protocol"], fast["epochs"]) == ("fast", "authors", 2.0)
   row = [l for l in results.read_text().splitlines() if l.startswith(f"| {study.LABELS['supervised']} |")]
-  assert len(row) == 1 and f"| {linear['top1']:.2f} |" in row[0]
+  assert len(row) == 1 and f"| {linear['top1']:.2f} | {fast['top1']:.2f} |" in row[0]
   again = subprocess.run(cmd + ["--dry_run"], cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
-  assert again.returncode == 0 and again.stdout.startswith("[done] ")
+  assert again.returncode == 0 and again.stdout == "[done] supervised seed 3\n"
   rerun = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
   assert rerun.returncode == 0 and "Study: supervised" not in rerun.stdout and "1 of 1 runs done" in rerun.stdout

@@ -16,4 +16,6 @@ def get_config():
                  "--config.knn.train_examples=256", "--config.knn.eval_examples=128",
                  "--config.final_eval.linear_epochs=1", "--config.final_eval.linear_batch_size=64",
                  "--config.final_eval.linear_train_examples=256", "--config.final_eval.linear_eval_examples=128")
+  c.fast_linear_overrides = ("--config.train.epochs=2", "--config.data.train_examples=256",
+                             "--config.data.eval_examples=128", "--config.eval.batch_size=64")
   return c

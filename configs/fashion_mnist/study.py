@@ -23,6 +23,10 @@ def get_config():
       "off_t_sv:0", "off_t_dv:0", "off_tema_sv:0",
   )
   c.teacher_run = "byol_teacher:0"  # --config.teacher.workdir of every simdis_off preset
+  # After each run: a second linear evaluation, 80 epochs on cached features (converged; ~20 s),
+  # in <run>/linear_fast ("" = none).
+  c.fast_linear = "configs/fashion_mnist/linear_eval.py:authors,fast"
+  c.fast_linear_overrides = ()
   # Extra flags for every run, e.g. ("--config.train.epochs=1",) for a quicker pass (changes its numbers).
   c.overrides = ()
   c.results = "RESULTS.md"
