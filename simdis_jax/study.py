@@ -254,9 +254,12 @@ def collect(study, directory: str) -> Optional[Dict[str, float]]:
   linear = _read_json(os.path.join(directory, "linear_student", "linear_eval.json"))
   info = _read_json(os.path.join(directory, "run_info.json")) or {}
   fast = _read_json(os.path.join(directory, FAST_LINEAR_DIR, "linear_eval.json")) or {}
+  init = summary.get("knn_top1/student_init")
+  if init is None:  # the summary of a resumed run lacks it: step 0's kNN line of the first process
+    init = _step0_knn(directory)
   row = {
       "linear_top1": linear["top1"], "linear_top5": linear["top5"], "fast_linear_top1": fast.get("top1"),
-      "knn_top1": summary.get("knn_top1/student"), "knn_top1_init": summary.get("knn_top1/student_init"),
+      "knn_top1": summary.get("knn_top1/student"), "knn_top1_init": init,
       "teacher_knn_top1": summary.get("knn_top1/teacher"),
       "train_minutes": summary.get("train_time_s", float("nan")) / 60,
       "linear_minutes": linear.get("wall_time_s", float("nan")) / 60,
@@ -265,6 +268,18 @@ def collect(study, directory: str) -> Optional[Dict[str, float]]:
       "images_per_sec": summary.get("images_per_sec"),
   }
   return {k: (float(v) if v is not None else float("nan")) for k, v in row.items()}
+
+
+def _step0_knn(directory: str) -> Optional[float]:
+  try:
+    with open(os.path.join(directory, "metrics.jsonl")) as f:
+      for line in f:
+        row = json.loads(line)
+        if row.get("step") == 0 and "knn_top1/student" in row:
+          return row["knn_top1/student"]
+  except (OSError, json.JSONDecodeError):
+    pass
+  return None
 
 
 def mean_std(values: Sequence[float]) -> Tuple[float, float, int]:
@@ -342,7 +357,8 @@ def _commits_line(status: dict, agg: Dict[str, Dict]) -> str:
       used.setdefault(segment.get("commit", "unknown"), set()).add(segment["run"])
   if not used:
     return f"commit {_commit()}"
-  return "; ".join(f"commit {c} ran {len(r)} run{'s' if len(r) > 1 else ''}" for c, r in sorted(used.items()))
+  return ("the finished runs ran, whole or in segments, on commit" + ("s " if len(used) > 1 else " ")
+          + ", ".join(f"{c} ({len(r)} run{'s' if len(r) > 1 else ''})" for c, r in sorted(used.items())))
 
 
 def report_markdown(study, workdir: str, agg: Dict[str, Dict], figure_paths: Sequence[str], status: dict,
