@@ -12,6 +12,13 @@ exits with status 143. A failing run is recorded and the study goes on with the 
 need it. The report (the study's table between two markers in `config.results`, plus figures in
 `config.figures`) is rewritten after every finished run; text outside the markers is kept.
 `--report_only` writes it from whatever has finished.
+
+Runs also outlive the machine: with `config.archive` set (a folder in the repository), each
+finished run's record (config, run info, summary, metrics, linear evaluations, and the
+commits it ran on) is copied there, and the offline teacher's run also with its final
+checkpoint, which its students need. On a fresh clone the study restores archived runs into
+the workdir instead of re-running them, so committing the archive carries the study from one
+machine to the next run by run.
 """
 
 import datetime
@@ -21,6 +28,7 @@ import json
 import math
 import os
 import platform
+import shutil
 import signal
 import subprocess
 import sys
@@ -35,6 +43,8 @@ config_flags.DEFINE_config_file("config", None, "Study config file (configs/*/st
 flags.DEFINE_string("workdir", None, "Where the runs' workdirs go: <workdir>/<preset>/seed<seed>.")
 flags.DEFINE_string("results", None, "The report's markdown file (default: config.results).")
 flags.DEFINE_string("figures", None, "Folder of the report's figures (default: config.figures).")
+flags.DEFINE_string("archive", None, "Folder of the finished runs' records, restored on a fresh machine "
+                    "(default: config.archive; '' = none).")
 flags.DEFINE_bool("report_only", False, "Only write the report from the runs finished so far.")
 flags.DEFINE_bool("dry_run", False, "Print each run's command and whether it is done; run nothing.")
 flags.mark_flags_as_required(["config", "workdir"])
@@ -118,6 +128,71 @@ def is_done(study, directory: str) -> bool:
   return all(os.path.exists(f) for f in _done_files(study, directory))
 
 
+# A finished run's record in the archive (paths relative to its workdir), and its run segments.
+ARCHIVE_FILES = ("config.json", "run_info.json", "summary.json", "metrics.jsonl",
+                 os.path.join("linear_student", "linear_eval.json"), os.path.join(FAST_LINEAR_DIR, "linear_eval.json"))
+SEGMENTS_FILE = "study_segments.json"
+
+
+def archive_dir(archive: str, preset: str, seed: int) -> str:
+  return os.path.join(archive, preset, f"seed{seed}")
+
+
+def _latest_checkpoint(directory: str) -> Optional[str]:
+  """The highest finished step folder under <directory>/checkpoints (orbax's layout), or None."""
+  root = os.path.join(directory, "checkpoints")
+  steps = [int(d) for d in os.listdir(root) if d.isdigit()
+           and os.path.exists(os.path.join(root, d, "commit_success.txt"))] if os.path.isdir(root) else []
+  return os.path.join(root, str(max(steps))) if steps else None
+
+
+def archive_run(study, workdir: str, archive: str, preset: str, seed: int, status: dict,
+                with_checkpoint: bool = False) -> str:
+  """Copies a finished run's record (and, for the offline teacher, its final checkpoint) into the archive."""
+  src, dst = run_dir(workdir, preset, seed), archive_dir(archive, preset, seed)
+  if not is_done(study, src):
+    raise ValueError(f"{src} is not a finished run; only finished runs are archived.")
+  tmp = dst + ".tmp"
+  shutil.rmtree(tmp, ignore_errors=True)
+  for rel in ARCHIVE_FILES:
+    if os.path.exists(os.path.join(src, rel)):
+      os.makedirs(os.path.dirname(os.path.join(tmp, rel)), exist_ok=True)
+      shutil.copy2(os.path.join(src, rel), os.path.join(tmp, rel))
+  name = f"{preset}/seed{seed}"
+  _write_json(os.path.join(tmp, SEGMENTS_FILE), [g for g in status.get("segments", []) if g["run"] == name])
+  if with_checkpoint:
+    latest = _latest_checkpoint(src)
+    if latest is None:
+      raise FileNotFoundError(f"The teacher run {src} has no finished checkpoint to archive.")
+    shutil.copytree(latest, os.path.join(tmp, "checkpoints", os.path.basename(latest)))
+  shutil.rmtree(dst, ignore_errors=True)
+  os.replace(tmp, dst)
+  return dst
+
+
+def is_archived(study, archive: str, preset: str, seed: int, with_checkpoint: bool = False) -> bool:
+  directory = archive_dir(archive, preset, seed)
+  return is_done(study, directory) and (not with_checkpoint or _latest_checkpoint(directory) is not None)
+
+
+def restore_from_archive(study, workdir: str, archive: str, preset: str, seed: int, status: dict) -> bool:
+  """Copies an archived run into a workdir where it is not finished; True if it did."""
+  src, dst = archive_dir(archive, preset, seed), run_dir(workdir, preset, seed)
+  if is_done(study, dst) or not is_done(study, src):
+    return False
+  for root, _, files in os.walk(src):
+    for name in files:
+      if name == SEGMENTS_FILE and root == src:
+        continue
+      target = os.path.join(dst, os.path.relpath(os.path.join(root, name), src))
+      os.makedirs(os.path.dirname(target), exist_ok=True)
+      shutil.copy2(os.path.join(root, name), target)
+  segments = _read_json(os.path.join(src, SEGMENTS_FILE)) or []
+  known = {(g["run"], g.get("commit"), g.get("seconds")) for g in status.setdefault("segments", [])}
+  status["segments"] += [g for g in segments if (g["run"], g.get("commit"), g.get("seconds")) not in known]
+  return True
+
+
 def command(study, workdir: str, preset: str, seed: int) -> List[str]:
   """The run's own command line (what a person would type to repeat it)."""
   cmd = [sys.executable, "-m", "simdis_jax.main", f"--config={study.presets}:{preset}",
@@ -181,11 +256,33 @@ class _Forwarder:
       signal.signal(s, handler)
 
 
-def run_study(study, workdir: str, results: str, figures: str, config_path: str = DEFAULT_CONFIG) -> int:
+def sync_archive(study, workdir: str, archive: str, status: dict) -> None:
+  """Restores archived runs missing from the workdir, and archives finished runs missing from the archive."""
+  if not archive:
+    return
+  teacher = parse_runs([study.teacher_run])[0]
+  restored = []
+  for preset, seed in parse_runs(study.runs):
+    if restore_from_archive(study, workdir, archive, preset, seed, status):
+      restored.append(f"{preset}/seed{seed}")
+    elif is_done(study, run_dir(workdir, preset, seed)):
+      with_checkpoint = (preset, seed) == teacher
+      if not is_archived(study, archive, preset, seed, with_checkpoint):
+        archive_run(study, workdir, archive, preset, seed, status, with_checkpoint)
+  if restored:
+    print(f"Study: restored {len(restored)} finished run(s) from {archive}: {', '.join(restored)}", flush=True)
+  os.makedirs(workdir, exist_ok=True)
+  _write_json(os.path.join(workdir, STATUS_FILE), status)
+
+
+def run_study(study, workdir: str, results: str, figures: str, config_path: str = DEFAULT_CONFIG,
+              archive: str = "") -> int:
   """Runs every (preset, seed) not done yet, in order; writes the report after each; returns an exit code."""
   runs = parse_runs(study.runs)
   teacher = parse_runs([study.teacher_run])[0]
   status = _read_json(os.path.join(workdir, STATUS_FILE)) or {"failed": {}, "segments": []}
+  status.setdefault("failed", {})
+  sync_archive(study, workdir, archive, status)
   forwarder = _Forwarder()
   failed = set()
   started = time.time()
@@ -224,6 +321,9 @@ def run_study(study, workdir: str, results: str, figures: str, config_path: str 
       if is_done(study, directory):
         status["failed"].pop(f"{preset}/seed{seed}", None)
         print(f"Study: {preset} seed {seed} done.", flush=True)
+        if archive:
+          print(f"Study: archived in {archive_run(study, workdir, archive, preset, seed, status, (preset, seed) == teacher)}"
+                " (commit it to keep it).", flush=True)
       _write_json(os.path.join(workdir, STATUS_FILE), status)
       write_report(study, workdir, results, figures, config_path)
       if forwarder.stopping:
@@ -501,20 +601,26 @@ def main(argv):
   study = FLAGS.config
   results = FLAGS.results or study.results
   figures = FLAGS.figures or study.figures
+  archive = study.get("archive", "") if FLAGS.archive is None else FLAGS.archive
   for preset, _ in parse_runs(study.runs):
     _preset_config(study, preset)  # a misspelt preset fails now, not hours later
   if FLAGS.dry_run:
     for preset, seed in parse_runs(study.runs):
       todo = commands(study, FLAGS.workdir, preset, seed)
+      if todo and archive and is_done(study, archive_dir(archive, preset, seed)):
+        print(f"[archived] {preset} seed {seed}: restored from {archive} by the study command")
+        continue
       if not todo:
         print(f"[done] {preset} seed {seed}")
       for cmd in todo:
         print(f"[to run] {' '.join(cmd)}")
     return
   if FLAGS.report_only:
+    status = _read_json(os.path.join(FLAGS.workdir, STATUS_FILE)) or {"failed": {}, "segments": []}
+    sync_archive(study, FLAGS.workdir, archive, status)
     print(write_report(study, FLAGS.workdir, results, figures, FLAGS["config"].config_filename))
     return
-  sys.exit(run_study(study, FLAGS.workdir, results, figures, FLAGS["config"].config_filename))
+  sys.exit(run_study(study, FLAGS.workdir, results, figures, FLAGS["config"].config_filename, archive))
 
 
 if __name__ == "__main__":

@@ -131,11 +131,47 @@ def test_report_gives_mean_and_sample_std_over_seeds_and_keeps_text_outside_its_
   assert saved["byol_student"]["linear_top1"][:3] == [81.0, 1.0, 3]
 
 
+def test_the_archive_carries_finished_runs_and_the_teachers_checkpoint_to_a_fresh_workdir(tmp_path):
+  c = study_config.get_config()
+  c.runs = ("byol_teacher:0", "byol_student:0,1", "simdis_off_7v:0")
+  work, archive, fresh = str(tmp_path / "w"), str(tmp_path / "archive"), str(tmp_path / "fresh")
+  fake_run(work, "byol_teacher", 0, 79.0, 84.0)
+  fake_run(work, "byol_student", 0, 73.0, 81.0)
+  teacher = os.path.join(work, "byol_teacher", "seed0")
+  for step, finished in ((1200, True), (1406, True), (1500, False)):  # 1500: an unfinished save, not archived
+    os.makedirs(os.path.join(teacher, "checkpoints", str(step), "default"))
+    with open(os.path.join(teacher, "checkpoints", str(step), "default", "data"), "w") as f:
+      f.write(f"weights of step {step}")
+    if finished:
+      open(os.path.join(teacher, "checkpoints", str(step), "commit_success.txt"), "w").close()
+  status = {"failed": {}, "segments": [{"run": "byol_student/seed0", "seconds": 600.0, "exit": 0, "commit": "abc1234"},
+                                       {"run": "byol_teacher/seed0", "seconds": 1800.0, "exit": 0, "commit": "abc1234"}]}
+  study.sync_archive(c, work, archive, status)
+  stored = os.path.join(archive, "byol_teacher", "seed0")
+  assert sorted(os.listdir(os.path.join(stored, "checkpoints"))) == ["1406"]  # the final one alone
+  assert not os.path.exists(os.path.join(archive, "byol_student", "seed0", "checkpoints"))
+  assert not os.path.exists(os.path.join(archive, "byol_student", "seed1"))  # not finished: not archived
+  assert json.load(open(os.path.join(archive, "byol_student", "seed0", study.SEGMENTS_FILE)))[0]["commit"] == "abc1234"
+
+  fresh_status = {"failed": {}, "segments": []}
+  study.sync_archive(c, fresh, archive, fresh_status)
+  for preset in ("byol_teacher", "byol_student"):
+    assert study.is_done(c, os.path.join(fresh, preset, "seed0"))
+    same = [json.dumps(study.collect(c, os.path.join(w, preset, "seed0")), sort_keys=True) for w in (fresh, work)]
+    assert same[0] == same[1] and '"linear_top1": 7' in same[0]  # NaN-safe equality of the figures
+  with open(os.path.join(fresh, "byol_teacher", "seed0", "checkpoints", "1406", "default", "data")) as f:
+    assert f.read() == "weights of step 1406"
+  assert study.commands(c, fresh, "byol_student", 0) == [] and len(study.commands(c, fresh, "byol_student", 1)) == 2
+  assert {g["run"] for g in fresh_status["segments"]} == {"byol_student/seed0", "byol_teacher/seed0"}
+  study.sync_archive(c, fresh, archive, fresh_status)  # again: nothing restored twice
+  assert len(fresh_status["segments"]) == 2
+
+
 @requires_fashion_mnist
 def test_the_study_command_runs_a_preset_end_to_end_then_skips_it(tmp_path):
   work, results = tmp_path / "w", tmp_path / "RESULTS.md"
   cmd = [sys.executable, "-m", "simdis_jax.study", "--config", "tests/tiny_study.py", "--workdir", str(work),
-         "--results", str(results), "--figures", str(tmp_path / "fig")]
+         "--results", str(results), "--figures", str(tmp_path / "fig"), "--archive", str(tmp_path / "archive")]
   env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=2")
   proc = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
   run = work / "supervised" / "seed3"
@@ -153,3 +189,11 @@ def test_the_study_command_runs_a_preset_end_to_end_then_skips_it(tmp_path):
   assert again.returncode == 0 and again.stdout == "[done] supervised seed 3\n"
   rerun = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
   assert rerun.returncode == 0 and "Study: supervised" not in rerun.stdout and "1 of 1 runs done" in rerun.stdout
+  # Another machine: an empty workdir and the archive. The run is restored, not run again.
+  assert json.loads((tmp_path / "archive" / "supervised" / "seed3" / "summary.json").read_text()) == summary
+  elsewhere = [a if a != str(work) else str(tmp_path / "w2") for a in cmd]
+  dry = subprocess.run(elsewhere + ["--dry_run"], cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+  assert dry.returncode == 0 and dry.stdout.startswith("[archived] supervised seed 3"), dry.stdout
+  moved = subprocess.run(elsewhere, cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+  assert moved.returncode == 0 and "restored 1 finished run" in moved.stdout and "Study: supervised seed" not in moved.stdout
+  assert json.loads((tmp_path / "w2" / "supervised" / "seed3" / "summary.json").read_text()) == summary

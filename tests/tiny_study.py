@@ -12,6 +12,7 @@ def get_config():
   spec.loader.exec_module(study)
   c = study.get_config()
   c.runs = ("supervised:3",)
+  c.archive = ""  # the test passes --archive
   c.overrides = ("--config.train.steps=3", "--config.train.batch_size=32", "--config.model.student.width=4",
                  "--config.knn.train_examples=256", "--config.knn.eval_examples=128",
                  "--config.final_eval.linear_epochs=1", "--config.final_eval.linear_batch_size=64",

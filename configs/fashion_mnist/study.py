@@ -29,6 +29,9 @@ def get_config():
   c.fast_linear_overrides = ()
   # Extra flags for every run, e.g. ("--config.train.epochs=1",) for a quicker pass (changes its numbers).
   c.overrides = ()
+  # Each finished run's record (and the offline teacher's final checkpoint) is copied here, and
+  # restored from here on a fresh clone: commit it, and the study goes on on another machine.
+  c.archive = "results/fashion_mnist/runs"
   c.results = "RESULTS.md"
   c.figures = "results/fashion_mnist"
   return c
