@@ -298,7 +298,7 @@ def run_study(study, workdir: str, results: str, figures: str, config_path: str 
       os.makedirs(directory, exist_ok=True)
       for cmd in commands(study, workdir, preset, seed):
         print(f"Study: {preset} seed {seed}: {' '.join(cmd)}", flush=True)
-        t0 = time.time()
+        t0, commit = time.time(), _commit()  # the code the run starts on (a pull during it changes nothing it runs)
         with open(os.path.join(directory, "output.log"), "a") as log:
           log.write(f"\n=== {datetime.datetime.now().isoformat(timespec='seconds')}: {' '.join(cmd)}\n")
           log.flush()
@@ -306,7 +306,7 @@ def run_study(study, workdir: str, results: str, figures: str, config_path: str 
           code = forwarder.child.wait()
           forwarder.child = None
         status["segments"].append({"run": f"{preset}/seed{seed}", "seconds": time.time() - t0, "exit": code,
-                                   "commit": _commit()})
+                                   "commit": commit})
         if code == 0:
           continue
         if forwarder.stopping or code == PREEMPTED_EXIT_CODE:
