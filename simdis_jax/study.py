@@ -516,7 +516,10 @@ def report_markdown(study, workdir: str, agg: Dict[str, Dict], figure_paths: Seq
         parts.append(f"{name}: not finished")
         continue
       d, se = difference(a, b)
-      noise = "" if a[2] < 2 or b[2] < 2 else (" (beyond seed noise)" if abs(d) > 2 * se else " (within seed noise)")
+      if a[2] < 2 or b[2] < 2:  # no spread to compare with yet
+        parts.append(f"{name} {d:+.2f} (seeds {a[2]} and {b[2]}: no seed spread yet)")
+        continue
+      noise = " (beyond seed noise)" if abs(d) > 2 * se else " (within seed noise)"
       parts.append(f"{name} {d:+.2f} ± {se:.2f}{noise}")
     lines.append(f"- {LABELS.get(preset, preset)}: " + "; ".join(parts))
   if status.get("failed"):

@@ -124,6 +124,7 @@ def test_report_gives_mean_and_sample_std_over_seeds_and_keeps_text_outside_its_
   # kNN: +0.10 with s.e. sqrt(1/3 + 1.21/3) = 0.86 -> within.
   assert ("SimDis-Off-7v: linear (full) +3.00 ± 0.82 (beyond seed noise); linear (fast) +3.00 ± 0.82 (beyond seed "
           "noise); kNN +0.10 ± 0.86 (within seed noise)") in text
+  assert "SimDis-On-7v: linear (full) +3.00 (seeds 3 and 1: no seed spread yet)" in text
   assert "Runs finished**: 7 of 8" in text
   assert "**Code**: " in text
   assert (tmp_path / "fig" / "study_top1.png").read_bytes()[:4] == b"\x89PNG"
