@@ -610,7 +610,7 @@ def main(argv):
   if FLAGS.dry_run:
     for preset, seed in parse_runs(study.runs):
       todo = commands(study, FLAGS.workdir, preset, seed)
-      if todo and archive and is_done(study, archive_dir(archive, preset, seed)):
+      if todo and archive and is_archived(study, archive, preset, seed):
         print(f"[archived] {preset} seed {seed}: restored from {archive} by the study command")
         continue
       if not todo:
