@@ -37,6 +37,7 @@ from typing import Dict, List, Optional, Sequence, Tuple
 
 from absl import app, flags
 from ml_collections import config_flags
+import scipy.stats
 
 FLAGS = flags.FLAGS
 config_flags.DEFINE_config_file("config", None, "Study config file (configs/*/study.py).", lock_config=True)
@@ -420,10 +421,21 @@ def _one(stat, digits: int = 1) -> str:
   return "—" if not stat or stat[2] == 0 or not math.isfinite(stat[0]) else f"{stat[0]:.{digits}f}"
 
 
-def difference(a, b) -> Tuple[float, float]:
-  """Mean of b minus mean of a, and the standard error of that difference (from the seeds' spread)."""
+def difference(a, b) -> Tuple[float, float, float]:
+  """Mean of b minus mean of a, the standard error of that difference, and Welch's two-sided p-value.
+
+  The standard error and the test use the seeds' sample spread (Welch: unequal variances, the
+  Welch-Satterthwaite degrees of freedom). The p-value is nan where either side has fewer than 2 seeds.
+  """
   (ma, sa, na), (mb, sb, nb) = a, b
-  return mb - ma, math.sqrt((sa ** 2 / na if na else 0) + (sb ** 2 / nb if nb else 0))
+  va, vb = (sa ** 2 / na if na else 0.0), (sb ** 2 / nb if nb else 0.0)
+  d, se = mb - ma, math.sqrt(va + vb)
+  if na < 2 or nb < 2:
+    return d, se, float("nan")
+  if se == 0.0:
+    return d, se, (1.0 if d == 0.0 else 0.0)
+  dof = (va + vb) ** 2 / (va ** 2 / (na - 1) + vb ** 2 / (nb - 1))
+  return d, se, float(2.0 * scipy.stats.t.sf(abs(d) / se, dof))
 
 
 def hardware() -> str:
@@ -505,7 +517,7 @@ def report_markdown(study, workdir: str, agg: Dict[str, Dict], figure_paths: Seq
     lines.append(f"The online teachers of SimDis-On-7v reached kNN top-1 {_pm(on7['teacher_knn_top1'])}; the offline "
                  f"teacher (BYOL, same network and epochs) {_pm(teacher.get('knn_top1'))}.")
   lines += ["", "**Central comparison** (differences to the student alone, ± the standard error of the difference "
-            "from the seeds' spread; |difference| > 2 s.e. is marked as beyond seed noise):", ""]
+            "from the seeds' spread; Welch's two-sided t-test over seeds, p < 0.05 is marked as beyond seed noise):", ""]
   base = agg.get(CENTRAL[0], {})
   for preset in CENTRAL[1:] + tuple(p for p in ("supervised", "simdis_off_2v", "simdis_on_2v") if p in agg):
     entry = agg.get(preset, {})
@@ -515,12 +527,12 @@ def report_markdown(study, workdir: str, agg: Dict[str, Dict], figure_paths: Seq
       if not a or not b or not a[2] or not b[2]:
         parts.append(f"{name}: not finished")
         continue
-      d, se = difference(a, b)
+      d, se, p = difference(a, b)
       if a[2] < 2 or b[2] < 2:  # no spread to compare with yet
-        parts.append(f"{name} {d:+.2f} (seeds {a[2]} and {b[2]}: no seed spread yet)")
+        parts.append(f"{name} {d:+.2f} ({a[2]} seed{'s' if a[2] > 1 else ''} vs {b[2]}: no seed spread yet)")
         continue
-      noise = " (beyond seed noise)" if abs(d) > 2 * se else " (within seed noise)"
-      parts.append(f"{name} {d:+.2f} ± {se:.2f}{noise}")
+      noise = "beyond seed noise" if p < 0.05 else "within seed noise"
+      parts.append(f"{name} {d:+.2f} ± {se:.2f} ({noise}, p = {p:.2f})")
     lines.append(f"- {LABELS.get(preset, preset)}: " + "; ".join(parts))
   if status.get("failed"):
     lines += ["", "**Failed runs**: " + "; ".join(f"{k}: {v}" for k, v in status["failed"].items())]

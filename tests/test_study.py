@@ -120,16 +120,31 @@ def test_report_gives_mean_and_sample_std_over_seeds_and_keeps_text_outside_its_
   assert student[7] == "2.0"
   assert rows[study.LABELS["simdis_off_7v"]][2] == "84.00 ± 1.00"
   assert rows[study.LABELS["simdis_on_7v"]][1] == "0 (of 0,1)" and rows[study.LABELS["simdis_on_7v"]][2] == "84.00"
-  # Off-7v - student: linear +3.00 with s.e. sqrt(1/3 + 1/3) = 0.82 -> beyond seed noise.
-  # kNN: +0.10 with s.e. sqrt(1/3 + 1.21/3) = 0.86 -> within.
-  assert ("SimDis-Off-7v: linear (full) +3.00 ± 0.82 (beyond seed noise); linear (fast) +3.00 ± 0.82 (beyond seed "
-          "noise); kNN +0.10 ± 0.86 (within seed noise)") in text
-  assert "SimDis-On-7v: linear (full) +3.00 (seeds 3 and 1: no seed spread yet)" in text
+  # Off-7v - student: linear +3.00 with s.e. sqrt(1/3 + 1/3) = 0.82, Welch t = 3.67 on 4 dof -> p = 0.02, beyond.
+  # kNN: +0.10 with s.e. sqrt(1/3 + 1.21/3) = 0.86 -> p = 0.91, within.
+  assert ("SimDis-Off-7v: linear (full) +3.00 ± 0.82 (beyond seed noise, p = 0.02); linear (fast) +3.00 ± 0.82 "
+          "(beyond seed noise, p = 0.02); kNN +0.10 ± 0.86 (within seed noise, p = 0.91)") in text
+  assert "SimDis-On-7v: linear (full) +3.00 (3 seeds vs 1: no seed spread yet)" in text
   assert "Runs finished**: 7 of 8" in text
   assert "**Code**: " in text
   assert (tmp_path / "fig" / "study_top1.png").read_bytes()[:4] == b"\x89PNG"
   saved = json.loads((tmp_path / "fig" / "results.json").read_text())
   assert saved["byol_student"]["linear_top1"][:3] == [81.0, 1.0, 3]
+
+
+def test_seed_differences_are_welch_t_tests_on_the_seeds():
+  """difference() agrees with scipy's Welch test on raw per-seed figures; one seed gives no p-value."""
+  import numpy as np  # pylint: disable=import-outside-toplevel
+  import scipy.stats  # pylint: disable=import-outside-toplevel
+  student, distilled = [81.91, 83.45, 80.2], [86.02, 85.1, 86.9]
+  summary = lambda xs: (float(np.mean(xs)), float(np.std(xs, ddof=1)), len(xs))  # noqa: E731
+  d, se, p = study.difference(summary(student), summary(distilled))
+  expected = scipy.stats.ttest_ind(distilled, student, equal_var=False)
+  assert d == pytest.approx(np.mean(distilled) - np.mean(student))
+  assert d / se == pytest.approx(expected.statistic) and p == pytest.approx(expected.pvalue)
+  assert 0.001 < p < 0.05
+  d1, _, p1 = study.difference(summary(student), summary(distilled[:1]))
+  assert d1 == pytest.approx(86.02 - np.mean(student)) and p1 != p1  # nan: no spread on one side
 
 
 def test_the_archive_carries_finished_runs_and_the_teachers_checkpoint_to_a_fresh_workdir(tmp_path):
