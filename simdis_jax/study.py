@@ -438,6 +438,23 @@ def difference(a, b) -> Tuple[float, float, float]:
   return d, se, float(2.0 * scipy.stats.t.sf(abs(d) / se, dof))
 
 
+def paired_difference(runs_a: Dict[int, dict], runs_b: Dict[int, dict], metric: str) -> Tuple[float, float, float, int]:
+  """b minus a over the seeds both finished (same seed: same initial student and data order): mean, s.e., p, n.
+
+  A paired two-sided t-test on the per-seed differences; the p-value is nan below 2 common seeds.
+  """
+  diffs = [runs_b[k][metric] - runs_a[k][metric] for k in sorted(set(runs_a) & set(runs_b))
+           if math.isfinite(runs_a[k].get(metric, math.nan)) and math.isfinite(runs_b[k].get(metric, math.nan))]
+  n = len(diffs)
+  if n < 2:
+    return (diffs[0] if diffs else math.nan), math.nan, math.nan, n
+  mean = sum(diffs) / n
+  se = math.sqrt(sum((x - mean) ** 2 for x in diffs) / (n - 1) / n)
+  if se == 0.0:
+    return mean, se, (1.0 if mean == 0.0 else 0.0), n
+  return mean, se, float(2.0 * scipy.stats.t.sf(abs(mean) / se, n - 1)), n
+
+
 def hardware() -> str:
   model = platform.processor() or platform.machine()
   try:
@@ -517,7 +534,8 @@ def report_markdown(study, workdir: str, agg: Dict[str, Dict], figure_paths: Seq
     lines.append(f"The online teachers of SimDis-On-7v reached kNN top-1 {_pm(on7['teacher_knn_top1'])}; the offline "
                  f"teacher (BYOL, same network and epochs) {_pm(teacher.get('knn_top1'))}.")
   lines += ["", "**Central comparison** (differences to the student alone, ± the standard error of the difference "
-            "from the seeds' spread; Welch's two-sided t-test over seeds, p < 0.05 is marked as beyond seed noise):", ""]
+            "from the seeds' spread; Welch's two-sided t-test over seeds, p < 0.05 is marked as beyond seed noise; then the "
+            "paired t-test over the seeds both ran, which share the initial student and the data order):", ""]
   base = agg.get(CENTRAL[0], {})
   for preset in CENTRAL[1:] + tuple(p for p in ("supervised", "simdis_off_2v", "simdis_on_2v") if p in agg):
     entry = agg.get(preset, {})
@@ -532,7 +550,11 @@ def report_markdown(study, workdir: str, agg: Dict[str, Dict], figure_paths: Seq
         parts.append(f"{name} {d:+.2f} ({a[2]} seed{'s' if a[2] > 1 else ''} vs {b[2]}: no seed spread yet)")
         continue
       noise = "beyond seed noise" if p < 0.05 else "within seed noise"
-      parts.append(f"{name} {d:+.2f} ± {se:.2f} ({noise}, p = {p:.2f})")
+      text = f"{name} {d:+.2f} ± {se:.2f} ({noise}, p = {p:.3f}"
+      pd, pse, pp, pn = paired_difference(base["runs"], entry["runs"], metric)
+      if pn >= 2:
+        text += f"; paired by seed over {pn}: {pd:+.2f} ± {pse:.2f}, p = {pp:.3f}"
+      parts.append(text + ")")
     lines.append(f"- {LABELS.get(preset, preset)}: " + "; ".join(parts))
   if status.get("failed"):
     lines += ["", "**Failed runs**: " + "; ".join(f"{k}: {v}" for k, v in status["failed"].items())]

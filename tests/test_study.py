@@ -7,7 +7,7 @@ import sys
 
 import pytest
 
-from conftest import requires_fashion_mnist
+from conftest import requires_fashion_mnist, xla_flags
 from simdis_jax import configuration, study
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -122,8 +122,11 @@ def test_report_gives_mean_and_sample_std_over_seeds_and_keeps_text_outside_its_
   assert rows[study.LABELS["simdis_on_7v"]][1] == "0 (of 0,1)" and rows[study.LABELS["simdis_on_7v"]][2] == "84.00"
   # Off-7v - student: linear +3.00 with s.e. sqrt(1/3 + 1/3) = 0.82, Welch t = 3.67 on 4 dof -> p = 0.02, beyond.
   # kNN: +0.10 with s.e. sqrt(1/3 + 1.21/3) = 0.86 -> p = 0.91, within.
-  assert ("SimDis-Off-7v: linear (full) +3.00 ± 0.82 (beyond seed noise, p = 0.02); linear (fast) +3.00 ± 0.82 "
-          "(beyond seed noise, p = 0.02); kNN +0.10 ± 0.86 (within seed noise, p = 0.91)") in text
+  # Paired by seed: linear +3.00 on every seed (s.e. 0, p = 0); kNN +0.0, +0.1, +0.2 -> t = 1.73 on 2 dof, p = 0.225.
+  assert ("SimDis-Off-7v: linear (full) +3.00 ± 0.82 (beyond seed noise, p = 0.021; paired by seed over 3: +3.00 ± "
+          "0.00, p = 0.000); linear (fast) +3.00 ± 0.82 (beyond seed noise, p = 0.021; paired by seed over 3: +3.00 ± "
+          "0.00, p = 0.000); kNN +0.10 ± 0.86 (within seed noise, p = 0.913; paired by seed over 3: +0.10 ± 0.06, "
+          "p = 0.225)") in text
   assert "SimDis-On-7v: linear (full) +3.00 (3 seeds vs 1: no seed spread yet)" in text
   assert "Runs finished**: 7 of 8" in text
   assert "**Code**: " in text
@@ -145,6 +148,14 @@ def test_seed_differences_are_welch_t_tests_on_the_seeds():
   assert 0.001 < p < 0.05
   d1, _, p1 = study.difference(summary(student), summary(distilled[:1]))
   assert d1 == pytest.approx(86.02 - np.mean(student)) and p1 != p1  # nan: no spread on one side
+  # Paired by seed, over the seeds both finished (seed 3 of the distilled run has no partner).
+  runs_a = {k: {"knn": v} for k, v in enumerate(student)}
+  runs_b = {k: {"knn": v} for k, v in enumerate(distilled + [90.0])}
+  d, se, p, n = study.paired_difference(runs_a, runs_b, "knn")
+  expected = scipy.stats.ttest_rel(distilled, student)
+  assert n == 3 and d == pytest.approx(np.mean(np.subtract(distilled, student)))
+  assert d / se == pytest.approx(expected.statistic) and p == pytest.approx(expected.pvalue)
+  assert study.paired_difference(runs_a, {0: {"knn": 85.0}}, "knn")[3] == 1
 
 
 def test_the_archive_carries_finished_runs_and_the_teachers_checkpoint_to_a_fresh_workdir(tmp_path):
@@ -188,7 +199,7 @@ def test_the_study_command_runs_a_preset_end_to_end_then_skips_it(tmp_path):
   work, results = tmp_path / "w", tmp_path / "RESULTS.md"
   cmd = [sys.executable, "-m", "simdis_jax.study", "--config", "tests/tiny_study.py", "--workdir", str(work),
          "--results", str(results), "--figures", str(tmp_path / "fig"), "--archive", str(tmp_path / "archive")]
-  env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=2")
+  env = dict(os.environ, XLA_FLAGS=xla_flags(2))
   proc = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
   run = work / "supervised" / "seed3"
   assert proc.returncode == 0, proc.stdout[-2000:] + (run / "output.log").read_text()[-3000:]
