@@ -79,6 +79,13 @@ LABELS = {
     "untrained_student": "Untrained student (reference)",
 }
 CENTRAL = ("byol_student", "simdis_off_7v", "simdis_on_7v")
+# (baseline, run, the claim it tests): the report gives run - baseline for each pair that the study lists.
+COMPARISONS = (
+    ("byol_student", "simdis_off_7v", "claim 1"), ("byol_student", "simdis_on_7v", "claim 1"),
+    ("byol_student", "supervised", ""), ("byol_student", "simdis_off_2v", "claim 1"),
+    ("byol_student", "simdis_on_2v", "claim 1"), ("simdis_on_7v", "simdis_off_7v", "claim 2, 7 views"),
+    ("simdis_on_2v", "simdis_off_2v", "claim 2, 2 views"), ("simdis_on_2v", "simdis_on_7v", "claim 3"),
+    ("simdis_off_2v", "simdis_off_7v", "views, offline"))
 # Measured on Fashion-MNIST (issue #7), for orientation.
 REFERENCES = (("logistic regression on raw pixels (linear)", 84.4), ("weighted kNN on raw pixels (k=20)", 84.6),
               ("linear probe on pooled features of an untrained small conv net", 82.0))
@@ -533,12 +540,13 @@ def report_markdown(study, workdir: str, agg: Dict[str, Dict], figure_paths: Seq
     lines.append("")
     lines.append(f"The online teachers of SimDis-On-7v reached kNN top-1 {_pm(on7['teacher_knn_top1'])}; the offline "
                  f"teacher (BYOL, same network and epochs) {_pm(teacher.get('knn_top1'))}.")
-  lines += ["", "**Central comparison** (differences to the student alone, ± the standard error of the difference "
+  lines += ["", "**Comparisons** (differences to the student alone unless named, ± the standard error of the difference "
             "from the seeds' spread; Welch's two-sided t-test over seeds, p < 0.05 is marked as beyond seed noise; then the "
             "paired t-test over the seeds both ran, which share the initial student and the data order):", ""]
-  base = agg.get(CENTRAL[0], {})
-  for preset in CENTRAL[1:] + tuple(p for p in ("supervised", "simdis_off_2v", "simdis_on_2v") if p in agg):
-    entry = agg.get(preset, {})
+  for base_preset, preset, what in COMPARISONS:
+    if base_preset not in agg or preset not in agg:
+      continue
+    base, entry = agg[base_preset], agg[preset]
     parts = []
     for metric, name in (("linear_top1", "linear (full)"), ("fast_linear_top1", "linear (fast)"), ("knn_top1", "kNN")):
       a, b = base.get(metric), entry.get(metric)
@@ -555,7 +563,9 @@ def report_markdown(study, workdir: str, agg: Dict[str, Dict], figure_paths: Seq
       if pn >= 2:
         text += f"; paired by seed over {pn}: {pd:+.2f} ± {pse:.2f}, p = {pp:.3f}"
       parts.append(text + ")")
-    lines.append(f"- {LABELS.get(preset, preset)}: " + "; ".join(parts))
+    label = LABELS.get(preset, preset) if base_preset == CENTRAL[0] else (
+        f"{LABELS.get(preset, preset)} − {LABELS.get(base_preset, base_preset)}")
+    lines.append(f"- {label}{f' ({what})' if what else ''}: " + "; ".join(parts))
   if status.get("failed"):
     lines += ["", "**Failed runs**: " + "; ".join(f"{k}: {v}" for k, v in status["failed"].items())]
   lines += ["", "References on this data (issue #7): " + "; ".join(f"{n} {v:.1f}%" for n, v in REFERENCES) + "."]

@@ -123,11 +123,12 @@ def test_report_gives_mean_and_sample_std_over_seeds_and_keeps_text_outside_its_
   # Off-7v - student: linear +3.00 with s.e. sqrt(1/3 + 1/3) = 0.82, Welch t = 3.67 on 4 dof -> p = 0.02, beyond.
   # kNN: +0.10 with s.e. sqrt(1/3 + 1.21/3) = 0.86 -> p = 0.91, within.
   # Paired by seed: linear +3.00 on every seed (s.e. 0, p = 0); kNN +0.0, +0.1, +0.2 -> t = 1.73 on 2 dof, p = 0.225.
-  assert ("SimDis-Off-7v: linear (full) +3.00 ± 0.82 (beyond seed noise, p = 0.021; paired by seed over 3: +3.00 ± "
+  assert ("SimDis-Off-7v (claim 1): linear (full) +3.00 ± 0.82 (beyond seed noise, p = 0.021; paired by seed over 3: +3.00 ± "
           "0.00, p = 0.000); linear (fast) +3.00 ± 0.82 (beyond seed noise, p = 0.021; paired by seed over 3: +3.00 ± "
           "0.00, p = 0.000); kNN +0.10 ± 0.86 (within seed noise, p = 0.913; paired by seed over 3: +0.10 ± 0.06, "
           "p = 0.225)") in text
-  assert "SimDis-On-7v: linear (full) +3.00 (3 seeds vs 1: no seed spread yet)" in text
+  assert "SimDis-On-7v (claim 1): linear (full) +3.00 (3 seeds vs 1: no seed spread yet)" in text
+  assert "SimDis-Off-7v − SimDis-On-7v (claim 2, 7 views): linear (full) +0.00 (1 seed vs 3: no seed spread yet)" in text
   assert "Runs finished**: 7 of 8" in text
   assert "**Code**: " in text
   assert (tmp_path / "fig" / "study_top1.png").read_bytes()[:4] == b"\x89PNG"
