@@ -25,6 +25,7 @@ setup(
         "etils[epath]>=1.7",
         "absl-py>=2.0",
         "numpy>=1.26",
+        "scipy>=1.11",  # the study report's t-tests (jax depends on it too)
         "matplotlib>=3.8",
     ],
     extras_require={"test": ["pytest>=8.0"]},
