@@ -441,8 +441,7 @@ def difference(a, b) -> Tuple[float, float, float]:
     return d, se, float("nan")
   if se == 0.0:
     return d, se, (1.0 if d == 0.0 else 0.0)
-  dof = (va + vb) ** 2 / (va ** 2 / (na - 1) + vb ** 2 / (nb - 1))
-  return d, se, float(2.0 * scipy.stats.t.sf(abs(d) / se, dof))
+  return d, se, float(scipy.stats.ttest_ind_from_stats(mb, sb, nb, ma, sa, na, equal_var=False).pvalue)
 
 
 def paired_difference(runs_a: Dict[int, dict], runs_b: Dict[int, dict], metric: str) -> Tuple[float, float, float, int]:
@@ -450,16 +449,18 @@ def paired_difference(runs_a: Dict[int, dict], runs_b: Dict[int, dict], metric: 
 
   A paired two-sided t-test on the per-seed differences; the p-value is nan below 2 common seeds.
   """
-  diffs = [runs_b[k][metric] - runs_a[k][metric] for k in sorted(set(runs_a) & set(runs_b))
+  pairs = [(runs_a[k][metric], runs_b[k][metric]) for k in sorted(set(runs_a) & set(runs_b))
            if math.isfinite(runs_a[k].get(metric, math.nan)) and math.isfinite(runs_b[k].get(metric, math.nan))]
-  n = len(diffs)
+  n = len(pairs)
   if n < 2:
-    return (diffs[0] if diffs else math.nan), math.nan, math.nan, n
+    return (pairs[0][1] - pairs[0][0] if pairs else math.nan), math.nan, math.nan, n
+  diffs = [b - a for a, b in pairs]
   mean = sum(diffs) / n
   se = math.sqrt(sum((x - mean) ** 2 for x in diffs) / (n - 1) / n)
   if se == 0.0:
     return mean, se, (1.0 if mean == 0.0 else 0.0), n
-  return mean, se, float(2.0 * scipy.stats.t.sf(abs(mean) / se, n - 1)), n
+  a, b = zip(*pairs)
+  return mean, se, float(scipy.stats.ttest_rel(b, a).pvalue), n
 
 
 def hardware() -> str:
