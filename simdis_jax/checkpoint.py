@@ -31,6 +31,12 @@ PREEMPTED_EXIT_CODE = 143
 # different experiment, even where the array shapes happen to agree.
 RESUME_KEYS = ("method", "views", "head_combination", "model.student", "model.teacher", "model.sync_bn",
                "model.ema_init", "optim.name", "optim.lars_form", "data.name", "seed")
+# orbax splits every replicated array into one slice per device ("replica-parallel"
+# writing), so that several hosts share a large write. For slices under this size the
+# split buys nothing and costs one dispatched slice op per array and device: ~1.2 s per
+# save of a ResNet-10 state on 4 CPU devices, ~0.1 s without. Such arrays are written
+# whole by their first replica.
+MIN_REPLICA_PARALLEL_SLICE_BYTES = 1 << 20
 
 
 def absolute(workdir: str) -> str:
@@ -38,8 +44,20 @@ def absolute(workdir: str) -> str:
   return workdir if "://" in workdir else os.path.abspath(workdir)
 
 
+def _register_array_handler() -> None:
+  """jax.Array saving with replica-parallel writes only for slices of at least 1 MiB (process-wide)."""
+  default = ocp.type_handlers.get_type_handler(jax.Array)
+  if getattr(default, "_min_slice_bytes_for_replica_parallel", None) == MIN_REPLICA_PARALLEL_SLICE_BYTES:
+    return
+  handler = ocp.type_handlers.ArrayHandler(
+      array_metadata_store=getattr(default, "_array_metadata_store", None),
+      min_slice_bytes_for_replica_parallel=MIN_REPLICA_PARALLEL_SLICE_BYTES)
+  ocp.type_handlers.register_type_handler(jax.Array, handler, override=True)
+
+
 def manager(workdir: str, keep: int = 3) -> ocp.CheckpointManager:
   """The CheckpointManager of a workdir (checkpoints under <workdir>/checkpoints)."""
+  _register_array_handler()
   if jax.process_count() > 1 and "experimental_orbax_use_distributed_barrier" in flags.FLAGS:
     # orbax's default barrier is a device collective; run from its async-save thread it
     # interleaves with the train step's collectives in a different order on each host
