@@ -14,6 +14,7 @@ import jax
 import ml_collections
 import numpy as np
 
+from conftest import xla_flags
 from simdis_jax import checkpoint, parallel, train
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -86,7 +87,7 @@ def start(workdir, devices, process_id=None, num_processes=None, port=None, extr
   if num_processes:
     cmd += [f"--coordinator_address=127.0.0.1:{port}", f"--num_processes={num_processes}",
             f"--process_id={process_id}"]
-  env = dict(os.environ, XLA_FLAGS=f"--xla_force_host_platform_device_count={devices}", PYTHONPATH=ROOT)
+  env = dict(os.environ, XLA_FLAGS=xla_flags(devices), PYTHONPATH=ROOT)
   # Output goes to files: a full pipe would block a process that nobody reads until it ends.
   log = open(f"{workdir.rstrip('/')}.{len(_LOGS)}.log", "w+")  # pylint: disable=consider-using-with
   proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT, text=True)

@@ -96,12 +96,10 @@ def test_online_teacher_update_equals_a_teacher_only_byol_step():
   assert_trees_close(host(state_on.teacher), host(state_b.student), rtol=1e-5, atol=1e-6)
 
 
-@pytest.mark.parametrize("conv_impl,atol", [("xla", 2e-5), ("matmul", 2e-4)])
-def test_syncbn_step_on_8_devices_equals_the_step_on_1(conv_impl, atol):
+@pytest.mark.parametrize("conv_impl", ["xla", "matmul"])
+def test_syncbn_step_on_8_devices_equals_the_step_on_1(conv_impl):
   c = tiny_config("simdis_on", "simdis_2v")  # student and online teacher, both with SyncBN
   c.model.sync_bn = True
-  # The matmul convolutions sum the weight gradient over a device's rows in one dot,
-  # so the order of float32 sums differs more between 1 and 8 devices.
   c.model.conv_impl = conv_impl
   results = []
   for devices in (1, 8):
@@ -109,7 +107,10 @@ def test_syncbn_step_on_8_devices_equals_the_step_on_1(conv_impl, atol):
     for i in range(2):
       state, metrics = train_step(state, *images(mesh, seed=i))
     results.append((host(state), host(metrics)))
-  assert_trees_close(results[0][0], results[1][0], rtol=2e-4, atol=atol)
+  # float32 sums in another order on 1 and 8 devices: the states agree to ~1e-4 (at the tests' XLA
+  # optimisation level 0, up to 1.1e-4 beyond rtol); per-device BN statistics instead (sync_bn=False)
+  # move some entries by 0.35 after these two steps.
+  assert_trees_close(results[0][0], results[1][0], rtol=2e-4, atol=2e-4)
   assert results[0][1]["loss"] == pytest.approx(results[1][1]["loss"], rel=1e-5)
 
 

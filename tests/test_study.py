@@ -7,7 +7,7 @@ import sys
 
 import pytest
 
-from conftest import requires_fashion_mnist
+from conftest import requires_fashion_mnist, xla_flags
 from simdis_jax import configuration, study
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -200,7 +200,7 @@ def test_the_study_command_runs_a_preset_end_to_end_then_skips_it(tmp_path):
   work, results = tmp_path / "w", tmp_path / "RESULTS.md"
   cmd = [sys.executable, "-m", "simdis_jax.study", "--config", "tests/tiny_study.py", "--workdir", str(work),
          "--results", str(results), "--figures", str(tmp_path / "fig"), "--archive", str(tmp_path / "archive")]
-  env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=2")
+  env = dict(os.environ, XLA_FLAGS=xla_flags(2))
   proc = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
   run = work / "supervised" / "seed3"
   assert proc.returncode == 0, proc.stdout[-2000:] + (run / "output.log").read_text()[-3000:]

@@ -9,7 +9,7 @@ import jax
 import numpy as np
 import pytest
 
-from conftest import requires_fashion_mnist, tiny_config
+from conftest import requires_fashion_mnist, tiny_config, xla_flags
 from simdis_jax import checkpoint, train
 from simdis_jax.evaluation import knn
 
@@ -135,7 +135,7 @@ def test_cli_runs_the_demo_config_for_a_few_steps(tmp_path):
                "--config.model.teacher.width=8", "--config.knn.train_examples=300", "--config.knn.eval_examples=100",
                "--config.train.log_every_steps=1", "--config.final_eval.linear_epochs=1",
                "--config.final_eval.linear_train_examples=512", "--config.final_eval.linear_eval_examples=256"]
-  env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=2")
+  env = dict(os.environ, XLA_FLAGS=xla_flags(2))
   proc = subprocess.run([sys.executable, "-m", "simdis_jax.main", "--config", "configs/demo.py",
                          "--workdir", str(tmp_path)] + overrides,
                         cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
