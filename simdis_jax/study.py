@@ -555,8 +555,15 @@ def report_markdown(study, workdir: str, agg: Dict[str, Dict], figure_paths: Seq
         parts.append(f"{name}: not finished")
         continue
       d, se, p = difference(a, b)
-      if a[2] < 2 or b[2] < 2:  # no spread to compare with yet
-        parts.append(f"{name} {d:+.2f} ({a[2]} seed{'s' if a[2] > 1 else ''} vs {b[2]}: no seed spread yet)")
+      if a[2] < 2 or b[2] < 2:  # one side has no spread to test against
+        text = f"{name} {d:+.2f} ({a[2]} seed{'s' if a[2] > 1 else ''} vs {b[2]}: no seed spread to test"
+        pd, _, _, pn = paired_difference(base["runs"], entry["runs"], metric)
+        if pn == 1 and max(a[2], b[2]) > 1:  # the like-for-like figure: same initial student and data order
+          seed = next(k for k in sorted(set(base["runs"]) & set(entry["runs"]))
+                      if math.isfinite(base["runs"][k].get(metric, math.nan))
+                      and math.isfinite(entry["runs"][k].get(metric, math.nan)))
+          text += f"; seed {seed} alone: {pd:+.2f}"
+        parts.append(text + ")")
         continue
       noise = "beyond seed noise" if p < 0.05 else "within seed noise"
       text = f"{name} {d:+.2f} ± {se:.2f} ({noise}, p = {p:.3f}"

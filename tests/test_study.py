@@ -127,8 +127,9 @@ def test_report_gives_mean_and_sample_std_over_seeds_and_keeps_text_outside_its_
           "0.00, p = 0.000); linear (fast) +3.00 ± 0.82 (beyond seed noise, p = 0.021; paired by seed over 3: +3.00 ± "
           "0.00, p = 0.000); kNN +0.10 ± 0.86 (within seed noise, p = 0.913; paired by seed over 3: +0.10 ± 0.06, "
           "p = 0.225)") in text
-  assert "SimDis-On-7v (claim 1): linear (full) +3.00 (3 seeds vs 1: no seed spread yet)" in text
-  assert "SimDis-Off-7v − SimDis-On-7v (claim 2, 7 views): linear (full) +0.00 (1 seed vs 3: no seed spread yet)" in text
+  assert "SimDis-On-7v (claim 1): linear (full) +3.00 (3 seeds vs 1: no seed spread to test; seed 0 alone: +4.00)" in text
+  assert ("SimDis-Off-7v − SimDis-On-7v (claim 2, 7 views): linear (full) +0.00 (1 seed vs 3: no seed spread to test; "
+          "seed 0 alone: -1.00)") in text
   assert "Runs finished**: 7 of 8" in text
   assert "**Code**: " in text
   assert (tmp_path / "fig" / "study_top1.png").read_bytes()[:4] == b"\x89PNG"
