@@ -444,22 +444,27 @@ def difference(a, b) -> Tuple[float, float, float]:
   return d, se, float(scipy.stats.ttest_ind_from_stats(mb, sb, nb, ma, sa, na, equal_var=False).pvalue)
 
 
+def common_seeds(runs_a: Dict[int, dict], runs_b: Dict[int, dict], metric: str) -> List[int]:
+  """The seeds (ascending) where both presets have a finite `metric`."""
+  return [k for k in sorted(set(runs_a) & set(runs_b))
+          if math.isfinite(runs_a[k].get(metric, math.nan)) and math.isfinite(runs_b[k].get(metric, math.nan))]
+
+
 def paired_difference(runs_a: Dict[int, dict], runs_b: Dict[int, dict], metric: str) -> Tuple[float, float, float, int]:
   """b minus a over the seeds both finished (same seed: same initial student and data order): mean, s.e., p, n.
 
   A paired two-sided t-test on the per-seed differences; the p-value is nan below 2 common seeds.
   """
-  pairs = [(runs_a[k][metric], runs_b[k][metric]) for k in sorted(set(runs_a) & set(runs_b))
-           if math.isfinite(runs_a[k].get(metric, math.nan)) and math.isfinite(runs_b[k].get(metric, math.nan))]
-  n = len(pairs)
+  seeds = common_seeds(runs_a, runs_b, metric)
+  a, b = [runs_a[k][metric] for k in seeds], [runs_b[k][metric] for k in seeds]
+  diffs = [y - x for x, y in zip(a, b)]
+  n = len(diffs)
   if n < 2:
-    return (pairs[0][1] - pairs[0][0] if pairs else math.nan), math.nan, math.nan, n
-  diffs = [b - a for a, b in pairs]
+    return (diffs[0] if diffs else math.nan), math.nan, math.nan, n
   mean = sum(diffs) / n
   se = math.sqrt(sum((x - mean) ** 2 for x in diffs) / (n - 1) / n)
   if se == 0.0:
     return mean, se, (1.0 if mean == 0.0 else 0.0), n
-  a, b = zip(*pairs)
   return mean, se, float(scipy.stats.ttest_rel(b, a).pvalue), n
 
 
@@ -559,10 +564,7 @@ def report_markdown(study, workdir: str, agg: Dict[str, Dict], figure_paths: Seq
         text = f"{name} {d:+.2f} ({a[2]} seed{'s' if a[2] > 1 else ''} vs {b[2]}: no seed spread to test"
         pd, _, _, pn = paired_difference(base["runs"], entry["runs"], metric)
         if pn == 1 and max(a[2], b[2]) > 1:  # the like-for-like figure: same initial student and data order
-          seed = next(k for k in sorted(set(base["runs"]) & set(entry["runs"]))
-                      if math.isfinite(base["runs"][k].get(metric, math.nan))
-                      and math.isfinite(entry["runs"][k].get(metric, math.nan)))
-          text += f"; seed {seed} alone: {pd:+.2f}"
+          text += f"; seed {common_seeds(base['runs'], entry['runs'], metric)[0]} alone: {pd:+.2f}"
         parts.append(text + ")")
         continue
       noise = "beyond seed noise" if p < 0.05 else "within seed noise"
