@@ -22,7 +22,9 @@ from etils import epath
 from jax._src import distributed as jax_distributed  # the preemption service has no public handle
 from jax.experimental import multihost_utils
 
-CONFIG_FILE = "config.json"
+from simdis_jax import workdir as workdir_files
+from simdis_jax.workdir import CONFIG_FILE
+
 # Exit status of a run stopped by a preemption notice after saving its checkpoint: the
 # status a SIGTERM-killed process has (128 + 15), so schedulers that requeue terminated
 # jobs (SLURM --requeue, Kubernetes pod failure policies) treat it as before.
@@ -37,11 +39,6 @@ RESUME_KEYS = ("method", "views", "head_combination", "model.student", "model.te
 # first save, a compile of each): on 4 CPU devices an 8-step ResNet-10 run saving every
 # step took 33 s with it and 23 s without. Such arrays are written whole by their first replica.
 MIN_REPLICA_PARALLEL_SLICE_BYTES = 1 << 20
-
-
-def absolute(workdir: str) -> str:
-  """Local paths made absolute (orbax needs them); URLs such as gs:// are kept as they are."""
-  return workdir if "://" in workdir else os.path.abspath(workdir)
 
 
 def _register_array_handler() -> None:
@@ -63,7 +60,7 @@ def manager(workdir: str, keep: int = 3) -> ocp.CheckpointManager:
     # interleaves with the train step's collectives in a different order on each host
     # (a deadlock with CPU/gloo). The coordination service's barrier touches no device.
     flags.FLAGS["experimental_orbax_use_distributed_barrier"].value = True
-  directory = epath.Path(workdir) / "checkpoints"
+  directory = workdir_files.path(workdir, workdir_files.CHECKPOINT_DIR)
   options = ocp.CheckpointManagerOptions(max_to_keep=keep, create=True)
   return ocp.CheckpointManager(directory, options=options)
 
@@ -87,22 +84,6 @@ def restore_latest(mgr: ocp.CheckpointManager, abstract_state: Any) -> Optional[
         f"wrote it (saved as {CONFIG_FILE} beside it). Underlying error: {e}") from e
 
 
-def atomic_write_text(path: epath.Path, text: str) -> None:
-  """Writes a small file so that readers (and a restart after kill -9) see the old or the new text, never a part."""
-  if "://" in str(path):
-    path.write_text(text)  # object stores (gs://) publish an object only once it is complete
-    return
-  tmp = path.parent / f".{path.name}.tmp{os.getpid()}"
-  tmp.write_text(text)
-  os.replace(tmp, path)
-
-
-def write_config(workdir: str, config) -> None:
-  """Saves the run's config as JSON (process 0), for resume checks and the offline teacher."""
-  if jax.process_index() == 0:
-    atomic_write_text(epath.Path(workdir) / CONFIG_FILE, config.to_json_best_effort(indent=2))
-
-
 def _lookup(tree, key: str):
   for part in key.split("."):
     if not isinstance(tree, dict) or part not in tree:
@@ -113,10 +94,10 @@ def _lookup(tree, key: str):
 
 def check_resume_config(workdir: str, config) -> None:
   """Before restoring: the workdir's checkpoints were written by this model and method (RESUME_KEYS)."""
-  path = epath.Path(workdir) / CONFIG_FILE
-  if not path.exists():
+  saved = workdir_files.read_json(workdir, CONFIG_FILE)
+  if saved is None:
     return  # nothing to compare with; the restore still checks shapes
-  saved = json.loads(path.read_text())
+  path = workdir_files.path(workdir, CONFIG_FILE)
   wanted = json.loads(config.to_json_best_effort())
   for key in RESUME_KEYS:
     old, new = _lookup(saved, key), _lookup(wanted, key)
@@ -205,22 +186,6 @@ class PreemptionWatch:
     if self._previous is not None:
       signal.signal(signal.SIGTERM, self._previous)
       self._previous = None
-
-
-def read_config(workdir: str) -> dict:
-  """The config a run saved in its workdir, as a dict."""
-  path = epath.Path(workdir) / CONFIG_FILE
-  if not path.exists():
-    raise FileNotFoundError(f"{workdir} holds no {CONFIG_FILE}: it is not a simdis_jax workdir.")
-  return json.loads(path.read_text())
-
-
-def metric_writer(workdir: str):
-  """TensorBoard + console metrics on process 0; the other processes write nothing."""
-  from clu import metric_writers  # pylint: disable=import-outside-toplevel
-  if jax.process_index() == 0:
-    return metric_writers.create_default_writer(workdir)
-  return metric_writers.MultiWriter([])
 
 
 def check_writable(workdir: str) -> None:

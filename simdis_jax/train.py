@@ -1,8 +1,6 @@
 """train_and_evaluate(config, workdir): one SimDis / BYOL pretraining run, top to bottom."""
 
 import collections
-import functools
-import json
 import logging
 import math
 import time
@@ -11,32 +9,16 @@ from typing import Dict, Optional
 import jax
 import ml_collections
 from clu import periodic_actions
-from etils import epath
 
-from simdis_jax import checkpoint, configuration, optim, parallel
+from simdis_jax import checkpoint, configuration, parallel, runs
+from simdis_jax import workdir as workdir_files
 from simdis_jax.data import input as data_input
 from simdis_jax.evaluation import knn
-from simdis_jax.state import NetState, build_networks, create_train_state
+from simdis_jax.state import NetState
 from simdis_jax.step import make_train_step
+from simdis_jax.workdir import RUN_INFO_FILE, SUMMARY_FILE
 
-RUN_INFO_FILE = "run_info.json"
-METRICS_FILE = "metrics.jsonl"
-SUMMARY_FILE = "summary.json"  # written when a run reaches its last step
 MAX_STEPS_IN_FLIGHT = 2
-
-
-def schedule_lengths(config, num_train: int) -> Dict[str, int]:
-  """Steps per epoch, total steps and warm-up steps: epochs are converted to steps here only."""
-  batch = config.train.batch_size
-  steps_per_epoch = num_train // batch
-  if steps_per_epoch == 0:
-    raise ValueError(f"config.train.batch_size={batch} exceeds the {num_train} training examples.")
-  total = config.train.steps if config.train.steps > 0 else optim.steps_from_epochs(
-      config.train.epochs, num_train, batch)
-  if total <= 0:
-    raise ValueError(f"config.train.epochs={config.train.epochs} gives no whole step at batch {batch}.")
-  warmup = int(round(config.optim.warmup_epochs * steps_per_epoch))
-  return {"steps_per_epoch": steps_per_epoch, "total_steps": int(total), "warmup_steps": min(warmup, int(total))}
 
 
 def _teacher_net_config_matches(teacher_run: dict, wanted) -> None:
@@ -51,78 +33,29 @@ def _teacher_net_config_matches(teacher_run: dict, wanted) -> None:
 
 def check_offline_teacher(config) -> ml_collections.ConfigDict:
   """Checks, before anything compiles, that config.teacher.workdir is a finished BYOL run of config.model.teacher."""
-  workdir = config.teacher.workdir
-  if not epath.Path(workdir).exists():
-    raise FileNotFoundError(f"config.teacher.workdir={workdir!r} does not exist; train the teacher first "
-                            "with a method=byol config and point teacher.workdir at its workdir.")
-  run = checkpoint.read_config(workdir)
+  run, _ = runs.check_finished(config.teacher.workdir, "config.teacher.workdir", config.teacher.allow_unfinished,
+                               allow_flag="--config.teacher.allow_unfinished",
+                               first="train the teacher first with a method=byol config (--workdir <dir>)")
   if run.get("method") != "byol":
-    raise ValueError(f"config.teacher.workdir={workdir!r} is a {run.get('method')!r} run; the offline "
-                     "teacher must come from a method=byol run.")
-  _teacher_net_config_matches(run, config.model.teacher)
-  info = json.loads((epath.Path(workdir) / RUN_INFO_FILE).read_text())
-  mgr = checkpoint.manager(workdir)
-  latest = mgr.latest_step()
-  mgr.close()
-  if latest is None:
-    raise FileNotFoundError(f"The teacher run {workdir!r} has no checkpoint yet.")
-  if latest < info["total_steps"] and not config.teacher.allow_unfinished:
-    raise ValueError(f"The teacher run {workdir!r} is unfinished (step {latest} of {info['total_steps']}). "
-                     "Let it finish, or set --config.teacher.allow_unfinished=True to distil from it anyway.")
-  return ml_collections.ConfigDict(run)
-
-
-def restore_run(run_config: ml_collections.ConfigDict, workdir: str, mesh, step: Optional[int] = None):
-  """(networks, train state) of a finished or running pretraining workdir, at `step` (default latest)."""
-  info = json.loads((epath.Path(workdir) / RUN_INFO_FILE).read_text())
-  networks = build_networks(run_config)
-  schedule = optim.warmup_cosine_schedule(1.0, 256, info["total_steps"], 0)
-  tx = optim.make_optimizer(run_config.optim, schedule)
-  abstract = jax.eval_shape(functools.partial(create_train_state, run_config, networks, tx,
-                                              _image_shape(run_config)))
-  abstract = parallel.replicated_abstract(abstract, mesh)
-  mgr = checkpoint.manager(workdir)
-  step = mgr.latest_step() if step is None else step
-  if step is None:
-    raise FileNotFoundError(f"{workdir!r} has no checkpoint yet.")
-  state = mgr.restore(step, args=checkpoint.ocp.args.StandardRestore(abstract))
-  mgr.close()
-  return networks, state
+    raise ValueError(f"config.teacher.workdir={config.teacher.workdir!r} is a {run.get('method')!r} run; the "
+                     "offline teacher must come from a method=byol run.")
+  _teacher_net_config_matches(run.to_dict(), config.model.teacher)
+  return run
 
 
 def load_offline_teacher(teacher_run, config, state, mesh):
   """Replaces the state's teacher by the student (online + EMA) of the finished BYOL run (SimDis-Off)."""
-  _, restored = restore_run(teacher_run, config.teacher.workdir, mesh)
+  restored = runs.restore(config.teacher.workdir, mesh, run_config=teacher_run).state
   s = restored.student
   logging.info("Offline teacher restored from %s at step %d.", config.teacher.workdir, int(restored.step))
   return state.replace(teacher=NetState(s.params, s.batch_stats, s.ema_params, s.ema_batch_stats))
 
 
-def _image_shape(config):
-  channels = 1 if config.data.name == "fashion_mnist" else 3
-  return (config.data.image_size, config.data.image_size, channels)
-
-
-def _write_jsonl(workdir: str, step: int, values: Dict[str, float]) -> None:
-  if jax.process_index() == 0:
-    with (epath.Path(workdir) / METRICS_FILE).open("a") as f:
-      f.write(json.dumps({"step": int(step), **{k: float(v) for k, v in values.items()}}) + "\n")
-
-
 def _previous_train_time(workdir: str, start_step: int) -> float:
   """Training seconds that earlier processes of this run logged up to `start_step` (0 for a new run)."""
-  path = epath.Path(workdir) / METRICS_FILE
-  if start_step == 0 or not path.exists():
+  if start_step == 0:
     return 0.0
-  seconds = 0.0
-  for line in path.read_text().splitlines():
-    try:
-      row = json.loads(line)
-    except json.JSONDecodeError:  # a line cut by a crash
-      continue
-    if row.get("step", 0) <= start_step and "train_time_s" in row:
-      seconds = row["train_time_s"]
-  return seconds
+  return workdir_files.last_value(workdir_files.read_metrics(workdir), "train_time_s", up_to_step=start_step) or 0.0
 
 
 def step_flops(jitted_step, *args) -> Optional[float]:
@@ -170,7 +103,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
   changing the schedule, as a preemption would; the next call resumes.
   """
   config = configuration.validate(config)
-  workdir = checkpoint.absolute(workdir)
+  workdir = workdir_files.absolute(workdir)
   checkpoint.check_writable(workdir)
   mgr = checkpoint.manager(workdir, config.train.keep_checkpoints)
   fresh_start = mgr.latest_step() is None
@@ -185,7 +118,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
 
   # --- Input ---
   dataset = data_input.load_dataset(config.data)
-  lengths = schedule_lengths(config, dataset.num_train)
+  lengths = runs.schedule_lengths(config.train, dataset.num_train, config.optim.warmup_epochs)
   if ((config.probe.enabled or config.method == "supervised") and dataset.num_classes
       and config.probe.num_classes != dataset.num_classes):
     raise ValueError(f"config.probe.num_classes={config.probe.num_classes} but {config.data.name!r} has "
@@ -193,11 +126,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
   total_steps = lengths["total_steps"]
 
   # --- Model and optimizer ---
-  networks = build_networks(config)
-  schedule = optim.warmup_cosine_schedule(config.optim.base_lr, config.train.batch_size, total_steps,
-                                          lengths["warmup_steps"], config.optim.warmup_init_lr)
-  tx = optim.make_optimizer(config.optim, schedule)
-  create = functools.partial(create_train_state, config, networks, tx, _image_shape(config))
+  networks, schedule, tx, create = runs.build(config, total_steps, lengths["warmup_steps"])
 
   # --- State: restored if the workdir has a checkpoint, else created directly replicated ---
   abstract = parallel.replicated_abstract(jax.eval_shape(create), mesh)
@@ -211,20 +140,19 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
                  lengths["steps_per_epoch"])
   else:
     logging.info("Resumed from %s at step %d.", workdir, int(state.step))
-  checkpoint.write_config(workdir, config)
+  workdir_files.write_config(workdir, config, is_main)
   run_info = {**lengths, "num_train": dataset.num_train, "devices": jax.device_count(),
               "processes": jax.process_count()}
-  info_path = epath.Path(workdir) / RUN_INFO_FILE
-  if info_path.exists() and "step_flops" in json.loads(info_path.read_text()):  # kept across restarts
-    run_info["step_flops"] = json.loads(info_path.read_text())["step_flops"]
-  if is_main:
-    checkpoint.atomic_write_text(info_path, json.dumps(run_info))
+  previous_info = workdir_files.read_json(workdir, RUN_INFO_FILE) or {}
+  if "step_flops" in previous_info:  # kept across restarts
+    run_info["step_flops"] = previous_info["step_flops"]
+  workdir_files.write_json(workdir, RUN_INFO_FILE, run_info, is_main)
 
   # --- Update step ---
   train_step = make_train_step(config, networks, tx, schedule, total_steps, mesh)
 
   # --- Metrics and periodic actions ---
-  writer = checkpoint.metric_writer(workdir)
+  writer = workdir_files.metric_writer(workdir, is_main)
   start_step = int(state.step)
   hooks = []
   if is_main:
@@ -236,7 +164,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
     results = run_knn(config, networks, state, dataset, mesh)
     if results:  # no kNN networks: no empty metrics line
       writer.write_scalars(step, results)
-      _write_jsonl(workdir, step, results)
+      workdir_files.append_metrics(workdir, step, results, is_main)
     return results
 
   final = {}
@@ -256,8 +184,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
         break
       if step == start_step:  # several hosts: start the first step together, each with its executable
         run_info["step_flops"] = step_flops(train_step, state, images, labels)
-        if is_main:
-          checkpoint.atomic_write_text(info_path, json.dumps(run_info))
+        workdir_files.write_json(workdir, RUN_INFO_FILE, run_info, is_main)
         parallel.compile_together(train_step, state, images, labels, name="train_step")
       state, metrics = train_step(state, images, labels)
       # Dispatch at most MAX_STEPS_IN_FLIGHT steps ahead of the device: otherwise the host loop can
@@ -278,7 +205,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
         if getattr(dataset, "stats", None):
           values["input/skipped_images"] = dataset.stats["skipped"]
         writer.write_scalars(done, values)
-        _write_jsonl(workdir, done, values)
+        workdir_files.append_metrics(workdir, done, values, is_main)
       preempted = preemption.reached(done)  # every process gets the same answer at the same step
       if (done % config.train.checkpoint_every_steps == 0 or done == total_steps
           or done == stop_after_steps or preempted):
@@ -307,11 +234,11 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
   reached = int(state.step)
   if is_main and reached >= total_steps and images_seen:
     # Wall time and images/s cover the process that finished the run (from its start step).
-    (epath.Path(workdir) / SUMMARY_FILE).write_text(json.dumps({
+    workdir_files.write_json(workdir, SUMMARY_FILE, {
         **final, "images_seen": images_seen, "images_per_sec": images_seen / max(wall, 1e-9),
         "train_time_s": time_before + wall, "step_flops": run_info.get("step_flops"),
         "start_step": start_step, "steps": reached, "total_steps": total_steps,
-        "epochs": reached / lengths["steps_per_epoch"]}, indent=2))
+        "epochs": reached / lengths["steps_per_epoch"]}, indent=2)
   if is_main:
     summary = ", ".join(f"{k}={v:.2f}" for k, v in sorted(final.items()) if k.startswith("knn"))
     status = "Finished" if reached >= total_steps else f"Stopped at step {reached} of {total_steps}:"

@@ -11,11 +11,11 @@ import time
 from unittest import mock
 
 import jax
-import ml_collections
 import numpy as np
 
 from conftest import xla_flags
-from simdis_jax import checkpoint, parallel, train
+from simdis_jax import checkpoint, parallel, runs
+from simdis_jax import workdir as workdir_files
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CONFIG = os.path.join(ROOT, "tests", "tiny_cli_config.py")
@@ -59,8 +59,7 @@ def state_at(workdir, step=None):
   """
   if step is None:
     step = checkpoint.manager(workdir).latest_step()
-  run_config = ml_collections.ConfigDict(checkpoint.read_config(workdir))
-  _, state = train.restore_run(run_config, workdir, parallel.make_mesh(jax.devices()[:1]), step)
+  state = runs.restore(workdir, parallel.make_mesh(jax.devices()[:1]), step).state
   return step, [np.asarray(x) for x in jax.tree.leaves(state)]
 
 
@@ -118,7 +117,7 @@ def finish(procs, timeout=300):
 
 def logged_steps(workdir):
   """Steps with a loss line in metrics.jsonl (process 0 writes them as it trains)."""
-  path = os.path.join(workdir, train.METRICS_FILE)
+  path = os.path.join(workdir, workdir_files.METRICS_FILE)
   if not os.path.exists(path):
     return []
   steps = []

@@ -10,6 +10,7 @@ import runs
 import tiny_cli_config
 from conftest import requires_fashion_mnist
 from simdis_jax import checkpoint, parallel, train
+from simdis_jax import workdir as workdir_files
 
 pytestmark = requires_fashion_mnist
 K = tiny_cli_config.STEPS
@@ -37,7 +38,7 @@ def test_two_processes_equal_one_process_and_agree_on_the_preemption_step(baseli
   # Only process 0 reports: each step's metrics line once over the two segments, one "Finished" line.
   assert runs.logged_steps(workdir) == list(range(1, K + 1))
   assert "Finished simdis_on" in errs[0] and "Finished" not in errs[1]
-  info = json.loads(open(os.path.join(workdir, train.RUN_INFO_FILE)).read())
+  info = json.loads(open(os.path.join(workdir, workdir_files.RUN_INFO_FILE)).read())
   assert (info["processes"], info["devices"]) == (2, 4)
 
 
@@ -57,4 +58,4 @@ def test_a_checkpoint_saved_on_4_devices_resumes_on_another_count(baseline, tmp_
   step, state = runs.state_at(workdir)
   assert step == K
   runs.assert_same_state(state, runs.state_at(baseline)[1], exact=False)
-  assert os.path.exists(os.path.join(workdir, train.SUMMARY_FILE))
+  assert os.path.exists(os.path.join(workdir, workdir_files.SUMMARY_FILE))

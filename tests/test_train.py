@@ -11,6 +11,7 @@ import pytest
 
 from conftest import requires_fashion_mnist, tiny_config, xla_flags
 from simdis_jax import checkpoint, train
+from simdis_jax import workdir as workdir_files
 from simdis_jax.evaluation import knn
 
 pytestmark = requires_fashion_mnist
@@ -41,12 +42,12 @@ def test_resume_after_a_stop_gives_the_same_final_state(tmp_path):
   for x, y in zip(leaves_a, leaves_b):
     np.testing.assert_array_equal(x, y)
   # Training time adds up over the two processes; the step's FLOPs (XLA cost analysis) are kept.
-  logged = [json.loads(l) for l in (tmp_path / "resumed" / train.METRICS_FILE).read_text().splitlines()]
+  logged = [json.loads(l) for l in (tmp_path / "resumed" / workdir_files.METRICS_FILE).read_text().splitlines()]
   times = {l["step"]: l["train_time_s"] for l in logged if "train_time_s" in l}
   assert sorted(times) == [2, 4] and 0 < times[2] < times[4]
-  summary = json.loads((tmp_path / "resumed" / train.SUMMARY_FILE).read_text())
+  summary = json.loads((tmp_path / "resumed" / workdir_files.SUMMARY_FILE).read_text())
   assert summary["start_step"] == 2 and summary["train_time_s"] >= times[4]
-  info = {name: json.loads((tmp_path / name / train.RUN_INFO_FILE).read_text()) for name in ("straight", "resumed")}
+  info = {name: json.loads((tmp_path / name / workdir_files.RUN_INFO_FILE).read_text()) for name in ("straight", "resumed")}
   assert info["resumed"]["step_flops"] == info["straight"]["step_flops"] > 1e6
 
 
@@ -111,11 +112,11 @@ def test_offline_student_distils_from_a_finished_byol_teacher(tmp_path):
   wrong.teacher.workdir = str(tmp_path / "nowhere")
   with pytest.raises(FileNotFoundError, match="train the teacher first"):
     train.train_and_evaluate(wrong, str(tmp_path / "wrong2"))
-  info = json.loads((tmp_path / "teacher" / train.RUN_INFO_FILE).read_text())
+  info = json.loads((tmp_path / "teacher" / workdir_files.RUN_INFO_FILE).read_text())
   info["total_steps"] = 10
-  (tmp_path / "teacher" / train.RUN_INFO_FILE).write_text(json.dumps(info))
+  (tmp_path / "teacher" / workdir_files.RUN_INFO_FILE).write_text(json.dumps(info))
   wrong.teacher.workdir = str(tmp_path / "teacher")
-  with pytest.raises(ValueError, match=r"unfinished \(step 2 of 10\)"):
+  with pytest.raises(ValueError, match=r"unfinished \(checkpoint step 2 of 10\)"):
     train.train_and_evaluate(wrong, str(tmp_path / "wrong3"))
 
 
@@ -141,7 +142,7 @@ def test_cli_runs_the_demo_config_for_a_few_steps(tmp_path):
                         cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
   assert proc.returncode == 0, proc.stderr[-3000:]
   assert "knn_top1/student=" in proc.stdout and "knn_top1/teacher=" in proc.stdout
-  lines = [json.loads(l) for l in (tmp_path / train.METRICS_FILE).read_text().splitlines()]
+  lines = [json.loads(l) for l in (tmp_path / workdir_files.METRICS_FILE).read_text().splitlines()]
   assert [l["step"] for l in lines if "loss" in l] == [1, 2, 3]
   assert all(np.isfinite(l["loss"]) and 0 < l["loss"] < 16 for l in lines if "loss" in l)
   assert checkpoint.manager(str(tmp_path)).latest_step() == 3

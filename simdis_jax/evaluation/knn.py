@@ -85,12 +85,9 @@ def evaluate_checkpoint(workdir: str, network: str = "student", weights: str = "
                         temperature: float = 0.07, step: Optional[int] = None, train_examples: int = 0,
                         eval_examples: int = 0) -> Dict[str, float]:
   """Standalone kNN top-1 (for each k) of one encoder of any pretraining checkpoint."""
-  import ml_collections  # pylint: disable=import-outside-toplevel
-  from simdis_jax import checkpoint, parallel, train  # pylint: disable=import-outside-toplevel
-  workdir = checkpoint.absolute(workdir)
-  run_config = ml_collections.ConfigDict(checkpoint.read_config(workdir))
+  from simdis_jax import parallel, runs  # pylint: disable=import-outside-toplevel  (runs builds every network)
   mesh = parallel.make_mesh()
-  networks, state = train.restore_run(run_config, workdir, mesh, step)
+  run_config, networks, state, _ = runs.restore(workdir, mesh, step)
   net, net_state = getattr(networks, network, None), getattr(state, network, None)
   if net is None or net_state is None:
     raise ValueError(f"{workdir} is a {run_config.method!r} run without a {network!r} network.")

@@ -60,7 +60,8 @@ import numpy as np
 import optax
 from etils import epath
 
-from simdis_jax import checkpoint, configuration, optim, parallel, train
+from simdis_jax import checkpoint, configuration, optim, parallel, runs
+from simdis_jax import workdir as workdir_files
 from simdis_jax.data import augment
 from simdis_jax.data import input as data_input
 from simdis_jax.evaluation import knn
@@ -395,7 +396,7 @@ def check_pretrained(config) -> Tuple[ml_collections.ConfigDict, int]:
   if not workdir.exists():
     raise FileNotFoundError(f"config.pretrained.workdir={p.workdir!r} does not exist: {fix}.")
   try:
-    raw = checkpoint.read_config(p.workdir)
+    raw = workdir_files.read_config(p.workdir)
   except FileNotFoundError as e:
     raise FileNotFoundError(f"config.pretrained.workdir={p.workdir!r} is not a pretraining workdir ({e}): "
                             f"{fix}.") from e
@@ -407,7 +408,7 @@ def check_pretrained(config) -> Tuple[ml_collections.ConfigDict, int]:
     raise ValueError(f"The pretraining run {p.workdir!r} is method={run_config.method!r} and has no teacher; "
                      "use --config.pretrained.network=student.")
   info_path = workdir / PRETRAINED_RUN_INFO
-  mgr = checkpoint.manager(checkpoint.absolute(p.workdir))
+  mgr = checkpoint.manager(workdir_files.absolute(p.workdir))
   steps = sorted(mgr.all_steps())
   mgr.close()
   if not steps or not info_path.exists():
@@ -522,7 +523,7 @@ def run(config: ml_collections.ConfigDict, workdir: str, stop_after_steps: Optio
   """Linear evaluation as config says, resuming from <workdir>; writes and returns the results."""
   t_start = time.time()
   config = validate(config)
-  workdir = checkpoint.absolute(workdir)
+  workdir = workdir_files.absolute(workdir)
   checkpoint.check_writable(workdir)
   is_main = jax.process_index() == 0
   mesh = parallel.make_mesh()
@@ -544,14 +545,14 @@ def run(config: ml_collections.ConfigDict, workdir: str, stop_after_steps: Optio
 
   # --- Run identity: a resumed workdir keeps the pretrained step it started from ---
   mgr = checkpoint.manager(workdir, config.train.keep_checkpoints)
-  info = {"pretrained_workdir": checkpoint.absolute(config.pretrained.workdir), "network": config.pretrained.network,
+  info = {"pretrained_workdir": workdir_files.absolute(config.pretrained.workdir), "network": config.pretrained.network,
           "weights": config.pretrained.weights, "protocol": config.protocol, "mode": config.mode,
           "dataset": data_config.name, "requested_step": int(config.pretrained.step), "pretrained_step": pre_step}
   info = _check_resume_info(workdir, info, mgr.latest_step() is not None)
   pre_step = int(info["pretrained_step"])
 
   # --- Frozen encoder ---
-  networks, pre_state = train.restore_run(run_config, checkpoint.absolute(config.pretrained.workdir), mesh, pre_step)
+  _, networks, pre_state, _ = runs.restore(config.pretrained.workdir, mesh, pre_step, run_config)
   encoder_vars = frozen_encoder_variables(config, pre_state)
   network = networks.student if config.pretrained.network == "student" else networks.teacher
   del pre_state  # optimizer state and the other networks are not needed
@@ -582,7 +583,7 @@ def run(config: ml_collections.ConfigDict, workdir: str, stop_after_steps: Optio
   if state is None:
     state = jax.jit(create, out_shardings=parallel.replicated(mesh))()
   start_step = int(state.step)
-  checkpoint.write_config(workdir, config)
+  workdir_files.write_config(workdir, config, is_main)
   if is_main:
     (epath.Path(workdir) / INFO_FILE).write_text(json.dumps(
         {**info, **lengths, "num_train": num_train, "feature_dim": feature_dim}, indent=2))
@@ -590,7 +591,7 @@ def run(config: ml_collections.ConfigDict, workdir: str, stop_after_steps: Optio
                MODE_NAMES[config.mode], config.pretrained.network, config.pretrained.weights, pre_step,
                "resuming" if start_step else "starting", start_step, total)
 
-  writer = checkpoint.metric_writer(workdir)
+  writer = workdir_files.metric_writer(workdir, is_main)
   last_saved = mgr.latest_step()
   t_train = time.time()
   last_log = (t_train, start_step)

@@ -1,0 +1,134 @@
+"""A pretraining run's parts, built once: schedule lengths, networks, schedule, optimizer and state.
+
+Training builds them from its config (`build`); everything that reads a run
+afterwards — the offline teacher, kNN, linear evaluation, export — restores
+them from the run's workdir through `check_finished` and `restore` here, so
+that a finished run is opened in one place.
+"""
+
+import functools
+from typing import Any, Callable, Dict, NamedTuple, Optional, Tuple
+
+import jax
+import ml_collections
+
+from simdis_jax import checkpoint, optim, parallel, workdir as workdir_files
+from simdis_jax.state import Networks, TrainState, build_networks, create_train_state
+
+
+def schedule_lengths(train_config, num_train: int, warmup_epochs: float = 0.0) -> Dict[str, int]:
+  """Steps per epoch (drop remainder), total steps and warm-up steps: epochs become steps here only.
+
+  `train_config` is a config.train section (batch_size, epochs, steps: > 0 overrides epochs).
+  """
+  batch = train_config.batch_size
+  steps_per_epoch = num_train // batch
+  if steps_per_epoch == 0:
+    raise ValueError(f"config.train.batch_size={batch} exceeds the {num_train} training examples; lower it.")
+  total = train_config.steps if train_config.steps > 0 else optim.steps_from_epochs(
+      train_config.epochs, num_train, batch)
+  if total <= 0:
+    raise ValueError(f"config.train.epochs={train_config.epochs} gives no whole step at batch {batch}.")
+  warmup = int(round(warmup_epochs * steps_per_epoch))
+  return {"steps_per_epoch": int(steps_per_epoch), "total_steps": int(total), "warmup_steps": min(warmup, int(total))}
+
+
+def image_channels(data_name: str) -> int:
+  """Channels of a dataset's images as the networks see them (Fashion-MNIST is grey)."""
+  return 1 if data_name == "fashion_mnist" else 3
+
+
+def image_shape(config) -> Tuple[int, int, int]:
+  """(H, W, C) of one augmented view, what the networks see."""
+  return (config.data.image_size, config.data.image_size, image_channels(config.data.name))
+
+
+class Built(NamedTuple):
+  """The parts of a run that its config determines; `create()` makes a fresh train state (pure)."""
+  networks: Networks
+  schedule: Callable
+  tx: Any
+  create: Callable[[], TrainState]
+
+
+def build(config, total_steps: int, warmup_steps: int) -> Built:
+  """Networks, LR schedule, optimizer and the state constructor of a pretraining config."""
+  networks = build_networks(config)
+  schedule = optim.warmup_cosine_schedule(config.optim.base_lr, config.train.batch_size, total_steps,
+                                          warmup_steps, config.optim.warmup_init_lr)
+  tx = optim.make_optimizer(config.optim, schedule)
+  create = functools.partial(create_train_state, config, networks, tx, image_shape(config))
+  return Built(networks, schedule, tx, create)
+
+
+class Restored(NamedTuple):
+  """A pretraining run read back from its workdir."""
+  config: ml_collections.ConfigDict
+  networks: Networks
+  state: TrainState
+  step: int
+
+
+def checkpoint_steps(workdir: str) -> list:
+  """The steps of a workdir's complete checkpoints, ascending."""
+  mgr = checkpoint.manager(workdir)
+  try:
+    return sorted(mgr.all_steps())
+  finally:
+    mgr.close()
+
+
+def check_finished(workdir: str, what: str, allow_unfinished: bool = False, step: Optional[int] = None,
+                   allow_flag: str = "", first: str = "") -> Tuple[ml_collections.ConfigDict, int]:
+  """(run config, checkpoint step) of a pretraining workdir, or an error naming the fix; compiles nothing.
+
+  `what` names the config key that points at the run (e.g. "config.teacher.workdir"); `step`
+  None means the latest checkpoint, which must be the run's last step unless `allow_unfinished`
+  (whose flag `allow_flag` the error names); `first` says what to run when the workdir is missing.
+  """
+  if not workdir or not workdir_files.path(workdir, "").exists():
+    first = first or "pretrain first (python -m simdis_jax.main --config configs/<experiment>.py --workdir <dir>)"
+    raise FileNotFoundError(f"{what}={workdir!r} does not exist: {first} and point {what} at <dir>.")
+  try:
+    raw = workdir_files.read_config(workdir)
+  except FileNotFoundError as e:
+    raise FileNotFoundError(f"{what}={workdir!r} is not a pretraining workdir ({e}).") from e
+  if workdir_files.is_linear_eval(raw):
+    raise ValueError(f"{what}={workdir!r} is a linear-eval workdir; point it at the pretraining run's --workdir.")
+  info = workdir_files.read_json(workdir, workdir_files.RUN_INFO_FILE)
+  steps = checkpoint_steps(workdir_files.absolute(workdir))
+  if not steps or info is None:
+    raise FileNotFoundError(f"The pretraining run {workdir!r} has no checkpoint yet: let it save one "
+                            "(resume it with its own command) first.")
+  chosen = steps[-1] if step is None else int(step)
+  if chosen not in steps:
+    raise ValueError(f"{workdir!r} has no checkpoint at step {step}; its steps are {steps} "
+                     "(or leave the step unset for the latest).")
+  total = int(info["total_steps"])
+  if chosen < total and not allow_unfinished:
+    fix = f" or set {allow_flag}=True to use it anyway" if allow_flag else ""
+    raise ValueError(f"The pretraining run {workdir!r} is unfinished (checkpoint step {chosen} of {total}): "
+                     f"resume it with its own command until it finishes{fix}.")
+  return ml_collections.ConfigDict(raw), chosen
+
+
+def restore(workdir: str, mesh=None, step: Optional[int] = None,
+            run_config: Optional[ml_collections.ConfigDict] = None) -> Restored:
+  """A pretraining run's networks and train state at `step` (default: latest), replicated over `mesh`."""
+  workdir = workdir_files.absolute(workdir)
+  mesh = parallel.make_mesh() if mesh is None else mesh
+  if run_config is None:
+    run_config = ml_collections.ConfigDict(workdir_files.read_config(workdir))
+  info = workdir_files.read_json(workdir, workdir_files.RUN_INFO_FILE) or {}
+  # The schedule's values are not part of the state; only its shape (total steps) must be plausible.
+  parts = build(run_config, int(info.get("total_steps", 1)), 0)
+  abstract = parallel.replicated_abstract(jax.eval_shape(parts.create), mesh)
+  mgr = checkpoint.manager(workdir)
+  try:
+    step = mgr.latest_step() if step is None else step
+    if step is None:
+      raise FileNotFoundError(f"{workdir!r} has no checkpoint yet.")
+    state = mgr.restore(step, args=checkpoint.ocp.args.StandardRestore(abstract))
+  finally:
+    mgr.close()
+  return Restored(run_config, parts.networks, state, int(step))
