@@ -10,7 +10,7 @@ import jax
 import ml_collections
 from clu import periodic_actions
 
-from simdis_jax import checkpoint, configuration, parallel, runs
+from simdis_jax import checkpoint, configuration, flops, parallel, runs
 from simdis_jax import workdir as workdir_files
 from simdis_jax.data import input as data_input
 from simdis_jax.evaluation import knn
@@ -56,19 +56,6 @@ def _previous_train_time(workdir: str, start_step: int) -> float:
   if start_step == 0:
     return 0.0
   return workdir_files.last_value(workdir_files.read_metrics(workdir), "train_time_s", up_to_step=start_step) or 0.0
-
-
-def step_flops(jitted_step, *args) -> Optional[float]:
-  """FLOPs of one train step from XLA's cost analysis of the lowered program (per device under SPMD).
-
-  None for a step that is not a jitted function (a wrapper, as tests use).
-  """
-  if not hasattr(jitted_step, "lower"):
-    return None
-  analysis = jitted_step.lower(*args).cost_analysis()
-  if isinstance(analysis, (list, tuple)):  # older JAX: one dict per program
-    analysis = analysis[0]
-  return float((analysis or {}).get("flops", float("nan")))
 
 
 def _check_finite(step: int, metrics: Dict[str, float], last_saved) -> None:
@@ -183,7 +170,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
       if step >= total_steps or (stop_after_steps is not None and step >= stop_after_steps):
         break
       if step == start_step:  # several hosts: start the first step together, each with its executable
-        run_info["step_flops"] = step_flops(train_step, state, images, labels)
+        run_info["step_flops"] = flops.step_flops(config, mesh, state, images, labels, train_step)
         workdir_files.write_json(workdir, RUN_INFO_FILE, run_info, is_main)
         parallel.compile_together(train_step, state, images, labels, name="train_step")
       state, metrics = train_step(state, images, labels)

@@ -1,0 +1,80 @@
+"""The one counter of a train step's FLOPs: XLA's cost analysis, with a CPU fallback where the device gives none.
+
+Training records it in `run_info.json`; the benchmark divides it by the step
+time. It counts the step's HLO before optimisation (one device's program under
+SPMD), for two reasons: a compiled GPU program hands its convolutions and
+matmuls to cuDNN/cuBLAS custom calls that XLA's cost analysis does not count
+(1.77 G per image instead of ~91 G for SimDis-On-7v at 224 px on an H200), and
+the GPU backend gives no cost analysis of an unoptimised program at all. There
+the same step is lowered for the host CPU on abstract arguments of one device's
+share of the batch: nothing runs, and FLOPs do not depend on the backend.
+"""
+
+from typing import Callable, Optional
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+
+from simdis_jax import configuration, parallel, runs
+from simdis_jax.step import make_train_step
+
+
+def flops_of(program) -> float:
+  """FLOPs of one call of a lowered or compiled program (XLA's cost analysis); nan where the backend gives none."""
+  analysis = program.cost_analysis()
+  if isinstance(analysis, (list, tuple)):  # older JAX: one dict per program
+    analysis = analysis[0] if analysis else None
+  if not analysis:  # None: no cost analysis for this program on this backend (unoptimised HLO on GPU)
+    return float("nan")
+  return float(analysis.get("flops", float("nan")))
+
+
+def build_step(config, mesh, conv_impl: Optional[str] = None, total_steps: int = 1000) -> Callable:
+  """The jitted train step of `config` on `mesh`, with its convolutions computed as `conv_impl` if given.
+
+  The LR and EMA schedules' values do not change the step's FLOPs, so any
+  plausible `total_steps` counts the same.
+  """
+  if conv_impl is not None:
+    config = ml_collections.ConfigDict(config.to_dict())
+    config.model.conv_impl = conv_impl
+  parts = runs.build(config, total_steps, total_steps // 10)
+  return make_train_step(config, parts.networks, parts.tx, parts.schedule, total_steps, mesh)
+
+
+def step_flops(config, mesh, state, images, labels, train_step: Optional[Callable] = None,
+               conv_impl: Optional[str] = None) -> Optional[float]:
+  """One device's FLOPs of one train step of `config` (lowered, not compiled), counted on the CPU where need be.
+
+  `train_step` is the step the caller already built (saves a trace; used when
+  `conv_impl` is None); `conv_impl` counts the step as if its convolutions were
+  computed that way. None for a `train_step` that is not a jitted function (a
+  wrapper, as tests use).
+  """
+  if train_step is not None and conv_impl is None:
+    if not hasattr(train_step, "lower"):
+      return None
+  else:
+    train_step = build_step(config, mesh, conv_impl)
+  flops = flops_of(train_step.lower(state, images, labels))
+  if flops != flops:  # nan: the backend cannot count the unoptimised program (GPU)
+    flops = cpu_step_flops(config, mesh.devices.size, state, images, labels, conv_impl)
+  return flops
+
+
+def cpu_step_flops(config, num_devices: int, state, images, labels, conv_impl: Optional[str] = None) -> float:
+  """One device's FLOPs of the step, lowered for the host CPU on abstract arguments of one device's share of the batch.
+
+  The compute dtype is pinned to what the config resolves to on its own
+  devices ("auto" is bfloat16 on a GPU, float32 on the CPU).
+  """
+  config = ml_collections.ConfigDict(config.to_dict())
+  config.model.compute_dtype = jnp.dtype(configuration.compute_dtype(config)).name
+  local = images.shape[0] // num_devices
+  config.train.batch_size = local
+  cpu_mesh = parallel.make_mesh(jax.devices("cpu")[:1])
+  abstract = lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype)  # noqa: E731
+  per_device = lambda x: jax.ShapeDtypeStruct((local,) + x.shape[1:], x.dtype)  # noqa: E731
+  step = build_step(config, cpu_mesh, conv_impl)
+  return flops_of(step.lower(jax.tree.map(abstract, state), per_device(images), per_device(labels)))
