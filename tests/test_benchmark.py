@@ -7,25 +7,26 @@ import jax.numpy as jnp
 import numpy as np
 
 from conftest import tiny_config
-from simdis_jax import benchmark, configuration, parallel
+from simdis_jax import configuration, flops, parallel
+from simdis_jax.tools.benchmark import compare, flops as network_flops, timing
 
 
 def test_benchmark_runs_two_steps_and_its_json_has_every_field():
   c = tiny_config("byol", "byol")
-  result = benchmark.benchmark(c, steps=2, warmup=1, matmul_sizes=(128,))
+  result = timing.benchmark(c, steps=2, warmup=1, matmul_sizes=(128,))
   line = json.loads(json.dumps(result))
-  assert set(benchmark.FIELDS) <= set(line), set(benchmark.FIELDS) - set(line)
+  assert set(timing.FIELDS) <= set(line), set(timing.FIELDS) - set(line)
   assert line["devices"] == jax.device_count() and line["global_batch"] == 16 and line["steps_timed"] == 2
   assert line["flops_per_step"] > 0 and 0 < line["fraction_of_peak"] and line["images_per_s"] > 0
   assert line["compute_dtype"] == "float32" and np.isfinite(line["final_loss"])
-  text = benchmark.format_result(result)
+  text = timing.format_result(result)
   assert "images/s" in text and "of the measured matmul peak" in text
   assert 0 < line["fraction_of_peak_contemporaneous"] and line["matmul_peak_contemporaneous_flops_per_s"] > 0
 
 
 def test_resnet_forward_macs_match_table1_at_224px():
-  for depth, paper_gmacs in ((18, benchmark.PAPER_STUDENT_GMACS), (50, benchmark.PAPER_TEACHER_GMACS)):
-    counts = benchmark.forward_flops(configuration.network_config(depth, 64, False, 4096, 256), 224)
+  for depth, paper_gmacs in ((18, network_flops.PAPER_STUDENT_GMACS), (50, network_flops.PAPER_TEACHER_GMACS)):
+    counts = network_flops.forward_flops(configuration.network_config(depth, 64, False, 4096, 256), 224)
     assert abs(counts["encoder_macs"] / 1e9 / paper_gmacs - 1) < 0.05, (depth, counts)
     # XLA skips the taps on zero padding, so its count sits a little lower (6% for ResNet-18).
     assert 0.9 < counts["encoder_flops"] / 2 / counts["encoder_macs"] <= 1.0, (depth, counts)
@@ -33,30 +34,38 @@ def test_resnet_forward_macs_match_table1_at_224px():
   assert counts["predictor_macs"] == 2 * 256 * 4096
 
 
-def test_step_flops_are_counted_on_the_cpu_where_the_device_gives_no_cost_analysis(monkeypatch):
-  # The GPU backend returns no cost analysis for an unoptimised program (and its compiled
-  # program hides convolutions in cuDNN calls): the count then comes from lowering one
-  # device's share of the step for the CPU, and must equal the direct count.
+def test_step_flops_equal_xlas_count_of_the_lowered_step_and_the_cpu_fallback_gives_the_same(monkeypatch):
+  # The one step-FLOP counter (run_info.json, the benchmark). On the CPU it is XLA's cost analysis
+  # of the lowered step, one device's program under SPMD. The GPU backend returns no cost analysis
+  # for an unoptimised program: the count then comes from lowering one device's share of the step
+  # for the CPU, and must be the same number.
   c = configuration.validate(tiny_config("simdis_on", "simdis_2v"))
   mesh = parallel.make_mesh(jax.devices()[:2])
-  _, state, _ = benchmark.build_step(c, mesh)
-  images, labels = benchmark.synthetic_batch(c, mesh)
-  direct = benchmark.reference_step_flops(c, mesh, state, images, labels)
-  real, calls = benchmark.flops_of, []
+  _, state, train_step = timing.build_step(c, mesh)
+  images, labels = timing.synthetic_batch(c, mesh)
+  analysis = train_step.lower(state, images, labels).cost_analysis()
+  expected = float(analysis["flops"])
+  assert expected > 1e8
+  assert flops.step_flops(c, mesh, state, images, labels, train_step) == expected
+  assert flops.step_flops(c, mesh, state, images, labels) == expected  # built from the config alone
+  real, calls = flops.flops_of, []
 
   def no_analysis_first(program):
     calls.append(program)
     return float("nan") if len(calls) == 1 else real(program)
-  monkeypatch.setattr(benchmark, "flops_of", no_analysis_first)
-  fallback = benchmark.reference_step_flops(c, mesh, state, images, labels)
-  assert len(calls) == 2 and direct > 1e8
-  assert abs(fallback / direct - 1) < 0.01, (fallback, direct)
+  monkeypatch.setattr(flops, "flops_of", no_analysis_first)
+  fallback = flops.step_flops(c, mesh, state, images, labels, train_step)
+  assert len(calls) == 2
+  assert abs(fallback / expected - 1) < 0.01, (fallback, expected)
+  # The benchmark's reference counts the whole mesh: one device's count times the devices.
+  monkeypatch.setattr(flops, "flops_of", real)
+  assert timing.reference_step_flops(c, mesh, state, images, labels, train_step) == 2 * expected
 
 
 def _run_steps(config, steps=3):
   mesh = parallel.make_mesh(jax.devices()[:2])
-  _, state, train_step = benchmark.build_step(config, mesh, total_steps=10)
-  images, labels = benchmark.synthetic_batch(config, mesh)
+  _, state, train_step = timing.build_step(config, mesh, total_steps=10)
+  images, labels = timing.synthetic_batch(config, mesh)
   losses = []
   for _ in range(steps):
     state, metrics = train_step(state, images, labels)
@@ -99,8 +108,8 @@ def test_train_step_compiles_once_across_steps():
 
 
 def test_table1_training_rule_gives_the_papers_offline_and_multiview_ratios():
-  p = benchmark.predicted_train_gflops(benchmark.PAPER_TEACHER_GMACS, benchmark.PAPER_STUDENT_GMACS,
-                                       benchmark.PAPER_MULTIVIEW_GMACS / 6)
+  p = network_flops.predicted_train_gflops(network_flops.PAPER_TEACHER_GMACS, network_flops.PAPER_STUDENT_GMACS,
+                                           network_flops.PAPER_MULTIVIEW_GMACS / 6)
   assert p["SimDis-On"] == 16 * (4.1 + 1.8)
   assert abs(p["offline step"] / p["SimDis-On"] - (2 * 4.1 + 8 * 1.8) / (8 * 4.1 + 8 * 1.8)) < 1e-9
   assert 1.0 < p["SimDis-On-7v"] / p["SimDis-On"] < 1.01  # the extra views are nearly free
@@ -110,26 +119,31 @@ def test_table1_training_rule_gives_the_papers_offline_and_multiview_ratios():
 
 def test_compare_times_variants_alternately_and_reports_each():
   c = tiny_config("byol", "byol")
-  result = benchmark.compare(c, ["", "model.conv_impl='matmul';resnet.MATMUL_CONV_VJP=False"], rounds=2,
-                             warmup=1, devices=jax.devices()[:2], matmul_sizes=(128,))
+  variant = "model.conv_impl='matmul';train.batch_size=32"
+  result = compare.compare(c, ["", variant], rounds=2, warmup=1, devices=jax.devices()[:2], matmul_sizes=(128,))
   line = json.loads(json.dumps(result))
-  assert [v["variant"] for v in line["variants"]] == ["(as given)", "model.conv_impl='matmul';resnet.MATMUL_CONV_VJP=False"]
+  assert [v["variant"] for v in line["variants"]] == ["(as given)", variant]
   for v in line["variants"]:
-    assert set(benchmark.COMPARE_FIELDS) <= set(v), set(benchmark.COMPARE_FIELDS) - set(v)
+    assert set(compare.COMPARE_FIELDS) <= set(v), set(compare.COMPARE_FIELDS) - set(v)
     assert v["steps_timed"] == 2 and v["flops_per_step"] > 0 and v["time_ratio_to_first"] > 0
   assert [v["conv_impl"] for v in line["variants"]] == ["xla", "matmul"]
+  assert [v["global_batch"] for v in line["variants"]] == [16, 32]
+  # Both count the lax-convolution step; twice the batch is twice the work, give or take the optimizer.
+  assert 1.9 < line["variants"][1]["flops_per_step"] / line["variants"][0]["flops_per_step"] < 2.0
   assert line["variants"][0]["time_ratio_to_first"] == 1.0
-  from simdis_jax.models import resnet  # pylint: disable=import-outside-toplevel
-  assert resnet.MATMUL_CONV_VJP is True  # restored after the variant was built
-  assert "ratio" in benchmark.format_compare(result)
+  assert c.model.conv_impl == "auto" and c.train.batch_size == 16  # the given config is left as it was
+  assert "ratio" in compare.format_compare(result)
 
 
 def test_overrides_parse_literals_and_reject_unknown_keys():
-  assert benchmark.parse_overrides("model.conv_impl=xla; train.batch_size=64;resnet.MATMUL_CONV_VJP=False") == {
-      "model.conv_impl": "xla", "train.batch_size": 64, "resnet.MATMUL_CONV_VJP": False}
+  assert compare.parse_overrides("model.conv_impl=xla; train.batch_size=64;config.seed=3") == {
+      "model.conv_impl": "xla", "train.batch_size": 64, "config.seed": 3}
   c = tiny_config()
+  changed = compare.apply_overrides(c, {"model.conv_impl": "xla", "config.seed": 3})
+  assert (changed.model.conv_impl, changed.seed, c.model.conv_impl) == ("xla", 3, "auto")
   import pytest  # pylint: disable=import-outside-toplevel
-  with pytest.raises(ValueError, match="Unknown config key"):
-    benchmark._split_overrides(c, {"model.conv_implementation": "xla"})  # pylint: disable=protected-access
-  with pytest.raises(ValueError, match="no attribute"):
-    benchmark._split_overrides(c, {"resnet.NO_SUCH_SWITCH": 1})  # pylint: disable=protected-access
+  for bad in ({"model.conv_implementation": "xla"}, {"resnet.MATMUL_CONV_VJP": False}, {"seed.x": 1}):
+    with pytest.raises(ValueError, match="Unknown config key"):
+      compare.apply_overrides(c, bad)
+  with pytest.raises(ValueError, match="not key=value"):
+    compare.parse_overrides("model.conv_impl")
