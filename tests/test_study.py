@@ -1,4 +1,4 @@
-"""The Fashion-MNIST study (issue #7): presets, the runner, the report."""
+"""The Fashion-MNIST study (issue #7): presets, the runner, the archive, the report (simdis_jax/tools/study)."""
 
 import json
 import os
@@ -8,7 +8,9 @@ import sys
 import pytest
 
 from conftest import requires_fashion_mnist, xla_flags
-from simdis_jax import configuration, study
+from simdis_jax import configuration
+from simdis_jax.tools.study import archive, plan, report, significance
+from simdis_jax.tools.study import results as study_results
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, os.path.join(ROOT, "configs", "fashion_mnist"))
@@ -67,21 +69,21 @@ def test_student_presets_differ_from_the_student_alone_only_in_method_views_and_
 
 def test_the_study_lists_known_presets_with_three_seeds_for_the_central_comparison():
   c = study_config.get_config()
-  runs = study.parse_runs(c.runs)
+  runs = plan.parse_runs(c.runs)
   assert len(runs) == len(set(runs))
   assert {p for p, _ in runs} == set(presets.PRESETS)
-  assert runs[0] == study.parse_runs([c.teacher_run])[0] == ("byol_teacher", 0)  # the offline teacher first
-  for preset in study.CENTRAL + ("supervised",):
+  assert runs[0] == plan.parse_runs([c.teacher_run])[0] == ("byol_teacher", 0)  # the offline teacher first
+  for preset in tuple(c.central) + ("supervised",):
     assert sorted(s for p, s in runs if p == preset) == [0, 1, 2]
-  assert study.parse_runs(["a:0,1", "b:2", "a:1"]) == [("a", 0), ("a", 1), ("b", 2)]
+  assert plan.parse_runs(["a:0,1", "b:2", "a:1"]) == [("a", 0), ("a", 1), ("b", 2)]
   for bad in ("byol_student", "byol_student:", "byol_student:x"):
     with pytest.raises(ValueError, match="Study entry .*byol_student:0,1,2"):
-      study.parse_runs([bad])
-  fast = study.commands(c, "w", "byol_student", 1)[1]
+      plan.parse_runs([bad])
+  fast = plan.commands(c, "w", "byol_student", 1)[1]
   assert fast[1:] == ["-m", "simdis_jax.main", "--config=configs/fashion_mnist/linear_eval.py:authors,fast",
                       "--config.seed=1", f"--workdir={os.path.join('w', 'byol_student', 'seed1', 'linear_fast')}",
                       f"--config.pretrained.workdir={os.path.join('w', 'byol_student', 'seed1')}"]
-  cmd = study.command(c, "w", "simdis_off_7v", 2)
+  cmd = plan.command(c, "w", "simdis_off_7v", 2)
   assert cmd[1:] == ["-m", "simdis_jax.main", "--config=configs/fashion_mnist/presets.py:simdis_off_7v",
                      "--config.seed=2", f"--workdir={os.path.join('w', 'simdis_off_7v', 'seed2')}",
                      f"--config.teacher.workdir={os.path.join('w', 'byol_teacher', 'seed0')}"]
@@ -95,31 +97,34 @@ def fake_run(workdir, preset, seed, linear, knn, minutes=2.0):
                "step_flops": 2.5e9, "epochs": 3.0, "steps": 1404}, f)
   with open(os.path.join(d, "linear_student", "linear_eval.json"), "w") as f:
     json.dump({"top1": linear, "top5": 99.0, "wall_time_s": 60.0, "epochs": 10.0}, f)
-  os.makedirs(os.path.join(d, study.FAST_LINEAR_DIR))
-  with open(os.path.join(d, study.FAST_LINEAR_DIR, "linear_eval.json"), "w") as f:
+  os.makedirs(os.path.join(d, plan.FAST_LINEAR_DIR))
+  with open(os.path.join(d, plan.FAST_LINEAR_DIR, "linear_eval.json"), "w") as f:
     json.dump({"top1": linear + 5.0, "top5": 99.0, "wall_time_s": 20.0, "epochs": 80.0}, f)
 
 
 def test_report_gives_mean_and_sample_std_over_seeds_and_keeps_text_outside_its_markers(tmp_path):
   c = study_config.get_config()
   c.runs = ("byol_student:0,1,2", "simdis_off_7v:0,1,2", "simdis_on_7v:0,1")
+  c.paper.byol_student = ("12.34", "a table")  # the study's data is its config's
+  c.references_title = "References here"
   work = str(tmp_path / "w")
   for seed, (a, b) in enumerate([(80.0, 81.0), (81.0, 82.0), (82.0, 83.0)]):
     fake_run(work, "byol_student", seed, a, b)
     fake_run(work, "simdis_off_7v", seed, a + 3.0, b + 0.1 * seed)
   fake_run(work, "simdis_on_7v", 0, 84.0, 85.0)
   results = tmp_path / "RESULTS.md"
-  results.write_text(f"# Mine\n\nintro\n\n{study.BEGIN}\nold\n{study.END}\n\n## Discussion\nkept\n")
-  study.write_report(c, work, str(results), str(tmp_path / "fig"))
+  results.write_text(f"# Mine\n\nintro\n\n{report.BEGIN}\nold\n{report.END}\n\n## Discussion\nkept\n")
+  report.write_study_report(c, work, str(results), str(tmp_path / "fig"))
   text = results.read_text()
   assert text.startswith("# Mine\n\nintro\n") and text.endswith("## Discussion\nkept\n") and "\nold\n" not in text
   rows = {line.split(" | ")[0][2:]: line.split(" | ") for line in text.splitlines() if line.startswith("| ")}
-  student = rows[study.LABELS["byol_student"]]
+  student = rows[c.labels["byol_student"]]
   assert student[1] == "0,1,2" and student[2] == "81.00 ± 1.00" and student[3] == "86.00 ± 1.00"
   assert student[4] == "82.00 ± 1.00" and student[5] == "70.00 ± 0.00" and student[6] == "2.5"
-  assert student[7] == "2.0"
-  assert rows[study.LABELS["simdis_off_7v"]][2] == "84.00 ± 1.00"
-  assert rows[study.LABELS["simdis_on_7v"]][1] == "0 (of 0,1)" and rows[study.LABELS["simdis_on_7v"]][2] == "84.00"
+  assert student[7] == "2.0" and student[9] == "12.34 (a table) |"
+  assert "\nReferences here: logistic regression on raw pixels (linear) 84.4%; " in text
+  assert rows[c.labels["simdis_off_7v"]][2] == "84.00 ± 1.00"
+  assert rows[c.labels["simdis_on_7v"]][1] == "0 (of 0,1)" and rows[c.labels["simdis_on_7v"]][2] == "84.00"
   # Off-7v - student: linear +3.00 with s.e. sqrt(1/3 + 1/3) = 0.82, Welch t = 3.67 on 4 dof -> p = 0.02, beyond.
   # kNN: +0.10 with s.e. sqrt(1/3 + 1.21/3) = 0.86 -> p = 0.91, within.
   # Paired by seed: linear +3.00 on every seed (s.e. 0, p = 0); kNN +0.0, +0.1, +0.2 -> t = 1.73 on 2 dof, p = 0.225.
@@ -143,27 +148,27 @@ def test_seed_differences_are_welch_t_tests_on_the_seeds():
   import scipy.stats  # pylint: disable=import-outside-toplevel
   student, distilled = [81.91, 83.45, 80.2], [86.02, 85.1, 86.9]
   summary = lambda xs: (float(np.mean(xs)), float(np.std(xs, ddof=1)), len(xs))  # noqa: E731
-  d, se, p = study.difference(summary(student), summary(distilled))
+  d, se, p = significance.difference(summary(student), summary(distilled))
   expected = scipy.stats.ttest_ind(distilled, student, equal_var=False)
   assert d == pytest.approx(np.mean(distilled) - np.mean(student))
   assert d / se == pytest.approx(expected.statistic) and p == pytest.approx(expected.pvalue)
   assert 0.001 < p < 0.05
-  d1, _, p1 = study.difference(summary(student), summary(distilled[:1]))
+  d1, _, p1 = significance.difference(summary(student), summary(distilled[:1]))
   assert d1 == pytest.approx(86.02 - np.mean(student)) and p1 != p1  # nan: no spread on one side
   # Paired by seed, over the seeds both finished (seed 3 of the distilled run has no partner).
   runs_a = {k: {"knn": v} for k, v in enumerate(student)}
   runs_b = {k: {"knn": v} for k, v in enumerate(distilled + [90.0])}
-  d, se, p, n = study.paired_difference(runs_a, runs_b, "knn")
+  d, se, p, n = significance.paired_difference(runs_a, runs_b, "knn")
   expected = scipy.stats.ttest_rel(distilled, student)
   assert n == 3 and d == pytest.approx(np.mean(np.subtract(distilled, student)))
   assert d / se == pytest.approx(expected.statistic) and p == pytest.approx(expected.pvalue)
-  assert study.paired_difference(runs_a, {0: {"knn": 85.0}}, "knn")[3] == 1
+  assert significance.paired_difference(runs_a, {0: {"knn": 85.0}}, "knn")[3] == 1
 
 
 def test_the_archive_carries_finished_runs_and_the_teachers_checkpoint_to_a_fresh_workdir(tmp_path):
   c = study_config.get_config()
   c.runs = ("byol_teacher:0", "byol_student:0,1", "simdis_off_7v:0")
-  work, archive, fresh = str(tmp_path / "w"), str(tmp_path / "archive"), str(tmp_path / "fresh")
+  work, store, fresh = str(tmp_path / "w"), str(tmp_path / "archive"), str(tmp_path / "fresh")
   fake_run(work, "byol_teacher", 0, 79.0, 84.0)
   fake_run(work, "byol_student", 0, 73.0, 81.0)
   teacher = os.path.join(work, "byol_teacher", "seed0")
@@ -175,24 +180,24 @@ def test_the_archive_carries_finished_runs_and_the_teachers_checkpoint_to_a_fres
       open(os.path.join(teacher, "checkpoints", str(step), "commit_success.txt"), "w").close()
   status = {"failed": {}, "segments": [{"run": "byol_student/seed0", "seconds": 600.0, "exit": 0, "commit": "abc1234"},
                                        {"run": "byol_teacher/seed0", "seconds": 1800.0, "exit": 0, "commit": "abc1234"}]}
-  study.sync_archive(c, work, archive, status)
-  stored = os.path.join(archive, "byol_teacher", "seed0")
+  archive.sync_archive(c, work, store, status)
+  stored = os.path.join(store, "byol_teacher", "seed0")
   assert sorted(os.listdir(os.path.join(stored, "checkpoints"))) == ["1406"]  # the final one alone
-  assert not os.path.exists(os.path.join(archive, "byol_student", "seed0", "checkpoints"))
-  assert not os.path.exists(os.path.join(archive, "byol_student", "seed1"))  # not finished: not archived
-  assert json.load(open(os.path.join(archive, "byol_student", "seed0", study.SEGMENTS_FILE)))[0]["commit"] == "abc1234"
+  assert not os.path.exists(os.path.join(store, "byol_student", "seed0", "checkpoints"))
+  assert not os.path.exists(os.path.join(store, "byol_student", "seed1"))  # not finished: not archived
+  assert json.load(open(os.path.join(store, "byol_student", "seed0", archive.SEGMENTS_FILE)))[0]["commit"] == "abc1234"
 
   fresh_status = {"failed": {}, "segments": []}
-  study.sync_archive(c, fresh, archive, fresh_status)
+  archive.sync_archive(c, fresh, store, fresh_status)
   for preset in ("byol_teacher", "byol_student"):
-    assert study.is_done(c, os.path.join(fresh, preset, "seed0"))
-    same = [json.dumps(study.collect(c, os.path.join(w, preset, "seed0")), sort_keys=True) for w in (fresh, work)]
+    assert plan.is_done(c, os.path.join(fresh, preset, "seed0"))
+    same = [json.dumps(study_results.collect(c, os.path.join(w, preset, "seed0")), sort_keys=True) for w in (fresh, work)]
     assert same[0] == same[1] and '"linear_top1": 7' in same[0]  # NaN-safe equality of the figures
   with open(os.path.join(fresh, "byol_teacher", "seed0", "checkpoints", "1406", "default", "data")) as f:
     assert f.read() == "weights of step 1406"
-  assert study.commands(c, fresh, "byol_student", 0) == [] and len(study.commands(c, fresh, "byol_student", 1)) == 2
+  assert plan.commands(c, fresh, "byol_student", 0) == [] and len(plan.commands(c, fresh, "byol_student", 1)) == 2
   assert {g["run"] for g in fresh_status["segments"]} == {"byol_student/seed0", "byol_teacher/seed0"}
-  study.sync_archive(c, fresh, archive, fresh_status)  # again: nothing restored twice
+  archive.sync_archive(c, fresh, store, fresh_status)  # again: nothing restored twice
   assert len(fresh_status["segments"]) == 2
 
 
@@ -210,9 +215,10 @@ def test_the_study_command_runs_a_preset_end_to_end_then_skips_it(tmp_path):
   assert summary["steps"] == 3 and summary["step_flops"] > 0 and summary["train_time_s"] > 0
   linear = json.loads((run / "linear_student" / "linear_eval.json").read_text())
   assert linear["pretrained_method"] == "supervised" and linear["mode"] == "full" and linear["protocol"] == "deepmind" and 0 <= linear["top1"] <= 100
-  fast = json.loads((run / study.FAST_LINEAR_DIR / "linear_eval.json").read_text())
+  fast = json.loads((run / plan.FAST_LINEAR_DIR / "linear_eval.json").read_text())
   assert (fast["mode"], fast["protocol"], fast["epochs"]) == ("fast", "authors", 2.0)
-  row = [l for l in results.read_text().splitlines() if l.startswith(f"| {study.LABELS['supervised']} |")]
+  label = study_config.get_config().labels["supervised"]
+  row = [l for l in results.read_text().splitlines() if l.startswith(f"| {label} |")]
   assert len(row) == 1 and f"| {linear['top1']:.2f} | {fast['top1']:.2f} |" in row[0]
   again = subprocess.run(cmd + ["--dry_run"], cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
   assert again.returncode == 0 and again.stdout == "[done] supervised seed 3\n"
