@@ -316,3 +316,29 @@ def test_authors_lars_matches_their_code_at_zero_norms_and_the_fallback_is_its_o
   else:  # the plain rate: buf = m·buf + lr·(g + wd·w)
     np.testing.assert_allclose(fb_buf, 0.9 * buf + 0.5 * (g + 1e-4 * w), rtol=1e-6)
     assert not np.allclose(fb_buf, want_buf)
+
+
+# ------------------------------------------------------------------- SimDis-Off from an imported teacher
+
+
+@requires_fashion_mnist
+def test_simdis_off_distils_from_an_imported_torchvision_teacher(tmp_path):
+  teacher = randomise_bn(TorchResNet(width=8, cifar=True))  # the tiny config's teacher: ResNet-10 width 8
+  torch.save(teacher.state_dict(), str(tmp_path / "teacher.pth"))
+  assert import_weights.main(["--format", "torchvision", "--in", str(tmp_path / "teacher.pth"),
+                              "--out", str(tmp_path / "teacher"), "--config", os.path.join(
+                                  os.path.dirname(__file__), "tiny_cli_config.py") + ":byol,byol",
+                              "--hidden_dim", "32", "--proj_dim", "16"]) == 0
+  c = tiny_config("simdis_off", "simdis_2v")
+  c.knn.networks = ()
+  c.train.steps = 2
+  c.teacher.workdir = str(tmp_path / "teacher")
+  final = train.train_and_evaluate(c, str(tmp_path / "student"))
+  assert np.isfinite(final["loss"]) and 0.0 < final["loss"] < 8.0
+  # The frozen teacher of the finished run is the imported network, unchanged by training.
+  run = simdis_jax.load_encoder(str(tmp_path / "student"), network="teacher")
+  x, xt = fixed_inputs()
+  with torch.no_grad():
+    want = teacher.features(xt).numpy()
+  np.testing.assert_allclose(np.asarray(run.apply_fn(run.variables, x)), want, atol=ATOL, rtol=1e-5)
+  assert run.step == 2
