@@ -3,7 +3,10 @@
 Formats:
   torchvision  a torchvision ResNet state_dict (conv1, bn1, layer1..4, fc), e.g. a supervised teacher
   authors      a SimDis authors' checkpoint (module.student / student_ema ... with fc = projector, pred_*)
-  deepmind     a DeepMind BYOL pretraining pickle (experiment_state.online_params / target_params ...)
+
+DeepMind's BYOL pickles are not supported yet: their Haiku ResNets pad 'SAME' (asymmetric at
+stride 2 on even sizes), which this project's PyTorch-padded ResNet does not express, so
+their features could not be reproduced (docs/export.md).
 
 The workdir written (config.json, run_info.json, one checkpoint at its last step) is a
 method=byol run whose student is the imported network: --config.teacher.workdir of a
@@ -27,7 +30,7 @@ from etils import epath
 
 from simdis_jax.interop import convert
 
-FORMATS = ("torchvision", "authors", "deepmind")
+FORMATS = ("torchvision", "authors")
 DEFAULT_HIDDEN, DEFAULT_PROJ = 4096, 256  # BYOL's projector when the file has none
 
 
@@ -39,9 +42,6 @@ def read(fmt: str, path: str, network: str = "student") -> convert.Imported:
     from simdis_jax.interop import torch_pickle  # pylint: disable=import-outside-toplevel
     sd = torch_pickle.state_dict(torch_pickle.load(path))
     return convert.from_torchvision(sd) if fmt == "torchvision" else convert.from_authors(sd, network)
-  if fmt == "deepmind":
-    from simdis_jax.interop import deepmind  # pylint: disable=import-outside-toplevel
-    return deepmind.from_checkpoint(deepmind.load(path))
   raise ValueError(f"--format={fmt!r}: choose one of {list(FORMATS)}.")
 
 

@@ -2,8 +2,7 @@
 
 PyTorch files are written by torch itself (the CPU wheel; the tests skip without it) and
 read back without it; each imported network's eval-mode output on fixed inputs is
-compared with torch's own forward of the same weights. DeepMind's pickles are written
-here in the structure of DeepMind's BYOL checkpointing code.
+compared with torch's own forward of the same weights.
 """
 
 import json
