@@ -19,8 +19,8 @@ WEIGHTS = ("online", "ema")
 
 def image_shape(config) -> tuple:
   """(H, W, C) of the images a run's networks were built for."""
-  channels = 1 if config.data.name == "fashion_mnist" else 3
-  return (config.data.image_size, config.data.image_size, channels)
+  from simdis_jax import runs  # pylint: disable=import-outside-toplevel
+  return runs.image_shape(config)
 
 
 def model_section(config, network: str):
@@ -158,9 +158,9 @@ class Encoder:
 def load_encoder(workdir: str, network: str = "student", weights: str = "online", step: Optional[int] = None,
                  project: bool = False, batch_size: int = 256) -> Encoder:
   """One network of a simdis_jax run (trained or imported) as an Encoder; `project=True` embeds with the projector."""
-  from simdis_jax import checkpoint  # pylint: disable=import-outside-toplevel
-  workdir = checkpoint.absolute(workdir)
-  config = ml_collections.ConfigDict(checkpoint.read_config(workdir))
+  from simdis_jax import workdir as workdir_files  # pylint: disable=import-outside-toplevel
+  workdir = workdir_files.absolute(workdir)
+  config = ml_collections.ConfigDict(workdir_files.read_config(workdir))
   model_section(config, network)
   module = build_network(config, network)
   variables, step = restore_variables(workdir, config, network, weights, step)

@@ -26,7 +26,6 @@ from typing import Optional
 import jax
 import jax.numpy as jnp
 import ml_collections
-from etils import epath
 
 from simdis_jax.interop import convert
 
@@ -57,7 +56,7 @@ def load_config(spec: str) -> ml_collections.ConfigDict:
 def run_config(imported: convert.Imported, base: Optional[ml_collections.ConfigDict] = None,
                hidden_dim: int = DEFAULT_HIDDEN, proj_dim: int = DEFAULT_PROJ) -> ml_collections.ConfigDict:
   """The config of the imported run: `base` (data, evaluation settings) as a one-step BYOL run of the network."""
-  from simdis_jax import configuration  # pylint: disable=import-outside-toplevel
+  from simdis_jax import configuration, runs  # pylint: disable=import-outside-toplevel
   c = ml_collections.ConfigDict((base or configuration.base_config()).to_dict())
   a = imported.arch
   c.method = "byol"
@@ -69,7 +68,7 @@ def run_config(imported: convert.Imported, base: Optional[ml_collections.ConfigD
   c.train.steps = 1
   c.probe.enabled = False
   c = configuration.validate(c)
-  channels = 1 if c.data.name == "fashion_mnist" else 3
+  channels = runs.image_channels(c.data.name)
   if channels != imported.in_channels:
     raise ValueError(f"The imported network takes {imported.in_channels}-channel images but config.data.name="
                      f"{c.data.name!r} has {channels}; pass a --config whose dataset matches.")
@@ -97,18 +96,13 @@ def _merge(fresh, imported, what: str):
 
 def write_run(imported: convert.Imported, out: str, config: ml_collections.ConfigDict, source: dict) -> dict:
   """Writes the finished one-step BYOL workdir holding the imported network; returns run_info["imported"]."""
-  from simdis_jax import checkpoint, optim  # pylint: disable=import-outside-toplevel
-  from simdis_jax.state import build_networks, create_train_state  # pylint: disable=import-outside-toplevel
-  out = checkpoint.absolute(out)
+  from simdis_jax import checkpoint, runs, workdir as workdir_files  # pylint: disable=import-outside-toplevel
+  out = workdir_files.absolute(out)
   if os.path.exists(os.path.join(out, "checkpoints")):
     raise FileExistsError(f"--out {out} already holds checkpoints; choose a fresh directory.")
   checkpoint.check_writable(out)
-  networks = build_networks(config)
-  tx = optim.make_optimizer(config.optim, optim.warmup_cosine_schedule(1.0, 256, 1, 0))
-  shape = (config.data.image_size, config.data.image_size, 1 if config.data.name == "fashion_mnist" else 3)
-  device = jax.local_devices()[0]
-  with jax.default_device(device):
-    state = jax.jit(lambda: create_train_state(config, networks, tx, shape))()
+  with jax.default_device(jax.local_devices()[0]):
+    state = jax.jit(runs.build(config, 1, 0).create)()
   s = state.student
   params, missing_p = _merge(s.params, imported.online["params"], "online params")
   stats, missing_s = _merge(s.batch_stats, imported.online["batch_stats"], "online BN statistics")
@@ -129,10 +123,10 @@ def write_run(imported: convert.Imported, out: str, config: ml_collections.Confi
   checkpoint.save(mgr, 1, state)
   mgr.wait_until_finished()
   mgr.close()
-  checkpoint.write_config(out, config)
+  workdir_files.write_config(out, config)
   run_info = {"steps_per_epoch": 1, "total_steps": 1, "warmup_steps": 0, "num_train": 0, "devices": 1,
               "processes": 1, "imported": info}
-  checkpoint.atomic_write_text(epath.Path(out) / "run_info.json", json.dumps(run_info, indent=2))
+  workdir_files.write_json(out, workdir_files.RUN_INFO_FILE, run_info, indent=2)
   return info
 
 

@@ -7,7 +7,7 @@ import pytest
 
 import simdis_jax
 from conftest import requires_fashion_mnist, tiny_config
-from simdis_jax import checkpoint, train
+from simdis_jax import checkpoint, train, workdir as workdir_files
 from simdis_jax.data import fashion_mnist
 from simdis_jax.evaluation import knn
 from simdis_jax.state import build_networks
@@ -34,7 +34,7 @@ def test_images():
 
 def monitor_features(workdir, network, weights, images):
   """What the kNN monitor computes for these images: make_feature_fn over the fully restored state."""
-  config = ml_collections.ConfigDict(checkpoint.read_config(workdir))
+  config = ml_collections.ConfigDict(workdir_files.read_config(workdir))
   mgr = checkpoint.manager(workdir)
   state = mgr.restore(mgr.latest_step(), args=checkpoint.ocp.args.StandardRestore())
   mgr.close()

@@ -17,7 +17,7 @@ import pytest
 
 import simdis_jax
 from conftest import requires_fashion_mnist, tiny_config
-from simdis_jax import import_weights, optim, train
+from simdis_jax import import_weights, optim, runs, train
 from simdis_jax.models import batch_norm
 from simdis_jax.interop import torch_pickle
 
@@ -195,7 +195,7 @@ def test_authors_checkpoint_imports_online_and_ema_with_projector_and_predictor(
   from simdis_jax.state import build_networks  # pylint: disable=import-outside-toplevel
   with open(os.path.join(out, "run_info.json")) as f:
     assert json.load(f)["total_steps"] == 1
-  restored = train.restore_run(config, out, _mesh1())[1].student
+  restored = runs.restore(out, _mesh1()).state.student
   online = build_networks(config).student
   outs = online.apply({"params": restored.params, "batch_stats": restored.batch_stats}, x, train=False)
   with torch.no_grad():
