@@ -320,18 +320,26 @@ def test_authors_lars_matches_their_code_at_zero_norms_and_the_fallback_is_its_o
 # ------------------------------------------------------------------- SimDis-Off from an imported teacher
 
 
-@requires_fashion_mnist
-def test_simdis_off_distils_from_an_imported_torchvision_teacher(tmp_path):
-  teacher = randomise_bn(TorchResNet(width=8, cifar=True))  # the tiny config's teacher: ResNet-10 width 8
-  torch.save(teacher.state_dict(), str(tmp_path / "teacher.pth"))
-  assert import_weights.main(["--format", "torchvision", "--in", str(tmp_path / "teacher.pth"),
-                              "--out", str(tmp_path / "teacher"), "--config", os.path.join(
+@pytest.fixture(scope="module")
+def imported_teacher(tmp_path_factory):
+  """The tiny config's teacher (ResNet-10 width 8, CIFAR stem) written by torch and imported by the CLI."""
+  root = tmp_path_factory.mktemp("imported")
+  teacher = randomise_bn(TorchResNet(width=8, cifar=True))
+  torch.save(teacher.state_dict(), str(root / "teacher.pth"))
+  assert import_weights.main(["--format", "torchvision", "--in", str(root / "teacher.pth"),
+                              "--out", str(root / "teacher"), "--config", os.path.join(
                                   os.path.dirname(__file__), "tiny_cli_config.py") + ":byol,byol",
                               "--hidden_dim", "32", "--proj_dim", "16"]) == 0
+  return teacher, str(root / "teacher")
+
+
+@requires_fashion_mnist
+def test_simdis_off_distils_from_an_imported_torchvision_teacher(imported_teacher, tmp_path):
+  teacher, workdir = imported_teacher
   c = tiny_config("simdis_off", "simdis_2v")
   c.knn.networks = ()
   c.train.steps = 2
-  c.teacher.workdir = str(tmp_path / "teacher")
+  c.teacher.workdir = workdir
   final = train.train_and_evaluate(c, str(tmp_path / "student"))
   assert np.isfinite(final["loss"]) and 0.0 < final["loss"] < 8.0
   # The frozen teacher of the finished run is the imported network, unchanged by training.
@@ -341,3 +349,20 @@ def test_simdis_off_distils_from_an_imported_torchvision_teacher(tmp_path):
     want = teacher.features(xt).numpy()
   np.testing.assert_allclose(np.asarray(run.apply_fn(run.variables, x)), want, atol=ATOL, rtol=1e-5)
   assert run.step == 2
+
+
+@requires_fashion_mnist
+def test_knn_and_linear_evaluation_accept_an_imported_run(imported_teacher, tmp_path):
+  from simdis_jax.evaluation import knn, linear  # pylint: disable=import-outside-toplevel
+  _, workdir = imported_teacher
+  result = knn.evaluate_checkpoint(workdir, ks=(5,), train_examples=200, eval_examples=100)
+  assert result["step"] == 1 and 10.0 < result["knn_top1/k5"] <= 100.0  # above chance on 10 classes
+  c = linear.apply_protocol(linear.base_config(), "authors")
+  c.pretrained.workdir = workdir
+  c.train.epochs = 1.0
+  c.train.batch_size = 32
+  c.eval.batch_size = 64
+  c.data.train_examples = 128
+  c.data.eval_examples = 64
+  out = linear.run(c, str(tmp_path / "linear"))
+  assert 0.0 <= out["top1"] <= 100.0
