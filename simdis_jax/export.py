@@ -41,8 +41,11 @@ def tf_module(encoder: api.Encoder, input_hw: Tuple[int, int]):
   fn = jax2tf.convert(encoder.features_fn(), polymorphic_shapes=[None, f"(b, {height}, {width}, {channels})"],
                       with_gradient=False)
   module = tf.Module()
+  used = encoder.variables
+  if not encoder.project:  # features need the encoder only: the projector's weights stay out of the model
+    used = {k: {"encoder": v["encoder"]} for k, v in used.items()}
   module.variables_tree = tf.nest.map_structure(lambda x: tf.Variable(np.asarray(x), trainable=False),
-                                                jax.device_get(encoder.variables))
+                                                jax.device_get(used))
 
   @tf.function(input_signature=[tf.TensorSpec([None, height, width, channels], tf.uint8, name="images")],
                autograph=False)
