@@ -34,6 +34,7 @@ EMA_INITS = ("copy", "separate")
 _RESNET_DEPTHS = (10, 18, 34, 50, 101, 152, 200)
 COMPUTE_DTYPES = ("auto", "float32", "bfloat16")
 CONV_IMPLS = ("auto", "xla", "matmul")
+BN_RUNNING_VARS = ("biased", "unbiased")
 
 
 def network_config(depth: int, width: int, cifar_stem: bool, hidden_dim: int, proj_dim: int):
@@ -84,6 +85,9 @@ def base_config() -> ml_collections.ConfigDict:
   # matmul = one matmul over gathered taps (XLA:CPU's conv gradients are slow). auto = matmul on CPU
   # for networks of width >= 32, xla otherwise.
   c.model.conv_impl = "auto"      # auto | xla | matmul
+  # What BN running variances accumulate: biased (Flax) | unbiased (PyTorch, the authors' code).
+  # Eval-mode outputs use the stored value either way (models/batch_norm.py).
+  c.model.bn_running_var = "biased"
 
   c.teacher = ml_collections.ConfigDict()
   c.teacher.workdir = ""          # simdis_off: a finished BYOL run whose student becomes the teacher
@@ -185,6 +189,9 @@ def validate(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
   _one_of(config, "model.ema_init", EMA_INITS)
   _one_of(config, "model.compute_dtype", COMPUTE_DTYPES)
   _one_of(config, "model.conv_impl", CONV_IMPLS)
+  if config.model.get("bn_running_var", "biased") not in BN_RUNNING_VARS:  # configs saved before the key: biased
+    raise ValueError(f"config.model.bn_running_var={config.model.bn_running_var!r} is not valid; choose one of "
+                     f"{list(BN_RUNNING_VARS)}.")
   _one_of(config, "teacher.bn_mode", TEACHER_BN_MODES)
   _one_of(config, "ema.timing", EMA_TIMINGS)
   _one_of(config, "optim.name", optim.OPTIMIZERS)

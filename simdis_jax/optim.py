@@ -3,7 +3,11 @@
 Three LARS forms are offered because they differ numerically:
 - ``authors``: the original LARS paper as in the SimDis authors' code:
   local_lr = lr·η·‖w‖/(‖g‖ + wd·‖w‖ + 1e-8); buf ← m·buf + local_lr·(g + wd·w);
-  w ← w − buf. The learning rate sits inside the momentum buffer.
+  w ← w − buf. The learning rate sits inside the momentum buffer. Their code has
+  no special case for a zero norm: a zero kernel gets rate 0, a zero gradient η/wd.
+- ``authors_fallback``: the same, but a kernel whose weight or gradient norm is
+  zero takes the plain rate (Megvii's later LARS_SGD; this project's ``authors``
+  form before it matched the SimDis code exactly there).
 - ``deepmind``: DeepMind BYOL's LARS: trust ratio η‖w‖/‖g + wd·w‖ on the decayed
   update, momentum on the scaled update, learning rate applied outside.
 - ``optax``: ``optax.lars``. Note that optax scales by the learning rate BEFORE
@@ -21,7 +25,7 @@ import jax
 import jax.numpy as jnp
 import optax
 
-LARS_FORMS = ("authors", "deepmind", "optax")
+LARS_FORMS = ("authors", "authors_fallback", "deepmind", "optax")
 OPTIMIZERS = ("lars", "sgd")
 WEIGHT_DECAY_MASKS = ("all", "kernels")
 
@@ -60,8 +64,12 @@ class AuthorsLarsState(NamedTuple):
 
 
 def authors_lars(learning_rate: Callable, momentum: float, trust_coefficient: float, weight_decay: float,
-                 weight_decay_mask: str = "all") -> optax.GradientTransformation:
-  """LARS as in the original paper and the SimDis authors' code (LR inside the momentum buffer)."""
+                 weight_decay_mask: str = "all", zero_norm_fallback: bool = False) -> optax.GradientTransformation:
+  """LARS as in the original paper and the SimDis authors' code (LR inside the momentum buffer).
+
+  zero_norm_fallback: a kernel with a zero weight or gradient norm takes the plain rate
+  (authors_fallback) instead of the formula's value (the SimDis code's behaviour).
+  """
 
   def init(params):
     return AuthorsLarsState(jnp.zeros([], jnp.int32), jax.tree.map(jnp.zeros_like, params))
@@ -75,9 +83,9 @@ def authors_lars(learning_rate: Callable, momentum: float, trust_coefficient: fl
       wd = weight_decay if use_decay else 0.0
       if use_trust:
         w_norm, g_norm = jnp.linalg.norm(w), jnp.linalg.norm(g)
-        # A zero weight (fresh bias) or zero gradient falls back to the plain rate.
-        local_lr = jnp.where((w_norm > 0) & (g_norm > 0),
-                             lr * trust_coefficient * w_norm / (g_norm + wd * w_norm + 1e-8), lr)
+        local_lr = lr * trust_coefficient * w_norm / (g_norm + wd * w_norm + 1e-8)
+        if zero_norm_fallback:
+          local_lr = jnp.where((w_norm > 0) & (g_norm > 0), local_lr, lr)
       else:
         local_lr = lr
       return momentum * buf + local_lr * (g + wd * w)
@@ -99,8 +107,9 @@ def make_optimizer(optim_config, schedule: Callable) -> optax.GradientTransforma
         optax.scale_by_learning_rate(schedule))
   if c.name != "lars":
     raise ValueError(f"Unknown config.optim.name {c.name!r}; choose one of {OPTIMIZERS}.")
-  if c.lars_form == "authors":
-    return authors_lars(schedule, c.momentum, c.trust_coefficient, c.weight_decay, c.weight_decay_mask)
+  if c.lars_form in ("authors", "authors_fallback"):
+    return authors_lars(schedule, c.momentum, c.trust_coefficient, c.weight_decay, c.weight_decay_mask,
+                        zero_norm_fallback=c.lars_form == "authors_fallback")
   if c.lars_form == "deepmind":
     return optax.chain(
         optax.add_decayed_weights(c.weight_decay, mask=wd_mask),

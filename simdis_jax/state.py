@@ -48,7 +48,7 @@ def build_networks(config) -> Networks:
 
   def build(model_config, heads=(), num_classes=0):
     return network_from_config(model_config, heads, dtype, configuration.conv_impl(config, model_config),
-                               num_classes)
+                               num_classes, config.model.get("bn_running_var", "biased"))
 
   if config.method == "supervised":  # a classifier instead of predictors; the projector stays (unused)
     student = build(config.model.student, num_classes=config.probe.num_classes)

@@ -8,6 +8,7 @@ from simdis_jax import configuration
 
 def get_config():
   c = configuration.base_config()
+  c.model.bn_running_var = "unbiased"  # the authors' PyTorch BN running variance (docs/export.md)
   c.method = "byol"
   c.views = configuration.VIEW_PRESETS["byol"]
   c.knn.networks = ("student",)

@@ -15,6 +15,7 @@ from simdis_jax import configuration
 
 def get_config():
   c = configuration.base_config()
+  c.model.bn_running_var = "unbiased"  # the authors' PyTorch BN running variance (docs/export.md)
   c.method = "byol"
   c.views = configuration.VIEW_PRESETS["byol"]
   c.model.student = configuration.network_config(50, 64, False, 4096, 256)

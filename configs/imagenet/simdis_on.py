@@ -11,6 +11,7 @@ from simdis_jax import configuration
 
 def get_config():
   c = configuration.base_config()
+  c.model.bn_running_var = "unbiased"  # the authors' PyTorch BN running variance (docs/export.md)
   c.method = "simdis_on"
   c.views = configuration.VIEW_PRESETS["simdis_2v"]
   return c

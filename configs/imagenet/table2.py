@@ -22,6 +22,7 @@ def get_config(arg: str = "7v,online"):
   if row not in ROWS or scheme not in SCHEMES:
     raise ValueError(f"table2.py takes '<row>,<scheme>' with row in {ROWS} and scheme in {SCHEMES}; got {arg!r}.")
   c = configuration.base_config()
+  c.model.bn_running_var = "unbiased"  # the authors' PyTorch BN running variance (docs/export.md)
   c.optim.name = "sgd"
   c.optim.base_lr = 0.05
   c.model.sync_bn = False

@@ -35,10 +35,11 @@ class MLP(nn.Module):
   hidden_dim: int
   out_dim: int
   dtype: Any = jnp.float32
+  bn_running_var: str = "biased"
 
   @nn.compact
   def __call__(self, x, train: bool = True, bn_axis_name: Optional[str] = None):
     x = TorchDense(self.hidden_dim, self.dtype, name="dense1")(x)
-    x = batch_norm(train, bn_axis_name, self.dtype)(name="bn")(x)
+    x = batch_norm(train, bn_axis_name, self.dtype, self.bn_running_var)(name="bn")(x)
     x = nn.relu(x)
     return TorchDense(self.out_dim, self.dtype, name="dense2")(x).astype(jnp.float32)

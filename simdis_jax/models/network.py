@@ -25,29 +25,32 @@ class Network(nn.Module):
   dtype: Any = jnp.float32
   conv_impl: str = "xla"  # see models/resnet.py Conv
   num_classes: int = 0  # > 0: a linear classifier on the pooled features ("logits"; supervised training)
+  bn_running_var: str = "biased"  # config.model.bn_running_var (models/batch_norm.py)
 
   @nn.compact
   def __call__(self, x, train: bool = True, bn_axis_name: Optional[str] = None, features_only: bool = False):
-    encoder = resnet(self.depth, self.width, self.cifar_stem, self.dtype, name="encoder", conv_impl=self.conv_impl)
+    encoder = resnet(self.depth, self.width, self.cifar_stem, self.dtype, name="encoder", conv_impl=self.conv_impl,
+                     bn_running_var=self.bn_running_var)
     feature = encoder(x, train=train, bn_axis_name=bn_axis_name)
     if features_only:
       return {"feature": feature}
     outputs = {"feature": feature}
     if self.num_classes:
       outputs["logits"] = nn.Dense(self.num_classes, dtype=self.dtype, name="classifier")(feature).astype(jnp.float32)
-    projection = MLP(self.hidden_dim, self.proj_dim, self.dtype, name="projector")(
+    projection = MLP(self.hidden_dim, self.proj_dim, self.dtype, self.bn_running_var, name="projector")(
         feature, train=train, bn_axis_name=bn_axis_name)
     # Predictors take the raw (unnormalised) projection (SPEC.md "Networks").
     predictions = {
-        h: MLP(self.hidden_dim, self.proj_dim, self.dtype, name=f"predictor_{h}")(
+        h: MLP(self.hidden_dim, self.proj_dim, self.dtype, self.bn_running_var, name=f"predictor_{h}")(
             projection, train=train, bn_axis_name=bn_axis_name)
         for h in self.heads}
     return {**outputs, "projection": projection, "predictions": predictions}
 
 
 def network_from_config(model_config, heads: Sequence[str] = (), dtype: Any = jnp.float32,
-                        conv_impl: str = "xla", num_classes: int = 0) -> Network:
+                        conv_impl: str = "xla", num_classes: int = 0, bn_running_var: str = "biased") -> Network:
   """Builds a Network from a config.model.{student,teacher} section."""
   return Network(depth=model_config.depth, width=model_config.width, cifar_stem=model_config.cifar_stem,
                  hidden_dim=model_config.hidden_dim, proj_dim=model_config.proj_dim,
-                 heads=tuple(heads), dtype=dtype, conv_impl=conv_impl, num_classes=num_classes)
+                 heads=tuple(heads), dtype=dtype, conv_impl=conv_impl, num_classes=num_classes,
+                 bn_running_var=bn_running_var)

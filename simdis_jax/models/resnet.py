@@ -15,17 +15,21 @@ import jax
 import jax.numpy as jnp
 from jax import lax
 
+from simdis_jax.models import batch_norm as unbiased_bn
+
 # torchvision's kaiming_normal_(mode="fan_out", nonlinearity="relu"); JAX's "normal"
 # distribution is the untruncated Gaussian.
 conv_kernel_init = nn.initializers.variance_scaling(2.0, "fan_out", "normal")
 
 
-def batch_norm(train: bool, axis_name: Optional[str], dtype: Any = jnp.float32) -> Callable[..., nn.Module]:
-  """BatchNorm with PyTorch's momentum 0.1 / eps 1e-5; axis_name set = SyncBN."""
+def batch_norm(train: bool, axis_name: Optional[str], dtype: Any = jnp.float32,
+               running_var: str = "biased") -> Callable[..., nn.Module]:
+  """BatchNorm with PyTorch's momentum 0.1 / eps 1e-5; axis_name set = SyncBN; running_var: Flax's or PyTorch's."""
   # PyTorch's momentum 0.1 weights the new batch; Flax's momentum weights the old
-  # running value, hence 0.9.
+  # running value, hence 0.9. "unbiased" keeps PyTorch's running variance (models/batch_norm.py).
   return functools.partial(
-      nn.BatchNorm, use_running_average=not train, momentum=0.9, epsilon=1e-5,
+      unbiased_bn.BatchNorm if running_var == "unbiased" else nn.BatchNorm,
+      use_running_average=not train, momentum=0.9, epsilon=1e-5,
       axis_name=axis_name, dtype=dtype)
 
 
@@ -222,12 +226,13 @@ class ResNet(nn.Module):
   cifar_stem: bool = False   # 3x3/1 stem conv and no max-pool, for small images
   dtype: Any = jnp.float32
   conv_impl: str = "xla"     # xla: lax convolutions | matmul: Conv above (faster on XLA:CPU)
+  bn_running_var: str = "biased"  # biased (Flax) | unbiased (PyTorch): see models/batch_norm.py
 
   @nn.compact
   def __call__(self, x, train: bool = True, bn_axis_name: Optional[str] = None):
     conv = functools.partial(Conv if self.conv_impl == "matmul" else nn.Conv, use_bias=False,
                              kernel_init=conv_kernel_init, dtype=self.dtype, padding="VALID")
-    norm = batch_norm(train, bn_axis_name, self.dtype)
+    norm = batch_norm(train, bn_axis_name, self.dtype, self.bn_running_var)
     x = x.astype(self.dtype)
     if self.cifar_stem:
       x = conv(self.width, (3, 3), padding=((1, 1), (1, 1)), name="stem_conv")(x)
@@ -258,13 +263,13 @@ STAGE_SIZES = {
 
 
 def resnet(depth: int, width: int = 64, cifar_stem: bool = False, dtype: Any = jnp.float32, name: Optional[str] = None,
-           conv_impl: str = "xla") -> ResNet:
+           conv_impl: str = "xla", bn_running_var: str = "biased") -> ResNet:
   """ResNet-{10,18,34,50,101,152,200}; depth < 50 uses basic blocks."""
   if depth not in STAGE_SIZES:
     raise ValueError(f"Unknown ResNet depth {depth}; choose one of {sorted(STAGE_SIZES)}.")
   block = BasicBlock if depth < 50 else BottleneckBlock
   return ResNet(STAGE_SIZES[depth], block, width=width, cifar_stem=cifar_stem, dtype=dtype, name=name,
-                conv_impl=conv_impl)
+                conv_impl=conv_impl, bn_running_var=bn_running_var)
 
 
 def feature_dim(depth: int, width: int = 64) -> int:

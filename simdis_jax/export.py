@@ -1,0 +1,222 @@
+"""Export one trained network for serving: TF SavedModel, TFLite flatbuffer (both via jax2tf), or .npz + JSON.
+
+    python -m simdis_jax.export --workdir <run> --network student --format saved_model|tflite|npz --out <path> [--check]
+
+The SavedModel and TFLite models take uint8 images [batch, H, W, C] (any batch
+size) and return float32 features [batch, D]: the evaluation preprocessing
+(centre crop, resize, normalise) is inside them, exactly as `Encoder.embed`
+computes it. H × W is the size the images arrive at (--input_size; default the
+dataset's own size: 28 for Fashion-MNIST, image_size / eval_crop_fraction otherwise).
+"""
+
+import argparse
+import json
+import os
+import time
+from typing import Optional, Tuple
+
+import jax
+import numpy as np
+
+from simdis_jax import api
+
+FORMATS = ("saved_model", "tflite", "npz")
+SIGNATURE = "serving_default"
+
+
+def default_input_size(config) -> int:
+  """Side of the images the exported model takes by default: the dataset's own image size."""
+  if config.data.name == "fashion_mnist":
+    return 28
+  return int(round(config.data.image_size / float(config.data.augment.eval_crop_fraction)))
+
+
+def tf_module(encoder: api.Encoder, input_hw: Tuple[int, int]):
+  """A tf.Module whose `serve(images uint8 [None, H, W, C]) -> {'features'}` runs the encoder (weights as tf.Variables)."""
+  import tensorflow as tf  # pylint: disable=import-outside-toplevel
+  from jax.experimental import jax2tf  # pylint: disable=import-outside-toplevel
+  height, width = input_hw
+  channels = encoder.channels
+  # The batch dimension is symbolic: one traced program serves every batch size.
+  fn = jax2tf.convert(encoder.features_fn(), polymorphic_shapes=[None, f"(b, {height}, {width}, {channels})"],
+                      with_gradient=False)
+  module = tf.Module()
+  used = encoder.variables
+  if not encoder.project:  # features need the encoder only: the projector's weights stay out of the model
+    used = {k: {"encoder": v["encoder"]} for k, v in used.items()}
+  module.variables_tree = tf.nest.map_structure(lambda x: tf.Variable(np.asarray(x), trainable=False),
+                                                jax.device_get(used))
+
+  @tf.function(input_signature=[tf.TensorSpec([None, height, width, channels], tf.uint8, name="images")],
+               autograph=False)
+  def serve(images):
+    return {"features": fn(module.variables_tree, images)}
+
+  module.serve = serve
+  return module
+
+
+def export_saved_model(encoder: api.Encoder, out: str, input_hw: Tuple[int, int]) -> str:
+  """Writes a SavedModel with the 'serving_default' signature images -> features."""
+  import tensorflow as tf  # pylint: disable=import-outside-toplevel
+  module = tf_module(encoder, input_hw)
+  tf.saved_model.save(module, out, signatures={SIGNATURE: module.serve.get_concrete_function()})
+  return out
+
+
+def export_tflite(encoder: api.Encoder, out: str, input_hw: Tuple[int, int]) -> str:
+  """Writes a float32 TFLite flatbuffer (input uint8 [1, H, W, C], resizable batch) -> features."""
+  import tensorflow as tf  # pylint: disable=import-outside-toplevel
+  module = tf_module(encoder, input_hw)
+  converter = tf.lite.TFLiteConverter.from_concrete_functions([module.serve.get_concrete_function()], module)
+  with open(out, "wb") as f:
+    f.write(converter.convert())
+  return out
+
+
+def architecture(encoder: api.Encoder, input_hw: Tuple[int, int]) -> dict:
+  """The JSON description of an .npz export: network, preprocessing, layouts and BN conventions."""
+  config = encoder.config
+  aug = config.data.augment
+  return {
+      "format": "simdis_jax.npz/1",
+      "network": encoder.network, "weights": encoder.weights, "step": encoder.step,
+      "model": api.model_section(config, encoder.network).to_dict(),
+      "arch": "resnet_v1.5" + ("_cifar_stem" if api.model_section(config, encoder.network).cifar_stem else ""),
+      "bn_running_var": config.model.get("bn_running_var", "biased"),
+      "bn_epsilon": 1e-5,
+      "layouts": {"conv kernel": "HWIO", "dense kernel": "[in, out]"},
+      "input": {"shape": [None, input_hw[0], input_hw[1], encoder.channels], "dtype": "uint8"},
+      "preprocessing": {"scale": "x / 255", "eval_crop_fraction": float(aug.eval_crop_fraction),
+                        "resize": "bilinear", "image_size": encoder.image_size,
+                        "mean": list(aug.mean), "std": list(aug.std)},
+      "feature_dim": encoder.feature_dim,
+      "keys": "'<collection>/<module path>/<name>', collection params or batch_stats",
+  }
+
+
+def export_npz(encoder: api.Encoder, out: str, input_hw: Tuple[int, int]) -> str:
+  """Writes every weight and BN statistic to <out> (.npz) and the architecture to <out>.json beside it."""
+  flat = {}
+  for path, leaf in jax.tree_util.tree_leaves_with_path(jax.device_get(encoder.variables)):
+    flat["/".join(p.key for p in path)] = np.asarray(leaf)
+  np.savez(out, **flat)
+  with open(json_path(out), "w") as f:
+    json.dump(architecture(encoder, input_hw), f, indent=2)
+  return out
+
+
+def json_path(npz_path: str) -> str:
+  """Where an .npz export's architecture description goes."""
+  return (npz_path[:-4] if npz_path.endswith(".npz") else npz_path) + ".json"
+
+
+def run_saved_model(path: str, images: np.ndarray) -> np.ndarray:
+  """Features of a SavedModel export through its serving signature."""
+  import tensorflow as tf  # pylint: disable=import-outside-toplevel
+  serve = tf.saved_model.load(path).signatures[SIGNATURE]
+  return serve(images=tf.constant(images))["features"].numpy()
+
+
+def tflite_interpreter(path: str, batch: int):
+  """A TFLite interpreter of an export, its input resized to `batch` images."""
+  import tensorflow as tf  # pylint: disable=import-outside-toplevel
+  interpreter = tf.lite.Interpreter(model_path=path)
+  index = interpreter.get_input_details()[0]["index"]
+  shape = list(interpreter.get_input_details()[0]["shape"])
+  interpreter.resize_tensor_input(index, [batch] + shape[1:])
+  interpreter.allocate_tensors()
+  return interpreter
+
+
+def run_tflite(path: str, images: np.ndarray) -> np.ndarray:
+  """Features of a TFLite export for a batch of images."""
+  interpreter = tflite_interpreter(path, images.shape[0])
+  interpreter.set_tensor(interpreter.get_input_details()[0]["index"], images)
+  interpreter.invoke()
+  return interpreter.get_tensor(interpreter.get_output_details()[0]["index"])
+
+
+def run_npz(path: str, images: np.ndarray, encoder: api.Encoder) -> np.ndarray:
+  """Features from the .npz weights put back into the network (checks that the file holds every weight)."""
+  with np.load(path) as data:
+    flat = dict(data)
+  variables = {}
+  for key, value in flat.items():
+    node = variables
+    *parents, name = key.split("/")
+    for p in parents:
+      node = node.setdefault(p, {})
+    node[name] = value
+  return np.asarray(jax.jit(encoder.features_fn())(variables, images))
+
+
+def tflite_latency(path: str, images: np.ndarray, repeats: int = 200) -> float:
+  """Median seconds per image of single-image TFLite inference on this CPU."""
+  interpreter = tflite_interpreter(path, 1)
+  index = interpreter.get_input_details()[0]["index"]
+  times = []
+  for i in range(repeats):
+    interpreter.set_tensor(index, images[i % len(images)][None])
+    t0 = time.perf_counter()
+    interpreter.invoke()
+    times.append(time.perf_counter() - t0)
+  return float(np.median(times))
+
+
+def check_images(config, input_hw: Tuple[int, int], count: int = 100) -> Tuple[np.ndarray, str]:
+  """Real test images at the export's input size (Fashion-MNIST's test set), or where unavailable a clear error."""
+  from simdis_jax.data import fashion_mnist  # pylint: disable=import-outside-toplevel
+  if config.data.name != "fashion_mnist" or tuple(input_hw) != (28, 28):
+    raise ValueError(f"--check compares on Fashion-MNIST's 28×28 test images; this export takes "
+                     f"{input_hw} images of a {config.data.name!r} run. Check it with your own images "
+                     "through run_saved_model / run_tflite instead.")
+  return fashion_mnist.load(config.data.data_dir)["test_images"][:count], "Fashion-MNIST test"
+
+
+def export(workdir: str, network: str, fmt: str, out: str, weights: str = "online", step: Optional[int] = None,
+           input_size: int = 0, project: bool = False) -> Tuple[api.Encoder, Tuple[int, int]]:
+  """Exports one network of a run in `fmt`; returns the encoder and the input size it was traced at."""
+  if fmt not in FORMATS:
+    raise ValueError(f"--format={fmt!r}: choose one of {list(FORMATS)}.")
+  encoder = api.load_encoder(workdir, network, weights, step, project)
+  side = input_size or default_input_size(encoder.config)
+  input_hw = (side, side)
+  {"saved_model": export_saved_model, "tflite": export_tflite, "npz": export_npz}[fmt](encoder, out, input_hw)
+  return encoder, input_hw
+
+
+def main(argv=None) -> int:
+  """Command line: export, then optionally --check the export against JAX on real test images."""
+  parser = argparse.ArgumentParser(description="Export a simdis_jax network as a SavedModel, TFLite or .npz.")
+  parser.add_argument("--workdir", required=True, help="a simdis_jax run (trained or imported)")
+  parser.add_argument("--network", default="student", choices=api.NETWORKS)
+  parser.add_argument("--weights", default="online", choices=api.WEIGHTS)
+  parser.add_argument("--format", required=True, choices=FORMATS)
+  parser.add_argument("--out", required=True, help="SavedModel directory, .tflite file or .npz file")
+  parser.add_argument("--step", type=int, default=None, help="checkpoint step (default: latest)")
+  parser.add_argument("--input_size", type=int, default=0, help="side of the input images (default: dataset's)")
+  parser.add_argument("--project", action="store_true", help="export the projector output instead of features")
+  parser.add_argument("--check", action="store_true", help="compare with JAX on 100 real test images")
+  args = parser.parse_args(argv)
+  encoder, input_hw = export(args.workdir, args.network, args.format, args.out, args.weights, args.step,
+                             args.input_size, args.project)
+  size = sum(os.path.getsize(os.path.join(r, f)) for r, _, fs in os.walk(args.out) for f in fs) \
+      if os.path.isdir(args.out) else os.path.getsize(args.out)
+  print(f"Wrote {args.format} of the {args.weights} {args.network} (step {encoder.step}) to {args.out} "
+        f"({size / 1024:.1f} KiB); input uint8 [batch, {input_hw[0]}, {input_hw[1]}, {encoder.channels}].")
+  if args.check:
+    images, what = check_images(encoder.config, input_hw)
+    want = encoder.embed(images)
+    got = {"saved_model": lambda: run_saved_model(args.out, images), "tflite": lambda: run_tflite(args.out, images),
+           "npz": lambda: run_npz(args.out, images, encoder)}[args.format]()
+    print(f"check: {len(images)} {what} images, max |{args.format} - JAX| = {np.max(np.abs(got - want)):.3g} "
+          f"(features up to {np.max(np.abs(want)):.3g})")
+    if args.format == "tflite":
+      print(f"TFLite CPU latency: {1e3 * tflite_latency(args.out, images):.3f} ms per image (batch 1, median "
+            "of 200, this machine)")
+  return 0
+
+
+if __name__ == "__main__":
+  raise SystemExit(main())

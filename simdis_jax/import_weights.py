@@ -1,0 +1,163 @@
+"""Import a published network as a finished BYOL run: python -m simdis_jax.import_weights --format F --in FILE --out DIR.
+
+Formats:
+  torchvision  a torchvision ResNet state_dict (conv1, bn1, layer1..4, fc), e.g. a supervised teacher
+  authors      a SimDis authors' checkpoint (module.student / student_ema ... with fc = projector, pred_*)
+
+DeepMind's BYOL pickles are not supported yet: their Haiku ResNets pad 'SAME' (asymmetric at
+stride 2 on even sizes), which this project's PyTorch-padded ResNet does not express, so
+their features could not be reproduced (docs/export.md).
+
+The workdir written (config.json, run_info.json, one checkpoint at its last step) is a
+method=byol run whose student is the imported network: --config.teacher.workdir of a
+SimDis-Off run, the kNN and linear evaluations and simdis_jax.load_encoder all accept it.
+Parts the file lacks (torchvision: the projector and predictor; a missing EMA) are
+initialised as a fresh run would (EMA = a copy of the online network); run_info.json
+lists them under "imported".
+"""
+
+import argparse
+import importlib.util
+import json
+import logging
+import os
+from typing import Optional
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+
+from simdis_jax.interop import convert
+
+FORMATS = ("torchvision", "authors")
+DEFAULT_HIDDEN, DEFAULT_PROJ = 4096, 256  # BYOL's projector when the file has none
+
+
+def read(fmt: str, path: str, network: str = "student") -> convert.Imported:
+  """The network in a checkpoint file of format `fmt`."""
+  if not os.path.exists(path):
+    raise FileNotFoundError(f"--in {path} does not exist.")
+  if fmt in ("torchvision", "authors"):
+    from simdis_jax.interop import torch_pickle  # pylint: disable=import-outside-toplevel
+    sd = torch_pickle.state_dict(torch_pickle.load(path))
+    return convert.from_torchvision(sd) if fmt == "torchvision" else convert.from_authors(sd, network)
+  raise ValueError(f"--format={fmt!r}: choose one of {list(FORMATS)}.")
+
+
+def load_config(spec: str) -> ml_collections.ConfigDict:
+  """get_config() of a config file given as 'path[:arg]' (as --config of simdis_jax.main takes it)."""
+  path, _, arg = spec.partition(":")
+  module_spec = importlib.util.spec_from_file_location("imported_run_config", path)
+  module = importlib.util.module_from_spec(module_spec)
+  module_spec.loader.exec_module(module)
+  return module.get_config(arg) if arg else module.get_config()
+
+
+def run_config(imported: convert.Imported, base: Optional[ml_collections.ConfigDict] = None,
+               hidden_dim: int = DEFAULT_HIDDEN, proj_dim: int = DEFAULT_PROJ) -> ml_collections.ConfigDict:
+  """The config of the imported run: `base` (data, evaluation settings) as a one-step BYOL run of the network."""
+  from simdis_jax import configuration, runs  # pylint: disable=import-outside-toplevel
+  c = ml_collections.ConfigDict((base or configuration.base_config()).to_dict())
+  a = imported.arch
+  c.method = "byol"
+  c.views = configuration.VIEW_PRESETS["byol"]
+  c.teacher.workdir = ""
+  c.model.student = configuration.network_config(a["depth"], a["width"], a["cifar_stem"],
+                                                 a["hidden_dim"] or hidden_dim, a["proj_dim"] or proj_dim)
+  c.model.bn_running_var = imported.bn_running_var
+  c.train.steps = 1
+  c.probe.enabled = False
+  c = configuration.validate(c)
+  channels = runs.image_channels(c.data.name)
+  if channels != imported.in_channels:
+    raise ValueError(f"The imported network takes {imported.in_channels}-channel images but config.data.name="
+                     f"{c.data.name!r} has {channels}; pass a --config whose dataset matches.")
+  return c
+
+
+def _merge(fresh, imported, what: str):
+  """`fresh` (a tree of arrays) with every leaf `imported` has replaced; shapes must agree, names must exist."""
+  flat_new = {"/".join(p.key for p in path): v for path, v in jax.tree_util.tree_leaves_with_path(imported)}
+  flat_old = {"/".join(p.key for p in path): v for path, v in jax.tree_util.tree_leaves_with_path(fresh)}
+  unknown = sorted(set(flat_new) - set(flat_old))
+  if unknown:
+    raise ValueError(f"{what}: the converted checkpoint has variables this network lacks: {unknown[:6]}")
+  bad = [f"{k}: {flat_new[k].shape} vs {flat_old[k].shape}" for k in flat_new if flat_new[k].shape != flat_old[k].shape]
+  if bad:
+    raise ValueError(f"{what}: shapes differ from the network's: {bad[:6]}")
+
+  def pick(path, leaf):
+    key = "/".join(p.key for p in path)
+    return jnp.asarray(flat_new[key], leaf.dtype) if key in flat_new else leaf
+
+  missing = sorted(set(flat_old) - set(flat_new))
+  return jax.tree_util.tree_map_with_path(pick, fresh), missing
+
+
+def write_run(imported: convert.Imported, out: str, config: ml_collections.ConfigDict, source: dict) -> dict:
+  """Writes the finished one-step BYOL workdir holding the imported network; returns run_info["imported"]."""
+  from simdis_jax import checkpoint, runs, workdir as workdir_files  # pylint: disable=import-outside-toplevel
+  out = workdir_files.absolute(out)
+  if os.path.exists(os.path.join(out, "checkpoints")):
+    raise FileExistsError(f"--out {out} already holds checkpoints; choose a fresh directory.")
+  checkpoint.check_writable(out)
+  with jax.default_device(jax.local_devices()[0]):
+    state = jax.jit(runs.build(config, 1, 0).create)()
+  s = state.student
+  params, missing_p = _merge(s.params, imported.online["params"], "online params")
+  stats, missing_s = _merge(s.batch_stats, imported.online["batch_stats"], "online BN statistics")
+  if imported.ema is not None:
+    ema_params, _ = _merge(s.ema_params, imported.ema["params"], "EMA params")
+    ema_stats, _ = _merge(s.ema_batch_stats, imported.ema["batch_stats"], "EMA BN statistics")
+  else:  # no EMA in the file: the online network's encoder + projector, as the authors start one
+    ema_params = {k: params[k] for k in s.ema_params}
+    ema_stats = {k: stats[k] for k in s.ema_batch_stats}
+  state = state.replace(step=jnp.asarray(1, jnp.int32),
+                        student=s.replace(params=params, batch_stats=stats, ema_params=ema_params,
+                                          ema_batch_stats=ema_stats))
+  fresh = sorted({m.split("/")[0] for m in missing_p + missing_s})
+  info = {"format": source["format"], "file": source["file"], "network": source.get("network", "student"),
+          "bn_running_var": imported.bn_running_var, "notes": list(imported.notes),
+          "freshly_initialised": fresh, "ema": "from the file" if imported.ema is not None else "copy of online"}
+  mgr = checkpoint.manager(out)
+  checkpoint.save(mgr, 1, state)
+  mgr.wait_until_finished()
+  mgr.close()
+  workdir_files.write_config(out, config)
+  run_info = {"steps_per_epoch": 1, "total_steps": 1, "warmup_steps": 0, "num_train": 0, "devices": 1,
+              "processes": 1, "imported": info}
+  workdir_files.write_json(out, workdir_files.RUN_INFO_FILE, run_info, indent=2)
+  return info
+
+
+def import_checkpoint(fmt: str, path: str, out: str, config: Optional[ml_collections.ConfigDict] = None,
+                      network: str = "student", hidden_dim: int = DEFAULT_HIDDEN,
+                      proj_dim: int = DEFAULT_PROJ) -> dict:
+  """Reads `path` in format `fmt` and writes the finished BYOL workdir `out`; returns what was imported."""
+  imported = read(fmt, path, network)
+  c = run_config(imported, config, hidden_dim, proj_dim)
+  return write_run(imported, out, c, {"format": fmt, "file": os.path.abspath(path), "network": network})
+
+
+def main(argv=None) -> int:
+  """Command line (see the module docstring)."""
+  parser = argparse.ArgumentParser(description="Import a published ResNet as a finished simdis_jax BYOL run.")
+  parser.add_argument("--format", required=True, choices=FORMATS)
+  parser.add_argument("--in", dest="path", required=True, help="the checkpoint file (.pth / .pkl)")
+  parser.add_argument("--out", required=True, help="the workdir to write (must not hold checkpoints)")
+  parser.add_argument("--config", default="", help="config file[:arg] giving the dataset and evaluation "
+                      "settings of the run (default: the base config, ImageNet at 224 px)")
+  parser.add_argument("--network", default="student", choices=("student", "teacher"),
+                      help="authors format: which network of their checkpoint")
+  parser.add_argument("--hidden_dim", type=int, default=DEFAULT_HIDDEN, help="projector width if the file has none")
+  parser.add_argument("--proj_dim", type=int, default=DEFAULT_PROJ, help="projection size if the file has none")
+  args = parser.parse_args(argv)
+  logging.getLogger("absl").setLevel(logging.WARNING)
+  config = load_config(args.config) if args.config else None
+  info = import_checkpoint(args.format, args.path, args.out, config, args.network, args.hidden_dim, args.proj_dim)
+  print(json.dumps({"workdir": os.path.abspath(args.out), **info}, indent=2))
+  return 0
+
+
+if __name__ == "__main__":
+  raise SystemExit(main())
