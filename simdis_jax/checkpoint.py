@@ -22,6 +22,8 @@ from etils import epath
 from jax._src import distributed as jax_distributed  # the preemption service has no public handle
 from jax.experimental import multihost_utils
 
+from simdis_jax import configuration
+
 CONFIG_FILE = "config.json"
 # Exit status of a run stopped by a preemption notice after saving its checkpoint: the
 # status a SIGTERM-killed process has (128 + 15), so schedulers that requeue terminated
@@ -116,8 +118,8 @@ def check_resume_config(workdir: str, config) -> None:
   path = epath.Path(workdir) / CONFIG_FILE
   if not path.exists():
     return  # nothing to compare with; the restore still checks shapes
-  saved = json.loads(path.read_text())
-  wanted = json.loads(config.to_json_best_effort())
+  saved = read_config(workdir)
+  wanted = configuration.with_network_defaults(json.loads(config.to_json_best_effort()))
   for key in RESUME_KEYS:
     old, new = _lookup(saved, key), _lookup(wanted, key)
     if old is not None and old != new:
@@ -212,7 +214,8 @@ def read_config(workdir: str) -> dict:
   path = epath.Path(workdir) / CONFIG_FILE
   if not path.exists():
     raise FileNotFoundError(f"{workdir} holds no {CONFIG_FILE}: it is not a simdis_jax workdir.")
-  return json.loads(path.read_text())
+  # Runs saved before the arch key existed hold ResNets: their sections read as arch=resnet.
+  return configuration.with_network_defaults(json.loads(path.read_text()))
 
 
 def metric_writer(workdir: str):

@@ -1,0 +1,259 @@
+"""MobileNetV3, EfficientNet-B0 and ViT encoders: reference parameter counts and MACs, shapes, optimizer
+masks, config keys, and short SimDis-Off runs into them on Fashion-MNIST."""
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+import pytest
+
+from conftest import tiny_config
+from simdis_jax import configuration, optim
+from simdis_jax.models import blocks, encoders
+from simdis_jax.models.network import Network, network_from_config
+
+CONV_ARCHS = ("mobilenet_v3_large", "mobilenet_v3_small", "efficientnet_b0")
+
+# torchvision's model metadata (num_params) for the convolutional networks; timm's deit_tiny_patch16_224 and
+# vit_small_patch16_224 for the ViTs, which by hand are (width d, 12 blocks, 197 tokens at 224 px, 1000 classes):
+# patch conv 768d + d, class token d, position 197d, per block 12d^2 + 13d (qkv 3d^2+3d, proj d^2+d, MLP
+# 8d^2+5d, two LayerNorms 4d), final LayerNorm 2d, head 1000d + 1000.
+def _vit_params(d):
+  return 769 * d + d + 197 * d + 12 * (12 * d * d + 13 * d) + 2 * d + 1000 * d + 1000
+
+
+REFERENCE_PARAMS = {
+    "mobilenet_v3_large": 5_483_032,
+    "mobilenet_v3_small": 2_542_856,
+    "efficientnet_b0": 5_288_548,
+    "vit_tiny": 5_717_416,
+    "vit_small": 22_050_664,
+}
+
+
+def test_vit_reference_counts_are_the_hand_formula():
+  assert (_vit_params(192), _vit_params(384)) == (REFERENCE_PARAMS["vit_tiny"], REFERENCE_PARAMS["vit_small"])
+
+
+def _param_count(module, image_size, channels=3):
+  x = jax.ShapeDtypeStruct((2, image_size, image_size, channels), jnp.float32)
+  variables = jax.eval_shape(lambda x: module.init(jax.random.PRNGKey(0), x, train=False), x)
+  return sum(int(l.size) for l in jax.tree.leaves(variables["params"])), variables
+
+
+@pytest.mark.parametrize("arch", sorted(REFERENCE_PARAMS))
+def test_parameter_counts_with_the_imagenet_classifier_equal_the_references(arch):
+  count, _ = _param_count(encoders.Classifier(arch), 224)
+  assert count == REFERENCE_PARAMS[arch]
+  # The small-image variants hold the same convolutions; a ViT at patch 4 on 32 px differs only in its
+  # patch filter (48 instead of 768 inputs per unit) and position table (65 instead of 197 tokens).
+  small = encoders.EncoderOptions(cifar_stem=True, patch_size=4)
+  small_count, _ = _param_count(encoders.Classifier(arch, small), 32)
+  d = encoders.feature_dim(arch)
+  expected = count if arch in CONV_ARCHS else count - (768 - 48) * d - (197 - 65) * d
+  assert small_count == expected
+
+
+@pytest.mark.parametrize("arch,dim", [("mobilenet_v3_large", 1280), ("mobilenet_v3_small", 1024),
+                                      ("efficientnet_b0", 1280), ("vit_tiny", 192), ("vit_small", 384)])
+def test_feature_shapes_at_224_and_at_small_sizes(arch, dim):
+  for size, options in ((224, encoders.EncoderOptions()),
+                        (32, encoders.EncoderOptions(cifar_stem=True, patch_size=4)),
+                        (28, encoders.EncoderOptions(cifar_stem=True, patch_size=4))):
+    net = encoders.encoder(arch, options)
+    x = jax.ShapeDtypeStruct((3, size, size, 1 if size == 28 else 3), jnp.float32)
+    out = jax.eval_shape(lambda x, n=net: n.init_with_output(jax.random.PRNGKey(0), x, train=False)[0], x)
+    assert (out.shape, out.dtype) == ((3, dim), jnp.float32)
+  assert encoders.feature_dim(arch) == dim
+
+
+def _last_map_size(arch, size, small):
+  """Spatial size of the map the conv encoder pools at `size` px (from the BN statistics' shapes)."""
+  net = encoders.encoder(arch, encoders.EncoderOptions(cifar_stem=small))
+  x = jax.ShapeDtypeStruct((1, size, size, 3), jnp.float32)
+  captured = {}
+
+  def capture(next_fun, args, kwargs, context):
+    out = next_fun(*args, **kwargs)
+    if context.module.name == "last_conv" and context.method_name == "__call__":
+      captured["shape"] = out.shape
+    return out
+
+  def run(x):
+    with nn.intercept_methods(capture):
+      return net.init(jax.random.PRNGKey(0), x, train=False)
+
+  jax.eval_shape(run, x)
+  return captured["shape"][1]
+
+
+@pytest.mark.parametrize("arch", CONV_ARCHS)
+def test_small_image_variant_downsamples_8x_instead_of_32x(arch):
+  assert _last_map_size(arch, 224, False) == 7
+  assert _last_map_size(arch, 32, False) == 1
+  assert _last_map_size(arch, 32, True) == 4
+  assert _last_map_size(arch, 28, True) == 4  # 28 -> 14 -> 7 -> 4 (PyTorch padding rounds up)
+
+
+@pytest.mark.parametrize("arch,published", [("mobilenet_v3_large", 0.217), ("mobilenet_v3_small", 0.057),
+                                            ("efficientnet_b0", 0.386), ("vit_tiny", 1.3), ("vit_small", 4.6)])
+def test_forward_macs_per_224_px_image_are_the_published_figures(arch, published):
+  cost = encoders.reference_cost(arch)
+  assert cost["params"] == REFERENCE_PARAMS[arch]
+  if arch in CONV_ARCHS:  # torchvision's figures count the same taps, published to three decimals
+    assert round(cost["macs"] / 1e9, 3) == published
+  else:  # DeiT's Table 1 rounds to one decimal
+    assert abs(cost["macs"] / 1e9 - published) <= 0.04 * published
+  assert cost["macs"] - cost["encoder_macs"] == encoders.feature_dim(arch) * 1000
+
+
+def test_bn_momentum_and_epsilon_are_the_references():
+  bns = {}
+
+  def capture(next_fun, args, kwargs, context):
+    if isinstance(context.module, nn.BatchNorm):
+      bns[context.module.path] = (context.module.momentum, context.module.epsilon)
+    return next_fun(*args, **kwargs)
+
+  for arch, expected in (("mobilenet_v3_small", (0.99, 1e-3)), ("efficientnet_b0", (0.9, 1e-5))):
+    bns.clear()
+    net = encoders.encoder(arch, encoders.EncoderOptions())
+    with nn.intercept_methods(capture):
+      jax.eval_shape(lambda x, n=net: n.init(jax.random.PRNGKey(0), x, train=True), jnp.zeros((2, 32, 32, 3)))
+    assert len(bns) > 30 and set(bns.values()) == {expected}, arch
+
+
+def _leaf_paths(tree):
+  return {"/".join(str(getattr(k, "key", k)) for k in path) for path, _ in jax.tree_util.tree_flatten_with_path(tree)[0]}
+
+
+def _network_params(arch, image_size=32):
+  net = Network(18, 64, True, 16, 8, heads=("sema_dv",), arch=arch, patch_size=4)
+  _, variables = _param_count(net, image_size)
+  return variables["params"]
+
+
+# Excluded from LARS adaptation (and from weight decay under weight_decay_mask='kernels'), per architecture:
+# the projector/predictor MLPs' Dense biases and BN scale/offset, plus the encoder's own set below.
+HEAD_EXCLUDED = {f"{mlp}/{leaf}" for mlp in ("projector", "predictor_sema_dv")
+                 for leaf in ("dense1/bias", "bn/scale", "bn/bias", "dense2/bias")}
+
+
+def _expected_conv_excluded(arch):
+  """BN scale/offset of every ConvBN, the squeeze-excite biases and MobileNet's head bias, by the tables."""
+  from simdis_jax.models import efficientnet, mobilenet_v3  # pylint: disable=import-outside-toplevel
+  bn = lambda prefix: {f"encoder/{prefix}/bn/scale", f"encoder/{prefix}/bn/bias"}
+  out = bn("stem") | bn("last_conv")
+  if arch.startswith("mobilenet"):
+    table = mobilenet_v3.VARIANTS[arch.rsplit("_", 1)[1]][0]
+    names = [(f"block{i + 1}", row[1] != (16 if i == 0 else table[i - 1][2]), row[3]) for i, row in enumerate(table)]
+    out |= {"encoder/head/bias"}
+  else:
+    names = [(f"stage{s + 1}_block{r + 1}", expand != 1, True)
+             for s, (expand, _, _, _, repeats) in enumerate(efficientnet.B0_STAGES) for r in range(repeats)]
+  for name, expands, se in names:
+    out |= bn(f"{name}/depthwise") | bn(f"{name}/project") | (bn(f"{name}/expand") if expands else set())
+    if se:
+      out |= {f"encoder/{name}/se/fc1/bias", f"encoder/{name}/se/fc2/bias"}
+  return out
+
+
+def _expected_vit_excluded():
+  out = {"encoder/cls_token", "encoder/pos_embedding", "encoder/patch_embed/bias", "encoder/norm/scale",
+         "encoder/norm/bias"}
+  for i in range(12):
+    out |= {f"encoder/block{i + 1}/{leaf}" for leaf in (
+        "norm1/scale", "norm1/bias", "norm2/scale", "norm2/bias", "attn/qkv/bias", "attn/proj/bias",
+        "fc1/bias", "fc2/bias")}
+  return out
+
+
+@pytest.mark.parametrize("arch,excluded_count", [("mobilenet_v3_large", 2 * 46 + 2 * 8 + 1 + 8),
+                                                 ("mobilenet_v3_small", 2 * 34 + 2 * 9 + 1 + 8),
+                                                 ("efficientnet_b0", 2 * 49 + 2 * 16 + 8),
+                                                 ("vit_tiny", 5 + 12 * 8 + 8), ("vit_small", 5 + 12 * 8 + 8)])
+def test_lars_and_weight_decay_masks_exclude_exactly_norms_biases_and_embeddings(arch, excluded_count):
+  params = _network_params(arch)
+  flat = jax.tree_util.tree_flatten_with_path(optim.kernel_mask(params))[0]
+  as_path = lambda p: "/".join(str(k.key) for k in p)
+  excluded = {as_path(p) for p, m in flat if not m}
+  included = {as_path(p) for p, m in flat if m}
+  expected = HEAD_EXCLUDED | (_expected_vit_excluded() if arch.startswith("vit") else _expected_conv_excluded(arch))
+  assert excluded == expected
+  assert len(excluded) == excluded_count
+  assert included == _leaf_paths(params) - expected and all(p.endswith("/kernel") for p in included)
+  # The mask is what every LARS form and the 'kernels' weight decay use: an excluded leaf's update is the
+  # plain rate (authors' LARS), whatever its norm.
+  tx = optim.authors_lars(lambda _: 0.1, 0.0, 1e-3, 0.0, "kernels")
+  ones = jax.tree.map(lambda s: jnp.ones(s.shape), params)
+  updates, _ = tx.update(ones, tx.init(ones), ones)
+  for path, u in jax.tree_util.tree_flatten_with_path(updates)[0]:
+    # Unit weights and gradients: the trust ratio makes a kernel's step 1e-3 of the rate.
+    np.testing.assert_allclose(u, -0.1 if as_path(path) in expected else -1e-4, rtol=1e-5)
+
+
+def test_adamw_decays_only_kernels_under_the_kernels_mask():
+  c = configuration.base_config().optim
+  c.name, c.weight_decay, c.weight_decay_mask, c.momentum = "adamw", 0.5, "kernels", 0.9
+  tx = optim.make_optimizer(c, lambda _: 0.1)
+  params = {"kernel": jnp.full((2,), 2.0), "bias": jnp.full((2,), 2.0), "pos_embedding": jnp.full((2,), 2.0)}
+  zero = jax.tree.map(jnp.zeros_like, params)
+  updates, _ = tx.update(zero, tx.init(params), params)
+  # Zero gradients: Adam's step is 0, so the update is the decoupled decay -lr * wd * w on kernels only.
+  np.testing.assert_allclose(updates["kernel"], -0.1 * 0.5 * 2.0, rtol=1e-6)
+  np.testing.assert_array_equal(updates["bias"], 0.0)
+  np.testing.assert_array_equal(updates["pos_embedding"], 0.0)
+  c.weight_decay_mask = "all"
+  updates, _ = optim.make_optimizer(c, lambda _: 0.1).update(zero, tx.init(params), params)
+  np.testing.assert_allclose(updates["bias"], -0.1, rtol=1e-6)
+
+
+def test_resnet_network_is_unchanged_by_the_arch_key():
+  c = configuration.network_config(10, 4, True, 16, 8)
+  assert (c.arch, c.patch_size, c.drop_path_rate) == ("resnet", 16, 0.0)
+  legacy = {k: c[k] for k in ("depth", "width", "cifar_stem", "hidden_dim", "proj_dim")}
+  x = jax.random.normal(jax.random.PRNGKey(1), (2, 16, 16, 3))
+  outs = []
+  for section in (c, ml_collections.ConfigDict(legacy)):
+    net = network_from_config(section, heads=("sema_dv",))
+    variables = net.init(jax.random.PRNGKey(0), x, train=False)
+    outs.append((variables, net.apply(variables, x, train=False)))
+  for a, b in zip(jax.tree.leaves(outs[0]), jax.tree.leaves(outs[1])):
+    np.testing.assert_array_equal(a, b)
+  assert "encoder" in outs[0][0]["params"] and "stage1_block1" in outs[0][0]["params"]["encoder"]
+  # Saved configs of runs from before the key read as ResNets.
+  assert configuration.with_network_defaults({"model": {"student": dict(legacy)}})["model"]["student"]["arch"] == "resnet"
+
+
+def test_arch_keys_are_validated_with_one_clear_line():
+  c = tiny_config()
+  c.model.student.arch = "mobilenet_v4"
+  with pytest.raises(ValueError, match=r"config.model.student.arch='mobilenet_v4' is not an architecture; choose one of"):
+    configuration.validate(c)
+  c = tiny_config()
+  c.model.teacher.arch, c.model.teacher.patch_size = "vit_tiny", 5
+  with pytest.raises(ValueError, match=r"config.model.teacher.patch_size=5 must be a positive divisor of "
+                                       r"config.data.image_size=16"):
+    configuration.validate(c)
+  c = tiny_config()
+  c.model.student.drop_path_rate = 0.1
+  with pytest.raises(ValueError, match=r"drop_path_rate=0.1: stochastic depth needs a per-step 'dropout' RNG"):
+    configuration.validate(c)
+  c = tiny_config()
+  c.model.student.arch, c.model.student.depth = "efficientnet_b0", 11  # depth is a ResNet key only
+  configuration.validate(c)
+
+
+def test_stochastic_depth_drops_whole_examples_and_is_off_by_default():
+  x = jnp.ones((1000, 3, 4))
+  y = blocks.DropPath(0.25).apply({}, x, deterministic=False, rngs={"dropout": jax.random.PRNGKey(0)})
+  kept = np.asarray(y[:, 0, 0]) != 0
+  assert 0.7 < kept.mean() < 0.8 and np.all(np.asarray(y)[kept] == pytest.approx(1 / 0.75))
+  assert np.all(np.asarray(y)[~kept] == 0)
+  np.testing.assert_array_equal(blocks.DropPath(0.25).apply({}, x, deterministic=True), x)
+  # EfficientNet's rate at 0 (default): training needs no RNG and is deterministic.
+  net = encoders.encoder("efficientnet_b0", encoders.EncoderOptions(cifar_stem=True))
+  v = net.init(jax.random.PRNGKey(0), jnp.zeros((2, 8, 8, 3)), train=False)
+  a, _ = net.apply(v, jnp.ones((2, 8, 8, 3)), train=True, mutable=["batch_stats"])
+  assert a.shape == (2, 1280)
