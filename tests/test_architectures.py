@@ -1,6 +1,8 @@
 """MobileNetV3, EfficientNet-B0 and ViT encoders: reference parameter counts and MACs, shapes, optimizer
 masks, config keys, and short SimDis-Off runs into them on Fashion-MNIST."""
 
+import json
+
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
@@ -8,7 +10,7 @@ import ml_collections
 import numpy as np
 import pytest
 
-from conftest import tiny_config
+from conftest import requires_fashion_mnist, tiny_config
 from simdis_jax import configuration, optim
 from simdis_jax.models import blocks, encoders
 from simdis_jax.models.network import Network, network_from_config
@@ -125,7 +127,8 @@ def test_bn_momentum_and_epsilon_are_the_references():
 
 
 def _leaf_paths(tree):
-  return {"/".join(str(getattr(k, "key", k)) for k in path) for path, _ in jax.tree_util.tree_flatten_with_path(tree)[0]}
+  flat = jax.tree_util.tree_flatten_with_path(tree)[0]
+  return {"/".join(str(getattr(k, "key", k)) for k in path) for path, _ in flat}
 
 
 def _network_params(arch, image_size=32):
@@ -223,13 +226,14 @@ def test_resnet_network_is_unchanged_by_the_arch_key():
     np.testing.assert_array_equal(a, b)
   assert "encoder" in outs[0][0]["params"] and "stage1_block1" in outs[0][0]["params"]["encoder"]
   # Saved configs of runs from before the key read as ResNets.
-  assert configuration.with_network_defaults({"model": {"student": dict(legacy)}})["model"]["student"]["arch"] == "resnet"
+  completed = configuration.with_network_defaults({"model": {"student": dict(legacy)}})
+  assert completed["model"]["student"]["arch"] == "resnet"
 
 
 def test_arch_keys_are_validated_with_one_clear_line():
   c = tiny_config()
   c.model.student.arch = "mobilenet_v4"
-  with pytest.raises(ValueError, match=r"config.model.student.arch='mobilenet_v4' is not an architecture; choose one of"):
+  with pytest.raises(ValueError, match=r"config.model.student.arch='mobilenet_v4' is not an architecture; choose"):
     configuration.validate(c)
   c = tiny_config()
   c.model.teacher.arch, c.model.teacher.patch_size = "vit_tiny", 5
@@ -257,3 +261,114 @@ def test_stochastic_depth_drops_whole_examples_and_is_off_by_default():
   v = net.init(jax.random.PRNGKey(0), jnp.zeros((2, 8, 8, 3)), train=False)
   a, _ = net.apply(v, jnp.ones((2, 8, 8, 3)), train=True, mutable=["batch_stats"])
   assert a.shape == (2, 1280)
+
+
+# --------------------------------------------------------------------------- short SimDis-Off runs
+
+
+@pytest.fixture(scope="module")
+def offline_teacher(tmp_path_factory):
+  """Workdir of a finished one-step BYOL run of the tiny ResNet-10 (width 8): a barely trained offline teacher."""
+  from simdis_jax import train  # pylint: disable=import-outside-toplevel
+  c = tiny_config("byol", "byol")
+  c.model.student = c.model.teacher
+  c.knn.networks = ()
+  c.train.steps = 1
+  workdir = str(tmp_path_factory.mktemp("teacher"))
+  train.train_and_evaluate(c, workdir)
+  return workdir
+
+
+def _distil(arch, teacher_workdir, workdir, steps, knn_networks=("student",), **optim_keys):
+  """A SimDis-Off run (views Ŝ-v' + T̂-v') of `steps` steps into `arch` at 16 px; returns (config, result, losses)."""
+  from simdis_jax import train  # pylint: disable=import-outside-toplevel
+  c = tiny_config("simdis_off", "simdis_2v")
+  c.model.student = configuration.network_config(10, 8, True, 32, 16, arch=arch, patch_size=4)
+  c.teacher.workdir = teacher_workdir
+  c.train.steps, c.train.batch_size = steps, 32
+  c.train.log_every_steps, c.train.checkpoint_every_steps = 1, steps
+  c.knn.networks = knn_networks
+  c.knn.train_examples, c.knn.eval_examples = 1000, 500
+  for key, value in optim_keys.items():
+    c.optim[key] = value
+  result = train.train_and_evaluate(c, workdir)
+  with open(f"{workdir}/{train.METRICS_FILE}") as f:
+    losses = [row["loss"] for row in map(json.loads, f) if "loss" in row]
+  return c, result, losses
+
+
+def _restored(workdir):
+  """The latest checkpoint of a run as host numpy arrays (a dict pytree)."""
+  from simdis_jax import checkpoint  # pylint: disable=import-outside-toplevel
+  mgr = checkpoint.manager(workdir)
+  state = mgr.restore(mgr.latest_step(), args=checkpoint.ocp.args.StandardRestore())
+  mgr.close()
+  return jax.tree.map(np.asarray, state)
+
+
+def _check_distillation(c, losses, workdir, teacher_workdir, steps):
+  """What a short run shows reliably: every step trains, the loss falls, the frozen teacher is the BYOL run's."""
+  assert len(losses) == steps and all(np.isfinite(losses))
+  assert np.mean(losses[-5:]) < np.mean(losses[:5])
+  student, teacher = _restored(workdir), _restored(teacher_workdir)
+  for x, y in zip(jax.tree.leaves(teacher["student"]["params"]), jax.tree.leaves(student["teacher"]["params"])):
+    np.testing.assert_array_equal(x, y)
+  assert "encoder" in student["student"]["params"] and c.model.student.arch != "resnet"
+
+
+def _knn_with_batch_statistics(config, params, batch_stats, examples=(1000, 500)):
+  """kNN top-1 (%) of the student's encoder with BatchNorm normalising by each 250-image batch's statistics."""
+  from simdis_jax.data import augment, fashion_mnist  # pylint: disable=import-outside-toplevel
+  from simdis_jax.evaluation import knn  # pylint: disable=import-outside-toplevel
+  from simdis_jax.state import build_networks  # pylint: disable=import-outside-toplevel
+  net = build_networks(config).student_ema
+  data = fashion_mnist.load()
+
+  @jax.jit
+  def features(images):
+    x = augment.eval_view(images, config.data.augment, out_size=config.data.image_size)
+    out, _ = net.apply({"params": params, "batch_stats": batch_stats}, x, train=True, features_only=True,
+                       mutable=["batch_stats"])
+    return out["feature"]
+
+  split = {}
+  for name, n in zip(("train", "test"), examples):
+    images, labels = data[f"{name}_images"][:n], data[f"{name}_labels"][:n]
+    split[name] = (np.concatenate([np.asarray(features(images[i:i + 250])) for i in range(0, n, 250)]), labels)
+  pred, _ = knn.knn_classify(*split["train"], split["test"][0], 20, 0.07, 10)
+  return 100.0 * float(np.mean(pred == split["test"][1]))
+
+
+# 30 steps (16 px, batch 32, a one-step teacher) did NOT improve kNN over the untrained networks when measured
+# (MobileNetV3-Small, kNN with batch statistics: 46.6% -> 43.2%; ViT-Tiny/4 with AdamW: 53.8% -> 46.4%), and a
+# longer run does not fit the suite's budget on 2 CPU cores; docs/architectures.md says so. These tests assert
+# what a short run shows reliably, and that the representation stays far above chance (10%).
+STEPS = 20
+
+
+@requires_fashion_mnist
+def test_simdis_off_into_mobilenet_v3_small_trains_from_the_offline_teacher(offline_teacher, tmp_path):
+  from simdis_jax import optim as optim_module  # pylint: disable=import-outside-toplevel
+  from simdis_jax.state import build_networks, create_train_state  # pylint: disable=import-outside-toplevel
+  c, _, losses = _distil("mobilenet_v3_small", offline_teacher, str(tmp_path), STEPS, knn_networks=(), base_lr=2.0)
+  _check_distillation(c, losses, str(tmp_path), offline_teacher, STEPS)
+  # BN momentum 0.99 (torchvision's) leaves the running statistics far from the data after 20 steps, so kNN
+  # normalises with each batch's statistics, the untrained and the trained network alike.
+  init = create_train_state(c, build_networks(c), optim_module.make_optimizer(c.optim, lambda _: 0.0),
+                            (16, 16, 1)).student
+  final = _restored(str(tmp_path))["student"]
+  before = _knn_with_batch_statistics(c, init.ema_params, init.ema_batch_stats)
+  after = _knn_with_batch_statistics(c, final["ema_params"], final["ema_batch_stats"])
+  print(f"mobilenet_v3_small kNN with batch statistics: untrained {before:.1f}%, after {STEPS} steps {after:.1f}%")
+  assert 25.0 < before <= 100.0 and 25.0 < after <= 100.0
+
+
+@requires_fashion_mnist
+def test_simdis_off_into_vit_tiny_trains_from_the_offline_teacher(offline_teacher, tmp_path):
+  c, result, losses = _distil("vit_tiny", offline_teacher, str(tmp_path), STEPS, name="adamw", base_lr=8e-3,
+                              weight_decay=0.05, weight_decay_mask="kernels")
+  _check_distillation(c, losses, str(tmp_path), offline_teacher, STEPS)
+  # No BatchNorm in the encoder: the loop's eval-mode kNN is the representation's own.
+  before, after = result["knn_top1/student_init"], result["knn_top1/student"]
+  print(f"vit_tiny kNN: untrained {before:.1f}%, after {STEPS} steps {after:.1f}%")
+  assert 25.0 < before <= 100.0 and 25.0 < after <= 100.0

@@ -1,4 +1,5 @@
-"""SimDis-Off into EfficientNet-B0 (5.3 M parameters with an ImageNet classifier, 0.39 G MACs, 1280-d feature) from the frozen BYOL ResNet-50.
+"""SimDis-Off into EfficientNet-B0 (5.3 M parameters with an ImageNet classifier, 0.39 G MACs, 1280-d feature),
+from the frozen BYOL ResNet-50.
 
     python -m simdis_jax.main --config configs/imagenet/simdis_off_efficientnet_b0.py \
         --workdir workdirs/imagenet_simdis_off_efficientnet_b0 --config.teacher.workdir=workdirs/imagenet_byol_r50

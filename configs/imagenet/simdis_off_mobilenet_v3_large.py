@@ -1,4 +1,5 @@
-"""SimDis-Off into MobileNetV3-Large (5.5 M parameters with an ImageNet classifier, 0.22 G MACs, 1280-d feature) from the frozen BYOL ResNet-50.
+"""SimDis-Off into MobileNetV3-Large (5.5 M parameters with an ImageNet classifier, 0.22 G MACs, 1280-d feature),
+from the frozen BYOL ResNet-50.
 
     python -m simdis_jax.main --config configs/imagenet/simdis_off_mobilenet_v3_large.py \
         --workdir workdirs/imagenet_simdis_off_mobilenet_v3_large --config.teacher.workdir=workdirs/imagenet_byol_r50

@@ -1,4 +1,5 @@
-"""SimDis-Off into MobileNetV3-Small (2.5 M parameters with an ImageNet classifier, 0.057 G MACs, 1024-d feature) from the frozen BYOL ResNet-50.
+"""SimDis-Off into MobileNetV3-Small (2.5 M parameters with an ImageNet classifier, 0.057 G MACs, 1024-d feature),
+from the frozen BYOL ResNet-50.
 
     python -m simdis_jax.main --config configs/imagenet/simdis_off_mobilenet_v3_small.py \
         --workdir workdirs/imagenet_simdis_off_mobilenet_v3_small --config.teacher.workdir=workdirs/imagenet_byol_r50

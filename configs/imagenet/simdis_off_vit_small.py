@@ -1,4 +1,5 @@
-"""SimDis-Off into ViT-Small/16 (22.1 M parameters with an ImageNet classifier, 4.6 G MACs, 384-d class token) from the frozen BYOL ResNet-50.
+"""SimDis-Off into ViT-Small/16 (22.1 M parameters with an ImageNet classifier, 4.6 G MACs, 384-d class token),
+from the frozen BYOL ResNet-50.
 
     python -m simdis_jax.main --config configs/imagenet/simdis_off_vit_small.py \
         --workdir workdirs/imagenet_simdis_off_vit_small --config.teacher.workdir=workdirs/imagenet_byol_r50

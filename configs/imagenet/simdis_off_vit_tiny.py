@@ -1,4 +1,5 @@
-"""SimDis-Off into ViT-Tiny/16 (DeiT-Ti: 5.7 M parameters with an ImageNet classifier, 1.3 G MACs, 192-d class token) from the frozen BYOL ResNet-50.
+"""SimDis-Off into ViT-Tiny/16 (DeiT-Ti: 5.7 M parameters with an ImageNet classifier, 1.3 G MACs, 192-d class token),
+from the frozen BYOL ResNet-50.
 
     python -m simdis_jax.main --config configs/imagenet/simdis_off_vit_tiny.py \
         --workdir workdirs/imagenet_simdis_off_vit_tiny --config.teacher.workdir=workdirs/imagenet_byol_r50

@@ -53,7 +53,8 @@ def feature_dim(arch: str, options: EncoderOptions = EncoderOptions()) -> int:
   """Size of the encoder's pooled feature."""
   if arch == "resnet":
     return resnet.feature_dim(options.depth, options.width)
-  return {"mobilenet_v3_large": 1280, "mobilenet_v3_small": 1024, "efficientnet_b0": efficientnet.FEATURE,
+  return {"mobilenet_v3_large": mobilenet_v3.feature_dim("large"),
+          "mobilenet_v3_small": mobilenet_v3.feature_dim("small"), "efficientnet_b0": efficientnet.FEATURE,
           "vit_tiny": vit.feature_dim("tiny"), "vit_small": vit.feature_dim("small")}[arch]
 
 
