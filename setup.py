@@ -28,5 +28,7 @@ setup(
         "scipy>=1.11",  # the study report's t-tests (jax depends on it too)
         "matplotlib>=3.8",
     ],
-    extras_require={"test": ["pytest>=8.0"]},
+    # torch only writes real .pth files and gives the reference forward in the import tests; 2.13.0 is the
+    # CPU build that pip finds on this project's machines (a newer release would pull a CUDA build of GBs).
+    extras_require={"test": ["pytest>=8.0", "torch==2.13.0"]},
 )

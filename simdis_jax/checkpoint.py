@@ -24,6 +24,7 @@ from jax.experimental import multihost_utils
 
 from simdis_jax import workdir as workdir_files
 from simdis_jax.workdir import CONFIG_FILE
+from simdis_jax import configuration
 
 # Exit status of a run stopped by a preemption notice after saving its checkpoint: the
 # status a SIGTERM-killed process has (128 + 15), so schedulers that requeue terminated
@@ -98,7 +99,9 @@ def check_resume_config(workdir: str, config) -> None:
   if saved is None:
     return  # nothing to compare with; the restore still checks shapes
   path = workdir_files.path(workdir, CONFIG_FILE)
-  wanted = json.loads(config.to_json_best_effort())
+  # Runs saved before the arch keys existed hold ResNets: both sides read with the defaults filled in.
+  saved = configuration.with_network_defaults(saved)
+  wanted = configuration.with_network_defaults(json.loads(config.to_json_best_effort()))
   for key in RESUME_KEYS:
     old, new = _lookup(saved, key), _lookup(wanted, key)
     if old is not None and old != new:

@@ -12,6 +12,7 @@ import ml_collections
 
 from simdis_jax import optim, simdis
 from simdis_jax.data import augment
+from simdis_jax.models import encoders
 
 # Presets of the student's target views (SPEC.md "Presets", paper Table 2).
 VIEW_PRESETS = {
@@ -37,10 +38,28 @@ CONV_IMPLS = ("auto", "xla", "matmul")
 BN_RUNNING_VARS = ("biased", "unbiased")
 
 
-def network_config(depth: int, width: int, cifar_stem: bool, hidden_dim: int, proj_dim: int):
-  """A config.model.{student,teacher} section."""
+# The network keys added with the arch choice, and what a section written without them means.
+NETWORK_DEFAULTS = dict(arch="resnet", patch_size=16, drop_path_rate=0.0)
+
+
+def network_config(depth: int, width: int, cifar_stem: bool, hidden_dim: int, proj_dim: int,
+                   arch: str = "resnet", patch_size: int = 16, drop_path_rate: float = 0.0):
+  """A config.model.{student,teacher} section (arch: see models/encoders.py; depth/width are ResNet's)."""
+  # cifar_stem: the small-image variant of every convolutional arch; patch_size: ViTs; drop_path_rate:
+  # stochastic depth of EfficientNet and ViTs (0 = off, the self-supervised default).
   return ml_collections.ConfigDict(dict(depth=depth, width=width, cifar_stem=cifar_stem,
-                                        hidden_dim=hidden_dim, proj_dim=proj_dim))
+                                        hidden_dim=hidden_dim, proj_dim=proj_dim, arch=arch,
+                                        patch_size=patch_size, drop_path_rate=drop_path_rate))
+
+
+def with_network_defaults(run: dict) -> dict:
+  """A saved run config (dict) whose network sections lack the arch keys, completed with their defaults."""
+  for name in ("student", "teacher"):
+    section = run.get("model", {}).get(name)
+    if isinstance(section, dict):
+      for key, value in NETWORK_DEFAULTS.items():
+        section.setdefault(key, value)
+  return run
 
 
 def data_config(name: str = "imagenet2012") -> ml_collections.ConfigDict:
@@ -235,7 +254,25 @@ def validate(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
   _one_of(config, "final_eval.linear_mode", ("fast", "full"))
   _one_of(config, "final_eval.linear_protocol", ("authors", "deepmind"))
   check_ranges(config)
+  for name in ("student", "teacher"):
+    _check_network(config, name)
   return config
+
+
+def _check_network(config, name: str) -> None:
+  """The arch and its own keys of config.model.<name>."""
+  net, key = config.model[name], f"model.{name}"
+  arch = net.get("arch", "resnet")
+  if arch not in encoders.ARCHS:
+    raise ValueError(f"config.{key}.arch={arch!r} is not an architecture; choose one of {list(encoders.ARCHS)}.")
+  rate = net.get("drop_path_rate", 0.0)
+  if rate != 0.0:
+    raise ValueError(f"config.{key}.drop_path_rate={rate!r}: stochastic depth needs a per-step 'dropout' RNG "
+                     "in the train step, which does not pass one yet; keep 0 (off, the self-supervised default).")
+  patch = net.get("patch_size", 16)
+  if arch in encoders.VITS and (int(patch) != patch or patch <= 0 or config.data.image_size % patch):
+    raise ValueError(f"config.{key}.patch_size={patch!r} must be a positive divisor of config.data.image_size="
+                     f"{config.data.image_size} (16 at 224 px, 4 at 28 or 32 px).")
 
 
 def has_labels(data) -> bool:
@@ -302,8 +339,9 @@ def check_ranges(config) -> None:
         raise ValueError(f"config.{key}={value!r} is out of range: it must be {allowed} ({hint}).")
   for key in ("model.student.depth", "model.teacher.depth"):
     section, name = key.rsplit(".", 1)
-    depth = config.model[section.split(".")[1]][name]
-    if depth not in _RESNET_DEPTHS:
+    net = config.model[section.split(".")[1]]
+    depth = net[name]
+    if net.get("arch", "resnet") == "resnet" and depth not in _RESNET_DEPTHS:
       raise ValueError(f"config.{key}={depth!r} is not a ResNet depth; choose one of {list(_RESNET_DEPTHS)}.")
   low, high = config.data.augment.crop_scale
   if not 0.0 < low <= high <= 1.0:

@@ -15,7 +15,13 @@ Three LARS forms are offered because they differ numerically:
   between steps (SPEC.md groups the two together; their code differs).
 Biases and BN parameters (every leaf not named ``kernel``) are excluded from
 the trust ratio; the weight-decay mask is ``all`` (authors) or ``kernels``
-(DeepMind also excludes biases and BN parameters from weight decay).
+(DeepMind also excludes biases and BN parameters from weight decay). The same
+name rule excludes a ViT's LayerNorm scales/offsets, position embedding
+(``pos_embedding``) and class token (``cls_token``): every architecture in
+models/ names its weight matrices and filters, and only those, ``kernel``.
+``adamw`` (how self-supervised ViTs are trained) is optax.adamw with
+b1 = config.optim.momentum, b2 = 0.999, eps 1e-8, decoupled weight decay
+under the same mask, on the same warm-up + cosine schedule.
 """
 
 import math
@@ -26,7 +32,7 @@ import jax.numpy as jnp
 import optax
 
 LARS_FORMS = ("authors", "authors_fallback", "deepmind", "optax")
-OPTIMIZERS = ("lars", "sgd")
+OPTIMIZERS = ("lars", "sgd", "adamw")
 WEIGHT_DECAY_MASKS = ("all", "kernels")
 
 
@@ -105,6 +111,9 @@ def make_optimizer(optim_config, schedule: Callable) -> optax.GradientTransforma
         optax.add_decayed_weights(c.weight_decay, mask=wd_mask),
         optax.trace(decay=c.momentum, nesterov=c.nesterov),
         optax.scale_by_learning_rate(schedule))
+  if c.name == "adamw":
+    return optax.adamw(schedule, b1=c.momentum, b2=0.999, eps=1e-8, weight_decay=c.weight_decay,
+                       mask=wd_mask)
   if c.name != "lars":
     raise ValueError(f"Unknown config.optim.name {c.name!r}; choose one of {OPTIMIZERS}.")
   if c.lars_form in ("authors", "authors_fallback"):

@@ -223,9 +223,11 @@ def view_names(views: Sequence[str]) -> str:
 
 
 def architecture(net: Optional[Dict[str, Any]]) -> str:
-  """'ResNet-<depth> w<width>' from a model.student / model.teacher config."""
+  """'ResNet-<depth> w<width>' (other archs: their name) from a model.student / model.teacher config."""
   if not net or "depth" not in net:
     return MISSING
+  if net.get("arch", "resnet") != "resnet":
+    return net["arch"] + (f" patch {net['patch_size']}" if net["arch"].startswith("vit") else "")
   width = f" w{net['width']}" if net.get("width") is not None else ""
   return f"ResNet-{net['depth']}{width}"
 

@@ -10,8 +10,8 @@ from typing import Any, Optional, Sequence
 import flax.linen as nn
 import jax.numpy as jnp
 
+from simdis_jax.models import encoders
 from simdis_jax.models.heads import MLP
-from simdis_jax.models.resnet import resnet
 
 
 class Network(nn.Module):
@@ -26,11 +26,15 @@ class Network(nn.Module):
   conv_impl: str = "xla"  # see models/resnet.py Conv
   num_classes: int = 0  # > 0: a linear classifier on the pooled features ("logits"; supervised training)
   bn_running_var: str = "biased"  # config.model.bn_running_var (models/batch_norm.py)
+  arch: str = "resnet"  # see models/encoders.py; depth/width apply to resnet only
+  patch_size: int = 16  # ViTs
+  drop_path_rate: float = 0.0  # EfficientNet and ViTs; 0 = off (the SSL default)
 
   @nn.compact
   def __call__(self, x, train: bool = True, bn_axis_name: Optional[str] = None, features_only: bool = False):
-    encoder = resnet(self.depth, self.width, self.cifar_stem, self.dtype, name="encoder", conv_impl=self.conv_impl,
-                     bn_running_var=self.bn_running_var)
+    options = encoders.EncoderOptions(self.depth, self.width, self.cifar_stem, self.patch_size, self.drop_path_rate)
+    encoder = encoders.encoder(self.arch, options, self.dtype, self.conv_impl, name="encoder",
+                               bn_running_var=self.bn_running_var)
     feature = encoder(x, train=train, bn_axis_name=bn_axis_name)
     if features_only:
       return {"feature": feature}
@@ -53,4 +57,7 @@ def network_from_config(model_config, heads: Sequence[str] = (), dtype: Any = jn
   return Network(depth=model_config.depth, width=model_config.width, cifar_stem=model_config.cifar_stem,
                  hidden_dim=model_config.hidden_dim, proj_dim=model_config.proj_dim,
                  heads=tuple(heads), dtype=dtype, conv_impl=conv_impl, num_classes=num_classes,
-                 bn_running_var=bn_running_var)
+                 bn_running_var=bn_running_var,
+                 # Sections written before the arch key existed describe ResNets.
+                 arch=model_config.get("arch", "resnet"), patch_size=model_config.get("patch_size", 16),
+                 drop_path_rate=model_config.get("drop_path_rate", 0.0))

@@ -1,0 +1,374 @@
+"""MobileNetV3, EfficientNet-B0 and ViT encoders: reference parameter counts and MACs, shapes, optimizer
+masks, config keys, and short SimDis-Off runs into them on Fashion-MNIST."""
+
+import json
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+import pytest
+
+from conftest import requires_fashion_mnist, tiny_config
+from simdis_jax import configuration, optim
+from simdis_jax.models import blocks, encoders
+from simdis_jax.models.network import Network, network_from_config
+
+CONV_ARCHS = ("mobilenet_v3_large", "mobilenet_v3_small", "efficientnet_b0")
+
+# torchvision's model metadata (num_params) for the convolutional networks; timm's deit_tiny_patch16_224 and
+# vit_small_patch16_224 for the ViTs, which by hand are (width d, 12 blocks, 197 tokens at 224 px, 1000 classes):
+# patch conv 768d + d, class token d, position 197d, per block 12d^2 + 13d (qkv 3d^2+3d, proj d^2+d, MLP
+# 8d^2+5d, two LayerNorms 4d), final LayerNorm 2d, head 1000d + 1000.
+def _vit_params(d):
+  return 769 * d + d + 197 * d + 12 * (12 * d * d + 13 * d) + 2 * d + 1000 * d + 1000
+
+
+REFERENCE_PARAMS = {
+    "mobilenet_v3_large": 5_483_032,
+    "mobilenet_v3_small": 2_542_856,
+    "efficientnet_b0": 5_288_548,
+    "vit_tiny": 5_717_416,
+    "vit_small": 22_050_664,
+}
+
+
+def test_vit_reference_counts_are_the_hand_formula():
+  assert (_vit_params(192), _vit_params(384)) == (REFERENCE_PARAMS["vit_tiny"], REFERENCE_PARAMS["vit_small"])
+
+
+def _param_count(module, image_size, channels=3):
+  x = jax.ShapeDtypeStruct((2, image_size, image_size, channels), jnp.float32)
+  variables = jax.eval_shape(lambda x: module.init(jax.random.PRNGKey(0), x, train=False), x)
+  return sum(int(l.size) for l in jax.tree.leaves(variables["params"])), variables
+
+
+@pytest.mark.parametrize("arch", sorted(REFERENCE_PARAMS))
+def test_parameter_counts_with_the_imagenet_classifier_equal_the_references(arch):
+  count, _ = _param_count(encoders.Classifier(arch), 224)
+  assert count == REFERENCE_PARAMS[arch]
+  # The small-image variants hold the same convolutions; a ViT at patch 4 on 32 px differs only in its
+  # patch filter (48 instead of 768 inputs per unit) and position table (65 instead of 197 tokens).
+  small = encoders.EncoderOptions(cifar_stem=True, patch_size=4)
+  small_count, _ = _param_count(encoders.Classifier(arch, small), 32)
+  d = encoders.feature_dim(arch)
+  expected = count if arch in CONV_ARCHS else count - (768 - 48) * d - (197 - 65) * d
+  assert small_count == expected
+
+
+@pytest.mark.parametrize("arch,dim", [("mobilenet_v3_large", 1280), ("mobilenet_v3_small", 1024),
+                                      ("efficientnet_b0", 1280), ("vit_tiny", 192), ("vit_small", 384)])
+def test_feature_shapes_at_224_and_at_small_sizes(arch, dim):
+  for size, options in ((224, encoders.EncoderOptions()),
+                        (32, encoders.EncoderOptions(cifar_stem=True, patch_size=4)),
+                        (28, encoders.EncoderOptions(cifar_stem=True, patch_size=4))):
+    net = encoders.encoder(arch, options)
+    x = jax.ShapeDtypeStruct((3, size, size, 1 if size == 28 else 3), jnp.float32)
+    out = jax.eval_shape(lambda x, n=net: n.init_with_output(jax.random.PRNGKey(0), x, train=False)[0], x)
+    assert (out.shape, out.dtype) == ((3, dim), jnp.float32)
+  assert encoders.feature_dim(arch) == dim
+
+
+def _last_map_size(arch, size, small):
+  """Spatial size of the map the conv encoder pools at `size` px (from the BN statistics' shapes)."""
+  net = encoders.encoder(arch, encoders.EncoderOptions(cifar_stem=small))
+  x = jax.ShapeDtypeStruct((1, size, size, 3), jnp.float32)
+  captured = {}
+
+  def capture(next_fun, args, kwargs, context):
+    out = next_fun(*args, **kwargs)
+    if context.module.name == "last_conv" and context.method_name == "__call__":
+      captured["shape"] = out.shape
+    return out
+
+  def run(x):
+    with nn.intercept_methods(capture):
+      return net.init(jax.random.PRNGKey(0), x, train=False)
+
+  jax.eval_shape(run, x)
+  return captured["shape"][1]
+
+
+@pytest.mark.parametrize("arch", CONV_ARCHS)
+def test_small_image_variant_downsamples_8x_instead_of_32x(arch):
+  assert _last_map_size(arch, 224, False) == 7
+  assert _last_map_size(arch, 32, False) == 1
+  assert _last_map_size(arch, 32, True) == 4
+  assert _last_map_size(arch, 28, True) == 4  # 28 -> 14 -> 7 -> 4 (PyTorch padding rounds up)
+
+
+@pytest.mark.parametrize("arch,published", [("mobilenet_v3_large", 0.217), ("mobilenet_v3_small", 0.057),
+                                            ("efficientnet_b0", 0.386), ("vit_tiny", 1.3), ("vit_small", 4.6)])
+def test_forward_macs_per_224_px_image_are_the_published_figures(arch, published):
+  cost = encoders.reference_cost(arch)
+  assert cost["params"] == REFERENCE_PARAMS[arch]
+  if arch in CONV_ARCHS:  # torchvision's figures count the same taps, published to three decimals
+    assert round(cost["macs"] / 1e9, 3) == published
+  else:  # DeiT's Table 1 rounds to one decimal
+    assert abs(cost["macs"] / 1e9 - published) <= 0.04 * published
+  assert cost["macs"] - cost["encoder_macs"] == encoders.feature_dim(arch) * 1000
+
+
+def test_bn_momentum_and_epsilon_are_the_references():
+  bns = {}
+
+  def capture(next_fun, args, kwargs, context):
+    if isinstance(context.module, nn.BatchNorm):
+      bns[context.module.path] = (context.module.momentum, context.module.epsilon)
+    return next_fun(*args, **kwargs)
+
+  for arch, expected in (("mobilenet_v3_small", (0.99, 1e-3)), ("efficientnet_b0", (0.9, 1e-5))):
+    bns.clear()
+    net = encoders.encoder(arch, encoders.EncoderOptions())
+    with nn.intercept_methods(capture):
+      jax.eval_shape(lambda x, n=net: n.init(jax.random.PRNGKey(0), x, train=True), jnp.zeros((2, 32, 32, 3)))
+    assert len(bns) > 30 and set(bns.values()) == {expected}, arch
+
+
+def _leaf_paths(tree):
+  flat = jax.tree_util.tree_flatten_with_path(tree)[0]
+  return {"/".join(str(getattr(k, "key", k)) for k in path) for path, _ in flat}
+
+
+def _network_params(arch, image_size=32):
+  net = Network(18, 64, True, 16, 8, heads=("sema_dv",), arch=arch, patch_size=4)
+  _, variables = _param_count(net, image_size)
+  return variables["params"]
+
+
+# Excluded from LARS adaptation (and from weight decay under weight_decay_mask='kernels'), per architecture:
+# the projector/predictor MLPs' Dense biases and BN scale/offset, plus the encoder's own set below.
+HEAD_EXCLUDED = {f"{mlp}/{leaf}" for mlp in ("projector", "predictor_sema_dv")
+                 for leaf in ("dense1/bias", "bn/scale", "bn/bias", "dense2/bias")}
+
+
+def _expected_conv_excluded(arch):
+  """BN scale/offset of every ConvBN, the squeeze-excite biases and MobileNet's head bias, by the tables."""
+  from simdis_jax.models import efficientnet, mobilenet_v3  # pylint: disable=import-outside-toplevel
+  bn = lambda prefix: {f"encoder/{prefix}/bn/scale", f"encoder/{prefix}/bn/bias"}
+  out = bn("stem") | bn("last_conv")
+  if arch.startswith("mobilenet"):
+    table = mobilenet_v3.VARIANTS[arch.rsplit("_", 1)[1]][0]
+    names = [(f"block{i + 1}", row[1] != (16 if i == 0 else table[i - 1][2]), row[3]) for i, row in enumerate(table)]
+    out |= {"encoder/head/bias"}
+  else:
+    names = [(f"stage{s + 1}_block{r + 1}", expand != 1, True)
+             for s, (expand, _, _, _, repeats) in enumerate(efficientnet.B0_STAGES) for r in range(repeats)]
+  for name, expands, se in names:
+    out |= bn(f"{name}/depthwise") | bn(f"{name}/project") | (bn(f"{name}/expand") if expands else set())
+    if se:
+      out |= {f"encoder/{name}/se/fc1/bias", f"encoder/{name}/se/fc2/bias"}
+  return out
+
+
+def _expected_vit_excluded():
+  out = {"encoder/cls_token", "encoder/pos_embedding", "encoder/patch_embed/bias", "encoder/norm/scale",
+         "encoder/norm/bias"}
+  for i in range(12):
+    out |= {f"encoder/block{i + 1}/{leaf}" for leaf in (
+        "norm1/scale", "norm1/bias", "norm2/scale", "norm2/bias", "attn/qkv/bias", "attn/proj/bias",
+        "fc1/bias", "fc2/bias")}
+  return out
+
+
+@pytest.mark.parametrize("arch,excluded_count", [("mobilenet_v3_large", 2 * 46 + 2 * 8 + 1 + 8),
+                                                 ("mobilenet_v3_small", 2 * 34 + 2 * 9 + 1 + 8),
+                                                 ("efficientnet_b0", 2 * 49 + 2 * 16 + 8),
+                                                 ("vit_tiny", 5 + 12 * 8 + 8), ("vit_small", 5 + 12 * 8 + 8)])
+def test_lars_and_weight_decay_masks_exclude_exactly_norms_biases_and_embeddings(arch, excluded_count):
+  params = _network_params(arch)
+  flat = jax.tree_util.tree_flatten_with_path(optim.kernel_mask(params))[0]
+  as_path = lambda p: "/".join(str(k.key) for k in p)
+  excluded = {as_path(p) for p, m in flat if not m}
+  included = {as_path(p) for p, m in flat if m}
+  expected = HEAD_EXCLUDED | (_expected_vit_excluded() if arch.startswith("vit") else _expected_conv_excluded(arch))
+  assert excluded == expected
+  assert len(excluded) == excluded_count
+  assert included == _leaf_paths(params) - expected and all(p.endswith("/kernel") for p in included)
+  # The mask is what every LARS form and the 'kernels' weight decay use: an excluded leaf's update is the
+  # plain rate (authors' LARS), whatever its norm.
+  tx = optim.authors_lars(lambda _: 0.1, 0.0, 1e-3, 0.0, "kernels")
+  ones = jax.tree.map(lambda s: jnp.ones(s.shape), params)
+  updates, _ = tx.update(ones, tx.init(ones), ones)
+  for path, u in jax.tree_util.tree_flatten_with_path(updates)[0]:
+    # Unit weights and gradients: the trust ratio makes a kernel's step 1e-3 of the rate.
+    np.testing.assert_allclose(u, -0.1 if as_path(path) in expected else -1e-4, rtol=1e-5)
+
+
+def test_adamw_decays_only_kernels_under_the_kernels_mask():
+  c = configuration.base_config().optim
+  c.name, c.weight_decay, c.weight_decay_mask, c.momentum = "adamw", 0.5, "kernels", 0.9
+  tx = optim.make_optimizer(c, lambda _: 0.1)
+  params = {"kernel": jnp.full((2,), 2.0), "bias": jnp.full((2,), 2.0), "pos_embedding": jnp.full((2,), 2.0)}
+  zero = jax.tree.map(jnp.zeros_like, params)
+  updates, _ = tx.update(zero, tx.init(params), params)
+  # Zero gradients: Adam's step is 0, so the update is the decoupled decay -lr * wd * w on kernels only.
+  np.testing.assert_allclose(updates["kernel"], -0.1 * 0.5 * 2.0, rtol=1e-6)
+  np.testing.assert_array_equal(updates["bias"], 0.0)
+  np.testing.assert_array_equal(updates["pos_embedding"], 0.0)
+  c.weight_decay_mask = "all"
+  updates, _ = optim.make_optimizer(c, lambda _: 0.1).update(zero, tx.init(params), params)
+  np.testing.assert_allclose(updates["bias"], -0.1, rtol=1e-6)
+
+
+def test_resnet_network_is_unchanged_by_the_arch_key():
+  c = configuration.network_config(10, 4, True, 16, 8)
+  assert (c.arch, c.patch_size, c.drop_path_rate) == ("resnet", 16, 0.0)
+  legacy = {k: c[k] for k in ("depth", "width", "cifar_stem", "hidden_dim", "proj_dim")}
+  x = jax.random.normal(jax.random.PRNGKey(1), (2, 16, 16, 3))
+  outs = []
+  for section in (c, ml_collections.ConfigDict(legacy)):
+    net = network_from_config(section, heads=("sema_dv",))
+    variables = net.init(jax.random.PRNGKey(0), x, train=False)
+    outs.append((variables, net.apply(variables, x, train=False)))
+  for a, b in zip(jax.tree.leaves(outs[0]), jax.tree.leaves(outs[1])):
+    np.testing.assert_array_equal(a, b)
+  assert "encoder" in outs[0][0]["params"] and "stage1_block1" in outs[0][0]["params"]["encoder"]
+  # Saved configs of runs from before the key read as ResNets.
+  completed = configuration.with_network_defaults({"model": {"student": dict(legacy)}})
+  assert completed["model"]["student"]["arch"] == "resnet"
+
+
+def test_arch_keys_are_validated_with_one_clear_line():
+  c = tiny_config()
+  c.model.student.arch = "mobilenet_v4"
+  with pytest.raises(ValueError, match=r"config.model.student.arch='mobilenet_v4' is not an architecture; choose"):
+    configuration.validate(c)
+  c = tiny_config()
+  c.model.teacher.arch, c.model.teacher.patch_size = "vit_tiny", 5
+  with pytest.raises(ValueError, match=r"config.model.teacher.patch_size=5 must be a positive divisor of "
+                                       r"config.data.image_size=16"):
+    configuration.validate(c)
+  c = tiny_config()
+  c.model.student.drop_path_rate = 0.1
+  with pytest.raises(ValueError, match=r"drop_path_rate=0.1: stochastic depth needs a per-step 'dropout' RNG"):
+    configuration.validate(c)
+  c = tiny_config()
+  c.model.student.arch, c.model.student.depth = "efficientnet_b0", 11  # depth is a ResNet key only
+  configuration.validate(c)
+
+
+def test_stochastic_depth_drops_whole_examples_and_is_off_by_default():
+  x = jnp.ones((1000, 3, 4))
+  y = blocks.DropPath(0.25).apply({}, x, deterministic=False, rngs={"dropout": jax.random.PRNGKey(0)})
+  kept = np.asarray(y[:, 0, 0]) != 0
+  assert 0.7 < kept.mean() < 0.8 and np.all(np.asarray(y)[kept] == pytest.approx(1 / 0.75))
+  assert np.all(np.asarray(y)[~kept] == 0)
+  np.testing.assert_array_equal(blocks.DropPath(0.25).apply({}, x, deterministic=True), x)
+  # EfficientNet's rate at 0 (default): training needs no RNG and is deterministic.
+  net = encoders.encoder("efficientnet_b0", encoders.EncoderOptions(cifar_stem=True))
+  v = net.init(jax.random.PRNGKey(0), jnp.zeros((2, 8, 8, 3)), train=False)
+  a, _ = net.apply(v, jnp.ones((2, 8, 8, 3)), train=True, mutable=["batch_stats"])
+  assert a.shape == (2, 1280)
+
+
+# --------------------------------------------------------------------------- short SimDis-Off runs
+
+
+@pytest.fixture(scope="module")
+def offline_teacher(tmp_path_factory):
+  """Workdir of a finished one-step BYOL run of the tiny ResNet-10 (width 8): a barely trained offline teacher."""
+  from simdis_jax import train  # pylint: disable=import-outside-toplevel
+  c = tiny_config("byol", "byol")
+  c.model.student = c.model.teacher
+  c.knn.networks = ()
+  c.train.steps = 1
+  workdir = str(tmp_path_factory.mktemp("teacher"))
+  train.train_and_evaluate(c, workdir)
+  return workdir
+
+
+def _distil(arch, teacher_workdir, workdir, steps, knn_networks=("student",), **optim_keys):
+  """A SimDis-Off run (views Ŝ-v' + T̂-v') of `steps` steps into `arch` at 16 px; returns (config, result, losses)."""
+  from simdis_jax import train  # pylint: disable=import-outside-toplevel
+  c = tiny_config("simdis_off", "simdis_2v")
+  c.model.student = configuration.network_config(10, 8, True, 32, 16, arch=arch, patch_size=4)
+  c.teacher.workdir = teacher_workdir
+  c.train.steps, c.train.batch_size = steps, 32
+  c.train.log_every_steps, c.train.checkpoint_every_steps = 1, steps
+  c.knn.networks = knn_networks
+  c.knn.train_examples, c.knn.eval_examples = 1000, 500
+  for key, value in optim_keys.items():
+    c.optim[key] = value
+  result = train.train_and_evaluate(c, workdir)
+  with open(f"{workdir}/{train.METRICS_FILE}") as f:
+    losses = [row["loss"] for row in map(json.loads, f) if "loss" in row]
+  return c, result, losses
+
+
+def _restored(workdir):
+  """The latest checkpoint of a run as host numpy arrays (a dict pytree)."""
+  from simdis_jax import checkpoint  # pylint: disable=import-outside-toplevel
+  mgr = checkpoint.manager(workdir)
+  state = mgr.restore(mgr.latest_step(), args=checkpoint.ocp.args.StandardRestore())
+  mgr.close()
+  return jax.tree.map(np.asarray, state)
+
+
+def _check_distillation(c, losses, workdir, teacher_workdir, steps):
+  """What a short run shows reliably: every step trains, the loss falls, the frozen teacher is the BYOL run's."""
+  assert len(losses) == steps and all(np.isfinite(losses))
+  assert np.mean(losses[-5:]) < np.mean(losses[:5])
+  student, teacher = _restored(workdir), _restored(teacher_workdir)
+  for x, y in zip(jax.tree.leaves(teacher["student"]["params"]), jax.tree.leaves(student["teacher"]["params"])):
+    np.testing.assert_array_equal(x, y)
+  assert "encoder" in student["student"]["params"] and c.model.student.arch != "resnet"
+
+
+def _knn_with_batch_statistics(config, params, batch_stats, examples=(1000, 500)):
+  """kNN top-1 (%) of the student's encoder with BatchNorm normalising by each 250-image batch's statistics."""
+  from simdis_jax.data import augment, fashion_mnist  # pylint: disable=import-outside-toplevel
+  from simdis_jax.evaluation import knn  # pylint: disable=import-outside-toplevel
+  from simdis_jax.state import build_networks  # pylint: disable=import-outside-toplevel
+  net = build_networks(config).student_ema
+  data = fashion_mnist.load()
+
+  @jax.jit
+  def features(images):
+    x = augment.eval_view(images, config.data.augment, out_size=config.data.image_size)
+    out, _ = net.apply({"params": params, "batch_stats": batch_stats}, x, train=True, features_only=True,
+                       mutable=["batch_stats"])
+    return out["feature"]
+
+  split = {}
+  for name, n in zip(("train", "test"), examples):
+    images, labels = data[f"{name}_images"][:n], data[f"{name}_labels"][:n]
+    split[name] = (np.concatenate([np.asarray(features(images[i:i + 250])) for i in range(0, n, 250)]), labels)
+  pred, _ = knn.knn_classify(*split["train"], split["test"][0], 20, 0.07, 10)
+  return 100.0 * float(np.mean(pred == split["test"][1]))
+
+
+# 30 steps (16 px, batch 32, a one-step teacher) did NOT improve kNN over the untrained networks when measured
+# (MobileNetV3-Small, kNN with batch statistics: 46.6% -> 43.2%; ViT-Tiny/4 with AdamW: 53.8% -> 46.4%), and a
+# longer run does not fit the suite's budget on 2 CPU cores; docs/architectures.md says so. These tests assert
+# what a short run shows reliably, and that the representation stays far above chance (10%).
+STEPS = 20
+
+
+@requires_fashion_mnist
+def test_simdis_off_into_mobilenet_v3_small_trains_from_the_offline_teacher(offline_teacher, tmp_path):
+  from simdis_jax import optim as optim_module  # pylint: disable=import-outside-toplevel
+  from simdis_jax.state import build_networks, create_train_state  # pylint: disable=import-outside-toplevel
+  c, _, losses = _distil("mobilenet_v3_small", offline_teacher, str(tmp_path), STEPS, knn_networks=(), base_lr=2.0)
+  _check_distillation(c, losses, str(tmp_path), offline_teacher, STEPS)
+  # BN momentum 0.99 (torchvision's) leaves the running statistics far from the data after 20 steps, so kNN
+  # normalises with each batch's statistics, the untrained and the trained network alike.
+  init = create_train_state(c, build_networks(c), optim_module.make_optimizer(c.optim, lambda _: 0.0),
+                            (16, 16, 1)).student
+  final = _restored(str(tmp_path))["student"]
+  before = _knn_with_batch_statistics(c, init.ema_params, init.ema_batch_stats)
+  after = _knn_with_batch_statistics(c, final["ema_params"], final["ema_batch_stats"])
+  print(f"mobilenet_v3_small kNN with batch statistics: untrained {before:.1f}%, after {STEPS} steps {after:.1f}%")
+  assert 25.0 < before <= 100.0 and 25.0 < after <= 100.0
+
+
+@requires_fashion_mnist
+def test_simdis_off_into_vit_tiny_trains_from_the_offline_teacher(offline_teacher, tmp_path):
+  c, result, losses = _distil("vit_tiny", offline_teacher, str(tmp_path), STEPS, name="adamw", base_lr=8e-3,
+                              weight_decay=0.05, weight_decay_mask="kernels")
+  _check_distillation(c, losses, str(tmp_path), offline_teacher, STEPS)
+  # No BatchNorm in the encoder: the loop's eval-mode kNN is the representation's own.
+  before, after = result["knn_top1/student_init"], result["knn_top1/student"]
+  print(f"vit_tiny kNN: untrained {before:.1f}%, after {STEPS} steps {after:.1f}%")
+  assert 25.0 < before <= 100.0 and 25.0 < after <= 100.0
