@@ -13,13 +13,17 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
+from simdis_jax import checkpoint, configuration, runs
+from simdis_jax import workdir as workdir_files
+from simdis_jax.data import augment
+from simdis_jax.models.network import network_from_config
+
 NETWORKS = ("student", "teacher")
 WEIGHTS = ("online", "ema")
 
 
 def image_shape(config) -> tuple:
   """(H, W, C) of the images a run's networks were built for."""
-  from simdis_jax import runs  # pylint: disable=import-outside-toplevel
   return runs.image_shape(config)
 
 
@@ -32,8 +36,6 @@ def model_section(config, network: str):
 
 def build_network(config, network: str):
   """The flax module of one network without predictor heads: encoder + projector, float32."""
-  from simdis_jax import configuration  # pylint: disable=import-outside-toplevel
-  from simdis_jax.models.network import network_from_config  # pylint: disable=import-outside-toplevel
   section = model_section(config, network)
   extra = {}
   if "bn_running_var" in config.model:  # eval-mode outputs do not depend on it; kept for fidelity
@@ -44,7 +46,6 @@ def build_network(config, network: str):
 def restore_variables(workdir: str, config, network: str = "student", weights: str = "online",
                       step: Optional[int] = None, sharding=None):
   """{'params', 'batch_stats'} of one network's encoder + projector, restored alone; and the step."""
-  from simdis_jax import checkpoint  # pylint: disable=import-outside-toplevel
   if weights not in WEIGHTS:
     raise ValueError(f"weights={weights!r}: choose one of {list(WEIGHTS)}.")
   if network == "teacher" and config.method not in ("simdis_off", "simdis_on"):
@@ -108,7 +109,6 @@ class Encoder:
 
   def preprocess(self, images) -> jnp.ndarray:
     """The evaluation view of uint8 (0..255) or float ([0, 1]) images [B, H, W(, C)]: centre crop, resize, normalise."""
-    from simdis_jax.data import augment  # pylint: disable=import-outside-toplevel
     return augment.eval_view(images, self.config.data.augment, out_size=self.image_size)
 
   def features_fn(self) -> Callable:
@@ -158,9 +158,8 @@ class Encoder:
 def load_encoder(workdir: str, network: str = "student", weights: str = "online", step: Optional[int] = None,
                  project: bool = False, batch_size: int = 256) -> Encoder:
   """One network of a simdis_jax run (trained or imported) as an Encoder; `project=True` embeds with the projector."""
-  from simdis_jax import workdir as workdir_files  # pylint: disable=import-outside-toplevel
   workdir = workdir_files.absolute(workdir)
-  config = ml_collections.ConfigDict(workdir_files.read_config(workdir))
+  config = runs.read_run_config(workdir)
   model_section(config, network)
   module = build_network(config, network)
   variables, step = restore_variables(workdir, config, network, weights, step)

@@ -12,7 +12,7 @@ from typing import Any, Callable, Dict, NamedTuple, Optional, Tuple
 import jax
 import ml_collections
 
-from simdis_jax import checkpoint, optim, parallel, workdir as workdir_files
+from simdis_jax import checkpoint, configuration, optim, parallel, workdir as workdir_files
 from simdis_jax.state import Networks, TrainState, build_networks, create_train_state
 
 
@@ -69,6 +69,11 @@ class Restored(NamedTuple):
   step: int
 
 
+def read_run_config(workdir: str) -> ml_collections.ConfigDict:
+  """A run's saved config; sections saved before a key existed read with its default (arch = resnet)."""
+  return ml_collections.ConfigDict(configuration.with_network_defaults(workdir_files.read_config(workdir)))
+
+
 def checkpoint_steps(workdir: str) -> list:
   """The steps of a workdir's complete checkpoints, ascending."""
   mgr = checkpoint.manager(workdir)
@@ -90,10 +95,10 @@ def check_finished(workdir: str, what: str, allow_unfinished: bool = False, step
     first = first or "pretrain first (python -m simdis_jax.main --config configs/<experiment>.py --workdir <dir>)"
     raise FileNotFoundError(f"{what}={workdir!r} does not exist: {first} and point {what} at <dir>.")
   try:
-    raw = workdir_files.read_config(workdir)
+    run_config = read_run_config(workdir)
   except FileNotFoundError as e:
     raise FileNotFoundError(f"{what}={workdir!r} is not a pretraining workdir ({e}).") from e
-  if workdir_files.is_linear_eval(raw):
+  if workdir_files.is_linear_eval(run_config):
     raise ValueError(f"{what}={workdir!r} is a linear-eval workdir; point it at the pretraining run's --workdir.")
   info = workdir_files.read_json(workdir, workdir_files.RUN_INFO_FILE)
   steps = checkpoint_steps(workdir_files.absolute(workdir))
@@ -109,7 +114,7 @@ def check_finished(workdir: str, what: str, allow_unfinished: bool = False, step
     fix = f" or set {allow_flag}=True to use it anyway" if allow_flag else ""
     raise ValueError(f"The pretraining run {workdir!r} is unfinished (checkpoint step {chosen} of {total}): "
                      f"resume it with its own command until it finishes{fix}.")
-  return ml_collections.ConfigDict(raw), chosen
+  return run_config, chosen
 
 
 def restore(workdir: str, mesh=None, step: Optional[int] = None,
@@ -118,7 +123,7 @@ def restore(workdir: str, mesh=None, step: Optional[int] = None,
   workdir = workdir_files.absolute(workdir)
   mesh = parallel.make_mesh() if mesh is None else mesh
   if run_config is None:
-    run_config = ml_collections.ConfigDict(workdir_files.read_config(workdir))
+    run_config = read_run_config(workdir)
   info = workdir_files.read_json(workdir, workdir_files.RUN_INFO_FILE) or {}
   # The schedule's values are not part of the state; only its shape (total steps) must be plausible.
   parts = build(run_config, int(info.get("total_steps", 1)), 0)

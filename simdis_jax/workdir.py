@@ -78,9 +78,9 @@ def write_config(workdir: str, config, is_main: bool = True) -> None:
     atomic_write_text(path(workdir, CONFIG_FILE), config.to_json_best_effort(indent=2))
 
 
-def is_linear_eval(config: Mapping[str, Any]) -> bool:
-  """Whether a saved config is a linear evaluation's (not a pretraining run's)."""
-  return isinstance(config, Mapping) and config.get("task") == LINEAR_EVAL_TASK
+def is_linear_eval(config) -> bool:
+  """Whether a saved config (a dict or a ConfigDict) is a linear evaluation's, not a pretraining run's."""
+  return hasattr(config, "get") and config.get("task") == LINEAR_EVAL_TASK
 
 
 def append_metrics(workdir: str, step: int, values: Mapping[str, float], is_main: bool = True) -> None:
