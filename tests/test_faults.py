@@ -7,6 +7,7 @@ import signal
 import pytest
 
 import runs
+import test_reliability
 import tiny_cli_config
 from conftest import requires_fashion_mnist
 from simdis_jax import checkpoint, parallel, train
@@ -26,6 +27,24 @@ def test_sigterm_mid_run_saves_at_a_step_boundary_and_the_restart_ends_bit_ident
   assert 1 <= stopped < K and f"checkpoint saved at step {stopped}" in out and "Run the same command" in out
   runs.assert_same_state(runs.state_at(workdir, stopped)[1], runs.state_at(baseline, stopped)[1])
   runs.resume(workdir)
+  step, state = runs.state_at(workdir)
+  assert step == K
+  runs.assert_same_state(state, runs.state_at(baseline)[1])
+
+
+def test_damaged_checkpoints_of_a_run_resume_from_the_intact_step_and_end_as_the_uninterrupted_run(baseline,
+                                                                                                    tmp_path):
+  workdir = str(tmp_path / "run")
+  shutil.copytree(baseline, workdir)
+  test_reliability.truncate(workdir, K)
+  os.remove(f"{workdir}/checkpoints/{K - 1}/default/_METADATA")
+  test_reliability.flip_bit(workdir, K - 2)
+  proc = runs.start(workdir, devices=4, extra=["--verbosity=0"])
+  (code,), (out,) = runs.finish([proc])
+  assert code == 0, out
+  log = runs.output(proc)
+  assert f"Restored step {K - 3} after skipping damaged checkpoints: step {K}: unreadable" in log
+  assert f"step {K - 1}: unreadable metadata" in log and f"step {K - 2}: checksum mismatch" in log
   step, state = runs.state_at(workdir)
   assert step == K
   runs.assert_same_state(state, runs.state_at(baseline)[1])
@@ -109,7 +128,7 @@ def test_bad_config_values_are_clear_errors_before_compilation(tmp_path, no_comp
 def test_resuming_a_checkpoint_of_another_model_or_method_names_the_key(baseline, tmp_path, no_compile, changes,
                                                                          key):
   shutil.copytree(baseline, str(tmp_path), dirs_exist_ok=True)
-  with pytest.raises(ValueError, match=rf"config.{key}=.*but this config has.*Resume it with --config.{key}="):
+  with pytest.raises(ValueError, match=rf"config.{key}[ =].*but this config has.*Resume it with --config.{key}[.=]"):
     train.train_and_evaluate(_config(**changes), str(tmp_path))
 
 
