@@ -10,7 +10,7 @@ import jax
 import ml_collections
 from clu import periodic_actions
 
-from simdis_jax import checkpoint, configuration, flops, lock, parallel, runs
+from simdis_jax import checkpoint, configuration, console, flops, lock, parallel, runs
 from simdis_jax import workdir as workdir_files
 from simdis_jax.data import input as data_input
 from simdis_jax.evaluation import knn
@@ -165,6 +165,8 @@ def _train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
 
   def evaluate(step, record=True):
     results = run_knn(config, networks, state, dataset, mesh)
+    if results:
+      console.say(f"step {step}: kNN top-1 " + ", ".join(f"{k.split('/')[-1]} {v:.1f}%" for k, v in results.items()))
     if results and record:  # no kNN networks: no empty metrics line
       writer.write_scalars(step, results)
       workdir_files.append_metrics(workdir, step, results, is_main)
@@ -176,6 +178,7 @@ def _train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
   t0, images_seen, metrics = time.time(), 0, None
   time_before = _previous_train_time(workdir, start_step)  # training seconds of earlier processes
   in_flight = collections.deque()
+  progress = console.Progress(total_steps, start_step, config.train.batch_size)  # prints only from the CLI
   try:
     if start_step == 0 and config.knn.networks:
       final.update({f"{k}_init": v for k, v in evaluate(0).items()})
@@ -209,6 +212,8 @@ def _train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
           values["input/skipped_images"] = dataset.stats["skipped"]
         writer.write_scalars(done, values)
         workdir_files.append_metrics(workdir, done, values, is_main)
+        progress.loss = values["loss"]
+      progress.update(done)
       preempted = preemption.reached(done)  # every process gets the same answer at the same step
       if (done % config.train.checkpoint_every_steps == 0 or done == total_steps
           or done == stop_after_steps or preempted):

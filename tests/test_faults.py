@@ -10,7 +10,8 @@ import runs
 import test_reliability
 import tiny_cli_config
 from conftest import requires_fashion_mnist
-from simdis_jax import checkpoint, parallel, train
+from simdis_jax import checkpoint, lock, parallel, train
+from simdis_jax import workdir as workdir_files
 
 pytestmark = requires_fashion_mnist
 K = tiny_cli_config.STEPS
@@ -48,6 +49,31 @@ def test_damaged_checkpoints_of_a_run_resume_from_the_intact_step_and_end_as_the
   step, state = runs.state_at(workdir)
   assert step == K
   runs.assert_same_state(state, runs.state_at(baseline)[1])
+
+
+def test_ctrl_c_saves_like_sigterm_and_a_second_run_on_the_workdir_is_refused(baseline, tmp_path):
+  workdir = str(tmp_path)
+  proc = runs.start(workdir, devices=4)
+  runs.wait_for(lambda: 1 in runs.logged_steps(workdir), [proc])
+  with pytest.raises(lock.WorkdirLocked, match=rf"Another run \(pid {proc.pid} on .*\) is using {workdir}"):
+    train.train_and_evaluate(_config(seed=1), workdir)
+  runs.send(proc, signal.SIGINT)
+  (code,), (out,) = runs.finish([proc])
+  assert code == checkpoint.PREEMPTED_EXIT_CODE, out
+  assert "SIGINT received: saving a checkpoint at the next step boundary" in out
+  stopped = checkpoint.manager(workdir).latest_step()
+  assert 1 <= stopped < K and f"checkpoint saved at step {stopped}" in out
+  runs.assert_same_state(runs.state_at(workdir, stopped)[1], runs.state_at(baseline, stopped)[1])
+  assert not os.path.exists(os.path.join(workdir, lock.LOCK_FILE))  # released on the way out
+
+
+def test_rerunning_a_finished_run_appends_no_duplicate_final_row(baseline, tmp_path):
+  shutil.copytree(baseline, str(tmp_path), dirs_exist_ok=True)
+  metrics = tmp_path / workdir_files.METRICS_FILE
+  before = metrics.read_text()
+  result = train.train_and_evaluate(_config(knn__networks=("student",)), str(tmp_path))
+  assert 0 <= result["knn_top1/student"] <= 100  # evaluated and returned, not logged a second time
+  assert metrics.read_text() == before
 
 
 def _tmp_checkpoints(workdir):

@@ -188,3 +188,37 @@ def test_a_diverging_run_stops_naming_a_finite_kept_step(tmp_path):
   for step in mgr.all_steps():  # every step kept restores finite
     leaves = runs.state_at(str(tmp_path), step)[1]
     assert all(np.isfinite(x).all() for x in leaves if np.issubdtype(x.dtype, np.floating))
+
+
+def _cli(*args, module="simdis_jax.main"):
+  return subprocess.run([sys.executable, "-m", module, *args], cwd=runs.ROOT, capture_output=True, text=True,
+                        timeout=300, env=dict(os.environ, PYTHONPATH=runs.ROOT))
+
+
+def test_an_unknown_config_key_or_an_empty_workdir_is_one_line_naming_the_fix(tmp_path):
+  proc = _cli("--config", runs.CONFIG, "--workdir", str(tmp_path), "--config.train.foo=1")
+  assert proc.returncode == 1 and "Traceback" not in proc.stderr, proc.stderr
+  assert proc.stderr.strip().splitlines() == [
+      "FATAL Flags parsing error: --config.train.foo: config.train has no key 'foo'. Valid keys of config.train: "
+      "batch_size, checkpoint_every_steps, epochs, keep_checkpoints, knn_every_steps, log_every_steps, steps."]
+  proc = _cli("--config", runs.CONFIG, "--workdir=")
+  assert proc.returncode == 1 and "Traceback" not in proc.stderr
+  assert "--workdir is empty (an unset shell variable?)" in proc.stderr
+  assert not os.listdir(tmp_path)
+
+
+def test_knn_of_a_missing_step_lists_the_steps(tmp_path):
+  _saved(str(tmp_path), steps=(1, 2))
+  proc = _cli("--workdir", str(tmp_path), "--step", "999", module="simdis_jax.evaluation.knn")
+  assert proc.returncode == 2 and "Traceback" not in proc.stderr
+  assert f"knn: {tmp_path} has no checkpoint at step 999; its steps are [1, 2]." in proc.stderr
+
+
+def test_imagenet_without_its_data_leaves_no_checkpoints_folder_or_lock(tmp_path):
+  config = tiny_cli_config.get_config()
+  config.data.name = "imagenet2012"
+  config.data.data_dir = str(tmp_path / "tfds")
+  config.probe.num_classes = 1000
+  with pytest.raises(FileNotFoundError, match="tfds build imagenet2012"):
+    train.train_and_evaluate(config, str(tmp_path / "run"))
+  assert os.listdir(tmp_path / "run") == []
