@@ -222,3 +222,20 @@ def test_imagenet_without_its_data_leaves_no_checkpoints_folder_or_lock(tmp_path
   with pytest.raises(FileNotFoundError, match="tfds build imagenet2012"):
     train.train_and_evaluate(config, str(tmp_path / "run"))
   assert os.listdir(tmp_path / "run") == []
+
+
+def test_folder_warnings_name_each_unreadable_file_once_and_an_all_corrupt_folder_names_files(tmp_path, caplog):
+  import logging  # pylint: disable=import-outside-toplevel
+  from test_pipeline import collect, make_folder  # pylint: disable=import-outside-toplevel
+  from simdis_jax import configuration, parallel  # pylint: disable=import-outside-toplevel
+  from simdis_jax.data import pipeline  # pylint: disable=import-outside-toplevel
+  data = configuration.data_config("folder")
+  data.folder = str(make_folder(tmp_path / "frames", good=30, bad=("garbage.jpg", "truncated.jpg")))
+  data.image_size = 24
+  with caplog.at_level(logging.WARNING):
+    collect(pipeline.load(data).train_batches(0, 0, 16, parallel.make_mesh()), 4)  # two epochs
+  assert caplog.text.count("garbage.jpg") == 1 and caplog.text.count("truncated.jpg") == 1
+  data.folder = str(make_folder(tmp_path / "bad", good=0, bad=[f"garbage{i}.jpg" for i in range(16)]))
+  with pytest.raises(RuntimeError, match=r"Every example of a batch .* failed to decode, e.g. .*garbage\d+.jpg, "
+                                         r".*garbage\d+.jpg, .*garbage\d+.jpg: check that these are readable"):
+    collect(pipeline.load(data).train_batches(0, 0, 16, parallel.make_mesh()), 1)
