@@ -40,6 +40,11 @@ def get_config():
   # teacher, then results.md + figures in <workdir>/report, printed at the end.
   c.final_eval.linear_networks = ("student", "teacher")
   c.final_eval.linear_mode = "fast"
+  # Features of 10k training / 5k test images (the kNN's subsets) instead of all 70k: the feature
+  # pass is most of the final evaluation (measured 0.30 / 0.58 CPU-s per 1000 images for student /
+  # teacher: about 60 CPU-s for all 70k, 13 for 15k). The linear figures move with the smaller set.
+  c.final_eval.linear_train_examples = 10000
+  c.final_eval.linear_eval_examples = 5000
   c.final_eval.report = True
   c.knn.train_examples = 10000
   c.knn.eval_examples = 5000
