@@ -8,9 +8,11 @@ steps). Measured here: ~0.6 s per step on 2 cores.
 
     python -m simdis_jax.main --config configs/demo.py --workdir workdirs/demo
 
-Needs Debian's Fashion-MNIST (`apt-get install dataset-fashion-mnist`). Prints
-the kNN top-1 of the student and the teacher at the end (and at step 0, i.e.
-for the untrained networks of the same shape, for comparison).
+Needs Debian's Fashion-MNIST (`apt-get install dataset-fashion-mnist`). The
+console shows a progress bar, the kNN top-1 of the student and the teacher at
+step 0 (the untrained networks of the same shape, for comparison) and at the
+end, then the report and a table of the kNN / linear figures beside the
+raw-pixel baselines; the full log is in <workdir>/log.txt.
 """
 
 from simdis_jax import configuration

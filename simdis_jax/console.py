@@ -24,7 +24,11 @@ class _OwnWarnings(logging.Filter):
   """simdis_jax's warnings and errors; libraries' (orbax, jax, absl) stay in the log file."""
 
   def filter(self, record):
-    return record.levelno >= logging.WARNING and f"{os.sep}simdis_jax{os.sep}" in record.pathname
+    return (record.levelno >= logging.WARNING and f"{os.sep}simdis_jax{os.sep}" in record.pathname
+            and getattr(record, "console", True))
+
+
+FILE_ONLY = {"console": False}  # logging's `extra=` for records meant for the log file only (tracebacks)
 
 
 def setup(workdir: str, process_index: int = 0) -> str:

@@ -66,6 +66,7 @@ def acquire(workdir: str) -> str:
     return path
   error = ""
   if jax.process_index() == 0:
+    os.makedirs(workdir, exist_ok=True)
     for _ in range(2):  # a second try after removing a stale lock
       if _try_create(path):
         _HELD[path] = 1

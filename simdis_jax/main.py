@@ -94,11 +94,25 @@ class _QuietLibraries(stdlib_logging.Filter):
     return record.levelno >= stdlib_logging.WARNING or "orbax" not in record.pathname
 
 
+def _run(config, workdir: str) -> None:
+  """Pretraining (+ its final evaluation), or a linear evaluation for configs with task="linear_eval"."""
+  if config.get("task") == "linear_eval":
+    from simdis_jax.evaluation import linear  # pylint: disable=g-import-not-at-top
+    linear.run(config, workdir)
+  else:
+    from simdis_jax import train  # pylint: disable=g-import-not-at-top
+    from simdis_jax.evaluation import final  # pylint: disable=g-import-not-at-top
+    train.train_and_evaluate(config, workdir)
+    if config.final_eval.linear_networks or config.final_eval.report:
+      final.evaluate_after_pretraining(config, workdir)
+
+
 def main(argv):
   del argv
   logging.get_absl_handler().addFilter(_QuietLibraries())
   import jax  # pylint: disable=g-import-not-at-top
-  from simdis_jax import checkpoint, console, parallel  # pylint: disable=g-import-not-at-top
+  from simdis_jax import checkpoint, console, lock, parallel  # pylint: disable=g-import-not-at-top
+  from simdis_jax import workdir as workdir_files  # pylint: disable=g-import-not-at-top
   parallel.initialize_distributed(FLAGS.coordinator_address, FLAGS.num_processes, FLAGS.process_id,
                                   FLAGS.distributed)
   log_file = None
@@ -112,26 +126,24 @@ def main(argv):
   logging.info("JAX process %d of %d, %d local / %d global devices (%s).", jax.process_index(),
                jax.process_count(), jax.local_device_count(), jax.device_count(), jax.devices()[0].platform)
   try:
-    if FLAGS.config.get("task") == "linear_eval":
-      from simdis_jax.evaluation import linear  # pylint: disable=g-import-not-at-top
-      linear.run(FLAGS.config, FLAGS.workdir)
-    else:
-      from simdis_jax import train  # pylint: disable=g-import-not-at-top
-      from simdis_jax.evaluation import final  # pylint: disable=g-import-not-at-top
-      train.train_and_evaluate(FLAGS.config, FLAGS.workdir)
-      if FLAGS.config.final_eval.linear_networks or FLAGS.config.final_eval.report:
-        final.evaluate_after_pretraining(FLAGS.config, FLAGS.workdir)
+    # One run per workdir, from start to the end of the final evaluation (train_and_evaluate re-enters it).
+    with lock.held(workdir_files.absolute(FLAGS.workdir)):
+      _run(FLAGS.config, FLAGS.workdir)
   except checkpoint.Preempted as e:  # pretraining or linear evaluation saved its state and stopped
     logging.warning("%s", e)
     sys.exit(checkpoint.PREEMPTED_EXIT_CODE)
   except USER_ERRORS as e:
     if FLAGS.verbose:
       raise
-    logging.error("%s", traceback.format_exc())  # the whole story, in the log file
+    logging.error("%s", traceback.format_exc(), extra=console.FILE_ONLY)  # the whole story, in the log file
     console.Progress.clear()
     where = f"full traceback in {log_file}" if log_file else "full traceback above"
     print(f"simdis_jax: {type(e).__name__}: {e}\n({where}; add --verbose to see it here)", file=sys.stderr)
     sys.exit(1)
+  except KeyboardInterrupt:  # a second Ctrl-C, or one outside training (which saves on the first)
+    console.Progress.clear()
+    print("simdis_jax: interrupted.", file=sys.stderr)
+    sys.exit(130)
 
 
 if __name__ == "__main__":
