@@ -57,19 +57,16 @@ def _holder(path: str) -> dict:
 
 
 def acquire(workdir: str) -> str:
-  """Takes <workdir>/run.lock for this process (process 0 only), or raises WorkdirLocked with the holder named."""
+  """Takes <workdir>/run.lock (process 0 writes it; all processes call this), or raises WorkdirLocked naming the holder."""
   path = os.path.join(workdir, LOCK_FILE)
-  if "://" in workdir:  # object stores have no O_EXCL create; such runs go unlocked
-    return path
   if _HELD.get(path):
     _HELD[path] += 1
     return path
   error = ""
-  if jax.process_index() == 0:
+  if jax.process_index() == 0 and "://" not in workdir:  # object stores have no O_EXCL create: unlocked
     os.makedirs(workdir, exist_ok=True)
     for _ in range(2):  # a second try after removing a stale lock
       if _try_create(path):
-        _HELD[path] = 1
         break
       holder = _holder(path)
       host, pid = holder.get("host"), holder.get("pid")
@@ -85,11 +82,14 @@ def acquire(workdir: str) -> str:
         error = (f"Another run (pid {pid} on {host}, since {holder.get('since')}) is using {workdir}. Wait for it "
                  f"to end, choose another --workdir, or, if that process is gone, delete {path}.")
       break
+    else:  # the stale lock came back at once: another run is starting on this workdir right now
+      error = f"Could not take {path}: another run is starting on {workdir}; wait for it or choose another --workdir."
   if jax.process_count() > 1:  # every process stops, not only process 0
     if multihost_utils.broadcast_one_to_all(np.int32(bool(error))):
       error = error or f"Another run holds {path} (see process 0's message)."
   if error:
     raise WorkdirLocked(error)
+  _HELD[path] = 1  # every process counts its holds, so that all of them re-enter alike (no collective)
   return path
 
 
@@ -100,8 +100,9 @@ def release(path: str) -> None:
     _HELD[path] = depth - 1
   elif depth == 1:
     del _HELD[path]
-    with contextlib.suppress(FileNotFoundError):
-      os.remove(path)
+    if jax.process_index() == 0 and "://" not in path:
+      with contextlib.suppress(FileNotFoundError):
+        os.remove(path)
 
 
 @contextlib.contextmanager
