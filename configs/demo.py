@@ -8,9 +8,11 @@ steps). Measured here: ~0.6 s per step on 2 cores.
 
     python -m simdis_jax.main --config configs/demo.py --workdir workdirs/demo
 
-Needs Debian's Fashion-MNIST (`apt-get install dataset-fashion-mnist`). Prints
-the kNN top-1 of the student and the teacher at the end (and at step 0, i.e.
-for the untrained networks of the same shape, for comparison).
+Needs Debian's Fashion-MNIST (`apt-get install dataset-fashion-mnist`). The
+console shows a progress bar, the kNN top-1 of the student and the teacher at
+step 0 (the untrained networks of the same shape, for comparison) and at the
+end, then the report and a table of the kNN / linear figures beside the
+raw-pixel baselines; the full log is in <workdir>/log.txt.
 """
 
 from simdis_jax import configuration
@@ -40,6 +42,11 @@ def get_config():
   # teacher, then results.md + figures in <workdir>/report, printed at the end.
   c.final_eval.linear_networks = ("student", "teacher")
   c.final_eval.linear_mode = "fast"
+  # Features of 10k training / 5k test images (the kNN's subsets) instead of all 70k: the feature
+  # pass is most of the final evaluation (measured 0.30 / 0.58 CPU-s per 1000 images for student /
+  # teacher: about 60 CPU-s for all 70k, 13 for 15k). The linear figures move with the smaller set.
+  c.final_eval.linear_train_examples = 10000
+  c.final_eval.linear_eval_examples = 5000
   c.final_eval.report = True
   c.knn.train_examples = 10000
   c.knn.eval_examples = 5000

@@ -7,11 +7,16 @@ preemption notice saves a checkpoint and exits with status 143, and the same
 command resumes it.
 """
 
+import importlib.util
 import logging as stdlib_logging
+import os
 import sys
+import traceback
 
-from absl import app, flags, logging
-from ml_collections import config_flags
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "1")  # TensorFlow's C++ INFO lines (oneDNN notices), before any import
+
+from absl import app, flags, logging  # noqa: E402  pylint: disable=wrong-import-position
+from ml_collections import config_flags  # noqa: E402  pylint: disable=wrong-import-position
 
 FLAGS = flags.FLAGS
 config_flags.DEFINE_config_file("config", None, "Experiment config file (configs/*.py).", lock_config=True)
@@ -22,7 +27,64 @@ flags.DEFINE_integer("process_id", None, "Multi-host: this process's index.")
 flags.DEFINE_enum("distributed", "auto", ["auto", "yes", "no"],
                   "Start jax.distributed: auto = when the flags above are given or a SLURM job of several "
                   "tasks / TPU pod is detected; yes = always (let jax detect the cluster); no = never.")
+flags.DEFINE_bool("verbose", False, "Show the full traceback of an error on the console (it is always in "
+                  "<workdir>/log.txt).")
 flags.mark_flags_as_required(["config", "workdir"])
+flags.register_validator("workdir", lambda w: w is None or bool(w.strip()),
+                         "--workdir is empty (an unset shell variable?): give the directory for checkpoints and logs.")
+# Errors a user can fix from the message alone: printed as one line (the traceback goes to the log file).
+USER_ERRORS = (ValueError, OSError, FloatingPointError, RuntimeError, KeyError)
+
+
+def _load_config(argv):
+  """The ConfigDict that --config names in argv (None if none), loaded as config_flags does."""
+  spec = next((a.split("=", 1)[1] for a in argv if a.startswith("--config=")), None)
+  if spec is None and "--config" in argv[:-1]:
+    spec = argv[argv.index("--config") + 1]
+  if spec is None:
+    return None
+  path, _, arg = spec.partition(":")
+  module_spec = importlib.util.spec_from_file_location("_simdis_config", path)
+  module = importlib.util.module_from_spec(module_spec)
+  module_spec.loader.exec_module(module)
+  return module.get_config(arg) if arg else module.get_config()
+
+
+def unknown_config_key(argv) -> str:
+  """One line naming the first --config.<key> override in argv that the config lacks, with the valid keys; '' if none."""
+  try:
+    config = _load_config(argv)
+  except Exception:  # pylint: disable=broad-except  (the config itself is broken: absl's own error stands)
+    return ""
+  if config is None:
+    return ""
+  for arg in argv:
+    if not arg.startswith("--config."):
+      continue
+    key = arg[len("--config."):].split("=", 1)[0]
+    section, prefix = config, "config"
+    for part in key.split("."):
+      keys = list(section.keys()) if hasattr(section, "keys") else []
+      if part not in keys:
+        valid = ", ".join(sorted(keys)) if keys else f"none ({prefix} is a value, not a section)"
+        return f"--config.{key}: {prefix} has no key {part!r}. Valid keys of {prefix}: {valid}."
+      section, prefix = section[part], f"{prefix}.{part}"
+  return ""
+
+
+def parse_flags(argv):
+  """absl's flag parsing, with an unknown --config.<key> reported as one line instead of a traceback."""
+  try:
+    return FLAGS(argv)
+  except (AttributeError, KeyError):
+    message = unknown_config_key(argv)
+    if not message:
+      raise
+    print(f"FATAL Flags parsing error: {message}", file=sys.stderr)
+    sys.exit(1)
+  except flags.Error as e:
+    print(f"FATAL Flags parsing error: {e}\nPass --helpshort or --helpfull to see help on flags.", file=sys.stderr)
+    sys.exit(1)
 
 
 class _QuietLibraries(stdlib_logging.Filter):
@@ -32,31 +94,57 @@ class _QuietLibraries(stdlib_logging.Filter):
     return record.levelno >= stdlib_logging.WARNING or "orbax" not in record.pathname
 
 
+def _run(config, workdir: str) -> None:
+  """Pretraining (+ its final evaluation), or a linear evaluation for configs with task="linear_eval"."""
+  if config.get("task") == "linear_eval":
+    from simdis_jax.evaluation import linear  # pylint: disable=g-import-not-at-top
+    linear.run(config, workdir)
+  else:
+    from simdis_jax import train  # pylint: disable=g-import-not-at-top
+    from simdis_jax.evaluation import final  # pylint: disable=g-import-not-at-top
+    train.train_and_evaluate(config, workdir)
+    if config.final_eval.linear_networks or config.final_eval.report:
+      final.evaluate_after_pretraining(config, workdir)
+
+
 def main(argv):
   del argv
   logging.get_absl_handler().addFilter(_QuietLibraries())
   import jax  # pylint: disable=g-import-not-at-top
-  from simdis_jax import checkpoint, parallel  # pylint: disable=g-import-not-at-top
+  from simdis_jax import checkpoint, console, lock, parallel  # pylint: disable=g-import-not-at-top
+  from simdis_jax import workdir as workdir_files  # pylint: disable=g-import-not-at-top
   parallel.initialize_distributed(FLAGS.coordinator_address, FLAGS.num_processes, FLAGS.process_id,
                                   FLAGS.distributed)
+  log_file = None
+  if not FLAGS["verbosity"].present and "://" not in FLAGS.workdir:  # --verbosity keeps absl's log on stderr
+    log_file = console.setup(FLAGS.workdir, jax.process_index())
+    console.import_tensorflow_quietly(log_file)
+    console.say(f"simdis_jax: {FLAGS.config.get('method', FLAGS.config.get('task'))} run in {FLAGS.workdir} "
+                f"(full log: {log_file}; --verbosity=0 shows it here)")
   if jax.process_index() != 0:
     logging.set_verbosity(logging.WARNING)  # one host's log tells the story; others report only problems
   logging.info("JAX process %d of %d, %d local / %d global devices (%s).", jax.process_index(),
                jax.process_count(), jax.local_device_count(), jax.device_count(), jax.devices()[0].platform)
   try:
-    if FLAGS.config.get("task") == "linear_eval":
-      from simdis_jax.evaluation import linear  # pylint: disable=g-import-not-at-top
-      linear.run(FLAGS.config, FLAGS.workdir)
-    else:
-      from simdis_jax import train  # pylint: disable=g-import-not-at-top
-      from simdis_jax.evaluation import final  # pylint: disable=g-import-not-at-top
-      train.train_and_evaluate(FLAGS.config, FLAGS.workdir)
-      if FLAGS.config.final_eval.linear_networks or FLAGS.config.final_eval.report:
-        final.evaluate_after_pretraining(FLAGS.config, FLAGS.workdir)
+    # One run per workdir, from start to the end of the final evaluation (train_and_evaluate re-enters it).
+    with lock.held(workdir_files.absolute(FLAGS.workdir)):
+      _run(FLAGS.config, FLAGS.workdir)
   except checkpoint.Preempted as e:  # pretraining or linear evaluation saved its state and stopped
     logging.warning("%s", e)
     sys.exit(checkpoint.PREEMPTED_EXIT_CODE)
+  except USER_ERRORS as e:
+    if FLAGS.verbose:
+      raise
+    logging.error("%s", traceback.format_exc(), extra=console.FILE_ONLY)  # the whole story, in the log file
+    console.Progress.clear()
+    where = f"full traceback in {log_file}" if log_file else "full traceback above"
+    print(f"simdis_jax: {type(e).__name__}: {e}\n({where}; add --verbose to see it here)", file=sys.stderr)
+    sys.exit(1)
+  except KeyboardInterrupt:  # a second Ctrl-C, or one outside training (which saves on the first)
+    console.Progress.clear()
+    print("simdis_jax: interrupted.", file=sys.stderr)
+    sys.exit(130)
 
 
 if __name__ == "__main__":
-  app.run(main)
+  app.run(main, flags_parser=parse_flags)

@@ -10,7 +10,7 @@ import jax
 import ml_collections
 from clu import periodic_actions
 
-from simdis_jax import checkpoint, configuration, flops, parallel, runs
+from simdis_jax import checkpoint, configuration, console, flops, lock, parallel, runs
 from simdis_jax import workdir as workdir_files
 from simdis_jax.data import input as data_input
 from simdis_jax.evaluation import knn
@@ -58,13 +58,19 @@ def _previous_train_time(workdir: str, start_step: int) -> float:
   return workdir_files.last_value(workdir_files.read_metrics(workdir), "train_time_s", up_to_step=start_step) or 0.0
 
 
+def _nan_stop(step: int, what: str, last_saved) -> FloatingPointError:
+  """The error that stops a diverged run; every checkpoint kept was verified finite when saved."""
+  kept = (f"the last checkpoint (step {last_saved}, verified finite) is kept and a restart resumes from it"
+          if last_saved is not None else "no checkpoint was saved")
+  return FloatingPointError(
+      f"{what} at step {step}: training stopped; {kept}. Lower --config.optim.base_lr or lengthen "
+      f"--config.optim.warmup_epochs.")
+
+
 def _check_finite(step: int, metrics: Dict[str, float], last_saved) -> None:
   bad = {k: v for k, v in metrics.items() if not math.isfinite(v)}
   if bad:
-    raise FloatingPointError(
-        f"Non-finite training metrics at step {step}: {bad}. Training stopped; the last good checkpoint "
-        f"(step {last_saved}) is kept and a restart resumes from it. Lower config.optim.base_lr or "
-        f"lengthen config.optim.warmup_epochs.")
+    raise _nan_stop(step, f"Non-finite training metrics {bad}", last_saved)
 
 
 def run_knn(config, networks, state, dataset, mesh) -> Dict[str, float]:
@@ -92,6 +98,16 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
   config = configuration.validate(config)
   workdir = workdir_files.absolute(workdir)
   checkpoint.check_writable(workdir)
+  with lock.held(workdir):  # a second run on this workdir stops here
+    try:
+      return _train_and_evaluate(config, workdir, stop_after_steps)
+    except BaseException:
+      checkpoint.remove_if_empty(workdir)  # a run that failed before its first save leaves no empty checkpoints/
+      raise
+
+
+def _train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
+                        stop_after_steps: Optional[int]) -> Dict[str, float]:
   mgr = checkpoint.manager(workdir, config.train.keep_checkpoints)
   fresh_start = mgr.latest_step() is None
   if not fresh_start:
@@ -147,9 +163,11 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
                                                  every_steps=config.train.log_every_steps))
   last_saved = mgr.latest_step()
 
-  def evaluate(step):
+  def evaluate(step, record=True):
     results = run_knn(config, networks, state, dataset, mesh)
-    if results:  # no kNN networks: no empty metrics line
+    if results:
+      console.say(f"step {step}: kNN top-1 " + ", ".join(f"{k.split('/')[-1]} {v:.1f}%" for k, v in results.items()))
+    if results and record:  # no kNN networks: no empty metrics line
       writer.write_scalars(step, results)
       workdir_files.append_metrics(workdir, step, results, is_main)
     return results
@@ -160,6 +178,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
   t0, images_seen, metrics = time.time(), 0, None
   time_before = _previous_train_time(workdir, start_step)  # training seconds of earlier processes
   in_flight = collections.deque()
+  progress = console.Progress(total_steps, start_step, config.train.batch_size)  # prints only from the CLI
   try:
     if start_step == 0 and config.knn.networks:
       final.update({f"{k}_init": v for k, v in evaluate(0).items()})
@@ -193,12 +212,16 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
           values["input/skipped_images"] = dataset.stats["skipped"]
         writer.write_scalars(done, values)
         workdir_files.append_metrics(workdir, done, values, is_main)
+        progress.loss = values["loss"]
+      progress.update(done)
       preempted = preemption.reached(done)  # every process gets the same answer at the same step
       if (done % config.train.checkpoint_every_steps == 0 or done == total_steps
           or done == stop_after_steps or preempted):
-        # Never save a state whose loss is already NaN/Inf: the last good checkpoint must survive.
-        _check_finite(done, {"loss": float(metrics["loss"])}, last_saved)
-        checkpoint.save(mgr, done, state, force=preempted)
+        # Never save a state holding NaN/Inf (checkpoint.save checks every array): the last good one survives.
+        try:
+          checkpoint.save(mgr, done, state, force=preempted)
+        except FloatingPointError as e:
+          raise _nan_stop(done, str(e).split(";")[0], last_saved) from None
         last_saved = done
       if preempted:
         raise checkpoint.Preempted(done, workdir)
@@ -215,7 +238,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
     final.update({k: float(v) for k, v in jax.device_get(metrics).items()})
   if start_step >= total_steps:
     logging.info("Run in %s had already finished (step %d of %d).", workdir, start_step, total_steps)
-    final.update(evaluate(total_steps))
+    final.update(evaluate(total_steps, record=False))  # its row is in metrics.jsonl already
   wall = time.time() - t0
   final["train_wall_time_s"] = wall
   reached = int(state.step)

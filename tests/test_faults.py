@@ -7,9 +7,11 @@ import signal
 import pytest
 
 import runs
+import test_reliability
 import tiny_cli_config
 from conftest import requires_fashion_mnist
-from simdis_jax import checkpoint, parallel, train
+from simdis_jax import checkpoint, lock, parallel, train
+from simdis_jax import workdir as workdir_files
 
 pytestmark = requires_fashion_mnist
 K = tiny_cli_config.STEPS
@@ -29,6 +31,49 @@ def test_sigterm_mid_run_saves_at_a_step_boundary_and_the_restart_ends_bit_ident
   step, state = runs.state_at(workdir)
   assert step == K
   runs.assert_same_state(state, runs.state_at(baseline)[1])
+
+
+def test_damaged_checkpoints_of_a_run_resume_from_the_intact_step_and_end_as_the_uninterrupted_run(baseline,
+                                                                                                    tmp_path):
+  workdir = str(tmp_path / "run")
+  shutil.copytree(baseline, workdir)
+  test_reliability.truncate(workdir, K)
+  os.remove(f"{workdir}/checkpoints/{K - 1}/default/_METADATA")
+  test_reliability.flip_bit(workdir, K - 2)
+  proc = runs.start(workdir, devices=4, extra=["--verbosity=0"])
+  (code,), (out,) = runs.finish([proc])
+  assert code == 0, out
+  log = runs.output(proc)
+  assert f"Restored step {K - 3} after skipping damaged checkpoints: step {K}: unreadable" in log
+  assert f"step {K - 1}: unreadable metadata" in log and f"step {K - 2}: checksum mismatch" in log
+  step, state = runs.state_at(workdir)
+  assert step == K
+  runs.assert_same_state(state, runs.state_at(baseline)[1])
+
+
+def test_ctrl_c_saves_like_sigterm_and_a_second_run_on_the_workdir_is_refused(baseline, tmp_path):
+  workdir = str(tmp_path)
+  proc = runs.start(workdir, devices=4)
+  runs.wait_for(lambda: 1 in runs.logged_steps(workdir), [proc])
+  with pytest.raises(lock.WorkdirLocked, match=rf"Another run \(pid {proc.pid} on .*\) is using {workdir}"):
+    train.train_and_evaluate(_config(seed=1), workdir)
+  runs.send(proc, signal.SIGINT)
+  (code,), (out,) = runs.finish([proc])
+  assert code == checkpoint.PREEMPTED_EXIT_CODE, out
+  assert "SIGINT received: saving a checkpoint at the next step boundary" in out
+  stopped = checkpoint.manager(workdir).latest_step()
+  assert 1 <= stopped < K and f"checkpoint saved at step {stopped}" in out
+  runs.assert_same_state(runs.state_at(workdir, stopped)[1], runs.state_at(baseline, stopped)[1])
+  assert not os.path.exists(os.path.join(workdir, lock.LOCK_FILE))  # released on the way out
+
+
+def test_rerunning_a_finished_run_appends_no_duplicate_final_row(baseline, tmp_path):
+  shutil.copytree(baseline, str(tmp_path), dirs_exist_ok=True)
+  metrics = tmp_path / workdir_files.METRICS_FILE
+  before = metrics.read_text()
+  result = train.train_and_evaluate(_config(knn__networks=("student",)), str(tmp_path))
+  assert 0 <= result["knn_top1/student"] <= 100  # evaluated and returned, not logged a second time
+  assert metrics.read_text() == before
 
 
 def _tmp_checkpoints(workdir):
@@ -109,7 +154,7 @@ def test_bad_config_values_are_clear_errors_before_compilation(tmp_path, no_comp
 def test_resuming_a_checkpoint_of_another_model_or_method_names_the_key(baseline, tmp_path, no_compile, changes,
                                                                          key):
   shutil.copytree(baseline, str(tmp_path), dirs_exist_ok=True)
-  with pytest.raises(ValueError, match=rf"config.{key}=.*but this config has.*Resume it with --config.{key}="):
+  with pytest.raises(ValueError, match=rf"config.{key}[ =].*but this config has.*Resume it with --config.{key}[.=]"):
     train.train_and_evaluate(_config(**changes), str(tmp_path))
 
 

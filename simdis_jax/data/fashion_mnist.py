@@ -3,6 +3,7 @@
 import gzip
 import logging
 import os
+import zlib
 from typing import Dict
 
 import numpy as np
@@ -30,8 +31,12 @@ class DatasetNotFoundError(FileNotFoundError):
 def read_idx(path: str) -> np.ndarray:
   """Reads one (gzipped) IDX file into a numpy array of its declared shape."""
   opener = gzip.open if path.endswith(".gz") else open
-  with opener(path, "rb") as f:
-    data = f.read()
+  try:
+    with opener(path, "rb") as f:
+      data = f.read()
+  except (EOFError, OSError, zlib.error) as e:  # truncated or corrupted download / disk
+    raise ValueError(f"{path} is damaged ({type(e).__name__}: {e}). Reinstall it (sudo apt-get install "
+                     f"--reinstall dataset-fashion-mnist) or replace the file.") from e
   if len(data) < 4 or data[0] != 0 or data[1] != 0 or data[2] != 0x08:
     raise ValueError(f"{path} is not an unsigned-byte IDX file (bad magic number).")
   ndim = data[3]

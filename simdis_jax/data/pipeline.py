@@ -283,6 +283,9 @@ def split_size(builder, split: str) -> int:
 # ------------------------------------------------------------ batch assembly
 
 
+_WARNED = set()  # unreadable files already reported in this process
+
+
 def aligned_batches(batches: Iterator, first: int, count: int, local_batch: int, describe: Callable[[int], str]
                     ) -> Iterator[Tuple[int, np.ndarray, np.ndarray, int]]:
   """Re-forms tf.data batches that lost failed examples into the fixed slots of each step.
@@ -313,8 +316,10 @@ def aligned_batches(batches: Iterator, first: int, count: int, local_batch: int,
     if (~inside).any():
       carry = tuple(np.concatenate([p[i] for p in parts])[~inside] for i in range(3))
     if not inside.any():
-      raise RuntimeError(f"Every example at positions {lo}..{hi - 1} failed to decode; the data is unreadable "
-                         "(see the warnings above).")
+      shown = [describe(p) for p in range(lo, min(hi, lo + 3))]
+      raise RuntimeError(f"Every example of a batch (positions {lo}..{hi - 1}) failed to decode, e.g. "
+                         f"{', '.join(shown)}: check that these are readable JPEG/PNG/GIF/BMP images, or "
+                         "remove them.")
     images_in = np.concatenate([p[1] for p in parts])[inside]
     labels_in = np.concatenate([p[2] for p in parts])[inside]
     slots = positions[inside] - lo
@@ -323,8 +328,11 @@ def aligned_batches(batches: Iterator, first: int, count: int, local_batch: int,
     images[slots], labels[slots] = images_in, labels_in
     missing = np.setdiff1d(np.arange(local_batch), slots)
     for j, i in enumerate(missing):
-      logging.warning("Skipped an unreadable image (%s); its batch slot reuses another example of the batch.",
-                      describe(lo + int(i)))
+      what = describe(lo + int(i))
+      if what not in _WARNED:  # once per file, not again every epoch
+        _WARNED.add(what)
+        logging.warning("Skipped an unreadable image (%s); its batch slot reuses another example of the batch "
+                        "(each such file is reported once).", what)
       donor = slots[j % slots.size]
       images[i], labels[i] = images[donor], labels[donor]
     yield b, images, labels, int(missing.size)

@@ -6,6 +6,7 @@ summed vote wins.
 """
 
 import functools
+import sys
 from typing import Callable, Dict, Iterable, Optional, Tuple
 
 import jax
@@ -118,6 +119,13 @@ def main(argv=None) -> int:
   parser.add_argument("--train_examples", type=int, default=0, help="memory-bank subset (0 = all)")
   parser.add_argument("--eval_examples", type=int, default=0, help="query subset (0 = all)")
   args = parser.parse_args(argv)
+  if args.step is not None:  # checked before anything is built: orbax's own error names no steps
+    from simdis_jax import runs  # pylint: disable=import-outside-toplevel
+    steps = runs.checkpoint_steps(args.workdir)
+    if args.step not in steps:
+      print(f"knn: {args.workdir} has no checkpoint at step {args.step}; its steps are {steps or 'none'}.",
+            file=sys.stderr)
+      return 2
   results = evaluate_checkpoint(args.workdir, args.network, args.weights, tuple(args.k), args.temperature,
                                 args.step, args.train_examples, args.eval_examples)
   print(json.dumps({"workdir": args.workdir, "network": args.network, "weights": args.weights, **results}))

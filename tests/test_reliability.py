@@ -1,0 +1,249 @@
+"""Nothing lost, nothing misleading: damaged checkpoints, NaN, two runs on one workdir, clear one-line errors."""
+
+import glob
+import json
+import os
+import shlex
+import shutil
+import subprocess
+import sys
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import orbax.checkpoint as ocp
+import pytest
+from absl import flags
+from ml_collections import config_flags
+
+import runs
+import tiny_cli_config
+from conftest import requires_fashion_mnist
+from simdis_jax import checkpoint, lock, train
+from simdis_jax import workdir as workdir_files
+from simdis_jax.data import fashion_mnist
+
+
+def _state(scale=1.0, width=64):
+  rng = np.random.default_rng(0)
+  return {"w": jnp.asarray(rng.normal(size=(width, 300)).astype(np.float32) * scale),
+          "bn": {"var": jnp.ones((width,)), "mean": jnp.zeros((width,))}, "step": jnp.int32(0)}
+
+
+def _abstract(state):
+  return jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype), state)
+
+
+def _saved(workdir, steps=(1, 2, 3, 4, 5)):
+  """A workdir with one small random state per step (state of step s = _state(s))."""
+  mgr = checkpoint.manager(workdir, keep=10)
+  for s in steps:
+    checkpoint.save(mgr, s, _state(s))
+  mgr.wait_until_finished()
+  return mgr
+
+
+def _largest_data_file(workdir, step):
+  return max(glob.glob(f"{workdir}/checkpoints/{step}/default/ocdbt.process_0/d/*"), key=os.path.getsize)
+
+
+def truncate(workdir, step):
+  path = _largest_data_file(workdir, step)
+  with open(path, "r+b") as f:
+    f.truncate(os.path.getsize(path) // 2)
+
+
+def flip_bit(workdir, step):
+  path = _largest_data_file(workdir, step)
+  data = bytearray(open(path, "rb").read())
+  data[len(data) // 2] ^= 0x40
+  open(path, "wb").write(bytes(data))
+
+
+DAMAGE = {
+    "truncated array file": (truncate, "unreadable"),
+    "deleted _METADATA": (lambda w, s: os.remove(f"{w}/checkpoints/{s}/default/_METADATA"), "unreadable metadata"),
+    "deleted manifest.ocdbt": (lambda w, s: os.remove(f"{w}/checkpoints/{s}/default/manifest.ocdbt"), "unreadable"),
+    "bit flip": (flip_bit, "checksum mismatch"),
+}
+
+
+def test_a_bit_flip_restores_silently_in_orbax_itself(tmp_path):
+  """Why the CRC record exists: orbax reads a flipped bit in an array file back without complaint."""
+  mgr = _saved(str(tmp_path), steps=(1,))
+  flip_bit(str(tmp_path), 1)
+  restored = mgr.restore(1, args=ocp.args.StandardRestore(_abstract(_state())))
+  assert not np.array_equal(np.asarray(restored["w"]), np.asarray(_state(1)["w"]))
+
+
+@pytest.mark.parametrize("damage", sorted(DAMAGE))
+def test_a_damaged_latest_checkpoint_falls_back_to_the_newest_intact_step(tmp_path, damage, caplog):
+  workdir = str(tmp_path)
+  mgr = _saved(workdir)
+  harm, reason = DAMAGE[damage]
+  harm(workdir, 5)
+  harm(workdir, 4)
+  restored = checkpoint.restore_latest(mgr, _abstract(_state()))
+  np.testing.assert_array_equal(restored["w"], _state(3)["w"])
+  assert f"step 5: {reason}" in caplog.text and f"step 4: {reason}" in caplog.text
+  # The damaged steps are moved aside (kept, not deleted), so training saves steps 4 and 5 anew.
+  assert mgr.all_steps() == [1, 2, 3]
+  assert sorted(os.listdir(glob.glob(f"{workdir}/{checkpoint.DAMAGED_DIR}/*")[0])) == [
+      "4", "4.checksums.json", "5", "5.checksums.json"]
+  checkpoint.save(mgr, 4, _state(4))
+  mgr.wait_until_finished()
+
+
+def test_a_checkpoint_of_another_model_is_a_mismatch_not_damage(tmp_path):
+  mgr = _saved(str(tmp_path), steps=(1, 2))
+  with pytest.raises(checkpoint.CheckpointMismatch,
+                     match=r"step 2 .* another model/method/optimizer: 3 arrays of other shapes \(e.g. bn/mean: "
+                           r"checkpoint \(64,\), this run \(32,\)\)"):
+    checkpoint.restore_latest(mgr, _abstract(_state(width=32)))
+  assert mgr.all_steps() == [1, 2]  # nothing moved
+
+
+def test_every_step_damaged_is_one_clear_error_and_nothing_is_moved(tmp_path):
+  workdir = str(tmp_path)
+  mgr = _saved(workdir, steps=(1, 2))
+  truncate(workdir, 1)
+  flip_bit(workdir, 2)
+  with pytest.raises(checkpoint.NoIntactCheckpoint, match=r"step 2: checksum mismatch .*step 1: unreadable"):
+    checkpoint.restore_latest(mgr, _abstract(_state()))
+  assert mgr.all_steps() == [1, 2]
+
+
+def test_a_non_finite_state_is_never_saved(tmp_path):
+  mgr = checkpoint.manager(str(tmp_path))
+  bad = _state()
+  bad["bn"]["var"] = bad["bn"]["var"].at[3].set(jnp.inf)
+  with pytest.raises(FloatingPointError, match=r"step 7 holds NaN/Inf in 1 arrays \(e.g. bn/var\)"):
+    checkpoint.save(mgr, 7, bad)
+  mgr.wait_until_finished()
+  assert mgr.all_steps() == []
+
+
+def test_a_second_run_on_a_locked_workdir_is_refused_and_a_stale_lock_is_taken_over(tmp_path, caplog):
+  workdir = str(tmp_path)
+  sleeper = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+  try:
+    with open(os.path.join(workdir, lock.LOCK_FILE), "w") as f:
+      json.dump({"host": os.uname().nodename, "pid": sleeper.pid, "since": "then"}, f)
+    with pytest.raises(lock.WorkdirLocked, match=rf"Another run \(pid {sleeper.pid} on .*\) is using {workdir}"):
+      lock.acquire(workdir)
+  finally:
+    sleeper.kill()
+    sleeper.wait()
+  with lock.held(workdir) as path:  # the holder is dead now: reported and taken over
+    assert json.load(open(path))["pid"] == os.getpid()
+    with lock.held(workdir):  # re-entrant in the holding process
+      pass
+    assert os.path.exists(path)
+  assert not os.path.exists(path)
+  assert f"stale lock {path} of process {sleeper.pid}" in caplog.text
+
+
+def test_resume_advice_is_a_flag_that_parses(tmp_path):
+  run = tiny_cli_config.get_config()
+  workdir_files.write_config(str(tmp_path), run)
+  other = tiny_cli_config.get_config()
+  other.model.student.width = 8
+  other.views = ("s_dv", "t_sv")
+  for key in ("views", "model.student"):
+    with pytest.raises(ValueError) as e:
+      checkpoint.check_resume_config(str(tmp_path), other)
+    advice = str(e.value).split("Resume it with ")[1].split(" (the config")[0]
+    argv = ["main", f"--config={runs.CONFIG}", *shlex.split(advice)]
+    values = flags.FlagValues()
+    config_flags.DEFINE_config_file("config", flag_values=values, sys_argv=argv)
+    values(argv)
+    parsed = values.config
+    if key == "views":
+      assert parsed.views == run.views and advice.startswith("--config.views=")
+      other.views = run.views
+    else:
+      assert advice == f"--config.model.student.width={run.model.student.width}"
+      assert parsed.model.student.width == run.model.student.width
+
+
+@requires_fashion_mnist
+def test_a_corrupt_fashion_mnist_file_is_named(tmp_path):
+  for name in fashion_mnist.FILES.values():
+    shutil.copy(os.path.join(fashion_mnist.DEBIAN_DIR, name), tmp_path / name) if name.startswith("t10k") else (
+        tmp_path / name).write_bytes(open(os.path.join(fashion_mnist.DEBIAN_DIR, name), "rb").read()[:5000])
+  with pytest.raises(ValueError, match=r"train-images-idx3-ubyte.gz is damaged .*Reinstall"):
+    fashion_mnist.load(str(tmp_path))
+
+
+@requires_fashion_mnist
+def test_a_diverging_run_stops_naming_a_finite_kept_step(tmp_path):
+  config = tiny_cli_config.get_config()
+  config.optim.base_lr = 1e6
+  with runs.local_devices(4), pytest.raises(FloatingPointError) as e:
+    train.train_and_evaluate(config, str(tmp_path))
+  mgr = checkpoint.manager(str(tmp_path))
+  kept = mgr.latest_step()
+  assert f"the last checkpoint (step {kept}, verified finite) is kept" in str(e.value)
+  assert kept < tiny_cli_config.STEPS
+  for step in mgr.all_steps():  # every step kept restores finite
+    leaves = runs.state_at(str(tmp_path), step)[1]
+    assert all(np.isfinite(x).all() for x in leaves if np.issubdtype(x.dtype, np.floating))
+
+
+def _cli(*args, module="simdis_jax.main"):
+  return subprocess.run([sys.executable, "-m", module, *args], cwd=runs.ROOT, capture_output=True, text=True,
+                        timeout=300, env=dict(os.environ, PYTHONPATH=runs.ROOT))
+
+
+def test_an_unknown_config_key_or_an_empty_workdir_is_one_line_naming_the_fix(tmp_path):
+  proc = _cli("--config", runs.CONFIG, "--workdir", str(tmp_path), "--config.train.foo=1")
+  assert proc.returncode == 1 and "Traceback" not in proc.stderr, proc.stderr
+  assert proc.stderr.strip().splitlines() == [
+      "FATAL Flags parsing error: --config.train.foo: config.train has no key 'foo'. Valid keys of config.train: "
+      "batch_size, checkpoint_every_steps, epochs, keep_checkpoints, knn_every_steps, log_every_steps, steps."]
+  proc = _cli("--config", runs.CONFIG, "--workdir=")
+  assert proc.returncode == 1 and "Traceback" not in proc.stderr
+  assert "--workdir is empty (an unset shell variable?)" in proc.stderr
+  assert not os.listdir(tmp_path)
+
+
+def test_knn_of_a_missing_step_lists_the_steps(tmp_path):
+  _saved(str(tmp_path), steps=(1, 2))
+  proc = _cli("--workdir", str(tmp_path), "--step", "999", module="simdis_jax.evaluation.knn")
+  assert proc.returncode == 2 and "Traceback" not in proc.stderr
+  assert f"knn: {tmp_path} has no checkpoint at step 999; its steps are [1, 2]." in proc.stderr
+
+
+def test_imagenet_without_its_data_leaves_no_checkpoints_folder_or_lock(tmp_path):
+  config = tiny_cli_config.get_config()
+  config.data.name = "imagenet2012"
+  config.data.data_dir = str(tmp_path / "tfds")
+  config.probe.num_classes = 1000
+  with pytest.raises(FileNotFoundError, match="tfds build imagenet2012"):
+    train.train_and_evaluate(config, str(tmp_path / "run"))
+  assert os.listdir(tmp_path / "run") == []
+
+
+def test_folder_warnings_name_each_unreadable_file_once_and_an_all_corrupt_folder_names_files(tmp_path, caplog):
+  import logging  # pylint: disable=import-outside-toplevel
+  from test_pipeline import collect, make_folder  # pylint: disable=import-outside-toplevel
+  from simdis_jax import configuration, parallel  # pylint: disable=import-outside-toplevel
+  from simdis_jax.data import pipeline  # pylint: disable=import-outside-toplevel
+  data = configuration.data_config("folder")
+  data.folder = str(make_folder(tmp_path / "frames", good=30, bad=("garbage.jpg", "truncated.jpg")))
+  data.image_size = 24
+  with caplog.at_level(logging.WARNING):
+    collect(pipeline.load(data).train_batches(0, 0, 16, parallel.make_mesh()), 4)  # two epochs
+  assert caplog.text.count("garbage.jpg") == 1 and caplog.text.count("truncated.jpg") == 1
+  data.folder = str(make_folder(tmp_path / "bad", good=0, bad=[f"garbage{i}.jpg" for i in range(16)]))
+  with pytest.raises(RuntimeError, match=r"Every example of a batch .* failed to decode, e.g. .*garbage\d+.jpg, "
+                                         r".*garbage\d+.jpg, .*garbage\d+.jpg: check that these are readable"):
+    collect(pipeline.load(data).train_batches(0, 0, 16, parallel.make_mesh()), 1)
+
+
+def test_the_final_table_puts_the_raw_pixel_baselines_beside_the_figures(tmp_path):
+  from simdis_jax.evaluation import final  # pylint: disable=import-outside-toplevel
+  workdir_files.write_json(str(tmp_path), workdir_files.SUMMARY_FILE, {"knn_top1/student": 80.04, "knn_top1/teacher": 81.0})
+  table = final.what_the_numbers_mean(tiny_cli_config.get_config(), str(tmp_path), {"student": {"top1": 82.26}})
+  assert table.splitlines()[-3:] == ["| student | 80.0 | 82.3 |", "| teacher | 81.0 | - |",
+                                     "| raw pixels, no training (RESULTS.md, full splits) | 84.6 | 84.4 |"]
