@@ -1,48 +1,16 @@
 """The method interface and the method options' behaviour: EMA timing, EMA init, the offline teacher's BN mode."""
 
-import functools
-
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
 
 from conftest import tiny_config
-from simdis_jax import methods, optim, parallel, step as step_lib
+from test_step import IMAGE_SHAPE, assert_trees_equal, build, host, images
+from simdis_jax import methods, step as step_lib
 from simdis_jax.methods import simdis, supervised
 from simdis_jax.methods.interface import Forward
-from simdis_jax.state import build_networks, create_train_state, trainable_networks
-
-IMAGE_SHAPE = (16, 16, 1)
-
-
-def build(config, total_steps=4):
-  """Networks, state and jitted step for `config` on one device."""
-  mesh = parallel.make_mesh(jax.devices()[:1])
-  nets = build_networks(config)
-  sched = optim.warmup_cosine_schedule(config.optim.base_lr, config.train.batch_size, total_steps, 0)
-  tx = optim.make_optimizer(config.optim, sched)
-  state = jax.jit(functools.partial(create_train_state, config, nets, tx, IMAGE_SHAPE),
-                  out_shardings=parallel.replicated(mesh))()
-  return mesh, nets, state, step_lib.make_train_step(config, nets, tx, sched, total_steps, mesh)
-
-
-def images(mesh, n=16, seed=0):
-  """A (uint8 images, labels) batch, sharded over the mesh."""
-  rng = np.random.default_rng(seed)
-  x = rng.integers(0, 256, (n, 28, 28, 1), dtype=np.uint8)
-  y = rng.integers(0, 10, (n,), dtype=np.int32)
-  return parallel.global_batch(x, mesh), parallel.global_batch(y, mesh)
-
-
-def host(tree):
-  return jax.tree.map(np.asarray, jax.device_get(tree))
-
-
-def assert_trees_equal(a, b):
-  assert jax.tree.structure(a) == jax.tree.structure(b)
-  for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b)):
-    np.testing.assert_array_equal(x, y)
+from simdis_jax.state import trainable_networks
 
 
 def test_registry_names_every_method_and_rejects_others():
@@ -74,7 +42,7 @@ def test_ema_after_the_update_mixes_in_the_new_weights():
   c = tiny_config("byol", "byol")
   c.ema.base = 0.5  # τ_0 = 0.5: both products are exact, so the expected EMA is bit-exact
   c.ema.timing = "after"
-  mesh, _, state, train_step = build(c)
+  mesh, _, _, state, train_step = build(c, total_steps=4)
   online0, ema0 = host(state.student.params), host(state.student.ema_params)
   state1, metrics = train_step(state, *images(mesh))
   assert float(metrics["tau"]) == 0.5
@@ -95,7 +63,7 @@ def test_ema_after_the_update_mixes_in_the_new_weights():
 def test_ema_init_copies_the_online_net_or_is_an_independent_init(ema_init):
   c = tiny_config("byol", "byol")
   c.model.ema_init = ema_init
-  _, nets, state, _ = build(c)
+  _, nets, _, state, _ = build(c)
   online, ema = host(state.student.params), host(state.student.ema_params)
   online_subtree = {k: online[k] for k in ema}
   if ema_init == "copy":
@@ -126,7 +94,7 @@ def test_offline_teacher_in_eval_mode_uses_its_running_statistics():
   c = tiny_config("simdis_off", "table2_t_sv_t_dv")  # targets of the online teacher only
   c.teacher.bn_mode = "eval"
   c.model.sync_bn = False  # lets loss_fn run outside shard_map
-  mesh, nets, state, train_step = build(c)
+  mesh, nets, _, state, train_step = build(c)
   teacher = state.teacher.replace(batch_stats=_random_running_stats(state.teacher.batch_stats, 0))
   state = state.replace(teacher=teacher)
   x = jnp.asarray(np.random.default_rng(0).normal(size=(8,) + IMAGE_SHAPE), jnp.float32)

@@ -79,12 +79,13 @@ def test_research_step_computes_in_float64_when_x64_is_on():
   # Scoped: arrays and programs made inside are float64-capable; the other tests stay float32.
   with jax.enable_x64(True):
     state = fresh_state(c)
-    assert {x.dtype for x in jax.tree.leaves(state) if jnp.issubdtype(x.dtype, jnp.floating)} == {jnp.float32}
+    floats = {x.dtype for x in jax.tree.leaves(state) if jnp.issubdtype(x.dtype, jnp.floating)}
+    assert floats == {jnp.dtype(jnp.float32)}  # params, statistics and optimizer state stay float32
     r64 = step_lib.research_step(c, state, jnp.asarray(views[0]), jnp.asarray(views[1]), labels,
                                  total_steps=TOTAL_STEPS)
     r32 = step_lib.research_step(c, state, jnp.asarray(views[0], jnp.float32), jnp.asarray(views[1], jnp.float32),
                                  labels, total_steps=TOTAL_STEPS)
-  assert jnp.zeros(1).dtype == jnp.float32  # nothing leaked out of the scope
+  assert jnp.zeros(1).dtype == jnp.dtype(jnp.float32)  # nothing leaked out of the scope
   floats64 = [r64.loss, *r64.per_head.values(), *r64.metrics.values(), *jax.tree.leaves(r64.grads),
               *[x for x in jax.tree.leaves(r64.state) if not jnp.issubdtype(x.dtype, jnp.integer)]]
   assert {x.dtype for x in floats64} == {jnp.dtype(jnp.float64)}
