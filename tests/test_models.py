@@ -138,3 +138,21 @@ def test_slice_max_pool_matches_flax_max_pool_with_ties(size):
   np.testing.assert_array_equal(ours(x), ref(x))
   np.testing.assert_allclose(jax.grad(lambda x: jnp.sum(ours(x) * cotangent))(x),
                              jax.grad(lambda x: jnp.sum(ref(x) * cotangent))(x), rtol=1e-6, atol=1e-6)
+
+
+@pytest.mark.parametrize("conv_vjp,slice_pool", [(True, True), (False, False), (True, False)])
+def test_matmul_switches_travel_from_the_config_into_the_resnet(conv_vjp, slice_pool):
+  from conftest import tiny_config  # pylint: disable=import-outside-toplevel
+  from simdis_jax.state import build_networks  # pylint: disable=import-outside-toplevel
+  c = tiny_config("simdis_on", "simdis_2v")
+  c.model.conv_impl = "matmul"
+  c.model.matmul_conv_vjp, c.model.matmul_max_pool = conv_vjp, slice_pool
+  nets = build_networks(c)
+  assert {(n.matmul_conv_vjp, n.matmul_max_pool) for n in nets} == {(conv_vjp, slice_pool)}
+  # In the traced program: the hand-written VJPs are custom_vjp calls; flax's max-pool is a reduce_window.
+  net = resnet.resnet(10, width=4, conv_impl="matmul", matmul_conv_vjp=conv_vjp, matmul_max_pool=slice_pool)
+  x = jnp.zeros((2, 16, 16, 3))
+  variables = jax.eval_shape(lambda: net.init(jax.random.PRNGKey(0), x, train=False))
+  program = str(jax.make_jaxpr(lambda v: net.apply(v, x, train=False))(variables))
+  assert ("custom_vjp_call" in program) == (conv_vjp or slice_pool)
+  assert ("reduce_window_max" in program) == (not slice_pool)
