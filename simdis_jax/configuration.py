@@ -10,7 +10,8 @@ from typing import Sequence
 
 import ml_collections
 
-from simdis_jax import optim, simdis
+from simdis_jax import methods, optim
+from simdis_jax.methods import simdis
 from simdis_jax.data import augment
 from simdis_jax.models import encoders
 
@@ -107,6 +108,8 @@ def base_config() -> ml_collections.ConfigDict:
   # What BN running variances accumulate: biased (Flax) | unbiased (PyTorch, the authors' code).
   # Eval-mode outputs use the stored value either way (models/batch_norm.py).
   c.model.bn_running_var = "biased"
+  c.model.matmul_conv_vjp = True  # matmul convs: hand-written backward, not autodiff (speed only, same results)
+  c.model.matmul_max_pool = True  # matmul convs: the stem's max-pool as 9 strided slices (speed only)
 
   c.teacher = ml_collections.ConfigDict()
   c.teacher.workdir = ""          # simdis_off: a finished BYOL run whose student becomes the teacher
@@ -202,7 +205,7 @@ def _one_of(config, key: str, choices: Sequence[str]):
 def validate(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
   """Raises ValueError naming the key and the fix for any bad value; returns the config."""
   check_keys(config, base_config())
-  _one_of(config, "method", simdis.METHODS)
+  _one_of(config, "method", methods.METHODS)
   config.views = simdis.check_views(config.views)
   _one_of(config, "head_combination", simdis.HEAD_COMBINATIONS)
   _one_of(config, "model.ema_init", EMA_INITS)

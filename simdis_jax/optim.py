@@ -42,13 +42,16 @@ def steps_from_epochs(epochs: float, num_examples: int, batch_size: int) -> int:
 
 
 def warmup_cosine_schedule(base_lr: float, batch_size: int, total_steps: int, warmup_steps: int,
-                           warmup_init_lr: float = 1e-6) -> Callable[[Any], jnp.ndarray]:
-  """LR = base × batch/256, linear warm-up from `warmup_init_lr`, then cosine to 0; step k uses its own value."""
+                           warmup_init_lr: float = 1e-6, dtype: Any = jnp.float32) -> Callable[[Any], jnp.ndarray]:
+  """LR = base × batch/256, linear warm-up from `warmup_init_lr`, then cosine to 0; step k uses its own value.
+
+  The rate is computed in `dtype`: float32 in training, float64 in a float64 research step.
+  """
   peak = base_lr * batch_size / 256.0
   warmup_steps = min(warmup_steps, total_steps)
 
   def schedule(step):
-    step = jnp.asarray(step, jnp.float32)
+    step = jnp.asarray(step, dtype)
     warm = warmup_init_lr + (peak - warmup_init_lr) * step / max(warmup_steps, 1)
     progress = (step - warmup_steps) / max(total_steps - warmup_steps, 1)
     cosine = 0.5 * peak * (1.0 + jnp.cos(math.pi * jnp.clip(progress, 0.0, 1.0)))

@@ -1,6 +1,6 @@
 """The one train state: teacher and student, online and EMA, BN statistics, optimizer, step and RNG."""
 
-from typing import Any, NamedTuple, Optional
+from typing import Any, NamedTuple, Optional, Tuple
 
 import flax
 import flax.linen as nn
@@ -8,7 +8,7 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from simdis_jax import configuration, simdis
+from simdis_jax import configuration, methods
 from simdis_jax.models.network import network_from_config
 
 
@@ -41,32 +41,58 @@ class Networks(NamedTuple):
   teacher_ema: Optional[nn.Module]
 
 
-def build_networks(config) -> Networks:
-  """Student with one predictor per selected view; teacher with its BYOL predictor; EMA nets without heads."""
+def build_networks(config, dtype=None) -> Networks:
+  """The method's online networks with their heads, each with an EMA partner without heads.
+
+  `dtype` overrides the compute dtype (a float64 research step); by default it is config.model's.
+  """
   # Params stay float32 whatever the compute dtype; conv_impl does not change them either.
-  dtype = configuration.compute_dtype(config)
-
-  def build(model_config, heads=(), num_classes=0):
-    return network_from_config(model_config, heads, dtype, configuration.conv_impl(config, model_config),
-                               num_classes, config.model.get("bn_running_var", "biased"))
-
-  if config.method == "supervised":  # a classifier instead of predictors; the projector stays (unused)
-    student = build(config.model.student, num_classes=config.probe.num_classes)
-  else:
-    student = build(config.model.student, heads=config.views)
-  student_ema = build(config.model.student)
-  if not configuration.uses_teacher(config):
-    return Networks(student, student_ema, None, None)
-  teacher = build(config.model.teacher, heads=(simdis.BYOL_HEAD,))
-  return Networks(student, student_ema, teacher, build(config.model.teacher))
+  dtype = configuration.compute_dtype(config) if dtype is None else dtype
+  nets = {}
+  for name, online_kwargs in methods.get(config.method).online_networks(config).items():
+    model_config = config.model[name]
+    conv_impl = configuration.conv_impl(config, model_config)
+    # EMA nets have no heads, so their parameters are exactly the online encoder + projector subtree.
+    for network, kwargs in ((name, online_kwargs), (f"{name}_ema", {})):
+      nets[network] = network_from_config(
+          model_config, dtype=dtype, conv_impl=conv_impl, bn_running_var=config.model.get("bn_running_var", "biased"),
+          matmul_conv_vjp=config.model.get("matmul_conv_vjp", True),
+          matmul_max_pool=config.model.get("matmul_max_pool", True), **kwargs)
+  return Networks(*(nets.get(field) for field in Networks._fields))
 
 
-def trainable_params(state: TrainState, method: str):
-  """The parameters the optimizer updates: the student, plus the teacher when training online."""
-  params = {"student": state.student.params}
-  if method == "simdis_on":
-    params["teacher"] = state.teacher.params
-  return params
+def trainable_networks(config) -> Tuple[str, ...]:
+  """The online networks the optimizer updates: those the method runs as trainable (SimDis-On: both)."""
+  return tuple(f.network for f in methods.get(config.method).forwards(config) if f.trainable)
+
+
+def trainable_params(state: TrainState, config):
+  """The parameters the optimizer updates, {online network: params}."""
+  return {name: getattr(state, name).params for name in trainable_networks(config)}
+
+
+def network_variables(state: TrainState, network: str):
+  """(params, batch_stats) of a network of state.Networks: an online one's, or its pair's EMA copy."""
+  pair = getattr(state, network[:-len("_ema")] if network.endswith("_ema") else network)
+  if network.endswith("_ema"):
+    return pair.ema_params, pair.ema_batch_stats
+  return pair.params, pair.batch_stats
+
+
+def with_updates(state: TrainState, params, batch_stats) -> TrainState:
+  """The state with new params {online network: params} and BN statistics {network: batch_stats}."""
+  for name in ("student", "teacher"):
+    pair = getattr(state, name)
+    if pair is None:
+      continue
+    if name in params:
+      pair = pair.replace(params=params[name])
+    if name in batch_stats:
+      pair = pair.replace(batch_stats=batch_stats[name])
+    if f"{name}_ema" in batch_stats:
+      pair = pair.replace(ema_batch_stats=batch_stats[f"{name}_ema"])
+    state = state.replace(**{name: pair})
+  return state
 
 
 def init_net_state(online: nn.Module, ema: nn.Module, rng, sample: jnp.ndarray, ema_init: str) -> NetState:
@@ -82,7 +108,7 @@ def init_net_state(online: nn.Module, ema: nn.Module, rng, sample: jnp.ndarray, 
   return NetState(variables["params"], variables["batch_stats"], ema_params, ema_variables["batch_stats"])
 
 
-def probe_networks(config, networks: Networks):
+def probe_networks(networks: Networks):
   """Networks whose features the online probe classifies: the student, and the teacher if present."""
   return ("student",) + (("teacher",) if networks.teacher is not None else ())
 
@@ -91,11 +117,12 @@ def init_probe(config, networks: Networks, image_shape):
   """Zero-initialised linear classifiers on each probed network's pooled features."""
   sample = jnp.zeros((1,) + tuple(image_shape), jnp.float32)
   probe = {}
-  for name in probe_networks(config, networks):
+  for name in probe_networks(networks):
     net = getattr(networks, name)
     dim = jax.eval_shape(lambda n=net: n.init_with_output(jax.random.PRNGKey(0), sample, train=False,
                                                            features_only=True)[0]["feature"]).shape[-1]
-    probe[name] = {"kernel": jnp.zeros((dim, config.probe.num_classes)), "bias": jnp.zeros((config.probe.num_classes,))}
+    probe[name] = {"kernel": jnp.zeros((dim, config.probe.num_classes), jnp.float32),
+                   "bias": jnp.zeros((config.probe.num_classes,), jnp.float32)}
   return probe
 
 
@@ -109,7 +136,7 @@ def create_train_state(config, networks: Networks, tx, image_shape) -> TrainStat
   if networks.teacher is not None:
     teacher = init_net_state(networks.teacher, networks.teacher_ema, teacher_rng, sample, config.model.ema_init)
   state = TrainState(jnp.zeros([], jnp.int32), data_rng, student, teacher, None)
-  state = state.replace(opt_state=tx.init(trainable_params(state, config.method)))
+  state = state.replace(opt_state=tx.init(trainable_params(state, config)))
   if config.probe.enabled:
     probe = init_probe(config, networks, image_shape)
     state = state.replace(probe=probe, probe_opt_state=probe_optimizer(config).init(probe))

@@ -1,124 +1,61 @@
-"""The train step: augment on device, forward every network per view, one update.
+"""The train step: augment on device, run the forwards the method asks for, one update.
 
 `make_train_step` returns a pure function (state, uint8 images) -> (state,
 metrics), jitted over the mesh. Augmentation runs on the global batch with one
 key per example, so it does not depend on how the batch is split; the rest is
 per-device code under `jax.shard_map` where BN statistics are either the
-device's own (sync_bn=False) or averaged over the data axis (SyncBN).
+device's own (sync_bn=False) or averaged over the data axis (SyncBN). What is
+computed (networks, BN modes, loss, EMA) is the method's: see simdis_jax/methods/.
 """
 
 import functools
-from typing import Callable, Dict
+from typing import Any, Callable, Dict, NamedTuple, Optional, Sequence
 
 import jax
 import jax.numpy as jnp
 import optax
 from jax.sharding import PartitionSpec as P
 
-from simdis_jax import simdis
+from simdis_jax import methods, optim
 from simdis_jax.data import augment
-from simdis_jax.parallel import DATA_AXIS, batch_sharded, replicated
-from simdis_jax.state import NetState, Networks, TrainState, probe_optimizer, trainable_params
+from simdis_jax.parallel import DATA_AXIS, batch_sharded, make_mesh, replicated
+from simdis_jax.state import (Networks, TrainState, build_networks, network_variables, probe_optimizer,
+                              trainable_params, with_updates)
 
 
-def _forward_two_views(net, params, batch_stats, v1, v2, train: bool, update_stats: bool, axis):
-  """Runs each view in its own call (SPEC.md: BN normalises over one view's batch)."""
+def forward_views(net, params, batch_stats, views: Sequence, bn: str, update_stats: bool, axis):
+  """Runs each view in its own call (SPEC.md: BN normalises over one view's batch): (outputs, batch_stats)."""
   outputs = []
-  for view in (v1, v2):
+  for view in views:
     variables = {"params": params, "batch_stats": batch_stats}
-    if train:
+    if bn == "train":
       out, mutated = net.apply(variables, view, train=True, bn_axis_name=axis, mutable=["batch_stats"])
       if update_stats:
         batch_stats = mutated["batch_stats"]
     else:
       out = net.apply(variables, view, train=False)
     outputs.append(out)
-  return outputs[0], outputs[1], batch_stats
+  return tuple(outputs), batch_stats
 
 
-def loss_fn(trainable, state: TrainState, v1, v2, *, networks: Networks, config):
-  """Total loss (student loss + teacher BYOL loss when online) and (metrics, new BN statistics)."""
-  method, views = config.method, tuple(config.views)
-  online = method == "simdis_on"
-  axis = DATA_AXIS if config.model.sync_bn else None
-  needed = simdis.target_networks(views, method)
-  fwd = functools.partial(_forward_two_views, axis=axis)
-  stats = {}
+def loss_fn(trainable, state: TrainState, v1, v2, labels=None, *, networks: Networks, config):
+  """The method's loss from the forwards it asks for: loss, (metrics, new BN statistics, outputs).
 
-  s1, s2, stats["student"] = fwd(networks.student, trainable["student"], state.student.batch_stats, v1, v2,
-                                 train=True, update_stats=True)
-  targets = {"student": (s1["projection"], s2["projection"])}
-  if "student_ema" in needed:
-    e1, e2, stats["student_ema"] = fwd(networks.student_ema, state.student.ema_params,
-                                       state.student.ema_batch_stats, v1, v2, train=True, update_stats=True)
-    targets["student_ema"] = (e1["projection"], e2["projection"])
-  # The frozen offline teacher keeps its statistics; its BN mode is config.teacher.bn_mode.
-  teacher_train = online or config.teacher.bn_mode == "train"
-  if "teacher" in needed:
-    t_params = trainable["teacher"] if online else jax.lax.stop_gradient(state.teacher.params)
-    t1, t2, stats["teacher"] = fwd(networks.teacher, t_params, state.teacher.batch_stats, v1, v2,
-                                   train=teacher_train, update_stats=online)
-    targets["teacher"] = (t1["projection"], t2["projection"])
-  if "teacher_ema" in needed:
-    te1, te2, stats["teacher_ema"] = fwd(networks.teacher_ema, state.teacher.ema_params,
-                                         state.teacher.ema_batch_stats, v1, v2,
-                                         train=teacher_train, update_stats=online)
-    targets["teacher_ema"] = (te1["projection"], te2["projection"])
-  # Every target is stop-gradient inside simdis.regression_loss.
-  targets = jax.lax.stop_gradient(targets)
-
-  predictions = {h: (s1["predictions"][h], s2["predictions"][h]) for h in views}
-  loss_student, per_head = simdis.student_loss(predictions, targets, views, config.head_combination)
-  metrics = {"loss_student": loss_student}
-  metrics.update({f"loss_head/{h}": v for h, v in per_head.items()})
-  loss = loss_student
-  if online:
-    loss_teacher = simdis.teacher_byol_loss(
-        (t1["predictions"][simdis.BYOL_HEAD], t2["predictions"][simdis.BYOL_HEAD]), targets["teacher_ema"])
-    metrics["loss_teacher"] = loss_teacher
-    loss = loss + loss_teacher
-  metrics["loss"] = loss
-  # Pooled features of view v for the online probe (stop-gradient there).
-  features = {"student": s1["feature"]}
-  if "teacher" in needed:
-    features["teacher"] = t1["feature"]
-  return loss, (metrics, stats, features)
-
-
-def supervised_loss_fn(trainable, state: TrainState, v1, v2, labels, *, networks: Networks, config):
-  """method=supervised: softmax cross-entropy of the student's classifier on both views, averaged.
-
-  Same views, augmentations, BN mode and optimizer as the self-supervised students, so that it is
-  their upper reference. Examples with a negative label (unlabelled) are left out.
+  outputs[network] = (outputs of each view it saw); batch statistics only of the forwards that keep them.
   """
+  method = methods.get(config.method)
   axis = DATA_AXIS if config.model.sync_bn else None
-  o1, o2, new_stats = _forward_two_views(networks.student, trainable["student"], state.student.batch_stats,
-                                         v1, v2, train=True, update_stats=True, axis=axis)
-  labelled = labels >= 0
-  safe = jnp.where(labelled, labels, 0)
-  count = jnp.maximum(jnp.sum(labelled), 1)
-  losses, correct = [], 0
-  for out in (o1, o2):
-    ce = optax.softmax_cross_entropy_with_integer_labels(out["logits"], safe)
-    losses.append(jnp.sum(ce * labelled) / count)
-    correct = correct + jnp.sum((jnp.argmax(out["logits"], -1) == safe) & labelled)
-  loss = (losses[0] + losses[1]) / 2
-  metrics = {"loss": loss, "loss_student": loss, "train_top1": 100.0 * correct / (2 * count)}
-  return loss, (metrics, {"student": new_stats}, {"student": o1["feature"]})
-
-
-def apply_ema(state: TrainState, tau, online_teacher: bool) -> TrainState:
-  """EMA of encoder + projector params for the student (and the teacher when it trains)."""
-  student = state.student.replace(ema_params=simdis.ema_update(state.student.ema_params, state.student.params, tau))
-  teacher = state.teacher
-  if online_teacher:
-    teacher = teacher.replace(ema_params=simdis.ema_update(teacher.ema_params, teacher.params, tau))
-  return state.replace(student=student, teacher=teacher)
-
-
-def _with_stats(net: NetState, stats: Dict, online_key: str, ema_key: str) -> NetState:
-  return net.replace(batch_stats=stats.get(online_key, net.batch_stats),
-                     ema_batch_stats=stats.get(ema_key, net.ema_batch_stats))
+  views = (v1, v2)
+  outputs, stats = {}, {}
+  for f in method.forwards(config):
+    params, batch_stats = network_variables(state, f.network)
+    params = trainable[f.network] if f.trainable else jax.lax.stop_gradient(params)
+    outputs[f.network], new_stats = forward_views(getattr(networks, f.network), params, batch_stats,
+                                                  [views[i] for i in f.views], f.bn, f.update_stats, axis)
+    if f.update_stats:
+      stats[f.network] = new_stats
+  loss, metrics = method.loss(outputs, labels, state, config)
+  return loss, ({**metrics, "loss": loss}, stats, outputs)
 
 
 def probe_loss(probe_params, features, labels):
@@ -149,44 +86,48 @@ def probe_update(state: TrainState, features, labels, config):
   return state.replace(probe=optax.apply_updates(state.probe, updates), probe_opt_state=opt_state), metrics
 
 
+def update_on_views(state: TrainState, v1, v2, labels, *, config, networks: Networks,
+                    tx: optax.GradientTransformation, schedule: Callable, total_steps: int):
+  """One train step on augmented views, per device (inside shard_map): (new state, metrics, gradients)."""
+  method = methods.get(config.method)
+  state, method_metrics = method.before_update(state, config, total_steps)
+  params = trainable_params(state, config)
+  objective = functools.partial(loss_fn, networks=networks, config=config)
+  (_, (metrics, stats, outputs)), grads = jax.value_and_grad(objective, has_aux=True)(params, state, v1, v2, labels)
+  grads = jax.lax.pmean(grads, DATA_AXIS)
+  if not config.model.sync_bn:
+    # Per-device statistics differ; keep one (averaged) copy in the replicated state.
+    stats = jax.lax.pmean(stats, DATA_AXIS)
+  updates, opt_state = tx.update(grads, state.opt_state, params)
+  params = optax.apply_updates(params, updates)
+  new_state = with_updates(state, params, stats).replace(opt_state=opt_state)
+  if config.probe.enabled:
+    unseen = [name for name in new_state.probe if name not in outputs]
+    if unseen:
+      raise ValueError(f"config.probe.enabled: the online probe classifies {unseen}'s features, but this "
+                       f"method and config.views run no {unseen} forward; add such a view or disable the probe.")
+    # Pooled features of view v for the online probe (stop-gradient there).
+    features = {name: outputs[name][0]["feature"] for name in new_state.probe}
+    new_state, probe_metrics = probe_update(new_state, features, labels, config)
+    metrics.update(probe_metrics)
+  new_state = method.after_update(new_state, outputs, config, total_steps)
+  metrics = jax.lax.pmean(metrics, DATA_AXIS)
+  metrics.update(lr=schedule(state.step), **method_metrics, grad_norm=optax.tree.norm(grads["student"]),
+                 param_norm=optax.tree.norm(params["student"]))
+  return new_state.replace(step=state.step + 1), metrics, grads
+
+
 def make_train_step(config, networks: Networks, tx: optax.GradientTransformation, schedule: Callable,
                     total_steps: int, mesh) -> Callable:
   """Builds the jitted, state-donating train step for this config and mesh."""
-  online = config.method == "simdis_on"
   aug_config = config.data.augment
   image_size = config.data.image_size
+  step = functools.partial(update_on_views, config=config, networks=networks, tx=tx, schedule=schedule,
+                           total_steps=total_steps)
 
   def per_device_step(state: TrainState, v1, v2, labels):
-    tau = simdis.ema_decay(state.step, total_steps, config.ema.base)
-    if config.ema.timing == "before":  # authors: before the loss, with pre-update weights
-      state = apply_ema(state, tau, online)
-    params = trainable_params(state, config.method)
-    if config.method == "supervised":
-      objective = functools.partial(supervised_loss_fn, labels=labels, networks=networks, config=config)
-    else:
-      objective = functools.partial(loss_fn, networks=networks, config=config)
-    grad_fn = jax.value_and_grad(objective, has_aux=True)
-    (_, (metrics, stats, features)), grads = grad_fn(params, state, v1, v2)
-    grads = jax.lax.pmean(grads, DATA_AXIS)
-    if not config.model.sync_bn:
-      # Per-device statistics differ; keep one (averaged) copy in the replicated state.
-      stats = jax.lax.pmean(stats, DATA_AXIS)
-    updates, opt_state = tx.update(grads, state.opt_state, params)
-    params = optax.apply_updates(params, updates)
-    student = _with_stats(state.student.replace(params=params["student"]), stats, "student", "student_ema")
-    teacher = state.teacher
-    if online:
-      teacher = _with_stats(teacher.replace(params=params["teacher"]), stats, "teacher", "teacher_ema")
-    new_state = state.replace(student=student, teacher=teacher, opt_state=opt_state)
-    if config.probe.enabled:
-      new_state, probe_metrics = probe_update(new_state, features, labels, config)
-      metrics.update(probe_metrics)
-    if config.ema.timing == "after":  # DeepMind: after the update, with the new weights
-      new_state = apply_ema(new_state, tau, online)
-    metrics = jax.lax.pmean(metrics, DATA_AXIS)
-    metrics.update(lr=schedule(state.step), tau=tau, grad_norm=optax.tree.norm(grads["student"]),
-                   param_norm=optax.tree.norm(params["student"]))
-    return new_state.replace(step=state.step + 1), metrics
+    new_state, metrics, _ = step(state, v1, v2, labels)
+    return new_state, metrics
 
   sharded_step = jax.shard_map(per_device_step, mesh=mesh,
                                in_specs=(P(), P(DATA_AXIS), P(DATA_AXIS), P(DATA_AXIS)),
@@ -204,3 +145,75 @@ def make_train_step(config, networks: Networks, tx: optax.GradientTransformation
 
   return jax.jit(train_step, in_shardings=(replicated(mesh), batch_sharded(mesh), batch_sharded(mesh)),
                  out_shardings=(replicated(mesh), replicated(mesh)), donate_argnums=(0,))
+
+
+# --- Research step: one step on the caller's views, in their dtype (docs/research_step.md) ---
+
+class ResearchResult(NamedTuple):
+  """What research_step returns; every float in the views' dtype."""
+  loss: jnp.ndarray            # the total the gradients are of (SimDis-On: student + teacher term)
+  per_head: Dict[str, Any]     # {head: its loss}, e.g. {"sema_dv": ..., "tema_dv": ...}; {} for supervised
+  grads: Any                   # {online network: gradient tree}, averaged over the batch as the optimizer sees it
+  state: TrainState            # the state after the step (EMA, BN statistics, optimizer, step + 1)
+  metrics: Dict[str, Any]      # every metric of the train step (loss_student, loss_teacher, lr, tau, ...)
+
+
+def cast_floats(tree, dtype):
+  """The tree with every floating-point leaf cast to `dtype` (integer leaves: steps, keys, counts, kept)."""
+  return jax.tree.map(lambda x: x.astype(dtype) if jnp.issubdtype(x.dtype, jnp.floating) else x, tree)
+
+
+def make_research_step(config, total_steps: Optional[int] = None, warmup_steps: Optional[int] = None,
+                       dtype: Any = jnp.float32) -> Callable[..., ResearchResult]:
+  """The jitted research step (state, v1, v2, labels) -> ResearchResult, computing in `dtype` on one device."""
+  total_steps = config.train.steps if total_steps is None else total_steps
+  if total_steps <= 0:
+    raise ValueError(f"research step: total_steps={total_steps} (the EMA and LR schedules need it); pass "
+                     "total_steps=K or set config.train.steps=K.")
+  if warmup_steps is None:
+    if config.optim.warmup_epochs != 0:
+      raise ValueError(f"research step: config.optim.warmup_epochs={config.optim.warmup_epochs} needs the "
+                       "dataset's size to become steps; pass warmup_steps=N.")
+    warmup_steps = 0
+  networks = build_networks(config, dtype=dtype)
+  schedule = optim.warmup_cosine_schedule(config.optim.base_lr, config.train.batch_size, total_steps, warmup_steps,
+                                          config.optim.warmup_init_lr, dtype=dtype)
+  tx = optim.make_optimizer(config.optim, schedule)
+  step = functools.partial(update_on_views, config=config, networks=networks, tx=tx, schedule=schedule,
+                           total_steps=total_steps)
+  # The train step's own per-device code on a one-device mesh: its collectives become identities.
+  sharded = jax.jit(jax.shard_map(step, mesh=make_mesh(jax.devices()[:1]),
+                                  in_specs=(P(), P(DATA_AXIS), P(DATA_AXIS), P(DATA_AXIS)),
+                                  out_specs=(P(), P(), P()), check_vma=False))
+
+  def research(state: TrainState, v1, v2, labels) -> ResearchResult:
+    new_state, metrics, grads = sharded(cast_floats(state, dtype), v1.astype(dtype), v2.astype(dtype), labels)
+    per_head = {k[len("loss_head/"):]: v for k, v in metrics.items() if k.startswith("loss_head/")}
+    return ResearchResult(metrics["loss"], per_head, grads, new_state, metrics)
+
+  return research
+
+
+def research_step(config, state: TrainState, v1, v2, labels=None, *, total_steps: Optional[int] = None,
+                  warmup_steps: Optional[int] = None) -> ResearchResult:
+  """One train step of config.method on already augmented float views [B, H, W, C], in the views' dtype.
+
+  With jax_enable_x64 on and float64 views, every computation is float64: the state's floats are cast
+  to the views' dtype and the networks compute in it. Compiles on each call: for a loop, keep
+  make_research_step(...)'s function.
+  """
+  dtype = jnp.result_type(v1)
+  if not jnp.issubdtype(dtype, jnp.floating) or jnp.result_type(v2) != dtype or v1.shape != v2.shape:
+    raise ValueError(f"research step: v1 and v2 must be float views of one shape and dtype (already augmented "
+                     f"and normalised); got {v1.shape} {dtype} and {v2.shape} {jnp.result_type(v2)}.")
+  if v1.shape[0] != config.train.batch_size:
+    raise ValueError(f"research step: the views hold {v1.shape[0]} examples but config.train.batch_size="
+                     f"{config.train.batch_size} (the LR scales with it); set config.train.batch_size="
+                     f"{v1.shape[0]}.")
+  if labels is None:
+    if config.method == "supervised" or config.probe.enabled:
+      raise ValueError(f"research step: method={config.method!r} / probe.enabled={config.probe.enabled} "
+                       "needs labels; pass labels=int32 [B] (negative = unlabelled).")
+    labels = jnp.full((v1.shape[0],), -1, jnp.int32)
+  step = make_research_step(config, total_steps, warmup_steps, dtype)
+  return step(state, v1, v2, jnp.asarray(labels, jnp.int32))

@@ -116,7 +116,8 @@ def test_torchvision_resnet_imports_and_matches_torch(tmp_path, cifar, bottlenec
   assert "classifier fc (10 classes)" in info["notes"][0]
   enc = simdis_jax.load_encoder(str(tmp_path / "run"))
   assert dict(enc.config.model.student) == {"depth": 10 if not bottleneck else 50, "width": 4, "cifar_stem": cifar,
-                                            "hidden_dim": 32, "proj_dim": 16}
+                                            "hidden_dim": 32, "proj_dim": 16, "arch": "resnet", "patch_size": 16,
+                                            "drop_path_rate": 0.0}
   assert enc.config.model.bn_running_var == "unbiased"
   x, xt = fixed_inputs()
   got = np.asarray(enc.apply_fn(enc.variables, x))

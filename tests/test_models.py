@@ -25,7 +25,7 @@ def test_deep_resnets_build_with_2048_features(depth):
   model = resnet.resnet(depth)
   out = jax.eval_shape(lambda: model.init_with_output(jax.random.PRNGKey(0), jnp.zeros((2, 64, 64, 3)),
                                                       train=False)[0])
-  assert out.shape == (2, 2048) == (2, resnet.feature_dim(depth))
+  assert out.shape == (2, 2048)
 
 
 def test_unknown_depth_is_a_clear_error():
@@ -91,12 +91,11 @@ CONV_CASES = [  # kernel, strides, padding, in, out, input size: ResNet's 3x3 (s
 
 @pytest.mark.parametrize("vjp", [True, False])
 @pytest.mark.parametrize("case", CONV_CASES, ids=lambda c: f"{c[0][0]}x{c[0][1]}s{c[1][0]}_{c[5]}px")
-def test_matmul_conv_matches_lax_conv_forward_and_gradients(case, vjp, monkeypatch):
-  monkeypatch.setattr(resnet, "MATMUL_CONV_VJP", vjp)
+def test_matmul_conv_matches_lax_conv_forward_and_gradients(case, vjp):
   kernel, strides, padding, cin, cout, size = case
   import flax.linen as nn  # pylint: disable=import-outside-toplevel
   ref = nn.Conv(cout, kernel, strides, padding=padding, use_bias=False)
-  ours = resnet.Conv(cout, kernel, strides, padding=padding)
+  ours = resnet.Conv(cout, kernel, strides, padding=padding, custom_vjp=vjp)
   x = jax.random.normal(jax.random.PRNGKey(0), (3, size, size, cin))
   variables = ref.init(jax.random.PRNGKey(1), x)
   assert jax.tree.map(jnp.shape, ours.init(jax.random.PRNGKey(1), x)) == jax.tree.map(jnp.shape, variables)
@@ -139,3 +138,21 @@ def test_slice_max_pool_matches_flax_max_pool_with_ties(size):
   np.testing.assert_array_equal(ours(x), ref(x))
   np.testing.assert_allclose(jax.grad(lambda x: jnp.sum(ours(x) * cotangent))(x),
                              jax.grad(lambda x: jnp.sum(ref(x) * cotangent))(x), rtol=1e-6, atol=1e-6)
+
+
+@pytest.mark.parametrize("conv_vjp,slice_pool", [(True, True), (False, False), (True, False)])
+def test_matmul_switches_travel_from_the_config_into_the_resnet(conv_vjp, slice_pool):
+  from conftest import tiny_config  # pylint: disable=import-outside-toplevel
+  from simdis_jax.state import build_networks  # pylint: disable=import-outside-toplevel
+  c = tiny_config("simdis_on", "simdis_2v")
+  c.model.conv_impl = "matmul"
+  c.model.matmul_conv_vjp, c.model.matmul_max_pool = conv_vjp, slice_pool
+  nets = build_networks(c)
+  assert {(n.matmul_conv_vjp, n.matmul_max_pool) for n in nets} == {(conv_vjp, slice_pool)}
+  # In the traced program: the hand-written VJPs are custom_vjp calls; flax's max-pool is a reduce_window.
+  net = resnet.resnet(10, width=4, conv_impl="matmul", matmul_conv_vjp=conv_vjp, matmul_max_pool=slice_pool)
+  x = jnp.zeros((2, 16, 16, 3))
+  variables = jax.eval_shape(lambda: net.init(jax.random.PRNGKey(0), x, train=False))
+  program = str(jax.make_jaxpr(lambda v: net.apply(v, x, train=False))(variables))
+  assert ("custom_vjp_call" in program) == (conv_vjp or slice_pool)
+  assert ("reduce_window_max" in program) == (not slice_pool)

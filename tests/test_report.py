@@ -8,7 +8,8 @@ import sys
 import matplotlib.image
 import pytest
 
-from simdis_jax import simdis
+from simdis_jax import methods
+from simdis_jax.methods import simdis
 from simdis_jax.evaluation import report
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -222,7 +223,7 @@ def test_metrics_keep_the_last_value_of_a_repeated_step(workdirs):
 
 def test_names_match_the_method_module():
   assert report.PAPER_VIEW_NAMES == simdis.PAPER_NAMES
-  assert set(report.METHOD_NAMES) == set(simdis.METHODS)
+  assert set(report.METHOD_NAMES) == set(methods.METHODS)
   assert report.method_label("simdis_off", ALL_VIEWS) == "SimDis-Off-7v"
   assert report.method_label("simdis_on", ["sema_dv", "tema_dv"]) == "SimDis-On"
   assert report.format_epochs(0.0016) == "0.0016" and report.format_epochs(12.5) == "12.5"

@@ -8,7 +8,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from simdis_jax import simdis
+from simdis_jax.methods import simdis
 
 NETWORKS = ("student", "student_ema", "teacher", "teacher_ema")
 # SPEC.md's table: the target for the prediction of v and of v'.

@@ -15,7 +15,7 @@ import numpy as np
 from jax.experimental import multihost_utils
 
 from simdis_jax.data import augment, input as data_input
-from simdis_jax.simdis import l2_normalize
+from simdis_jax.methods.simdis import l2_normalize
 
 
 @functools.partial(jax.jit, static_argnames=("k", "num_classes"))

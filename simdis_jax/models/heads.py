@@ -6,7 +6,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from simdis_jax.models.resnet import batch_norm
+from simdis_jax.models.resnet import batch_norm, output_dtype
 
 
 def torch_linear_kernel_init(key, shape, dtype=jnp.float32):
@@ -42,4 +42,4 @@ class MLP(nn.Module):
     x = TorchDense(self.hidden_dim, self.dtype, name="dense1")(x)
     x = batch_norm(train, bn_axis_name, self.dtype, self.bn_running_var)(name="bn")(x)
     x = nn.relu(x)
-    return TorchDense(self.out_dim, self.dtype, name="dense2")(x).astype(jnp.float32)
+    return TorchDense(self.out_dim, self.dtype, name="dense2")(x).astype(output_dtype(self.dtype))

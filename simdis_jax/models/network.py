@@ -12,6 +12,7 @@ import jax.numpy as jnp
 
 from simdis_jax.models import encoders
 from simdis_jax.models.heads import MLP
+from simdis_jax.models.resnet import output_dtype
 
 
 class Network(nn.Module):
@@ -29,18 +30,22 @@ class Network(nn.Module):
   arch: str = "resnet"  # see models/encoders.py; depth/width apply to resnet only
   patch_size: int = 16  # ViTs
   drop_path_rate: float = 0.0  # EfficientNet and ViTs; 0 = off (the SSL default)
+  matmul_conv_vjp: bool = True  # conv_impl="matmul" only: see models/resnet.py ResNet
+  matmul_max_pool: bool = True
 
   @nn.compact
   def __call__(self, x, train: bool = True, bn_axis_name: Optional[str] = None, features_only: bool = False):
     options = encoders.EncoderOptions(self.depth, self.width, self.cifar_stem, self.patch_size, self.drop_path_rate)
     encoder = encoders.encoder(self.arch, options, self.dtype, self.conv_impl, name="encoder",
-                               bn_running_var=self.bn_running_var)
+                               bn_running_var=self.bn_running_var, matmul_conv_vjp=self.matmul_conv_vjp,
+                               matmul_max_pool=self.matmul_max_pool)
     feature = encoder(x, train=train, bn_axis_name=bn_axis_name)
     if features_only:
       return {"feature": feature}
     outputs = {"feature": feature}
     if self.num_classes:
-      outputs["logits"] = nn.Dense(self.num_classes, dtype=self.dtype, name="classifier")(feature).astype(jnp.float32)
+      logits = nn.Dense(self.num_classes, dtype=self.dtype, name="classifier")(feature)
+      outputs["logits"] = logits.astype(output_dtype(self.dtype))
     projection = MLP(self.hidden_dim, self.proj_dim, self.dtype, self.bn_running_var, name="projector")(
         feature, train=train, bn_axis_name=bn_axis_name)
     # Predictors take the raw (unnormalised) projection (SPEC.md "Networks").
@@ -52,12 +57,13 @@ class Network(nn.Module):
 
 
 def network_from_config(model_config, heads: Sequence[str] = (), dtype: Any = jnp.float32,
-                        conv_impl: str = "xla", num_classes: int = 0, bn_running_var: str = "biased") -> Network:
-  """Builds a Network from a config.model.{student,teacher} section."""
+                        conv_impl: str = "xla", num_classes: int = 0, bn_running_var: str = "biased",
+                        matmul_conv_vjp: bool = True, matmul_max_pool: bool = True) -> Network:
+  """Builds a Network from a config.model.{student,teacher} section (and config.model's BN and matmul options)."""
   return Network(depth=model_config.depth, width=model_config.width, cifar_stem=model_config.cifar_stem,
                  hidden_dim=model_config.hidden_dim, proj_dim=model_config.proj_dim,
                  heads=tuple(heads), dtype=dtype, conv_impl=conv_impl, num_classes=num_classes,
-                 bn_running_var=bn_running_var,
+                 bn_running_var=bn_running_var, matmul_conv_vjp=matmul_conv_vjp, matmul_max_pool=matmul_max_pool,
                  # Sections written before the arch key existed describe ResNets.
                  arch=model_config.get("arch", "resnet"), patch_size=model_config.get("patch_size", 16),
                  drop_path_rate=model_config.get("drop_path_rate", 0.0))

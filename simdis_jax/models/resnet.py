@@ -33,11 +33,9 @@ def batch_norm(train: bool, axis_name: Optional[str], dtype: Any = jnp.float32,
       axis_name=axis_name, dtype=dtype)
 
 
-# Switches of the matmul Conv's implementation, read when a step is traced. They change
-# speed only, never parameters or results (tests/test_models.py checks every setting);
-# `python -m simdis_jax.benchmark --compare=resnet.NAME=...` times settings side by side.
-MATMUL_CONV_VJP = True      # hand-written backward (conv_matmul below) instead of autodiff of the forward
-MATMUL_MAX_POOL = True      # the stem's max-pool as the maximum of 9 strided slices (max_pool below)
+def output_dtype(dtype: Any) -> Any:
+  """The dtype a network hands on: float32 for float32 and bfloat16 compute, float64 for float64 compute."""
+  return jnp.promote_types(dtype, jnp.float32)
 
 
 def _pads(padding, kernel_size):
@@ -158,6 +156,8 @@ class Conv(nn.Module):
   small-spatial convolutions (ResNet stage 4 at 64 px: 2x2 maps) to slow
   generic loops; as one matmul, forward and both gradients are dense matmuls.
   A 1x1 convolution is a plain dot (after a strided slice at stride 2).
+  `custom_vjp` (config.model.matmul_conv_vjp) selects the hand-written backward (conv_matmul)
+  instead of autodiff of the forward; it changes speed only, never parameters or results.
   """
   features: int
   kernel_size: Sequence[int]
@@ -166,6 +166,7 @@ class Conv(nn.Module):
   use_bias: bool = False
   kernel_init: Callable = conv_kernel_init
   dtype: Any = jnp.float32
+  custom_vjp: bool = True
 
   @nn.compact
   def __call__(self, x):
@@ -173,7 +174,7 @@ class Conv(nn.Module):
     kernel = self.param("kernel", self.kernel_init, (kh, kw, x.shape[-1], self.features), jnp.float32)
     x, kernel = x.astype(self.dtype), kernel.astype(self.dtype)
     pads, strides = _pads(self.padding, self.kernel_size), tuple(self.strides)
-    if MATMUL_CONV_VJP:
+    if self.custom_vjp:
       return conv_matmul(x, kernel, strides, pads)
     return _conv_matmul_fwd(x, kernel, strides, pads)[0]
 
@@ -227,11 +228,18 @@ class ResNet(nn.Module):
   dtype: Any = jnp.float32
   conv_impl: str = "xla"     # xla: lax convolutions | matmul: Conv above (faster on XLA:CPU)
   bn_running_var: str = "biased"  # biased (Flax) | unbiased (PyTorch): see models/batch_norm.py
+  # With conv_impl="matmul" only (config.model.matmul_*; speed only, never results): the matmul
+  # Conv's hand-written backward, and the stem's max-pool as the maximum of 9 strided slices.
+  matmul_conv_vjp: bool = True
+  matmul_max_pool: bool = True
 
   @nn.compact
   def __call__(self, x, train: bool = True, bn_axis_name: Optional[str] = None):
-    conv = functools.partial(Conv if self.conv_impl == "matmul" else nn.Conv, use_bias=False,
-                             kernel_init=conv_kernel_init, dtype=self.dtype, padding="VALID")
+    if self.conv_impl == "matmul":
+      conv = functools.partial(Conv, custom_vjp=self.matmul_conv_vjp)
+    else:
+      conv = nn.Conv
+    conv = functools.partial(conv, use_bias=False, kernel_init=conv_kernel_init, dtype=self.dtype, padding="VALID")
     norm = batch_norm(train, bn_axis_name, self.dtype, self.bn_running_var)
     x = x.astype(self.dtype)
     if self.cifar_stem:
@@ -240,7 +248,7 @@ class ResNet(nn.Module):
     else:
       x = conv(self.width, (7, 7), (2, 2), padding=((3, 3), (3, 3)), name="stem_conv")(x)
       x = nn.relu(norm(name="stem_bn")(x))
-      if self.conv_impl == "matmul" and MATMUL_MAX_POOL:
+      if self.conv_impl == "matmul" and self.matmul_max_pool:
         x = max_pool(x, (3, 3), (2, 2), ((1, 1), (1, 1)))
       else:
         x = nn.max_pool(x, (3, 3), strides=(2, 2), padding=((1, 1), (1, 1)))
@@ -248,7 +256,7 @@ class ResNet(nn.Module):
       for j in range(num_blocks):
         strides = 2 if i > 0 and j == 0 else 1
         x = self.block_cls(self.width * 2 ** i, strides, norm, conv, name=f"stage{i + 1}_block{j + 1}")(x)
-    return jnp.mean(x, axis=(1, 2)).astype(jnp.float32)
+    return jnp.mean(x, axis=(1, 2)).astype(output_dtype(self.dtype))
 
 
 STAGE_SIZES = {
@@ -263,13 +271,15 @@ STAGE_SIZES = {
 
 
 def resnet(depth: int, width: int = 64, cifar_stem: bool = False, dtype: Any = jnp.float32, name: Optional[str] = None,
-           conv_impl: str = "xla", bn_running_var: str = "biased") -> ResNet:
+           conv_impl: str = "xla", bn_running_var: str = "biased", matmul_conv_vjp: bool = True,
+           matmul_max_pool: bool = True) -> ResNet:
   """ResNet-{10,18,34,50,101,152,200}; depth < 50 uses basic blocks."""
   if depth not in STAGE_SIZES:
     raise ValueError(f"Unknown ResNet depth {depth}; choose one of {sorted(STAGE_SIZES)}.")
   block = BasicBlock if depth < 50 else BottleneckBlock
   return ResNet(STAGE_SIZES[depth], block, width=width, cifar_stem=cifar_stem, dtype=dtype, name=name,
-                conv_impl=conv_impl, bn_running_var=bn_running_var)
+                conv_impl=conv_impl, bn_running_var=bn_running_var, matmul_conv_vjp=matmul_conv_vjp,
+                matmul_max_pool=matmul_max_pool)
 
 
 def feature_dim(depth: int, width: int = 64) -> int:

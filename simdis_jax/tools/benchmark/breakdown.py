@@ -41,7 +41,7 @@ def breakdown(config: ml_collections.ConfigDict, repeats: int = 5, devices=None)
     nets["teacher_ema"] = (networks.teacher_ema, state.teacher.ema_params, state.teacher.ema_batch_stats)
   for name, (net, params, stats) in nets.items():
     def forward(p, a, b, net=net, stats=stats):
-      out1, out2, _ = step_lib._forward_two_views(net, p, stats, a, b, train=True, update_stats=True, axis=axis)  # pylint: disable=protected-access
+      (out1, out2), _ = step_lib.forward_views(net, p, stats, (a, b), bn="train", update_stats=True, axis=axis)
       return jnp.sum(out1["projection"]) + jnp.sum(out2["projection"])
     fwd = per_device(forward)
     parts[f"{name}_forward_2views"] = functools.partial(fwd, params, v1, v2)
