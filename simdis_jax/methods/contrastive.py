@@ -13,7 +13,7 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from simdis_jax.simdis import l2_normalize  # methods/simdis.py after the method interface lands
+from simdis_jax.methods.simdis import l2_normalize
 
 
 # --- Queue (SPEC.md MoCo-v2 "Queue"; SEED's is the same FIFO) ---
