@@ -9,7 +9,7 @@ import pytest
 
 from conftest import tiny_config
 from simdis_jax import configuration
-from simdis_jax.evaluation import linear
+from simdis_jax.evaluation import linear_config
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -81,8 +81,8 @@ def test_every_shipped_config_validates_and_documents_its_command(path):
     assert "python -m simdis_jax.study --config configs/" in module.__doc__
     return
   if c.get("task") == "linear_eval":
-    c = linear.validate(c)
-    assert c.protocol in linear.PROTOCOLS
+    c = linear_config.validate(c)
+    assert c.protocol in linear_config.PROTOCOLS
   else:
     c = configuration.validate(c)
     assert c.views

@@ -14,7 +14,7 @@ import tiny_tfds
 from conftest import tiny_config
 from simdis_jax import configuration, parallel, train
 from simdis_jax.data import augment, pipeline
-from simdis_jax.evaluation import linear
+from simdis_jax.evaluation import linear, linear_config
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -246,7 +246,7 @@ def test_folder_pretraining_with_labelled_tfds_evaluation_and_full_linear_eval(t
   workdir = str(tmp_path / "pretrain")
   final = train.train_and_evaluate(c, workdir)
   assert 0.0 <= final["knn_top1/student"] <= 100.0 and np.isfinite(final["loss"])
-  lc = linear.base_config()
+  lc = linear_config.base_config()
   lc.pretrained.workdir = workdir
   lc.mode = "full"
   lc.train.steps = 3

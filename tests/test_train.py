@@ -14,7 +14,6 @@ from simdis_jax import checkpoint, train
 from simdis_jax import workdir as workdir_files
 from simdis_jax.evaluation import knn
 
-pytestmark = requires_fashion_mnist
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
@@ -27,6 +26,7 @@ def final_state(workdir, config):
   return step, jax.tree.map(np.asarray, restored)
 
 
+@requires_fashion_mnist
 def test_resume_after_a_stop_gives_the_same_final_state(tmp_path):
   c = tiny_config("simdis_on", "simdis_7v")
   c.knn.networks = ()
@@ -51,6 +51,7 @@ def test_resume_after_a_stop_gives_the_same_final_state(tmp_path):
   assert info["resumed"]["step_flops"] == info["straight"]["step_flops"] > 1e6
 
 
+@requires_fashion_mnist
 def test_nan_loss_stops_with_a_clear_error_and_keeps_the_last_good_checkpoint(tmp_path, monkeypatch):
   c = tiny_config("byol", "byol")
   c.knn.networks = ()
@@ -75,6 +76,7 @@ def test_nan_loss_stops_with_a_clear_error_and_keeps_the_last_good_checkpoint(tm
   assert checkpoint.manager(str(tmp_path)).all_steps() == [2]
 
 
+@requires_fashion_mnist
 def test_offline_student_distils_from_a_finished_byol_teacher(tmp_path):
   teacher = tiny_config("byol", "byol")
   teacher.model.student = teacher.model.teacher
@@ -120,6 +122,7 @@ def test_offline_student_distils_from_a_finished_byol_teacher(tmp_path):
     train.train_and_evaluate(wrong, str(tmp_path / "wrong3"))
 
 
+@requires_fashion_mnist
 def test_a_checkpoint_of_another_method_is_a_clear_error(tmp_path):
   c = tiny_config("byol", "byol")
   c.knn.networks = ()
@@ -131,6 +134,7 @@ def test_a_checkpoint_of_another_method_is_a_clear_error(tmp_path):
   assert checkpoint.manager(str(tmp_path)).all_steps() == [2]
 
 
+@requires_fashion_mnist
 def test_cli_runs_the_demo_config_for_a_few_steps(tmp_path):
   overrides = ["--config.train.steps=3", "--config.train.batch_size=32", "--config.model.student.width=4",
                "--config.model.teacher.width=8", "--config.knn.train_examples=300", "--config.knn.eval_examples=100",
