@@ -23,8 +23,7 @@ VIEWS: Dict[str, Tuple[str, bool]] = {
     "tema_sv": ("teacher_ema", True),   # T̂-v   EMA teacher, same view
     "tema_dv": ("teacher_ema", False),  # T̂-v'  EMA teacher, other view
 }
-PAPER_NAMES = {"s_dv": "S-v'", "sema_sv": "Ŝ-v", "sema_dv": "Ŝ-v'", "t_sv": "T-v",
-               "t_dv": "T-v'", "tema_sv": "T̂-v", "tema_dv": "T̂-v'"}
+from simdis_jax.labels import VIEW_NAMES as PAPER_NAMES  # noqa: E402  (the paper's view names)
 # BYOL's own term; also the name of the teacher's single predictor head, so that
 # a finished BYOL run's student restores directly as a SimDis teacher.
 BYOL_HEAD = "sema_dv"

@@ -131,7 +131,7 @@ def pretrained(tmp_path_factory):
   return {"finished": finished, "unfinished": unfinished}
 
 
-def linear_config(pretrained_workdir, mode="fast", protocol="authors"):
+def small_config(pretrained_workdir, mode="fast", protocol="authors"):
   """One small epoch over a 256-image subset of the pretraining run's data (inherited: data.name='')."""
   c = linear_config.apply_protocol(linear_config.base_config(), protocol)
   c.mode = mode
@@ -159,7 +159,7 @@ def fast_run(pretrained, tmp_path_factory):
   """One straight fast-mode run (authors' protocol), with the pretrained encoder read before and after it."""
   before = pretrained_encoder(pretrained["finished"])
   workdir = str(tmp_path_factory.mktemp("fast") / "linear")
-  result = linear.run(linear_config(pretrained["finished"]), workdir)
+  result = linear.run(small_config(pretrained["finished"]), workdir)
   return {"workdir": workdir, "result": result, "before": before,
           "after": pretrained_encoder(pretrained["finished"])}
 
@@ -189,7 +189,7 @@ def test_fast_run_keeps_the_encoder_writes_results_and_reruns_only_the_evaluatio
   mgr.close()
   assert set(ckpt["params"]) == {"linear", "bn"}
 
-  rerun = linear.run(linear_config(pretrained["finished"]), workdir)
+  rerun = linear.run(small_config(pretrained["finished"]), workdir)
   assert rerun["trained_steps"] == 0
   assert (rerun["top1"], rerun["top5"]) == (result["top1"], result["top5"])
   assert len(open(os.path.join(workdir, workdir_files.METRICS_FILE)).readlines()) == len(lines) + 1
@@ -197,10 +197,10 @@ def test_fast_run_keeps_the_encoder_writes_results_and_reruns_only_the_evaluatio
 
 @requires_fashion_mnist
 def test_fast_run_resumed_after_a_stop_matches_a_straight_run(pretrained, fast_run, tmp_path):
-  stopped = linear.run(linear_config(pretrained["finished"]), str(tmp_path), stop_after_steps=3)
+  stopped = linear.run(small_config(pretrained["finished"]), str(tmp_path), stop_after_steps=3)
   assert (stopped["steps"], stopped["finished"]) == (3, False)
   assert not os.path.exists(tmp_path / workdir_files.LINEAR_EVAL_FILE)
-  resumed = linear.run(linear_config(pretrained["finished"]), str(tmp_path))
+  resumed = linear.run(small_config(pretrained["finished"]), str(tmp_path))
   assert resumed["trained_steps"] == 5
   straight = fast_run["result"]
   assert (resumed["top1"], resumed["top5"], resumed["train_top1"]) == (
@@ -209,22 +209,22 @@ def test_fast_run_resumed_after_a_stop_matches_a_straight_run(pretrained, fast_r
 
 @requires_fashion_mnist
 def test_missing_unfinished_and_wrong_pretraining_runs_are_clear_errors(pretrained, tmp_path):
-  c = linear_config("")
+  c = small_config("")
   with pytest.raises(ValueError, match="pretrained.workdir is not set"):
     linear.run(c, str(tmp_path / "a"))
-  c = linear_config(str(tmp_path / "nowhere"))
+  c = small_config(str(tmp_path / "nowhere"))
   with pytest.raises(FileNotFoundError, match="does not exist.*pretrained.workdir"):
     linear.run(c, str(tmp_path / "b"))
   os.makedirs(tmp_path / "empty")
   with pytest.raises(FileNotFoundError, match="not a pretraining workdir"):
-    linear.run(linear_config(str(tmp_path / "empty")), str(tmp_path / "c"))
+    linear.run(small_config(str(tmp_path / "empty")), str(tmp_path / "c"))
   with pytest.raises(ValueError, match=r"unfinished \(checkpoint step 1 of 2\).*allow_unfinished=True"):
-    linear.run(linear_config(pretrained["unfinished"]), str(tmp_path / "d"))
-  c = linear_config(pretrained["finished"])
+    linear.run(small_config(pretrained["unfinished"]), str(tmp_path / "d"))
+  c = small_config(pretrained["finished"])
   c.pretrained.network = "teacher"
   with pytest.raises(ValueError, match="has no teacher.*network=student"):
     linear.run(c, str(tmp_path / "e"))
-  c = linear_config(pretrained["finished"])
+  c = small_config(pretrained["finished"])
   c.pretrained.step = 5
   with pytest.raises(ValueError, match=r"no checkpoint at step 5; its steps are \[1, 2\]"):
     linear.run(c, str(tmp_path / "f"))
@@ -232,7 +232,7 @@ def test_missing_unfinished_and_wrong_pretraining_runs_are_clear_errors(pretrain
 
 @requires_fashion_mnist
 def test_full_mode_trains_a_few_augmented_steps_over_the_frozen_ema_encoder(pretrained, tmp_path):
-  c = linear_config(pretrained["finished"], mode="full", protocol="deepmind")
+  c = small_config(pretrained["finished"], mode="full", protocol="deepmind")
   c.pretrained.weights = "ema"
   c.train.steps = 3
   c.train.checkpoint_every_steps = 2
@@ -245,7 +245,7 @@ def test_full_mode_trains_a_few_augmented_steps_over_the_frozen_ema_encoder(pret
 
 @requires_fashion_mnist
 def test_a_preemption_during_full_mode_saves_at_that_step_and_the_rerun_finishes(pretrained, tmp_path, monkeypatch):
-  c = linear_config(pretrained["finished"], mode="full")
+  c = small_config(pretrained["finished"], mode="full")
   c.train.steps = 3
   c.train.checkpoint_every_steps = 10
   # SIGTERM noticed at the boundary after step 1 (not a log or checkpoint step).
