@@ -8,6 +8,7 @@ new one; temporary leftovers are never restored (and are removed on restart).
 
 import json
 import logging
+import math
 import os
 import shutil
 import signal
@@ -229,6 +230,52 @@ def restore_latest(mgr: ocp.CheckpointManager, abstract_state: Any) -> Optional[
         + "; ".join(f"step {s}: {r}" for s, r in skipped.items())
         + ". Move the checkpoints folder away to start over in this --workdir, or use a fresh one.")
   return None
+
+
+def restore_step(mgr: ocp.CheckpointManager, step: int, abstract_state: Any) -> Any:
+  """Checkpoint `step` restored and verified (tree, checksums, finiteness) like restore_latest, without a fallback.
+
+  For reading a finished run at a chosen step (offline teacher, kNN, linear evaluation, export):
+  a damaged step is an error naming the intact alternative, never silently used.
+  """
+  mismatch = _mismatch(mgr, step, abstract_state)
+  if mismatch:
+    raise CheckpointMismatch(f"The checkpoint at step {step} in {mgr.directory} does not hold this run's networks: "
+                             f"{mismatch}.")
+  try:
+    state = mgr.restore(step, args=ocp.args.StandardRestore(abstract_state))
+  except Exception as e:  # pylint: disable=broad-except
+    why = f"unreadable ({type(e).__name__}: {_first_line(e)})"
+  else:
+    why = _damage(mgr, step, state)
+  if why:
+    others = [s for s in mgr.all_steps() if s != step]
+    raise NoIntactCheckpoint(f"The checkpoint at step {step} in {mgr.directory} is damaged: {why}. "
+                             + (f"Its other steps are {sorted(others)}." if others else "It has no other step."))
+  return state
+
+
+def diverged(step: int, what: str, last_saved: Optional[int], advice: str) -> FloatingPointError:
+  """The error that stops a diverged run; every checkpoint kept was verified finite when saved."""
+  kept = (f"the last checkpoint (step {last_saved}, verified finite) is kept and a restart resumes from it"
+          if last_saved is not None else "no checkpoint was saved")
+  return FloatingPointError(f"{what} at step {step}: training stopped; {kept}. {advice}")
+
+
+def check_finite_metrics(step: int, values: Dict[str, float], last_saved: Optional[int], advice: str) -> None:
+  """Stops a run whose logged metrics hold a NaN/Inf (see `diverged`)."""
+  bad = {k: v for k, v in values.items() if not math.isfinite(v)}
+  if bad:
+    raise diverged(step, f"Non-finite metrics {bad}", last_saved, advice)
+
+
+def save_finite(mgr: ocp.CheckpointManager, step: int, state: Any, last_saved: Optional[int], advice: str,
+                force: bool = False) -> None:
+  """`save`, turning a refused non-finite state into the run's divergence stop."""
+  try:
+    save(mgr, step, state, force=force)
+  except FloatingPointError as e:
+    raise diverged(step, str(e).split(";")[0], last_saved, advice) from None
 
 
 def _first_line(e: Exception) -> str:

@@ -133,7 +133,7 @@ def restore(workdir: str, mesh=None, step: Optional[int] = None,
     step = mgr.latest_step() if step is None else step
     if step is None:
       raise FileNotFoundError(f"{workdir!r} has no checkpoint yet.")
-    state = mgr.restore(step, args=checkpoint.ocp.args.StandardRestore(abstract))
+    state = checkpoint.restore_step(mgr, step, abstract)
   finally:
     mgr.close()
   return Restored(run_config, parts.networks, state, int(step))

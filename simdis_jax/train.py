@@ -2,7 +2,6 @@
 
 import collections
 import logging
-import math
 import time
 from typing import Dict, Optional
 
@@ -58,19 +57,7 @@ def _previous_train_time(workdir: str, start_step: int) -> float:
   return workdir_files.last_value(workdir_files.read_metrics(workdir), "train_time_s", up_to_step=start_step) or 0.0
 
 
-def _nan_stop(step: int, what: str, last_saved) -> FloatingPointError:
-  """The error that stops a diverged run; every checkpoint kept was verified finite when saved."""
-  kept = (f"the last checkpoint (step {last_saved}, verified finite) is kept and a restart resumes from it"
-          if last_saved is not None else "no checkpoint was saved")
-  return FloatingPointError(
-      f"{what} at step {step}: training stopped; {kept}. Lower --config.optim.base_lr or lengthen "
-      f"--config.optim.warmup_epochs.")
-
-
-def _check_finite(step: int, metrics: Dict[str, float], last_saved) -> None:
-  bad = {k: v for k, v in metrics.items() if not math.isfinite(v)}
-  if bad:
-    raise _nan_stop(step, f"Non-finite training metrics {bad}", last_saved)
+DIVERGED_ADVICE = "Lower --config.optim.base_lr or lengthen --config.optim.warmup_epochs."
 
 
 def run_knn(config, networks, state, dataset, mesh) -> Dict[str, float]:
@@ -204,7 +191,7 @@ def _train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
         hook(done)
       if done % config.train.log_every_steps == 0 or done == total_steps:
         values = {k: float(v) for k, v in jax.device_get(metrics).items()}
-        _check_finite(done, values, last_saved)
+        checkpoint.check_finite_metrics(done, values, last_saved, DIVERGED_ADVICE)
         values["images_per_sec"] = images_seen / max(time.time() - t0, 1e-9)
         values["epoch"] = done / lengths["steps_per_epoch"]
         values["train_time_s"] = time_before + time.time() - t0
@@ -218,10 +205,7 @@ def _train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
       if (done % config.train.checkpoint_every_steps == 0 or done == total_steps
           or done == stop_after_steps or preempted):
         # Never save a state holding NaN/Inf (checkpoint.save checks every array): the last good one survives.
-        try:
-          checkpoint.save(mgr, done, state, force=preempted)
-        except FloatingPointError as e:
-          raise _nan_stop(done, str(e).split(";")[0], last_saved) from None
+        checkpoint.save_finite(mgr, done, state, last_saved, DIVERGED_ADVICE, force=preempted)
         last_saved = done
       if preempted:
         raise checkpoint.Preempted(done, workdir)

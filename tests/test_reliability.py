@@ -113,6 +113,20 @@ def test_every_step_damaged_is_one_clear_error_and_nothing_is_moved(tmp_path):
   assert mgr.all_steps() == [1, 2]
 
 
+def test_a_chosen_step_is_verified_too_and_a_damaged_one_names_the_others(tmp_path):
+  """runs.restore (teacher, kNN, linear evaluation, export) reads one given step: damage is an error, never used."""
+  workdir = str(tmp_path)
+  mgr = _saved(workdir, steps=(1, 2, 3))
+  flip_bit(workdir, 2)
+  np.testing.assert_array_equal(checkpoint.restore_step(mgr, 3, _abstract(_state()))["w"], _state(3)["w"])
+  with pytest.raises(checkpoint.NoIntactCheckpoint,
+                     match=r"step 2 .* is damaged: checksum mismatch .* Its other steps are \[1, 3\]\."):
+    checkpoint.restore_step(mgr, 2, _abstract(_state()))
+  with pytest.raises(checkpoint.CheckpointMismatch, match=r"step 3 .* does not hold this run's networks"):
+    checkpoint.restore_step(mgr, 3, _abstract(_state(width=32)))
+  assert mgr.all_steps() == [1, 2, 3]  # nothing moved: a chosen step is the user's to replace
+
+
 def test_a_non_finite_state_is_never_saved(tmp_path):
   mgr = checkpoint.manager(str(tmp_path))
   bad = _state()

@@ -71,7 +71,7 @@ def test_nan_loss_stops_with_a_clear_error_and_keeps_the_last_good_checkpoint(tm
     return wrapped
 
   monkeypatch.setattr(train, "make_train_step", poisoned)
-  with pytest.raises(FloatingPointError, match=r"step 4.*last good checkpoint \(step 2\)"):
+  with pytest.raises(FloatingPointError, match=r"step 4.*the last checkpoint \(step 2, verified finite\) is kept"):
     train.train_and_evaluate(c, str(tmp_path))
   assert checkpoint.manager(str(tmp_path)).all_steps() == [2]
 

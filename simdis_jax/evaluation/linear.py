@@ -27,7 +27,6 @@ features in fast mode, one extra encoder pass in full mode).
 
 import functools
 import logging
-import math
 import time
 from typing import Any, Dict, Iterator, Optional, Tuple
 
@@ -76,10 +75,7 @@ def _check_resume_info(workdir: str, info: Dict[str, Any], has_checkpoint: bool)
   return old
 
 
-def _finite(step: int, values: Dict[str, float], last_saved) -> None:
-  if not math.isfinite(values["loss"]):
-    raise FloatingPointError(f"Non-finite linear-eval loss at step {step}; the last good checkpoint (step "
-                             f"{last_saved}) is kept. Lower config.optim.base_lr.")
+DIVERGED_ADVICE = "Lower --config.optim.base_lr."
 
 
 class _Progress:
@@ -101,7 +97,7 @@ class _Progress:
     save = done % train.checkpoint_every_steps == 0 or done in (self.total, self.stop_after)
     if log or save:  # only then are the metrics fetched from the device
       values = {k: float(v) for k, v in jax.device_get(metrics).items()}
-      _finite(done, values, self.last_saved)
+      checkpoint.check_finite_metrics(done, {"loss": values["loss"]}, self.last_saved, DIVERGED_ADVICE)
       if log:
         now = time.time()
         values["epoch"] = done / self.steps_per_epoch
@@ -111,7 +107,7 @@ class _Progress:
         self.writer.write_scalars(done, values)
         workdir_files.append_metrics(self.workdir, done, values, self.is_main)
       if save:
-        checkpoint.save(self.mgr, done, state)
+        checkpoint.save_finite(self.mgr, done, state, self.last_saved, DIVERGED_ADVICE)
         self.last_saved = done
     if done < self.total and self.preemption.reached(done):  # SIGTERM / maintenance: save here, exit 143
       if self.last_saved != done:
