@@ -16,6 +16,7 @@ import numpy as np
 from simdis_jax import checkpoint, configuration, runs
 from simdis_jax import workdir as workdir_files
 from simdis_jax.data import augment
+from simdis_jax.evaluation import features
 from simdis_jax.models.network import network_from_config
 
 NETWORKS = ("student", "teacher")
@@ -112,13 +113,8 @@ class Encoder:
     return augment.eval_view(images, self.config.data.augment, out_size=self.image_size)
 
   def features_fn(self) -> Callable:
-    """Pure function (variables, raw images) -> features: preprocessing and network together (export traces it)."""
-    apply = self.apply_fn
-
-    def fn(variables, images):
-      return apply(variables, self.preprocess(images))
-
-    return fn
+    """Pure function (variables, raw images) -> features: the kNN/linear feature function (export traces it)."""
+    return features.feature_function(self.module, self.config.data.augment, self.image_size, self.project)
 
   def embed(self, images, batch_size: Optional[int] = None) -> np.ndarray:
     """Features [N, D] (float32 NumPy) of images [N, H, W, C] or [N, H, W]; batched internally."""

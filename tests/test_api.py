@@ -7,9 +7,9 @@ import pytest
 
 import simdis_jax
 from conftest import requires_fashion_mnist, tiny_config
-from simdis_jax import checkpoint, train, workdir as workdir_files
+from simdis_jax import checkpoint, parallel, train, workdir as workdir_files
 from simdis_jax.data import fashion_mnist
-from simdis_jax.evaluation import knn
+from simdis_jax.evaluation import features
 from simdis_jax.state import build_networks
 
 pytestmark = requires_fashion_mnist
@@ -43,8 +43,9 @@ def monitor_features(workdir, network, weights, images):
   nets = build_networks(config)
   module = getattr(nets, network if weights == "online" else f"{network}_ema")
   variables = {"params": net_state[f"{prefix}params"], "batch_stats": net_state[f"{prefix}batch_stats"]}
-  fn = knn.make_feature_fn(module, variables, config.data.augment, config.data.image_size)
-  return np.asarray(fn(images))
+  fn = features.make_feature_fn(module, config.data.augment, config.data.image_size,
+                                parallel.make_mesh(jax.devices()[:1]))
+  return np.asarray(fn(variables, images))
 
 
 @pytest.mark.parametrize("network", ["student", "teacher"])

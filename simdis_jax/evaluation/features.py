@@ -26,15 +26,24 @@ def encoder_variables(net_state, weights: str = "online") -> Dict[str, Any]:
   return {"params": {"encoder": params["encoder"]}, "batch_stats": {"encoder": stats["encoder"]}}
 
 
-def make_feature_fn(network, aug_config, image_size: int, mesh) -> Callable:
-  """Jitted fn(variables, uint8 images) -> eval-mode pooled encoder features, batch-sharded."""
-  rep, batch = parallel.replicated(mesh), parallel.batch_sharded(mesh)
+def feature_function(network, aug_config, image_size: int, project: bool = False) -> Callable:
+  """Pure fn(variables, images) -> eval-mode features: the pooled encoder output, or with `project` the projector's.
+
+  Images are uint8 (0..255) or float ([0, 1]); they get the eval view (centre crop, resize, normalise).
+  """
+  key = "projection" if project else "feature"
 
   def features(variables, images):
     x = augment.eval_view(images, aug_config, out_size=image_size)
-    return network.apply(variables, x, train=False, features_only=True)["feature"]
+    return network.apply(variables, x, train=False, features_only=not project)[key]
 
-  return jax.jit(features, in_shardings=(rep, batch), out_shardings=batch)
+  return features
+
+
+def make_feature_fn(network, aug_config, image_size: int, mesh) -> Callable:
+  """Jitted fn(variables, uint8 images) -> eval-mode pooled encoder features, batch-sharded over `mesh`."""
+  rep, batch = parallel.replicated(mesh), parallel.batch_sharded(mesh)
+  return jax.jit(feature_function(network, aug_config, image_size), in_shardings=(rep, batch), out_shardings=batch)
 
 
 def extract_features(feature_fn: Callable, batches: Iterable[Dict[str, jax.Array]]) -> Tuple[np.ndarray, np.ndarray]:
