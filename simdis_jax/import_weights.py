@@ -3,10 +3,8 @@
 Formats:
   torchvision  a torchvision ResNet state_dict (conv1, bn1, layer1..4, fc), e.g. a supervised teacher
   authors      a SimDis authors' checkpoint (module.student / student_ema ... with fc = projector, pred_*)
-
-DeepMind's BYOL pickles are not supported yet: their Haiku ResNets pad 'SAME' (asymmetric at
-stride 2 on even sizes), which this project's PyTorch-padded ResNet does not express, so
-their features could not be reproduced (docs/export.md).
+  deepmind     DeepMind's BYOL pickle (deepmind-research/byol, Haiku): online network + predictor, target = EMA;
+               the network gets model.student.style="haiku" (SAME padding, Haiku's shortcuts)
 
 The workdir written (config.json, run_info.json, one checkpoint at its last step) is a
 method=byol run whose student is the imported network: --config.teacher.workdir of a
@@ -29,7 +27,7 @@ import ml_collections
 
 from simdis_jax.interop import convert
 
-FORMATS = ("torchvision", "authors")
+FORMATS = ("torchvision", "authors", "deepmind")
 DEFAULT_HIDDEN, DEFAULT_PROJ = 4096, 256  # BYOL's projector when the file has none
 
 
@@ -41,6 +39,9 @@ def read(fmt: str, path: str, network: str = "student") -> convert.Imported:
     from simdis_jax.interop import torch_pickle  # pylint: disable=import-outside-toplevel
     sd = torch_pickle.state_dict(torch_pickle.load(path))
     return convert.from_torchvision(sd) if fmt == "torchvision" else convert.from_authors(sd, network)
+  if fmt == "deepmind":
+    from simdis_jax.interop import deepmind  # pylint: disable=import-outside-toplevel
+    return deepmind.from_deepmind(deepmind.load(path))
   raise ValueError(f"--format={fmt!r}: choose one of {list(FORMATS)}.")
 
 
@@ -63,7 +64,8 @@ def run_config(imported: convert.Imported, base: Optional[ml_collections.ConfigD
   c.views = configuration.VIEW_PRESETS["byol"]
   c.teacher.workdir = ""
   c.model.student = configuration.network_config(a["depth"], a["width"], a["cifar_stem"],
-                                                 a["hidden_dim"] or hidden_dim, a["proj_dim"] or proj_dim)
+                                                 a["hidden_dim"] or hidden_dim, a["proj_dim"] or proj_dim,
+                                                 style=a.get("style", "torchvision"))
   c.model.bn_running_var = imported.bn_running_var
   c.train.steps = 1
   c.probe.enabled = False
@@ -143,7 +145,7 @@ def main(argv=None) -> int:
   """Command line (see the module docstring)."""
   parser = argparse.ArgumentParser(description="Import a published ResNet as a finished simdis_jax BYOL run.")
   parser.add_argument("--format", required=True, choices=FORMATS)
-  parser.add_argument("--in", dest="path", required=True, help="the checkpoint file (.pth / .pkl)")
+  parser.add_argument("--in", dest="path", required=True, help="the checkpoint file (.pth / .pth.tar / .pkl)")
   parser.add_argument("--out", required=True, help="the workdir to write (must not hold checkpoints)")
   parser.add_argument("--config", default="", help="config file[:arg] giving the dataset and evaluation "
                       "settings of the run (default: the base config, ImageNet at 224 px)")

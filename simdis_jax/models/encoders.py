@@ -42,13 +42,15 @@ _BUILDERS = {
 
 
 def encoder(arch: str, options: EncoderOptions, dtype: Any = jnp.float32, conv_impl: str = "xla",
-            name: Optional[str] = None, bn_running_var: str = "biased") -> nn.Module:
-  """The encoder module of `arch` (one of ARCHS); PyTorch's unbiased running variance is a ResNet option."""
+            name: Optional[str] = None, bn_running_var: str = "biased", style: str = "torchvision") -> nn.Module:
+  """The encoder module of `arch` (one of ARCHS); PyTorch's unbiased running variance and style are ResNet options."""
   if arch not in _BUILDERS:
     raise ValueError(f"Unknown encoder arch {arch!r}; choose one of {list(ARCHS)}.")
   if arch == "resnet":
     return resnet.resnet(options.depth, options.width, options.cifar_stem, dtype, name=name, conv_impl=conv_impl,
-                         bn_running_var=bn_running_var)
+                         bn_running_var=bn_running_var, style=style)
+  if style != "torchvision":
+    raise ValueError(f"style={style!r} is implemented for arch='resnet' only; use 'torchvision' with arch={arch!r}.")
   if bn_running_var != "biased":
     raise ValueError(f"model.bn_running_var={bn_running_var!r} is implemented for arch='resnet' only; "
                      f"use 'biased' with arch={arch!r}.")
