@@ -19,6 +19,7 @@ import importlib.util
 import json
 import logging
 import os
+import sys
 from typing import Optional
 
 import jax
@@ -156,7 +157,11 @@ def main(argv=None) -> int:
   args = parser.parse_args(argv)
   logging.getLogger("absl").setLevel(logging.WARNING)
   config = load_config(args.config) if args.config else None
-  info = import_checkpoint(args.format, args.path, args.out, config, args.network, args.hidden_dim, args.proj_dim)
+  try:
+    info = import_checkpoint(args.format, args.path, args.out, config, args.network, args.hidden_dim, args.proj_dim)
+  except (ValueError, FileNotFoundError, FileExistsError) as e:  # bad input: one line, no traceback
+    print(f"import_weights: {e}", file=sys.stderr)
+    return 2
   print(json.dumps({"workdir": os.path.abspath(args.out), **info}, indent=2))
   return 0
 

@@ -17,12 +17,14 @@ import pytest
 
 import simdis_jax
 from conftest import tiny_config
-from simdis_jax import configuration, import_weights, runs
+from simdis_jax import configuration, import_weights, runs, train
 from simdis_jax.interop import deepmind
 from simdis_jax.models import resnet
 from simdis_jax.models.network import Network
 
-ATOL = 2e-5  # float32: Haiku and this project normalise BN and sum convolutions in different orders
+# float32: the reference runs jitted (XLA fuses and reorders sums), the import op by op; the same
+# weights with PyTorch padding are off by 10-60 on these features (up to ~100 at ResNet-50).
+ATOL = RTOL = 1e-4
 
 
 # ----------------------------------------------------------------------------- style="haiku" itself
@@ -39,28 +41,25 @@ def test_same_pads_are_lax_same_and_agree_with_pytorch_exactly_at_stride_1_and_o
 
 
 def _features(net, variables, x):
-  return np.asarray(net.apply(variables, x, train=False))
+  return np.asarray(jax.jit(lambda v, x: net.apply(v, x, train=False))(variables, x))
 
 
-@pytest.mark.parametrize("conv_impl", ["xla", "matmul"])
-def test_haiku_style_differs_from_torchvision_exactly_where_same_padding_is_asymmetric(conv_impl):
-  torchvision = resnet.resnet(50, width=2, conv_impl=conv_impl)
-  haiku = resnet.resnet(50, width=2, conv_impl=conv_impl, style="haiku")
+def test_haiku_style_differs_from_torchvision_exactly_where_same_padding_is_asymmetric():
+  torchvision, haiku = (resnet.resnet(50, width=2, style=s) for s in ("torchvision", "haiku"))
   variables = torchvision.init(jax.random.PRNGKey(0), jnp.zeros((1, 33, 33, 3)), train=False)
   assert jax.tree.structure(variables) == jax.tree.structure(
-      haiku.init(jax.random.PRNGKey(0), jnp.zeros((1, 33, 33, 3)), train=False))
+      jax.eval_shape(lambda: haiku.init(jax.random.PRNGKey(0), jnp.zeros((1, 33, 33, 3)), train=False)))
   rng = np.random.default_rng(0)
   # 33 px: every stride-2 map is odd (33, 17, 9, 5, 3), so SAME pads symmetrically: identical results.
   x = rng.normal(size=(2, 33, 33, 3)).astype(np.float32)
   np.testing.assert_array_equal(_features(haiku, variables, x), _features(torchvision, variables, x))
   # 32 px: the stem pads (2, 3), the max-pool and strided 3x3s (0, 1): different features.
   x = rng.normal(size=(2, 32, 32, 3)).astype(np.float32)
-  assert np.abs(_features(haiku, variables, x) - _features(torchvision, variables, x)).max() > 1e-3
-  # The CIFAR stem (3x3/1) pads (1, 1) in both styles.
-  small = [resnet.resnet(50, 2, True, conv_impl=conv_impl, style=s) for s in resnet.STYLES]
-  v = small[0].init(jax.random.PRNGKey(1), jnp.zeros((1, 9, 9, 3)), train=False)
-  x = rng.normal(size=(2, 9, 9, 3)).astype(np.float32)
-  np.testing.assert_array_equal(_features(small[0], v, x), _features(small[1], v, x))
+  got = _features(haiku, variables, x)
+  assert np.abs(got - _features(torchvision, variables, x)).max() > 1e-3
+  # The matmul convolution and slice max-pool pad as lax does.
+  matmul = resnet.resnet(50, width=2, style="haiku", conv_impl="matmul")
+  np.testing.assert_allclose(_features(matmul, variables, x), got, atol=1e-5, rtol=1e-5)
 
 
 def test_haiku_style_basic_blocks_project_the_first_shortcut_of_every_stage():
@@ -141,9 +140,9 @@ def trained_like(net, seed, x):
            "offset": lambda v: 0.1 * jax.random.normal(next(keys), v.shape),
            "b": lambda v: 0.1 * jax.random.normal(next(keys), v.shape)}
   params = {m: {k: noisy.get(k, lambda v: v)(v) for k, v in d.items()} for m, d in params.items()}
+  train_step = jax.jit(lambda p, s, b: net.apply(p, s, None, b, True)[1])
   for step in range(3):  # counter 3: `average` = hidden / (1 - 0.9^3), so reading `hidden` would be wrong
-    batch = jax.random.normal(jax.random.PRNGKey(seed + step), x.shape) * 2 + 0.5
-    _, state = net.apply(params, state, None, batch, True)
+    state = train_step(params, state, jax.random.normal(jax.random.PRNGKey(seed + step), x.shape) * 2 + 0.5)
   return jax.device_get(params), jax.device_get(state)
 
 
@@ -229,24 +228,34 @@ def test_deepmind_checkpoint_imports_and_matches_haikus_forward(tmp_path, depth,
   assert dict(enc.config.model.student) == dict(configuration.network_config(depth, width, False, 24, 8,
                                                                              style="haiku"))
   assert enc.config.model.bn_running_var == "biased"
+  evaluate = jax.jit(lambda p, s: net.apply(p, s, None, x, False)[0])
   for weights, (params, state) in (("online", online), ("ema", target)):
-    want = net.apply(params, state, None, x, False)[0]
-    for project, key in ((False, "feature"), (True, "projection")):
+    want = evaluate(params, state)
+    # The EMA's projection covers its encoder; the online network's features are checked on their own.
+    for project, key in ((False, "feature"), (True, "projection"))[weights == "ema":]:
       enc = simdis_jax.load_encoder(out, weights=weights, project=project)
-      np.testing.assert_allclose(np.asarray(enc.apply_fn(enc.variables, x)), want[key], atol=ATOL, rtol=1e-5)
+      np.testing.assert_allclose(np.asarray(enc.apply_fn(enc.variables, x)), want[key], atol=ATOL, rtol=RTOL)
   # The online predictor becomes the student's BYOL head (sema_dv).
   from simdis_jax import parallel  # pylint: disable=import-outside-toplevel
   restored = runs.restore(out, parallel.make_mesh(jax.devices()[:1])).state.student
   online_net = Network(depth, width, False, 24, 8, heads=("sema_dv",), style="haiku")
   outs = online_net.apply({"params": restored.params, "batch_stats": restored.batch_stats}, x, train=False)
-  want = net.apply(*online, None, x, False)[0]["prediction"]
-  np.testing.assert_allclose(np.asarray(outs["predictions"]["sema_dv"]), want, atol=ATOL, rtol=1e-5)
+  want = evaluate(*online)["prediction"]
+  np.testing.assert_allclose(np.asarray(outs["predictions"]["sema_dv"]), want, atol=ATOL, rtol=RTOL)
+  # An offline teacher for SimDis-Off when model.teacher says style="haiku"; one clear line otherwise.
+  c = rgb_config()
+  c.method, c.teacher.workdir = "simdis_off", out
+  c.model.teacher = configuration.network_config(depth, width, False, 24, 8, style="haiku")
+  assert train.check_offline_teacher(c).model.student.style == "haiku"
+  c.model.teacher.style = "torchvision"
+  with pytest.raises(ValueError, match="style: run has 'haiku', config wants 'torchvision'"):
+    train.check_offline_teacher(c)
   # BN statistics are Haiku's zero-debiased `average`, unchanged.
   np.testing.assert_array_equal(np.asarray(restored.batch_stats["encoder"]["stem_bn"]["var"]),
                                 online[1][f"res_net{depth}/~/initial_batchnorm/~/var_ema"]["average"].reshape(-1))
 
 
-def test_deepmind_reader_imports_nothing_and_rejects_other_pickles(tmp_path):
+def test_deepmind_reader_imports_nothing_and_rejects_other_pickles(tmp_path, capsys):
   class Evil:
     def __reduce__(self):
       return (print, ("side effect",))
@@ -263,3 +272,5 @@ def test_deepmind_reader_imports_nothing_and_rejects_other_pickles(tmp_path):
     f.write(b"not a pickle")
   with pytest.raises(ValueError, match="not a readable pickle"):
     deepmind.load(path)
+  assert import_weights.main(["--format", "deepmind", "--in", path, "--out", str(tmp_path / "run")]) == 2
+  assert capsys.readouterr().err.count("\n") == 1  # one line, no traceback

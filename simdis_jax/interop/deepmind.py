@@ -51,9 +51,9 @@ class Record:
     return f"Record({self.name})"
 
 
-def _namedtuple(name, fields, module=None):
-  """dill._dill._create_namedtuple: a plain namedtuple of those field names (nothing is imported)."""
-  del module
+def _namedtuple(name, fields, module=None, *unused):
+  """dill._dill._create_namedtuple (name, fields, module[, defaults]): a plain namedtuple of those fields."""
+  del module, unused  # nothing is imported
   fields = tuple(str(f) for f in fields)
   if not all(f.isidentifier() and not keyword.iskeyword(f) for f in fields):
     raise pickle.UnpicklingError(f"namedtuple {name!r} with invalid field names {fields}")
