@@ -13,7 +13,7 @@ import ml_collections
 from simdis_jax import methods, optim
 from simdis_jax.methods import simdis
 from simdis_jax.data import augment
-from simdis_jax.models import encoders
+from simdis_jax.models import encoders, resnet
 
 # Presets of the student's target views (SPEC.md "Presets", paper Table 2).
 VIEW_PRESETS = {
@@ -40,17 +40,19 @@ BN_RUNNING_VARS = ("biased", "unbiased")
 
 
 # The network keys added with the arch choice, and what a section written without them means.
-NETWORK_DEFAULTS = dict(arch="resnet", patch_size=16, drop_path_rate=0.0)
+NETWORK_DEFAULTS = dict(arch="resnet", patch_size=16, drop_path_rate=0.0, style="torchvision")
 
 
 def network_config(depth: int, width: int, cifar_stem: bool, hidden_dim: int, proj_dim: int,
-                   arch: str = "resnet", patch_size: int = 16, drop_path_rate: float = 0.0):
+                   arch: str = "resnet", patch_size: int = 16, drop_path_rate: float = 0.0,
+                   style: str = "torchvision"):
   """A config.model.{student,teacher} section (arch: see models/encoders.py; depth/width are ResNet's)."""
   # cifar_stem: the small-image variant of every convolutional arch; patch_size: ViTs; drop_path_rate:
-  # stochastic depth of EfficientNet and ViTs (0 = off, the self-supervised default).
+  # stochastic depth of EfficientNet and ViTs (0 = off, the self-supervised default); style: a ResNet's
+  # padding and shortcuts, torchvision's or DeepMind's Haiku ResNet's (models/resnet.py).
   return ml_collections.ConfigDict(dict(depth=depth, width=width, cifar_stem=cifar_stem,
                                         hidden_dim=hidden_dim, proj_dim=proj_dim, arch=arch,
-                                        patch_size=patch_size, drop_path_rate=drop_path_rate))
+                                        patch_size=patch_size, drop_path_rate=drop_path_rate, style=style))
 
 
 def with_network_defaults(run: dict) -> dict:
@@ -368,6 +370,10 @@ def _check_network(config, name: str) -> None:
     raise ValueError(f"config.{key}.arch={arch!r} is not an architecture; choose one of {list(encoders.ARCHS)}.")
   if arch == "resnet" and net.depth not in _RESNET_DEPTHS:
     raise ValueError(f"config.{key}.depth={net.depth!r} is not a ResNet depth; choose one of {list(_RESNET_DEPTHS)}.")
+  style = net.get("style", "torchvision")
+  if style not in resnet.STYLES or (style != "torchvision" and arch != "resnet"):
+    raise ValueError(f"config.{key}.style={style!r} is not valid for arch={arch!r}; choose 'torchvision', or "
+                     "'haiku' (DeepMind's Haiku ResNet padding and shortcuts) with arch='resnet'.")
   rate = net.get("drop_path_rate", 0.0)
   if rate != 0.0:
     raise ValueError(f"config.{key}.drop_path_rate={rate!r}: stochastic depth needs a per-step 'dropout' RNG "

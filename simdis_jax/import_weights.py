@@ -3,10 +3,8 @@
 Formats:
   torchvision  a torchvision ResNet state_dict (conv1, bn1, layer1..4, fc), e.g. a supervised teacher
   authors      a SimDis authors' checkpoint (module.student / student_ema ... with fc = projector, pred_*)
-
-DeepMind's BYOL pickles are not supported yet: their Haiku ResNets pad 'SAME' (asymmetric at
-stride 2 on even sizes), which this project's PyTorch-padded ResNet does not express, so
-their features could not be reproduced (docs/export.md).
+  deepmind     DeepMind's BYOL pickle (deepmind-research/byol, Haiku): online network + predictor, target = EMA;
+               the network gets model.student.style="haiku" (SAME padding, Haiku's shortcuts)
 
 The workdir written (config.json, run_info.json, one checkpoint at its last step) is a
 method=byol run whose student is the imported network: --config.teacher.workdir of a
@@ -21,6 +19,7 @@ import importlib.util
 import json
 import logging
 import os
+import sys
 from typing import Optional
 
 import jax
@@ -29,7 +28,7 @@ import ml_collections
 
 from simdis_jax.interop import convert
 
-FORMATS = ("torchvision", "authors")
+FORMATS = ("torchvision", "authors", "deepmind")
 DEFAULT_HIDDEN, DEFAULT_PROJ = 4096, 256  # BYOL's projector when the file has none
 
 
@@ -41,6 +40,9 @@ def read(fmt: str, path: str, network: str = "student") -> convert.Imported:
     from simdis_jax.interop import torch_pickle  # pylint: disable=import-outside-toplevel
     sd = torch_pickle.state_dict(torch_pickle.load(path))
     return convert.from_torchvision(sd) if fmt == "torchvision" else convert.from_authors(sd, network)
+  if fmt == "deepmind":
+    from simdis_jax.interop import deepmind  # pylint: disable=import-outside-toplevel
+    return deepmind.from_deepmind(deepmind.load(path))
   raise ValueError(f"--format={fmt!r}: choose one of {list(FORMATS)}.")
 
 
@@ -63,7 +65,8 @@ def run_config(imported: convert.Imported, base: Optional[ml_collections.ConfigD
   c.views = configuration.VIEW_PRESETS["byol"]
   c.teacher.workdir = ""
   c.model.student = configuration.network_config(a["depth"], a["width"], a["cifar_stem"],
-                                                 a["hidden_dim"] or hidden_dim, a["proj_dim"] or proj_dim)
+                                                 a["hidden_dim"] or hidden_dim, a["proj_dim"] or proj_dim,
+                                                 style=a.get("style", "torchvision"))
   c.model.bn_running_var = imported.bn_running_var
   c.train.steps = 1
   c.probe.enabled = False
@@ -143,7 +146,7 @@ def main(argv=None) -> int:
   """Command line (see the module docstring)."""
   parser = argparse.ArgumentParser(description="Import a published ResNet as a finished simdis_jax BYOL run.")
   parser.add_argument("--format", required=True, choices=FORMATS)
-  parser.add_argument("--in", dest="path", required=True, help="the checkpoint file (.pth / .pkl)")
+  parser.add_argument("--in", dest="path", required=True, help="the checkpoint file (.pth / .pth.tar / .pkl)")
   parser.add_argument("--out", required=True, help="the workdir to write (must not hold checkpoints)")
   parser.add_argument("--config", default="", help="config file[:arg] giving the dataset and evaluation "
                       "settings of the run (default: the base config, ImageNet at 224 px)")
@@ -154,7 +157,11 @@ def main(argv=None) -> int:
   args = parser.parse_args(argv)
   logging.getLogger("absl").setLevel(logging.WARNING)
   config = load_config(args.config) if args.config else None
-  info = import_checkpoint(args.format, args.path, args.out, config, args.network, args.hidden_dim, args.proj_dim)
+  try:
+    info = import_checkpoint(args.format, args.path, args.out, config, args.network, args.hidden_dim, args.proj_dim)
+  except (ValueError, FileNotFoundError, FileExistsError) as e:  # bad input: one line, no traceback
+    print(f"import_weights: {e}", file=sys.stderr)
+    return 2
   print(json.dumps({"workdir": os.path.abspath(args.out), **info}, indent=2))
   return 0
 

@@ -17,7 +17,7 @@ import pytest
 
 import simdis_jax
 from conftest import requires_fashion_mnist, tiny_config
-from simdis_jax import import_weights, optim, runs, train
+from simdis_jax import configuration, import_weights, optim, runs, train
 from simdis_jax.models import batch_norm
 from simdis_jax.interop import torch_pickle
 
@@ -115,9 +115,8 @@ def test_torchvision_resnet_imports_and_matches_torch(tmp_path, cifar, bottlenec
   assert info["freshly_initialised"] == ["predictor_sema_dv", "projector"] and info["ema"] == "copy of online"
   assert "classifier fc (10 classes)" in info["notes"][0]
   enc = simdis_jax.load_encoder(str(tmp_path / "run"))
-  assert dict(enc.config.model.student) == {"depth": 10 if not bottleneck else 50, "width": 4, "cifar_stem": cifar,
-                                            "hidden_dim": 32, "proj_dim": 16, "arch": "resnet", "patch_size": 16,
-                                            "drop_path_rate": 0.0}
+  depth = 50 if bottleneck else 10
+  assert dict(enc.config.model.student) == dict(configuration.network_config(depth, 4, cifar, 32, 16))
   assert enc.config.model.bn_running_var == "unbiased"
   x, xt = fixed_inputs()
   got = np.asarray(enc.apply_fn(enc.variables, x))

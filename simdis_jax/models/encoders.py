@@ -42,14 +42,16 @@ _BUILDERS = {
 
 def encoder(arch: str, options: EncoderOptions, dtype: Any = jnp.float32, conv_impl: str = "xla",
             name: Optional[str] = None, bn_running_var: str = "biased", matmul_conv_vjp: bool = True,
-            matmul_max_pool: bool = True) -> nn.Module:
-  """The encoder module of `arch` (one of ARCHS); the running-variance and matmul switches are ResNet options."""
+            matmul_max_pool: bool = True, style: str = "torchvision") -> nn.Module:
+  """The encoder module of `arch` (one of ARCHS); running variance, matmul switches and style are ResNet options."""
   if arch not in _BUILDERS:
     raise ValueError(f"Unknown encoder arch {arch!r}; choose one of {list(ARCHS)}.")
   if arch == "resnet":
     return resnet.resnet(options.depth, options.width, options.cifar_stem, dtype, name=name, conv_impl=conv_impl,
                          bn_running_var=bn_running_var, matmul_conv_vjp=matmul_conv_vjp,
-                         matmul_max_pool=matmul_max_pool)
+                         matmul_max_pool=matmul_max_pool, style=style)
+  if style != "torchvision":
+    raise ValueError(f"style={style!r} is implemented for arch='resnet' only; use 'torchvision' with arch={arch!r}.")
   if bn_running_var != "biased":
     raise ValueError(f"model.bn_running_var={bn_running_var!r} is implemented for arch='resnet' only; "
                      f"use 'biased' with arch={arch!r}.")

@@ -32,13 +32,14 @@ class Network(nn.Module):
   drop_path_rate: float = 0.0  # EfficientNet and ViTs; 0 = off (the SSL default)
   matmul_conv_vjp: bool = True  # conv_impl="matmul" only: see models/resnet.py ResNet
   matmul_max_pool: bool = True
+  style: str = "torchvision"  # ResNets: torchvision | haiku (models/resnet.py ResNet.style)
 
   @nn.compact
   def __call__(self, x, train: bool = True, bn_axis_name: Optional[str] = None, features_only: bool = False):
     options = encoders.EncoderOptions(self.depth, self.width, self.cifar_stem, self.patch_size, self.drop_path_rate)
     encoder = encoders.encoder(self.arch, options, self.dtype, self.conv_impl, name="encoder",
                                bn_running_var=self.bn_running_var, matmul_conv_vjp=self.matmul_conv_vjp,
-                               matmul_max_pool=self.matmul_max_pool)
+                               matmul_max_pool=self.matmul_max_pool, style=self.style)
     feature = encoder(x, train=train, bn_axis_name=bn_axis_name)
     if features_only:
       return {"feature": feature}
@@ -66,4 +67,5 @@ def network_from_config(model_config, heads: Sequence[str] = (), dtype: Any = jn
                  bn_running_var=bn_running_var, matmul_conv_vjp=matmul_conv_vjp, matmul_max_pool=matmul_max_pool,
                  # Sections written before the arch key existed describe ResNets.
                  arch=model_config.get("arch", "resnet"), patch_size=model_config.get("patch_size", 16),
-                 drop_path_rate=model_config.get("drop_path_rate", 0.0))
+                 drop_path_rate=model_config.get("drop_path_rate", 0.0),
+                 style=model_config.get("style", "torchvision"))

@@ -2,7 +2,8 @@
 
 v1.5 puts the stride on the 3x3 convolution of a bottleneck block. Padding is
 explicit and PyTorch-style (7x7/2 pad 3, 3x3 pad 1, max-pool 3/2 pad 1), because
-Flax's 'SAME' pads asymmetrically at stride 2. Initialisation follows
+Flax's 'SAME' pads asymmetrically at stride 2; style="haiku" pads 'SAME' on purpose, to compute
+DeepMind's Haiku ResNets (imported BYOL checkpoints). Initialisation follows
 torchvision: Kaiming-normal (fan_out) convolutions, BN scale 1 and offset 0, and
 no zero-init of a block's last BN (the paper's setting).
 """
@@ -36,6 +37,18 @@ def batch_norm(train: bool, axis_name: Optional[str], dtype: Any = jnp.float32,
 def output_dtype(dtype: Any) -> Any:
   """The dtype a network hands on: float32 for float32 and bfloat16 compute, float64 for float64 compute."""
   return jnp.promote_types(dtype, jnp.float32)
+
+
+STYLES = ("torchvision", "haiku")
+
+
+def same_pads(size: Sequence[int], kernel_size: Sequence[int], strides: Sequence[int]):
+  """TF/Haiku 'SAME' padding of a [H, W] map: ceil(n / s) outputs, the odd pixel of the total on the high side."""
+  pads = []
+  for n, k, s in zip(size, kernel_size, strides):
+    total = max((-(-n // s) - 1) * s + k - n, 0)
+    pads.append((total // 2, total - total // 2))
+  return tuple(pads)
 
 
 def _pads(padding, kernel_size):
@@ -179,21 +192,29 @@ class Conv(nn.Module):
     return _conv_matmul_fwd(x, kernel, strides, pads)[0]
 
 
+def _pad3(x, strides: int, haiku: bool):
+  """Padding of a block's 3x3 convolution: PyTorch's (1, 1), or Haiku's 'SAME' ((0, 1) at stride 2 on even sizes)."""
+  return same_pads(x.shape[1:3], (3, 3), (strides, strides)) if haiku else ((1, 1), (1, 1))
+
+
 class BasicBlock(nn.Module):
   """Two 3x3 convolutions (ResNet-18/34)."""
   filters: int
   strides: int
   norm: Callable[..., nn.Module]
   conv: Callable[..., nn.Module]
+  haiku: bool = False   # style="haiku": SAME padding, and a projection shortcut in every stage's first block
+  first: bool = False   # the first block of its stage
 
   @nn.compact
   def __call__(self, x):
     residual = x
-    y = self.conv(self.filters, (3, 3), (self.strides, self.strides), padding=((1, 1), (1, 1)))(x)
+    y = self.conv(self.filters, (3, 3), (self.strides, self.strides), padding=_pad3(x, self.strides, self.haiku))(x)
     y = nn.relu(self.norm()(y))
     y = self.conv(self.filters, (3, 3), padding=((1, 1), (1, 1)))(y)
     y = self.norm()(y)
-    if residual.shape != y.shape:
+    # DeepMind's BYOL ResNets (use_projection=True in all four stages) project in stage 1 too.
+    if residual.shape != y.shape or (self.haiku and self.first):
       residual = self.conv(self.filters, (1, 1), (self.strides, self.strides), name="proj_conv")(residual)
       residual = self.norm(name="proj_bn")(residual)
     return nn.relu(residual + y)
@@ -205,12 +226,14 @@ class BottleneckBlock(nn.Module):
   strides: int
   norm: Callable[..., nn.Module]
   conv: Callable[..., nn.Module]
+  haiku: bool = False   # style="haiku": SAME padding (a stage's first block always projects in both styles)
+  first: bool = False
 
   @nn.compact
   def __call__(self, x):
     residual = x
     y = nn.relu(self.norm()(self.conv(self.filters, (1, 1))(x)))
-    y = self.conv(self.filters, (3, 3), (self.strides, self.strides), padding=((1, 1), (1, 1)))(y)
+    y = self.conv(self.filters, (3, 3), (self.strides, self.strides), padding=_pad3(y, self.strides, self.haiku))(y)
     y = nn.relu(self.norm()(y))
     y = self.norm()(self.conv(self.filters * 4, (1, 1))(y))
     if residual.shape != y.shape:
@@ -232,6 +255,10 @@ class ResNet(nn.Module):
   # Conv's hand-written backward, and the stem's max-pool as the maximum of 9 strided slices.
   matmul_conv_vjp: bool = True
   matmul_max_pool: bool = True
+  # torchvision: PyTorch padding (7x7/2 pad 3, 3x3 pad 1, max-pool pad 1). haiku: DeepMind's Haiku ResNet
+  # (BYOL's networks.py), which pads 'SAME' (asymmetric at stride 2 on even sizes) and projects the
+  # shortcut of every stage's first block. BN (eps 1e-5, eval mode) and the v1.5 stride placement agree.
+  style: str = "torchvision"
 
   @nn.compact
   def __call__(self, x, train: bool = True, bn_axis_name: Optional[str] = None):
@@ -246,16 +273,21 @@ class ResNet(nn.Module):
       x = conv(self.width, (3, 3), padding=((1, 1), (1, 1)), name="stem_conv")(x)
       x = nn.relu(norm(name="stem_bn")(x))
     else:
-      x = conv(self.width, (7, 7), (2, 2), padding=((3, 3), (3, 3)), name="stem_conv")(x)
+      haiku = self.style == "haiku"
+      pads = same_pads(x.shape[1:3], (7, 7), (2, 2)) if haiku else ((3, 3), (3, 3))
+      x = conv(self.width, (7, 7), (2, 2), padding=pads, name="stem_conv")(x)
       x = nn.relu(norm(name="stem_bn")(x))
+      # Both styles pad the max-pool with -inf, so only the amount differs.
+      pads = same_pads(x.shape[1:3], (3, 3), (2, 2)) if haiku else ((1, 1), (1, 1))
       if self.conv_impl == "matmul" and self.matmul_max_pool:
-        x = max_pool(x, (3, 3), (2, 2), ((1, 1), (1, 1)))
+        x = max_pool(x, (3, 3), (2, 2), pads)
       else:
-        x = nn.max_pool(x, (3, 3), strides=(2, 2), padding=((1, 1), (1, 1)))
+        x = nn.max_pool(x, (3, 3), strides=(2, 2), padding=pads)
     for i, num_blocks in enumerate(self.stage_sizes):
       for j in range(num_blocks):
         strides = 2 if i > 0 and j == 0 else 1
-        x = self.block_cls(self.width * 2 ** i, strides, norm, conv, name=f"stage{i + 1}_block{j + 1}")(x)
+        x = self.block_cls(self.width * 2 ** i, strides, norm, conv, self.style == "haiku", j == 0,
+                           name=f"stage{i + 1}_block{j + 1}")(x)
     return jnp.mean(x, axis=(1, 2)).astype(output_dtype(self.dtype))
 
 
@@ -272,14 +304,16 @@ STAGE_SIZES = {
 
 def resnet(depth: int, width: int = 64, cifar_stem: bool = False, dtype: Any = jnp.float32, name: Optional[str] = None,
            conv_impl: str = "xla", bn_running_var: str = "biased", matmul_conv_vjp: bool = True,
-           matmul_max_pool: bool = True) -> ResNet:
-  """ResNet-{10,18,34,50,101,152,200}; depth < 50 uses basic blocks."""
+           matmul_max_pool: bool = True, style: str = "torchvision") -> ResNet:
+  """ResNet-{10,18,34,50,101,152,200}; depth < 50 uses basic blocks; style: torchvision | haiku (see ResNet)."""
   if depth not in STAGE_SIZES:
     raise ValueError(f"Unknown ResNet depth {depth}; choose one of {sorted(STAGE_SIZES)}.")
+  if style not in STYLES:
+    raise ValueError(f"Unknown ResNet style {style!r}; choose one of {list(STYLES)}.")
   block = BasicBlock if depth < 50 else BottleneckBlock
   return ResNet(STAGE_SIZES[depth], block, width=width, cifar_stem=cifar_stem, dtype=dtype, name=name,
                 conv_impl=conv_impl, bn_running_var=bn_running_var, matmul_conv_vjp=matmul_conv_vjp,
-                matmul_max_pool=matmul_max_pool)
+                matmul_max_pool=matmul_max_pool, style=style)
 
 
 def feature_dim(depth: int, width: int = 64) -> int:
