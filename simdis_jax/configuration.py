@@ -14,6 +14,7 @@ from simdis_jax import methods, optim
 from simdis_jax.methods import simdis
 from simdis_jax.data import augment
 from simdis_jax.models import encoders
+from simdis_jax.models.heads import PROJECTORS
 
 # Presets of the student's target views (SPEC.md "Presets", paper Table 2).
 VIEW_PRESETS = {
@@ -40,17 +41,20 @@ BN_RUNNING_VARS = ("biased", "unbiased")
 
 
 # The network keys added with the arch choice, and what a section written without them means.
-NETWORK_DEFAULTS = dict(arch="resnet", patch_size=16, drop_path_rate=0.0)
+NETWORK_DEFAULTS = dict(arch="resnet", patch_size=16, drop_path_rate=0.0, projector="byol")
 
 
 def network_config(depth: int, width: int, cifar_stem: bool, hidden_dim: int, proj_dim: int,
-                   arch: str = "resnet", patch_size: int = 16, drop_path_rate: float = 0.0):
+                   arch: str = "resnet", patch_size: int = 16, drop_path_rate: float = 0.0,
+                   projector: str = "byol"):
   """A config.model.{student,teacher} section (arch: see models/encoders.py; depth/width are ResNet's)."""
   # cifar_stem: the small-image variant of every convolutional arch; patch_size: ViTs; drop_path_rate:
-  # stochastic depth of EfficientNet and ViTs (0 = off, the self-supervised default).
+  # stochastic depth of EfficientNet and ViTs (0 = off, the self-supervised default); projector: byol
+  # (Linear-BN-ReLU-Linear) | moco (Linear-ReLU-Linear, no BN: MoCo-v2's head, SEED's student head).
   return ml_collections.ConfigDict(dict(depth=depth, width=width, cifar_stem=cifar_stem,
                                         hidden_dim=hidden_dim, proj_dim=proj_dim, arch=arch,
-                                        patch_size=patch_size, drop_path_rate=drop_path_rate))
+                                        patch_size=patch_size, drop_path_rate=drop_path_rate,
+                                        projector=projector))
 
 
 def with_network_defaults(run: dict) -> dict:
@@ -88,7 +92,7 @@ def data_config(name: str = "imagenet2012") -> ml_collections.ConfigDict:
 def base_config() -> ml_collections.ConfigDict:
   """All keys with defaults: the paper's ImageNet SimDis-On-7v standard setting."""
   c = ml_collections.ConfigDict()
-  c.method = "simdis_on"          # byol | simdis_off | simdis_on | supervised (labels; views unused)
+  c.method = "simdis_on"          # byol | simdis_off | simdis_on | supervised (labels; views unused) | moco_v2 | seed
   c.views = VIEW_PRESETS["simdis_7v"]
   c.head_combination = "mean"     # mean over heads (authors) | sum
   c.seed = 0
@@ -131,6 +135,8 @@ def base_config() -> ml_collections.ConfigDict:
   c.optim.trust_coefficient = 1e-3
   c.optim.warmup_epochs = 10.0
   c.optim.warmup_init_lr = 1e-6
+  c.optim.schedule = "cosine"     # after the warm-up: cosine to 0 | step (x0.1 every optim.step_epochs epochs)
+  c.optim.step_epochs = 30.0      # schedule=step: epochs between the x0.1 decays (torchvision's supervised recipe)
 
   c.train = ml_collections.ConfigDict()
   c.train.batch_size = 2048       # global, over all devices and hosts
@@ -157,6 +163,24 @@ def base_config() -> ml_collections.ConfigDict:
   c.final_eval.linear_train_examples = 0  # 0 = the whole train split (a subset makes quick checks quicker)
   c.final_eval.linear_eval_examples = 0
   c.final_eval.report = False             # write <workdir>/report (results.md + figures) and print it
+
+  # MoCo-v2 (method=moco_v2; SPEC.md "MoCo-v2"): the key encoder is the student's EMA partner.
+  c.moco = ml_collections.ConfigDict()
+  c.moco.momentum = 0.999         # key encoder: θ_k <- m θ_k + (1 - m) θ_q at the start of every step
+  c.moco.temperature = 0.2
+  c.moco.queue_size = 65_536      # negatives; a multiple of train.batch_size
+  c.moco.shuffle_bn = True        # key encoder on a permutation of the global batch (needs model.sync_bn=False)
+
+  # SEED (method=seed; SPEC.md "SEED"): the frozen teacher is a finished BYOL run (teacher.workdir).
+  c.seed_distill = ml_collections.ConfigDict()
+  c.seed_distill.student_temperature = 0.2
+  c.seed_distill.teacher_temperature = 1e-4
+  c.seed_distill.queue_size = 65_536  # teacher embeddings; a multiple of train.batch_size
+
+  # method=supervised: 2 = both views, their losses averaged (the study's reference, BYOL augmentations);
+  # 1 = one crop per image and step (the torchvision recipe of configs/imagenet/supervised_r18.py).
+  c.supervised = ml_collections.ConfigDict()
+  c.supervised.views = 2
 
   c.knn = ml_collections.ConfigDict()
   c.knn.k = 20
@@ -227,9 +251,10 @@ def validate(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
   if config.method == "supervised" and not has_labels(config.data):
     raise ValueError(f"method 'supervised' trains on labels, but the image folder {config.data.folder!r} has "
                      "none; use a labelled dataset (config.data.name) or a self-supervised method.")
-  if config.method == "simdis_off" and not config.teacher.workdir:
-    raise ValueError("method 'simdis_off' needs a finished BYOL teacher run: set "
+  if config.method in OFFLINE_TEACHER_METHODS and not config.teacher.workdir:
+    raise ValueError(f"method {config.method!r} needs a finished BYOL teacher run: set "
                      "--config.teacher.workdir=<workdir of a method=byol run of the teacher network>.")
+  _check_contrastive(config)
   if not 0.0 <= config.ema.base <= 1.0:
     raise ValueError(f"config.ema.base={config.ema.base} must lie in [0, 1] (the paper uses 0.99).")
   for key in ("train.batch_size", "knn.k", "knn.batch_size", "data.image_size",
@@ -262,9 +287,51 @@ def validate(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
   return config
 
 
+# Methods whose teacher is a finished BYOL run, restored frozen (train.load_offline_teacher).
+OFFLINE_TEACHER_METHODS = ("simdis_off", "seed")
+
+
+def _check_contrastive(config) -> None:
+  """MoCo-v2's and SEED's keys, the LR schedule's and the supervised views' (keys added with issue 17)."""
+  _one_of(config, "optim.schedule", optim.SCHEDULES)
+  if config.optim.step_epochs <= 0:
+    raise ValueError(f"config.optim.step_epochs={config.optim.step_epochs} must be > 0 (torchvision uses 30).")
+  if config.supervised.views not in (1, 2):
+    raise ValueError(f"config.supervised.views={config.supervised.views!r} must be 1 (one crop, the torchvision "
+                     "recipe) or 2 (both views).")
+  for name, low, high in (("moco.momentum", 0.0, 1.0), ("moco.temperature", 1e-12, None),
+                          ("seed_distill.student_temperature", 1e-12, None),
+                          ("seed_distill.teacher_temperature", 1e-12, None)):
+    section, key = name.split(".")
+    value = config[section][key]
+    if value < low or (high is not None and value > high):
+      raise ValueError(f"config.{name}={value!r} is out of range [{low}, {high if high is not None else 'inf'}].")
+  sizes = {"moco_v2": "moco.queue_size", "seed": "seed_distill.queue_size"}
+  if config.method not in sizes:
+    return
+  section, key = sizes[config.method].split(".")
+  size, batch = config[section][key], config.train.batch_size
+  if int(size) != size or size <= 0 or size % batch:
+    raise ValueError(f"config.{sizes[config.method]}={size!r} must be a positive multiple of config.train."
+                     f"batch_size={batch} (the keys of a batch never straddle the queue's end), e.g. "
+                     f"{max(1, 65_536 // batch) * batch}.")
+  if config.method == "moco_v2":
+    if config.moco.shuffle_bn and config.model.sync_bn:
+      raise ValueError("config.moco.shuffle_bn=True needs per-device BN (--config.model.sync_bn=False); with "
+                       "SyncBN every device sees the global statistics and a shuffle changes nothing. Choose one.")
+    if config.model.ema_init != "copy":
+      raise ValueError("method 'moco_v2' starts the key encoder as a copy of the query encoder: set "
+                       "--config.model.ema_init=copy.")
+  if config.method == "seed" and config.model.student.proj_dim != config.model.teacher.proj_dim:
+    raise ValueError(f"method 'seed': the student's head must output the teacher's dimension; set "
+                     f"--config.model.student.proj_dim={config.model.teacher.proj_dim} (model.teacher.proj_dim).")
+
+
 def _check_network(config, name: str) -> None:
   """The arch and its own keys of config.model.<name>."""
   net, key = config.model[name], f"model.{name}"
+  if net.get("projector", "byol") not in PROJECTORS:
+    raise ValueError(f"config.{key}.projector={net.projector!r} is not valid; choose one of {list(PROJECTORS)}.")
   arch = net.get("arch", "resnet")
   if arch not in encoders.ARCHS:
     raise ValueError(f"config.{key}.arch={arch!r} is not an architecture; choose one of {list(encoders.ARCHS)}.")
@@ -353,8 +420,8 @@ def check_ranges(config) -> None:
 
 
 def uses_teacher(config) -> bool:
-  """Whether the run holds a teacher network (SimDis-Off or SimDis-On)."""
-  return config.method in ("simdis_off", "simdis_on")
+  """Whether the run holds a teacher network (SimDis-Off, SimDis-On or SEED)."""
+  return config.method in ("simdis_off", "simdis_on", "seed")
 
 
 def compute_dtype(config):

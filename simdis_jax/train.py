@@ -112,7 +112,8 @@ def _train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
   fresh_start = mgr.latest_step() is None
   if not fresh_start:
     checkpoint.check_resume_config(workdir, config)
-  teacher_run = check_offline_teacher(config) if config.method == "simdis_off" and fresh_start else None
+  offline_teacher = config.method in configuration.OFFLINE_TEACHER_METHODS
+  teacher_run = check_offline_teacher(config) if offline_teacher and fresh_start else None
   is_main = jax.process_index() == 0
 
   # --- Mesh ---
@@ -129,7 +130,7 @@ def _train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
   total_steps = lengths["total_steps"]
 
   # --- Model and optimizer ---
-  networks, schedule, tx, create = runs.build(config, total_steps, lengths["warmup_steps"])
+  networks, schedule, tx, create = runs.build(config, total_steps, lengths["warmup_steps"], lengths["steps_per_epoch"])
 
   # --- State: restored if the workdir has a checkpoint, else created directly replicated ---
   abstract = parallel.replicated_abstract(jax.eval_shape(create), mesh)
@@ -137,7 +138,7 @@ def _train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
   state = checkpoint.restore_latest(mgr, abstract)
   if state is None:
     state = jax.jit(create, out_shardings=parallel.replicated(mesh))()
-    if config.method == "simdis_off":
+    if offline_teacher:
       state = load_offline_teacher(teacher_run, config, state, mesh)
     logging.info("Starting a new run in %s (%d steps, %d per epoch).", workdir, total_steps,
                  lengths["steps_per_epoch"])

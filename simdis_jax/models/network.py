@@ -11,7 +11,7 @@ import flax.linen as nn
 import jax.numpy as jnp
 
 from simdis_jax.models import encoders
-from simdis_jax.models.heads import MLP
+from simdis_jax.models.heads import MLP, PlainMLP
 from simdis_jax.models.resnet import output_dtype
 
 
@@ -32,6 +32,7 @@ class Network(nn.Module):
   drop_path_rate: float = 0.0  # EfficientNet and ViTs; 0 = off (the SSL default)
   matmul_conv_vjp: bool = True  # conv_impl="matmul" only: see models/resnet.py ResNet
   matmul_max_pool: bool = True
+  projector: str = "byol"  # byol: Linear-BN-ReLU-Linear | moco: Linear-ReLU-Linear (MoCo-v2, SEED's student)
 
   @nn.compact
   def __call__(self, x, train: bool = True, bn_axis_name: Optional[str] = None, features_only: bool = False):
@@ -46,8 +47,11 @@ class Network(nn.Module):
     if self.num_classes:
       logits = nn.Dense(self.num_classes, dtype=self.dtype, name="classifier")(feature)
       outputs["logits"] = logits.astype(output_dtype(self.dtype))
-    projection = MLP(self.hidden_dim, self.proj_dim, self.dtype, self.bn_running_var, name="projector")(
-        feature, train=train, bn_axis_name=bn_axis_name)
+    if self.projector == "moco":
+      projector = PlainMLP(self.hidden_dim, self.proj_dim, self.dtype, name="projector")
+    else:
+      projector = MLP(self.hidden_dim, self.proj_dim, self.dtype, self.bn_running_var, name="projector")
+    projection = projector(feature, train=train, bn_axis_name=bn_axis_name)
     # Predictors take the raw (unnormalised) projection (SPEC.md "Networks").
     predictions = {
         h: MLP(self.hidden_dim, self.proj_dim, self.dtype, self.bn_running_var, name=f"predictor_{h}")(
@@ -66,4 +70,5 @@ def network_from_config(model_config, heads: Sequence[str] = (), dtype: Any = jn
                  bn_running_var=bn_running_var, matmul_conv_vjp=matmul_conv_vjp, matmul_max_pool=matmul_max_pool,
                  # Sections written before the arch key existed describe ResNets.
                  arch=model_config.get("arch", "resnet"), patch_size=model_config.get("patch_size", 16),
-                 drop_path_rate=model_config.get("drop_path_rate", 0.0))
+                 drop_path_rate=model_config.get("drop_path_rate", 0.0),
+                 projector=model_config.get("projector", "byol"))
