@@ -37,7 +37,17 @@ ACCURACY_FIGURE = "accuracy_vs_epochs.png"
 # The paper's names of the target views (same table as simdis.PAPER_NAMES; tests check they agree).
 PAPER_VIEW_NAMES = {"s_dv": "S-v'", "sema_sv": "Ŝ-v", "sema_dv": "Ŝ-v'", "t_sv": "T-v",
                     "t_dv": "T-v'", "tema_sv": "T̂-v", "tema_dv": "T̂-v'"}
-METHOD_NAMES = {"byol": "BYOL", "simdis_off": "SimDis-Off", "simdis_on": "SimDis-On", "supervised": "Supervised"}
+METHOD_NAMES = {"byol": "BYOL", "simdis_off": "SimDis-Off", "simdis_on": "SimDis-On", "supervised": "Supervised",
+                "moco_v2": "MoCo-v2", "seed": "SEED"}
+# The paper's Figure 3 order of the series (top-1 vs epochs per method); other labels follow, by name.
+FIGURE3_ORDER = ("MoCo-v2", "BYOL", "SEED", "SimDis-Off", "SimDis-Off-7v", "SimDis-On", "SimDis-On-7v", "Supervised")
+
+
+def _figure3_key(item) -> Tuple[int, Any]:
+  """Sort key of a (method label, network, metric) series: Figure 3's method order first."""
+  (method, network, metric), _ = item
+  rank = FIGURE3_ORDER.index(method) if method in FIGURE3_ORDER else len(FIGURE3_ORDER)
+  return rank, (method, network, metric)
 MISSING = "—"
 
 # (header, row key) of the markdown table; results.json holds these keys and more.
@@ -605,7 +615,7 @@ def plot_accuracy_vs_epochs(rows: Sequence[Dict[str, Any]], path: str) -> None:
       # An unfinished run's point is not comparable to the finished ones at the same epochs: say so.
       ax.annotate("unfinished", (row["epochs"], value), textcoords="offset points", xytext=(4, 4),
                   fontsize="x-small", color="grey")
-  for (method, network, metric), points in sorted(series.items()):
+  for (method, network, metric), points in sorted(series.items(), key=_figure3_key):
     points.sort()
     xs, ys = zip(*points)
     label = f"{method}{' teacher' if network != 'student' else ''} ({metric} top-1)"
