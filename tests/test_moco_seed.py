@@ -163,3 +163,104 @@ def test_moco_config_checks():
   c.model.student.proj_dim = 8
   with pytest.raises(ValueError, match="proj_dim=16"):
     configuration.validate(c)
+
+
+# --- Research step (float64): the numbers a user compares with the authors' PyTorch code ---
+
+def fresh_state(config):
+  """A new float32 train state of `config` (unsharded)."""
+  nets = build_networks(config)
+  tx = optim.make_optimizer(config.optim, optim.make_schedule(config, 10, 0))
+  return jax.jit(functools.partial(create_train_state, config, nets, tx, IMAGE_SHAPE))()
+
+
+def unit_rows(x):
+  """Rows scaled to unit length, in numpy float64."""
+  x = np.asarray(x, np.float64)
+  return x / np.linalg.norm(x, axis=-1, keepdims=True)
+
+
+def soft_cross_entropy(logits, targets):
+  """−Σ p log softmax(z), averaged over rows, in numpy float64."""
+  z = logits - logits.max(-1, keepdims=True)
+  log_p = z - np.log(np.exp(z).sum(-1, keepdims=True))
+  return float(np.mean(-(targets * log_p).sum(-1)))
+
+
+def test_moco_research_step_in_float64_matches_infonce_by_hand_and_the_train_step():
+  c = moco_config(shuffle_bn=True, queue=2 * BATCH)
+  rng = np.random.default_rng(3)
+  v1, v2 = rng.normal(size=(2, BATCH) + IMAGE_SHAPE)
+  perm = rng.permutation(BATCH)
+  with jax.enable_x64(True):
+    state = fresh_state(c)
+    r = step_lib.research_step(c, state, jnp.asarray(v1), jnp.asarray(v2), permutation=perm, total_steps=10)
+    r_id = step_lib.research_step(c, state, jnp.asarray(v1), jnp.asarray(v2), total_steps=10)
+    nets = build_networks(c, dtype=jnp.float64)
+    s64 = step_lib.cast_floats(state, jnp.float64)
+    # The key encoder after the momentum step, on the key crop, train-mode BN over the whole batch.
+    key_params = jax.tree.map(lambda k, q: 0.999 * k + 0.001 * q, s64.student.ema_params,
+                              {n: s64.student.params[n] for n in s64.student.ema_params})
+    k = nets.student_ema.apply({"params": key_params, "batch_stats": s64.student.ema_batch_stats},
+                               jnp.asarray(v2), train=True, mutable=["batch_stats"])[0]["projection"]
+    q = nets.student.apply({"params": s64.student.params, "batch_stats": s64.student.batch_stats},
+                           jnp.asarray(v1), train=True, mutable=["batch_stats"])[0]["projection"]
+  q, k = (unit_rows(x) for x in (q, k))
+  queue0 = np.asarray(state.queue["queue"], np.float64)
+  expected_logits = np.concatenate([(q * k).sum(-1, keepdims=True), q @ queue0.T], -1) / 0.2
+  assert r.logits.dtype == jnp.float64 and r.logits.shape == (BATCH, 1 + 2 * BATCH)
+  np.testing.assert_allclose(np.asarray(r.logits), expected_logits, rtol=1e-10, atol=1e-10)
+  onehot = np.eye(1 + 2 * BATCH)[np.zeros(BATCH, int)]
+  assert float(r.loss) == pytest.approx(soft_cross_entropy(expected_logits, onehot), rel=1e-10)
+  # The queue after the step: the keys in rows [0, B), the rest untouched; the pointer moved by B.
+  np.testing.assert_allclose(np.asarray(r.queue[:BATCH]), k, rtol=1e-10, atol=1e-10)
+  np.testing.assert_array_equal(np.asarray(r.queue[BATCH:]), queue0[BATCH:])
+  assert int(r.ptr) == BATCH
+  assert {g.dtype for g in jax.tree.leaves(r.grads)} == {jnp.dtype(jnp.float64)}
+  # One device: the shuffle only reorders the key batch, whose BN statistics do not depend on the order.
+  np.testing.assert_allclose(np.asarray(r.logits), np.asarray(r_id.logits), rtol=1e-9, atol=1e-9)
+
+
+def seed_config(queue=2 * BATCH):
+  """Tiny SEED: the student's head outputs the teacher's dimension."""
+  c = tiny_config("seed", "byol")
+  c.teacher.workdir = "unused by the step"
+  c.model.student.projector = "moco"
+  c.model.sync_bn = False
+  c.teacher.bn_mode = "eval"
+  c.seed_distill.queue_size = queue
+  c.seed_distill.teacher_temperature = 0.05  # a soft target, so that every queue entry weighs in the check
+  c.optim.name = "sgd"
+  return c
+
+
+def test_seed_research_step_in_float64_is_the_soft_cross_entropy_over_teacher_and_queue():
+  c = seed_config()
+  rng = np.random.default_rng(4)
+  v1, v2, other = rng.normal(size=(3, BATCH) + IMAGE_SHAPE)
+  with jax.enable_x64(True):
+    state = fresh_state(c)
+    r = step_lib.research_step(c, state, jnp.asarray(v1), jnp.asarray(v2), total_steps=10)
+    r_other = step_lib.research_step(c, state, jnp.asarray(v1), jnp.asarray(other), total_steps=10)
+    nets = build_networks(c, dtype=jnp.float64)
+    s64 = step_lib.cast_floats(state, jnp.float64)
+    # The teacher in eval mode (running statistics), the student in train mode, both on view 1 only.
+    t = nets.teacher.apply({"params": s64.teacher.params, "batch_stats": s64.teacher.batch_stats},
+                           jnp.asarray(v1), train=False)["projection"]
+    s = nets.student.apply({"params": s64.student.params, "batch_stats": s64.student.batch_stats},
+                           jnp.asarray(v1), train=True, mutable=["batch_stats"])[0]["projection"]
+  s, t = (unit_rows(x) for x in (s, t))
+  queue0 = np.asarray(state.queue["queue"], np.float64)
+  student_logits = np.concatenate([(s * t).sum(-1, keepdims=True), s @ queue0.T], -1) / 0.2
+  teacher_logits = np.concatenate([(t * t).sum(-1, keepdims=True), t @ queue0.T], -1) / 0.05
+  targets = np.exp(teacher_logits - teacher_logits.max(-1, keepdims=True))
+  targets /= targets.sum(-1, keepdims=True)
+  np.testing.assert_allclose(np.asarray(r.logits), student_logits, rtol=1e-10, atol=1e-10)
+  assert float(r.loss) == pytest.approx(soft_cross_entropy(student_logits, targets), rel=1e-10)
+  np.testing.assert_allclose(np.asarray(r.queue[:BATCH]), t, rtol=1e-10, atol=1e-10)
+  assert int(r.ptr) == BATCH
+  # One view: the second view does not enter the step; the teacher gets no gradient.
+  assert float(r_other.loss) == float(r.loss)
+  assert set(r.grads) == {"student"}
+  for a, b in zip(jax.tree.leaves(r.state.teacher), jax.tree.leaves(s64.teacher)):
+    np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
