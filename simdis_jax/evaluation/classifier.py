@@ -1,0 +1,28 @@
+"""Top-1 of a supervised run's own classifier on the held-out split (Figure 3's supervised upper bound)."""
+
+from typing import Callable
+
+import jax
+import numpy as np
+
+from simdis_jax.data import augment
+from simdis_jax.evaluation import knn
+
+
+def make_logits_fn(network, variables, aug_config, image_size: int) -> Callable:
+  """Jitted eval-mode classifier logits of uint8 images (the eval view: resize / centre crop, normalise)."""
+
+  @jax.jit
+  def fn(images):
+    x = augment.eval_view(images, aug_config, out_size=image_size)
+    return network.apply(variables, x, train=False)["logits"]
+
+  return fn
+
+
+def classifier_top1(network, variables, dataset, aug_config, image_size: int, mesh, eval_examples: int = 0,
+                    batch_size: int = 512, seed: int = 0) -> float:
+  """Top-1 (%) of the network's classifier over the held-out split (`eval_examples` 0 = all of it)."""
+  fn = make_logits_fn(network, variables, dataset.device_augment_config(aug_config), image_size)
+  logits, labels = knn.extract_features(fn, dataset.eval_batches("eval", eval_examples, batch_size, mesh, seed))
+  return float(100.0 * np.mean(np.argmax(logits, -1) == labels))
