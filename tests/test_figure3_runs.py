@@ -1,6 +1,6 @@
 """Figure 3's other systems as whole runs on Fashion-MNIST: SEED from a BYOL teacher run, supervised by the recipe.
 
-Measured (60 steps of batch 64 at 16 px, the tests' ResNet-10 w4 student, kNN on 2,000 / 1,000 images;
+Measured on 2 devices (60 steps of batch 64 at 16 px, the tests' ResNet-10 w4 student, kNN on 2,000 / 1,000 images;
 300 steps in brackets): supervised_standard 64.5% -> 70.1% (75.9%); MoCo-v2 64.5% -> 59.0% (62.9%);
 SEED from a 60- (300-) step BYOL teacher 64.5% -> 56.5% (64.8%); BYOL itself 67.6% -> 65.8% (64.3%).
 Random convolutional features are already a strong kNN baseline on Fashion-MNIST, and the
@@ -56,11 +56,11 @@ def test_supervised_recipe_improves_knn_and_reports_its_classifier(tmp_path):
   c.probe.num_classes = 10
   c.knn.train_examples = 2000
   c.knn.eval_examples = 1000
-  c.knn.batch_size = 500
+  c.knn.batch_size = 256
   result = train.train_and_evaluate(c, str(tmp_path))
   gain = result["knn_top1/student"] - result["knn_top1/student_init"]
   print(f"supervised_standard: kNN {result['knn_top1/student_init']:.1f}% -> {result['knn_top1/student']:.1f}%, "
         f"classifier {result['classifier_top1']:.1f}%")
-  assert gain > 2.0  # measured +5.6 points
+  assert gain > 2.0  # measured +4.4 points here (8 fake devices), +5.6 on 2 devices
   assert 40.0 < result["classifier_top1"] <= 100.0  # ten classes: chance is 10%
   assert result["train_top1"] > 10.0
