@@ -264,3 +264,27 @@ def test_seed_research_step_in_float64_is_the_soft_cross_entropy_over_teacher_an
   assert set(r.grads) == {"student"}
   for a, b in zip(jax.tree.leaves(r.state.teacher), jax.tree.leaves(s64.teacher)):
     np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+
+
+def test_step_schedule_decays_tenfold_every_step_epochs_and_cosine_is_unchanged():
+  c = tiny_config("supervised", "byol")
+  c.optim.base_lr = 0.1
+  c.train.batch_size = 512
+  c.train.epochs = 90.0
+  c.optim.warmup_epochs = 0.0
+  cosine = optim.make_schedule(c, 900, 0)
+  reference = optim.warmup_cosine_schedule(0.1, 512, 900, 0, c.optim.warmup_init_lr)
+  assert [float(cosine(k)) for k in (0, 450, 899)] == [float(reference(k)) for k in (0, 450, 899)]
+  c.optim.schedule = "step"
+  c.optim.step_epochs = 30.0
+  step = optim.make_schedule(c, 900, 0, steps_per_epoch=10)  # decays at steps 300 and 600
+  values = [float(step(k)) for k in (0, 299, 300, 599, 600, 899)]
+  np.testing.assert_allclose(values, [0.2, 0.2, 0.02, 0.02, 0.002, 0.002], rtol=1e-6)
+
+
+def test_supervised_views_1_runs_one_crop_per_image():
+  from simdis_jax.methods import supervised  # pylint: disable=import-outside-toplevel
+  c = tiny_config("supervised", "byol")
+  assert [f.views for f in supervised.forwards(c)] == [(0, 1)]
+  c.supervised.views = 1
+  assert [f.views for f in supervised.forwards(c)] == [(0,)]
