@@ -38,7 +38,7 @@ PREEMPTED_EXIT_CODE = 143
 # Keys that fix what a checkpoint holds and means: resuming under different values is a
 # different experiment, even where the array shapes happen to agree.
 RESUME_KEYS = ("method", "views", "head_combination", "model.student", "model.teacher", "model.sync_bn",
-               "model.ema_init", "optim.name", "optim.lars_form", "data.name", "seed")
+               "model.bn_running_var", "model.ema_init", "optim.name", "optim.lars_form", "data.name", "seed")
 # orbax splits every replicated array into one slice per device ("replica-parallel"
 # writing), so that several hosts share a large write. For slices under this size the
 # split buys nothing and costs one dispatched slice op per array and device (and, at the

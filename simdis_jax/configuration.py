@@ -6,7 +6,7 @@ combinations with an error that names the key and the fix, before anything is
 compiled.
 """
 
-from typing import Sequence
+from typing import Any, NamedTuple, Optional, Sequence
 
 import ml_collections
 
@@ -200,6 +200,7 @@ def fashion_mnist_augment() -> ml_collections.ConfigDict:
 
 
 def check_keys(config, reference, prefix=""):
+  """Unknown keys and wrong types (bool / number / string / section) against a reference schema."""
   for key in config.keys():
     name = f"{prefix}{key}"
     if key not in reference:
@@ -218,31 +219,153 @@ def check_keys(config, reference, prefix=""):
       raise ValueError(f"config.{name} must be a string, got {value!r}.")
 
 
-def _one_of(config, key: str, choices: Sequence[str]):
-  value = config
-  for part in key.split("."):
-    value = value[part]
-  if value not in choices:
-    raise ValueError(f"config.{key}={value!r} is not valid; choose one of {list(choices)}.")
+class Rule(NamedTuple):
+  """One row of a validation table: the key, what its value must be, and what the error adds.
+
+  A value must be one of `choices` (every item of it when `each`), or a number within the
+  bounds that are set (`low`/`high` inclusive, `above`/`below` exclusive), a whole one when
+  `whole`. `message` replaces the generated description of the rule; `hint` follows it.
+  """
+  key: str
+  choices: Optional[Sequence[Any]] = None
+  each: bool = False
+  low: Optional[float] = None
+  high: Optional[float] = None
+  above: Optional[float] = None
+  below: Optional[float] = None
+  whole: bool = False
+  message: str = ""
+  hint: str = ""
+
+
+def one_of(key: str, choices: Sequence[Any], **kw) -> Rule:
+  """A row: the value is one of `choices`."""
+  return Rule(key, choices=tuple(choices), **kw)
+
+
+def whole_number(key: str, low: int = 1, hint: str = "") -> Rule:
+  """A row: the value is a whole number >= low (default: a positive integer)."""
+  return Rule(key, low=low, whole=True, hint=hint)
+
+
+def number(key: str, hint: str = "", **bounds) -> Rule:
+  """A row: the value is a number within `bounds` (low / high inclusive, above / below exclusive)."""
+  return Rule(key, hint=hint, **bounds)
+
+
+def _describe(rule: Rule) -> str:
+  """What a value breaking `rule` is told it must be."""
+  if rule.message:
+    return rule.message
+  if rule.choices is not None:
+    return f"has {{}}; use any of {list(rule.choices)}" if rule.each else (
+        f"is not valid; choose one of {list(rule.choices)}")
+  if rule.whole and rule.high is None and rule.above is None and rule.below is None and rule.low in (0, 1):
+    return "must be a positive integer" if rule.low == 1 else "must be an integer >= 0"
+  bounds = [f"{op} {b}" for op, b in ((">=", rule.low), (">", rule.above), ("<=", rule.high), ("<", rule.below))
+            if b is not None]
+  return f"is out of range: it must be {'a whole number ' if rule.whole else ''}" + " and ".join(bounds)
+
+
+def _breaks(rule: Rule, value) -> Any:
+  """The offending part of `value` under `rule` (the value itself, or the bad items), or None."""
+  if rule.choices is not None:
+    if rule.each:
+      bad = [v for v in value if v not in rule.choices]
+      return bad or None
+    return None if value in rule.choices else value
+  out = ((rule.whole and int(value) != value) or (rule.low is not None and value < rule.low)
+         or (rule.high is not None and value > rule.high) or (rule.above is not None and value <= rule.above)
+         or (rule.below is not None and value >= rule.below))
+  return value if out else None
+
+
+def check_rules(config, rules: Sequence[Rule]) -> None:
+  """Walks a validation table: the first value breaking its row raises an error naming the key and the fix.
+
+  A key absent from the config (a config file built from plain dicts) is skipped; check_keys
+  has already rejected unknown keys and wrong types.
+  """
+  for rule in rules:
+    value = config
+    for part in rule.key.split("."):
+      if part not in value:
+        break
+      value = value[part]
+    else:
+      bad = _breaks(rule, value)
+      if bad is not None:
+        what = _describe(rule).replace("{}", repr(bad))
+        hint = f" ({rule.hint})" if rule.hint else ""
+        raise ValueError(f"config.{rule.key}={value!r} {what}{hint}.")
+
+
+NETWORK_NAMES = ("student", "teacher")
+
+# The pretraining schema's per-key rules (cross-key rules are in `validate`).
+RULES = (
+    one_of("method", methods.METHODS),
+    one_of("head_combination", simdis.HEAD_COMBINATIONS),
+    one_of("model.ema_init", EMA_INITS),
+    one_of("model.compute_dtype", COMPUTE_DTYPES),
+    one_of("model.conv_impl", CONV_IMPLS),
+    one_of("model.bn_running_var", BN_RUNNING_VARS),  # absent in configs saved before the key: biased
+    one_of("teacher.bn_mode", TEACHER_BN_MODES),
+    one_of("ema.timing", EMA_TIMINGS),
+    one_of("optim.name", optim.OPTIMIZERS),
+    one_of("optim.lars_form", optim.LARS_FORMS),
+    one_of("optim.weight_decay_mask", optim.WEIGHT_DECAY_MASKS),
+    one_of("final_eval.linear_mode", ("fast", "full")),
+    one_of("final_eval.linear_protocol", ("authors", "deepmind")),
+    one_of("knn.networks", NETWORK_NAMES, each=True),
+    one_of("final_eval.linear_networks", NETWORK_NAMES, each=True),
+    *(whole_number(f"model.{net}.{key}") for net in NETWORK_NAMES for key in ("width", "hidden_dim", "proj_dim")),
+    whole_number("train.batch_size"),
+    whole_number("train.log_every_steps", hint="e.g. 50"),
+    whole_number("train.checkpoint_every_steps", hint="e.g. 1000"),
+    whole_number("train.keep_checkpoints", hint="e.g. 3"),
+    whole_number("train.knn_every_steps", 0, hint="0 = start and end only"),
+    whole_number("train.steps", -1, hint="-1 = use train.epochs"),
+    number("ema.base", low=0.0, high=1.0, message="must lie in [0, 1]", hint="the paper uses 0.99"),
+    number("optim.base_lr", above=0.0),
+    number("optim.weight_decay", low=0.0),
+    number("optim.warmup_epochs", low=0.0),
+    number("optim.momentum", low=0.0, high=0.999999, hint="the paper uses 0.9"),
+    number("optim.trust_coefficient", low=1e-12, hint="the paper uses 1e-3"),
+    number("optim.warmup_init_lr", low=0.0, hint="e.g. 1e-6"),
+    whole_number("knn.k"),
+    whole_number("knn.batch_size"),
+    number("knn.temperature", above=0.0),
+    whole_number("knn.train_examples", 0, hint="0 = the whole split"),
+    whole_number("knn.eval_examples", 0, hint="0 = the whole split"),
+    whole_number("probe.num_classes", hint="the dataset's class count"),
+    whole_number("final_eval.linear_batch_size", hint="e.g. 256"),
+    number("final_eval.linear_epochs", low=0.0, hint="0 = the protocol's 80"),
+    whole_number("data.image_size"),
+    whole_number("data.shuffle_buffer"),
+    whole_number("data.prefetch", 0),
+    whole_number("data.host_threads", 0),
+    number("data.augment.jitter_prob", low=0.0, high=1.0, hint="BYOL uses 0.8"),
+    number("data.augment.grey_prob", low=0.0, high=1.0, hint="BYOL uses 0.2"),
+    # Figure 3's other systems (issue 17): the LR schedule, the supervised views, MoCo-v2, SEED.
+    one_of("optim.schedule", optim.SCHEDULES),
+    number("optim.step_epochs", above=0.0, hint="torchvision uses 30"),
+    one_of("supervised.views", (1, 2), hint="1 = one crop per image (the torchvision recipe), 2 = both views"),
+    *(one_of(f"model.{net}.projector", PROJECTORS) for net in NETWORK_NAMES),
+    number("moco.momentum", low=0.0, high=1.0, hint="MoCo uses 0.999"),
+    number("moco.temperature", above=0.0, hint="MoCo-v2 uses 0.2"),
+    whole_number("moco.queue_size", hint="MoCo uses 65,536"),
+    number("seed_distill.student_temperature", above=0.0, hint="SEED uses 0.2"),
+    number("seed_distill.teacher_temperature", above=0.0, hint="SEED's code default is 1e-4"),
+    whole_number("seed_distill.queue_size", hint="SEED uses 65,536"),
+)
 
 
 def validate(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
   """Raises ValueError naming the key and the fix for any bad value; returns the config."""
   check_keys(config, base_config())
-  _one_of(config, "method", methods.METHODS)
+  check_rules(config, RULES)
   config.views = simdis.check_views(config.views)
-  _one_of(config, "head_combination", simdis.HEAD_COMBINATIONS)
-  _one_of(config, "model.ema_init", EMA_INITS)
-  _one_of(config, "model.compute_dtype", COMPUTE_DTYPES)
-  _one_of(config, "model.conv_impl", CONV_IMPLS)
-  if config.model.get("bn_running_var", "biased") not in BN_RUNNING_VARS:  # configs saved before the key: biased
-    raise ValueError(f"config.model.bn_running_var={config.model.bn_running_var!r} is not valid; choose one of "
-                     f"{list(BN_RUNNING_VARS)}.")
-  _one_of(config, "teacher.bn_mode", TEACHER_BN_MODES)
-  _one_of(config, "ema.timing", EMA_TIMINGS)
-  _one_of(config, "optim.name", optim.OPTIMIZERS)
-  _one_of(config, "optim.lars_form", optim.LARS_FORMS)
-  _one_of(config, "optim.weight_decay_mask", optim.WEIGHT_DECAY_MASKS)
   _check_data(config)
   teacher_views = [v for v in config.views if simdis.VIEWS[v][0].startswith("teacher")]
   if config.method == "byol" and teacher_views:
@@ -254,37 +377,23 @@ def validate(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
   if config.method in OFFLINE_TEACHER_METHODS and not config.teacher.workdir:
     raise ValueError(f"method {config.method!r} needs a finished BYOL teacher run: set "
                      "--config.teacher.workdir=<workdir of a method=byol run of the teacher network>.")
+  check_schedule(config)
   _check_contrastive(config)
-  if not 0.0 <= config.ema.base <= 1.0:
-    raise ValueError(f"config.ema.base={config.ema.base} must lie in [0, 1] (the paper uses 0.99).")
-  for key in ("train.batch_size", "knn.k", "knn.batch_size", "data.image_size",
-              "model.student.width", "model.teacher.width", "model.student.hidden_dim",
-              "model.student.proj_dim", "model.teacher.hidden_dim", "model.teacher.proj_dim"):
-    section, name = key.rsplit(".", 1)
-    value = config
-    for part in section.split("."):
-      value = value[part]
-    if int(value[name]) != value[name] or value[name] <= 0:
-      raise ValueError(f"config.{key}={value[name]!r} must be a positive integer.")
-  if config.train.epochs <= 0 and config.train.steps <= 0:
-    raise ValueError("Set config.train.epochs > 0 or config.train.steps > 0.")
-  if config.optim.base_lr <= 0 or config.optim.weight_decay < 0 or config.optim.warmup_epochs < 0:
-    raise ValueError("config.optim.base_lr must be > 0, weight_decay and warmup_epochs >= 0.")
   if config.probe.enabled and (config.probe.num_classes < 2 or config.probe.learning_rate <= 0):
     raise ValueError("config.probe needs num_classes >= 2 and learning_rate > 0.")
-  if config.knn.temperature <= 0:
-    raise ValueError(f"config.knn.temperature={config.knn.temperature} must be > 0.")
-  for key in ("knn.networks", "final_eval.linear_networks"):
-    section, name = key.split(".")
-    unknown_nets = [n for n in config[section][name] if n not in ("student", "teacher")]
-    if unknown_nets:
-      raise ValueError(f"config.{key} has {unknown_nets}; use 'student' and/or 'teacher'.")
-  _one_of(config, "final_eval.linear_mode", ("fast", "full"))
-  _one_of(config, "final_eval.linear_protocol", ("authors", "deepmind"))
-  check_ranges(config)
-  for name in ("student", "teacher"):
+  low, high = config.data.augment.crop_scale
+  if not 0.0 < low <= high <= 1.0:
+    raise ValueError(f"config.data.augment.crop_scale={tuple(config.data.augment.crop_scale)} must satisfy "
+                     "0 < low <= high <= 1 (BYOL uses (0.08, 1.0)).")
+  for name in NETWORK_NAMES:
     _check_network(config, name)
   return config
+
+
+def check_schedule(config) -> None:
+  """A run needs a length: config.train.epochs or config.train.steps (shared with linear evaluation)."""
+  if config.train.epochs <= 0 and config.train.steps <= 0:
+    raise ValueError("Set config.train.epochs > 0 or config.train.steps > 0.")
 
 
 # Methods whose teacher is a finished BYOL run, restored frozen (train.load_offline_teacher).
@@ -292,20 +401,7 @@ OFFLINE_TEACHER_METHODS = ("simdis_off", "seed")
 
 
 def _check_contrastive(config) -> None:
-  """MoCo-v2's and SEED's keys, the LR schedule's and the supervised views' (keys added with issue 17)."""
-  _one_of(config, "optim.schedule", optim.SCHEDULES)
-  if config.optim.step_epochs <= 0:
-    raise ValueError(f"config.optim.step_epochs={config.optim.step_epochs} must be > 0 (torchvision uses 30).")
-  if config.supervised.views not in (1, 2):
-    raise ValueError(f"config.supervised.views={config.supervised.views!r} must be 1 (one crop, the torchvision "
-                     "recipe) or 2 (both views).")
-  for name, low, high in (("moco.momentum", 0.0, 1.0), ("moco.temperature", 1e-12, None),
-                          ("seed_distill.student_temperature", 1e-12, None),
-                          ("seed_distill.teacher_temperature", 1e-12, None)):
-    section, key = name.split(".")
-    value = config[section][key]
-    if value < low or (high is not None and value > high):
-      raise ValueError(f"config.{name}={value!r} is out of range [{low}, {high if high is not None else 'inf'}].")
+  """MoCo-v2's and SEED's cross-key rules: the queue against the batch, shuffle BN against SyncBN, the head's size."""
   sizes = {"moco_v2": "moco.queue_size", "seed": "seed_distill.queue_size"}
   if config.method not in sizes:
     return
@@ -328,13 +424,13 @@ def _check_contrastive(config) -> None:
 
 
 def _check_network(config, name: str) -> None:
-  """The arch and its own keys of config.model.<name>."""
+  """The arch of config.model.<name> and the keys that depend on it (the table's rows cannot)."""
   net, key = config.model[name], f"model.{name}"
-  if net.get("projector", "byol") not in PROJECTORS:
-    raise ValueError(f"config.{key}.projector={net.projector!r} is not valid; choose one of {list(PROJECTORS)}.")
   arch = net.get("arch", "resnet")
   if arch not in encoders.ARCHS:
     raise ValueError(f"config.{key}.arch={arch!r} is not an architecture; choose one of {list(encoders.ARCHS)}.")
+  if arch == "resnet" and net.depth not in _RESNET_DEPTHS:
+    raise ValueError(f"config.{key}.depth={net.depth!r} is not a ResNet depth; choose one of {list(_RESNET_DEPTHS)}.")
   rate = net.get("drop_path_rate", 0.0)
   if rate != 0.0:
     raise ValueError(f"config.{key}.drop_path_rate={rate!r}: stochastic depth needs a per-step 'dropout' RNG "
@@ -351,6 +447,7 @@ def has_labels(data) -> bool:
 
 
 def _check_data(config) -> None:
+  """The data section's cross-key rules (its per-key rules are rows of RULES)."""
   data = config.data
   if not data.name:
     raise ValueError("config.data.name is empty; use 'fashion_mnist', a tfds dataset name or 'folder'.")
@@ -360,12 +457,6 @@ def _check_data(config) -> None:
   if data.folder and data.name != "folder":
     raise ValueError(f"config.data.folder is set but config.data.name={data.name!r}; set "
                      "config.data.name='folder' to pretrain on the folder.")
-  for key in ("shuffle_buffer", "image_size"):
-    if int(data[key]) != data[key] or data[key] <= 0:
-      raise ValueError(f"config.data.{key}={data[key]!r} must be a positive integer.")
-  for key in ("prefetch", "host_threads"):
-    if int(data[key]) != data[key] or data[key] < 0:
-      raise ValueError(f"config.data.{key}={data[key]!r} must be an integer >= 0.")
   if not has_labels(data):
     wants = [k for k, on in (("probe.enabled", config.probe.enabled), ("knn.networks", bool(config.knn.networks)),
                              ("final_eval.linear_networks", bool(config.final_eval.linear_networks))) if on]
@@ -373,50 +464,6 @@ def _check_data(config) -> None:
       raise ValueError(f"The image folder {data.folder!r} has no labels, but {wants} need them: set "
                        "config.data.eval_name to a labelled tfds dataset (with train_split / eval_split), or "
                        "turn them off (--config.probe.enabled=False --config.knn.networks='()' ...).")
-
-
-# (key, lowest, highest, whether the value must be a whole number, what the paper/defaults use)
-_RANGES = (
-    ("train.log_every_steps", 1, None, True, "e.g. 50"),
-    ("train.checkpoint_every_steps", 1, None, True, "e.g. 1000"),
-    ("train.keep_checkpoints", 1, None, True, "e.g. 3"),
-    ("train.knn_every_steps", 0, None, True, "0 = start and end only"),
-    ("train.steps", -1, None, True, "-1 = use train.epochs"),
-    ("optim.momentum", 0.0, 0.999999, False, "the paper uses 0.9"),
-    ("optim.trust_coefficient", 1e-12, None, False, "the paper uses 1e-3"),
-    ("optim.warmup_init_lr", 0.0, None, False, "e.g. 1e-6"),
-    ("knn.train_examples", 0, None, True, "0 = the whole split"),
-    ("knn.eval_examples", 0, None, True, "0 = the whole split"),
-    ("probe.num_classes", 1, None, True, "the dataset's class count"),
-    ("final_eval.linear_batch_size", 1, None, True, "e.g. 256"),
-    ("final_eval.linear_epochs", 0.0, None, False, "0 = the protocol's 80"),
-    ("data.augment.jitter_prob", 0.0, 1.0, False, "BYOL uses 0.8"),
-    ("data.augment.grey_prob", 0.0, 1.0, False, "BYOL uses 0.2"),
-)
-
-
-def check_ranges(config) -> None:
-  """Out-of-range numbers: an error naming the key, the allowed range and a sensible value."""
-  for key, low, high, whole, hint in _RANGES:
-    value = config
-    for part in key.split("."):
-      if part not in value:
-        break
-      value = value[part]
-    else:
-      if (whole and int(value) != value) or value < low or (high is not None and value > high):
-        allowed = f"{'a whole number ' if whole else ''}>= {low}" + (f" and <= {high}" if high is not None else "")
-        raise ValueError(f"config.{key}={value!r} is out of range: it must be {allowed} ({hint}).")
-  for key in ("model.student.depth", "model.teacher.depth"):
-    section, name = key.rsplit(".", 1)
-    net = config.model[section.split(".")[1]]
-    depth = net[name]
-    if net.get("arch", "resnet") == "resnet" and depth not in _RESNET_DEPTHS:
-      raise ValueError(f"config.{key}={depth!r} is not a ResNet depth; choose one of {list(_RESNET_DEPTHS)}.")
-  low, high = config.data.augment.crop_scale
-  if not 0.0 < low <= high <= 1.0:
-    raise ValueError(f"config.data.augment.crop_scale={tuple(config.data.augment.crop_scale)} must satisfy "
-                     "0 < low <= high <= 1 (BYOL uses (0.08, 1.0)).")
 
 
 def uses_teacher(config) -> bool:

@@ -13,7 +13,7 @@ from clu import periodic_actions
 from simdis_jax import checkpoint, configuration, console, flops, lock, parallel, runs
 from simdis_jax import workdir as workdir_files
 from simdis_jax.data import input as data_input
-from simdis_jax.evaluation import classifier, knn
+from simdis_jax.evaluation import knn, supervised_top1
 from simdis_jax.state import NetState
 from simdis_jax.step import make_train_step
 from simdis_jax.workdir import RUN_INFO_FILE, SUMMARY_FILE
@@ -240,7 +240,7 @@ def _train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
   if config.method == "supervised" and int(state.step) >= total_steps:
     # The supervised network's own classifier on the held-out split (the linear protocol is final_eval's).
     variables = {"params": state.student.params, "batch_stats": state.student.batch_stats}
-    final["classifier_top1"] = classifier.classifier_top1(
+    final["classifier_top1"] = supervised_top1.classifier_top1(
         networks.student, variables, dataset, config.data.augment, config.data.image_size, mesh,
         config.knn.eval_examples, config.knn.batch_size, config.seed)
     console.say(f"classifier top-1 on the held-out split: {final['classifier_top1']:.2f}%")

@@ -112,10 +112,10 @@ def read_metrics(workdir: str) -> Dict[int, Dict[str, float]]:
 
 
 def last_value(metrics: Mapping[int, Mapping[str, float]], key: str, up_to_step: Optional[int] = None,
-               finite_only: bool = False) -> Optional[float]:
-  """The value of `key` at the latest step (<= up_to_step if given) that logged it, or None."""
+               finite_only: bool = False, from_step: int = 0) -> Optional[float]:
+  """The value of `key` at the latest step in [from_step, up_to_step] that logged it, or None."""
   for step in sorted(metrics, reverse=True):
-    if up_to_step is not None and step > up_to_step:
+    if (up_to_step is not None and step > up_to_step) or step < from_step:
       continue
     value = metrics[step].get(key)
     if value is not None and (not finite_only or math.isfinite(value)):

@@ -9,7 +9,7 @@ import pytest
 
 from conftest import tiny_config
 from simdis_jax import configuration
-from simdis_jax.evaluation import linear
+from simdis_jax.evaluation import linear_config
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -81,8 +81,8 @@ def test_every_shipped_config_validates_and_documents_its_command(path):
     assert "python -m simdis_jax.study --config configs/" in module.__doc__
     return
   if c.get("task") == "linear_eval":
-    c = linear.validate(c)
-    assert c.protocol in linear.PROTOCOLS
+    c = linear_config.validate(c)
+    assert c.protocol in linear_config.PROTOCOLS
   else:
     c = configuration.validate(c)
     assert c.views
@@ -123,3 +123,36 @@ def test_supervised_needs_labels_and_ignores_the_target_views():
   c.knn.networks, c.probe.enabled = (), False
   with pytest.raises(ValueError, match="method 'supervised' trains on labels.*has none"):
     configuration.validate(c)
+
+
+@pytest.mark.parametrize("schema, key, value, message", [
+    ("pretrain", "data.prefetch", -1, r"config.data.prefetch=-1 must be an integer >= 0\."),
+    ("pretrain", "knn.temperature", 0.0, r"config.knn.temperature=0.0 is out of range: it must be > 0.0\."),
+    ("pretrain", "knn.networks", ("student", "x"), r"config.knn.networks=.* has \['x'\]; use any of"),
+    ("pretrain", "data.image_size", 0, r"config.data.image_size=0 must be a positive integer\."),
+    ("linear", "pretrained.step", -2, r"config.pretrained.step=-2 is out of range: it must be a whole number >= -1"),
+    ("linear", "optim.momentum", 1.0, r"config.optim.momentum=1.0 is out of range: it must be >= 0.0 and < 1.0"),
+    ("linear", "data.image_size", 0, r"config.data.image_size=0 must be a positive integer\."),
+])
+def test_one_table_walker_checks_both_schemas(schema, key, value, message):
+  c = tiny_config() if schema == "pretrain" else linear_config.base_config()
+  section, _, name = key.rpartition(".")
+  target = c
+  for part in section.split("."):
+    target = target[part]
+  with target.ignore_type():
+    target[name] = value
+  with pytest.raises(ValueError, match=message):
+    (configuration.validate if schema == "pretrain" else linear_config.validate)(c)
+
+
+def test_a_table_row_passes_good_values_and_skips_absent_keys():
+  rules = (configuration.whole_number("a.n"), configuration.number("a.x", above=0.0, below=1.0),
+           configuration.one_of("a.s", ("p", "q")), configuration.whole_number("a.absent"))
+  good = ml_collections.ConfigDict({"a": {"n": 3, "x": 0.5, "s": "q"}})
+  configuration.check_rules(good, rules)
+  for bad, message in (({"n": 2.5}, r"a.n=2.5 must be a positive integer"), ({"x": 1.0}, r"a.x=1.0 .*< 1.0"),
+                       ({"s": "r"}, r"a.s='r' is not valid; choose one of \['p', 'q'\]")):
+    c = ml_collections.ConfigDict({"a": {"n": 3, "x": 0.5, "s": "q", **bad}})
+    with pytest.raises(ValueError, match=message):
+      configuration.check_rules(c, rules)

@@ -8,7 +8,8 @@ import sys
 import matplotlib.image
 import pytest
 
-from simdis_jax import methods
+from simdis_jax import labels, methods
+from simdis_jax import workdir as workdir_files
 from simdis_jax.methods import simdis
 from simdis_jax.evaluation import report
 
@@ -216,13 +217,14 @@ def test_missing_or_foreign_workdir_is_a_clear_error(workdirs, tmp_path):
 
 def test_metrics_keep_the_last_value_of_a_repeated_step(workdirs):
   byol, _, _ = workdirs
-  metrics = report.read_metrics(str(byol / "metrics.jsonl"))
+  metrics = workdir_files.read_metrics(str(byol))
   assert metrics[10]["loss"] == 3.5 and metrics[10]["lr"] == 0.1  # overridden key, kept key
   assert metrics[0] == {"knn_top1/student": 10.5}
 
 
 def test_names_match_the_method_module():
-  assert report.PAPER_VIEW_NAMES == simdis.PAPER_NAMES
+  assert report.PAPER_VIEW_NAMES is simdis.PAPER_NAMES is labels.VIEW_NAMES  # one table, not copies
+  assert set(report.PAPER_VIEW_NAMES) == set(simdis.VIEWS)
   assert set(report.METHOD_NAMES) == set(methods.METHODS)
   assert report.method_label("simdis_off", ALL_VIEWS) == "SimDis-Off-7v"
   assert report.method_label("simdis_on", ["sema_dv", "tema_dv"]) == "SimDis-On"

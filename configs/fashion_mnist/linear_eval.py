@@ -28,7 +28,7 @@ on the whole image (eval_crop_fraction 1.0). Writes <workdir>/linear_eval.json.
 """
 
 from simdis_jax import configuration
-from simdis_jax.evaluation import linear
+from simdis_jax.evaluation import linear_config
 
 FULL_MODE_CPU_EPOCHS = 10.0
 
@@ -36,10 +36,10 @@ FULL_MODE_CPU_EPOCHS = 10.0
 def get_config(arg: str = "authors,fast"):
   """The config for '<protocol>,<mode>'."""
   protocol, _, mode = arg.partition(",")
-  if protocol not in linear.PROTOCOLS or mode not in linear.MODES:
-    raise ValueError(f"linear_eval.py takes '<protocol>,<mode>' with protocol in {sorted(linear.PROTOCOLS)} "
-                     f"and mode in {list(linear.MODES)}; got {arg!r}.")
-  c = linear.apply_protocol(linear.base_config(), protocol)
+  if protocol not in linear_config.PROTOCOLS or mode not in linear_config.MODES:
+    raise ValueError(f"linear_eval.py takes '<protocol>,<mode>' with protocol in {sorted(linear_config.PROTOCOLS)} "
+                     f"and mode in {list(linear_config.MODES)}; got {arg!r}.")
+  c = linear_config.apply_protocol(linear_config.base_config(), protocol)
   c.mode = mode
   c.pretrained.workdir = "workdirs/demo"
   c.train.batch_size = 256

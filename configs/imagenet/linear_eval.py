@@ -18,16 +18,16 @@ crops are decoded and cropped on the host, flipped on the device.
 """
 
 from simdis_jax.data import augment
-from simdis_jax.evaluation import linear
+from simdis_jax.evaluation import linear_config
 
 
 def get_config(arg: str = "authors,full"):
   """The config for '<protocol>,<mode>'."""
   protocol, _, mode = arg.partition(",")
-  if protocol not in linear.PROTOCOLS or mode not in linear.MODES:
-    raise ValueError(f"linear_eval.py takes '<protocol>,<mode>' with protocol in {sorted(linear.PROTOCOLS)} "
-                     f"and mode in {list(linear.MODES)}; got {arg!r}.")
-  c = linear.apply_protocol(linear.base_config(), protocol)
+  if protocol not in linear_config.PROTOCOLS or mode not in linear_config.MODES:
+    raise ValueError(f"linear_eval.py takes '<protocol>,<mode>' with protocol in {sorted(linear_config.PROTOCOLS)} "
+                     f"and mode in {list(linear_config.MODES)}; got {arg!r}.")
+  c = linear_config.apply_protocol(linear_config.base_config(), protocol)
   c.mode = mode
   c.train.batch_size = 256
   c.train.log_every_steps = 100

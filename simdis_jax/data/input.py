@@ -92,13 +92,35 @@ def epoch_permutation(seed: int, epoch: int, num_examples: int) -> np.ndarray:
   return np.random.default_rng([seed, epoch]).permutation(num_examples)
 
 
+class EpochOrder:
+  """Which examples form global batch `step` (drop-remainder epochs): epoch e's permutation, step k's slot.
+
+  The one definition of the training order (pretraining and linear evaluation);
+  it keeps only the current epoch's permutation, so consecutive steps draw it once.
+  """
+
+  def __init__(self, seed: int, num_examples: int, batch_size: int):
+    self.seed, self.num_examples, self.batch_size = seed, num_examples, batch_size
+    self.steps_per_epoch = num_examples // batch_size
+    if self.steps_per_epoch == 0:
+      raise ValueError(f"Global batch {batch_size} is larger than the {num_examples} training examples.")
+    self._epoch, self._permutation = None, None
+
+  def batch(self, step: int) -> np.ndarray:
+    """Indices of the examples of global batch `step`."""
+    epoch, slot = divmod(step, self.steps_per_epoch)
+    if epoch != self._epoch:
+      self._epoch, self._permutation = epoch, epoch_permutation(self.seed, epoch, self.num_examples)
+    return self._permutation[slot * self.batch_size:(slot + 1) * self.batch_size]
+
+  def batches(self, start: int, stop: int) -> np.ndarray:
+    """int32 [stop - start, batch] indices of global batches start .. stop - 1."""
+    return np.stack([self.batch(step) for step in range(start, stop)]).astype(np.int32)
+
+
 def global_batch_indices(seed: int, step: int, num_examples: int, batch_size: int) -> np.ndarray:
-  """Indices of the examples forming global batch `step` (drop-remainder epochs)."""
-  steps_per_epoch = num_examples // batch_size
-  if steps_per_epoch == 0:
-    raise ValueError(f"Global batch {batch_size} is larger than the {num_examples} training examples.")
-  epoch, slot = divmod(step, steps_per_epoch)
-  return epoch_permutation(seed, epoch, num_examples)[slot * batch_size:(slot + 1) * batch_size]
+  """Indices of the examples forming global batch `step` (one look-up into EpochOrder)."""
+  return EpochOrder(seed, num_examples, batch_size).batch(step)
 
 
 def process_slice(indices: np.ndarray, process_index: int, process_count: int) -> np.ndarray:
@@ -110,9 +132,10 @@ def process_slice(indices: np.ndarray, process_index: int, process_count: int) -
 def train_batches(dataset: InMemoryDataset, seed: int, start_step: int, batch_size: int,
                   mesh) -> Iterator[Tuple[int, jax.Array, jax.Array]]:
   """Yields (step, global uint8 images, global labels) from `start_step` on, sharded over the data axis."""
+  order = EpochOrder(seed, dataset.num_train, batch_size)
   step = start_step
   while True:
-    indices = global_batch_indices(seed, step, dataset.num_train, batch_size)
+    indices = order.batch(step)
     local = process_slice(indices, jax.process_index(), jax.process_count())
     yield (step, parallel.global_batch(dataset.train_images[local], mesh),
            parallel.global_batch(dataset.train_labels[local], mesh))

@@ -4,7 +4,7 @@ Where the work happens (SPEC.md "Augmentations (BYOL)", DeepMind's split):
 - on the host, in tf.data: read the encoded bytes, draw the random resized crop
   window, decode only that window (``decode_and_crop_jpeg``; other formats are
   decoded whole and sliced), resize it to ``image_size`` (bicubic) -> one uint8
-  crop per view;
+  crop per view (``host_crops.py``);
 - on the accelerator, inside the jitted step: flip, colour jitter in random
   order, greyscale, blur, solarize and normalisation (``augment.py`` with the
   crop switched off).
@@ -46,73 +46,17 @@ import tensorflow as tf
 import tensorflow_datasets as tfds
 
 from simdis_jax import parallel
-from simdis_jax.data import augment
+from simdis_jax.data import augment, host_crops
 
 # tf.data must not take the accelerator's memory (TF sees GPUs too).
 tf.config.set_visible_devices([], "GPU")
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp")
 FOLDER = "folder"
-_FULL_BOX = tf.constant([0.0, 0.0, 1.0, 1.0], tf.float32, shape=[1, 1, 4])
 
 
 class DatasetNotFoundError(FileNotFoundError):
   """The dataset is not on disk; the message says how to get it."""
-
-
-# ---------------------------------------------------------------- host image ops
-
-
-def _decode_window(encoded: tf.Tensor, window_fn: Callable[[tf.Tensor], tf.Tensor], channels: int) -> tf.Tensor:
-  """Decodes the window [top, left, h, w] that `window_fn(shape [h, w])` picks; JPEGs decode only the window."""
-
-  def jpeg():
-    window = window_fn(tf.io.extract_jpeg_shape(encoded)[:2])
-    return tf.image.decode_and_crop_jpeg(encoded, window, channels=channels)
-
-  def other():
-    image = tf.io.decode_image(encoded, channels=channels, expand_animations=False)
-    window = window_fn(tf.shape(image)[:2])
-    return tf.slice(image, [window[0], window[1], 0], [window[2], window[3], channels])
-
-  return tf.cond(tf.io.is_jpeg(encoded), jpeg, other)
-
-
-def random_crop_window(shape: tf.Tensor, seed: tf.Tensor, scale: Tuple[float, float],
-                       ratio: Tuple[float, float]) -> tf.Tensor:
-  """Random resized crop window [top, left, h, w]: area in `scale`, aspect in `ratio` (10 tries, else whole image)."""
-  begin, size, _ = tf.image.stateless_sample_distorted_bounding_box(
-      tf.concat([shape, [1]], 0), bounding_boxes=_FULL_BOX, seed=seed, min_object_covered=0.0,
-      aspect_ratio_range=ratio, area_range=scale, max_attempts=10, use_image_if_no_bounding_boxes=True)
-  return tf.stack([begin[0], begin[1], size[0], size[1]])
-
-
-def centre_crop_window(shape: tf.Tensor, fraction: float) -> tf.Tensor:
-  """Centred square of `fraction` of the short side (224/256 = 'resize to 256, centre-crop 224')."""
-  side = tf.maximum(1, tf.cast(tf.round(fraction * tf.cast(tf.reduce_min(shape), tf.float32)), tf.int32))
-  return tf.stack([(shape[0] - side) // 2, (shape[1] - side) // 2, side, side])
-
-
-def _resize(image: tf.Tensor, size: int) -> tf.Tensor:
-  """Bicubic resize to size × size (DeepMind BYOL's), back to uint8."""
-  image = tf.image.resize(image, [size, size], method=tf.image.ResizeMethod.BICUBIC)
-  return tf.cast(tf.round(tf.clip_by_value(image, 0.0, 255.0)), tf.uint8)
-
-
-def train_crops(encoded: tf.Tensor, example_seed: tf.Tensor, views: int, size: int, scale, ratio,
-                channels: int = 3) -> tf.Tensor:
-  """`views` independent random resized crops of one encoded image: uint8 [views, size, size, C]."""
-  crops = []
-  for view in range(views):
-    seed = tf.random.experimental.stateless_fold_in(example_seed, view)
-    crop = _decode_window(encoded, lambda shape, s=seed: random_crop_window(shape, s, scale, ratio), channels)
-    crops.append(_resize(crop, size))
-  return tf.stack(crops)
-
-
-def eval_crop(encoded: tf.Tensor, size: int, fraction: float, channels: int = 3) -> tf.Tensor:
-  """The deterministic evaluation view: centre crop of `fraction` of the short side, resized: uint8 [size, size, C]."""
-  return _resize(_decode_window(encoded, lambda shape: centre_crop_window(shape, fraction), channels), size)
 
 
 # ---------------------------------------------------------------------- sources
@@ -427,7 +371,7 @@ class StreamingDataset:
       slot = process_index * local_batch + pos % local_batch
       example_seed = tf.random.experimental.stateless_fold_in(
           tf.constant([seed, 0x51D15], tf.int64), step * global_batch + slot)
-      return pos, train_crops(encoded, example_seed, views, size, scale, ratio, channels), label
+      return pos, host_crops.train_crops(encoded, example_seed, views, size, scale, ratio, channels), label
 
     ds = source.records(seed, epoch, start).take(steps_per_epoch * local_batch - start)
     ds = ds.map(crop, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
@@ -505,7 +449,7 @@ class StreamingDataset:
     ds = source.builder.as_dataset(split=host_splits[pi], shuffle_files=False,
                                    read_config=tfds.ReadConfig(try_autocache=False),
                                    decoders={image_key: tfds.decode.SkipDecoding()})
-    ds = ds.map(lambda ex: (eval_crop(ex[image_key], size, fraction), tf.cast(ex[label_key], tf.int32)),
+    ds = ds.map(lambda ex: (host_crops.eval_crop(ex[image_key], size, fraction), tf.cast(ex[label_key], tf.int32)),
                 num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
     ds = ds.batch(local_batch).prefetch(tf.data.AUTOTUNE).with_options(_options(self.data_config.host_threads))
 

@@ -16,12 +16,13 @@ import ml_collections
 from simdis_jax import configuration
 from simdis_jax import workdir as workdir_files
 from simdis_jax.evaluation import linear, report
+from simdis_jax.evaluation.linear_config import apply_protocol, base_config
 
 
 def linear_config(config, workdir: str, network: str) -> ml_collections.ConfigDict:
   """The linear-eval config for one network of a finished pretraining run in `workdir`."""
   fe = config.final_eval
-  c = linear.apply_protocol(linear.base_config(), fe.linear_protocol)
+  c = apply_protocol(base_config(), fe.linear_protocol)
   c.mode = fe.linear_mode
   if fe.linear_epochs > 0:
     c.train.epochs = fe.linear_epochs

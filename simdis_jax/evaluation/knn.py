@@ -7,14 +7,15 @@ summed vote wins.
 
 import functools
 import sys
-from typing import Callable, Dict, Iterable, Optional, Tuple
+from typing import Dict, Optional, Tuple
 
 import jax
 import jax.numpy as jnp
 import numpy as np
-from jax.experimental import multihost_utils
 
-from simdis_jax.data import augment, input as data_input
+from simdis_jax import parallel, runs
+from simdis_jax.data import input as data_input
+from simdis_jax.evaluation import features
 from simdis_jax.methods.simdis import l2_normalize
 
 
@@ -42,34 +43,13 @@ def knn_classify(bank: np.ndarray, bank_labels: np.ndarray, queries: np.ndarray,
   return scores.argmax(-1), scores
 
 
-def extract_features(feature_fn: Callable, batches: Iterable[Dict[str, jax.Array]]) -> Tuple[np.ndarray, np.ndarray]:
-  """Runs `feature_fn(images)` over masked global batches (every process) -> host numpy features and labels."""
-  feats, labs = [], []
-  for batch in batches:
-    f, l, m = (multihost_utils.process_allgather(x, tiled=True)
-               for x in (feature_fn(batch["images"]), batch["labels"], batch["mask"]))
-    feats.append(f[m.astype(bool)])
-    labs.append(l[m.astype(bool)])
-  return np.concatenate(feats), np.concatenate(labs)
-
-
-def make_feature_fn(network, variables, aug_config, image_size: int) -> Callable:
-  """Jitted eval-mode pooled encoder features (before the projector) of uint8 images."""
-
-  @jax.jit
-  def fn(images):
-    x = augment.eval_view(images, aug_config, out_size=image_size)
-    return network.apply(variables, x, train=False, features_only=True)["feature"]
-
-  return fn
-
-
 def bank_and_queries(network, variables, dataset, aug_config, image_size: int, mesh, train_examples: int,
                      eval_examples: int, batch_size: int, seed: int = 0):
   """Encoder features and labels of the memory bank (train split) and the queries (held-out split)."""
-  fn = make_feature_fn(network, variables, dataset.device_augment_config(aug_config), image_size)
-  return (extract_features(fn, dataset.eval_batches("train", train_examples, batch_size, mesh, seed)),
-          extract_features(fn, dataset.eval_batches("eval", eval_examples, batch_size, mesh, seed)))
+  fn = functools.partial(features.make_feature_fn(network, dataset.device_augment_config(aug_config), image_size,
+                                                  mesh), variables)
+  return (features.extract_features(fn, dataset.eval_batches("train", train_examples, batch_size, mesh, seed)),
+          features.extract_features(fn, dataset.eval_batches("eval", eval_examples, batch_size, mesh, seed)))
 
 
 def knn_accuracy(network, variables, dataset, knn_config, aug_config, image_size: int, mesh,
@@ -86,17 +66,14 @@ def evaluate_checkpoint(workdir: str, network: str = "student", weights: str = "
                         temperature: float = 0.07, step: Optional[int] = None, train_examples: int = 0,
                         eval_examples: int = 0) -> Dict[str, float]:
   """Standalone kNN top-1 (for each k) of one encoder of any pretraining checkpoint."""
-  from simdis_jax import parallel, runs  # pylint: disable=import-outside-toplevel  (runs builds every network)
   mesh = parallel.make_mesh()
   run_config, networks, state, _ = runs.restore(workdir, mesh, step)
   net, net_state = getattr(networks, network, None), getattr(state, network, None)
   if net is None or net_state is None:
     raise ValueError(f"{workdir} is a {run_config.method!r} run without a {network!r} network.")
-  params = net_state.params if weights == "online" else net_state.ema_params
-  stats = net_state.batch_stats if weights == "online" else net_state.ema_batch_stats
   dataset = data_input.load_dataset(run_config.data)
   (bank, bank_y), (queries, query_y) = bank_and_queries(
-      net, {"params": params, "batch_stats": stats}, dataset, run_config.data.augment, run_config.data.image_size,
+      net, features.encoder_variables(net_state, weights), dataset, run_config.data.augment, run_config.data.image_size,
       mesh, train_examples, eval_examples, run_config.knn.batch_size, run_config.seed)
   results = {"step": int(state.step)}
   for k in ks:

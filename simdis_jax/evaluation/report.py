@@ -9,45 +9,24 @@ has the workdirs, including while the runs are still training.
 """
 
 import argparse
-import dataclasses
 import json
 import math
 import os
-import re
 import sys
-from typing import Any, Dict, Iterable, List, Optional, Sequence, Tuple
+from typing import Any, Dict, List, Optional, Sequence, Tuple
 
-import numpy as np
-from matplotlib.backends.backend_agg import FigureCanvasAgg
-from matplotlib.figure import Figure
-
-# File names written by simdis_jax/train.py, checkpoint.py and evaluation/linear.py. Repeated here
-# rather than imported because importing those modules pulls in JAX.
-CONFIG_FILE = "config.json"
-RUN_INFO_FILE = "run_info.json"
-METRICS_FILE = "metrics.jsonl"
-SUMMARY_FILE = "summary.json"
-LINEAR_EVAL_FILE = "linear_eval.json"
-LINEAR_INFO_FILE = "linear_info.json"  # written by linear.py from its start, with the absolute pretrained path
+from simdis_jax import labels
+from simdis_jax import workdir as wf
+from simdis_jax.evaluation import figures
+from simdis_jax.evaluation.report_workdirs import (LinearEval, PretrainRun, is_pretrain_dir, load_pretrain_run,
+                                                   load_workdirs, resolve_from)
 
 RESULTS_MD = "results.md"
 RESULTS_JSON = "results.json"
 ACCURACY_FIGURE = "accuracy_vs_epochs.png"
 
-# The paper's names of the target views (same table as simdis.PAPER_NAMES; tests check they agree).
-PAPER_VIEW_NAMES = {"s_dv": "S-v'", "sema_sv": "Ŝ-v", "sema_dv": "Ŝ-v'", "t_sv": "T-v",
-                    "t_dv": "T-v'", "tema_sv": "T̂-v", "tema_dv": "T̂-v'"}
-METHOD_NAMES = {"byol": "BYOL", "simdis_off": "SimDis-Off", "simdis_on": "SimDis-On", "supervised": "Supervised",
-                "moco_v2": "MoCo-v2", "seed": "SEED"}
-# The paper's Figure 3 order of the series (top-1 vs epochs per method); other labels follow, by name.
-FIGURE3_ORDER = ("MoCo-v2", "BYOL", "SEED", "SimDis-Off", "SimDis-Off-7v", "SimDis-On", "SimDis-On-7v", "Supervised")
-
-
-def _figure3_key(item) -> Tuple[int, Any]:
-  """Sort key of a (method label, network, metric) series: Figure 3's method order first."""
-  (method, network, metric), _ = item
-  rank = FIGURE3_ORDER.index(method) if method in FIGURE3_ORDER else len(FIGURE3_ORDER)
-  return rank, (method, network, metric)
+PAPER_VIEW_NAMES = labels.VIEW_NAMES
+METHOD_NAMES = labels.METHOD_NAMES
 MISSING = "—"
 
 # (header, row key) of the markdown table; results.json holds these keys and more.
@@ -67,151 +46,6 @@ COLUMNS = (
     ("wall time", "wall_time_cell"),
     ("images/s", "images_per_sec_cell"),
 )
-
-
-@dataclasses.dataclass
-class PretrainRun:
-  """What one pretraining workdir holds; `metrics` maps step -> {name: value}."""
-  workdir: str
-  config: Dict[str, Any]
-  run_info: Dict[str, Any]
-  metrics: Dict[int, Dict[str, float]]
-  summary: Optional[Dict[str, Any]]
-  name: str = ""
-
-  @property
-  def finished(self) -> bool:
-    """True when the run wrote summary.json, i.e. reached its last step."""
-    return self.summary is not None
-
-
-@dataclasses.dataclass
-class LinearEval:
-  """The contents of one linear_eval.json and where it was found."""
-  workdir: str
-  result: Dict[str, Any]
-
-
-# --------------------------------------------------------------------------- reading
-
-
-def _read_json(path: str) -> Any:
-  try:
-    with open(path, encoding="utf-8") as f:
-      return json.load(f)
-  except json.JSONDecodeError as e:
-    raise ValueError(f"{path} is not valid JSON ({e}).") from e
-
-
-def read_metrics(path: str) -> Dict[int, Dict[str, float]]:
-  """metrics.jsonl as {step: {name: value}}; a later line overrides an earlier one (resumed runs)."""
-  by_step: Dict[int, Dict[str, float]] = {}
-  if not os.path.exists(path):
-    return by_step
-  with open(path, encoding="utf-8") as f:
-    for line in f:
-      line = line.strip()
-      if not line:
-        continue
-      try:
-        record = json.loads(line)
-      except json.JSONDecodeError:
-        # A process killed mid-write leaves a truncated last line; the rest is still good.
-        continue
-      if not isinstance(record, dict) or "step" not in record:
-        continue
-      step = int(record.pop("step"))
-      values = by_step.setdefault(step, {})
-      for key, value in record.items():
-        if isinstance(value, (int, float)):
-          values[key] = float(value)
-  return dict(sorted(by_step.items()))
-
-
-def _is_linear_dir(path: str) -> bool:
-  # linear.py also writes config.json and metrics.jsonl, so its workdirs are told apart by its own files.
-  if any(os.path.isfile(os.path.join(path, f)) for f in (LINEAR_EVAL_FILE, LINEAR_INFO_FILE)):
-    return True
-  try:
-    return _read_json(os.path.join(path, CONFIG_FILE)).get("task") == "linear_eval"
-  except (OSError, ValueError, AttributeError):
-    return False
-
-
-def _is_pretrain_dir(path: str) -> bool:
-  if not os.path.isfile(os.path.join(path, CONFIG_FILE)):
-    return False
-  if not _is_linear_dir(path):
-    return True
-  # A linear evaluation written into the pretraining run's own workdir: the directory is both.
-  linear_path = os.path.join(path, LINEAR_EVAL_FILE)
-  try:
-    target = _read_json(linear_path).get("pretrained_workdir") if os.path.isfile(linear_path) else None
-  except (ValueError, AttributeError):
-    return False
-  return bool(target) and _resolve_from(path, str(target)) == os.path.realpath(path)
-
-
-def load_pretrain_run(workdir: str) -> PretrainRun:
-  """Reads a pretraining workdir (config.json required; the other files optional)."""
-  config = _read_json(os.path.join(workdir, CONFIG_FILE))
-  info_path = os.path.join(workdir, RUN_INFO_FILE)
-  summary_path = os.path.join(workdir, SUMMARY_FILE)
-  return PretrainRun(
-      workdir=os.path.realpath(workdir),
-      config=config,
-      run_info=_read_json(info_path) if os.path.exists(info_path) else {},
-      metrics=read_metrics(os.path.join(workdir, METRICS_FILE)),
-      summary=_read_json(summary_path) if os.path.exists(summary_path) else None,
-      name=os.path.basename(os.path.normpath(workdir)))
-
-
-def load_workdirs(workdirs: Iterable[str]) -> Tuple[List[PretrainRun], List[LinearEval]]:
-  """Sorts the given workdirs into pretraining runs and linear evaluations, or raises ValueError."""
-  runs: Dict[str, PretrainRun] = {}
-  evals: Dict[str, LinearEval] = {}
-  for given in workdirs:
-    path = os.path.realpath(os.path.expanduser(str(given)))
-    if not os.path.isdir(path):
-      raise ValueError(f"Workdir {given!r} does not exist (resolved to {path}); expected a pretraining "
-                       f"workdir (with {CONFIG_FILE}) or a linear-evaluation workdir (with {LINEAR_EVAL_FILE}).")
-    is_pretrain = _is_pretrain_dir(path)
-    has_linear = os.path.isfile(os.path.join(path, LINEAR_EVAL_FILE))
-    if not is_pretrain and not has_linear and _is_linear_dir(path):
-      # A linear evaluation still training has no result yet; skipping it keeps a report of
-      # "all workdirs" usable while some are running.
-      print(f"simdis_jax.report: warning: {given} is a linear evaluation without {LINEAR_EVAL_FILE} "
-            "yet (unfinished); skipped.", file=sys.stderr)
-      continue
-    if not is_pretrain and not has_linear:
-      raise ValueError(f"Workdir {given!r} ({path}) holds neither {CONFIG_FILE} (a pretraining run) nor "
-                       f"{LINEAR_EVAL_FILE} (a linear evaluation); nothing to report from it.")
-    if is_pretrain and path not in runs:
-      runs[path] = load_pretrain_run(path)
-    if has_linear and path not in evals:
-      result = _read_json(os.path.join(path, LINEAR_EVAL_FILE))
-      if not isinstance(result, dict):
-        raise ValueError(f"{os.path.join(path, LINEAR_EVAL_FILE)} should hold a JSON object.")
-      evals[path] = LinearEval(path, result)
-  return list(runs.values()), list(evals.values())
-
-
-def _resolve_from(base: str, target: str) -> str:
-  # linear_eval.json keeps the pretrained workdir as it was typed, possibly relative to where linear.py
-  # was launched; linear_info.json beside it has the absolute path, then the cwd and the linear
-  # workdir's parent are the best guesses left.
-  if os.path.isabs(target):
-    return os.path.realpath(target)
-  try:
-    recorded = _read_json(os.path.join(base, LINEAR_INFO_FILE)).get("pretrained_workdir")
-  except (OSError, ValueError, AttributeError):
-    recorded = None
-  if recorded and os.path.isabs(recorded):
-    return os.path.realpath(recorded)
-  here = os.path.realpath(target)
-  if os.path.exists(here):
-    return here
-  return os.path.realpath(os.path.join(os.path.dirname(base), target))
 
 
 # --------------------------------------------------------------------------- naming
@@ -291,14 +125,6 @@ def format_rate(x: Any) -> str:
 # --------------------------------------------------------------------------- rows
 
 
-def _last_value(metrics: Dict[int, Dict[str, float]], key: str,
-                min_step: int = 0) -> Tuple[Optional[float], Optional[int]]:
-  for step in sorted(metrics, reverse=True):
-    if step >= min_step and key in metrics[step]:
-      return metrics[step][key], step
-  return None, None
-
-
 def _run_progress(run: PretrainRun) -> Dict[str, Any]:
   """Steps, epochs, wall time and throughput of a run, from summary.json or else the last metrics."""
   info, summary, train_cfg = run.run_info, run.summary or {}, run.config.get("train", {})
@@ -309,14 +135,14 @@ def _run_progress(run: PretrainRun) -> Dict[str, Any]:
   steps_per_epoch = info.get("steps_per_epoch")
   epochs = summary.get("epochs")
   if epochs is None:
-    epochs, _ = _last_value(run.metrics, "epoch")
+    epochs = wf.last_value(run.metrics, "epoch")
   if epochs is None and steps_per_epoch:
     epochs = step / steps_per_epoch
   if epochs is None and run.finished and not train_cfg.get("steps"):
     epochs = train_cfg.get("epochs")
   images_per_sec = summary.get("images_per_sec")
   if images_per_sec is None:
-    images_per_sec, _ = _last_value(run.metrics, "images_per_sec")
+    images_per_sec = wf.last_value(run.metrics, "images_per_sec")
   return {"step": step, "total_steps": total_steps, "steps_per_epoch": steps_per_epoch, "epochs": epochs,
           "wall_time_s": summary.get("train_wall_time_s"), "images_per_sec": images_per_sec}
 
@@ -342,7 +168,7 @@ def _knn(run: PretrainRun, network: str) -> Tuple[Optional[float], Optional[floa
   final = run.summary.get(key) if run.summary else None
   if final is None:
     # An unfinished run reports its latest evaluation after step 0 (step 0 is the untrained net).
-    final, _ = _last_value(run.metrics, key, min_step=1)
+    final = wf.last_value(run.metrics, key, from_step=1)
   return final, init
 
 
@@ -450,8 +276,8 @@ def collect_rows(workdirs: Sequence[str]) -> Tuple[List[PretrainRun], List[Dict[
   attached: Dict[Tuple[str, str], List[LinearEval]] = {}
   for ev in evals:
     target = ev.result.get("pretrained_workdir")
-    path = _resolve_from(ev.workdir, str(target)) if target else None
-    if path and path not in by_path and _is_pretrain_dir(path):
+    path = resolve_from(ev.workdir, str(target)) if target else None
+    if path and path not in by_path and is_pretrain_dir(path):
       # The run itself was not listed but is on disk: read it so the row is complete.
       by_path[path] = load_pretrain_run(path)
       runs.append(by_path[path])
@@ -459,7 +285,7 @@ def collect_rows(workdirs: Sequence[str]) -> Tuple[List[PretrainRun], List[Dict[
       network = str(ev.result.get("network") or "student")
       attached.setdefault((path, network), []).append(ev)
     else:
-      print(f"simdis_jax.report: warning: {ev.workdir}/{LINEAR_EVAL_FILE} refers to pretraining workdir "
+      print(f"simdis_jax.report: warning: {ev.workdir}/{wf.LINEAR_EVAL_FILE} refers to pretraining workdir "
             f"{target!r}, which was not found; its row has no pretraining details.", file=sys.stderr)
       orphans.setdefault(str(target or ev.workdir), []).append(ev)
 
@@ -512,7 +338,7 @@ def markdown_report(rows: Sequence[Dict[str, Any]], figures: Sequence[str]) -> s
   parts = ["# Results\n\n", markdown_table(rows),
            "\nkNN top-1: weighted cosine kNN of the encoder at the end of the run (latest evaluation for "
            "an unfinished run), the untrained network's value at step 0 in brackets. Linear top-1/top-5: "
-           f"from {LINEAR_EVAL_FILE}. Accuracies in %. Wall time and images/s: the pretraining process "
+           f"from {wf.LINEAR_EVAL_FILE}. Accuracies in %. Wall time and images/s: the pretraining process "
            "that finished the run (the latest logged value for an unfinished run). "
            f"{MISSING}: not available.\n"]
   if figures:
@@ -530,109 +356,6 @@ def json_rows(rows: Sequence[Dict[str, Any]]) -> List[Dict[str, Any]]:
   return out
 
 
-# --------------------------------------------------------------------------- figures
-
-
-def _new_figure(width: float, height: float, ncols: int = 1):
-  # A Figure with an explicit Agg canvas: no pyplot global state, no dependency on the user's backend.
-  fig = Figure(figsize=(width, height), dpi=100)
-  FigureCanvasAgg(fig)
-  axes = fig.subplots(1, ncols)
-  return fig, np.atleast_1d(axes)
-
-
-def _series(metrics: Dict[int, Dict[str, float]], key: str) -> Tuple[np.ndarray, np.ndarray]:
-  steps = [s for s in metrics if key in metrics[s]]
-  return np.asarray(steps, dtype=float), np.asarray([metrics[s][key] for s in steps], dtype=float)
-
-
-def figure_file_name(run_name: str) -> str:
-  """curves_<run>.png with characters unsafe in file names replaced."""
-  return f"curves_{re.sub(r'[^A-Za-z0-9._-]+', '_', run_name) or 'run'}.png"
-
-
-def plot_curves(run: PretrainRun, path: str) -> None:
-  """Losses (total, student, teacher, per head) and kNN top-1 over steps of one run, as a PNG."""
-  fig, (ax_loss, ax_knn) = _new_figure(12, 4.5, ncols=2)
-  progress = _run_progress(run)
-  title = f"{run.name}: {method_label(run.config.get('method'), run.config.get('views') or [])}"
-  if not run.finished:
-    title += f" ({status_note(run)})"
-  fig.suptitle(title)
-
-  heads = sorted({k for values in run.metrics.values() for k in values if k.startswith("loss_head/")})
-  for key in heads:
-    steps, values = _series(run.metrics, key)
-    head = key.split("/", 1)[1]
-    ax_loss.plot(steps, values, linewidth=0.7, alpha=0.7, label=f"head {PAPER_VIEW_NAMES.get(head, head)}")
-  for key, label in (("loss", "total"), ("loss_student", "student"), ("loss_teacher", "teacher")):
-    steps, values = _series(run.metrics, key)
-    if steps.size:
-      ax_loss.plot(steps, values, linewidth=2.0, marker="." if steps.size < 30 else None, label=label)
-  ax_loss.set_title("training losses")
-  ax_loss.set_xlabel("step")
-  ax_loss.set_ylabel("loss")
-
-  for network in ("student", "teacher"):
-    steps, values = _series(run.metrics, f"knn_top1/{network}")
-    if steps.size:
-      ax_knn.plot(steps, values, marker="o", label=network)
-  ax_knn.set_title("kNN top-1 (step 0 = untrained)")
-  ax_knn.set_xlabel("step")
-  ax_knn.set_ylabel("top-1 (%)")
-
-  steps_per_epoch = progress["steps_per_epoch"]
-  for ax in (ax_loss, ax_knn):
-    if ax.lines:
-      ax.legend(fontsize="small")
-      ax.grid(alpha=0.3)
-      if steps_per_epoch:
-        # Epochs on the top axis: the paper's schedules are stated in epochs, the logs in steps.
-        ax.secondary_xaxis("top", functions=(lambda s: s / steps_per_epoch,
-                                             lambda e: e * steps_per_epoch)).set_xlabel("epoch")
-    else:
-      ax.text(0.5, 0.5, "nothing logged yet", ha="center", va="center", transform=ax.transAxes)
-  fig.tight_layout()
-  fig.savefig(path)
-
-
-def plot_accuracy_vs_epochs(rows: Sequence[Dict[str, Any]], path: str) -> None:
-  """Top-1 against pretraining epochs, one series per method and metric (cf. the paper's Figs. 1 and 3)."""
-  fig, (ax,) = _new_figure(7, 5)
-  series: Dict[Tuple[str, str, str], List[Tuple[float, float]]] = {}
-  for row in rows:
-    if row["epochs"] is None:
-      continue
-    # Linear top-1 is the paper's measure; kNN stands in for runs not linearly evaluated yet.
-    if row["linear_top1"] is not None:
-      metric, value = "linear", row["linear_top1"]
-    elif row["knn_top1"] is not None:
-      metric, value = "kNN", row["knn_top1"]
-    else:
-      continue
-    series.setdefault((row["method_label"], row["network"], metric), []).append((row["epochs"], value))
-    if row["finished"] is False:
-      # An unfinished run's point is not comparable to the finished ones at the same epochs: say so.
-      ax.annotate("unfinished", (row["epochs"], value), textcoords="offset points", xytext=(4, 4),
-                  fontsize="x-small", color="grey")
-  for (method, network, metric), points in sorted(series.items(), key=_figure3_key):
-    points.sort()
-    xs, ys = zip(*points)
-    label = f"{method}{' teacher' if network != 'student' else ''} ({metric} top-1)"
-    ax.plot(xs, ys, marker="o" if metric == "linear" else "s",
-            linestyle="-" if metric == "linear" else "--", label=label)
-  ax.set_xlabel("pretraining epochs")
-  ax.set_ylabel("top-1 accuracy (%)")
-  ax.set_title("Top-1 vs pretraining epochs (linear eval where available, else kNN)")
-  if series:
-    ax.legend(fontsize="small")
-    ax.grid(alpha=0.3)
-  else:
-    ax.text(0.5, 0.5, "no accuracies to plot", ha="center", va="center", transform=ax.transAxes)
-  fig.tight_layout()
-  fig.savefig(path)
-
-
 # --------------------------------------------------------------------------- entry points
 
 
@@ -644,19 +367,22 @@ def write_report(workdirs: Sequence[str], out_dir: str) -> str:
     raise ValueError("No workdirs given; pass pretraining and/or linear-evaluation workdirs.")
   runs, rows = collect_rows(workdirs)
   os.makedirs(out_dir, exist_ok=True)
-  figures = []
+  written = []
   for run in runs:
-    name = figure_file_name(run.name)
-    plot_curves(run, os.path.join(out_dir, name))
-    figures.append(name)
-  plot_accuracy_vs_epochs(rows, os.path.join(out_dir, ACCURACY_FIGURE))
-  figures.append(ACCURACY_FIGURE)
+    name = figures.figure_file_name(run.name)
+    title = f"{run.name}: {method_label(run.config.get('method'), run.config.get('views') or [])}"
+    if not run.finished:
+      title += f" ({status_note(run)})"
+    figures.plot_curves(run.metrics, title, _run_progress(run)["steps_per_epoch"], os.path.join(out_dir, name))
+    written.append(name)
+  figures.plot_accuracy_vs_epochs(rows, os.path.join(out_dir, ACCURACY_FIGURE))
+  written.append(ACCURACY_FIGURE)
 
-  markdown = markdown_report(rows, figures)
+  markdown = markdown_report(rows, written)
   with open(os.path.join(out_dir, RESULTS_MD), "w", encoding="utf-8") as f:
     f.write(markdown)
   with open(os.path.join(out_dir, RESULTS_JSON), "w", encoding="utf-8") as f:
-    json.dump({"workdirs": [os.path.realpath(str(w)) for w in workdirs], "figures": figures,
+    json.dump({"workdirs": [os.path.realpath(str(w)) for w in workdirs], "figures": written,
                "rows": json_rows(rows)}, f, indent=2, ensure_ascii=False)
   return markdown
 

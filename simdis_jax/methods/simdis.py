@@ -13,6 +13,7 @@ from typing import Dict, Mapping, Sequence, Tuple
 import jax
 import jax.numpy as jnp
 
+from simdis_jax import labels
 from simdis_jax.methods.interface import Forward
 
 # --- The seven target views (SPEC.md "Two augmented views, seven targets") ---
@@ -27,8 +28,7 @@ VIEWS: Dict[str, Tuple[str, bool]] = {
     "tema_sv": ("teacher_ema", True),   # T̂-v   EMA teacher, same view
     "tema_dv": ("teacher_ema", False),  # T̂-v'  EMA teacher, other view
 }
-PAPER_NAMES = {"s_dv": "S-v'", "sema_sv": "Ŝ-v", "sema_dv": "Ŝ-v'", "t_sv": "T-v",
-               "t_dv": "T-v'", "tema_sv": "T̂-v", "tema_dv": "T̂-v'"}
+PAPER_NAMES = labels.VIEW_NAMES  # the display names, shared with the report (simdis_jax/labels.py)
 # BYOL's own term; also the name of the teacher's single predictor head, so that
 # a finished BYOL run's student restores directly as a SimDis teacher.
 BYOL_HEAD = "sema_dv"
