@@ -49,7 +49,7 @@ def restore_variables(workdir: str, config, network: str = "student", weights: s
   """{'params', 'batch_stats'} of one network's encoder + projector, restored alone; and the step."""
   if weights not in WEIGHTS:
     raise ValueError(f"weights={weights!r}: choose one of {list(WEIGHTS)}.")
-  if network == "teacher" and config.method not in ("simdis_off", "simdis_on"):
+  if network == "teacher" and not configuration.uses_teacher(config):
     raise ValueError(f"{workdir} is a {config.method!r} run: it has no teacher; use network='student'.")
   net = build_network(config, network)
   sample = jnp.zeros((1,) + image_shape(config), jnp.float32)

@@ -14,6 +14,7 @@ from simdis_jax import methods, optim
 from simdis_jax.methods import simdis
 from simdis_jax.data import augment
 from simdis_jax.models import encoders, resnet
+from simdis_jax.models.heads import PROJECTORS
 
 # Presets of the student's target views (SPEC.md "Presets", paper Table 2).
 VIEW_PRESETS = {
@@ -40,19 +41,21 @@ BN_RUNNING_VARS = ("biased", "unbiased")
 
 
 # The network keys added with the arch choice, and what a section written without them means.
-NETWORK_DEFAULTS = dict(arch="resnet", patch_size=16, drop_path_rate=0.0, style="torchvision")
+NETWORK_DEFAULTS = dict(arch="resnet", patch_size=16, drop_path_rate=0.0, style="torchvision", projector="byol")
 
 
 def network_config(depth: int, width: int, cifar_stem: bool, hidden_dim: int, proj_dim: int,
                    arch: str = "resnet", patch_size: int = 16, drop_path_rate: float = 0.0,
-                   style: str = "torchvision"):
+                   style: str = "torchvision", projector: str = "byol"):
   """A config.model.{student,teacher} section (arch: see models/encoders.py; depth/width are ResNet's)."""
   # cifar_stem: the small-image variant of every convolutional arch; patch_size: ViTs; drop_path_rate:
   # stochastic depth of EfficientNet and ViTs (0 = off, the self-supervised default); style: a ResNet's
-  # padding and shortcuts, torchvision's or DeepMind's Haiku ResNet's (models/resnet.py).
+  # padding and shortcuts, torchvision's or DeepMind's Haiku ResNet's (models/resnet.py); projector: byol
+  # (Linear-BN-ReLU-Linear) | moco (Linear-ReLU-Linear, no BN: MoCo-v2's head, SEED's student head).
   return ml_collections.ConfigDict(dict(depth=depth, width=width, cifar_stem=cifar_stem,
                                         hidden_dim=hidden_dim, proj_dim=proj_dim, arch=arch,
-                                        patch_size=patch_size, drop_path_rate=drop_path_rate, style=style))
+                                        patch_size=patch_size, drop_path_rate=drop_path_rate, style=style,
+                                        projector=projector))
 
 
 def with_network_defaults(run: dict) -> dict:
@@ -90,7 +93,7 @@ def data_config(name: str = "imagenet2012") -> ml_collections.ConfigDict:
 def base_config() -> ml_collections.ConfigDict:
   """All keys with defaults: the paper's ImageNet SimDis-On-7v standard setting."""
   c = ml_collections.ConfigDict()
-  c.method = "simdis_on"          # byol | simdis_off | simdis_on | supervised (labels; views unused)
+  c.method = "simdis_on"          # byol | simdis_off | simdis_on | supervised (labels; views unused) | moco_v2 | seed
   c.views = VIEW_PRESETS["simdis_7v"]
   c.head_combination = "mean"     # mean over heads (authors) | sum
   c.seed = 0
@@ -133,6 +136,8 @@ def base_config() -> ml_collections.ConfigDict:
   c.optim.trust_coefficient = 1e-3
   c.optim.warmup_epochs = 10.0
   c.optim.warmup_init_lr = 1e-6
+  c.optim.schedule = "cosine"     # after the warm-up: cosine to 0 | step (x0.1 every optim.step_epochs epochs)
+  c.optim.step_epochs = 30.0      # schedule=step: epochs between the x0.1 decays (torchvision's supervised recipe)
 
   c.train = ml_collections.ConfigDict()
   c.train.batch_size = 2048       # global, over all devices and hosts
@@ -159,6 +164,24 @@ def base_config() -> ml_collections.ConfigDict:
   c.final_eval.linear_train_examples = 0  # 0 = the whole train split (a subset makes quick checks quicker)
   c.final_eval.linear_eval_examples = 0
   c.final_eval.report = False             # write <workdir>/report (results.md + figures) and print it
+
+  # MoCo-v2 (method=moco_v2; SPEC.md "MoCo-v2"): the key encoder is the student's EMA partner.
+  c.moco = ml_collections.ConfigDict()
+  c.moco.momentum = 0.999         # key encoder: θ_k <- m θ_k + (1 - m) θ_q at the start of every step
+  c.moco.temperature = 0.2
+  c.moco.queue_size = 65_536      # negatives; a multiple of train.batch_size
+  c.moco.shuffle_bn = True        # key encoder on a permutation of the global batch (needs model.sync_bn=False)
+
+  # SEED (method=seed; SPEC.md "SEED"): the frozen teacher is a finished BYOL run (teacher.workdir).
+  c.seed_distill = ml_collections.ConfigDict()
+  c.seed_distill.student_temperature = 0.2
+  c.seed_distill.teacher_temperature = 1e-4
+  c.seed_distill.queue_size = 65_536  # teacher embeddings; a multiple of train.batch_size
+
+  # method=supervised: 2 = both views, their losses averaged (the study's reference, BYOL augmentations);
+  # 1 = one crop per image and step (the torchvision recipe of configs/imagenet/supervised_r18.py).
+  c.supervised = ml_collections.ConfigDict()
+  c.supervised.views = 2
 
   c.knn = ml_collections.ConfigDict()
   c.knn.k = 20
@@ -325,6 +348,17 @@ RULES = (
     whole_number("data.host_threads", 0),
     number("data.augment.jitter_prob", low=0.0, high=1.0, hint="BYOL uses 0.8"),
     number("data.augment.grey_prob", low=0.0, high=1.0, hint="BYOL uses 0.2"),
+    # Figure 3's other systems (issue 17): the LR schedule, the supervised views, MoCo-v2, SEED.
+    one_of("optim.schedule", optim.SCHEDULES),
+    number("optim.step_epochs", above=0.0, hint="torchvision uses 30"),
+    one_of("supervised.views", (1, 2), hint="1 = one crop per image (the torchvision recipe), 2 = both views"),
+    *(one_of(f"model.{net}.projector", PROJECTORS) for net in NETWORK_NAMES),
+    number("moco.momentum", low=0.0, high=1.0, hint="MoCo uses 0.999"),
+    number("moco.temperature", above=0.0, hint="MoCo-v2 uses 0.2"),
+    whole_number("moco.queue_size", hint="MoCo uses 65,536"),
+    number("seed_distill.student_temperature", above=0.0, hint="SEED uses 0.2"),
+    number("seed_distill.teacher_temperature", above=0.0, hint="SEED's code default is 1e-4"),
+    whole_number("seed_distill.queue_size", hint="SEED uses 65,536"),
 )
 
 
@@ -341,10 +375,11 @@ def validate(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
   if config.method == "supervised" and not has_labels(config.data):
     raise ValueError(f"method 'supervised' trains on labels, but the image folder {config.data.folder!r} has "
                      "none; use a labelled dataset (config.data.name) or a self-supervised method.")
-  if config.method == "simdis_off" and not config.teacher.workdir:
-    raise ValueError("method 'simdis_off' needs a finished BYOL teacher run: set "
+  if config.method in OFFLINE_TEACHER_METHODS and not config.teacher.workdir:
+    raise ValueError(f"method {config.method!r} needs a finished BYOL teacher run: set "
                      "--config.teacher.workdir=<workdir of a method=byol run of the teacher network>.")
   check_schedule(config)
+  _check_contrastive(config)
   if config.probe.enabled and (config.probe.num_classes < 2 or config.probe.learning_rate <= 0):
     raise ValueError("config.probe needs num_classes >= 2 and learning_rate > 0.")
   low, high = config.data.augment.crop_scale
@@ -360,6 +395,33 @@ def check_schedule(config) -> None:
   """A run needs a length: config.train.epochs or config.train.steps (shared with linear evaluation)."""
   if config.train.epochs <= 0 and config.train.steps <= 0:
     raise ValueError("Set config.train.epochs > 0 or config.train.steps > 0.")
+
+
+# Methods whose teacher is a finished BYOL run, restored frozen (train.load_offline_teacher).
+OFFLINE_TEACHER_METHODS = ("simdis_off", "seed")
+
+
+def _check_contrastive(config) -> None:
+  """MoCo-v2's and SEED's cross-key rules: the queue against the batch, shuffle BN against SyncBN, the head's size."""
+  sizes = {"moco_v2": "moco.queue_size", "seed": "seed_distill.queue_size"}
+  if config.method not in sizes:
+    return
+  section, key = sizes[config.method].split(".")
+  size, batch = config[section][key], config.train.batch_size
+  if int(size) != size or size <= 0 or size % batch:
+    raise ValueError(f"config.{sizes[config.method]}={size!r} must be a positive multiple of config.train."
+                     f"batch_size={batch} (the keys of a batch never straddle the queue's end), e.g. "
+                     f"{max(1, 65_536 // batch) * batch}.")
+  if config.method == "moco_v2":
+    if config.moco.shuffle_bn and config.model.sync_bn:
+      raise ValueError("config.moco.shuffle_bn=True needs per-device BN (--config.model.sync_bn=False); with "
+                       "SyncBN every device sees the global statistics and a shuffle changes nothing. Choose one.")
+    if config.model.ema_init != "copy":
+      raise ValueError("method 'moco_v2' starts the key encoder as a copy of the query encoder: set "
+                       "--config.model.ema_init=copy.")
+  if config.method == "seed" and config.model.student.proj_dim != config.model.teacher.proj_dim:
+    raise ValueError(f"method 'seed': the student's head must output the teacher's dimension; set "
+                     f"--config.model.student.proj_dim={config.model.teacher.proj_dim} (model.teacher.proj_dim).")
 
 
 def _check_network(config, name: str) -> None:
@@ -410,8 +472,8 @@ def _check_data(config) -> None:
 
 
 def uses_teacher(config) -> bool:
-  """Whether the run holds a teacher network (SimDis-Off or SimDis-On)."""
-  return config.method in ("simdis_off", "simdis_on")
+  """Whether the run holds a teacher network (SimDis-Off, SimDis-On or SEED)."""
+  return config.method in ("simdis_off", "simdis_on", "seed")
 
 
 def compute_dtype(config):

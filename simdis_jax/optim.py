@@ -25,7 +25,7 @@ under the same mask, on the same warm-up + cosine schedule.
 """
 
 import math
-from typing import Any, Callable, NamedTuple
+from typing import Any, Callable, NamedTuple, Optional
 
 import jax
 import jax.numpy as jnp
@@ -58,6 +58,40 @@ def warmup_cosine_schedule(base_lr: float, batch_size: int, total_steps: int, wa
     return jnp.where(step < warmup_steps, warm, cosine)
 
   return schedule
+
+
+SCHEDULES = ("cosine", "step")
+
+
+def step_decay_schedule(base_lr: float, batch_size: int, decay_every_steps: int, warmup_steps: int = 0,
+                        warmup_init_lr: float = 1e-6, dtype: Any = jnp.float32) -> Callable[[Any], jnp.ndarray]:
+  """LR = base × batch/256 × 0.1^floor(k / decay_every_steps), after an optional linear warm-up (torchvision's)."""
+  peak = base_lr * batch_size / 256.0
+  decay_every_steps = max(int(decay_every_steps), 1)
+
+  def schedule(step):
+    step = jnp.asarray(step, dtype)
+    warm = warmup_init_lr + (peak - warmup_init_lr) * step / max(warmup_steps, 1)
+    stepped = peak * jnp.power(jnp.asarray(0.1, dtype), jnp.floor(step / decay_every_steps))
+    return jnp.where(step < warmup_steps, warm, stepped)
+
+  return schedule
+
+
+def make_schedule(config, total_steps: int, warmup_steps: int, steps_per_epoch: Optional[float] = None,
+                  dtype: Any = jnp.float32) -> Callable[[Any], jnp.ndarray]:
+  """config.optim.schedule's LR schedule; `steps_per_epoch` None = total_steps / config.train.epochs."""
+  o = config.optim
+  name = o.get("schedule", "cosine")  # configs saved before the key: cosine
+  if name == "cosine":
+    return warmup_cosine_schedule(o.base_lr, config.train.batch_size, total_steps, warmup_steps,
+                                  o.warmup_init_lr, dtype=dtype)
+  if name != "step":
+    raise ValueError(f"Unknown config.optim.schedule {name!r}; choose one of {SCHEDULES}.")
+  if steps_per_epoch is None:
+    steps_per_epoch = total_steps / max(config.train.epochs, 1e-9)
+  return step_decay_schedule(o.base_lr, config.train.batch_size, int(round(o.step_epochs * steps_per_epoch)),
+                             warmup_steps, o.warmup_init_lr, dtype=dtype)
 
 
 def kernel_mask(params):

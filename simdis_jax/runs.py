@@ -51,11 +51,10 @@ class Built(NamedTuple):
   create: Callable[[], TrainState]
 
 
-def build(config, total_steps: int, warmup_steps: int) -> Built:
+def build(config, total_steps: int, warmup_steps: int, steps_per_epoch: Optional[int] = None) -> Built:
   """Networks, LR schedule, optimizer and the state constructor of a pretraining config."""
   networks = build_networks(config)
-  schedule = optim.warmup_cosine_schedule(config.optim.base_lr, config.train.batch_size, total_steps,
-                                          warmup_steps, config.optim.warmup_init_lr)
+  schedule = optim.make_schedule(config, total_steps, warmup_steps, steps_per_epoch)
   tx = optim.make_optimizer(config.optim, schedule)
   create = functools.partial(create_train_state, config, networks, tx, image_shape(config))
   return Built(networks, schedule, tx, create)

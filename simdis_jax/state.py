@@ -1,5 +1,6 @@
 """The one train state: teacher and student, online and EMA, BN statistics, optimizer, step and RNG."""
 
+import dataclasses
 from typing import Any, NamedTuple, Optional, Tuple
 
 import flax
@@ -21,7 +22,7 @@ class NetState:
   ema_batch_stats: Any
 
 
-@flax.struct.dataclass
+@dataclasses.dataclass(frozen=True)
 class TrainState:
   """Everything a run needs to continue, saved and restored as one pytree."""
   step: jnp.ndarray           # int32 scalar: number of completed train steps
@@ -31,6 +32,32 @@ class TrainState:
   opt_state: Any              # one optimizer over trainable_params(state)
   probe: Any = None           # online linear probe {network: {kernel, bias}} or None
   probe_opt_state: Any = None
+  # MoCo-v2 / SEED: {"queue": float32 [K, dim] rows, "ptr": int32 scalar}; None for the other methods.
+  queue: Any = None
+
+  def replace(self, **updates) -> "TrainState":
+    """A copy with `updates` (as flax.struct dataclasses offer)."""
+    return dataclasses.replace(self, **updates)
+
+
+_TRAIN_STATE_FIELDS = tuple(f.name for f in dataclasses.fields(TrainState))
+
+
+def _train_state_children(s: TrainState):
+  # A None queue is left out of the tree (not kept as an empty node): the tree of every other method
+  # is then exactly what it was before the field existed, so their older checkpoints still restore.
+  names = tuple(n for n in _TRAIN_STATE_FIELDS if n != "queue" or s.queue is not None)
+  return [(jax.tree_util.GetAttrKey(n), getattr(s, n)) for n in names], names
+
+
+def _train_state_flatten(s: TrainState):
+  children, names = _train_state_children(s)
+  return [value for _, value in children], names
+
+
+jax.tree_util.register_pytree_with_keys(
+    TrainState, _train_state_children, lambda names, children: TrainState(**dict(zip(names, children))),
+    _train_state_flatten)
 
 
 class Networks(NamedTuple):
@@ -140,6 +167,10 @@ def create_train_state(config, networks: Networks, tx, image_shape) -> TrainStat
   if config.probe.enabled:
     probe = init_probe(config, networks, image_shape)
     state = state.replace(probe=probe, probe_opt_state=probe_optimizer(config).init(probe))
+  init_queue = getattr(methods.get(config.method), "init_queue_state", None)
+  if init_queue is not None:
+    # Its own stream (fold_in of the seed's key), so that the other draws stay those of every method.
+    state = state.replace(queue=init_queue(config, jax.random.fold_in(rng, 17)))
   return state
 
 

@@ -18,6 +18,7 @@ from jax.sharding import PartitionSpec as P
 
 from simdis_jax import methods, optim
 from simdis_jax.data import augment
+from simdis_jax.methods import contrastive
 from simdis_jax.parallel import DATA_AXIS, batch_sharded, make_mesh, replicated
 from simdis_jax.state import (Networks, TrainState, build_networks, network_variables, probe_optimizer,
                               trainable_params, with_updates)
@@ -38,10 +39,11 @@ def forward_views(net, params, batch_stats, views: Sequence, bn: str, update_sta
   return tuple(outputs), batch_stats
 
 
-def loss_fn(trainable, state: TrainState, v1, v2, labels=None, *, networks: Networks, config):
+def loss_fn(trainable, state: TrainState, v1, v2, labels=None, permutation=None, *, networks: Networks, config):
   """The method's loss from the forwards it asks for: loss, (metrics, new BN statistics, outputs).
 
   outputs[network] = (outputs of each view it saw); batch statistics only of the forwards that keep them.
+  `permutation` (int [global batch]) orders the global batch for a `shuffle` forward (shuffle BN).
   """
   method = methods.get(config.method)
   axis = DATA_AXIS if config.model.sync_bn else None
@@ -50,8 +52,17 @@ def loss_fn(trainable, state: TrainState, v1, v2, labels=None, *, networks: Netw
   for f in method.forwards(config):
     params, batch_stats = network_variables(state, f.network)
     params = trainable[f.network] if f.trainable else jax.lax.stop_gradient(params)
-    outputs[f.network], new_stats = forward_views(getattr(networks, f.network), params, batch_stats,
-                                                  [views[i] for i in f.views], f.bn, f.update_stats, axis)
+    inputs = [views[i] for i in f.views]
+    if f.shuffle:
+      if permutation is None:
+        raise ValueError(f"Forward of {f.network} asks for shuffle BN but the step was given no permutation.")
+      inputs = [contrastive.shuffle_to_devices(x, permutation, DATA_AXIS) for x in inputs]
+    outs, new_stats = forward_views(getattr(networks, f.network), params, batch_stats, inputs, f.bn,
+                                    f.update_stats, axis)
+    if f.shuffle:  # back to this device's own examples, in their order
+      outs = tuple(jax.tree.map(lambda y: contrastive.unshuffle_from_devices(y, permutation, DATA_AXIS), o)
+                   for o in outs)
+    outputs[f.network] = outs
     if f.update_stats:
       stats[f.network] = new_stats
   loss, metrics = method.loss(outputs, labels, state, config)
@@ -86,14 +97,19 @@ def probe_update(state: TrainState, features, labels, config):
   return state.replace(probe=optax.apply_updates(state.probe, updates), probe_opt_state=opt_state), metrics
 
 
-def update_on_views(state: TrainState, v1, v2, labels, *, config, networks: Networks,
+def update_on_views(state: TrainState, v1, v2, labels, permutation=None, *, config, networks: Networks,
                     tx: optax.GradientTransformation, schedule: Callable, total_steps: int):
-  """One train step on augmented views, per device (inside shard_map): (new state, metrics, gradients)."""
+  """One train step on augmented views, per device (inside shard_map): (new state, metrics, gradients, logits).
+
+  logits: what the method's loss returned as metrics["logits"] (MoCo-v2, SEED), else None.
+  """
   method = methods.get(config.method)
   state, method_metrics = method.before_update(state, config, total_steps)
   params = trainable_params(state, config)
   objective = functools.partial(loss_fn, networks=networks, config=config)
-  (_, (metrics, stats, outputs)), grads = jax.value_and_grad(objective, has_aux=True)(params, state, v1, v2, labels)
+  (_, (metrics, stats, outputs)), grads = jax.value_and_grad(objective, has_aux=True)(
+      params, state, v1, v2, labels, permutation)
+  logits = metrics.pop("logits", None)  # per example: not a metric to average
   grads = jax.lax.pmean(grads, DATA_AXIS)
   if not config.model.sync_bn:
     # Per-device statistics differ; keep one (averaged) copy in the replicated state.
@@ -114,7 +130,12 @@ def update_on_views(state: TrainState, v1, v2, labels, *, config, networks: Netw
   metrics = jax.lax.pmean(metrics, DATA_AXIS)
   metrics.update(lr=schedule(state.step), **method_metrics, grad_norm=optax.tree.norm(grads["student"]),
                  param_norm=optax.tree.norm(params["student"]))
-  return new_state.replace(step=state.step + 1), metrics, grads
+  return new_state.replace(step=state.step + 1), metrics, grads, logits
+
+
+def uses_shuffle(config) -> bool:
+  """Whether a forward of config.method runs with shuffle BN (and the step needs a permutation)."""
+  return any(f.shuffle for f in methods.get(config.method).forwards(config))
 
 
 def make_train_step(config, networks: Networks, tx: optax.GradientTransformation, schedule: Callable,
@@ -125,12 +146,14 @@ def make_train_step(config, networks: Networks, tx: optax.GradientTransformation
   step = functools.partial(update_on_views, config=config, networks=networks, tx=tx, schedule=schedule,
                            total_steps=total_steps)
 
-  def per_device_step(state: TrainState, v1, v2, labels):
-    new_state, metrics, _ = step(state, v1, v2, labels)
+  shuffle = uses_shuffle(config)
+
+  def per_device_step(state: TrainState, v1, v2, labels, permutation):
+    new_state, metrics, _, _ = step(state, v1, v2, labels, permutation if shuffle else None)
     return new_state, metrics
 
   sharded_step = jax.shard_map(per_device_step, mesh=mesh,
-                               in_specs=(P(), P(DATA_AXIS), P(DATA_AXIS), P(DATA_AXIS)),
+                               in_specs=(P(), P(DATA_AXIS), P(DATA_AXIS), P(DATA_AXIS), P()),
                                out_specs=(P(), P()), check_vma=False)
 
   def train_step(state: TrainState, images, labels):
@@ -141,7 +164,12 @@ def make_train_step(config, networks: Networks, tx: optax.GradientTransformation
       v1, v2 = augment.two_views(key, images, aug_config, out_size=image_size)
     v1 = jax.lax.with_sharding_constraint(v1, batch_sharded(mesh))
     v2 = jax.lax.with_sharding_constraint(v2, batch_sharded(mesh))
-    return sharded_step(state, v1, v2, labels)
+    batch = v1.shape[0]
+    # Shuffle BN: one permutation of the global batch per step, the same on every device and host
+    # (a stream of its own, so that the augmentations' draws stay what they were).
+    permutation = (jax.random.permutation(jax.random.fold_in(key, 1), batch) if shuffle
+                   else jnp.arange(batch))
+    return sharded_step(state, v1, v2, labels, permutation)
 
   return jax.jit(train_step, in_shardings=(replicated(mesh), batch_sharded(mesh), batch_sharded(mesh)),
                  out_shardings=(replicated(mesh), replicated(mesh)), donate_argnums=(0,))
@@ -156,6 +184,9 @@ class ResearchResult(NamedTuple):
   grads: Any                   # {online network: gradient tree}, averaged over the batch as the optimizer sees it
   state: TrainState            # the state after the step (EMA, BN statistics, optimizer, step + 1)
   metrics: Dict[str, Any]      # every metric of the train step (loss_student, loss_teacher, lr, tau, ...)
+  logits: Any = None           # MoCo-v2 / SEED: the loss's logits [B, 1 + K] (positive first), already / T
+  queue: Any = None            # MoCo-v2 / SEED: the queue [K, dim] after the step's enqueue
+  ptr: Any = None              # and its pointer
 
 
 def cast_floats(tree, dtype):
@@ -176,27 +207,36 @@ def make_research_step(config, total_steps: Optional[int] = None, warmup_steps: 
                        "dataset's size to become steps; pass warmup_steps=N.")
     warmup_steps = 0
   networks = build_networks(config, dtype=dtype)
-  schedule = optim.warmup_cosine_schedule(config.optim.base_lr, config.train.batch_size, total_steps, warmup_steps,
-                                          config.optim.warmup_init_lr, dtype=dtype)
+  schedule = optim.make_schedule(config, total_steps, warmup_steps, dtype=dtype)
   tx = optim.make_optimizer(config.optim, schedule)
   step = functools.partial(update_on_views, config=config, networks=networks, tx=tx, schedule=schedule,
                            total_steps=total_steps)
+  shuffle = uses_shuffle(config)
   # The train step's own per-device code on a one-device mesh: its collectives become identities.
-  sharded = jax.jit(jax.shard_map(step, mesh=make_mesh(jax.devices()[:1]),
-                                  in_specs=(P(), P(DATA_AXIS), P(DATA_AXIS), P(DATA_AXIS)),
-                                  out_specs=(P(), P(), P()), check_vma=False))
+  sharded = jax.jit(jax.shard_map(lambda s, a, b, y, perm: step(s, a, b, y, perm if shuffle else None),
+                                  mesh=make_mesh(jax.devices()[:1]),
+                                  in_specs=(P(), P(DATA_AXIS), P(DATA_AXIS), P(DATA_AXIS), P()),
+                                  out_specs=(P(), P(), P(), P()), check_vma=False))
 
-  def research(state: TrainState, v1, v2, labels) -> ResearchResult:
-    new_state, metrics, grads = sharded(cast_floats(state, dtype), v1.astype(dtype), v2.astype(dtype), labels)
+  def research(state: TrainState, v1, v2, labels, permutation=None) -> ResearchResult:
+    perm = jnp.arange(v1.shape[0]) if permutation is None else jnp.asarray(permutation, jnp.int32)
+    new_state, metrics, grads, logits = sharded(cast_floats(state, dtype), v1.astype(dtype), v2.astype(dtype),
+                                                labels, perm)
     per_head = {k[len("loss_head/"):]: v for k, v in metrics.items() if k.startswith("loss_head/")}
-    return ResearchResult(metrics["loss"], per_head, grads, new_state, metrics)
+    queue = new_state.queue or {}
+    return ResearchResult(metrics["loss"], per_head, grads, new_state, metrics, logits, queue.get("queue"),
+                          queue.get("ptr"))
 
   return research
 
 
 def research_step(config, state: TrainState, v1, v2, labels=None, *, total_steps: Optional[int] = None,
-                  warmup_steps: Optional[int] = None) -> ResearchResult:
+                  warmup_steps: Optional[int] = None, permutation=None) -> ResearchResult:
   """One train step of config.method on already augmented float views [B, H, W, C], in the views' dtype.
+
+  MoCo-v2: v1 is the query crop, v2 the key crop; `permutation` (int [B]) is the key encoder's
+  shuffle (default: the identity; on one device it changes nothing but the summation order).
+  SEED: v1 is the one view student and teacher see; v2 is not used.
 
   With jax_enable_x64 on and float64 views, every computation is float64: the state's floats are cast
   to the views' dtype and the networks compute in it. Compiles on each call: for a loop, keep
@@ -216,4 +256,4 @@ def research_step(config, state: TrainState, v1, v2, labels=None, *, total_steps
                        "needs labels; pass labels=int32 [B] (negative = unlabelled).")
     labels = jnp.full((v1.shape[0],), -1, jnp.int32)
   step = make_research_step(config, total_steps, warmup_steps, dtype)
-  return step(state, v1, v2, jnp.asarray(labels, jnp.int32))
+  return step(state, v1, v2, jnp.asarray(labels, jnp.int32), permutation)

@@ -12,7 +12,7 @@ from clu import periodic_actions
 from simdis_jax import checkpoint, configuration, console, flops, lock, parallel, runs
 from simdis_jax import workdir as workdir_files
 from simdis_jax.data import input as data_input
-from simdis_jax.evaluation import knn
+from simdis_jax.evaluation import knn, supervised_top1
 from simdis_jax.state import NetState
 from simdis_jax.step import make_train_step
 from simdis_jax.workdir import RUN_INFO_FILE, SUMMARY_FILE
@@ -99,7 +99,8 @@ def _train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
   fresh_start = mgr.latest_step() is None
   if not fresh_start:
     checkpoint.check_resume_config(workdir, config)
-  teacher_run = check_offline_teacher(config) if config.method == "simdis_off" and fresh_start else None
+  offline_teacher = config.method in configuration.OFFLINE_TEACHER_METHODS
+  teacher_run = check_offline_teacher(config) if offline_teacher and fresh_start else None
   is_main = jax.process_index() == 0
 
   # --- Mesh ---
@@ -116,7 +117,7 @@ def _train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
   total_steps = lengths["total_steps"]
 
   # --- Model and optimizer ---
-  networks, schedule, tx, create = runs.build(config, total_steps, lengths["warmup_steps"])
+  networks, schedule, tx, create = runs.build(config, total_steps, lengths["warmup_steps"], lengths["steps_per_epoch"])
 
   # --- State: restored if the workdir has a checkpoint, else created directly replicated ---
   abstract = parallel.replicated_abstract(jax.eval_shape(create), mesh)
@@ -124,7 +125,7 @@ def _train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
   state = checkpoint.restore_latest(mgr, abstract)
   if state is None:
     state = jax.jit(create, out_shardings=parallel.replicated(mesh))()
-    if config.method == "simdis_off":
+    if offline_teacher:
       state = load_offline_teacher(teacher_run, config, state, mesh)
     logging.info("Starting a new run in %s (%d steps, %d per epoch).", workdir, total_steps,
                  lengths["steps_per_epoch"])
@@ -220,6 +221,13 @@ def _train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
 
   if metrics is not None:
     final.update({k: float(v) for k, v in jax.device_get(metrics).items()})
+  if config.method == "supervised" and int(state.step) >= total_steps:
+    # The supervised network's own classifier on the held-out split (the linear protocol is final_eval's).
+    variables = {"params": state.student.params, "batch_stats": state.student.batch_stats}
+    final["classifier_top1"] = supervised_top1.classifier_top1(
+        networks.student, variables, dataset, config.data.augment, config.data.image_size, mesh,
+        config.knn.eval_examples, config.knn.batch_size, config.seed)
+    console.say(f"classifier top-1 on the held-out split: {final['classifier_top1']:.2f}%")
   if start_step >= total_steps:
     logging.info("Run in %s had already finished (step %d of %d).", workdir, start_step, total_steps)
     final.update(evaluate(total_steps, record=False))  # its row is in metrics.jsonl already

@@ -58,6 +58,18 @@ def test_student_presets_differ_from_the_student_alone_only_in_method_views_and_
       "untrained_student": {"train.steps", "optim.warmup_init_lr"},
       # The teacher run is BYOL on the teacher network: only the trained network differs.
       "byol_teacher": {"model.student.depth", "model.student.width"},
+      # Figure 3's other systems: their authors' recipes (simdis_jax/methods/recipes.py), same student.
+      "moco_v2": {"method", "data.augment.blur_prob", "data.augment.saturation", "data.augment.solarize_prob",
+                  "knn.networks", "moco.queue_size", "model.student.hidden_dim", "model.student.projector",
+                  "model.sync_bn", "optim.base_lr", "optim.name", "optim.warmup_epochs", "optim.weight_decay"},
+      "seed": {"method", "data.augment.blur_prob", "data.augment.saturation", "data.augment.solarize_prob",
+               "model.student.hidden_dim", "model.student.projector", "model.sync_bn", "optim.base_lr",
+               "optim.name", "optim.warmup_init_lr", "optim.weight_decay", "seed_distill.queue_size",
+               "teacher.bn_mode", "teacher.workdir"},
+      "supervised_standard": {"method", "data.augment.blur_prob", "data.augment.grey_prob",
+                              "data.augment.jitter_prob", "data.augment.solarize_prob", "knn.networks",
+                              "optim.base_lr", "optim.name", "optim.schedule", "optim.step_epochs",
+                              "optim.warmup_epochs", "optim.weight_decay", "supervised.views"},
   }
   assert set(expected) == set(presets.PRESETS) - {"byol_student"}
   for name, keys in expected.items():

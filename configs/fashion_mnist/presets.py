@@ -21,6 +21,11 @@ Presets (the student runs differ only in method, views and the teacher; see test
   off_t_sv, off_t_dv, off_tema_sv   Table 2 rows, offline: Ŝ-v' + one teacher view (T-v, T-v', T̂-v;
                    the T̂-v' row is simdis_off_2v)
   supervised       the student trained with cross-entropy on the labels, same views/augmentations/optimizer
+  moco_v2          MoCo-v2 by its authors' recipe (SGD 0.03 x batch/256, queue 4,096, T 0.2, shuffle BN,
+                   blur p=0.5 on both views), the student network with MoCo's head (64 -> 64 -> 128)
+  seed             SEED from the byol_teacher run (frozen, eval mode), one view, queue 4,096, τ_s 0.2, τ_t 1e-4
+  supervised_standard  the student by torchvision's recipe (one crop + flip, SGD 0.1 x batch/256, step decay
+                   every epoch here: 3 epochs are the 90's thirds)
   untrained_student  reference: the student's initial weights, evaluated like the others (one step at
                    learning rate 0: the weights stay exactly as initialised; BN's running statistics take
                    one update, so that eval-mode features are not computed with the (0, 1) placeholders)
@@ -35,6 +40,7 @@ Why these numbers: see RESULTS.md ("Budget").
 """
 
 from simdis_jax import configuration
+from simdis_jax.methods import recipes
 
 EPOCHS = 3.0
 BATCH = 128
@@ -57,7 +63,15 @@ PRESETS = {
     "off_tema_sv": ("simdis_off", V["table2_tema_sv"]),
     "supervised": ("supervised", V["byol"]),
     "untrained_student": ("byol", V["byol"]),
+    # Figure 3's other systems by their authors' recipes (simdis_jax/methods/recipes.py), same student,
+    # schedule length and batch; views are not used by these methods.
+    "moco_v2": ("moco_v2", V["byol"]),
+    "seed": ("seed", V["byol"]),
+    "supervised_standard": ("supervised", V["byol"]),
 }
+# Queue of MoCo-v2 / SEED here: 65,536 would exceed the 60k training images; 4,096 (32 batches) as
+# the CIFAR-scale MoCo reproductions use.
+QUEUE_SIZE = 4096
 
 
 def get_config(preset: str = "simdis_on_7v"):
@@ -95,6 +109,18 @@ def get_config(preset: str = "simdis_on_7v"):
   c.final_eval.linear_protocol = "deepmind"
   c.final_eval.linear_mode = "full"
   c.final_eval.linear_epochs = LINEAR_EPOCHS
+  if preset == "moco_v2":
+    recipes.moco_v2(c, epochs=EPOCHS)
+    c.moco.queue_size = QUEUE_SIZE
+  elif preset == "seed":
+    c.teacher.workdir = TEACHER_WORKDIR
+    recipes.seed(c, epochs=EPOCHS)
+    c.seed_distill.queue_size = QUEUE_SIZE
+    c.optim.warmup_epochs = 0.3  # SEED's 5 of 200 epochs would be 0.075 here; the study's warm-up instead
+  elif preset == "supervised_standard":
+    recipes.supervised_standard(c, epochs=EPOCHS)
+    c.optim.step_epochs = 1.0  # torchvision's 30-of-90 epochs, scaled to the 3-epoch schedule
+    c.data.augment.crop_scale = configuration.fashion_mnist_augment().crop_scale  # the study's (0.2, 1)
   if preset == "untrained_student":
     c.train.steps = 1
     c.optim.warmup_init_lr = 0.0  # the one step's learning rate

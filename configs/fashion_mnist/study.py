@@ -23,6 +23,7 @@ def get_config():
       "supervised:0,1,2",
       "simdis_off_2v:0", "simdis_on_2v:0",
       "off_t_sv:0", "off_t_dv:0", "off_tema_sv:0",
+      "moco_v2:0", "seed:0", "supervised_standard:0",  # Figure 3's other systems (issue 17)
   )
   c.teacher_run = "byol_teacher:0"  # --config.teacher.workdir of every simdis_off preset
   # After each run: a second linear evaluation, 80 epochs on cached features (converged; ~20 s),
@@ -53,6 +54,9 @@ def get_config():
       "off_tema_sv": ("59.72", "Table 2 offline T̂-v"),
       "supervised": ("—", "Fig. 3 upper bound (value not in the text)"),
       "untrained_student": ("—", ""),
+      "moco_v2": ("—", "Fig. 3 MoCo-v2 ResNet-18 (read off the plot only)"),
+      "seed": ("—", "Fig. 3 SEED ResNet-18 <- ResNet-50 (read off the plot only)"),
+      "supervised_standard": ("69.76", "torchvision ResNet-18 reference (90 epochs)"),
   }
   c.labels = {
       "byol_teacher": "BYOL teacher (R18 w16)", "byol_student": "BYOL student alone",
@@ -61,6 +65,8 @@ def get_config():
       "off_t_sv": "Off, Ŝ-v' + T-v", "off_t_dv": "Off, Ŝ-v' + T-v'", "off_tema_sv": "Off, Ŝ-v' + T̂-v",
       "supervised": "Supervised student (cross-entropy)",
       "untrained_student": "Untrained student (reference)",
+      "moco_v2": "MoCo-v2 student", "seed": "SEED student (from the BYOL teacher)",
+      "supervised_standard": "Supervised student (torchvision recipe)",
   }
   # The central presets (the first is the baseline of the comparisons that name no other); blue in the figure.
   c.central = ("byol_student", "simdis_off_7v", "simdis_on_7v")

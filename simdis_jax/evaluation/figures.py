@@ -73,6 +73,13 @@ def plot_curves(metrics: Dict[int, Dict[str, float]], title: str, steps_per_epoc
   fig.savefig(path)
 
 
+def figure3_key(item) -> Tuple[int, Any]:
+  """Sort key of a ((method label, network, metric), points) series: Figure 3's method order first."""
+  (method, network, metric), _ = item
+  order = labels.FIGURE3_ORDER
+  return (order.index(method) if method in order else len(order)), (method, network, metric)
+
+
 def plot_accuracy_vs_epochs(rows: Sequence[Dict[str, Any]], path: str) -> None:
   """Top-1 against pretraining epochs, one series per method and metric (cf. the paper's Figs. 1 and 3)."""
   fig, (ax,) = _new_figure(7, 5)
@@ -92,7 +99,7 @@ def plot_accuracy_vs_epochs(rows: Sequence[Dict[str, Any]], path: str) -> None:
       # An unfinished run's point is not comparable to the finished ones at the same epochs: say so.
       ax.annotate("unfinished", (row["epochs"], value), textcoords="offset points", xytext=(4, 4),
                   fontsize="x-small", color="grey")
-  for (method, network, metric), points in sorted(series.items()):
+  for (method, network, metric), points in sorted(series.items(), key=figure3_key):
     points.sort()
     xs, ys = zip(*points)
     label = f"{method}{' teacher' if network != 'student' else ''} ({metric} top-1)"

@@ -2,9 +2,9 @@
 
 from types import ModuleType
 
-from simdis_jax.methods import simdis, supervised
+from simdis_jax.methods import moco_v2, seed, simdis, supervised
 
-_MODULES = {name: module for module in (simdis, supervised) for name in module.METHODS}
+_MODULES = {name: module for module in (simdis, supervised, moco_v2, seed) for name in module.METHODS}
 # Every config.method value, in the order the study lists them.
 METHODS = tuple(_MODULES)
 

@@ -24,10 +24,12 @@ cross-device reduction, the optimizer update, the online probe):
 
 Methods hold no state of their own: everything lives in the one TrainState. A method
 with extra state (MoCo-v2's and SEED's queue of embeddings and its pointer) adds it as
-one TrainState field, filled when the state is created and replaced by its hooks
-(after_update enqueues); none of today's methods has one, so the field is not there yet.
+one TrainState field (TrainState.queue), filled when the state is created by the module's
+optional `init_queue_state(config, rng)` and replaced by its hooks (after_update enqueues).
+A loss may return the logits it computed as metrics["logits"]: the step takes them out of the
+metrics (they are per example) and the research step returns them.
 MoCo's momentum key encoder is the student's EMA partner ("student_ema"), moved by
-before_update; its shuffled BN would be one more Forward option.
+before_update; its shuffled BN is the Forward option `shuffle`.
 """
 
 import dataclasses
@@ -48,12 +50,16 @@ class Forward:
   bn: "train" normalises with the view's batch statistics, "eval" with the running ones.
   update_stats: keep the running statistics the train-mode forward computes.
   views: indices into the step's views (0 = v, 1 = v').
+  shuffle: shuffle BN (MoCo's key encoder): the network sees its device's chunk of a permutation of
+    the global batch (the step's `permutation`, one for all devices) and its outputs are put back
+    into the original order before the loss (methods/contrastive.py shuffle_to_devices).
   """
   network: str
   trainable: bool
   bn: str
   update_stats: bool
   views: Tuple[int, ...] = (0, 1)
+  shuffle: bool = False
 
   def __post_init__(self):
     if self.network not in NETWORKS:
@@ -62,5 +68,7 @@ class Forward:
       raise ValueError(f"Forward.bn={self.bn!r}; choose one of {BN_MODES}.")
     if self.update_stats and self.bn != "train":
       raise ValueError(f"Forward of {self.network}: update_stats needs bn='train' (eval mode computes none).")
+    if self.shuffle and self.trainable:
+      raise ValueError(f"Forward of {self.network}: shuffle BN is for a frozen (key) encoder, not a trainable one.")
     if self.trainable and self.network.endswith("_ema"):
       raise ValueError(f"Forward of {self.network}: EMA networks are never trainable (they follow the EMA rule).")

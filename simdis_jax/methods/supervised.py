@@ -2,6 +2,9 @@
 
 The upper reference of the small-scale study: the same two views, augmentations,
 BN mode and optimizer as the self-supervised students; config.views is not used.
+The standard recipe (configs/imagenet/supervised_r18.py, Figure 3's upper bound)
+is the same method with config.supervised.views=1 (one crop per image per step),
+random-resized-crop + flip only, SGD and step decay: methods/recipes.py.
 The student's EMA copy follows the SimDis EMA rule, so that its evaluations read the
 same networks as the other methods'.
 """
@@ -27,13 +30,13 @@ def online_networks(config) -> Dict[str, Dict]:
 
 
 def forwards(config) -> Tuple[Forward, ...]:
-  """The student on both views, trained with batch statistics."""
-  del config
-  return (Forward("student", trainable=True, bn="train", update_stats=True),)
+  """The student on both views (config.supervised.views=2), or on view 0 alone (1: the torchvision recipe)."""
+  views = (0,) if config.get("supervised", {}).get("views", 2) == 1 else (0, 1)
+  return (Forward("student", trainable=True, bn="train", update_stats=True, views=views),)
 
 
 def loss(outputs: Mapping[str, Tuple[Dict, Dict]], labels, state, config) -> Tuple[jnp.ndarray, Dict]:
-  """Cross-entropy on both views, averaged; examples with a negative label (unlabelled) are left out."""
+  """Cross-entropy on each view it saw, averaged; examples with a negative label (unlabelled) are left out."""
   del state, config
   labelled = labels >= 0
   safe = jnp.where(labelled, labels, 0)
@@ -43,5 +46,5 @@ def loss(outputs: Mapping[str, Tuple[Dict, Dict]], labels, state, config) -> Tup
     ce = optax.softmax_cross_entropy_with_integer_labels(out["logits"], safe)
     losses.append(jnp.sum(ce * labelled) / count)
     correct = correct + jnp.sum((jnp.argmax(out["logits"], -1) == safe) & labelled)
-  total = (losses[0] + losses[1]) / 2
-  return total, {"loss_student": total, "train_top1": 100.0 * correct / (2 * count)}
+  total = sum(losses) / len(losses)
+  return total, {"loss_student": total, "train_top1": 100.0 * correct / (len(losses) * count)}

@@ -43,3 +43,20 @@ class MLP(nn.Module):
     x = batch_norm(train, bn_axis_name, self.dtype, self.bn_running_var)(name="bn")(x)
     x = nn.relu(x)
     return TorchDense(self.out_dim, self.dtype, name="dense2")(x).astype(output_dtype(self.dtype))
+
+
+class PlainMLP(nn.Module):
+  """Linear(hidden) -> ReLU -> Linear(out), no BN: MoCo-v2's projection head (and SEED's student head)."""
+  hidden_dim: int
+  out_dim: int
+  dtype: Any = jnp.float32
+
+  @nn.compact
+  def __call__(self, x, train: bool = True, bn_axis_name: Optional[str] = None):
+    del train, bn_axis_name  # no BN: the same function in train and eval mode
+    x = nn.relu(TorchDense(self.hidden_dim, self.dtype, name="dense1")(x))
+    return TorchDense(self.out_dim, self.dtype, name="dense2")(x).astype(output_dtype(self.dtype))
+
+
+# config.model.<net>.projector -> the projector's module ("byol": with BN, the default; "moco": without).
+PROJECTORS = ("byol", "moco")

@@ -11,7 +11,7 @@ import flax.linen as nn
 import jax.numpy as jnp
 
 from simdis_jax.models import encoders
-from simdis_jax.models.heads import MLP
+from simdis_jax.models.heads import MLP, PlainMLP
 from simdis_jax.models.resnet import output_dtype
 
 
@@ -33,6 +33,7 @@ class Network(nn.Module):
   matmul_conv_vjp: bool = True  # conv_impl="matmul" only: see models/resnet.py ResNet
   matmul_max_pool: bool = True
   style: str = "torchvision"  # ResNets: torchvision | haiku (models/resnet.py ResNet.style)
+  projector: str = "byol"  # byol: Linear-BN-ReLU-Linear | moco: Linear-ReLU-Linear (MoCo-v2, SEED's student)
 
   @nn.compact
   def __call__(self, x, train: bool = True, bn_axis_name: Optional[str] = None, features_only: bool = False):
@@ -47,8 +48,11 @@ class Network(nn.Module):
     if self.num_classes:
       logits = nn.Dense(self.num_classes, dtype=self.dtype, name="classifier")(feature)
       outputs["logits"] = logits.astype(output_dtype(self.dtype))
-    projection = MLP(self.hidden_dim, self.proj_dim, self.dtype, self.bn_running_var, name="projector")(
-        feature, train=train, bn_axis_name=bn_axis_name)
+    if self.projector == "moco":
+      projector = PlainMLP(self.hidden_dim, self.proj_dim, self.dtype, name="projector")
+    else:
+      projector = MLP(self.hidden_dim, self.proj_dim, self.dtype, self.bn_running_var, name="projector")
+    projection = projector(feature, train=train, bn_axis_name=bn_axis_name)
     # Predictors take the raw (unnormalised) projection (SPEC.md "Networks").
     predictions = {
         h: MLP(self.hidden_dim, self.proj_dim, self.dtype, self.bn_running_var, name=f"predictor_{h}")(
@@ -68,4 +72,5 @@ def network_from_config(model_config, heads: Sequence[str] = (), dtype: Any = jn
                  # Sections written before the arch key existed describe ResNets.
                  arch=model_config.get("arch", "resnet"), patch_size=model_config.get("patch_size", 16),
                  drop_path_rate=model_config.get("drop_path_rate", 0.0),
-                 style=model_config.get("style", "torchvision"))
+                 style=model_config.get("style", "torchvision"),
+                 projector=model_config.get("projector", "byol"))

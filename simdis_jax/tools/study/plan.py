@@ -64,7 +64,7 @@ def command(study, workdir: str, preset: str, seed: int) -> List[str]:
   """The run's own command line (what a person would type to repeat it)."""
   cmd = [sys.executable, "-m", "simdis_jax.main", f"--config={study.presets}:{preset}",
          f"--config.seed={seed}", f"--workdir={run_dir(workdir, preset, seed)}"]
-  if method_of(study, preset) == "simdis_off":
+  if method_of(study, preset) in ("simdis_off", "seed"):
     cmd.append(f"--config.teacher.workdir={run_dir(workdir, *teacher_run(study))}")
   return cmd + list(study.get("overrides", ()))
 

@@ -69,7 +69,7 @@ def run_study(study, workdir: str, results: str, figures: str, config_path: str 
       directory = run_dir(workdir, preset, seed)
       if is_done(study, directory):
         continue
-      if method_of(study, preset) == "simdis_off" and teacher in failed:
+      if method_of(study, preset) in ("simdis_off", "seed") and teacher in failed:
         print(f"Study: skipping {preset} seed {seed}: its teacher run failed.", flush=True)
         continue
       os.makedirs(directory, exist_ok=True)
