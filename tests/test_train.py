@@ -130,7 +130,7 @@ def test_a_checkpoint_of_another_method_is_a_clear_error(tmp_path):
   c.train.steps = 2
   train.train_and_evaluate(c, str(tmp_path))
   other = tiny_config("simdis_on", "simdis_2v")
-  with pytest.raises(ValueError, match=r"config.method='byol', but this config has 'simdis_on'.*--config.method='byol'"):
+  with pytest.raises(ValueError, match=r"config.method='byol', but this config has 'simdis_on'.*--config.method=byol "):
     train.train_and_evaluate(other, str(tmp_path))
   assert checkpoint.manager(str(tmp_path)).all_steps() == [2]
 
