@@ -12,6 +12,7 @@ import pytest
 
 from conftest import requires_fashion_mnist, tiny_config
 from simdis_jax import configuration, optim
+from simdis_jax import workdir as workdir_files
 from simdis_jax.models import blocks, encoders
 from simdis_jax.tools import architectures
 from simdis_jax.models.network import Network, network_from_config
@@ -293,7 +294,7 @@ def _distil(arch, teacher_workdir, workdir, steps, knn_networks=("student",), **
   for key, value in optim_keys.items():
     c.optim[key] = value
   result = train.train_and_evaluate(c, workdir)
-  with open(f"{workdir}/{train.METRICS_FILE}") as f:
+  with open(f"{workdir}/{workdir_files.METRICS_FILE}") as f:
     losses = [row["loss"] for row in map(json.loads, f) if "loss" in row]
   return c, result, losses
 

@@ -12,7 +12,7 @@ import pytest
 
 import simdis_jax
 from conftest import requires_fashion_mnist, tiny_config
-from simdis_jax import export, train
+from simdis_jax import configuration, export, train
 from simdis_jax.data import fashion_mnist
 
 pytestmark = requires_fashion_mnist
@@ -62,7 +62,7 @@ def test_npz_holds_every_weight_and_describes_the_architecture(byol_run, images,
   np.testing.assert_array_equal(export.run_npz(out, images, enc), enc.embed(images))
   with open(out[:-4] + ".json") as f:
     arch = json.load(f)
-  assert arch["model"] == {"depth": 10, "width": 4, "cifar_stem": True, "hidden_dim": 32, "proj_dim": 16}
+  assert arch["model"] == dict(configuration.network_config(10, 4, True, 32, 16))
   assert arch["feature_dim"] == 32 and arch["input"]["shape"] == [None, 28, 28, 1]
   assert arch["preprocessing"]["image_size"] == 16
 

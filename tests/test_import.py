@@ -361,11 +361,11 @@ def test_simdis_off_distils_from_an_imported_torchvision_teacher(imported_teache
 
 @requires_fashion_mnist
 def test_knn_and_linear_evaluation_accept_an_imported_run(imported_teacher, tmp_path):
-  from simdis_jax.evaluation import knn, linear  # pylint: disable=import-outside-toplevel
+  from simdis_jax.evaluation import knn, linear, linear_config  # pylint: disable=import-outside-toplevel
   _, workdir = imported_teacher
   result = knn.evaluate_checkpoint(workdir, ks=(5,), train_examples=200, eval_examples=100)
   assert result["step"] == 1 and 10.0 < result["knn_top1/k5"] <= 100.0  # above chance on 10 classes
-  c = linear.apply_protocol(linear.base_config(), "authors")
+  c = linear_config.apply_protocol(linear_config.base_config(), "authors")
   c.pretrained.workdir = workdir
   c.train.epochs = 1.0
   c.train.batch_size = 32
