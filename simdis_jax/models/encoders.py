@@ -5,10 +5,9 @@ float32 feature [N, D]; BatchNorm layers use bn_axis_name (SyncBN when set).
 Parameters and forward MACs per 224-px image beside the published figures: `python -m simdis_jax.tools.architectures`.
 """
 
-from typing import Any, Dict, NamedTuple, Optional
+from typing import Any, NamedTuple, Optional
 
 import flax.linen as nn
-import jax
 import jax.numpy as jnp
 
 from simdis_jax.models import efficientnet, mobilenet_v3, resnet, vit
