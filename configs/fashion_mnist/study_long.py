@@ -48,9 +48,12 @@ def get_config():
       "byol_student_e5:0", "simdis_off_7v_e5:0", "simdis_on_7v_e5:0", "simdis_off_2v_e5:0", "simdis_on_2v_e5:0",
   )
   c.teacher_run = "byol_teacher_e20:0"
+  c.name = "long"  # its own markers in RESULTS.md, beside the 3-epoch study's section
   c.archive = "results/fashion_mnist_long/runs"
-  c.results = "results/fashion_mnist_long/REPORT.md"
+  c.results = "RESULTS.md"
   c.figures = "results/fashion_mnist_long"
+  c.method_labels = dict(c.labels)  # per method, for the top-1-vs-epochs figures
+  c.method_labels["byol_student"] = "BYOL student alone"
   labels = _suffixed(c.labels)
   for preset, label in list(labels.items()):
     if preset != "untrained_student":
@@ -70,4 +73,18 @@ def get_config():
   c.figure_colors = {"supervised_e20": "C2", "supervised_standard_e20": "C2"}
   c.figure_title = ("Fashion-MNIST study, long schedules: student ResNet-10 w8, teacher ResNet-10 w16 "
                     "(20 epochs; bars: mean ± std; dots: seeds)")
+  c.untrained_preset = "untrained_student"
+  # The paper's Figures 1 and 3 on this data: top-1 vs schedule length, one line per method
+  # (simdis_jax/tools/study/curves.py); the raw-pixel references and the untrained student as horizontal lines.
+  c.epoch_figures = (
+      {"file": "figure1_top1_vs_epochs.png", "with_teacher": True,
+       "methods": ("simdis_off_7v", "simdis_on_7v", "simdis_off_2v", "simdis_on_2v", "byol_student"),
+       "title": "Figure 1 on Fashion-MNIST: SimDis-Off/On (2 and 7 views) and the student alone vs schedule length "
+                "(student R10 w8; teacher R10 w16, 20 epochs; dashed: the teacher's kNN during its run)"},
+      {"file": "figure3_top1_vs_epochs.png", "with_teacher": False,
+       "methods": ("moco_v2", "byol_student", "seed", "simdis_off_7v", "simdis_on_7v", "simdis_off_2v",
+                   "simdis_on_2v", "supervised_standard"),
+       "title": "Figure 3 on Fashion-MNIST: MoCo-v2, BYOL, SEED, SimDis and supervised ResNet-10 w8 students "
+                "vs schedule length"},
+  )
   return c

@@ -15,6 +15,7 @@ import subprocess
 from typing import Dict, List, Sequence
 
 from simdis_jax import workdir as workdir_files
+from simdis_jax.tools.study.curves import write_epoch_figure
 from simdis_jax.tools.study.figure import write_figure
 from simdis_jax.tools.study.plan import STATUS_FILE, parse_runs, teacher_run
 from simdis_jax.tools.study.results import aggregate, finite_sum, results_json
@@ -26,6 +27,15 @@ FIGURE_FILE = "study_top1.png"
 RESULTS_JSON = "results.json"
 MISSING = "—"
 METRICS = (("linear_top1", "linear (full)"), ("fast_linear_top1", "linear (fast)"), ("knn_top1", "kNN"))
+
+
+def markers(study) -> Sequence[str]:
+  """The lines around the study's section of its results file; a named study (config.name) has its own pair,
+  so that several studies share one RESULTS.md."""
+  name = study.get("name", "")
+  if not name:
+    return BEGIN, END
+  return BEGIN.replace("study:begin", f"study {name}:begin"), END.replace("study:end", f"study {name}:end")
 
 
 def _pm(stat, digits: int = 2) -> str:
@@ -117,8 +127,9 @@ def report_markdown(study, workdir: str, agg: Dict[str, Dict], figure_paths: Seq
   runs = parse_runs(study.runs)
   done = sum(len(e["runs"]) for e in agg.values())
   train_min, lin_min = finite_sum(agg, "train_minutes"), finite_sum(agg, "linear_minutes")
+  begin, end = markers(study)
   lines = [
-      BEGIN, "",
+      begin, "",
       f"**Command** (from the repository root): `python -m simdis_jax.study --config {config_path} "
       f"--workdir {os.path.relpath(workdir) if not os.path.isabs(workdir) else workdir}`  ",
       f"**Hardware**: {hardware()}; one JAX CPU device.  ",
@@ -158,7 +169,7 @@ def report_markdown(study, workdir: str, agg: Dict[str, Dict], figure_paths: Seq
   lines += ["", f"{study.references_title}: " + "; ".join(f"{n} {v:.1f}%" for n, v, _, _ in study.references) + "."]
   for path in figure_paths:
     lines += ["", f"![{os.path.basename(path)}]({path})"]
-  lines += ["", END]
+  lines += ["", end]
   return "\n".join(lines)
 
 
@@ -167,17 +178,20 @@ def write_study_report(study, workdir: str, results: str, figures: str, config_p
   agg = aggregate(study, workdir)
   status = workdir_files.read_json(workdir, STATUS_FILE) or {}
   os.makedirs(figures, exist_ok=True)
-  figure = write_figure(study, agg, os.path.join(figures, FIGURE_FILE))
-  rel = [os.path.relpath(figure, os.path.dirname(os.path.abspath(results)))] if figure else []
+  drawn = [write_figure(study, agg, os.path.join(figures, FIGURE_FILE))]
+  for spec in study.get("epoch_figures", ()):
+    drawn.append(write_epoch_figure(study, agg, workdir, spec, os.path.join(figures, spec["file"])))
+  rel = [os.path.relpath(f, os.path.dirname(os.path.abspath(results))) for f in drawn if f]
   section = report_markdown(study, workdir, agg, rel, status, config_path)
   workdir_files.write_json(figures, RESULTS_JSON, results_json(agg), indent=2)
   text = ""
   if os.path.exists(results):
     with open(results) as f:
       text = f.read()
-  if BEGIN in text and END in text:
-    head, rest = text.split(BEGIN, 1)
-    text = head + section + rest.split(END, 1)[1]
+  begin, end = markers(study)
+  if begin in text and end in text:
+    head, rest = text.split(begin, 1)
+    text = head + section + rest.split(end, 1)[1]
   else:
     text = (text or "# Results\n\n") + "\n" + section + "\n"
   workdir_files.atomic_write_text(workdir_files.path(os.path.dirname(os.path.abspath(results)),
