@@ -243,8 +243,8 @@ def test_arch_keys_are_validated_with_one_clear_line():
                                        r"config.data.image_size=16"):
     configuration.validate(c)
   c = tiny_config()
-  c.model.student.drop_path_rate = 0.1
-  with pytest.raises(ValueError, match=r"drop_path_rate=0.1: stochastic depth needs a per-step 'dropout' RNG"):
+  c.model.student.drop_path_rate = 0.1  # a ResNet has none (tests/test_stochastic_depth.py: the archs that do)
+  with pytest.raises(ValueError, match=r"drop_path_rate=0.1: arch='resnet' has no stochastic depth"):
     configuration.validate(c)
   c = tiny_config()
   c.model.student.arch, c.model.student.depth = "efficientnet_b0", 11  # depth is a ResNet key only
@@ -261,8 +261,16 @@ def test_stochastic_depth_drops_whole_examples_and_is_off_by_default():
   # EfficientNet's rate at 0 (default): training needs no RNG and is deterministic.
   net = encoders.encoder("efficientnet_b0", encoders.EncoderOptions(cifar_stem=True))
   v = net.init(jax.random.PRNGKey(0), jnp.zeros((2, 8, 8, 3)), train=False)
-  a, _ = net.apply(v, jnp.ones((2, 8, 8, 3)), train=True, mutable=["batch_stats"])
+  x = jax.random.normal(jax.random.PRNGKey(1), (2, 8, 8, 3))
+  a, _ = net.apply(v, x, train=True, mutable=["batch_stats"])
   assert a.shape == (2, 1280)
+  # At a rate > 0 branches drop only when the call asks for it (the train step's training forwards).
+  dropping = encoders.encoder("efficientnet_b0", encoders.EncoderOptions(cifar_stem=True, drop_path_rate=0.5))
+  b, _ = dropping.apply(v, x, train=True, mutable=["batch_stats"])
+  np.testing.assert_array_equal(a, b)
+  c, _ = dropping.apply(v, x, train=True, mutable=["batch_stats"], stochastic_depth=True,
+                        rngs={"dropout": jax.random.PRNGKey(2)})
+  assert not np.allclose(a, c, atol=1e-4)
 
 
 # --------------------------------------------------------------------------- short SimDis-Off runs
