@@ -437,9 +437,12 @@ def _check_network(config, name: str) -> None:
     raise ValueError(f"config.{key}.style={style!r} is not valid for arch={arch!r}; choose 'torchvision', or "
                      "'haiku' (DeepMind's Haiku ResNet padding and shortcuts) with arch='resnet'.")
   rate = net.get("drop_path_rate", 0.0)
-  if rate != 0.0:
-    raise ValueError(f"config.{key}.drop_path_rate={rate!r}: stochastic depth needs a per-step 'dropout' RNG "
-                     "in the train step, which does not pass one yet; keep 0 (off, the self-supervised default).")
+  if not 0.0 <= rate < 1.0:
+    raise ValueError(f"config.{key}.drop_path_rate={rate!r} must be in [0, 1) (0 = off, the self-supervised "
+                     "default; the references' supervised values are 0.1-0.2).")
+  if rate > 0.0 and arch not in encoders.STOCHASTIC_DEPTH_ARCHS:
+    raise ValueError(f"config.{key}.drop_path_rate={rate!r}: arch={arch!r} has no stochastic depth; set it to 0 "
+                     f"or use one of {list(encoders.STOCHASTIC_DEPTH_ARCHS)}.")
   patch = net.get("patch_size", 16)
   if arch in encoders.VITS and (int(patch) != patch or patch <= 0 or config.data.image_size % patch):
     raise ValueError(f"config.{key}.patch_size={patch!r} must be a positive divisor of config.data.image_size="

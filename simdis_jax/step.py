@@ -9,7 +9,7 @@ computed (networks, BN modes, loss, EMA) is the method's: see simdis_jax/methods
 """
 
 import functools
-from typing import Any, Callable, Dict, NamedTuple, Optional, Sequence
+from typing import Any, Callable, Dict, NamedTuple, Optional, Sequence, Tuple
 
 import jax
 import jax.numpy as jnp
@@ -18,37 +18,73 @@ from jax.sharding import PartitionSpec as P
 
 from simdis_jax import methods, optim
 from simdis_jax.data import augment
-from simdis_jax.methods import contrastive
+from simdis_jax.methods import contrastive, interface
 from simdis_jax.parallel import DATA_AXIS, batch_sharded, make_mesh, replicated
 from simdis_jax.state import (Networks, TrainState, build_networks, network_variables, probe_optimizer,
                               trainable_params, with_updates)
 
 
-def forward_views(net, params, batch_stats, views: Sequence, bn: str, update_stats: bool, axis):
-  """Runs each view in its own call (SPEC.md: BN normalises over one view's batch): (outputs, batch_stats)."""
+# Streams of the step's key fold_in(state.rng, state.step): the augmentations draw from the key itself,
+# shuffle BN's permutation from fold_in(key, 1), stochastic depth from fold_in(key, 2) and then the device.
+DROPOUT_STREAM = 2
+
+
+def stochastic_depth_networks(config) -> Tuple[str, ...]:
+  """Networks whose forwards drop branches: the trainable ones with model.<network>.drop_path_rate > 0.
+
+  Frozen and EMA forwards (the targets) never do, nor does evaluation (it never asks).
+  """
+  return tuple(f.network for f in methods.get(config.method).forwards(config)
+               if f.trainable and config.model[f.network].get("drop_path_rate", 0.0) > 0)
+
+
+def dropout_key(rng, step):
+  """This device's stochastic-depth key for the step (call under shard_map over DATA_AXIS).
+
+  A function of the state's (rng, step) and the device's index only: a resumed run draws what an
+  uninterrupted one does, and devices drop different branches of their different examples.
+  """
+  key = jax.random.fold_in(jax.random.fold_in(rng, step), DROPOUT_STREAM)
+  return jax.random.fold_in(key, jax.lax.axis_index(DATA_AXIS))
+
+
+def forward_views(net, params, batch_stats, views: Sequence, bn: str, update_stats: bool, axis, dropout_key=None):
+  """Runs each view in its own call (SPEC.md: BN normalises over one view's batch): (outputs, batch_stats).
+
+  dropout_key: set for a training forward with stochastic depth; each view draws its own masks.
+  """
   outputs = []
-  for view in views:
+  for i, view in enumerate(views):
     variables = {"params": params, "batch_stats": batch_stats}
+    # Without a key the calls are exactly those of a network without stochastic depth.
+    drop = {} if dropout_key is None else dict(stochastic_depth=True,
+                                               rngs={"dropout": jax.random.fold_in(dropout_key, i)})
     if bn == "train":
-      out, mutated = net.apply(variables, view, train=True, bn_axis_name=axis, mutable=["batch_stats"])
+      out, mutated = net.apply(variables, view, train=True, bn_axis_name=axis, mutable=["batch_stats"], **drop)
       if update_stats:
         batch_stats = mutated["batch_stats"]
     else:
-      out = net.apply(variables, view, train=False)
+      out = net.apply(variables, view, train=False, **drop)
     outputs.append(out)
   return tuple(outputs), batch_stats
 
 
-def loss_fn(trainable, state: TrainState, v1, v2, labels=None, permutation=None, *, networks: Networks, config):
+def loss_fn(trainable, state: TrainState, v1, v2, labels=None, permutation=None, *, networks: Networks, config,
+            dropout_key=None):
   """The method's loss from the forwards it asks for: loss, (metrics, new BN statistics, outputs).
 
   outputs[network] = (outputs of each view it saw); batch statistics only of the forwards that keep them.
   `permutation` (int [global batch]) orders the global batch for a `shuffle` forward (shuffle BN).
+  `dropout_key`: the step's stochastic-depth key (needed when stochastic_depth_networks(config) is not empty).
   """
   method = methods.get(config.method)
   axis = DATA_AXIS if config.model.sync_bn else None
   views = (v1, v2)
   outputs, stats = {}, {}
+  dropping = stochastic_depth_networks(config)
+  if dropping and dropout_key is None:
+    raise ValueError(f"{list(dropping)} train with stochastic depth (drop_path_rate > 0) but the step was given "
+                     "no dropout_key; pass dropout_key=step.dropout_key(state.rng, state.step).")
   for f in method.forwards(config):
     params, batch_stats = network_variables(state, f.network)
     params = trainable[f.network] if f.trainable else jax.lax.stop_gradient(params)
@@ -57,8 +93,11 @@ def loss_fn(trainable, state: TrainState, v1, v2, labels=None, permutation=None,
       if permutation is None:
         raise ValueError(f"Forward of {f.network} asks for shuffle BN but the step was given no permutation.")
       inputs = [contrastive.shuffle_to_devices(x, permutation, DATA_AXIS) for x in inputs]
+    key = None
+    if f.trainable and f.network in dropping:  # one stream per network (SimDis-On's teacher may drop too)
+      key = jax.random.fold_in(dropout_key, interface.NETWORKS.index(f.network))
     outs, new_stats = forward_views(getattr(networks, f.network), params, batch_stats, inputs, f.bn,
-                                    f.update_stats, axis)
+                                    f.update_stats, axis, key)
     if f.shuffle:  # back to this device's own examples, in their order
       outs = tuple(jax.tree.map(lambda y: contrastive.unshuffle_from_devices(y, permutation, DATA_AXIS), o)
                    for o in outs)
@@ -104,9 +143,11 @@ def update_on_views(state: TrainState, v1, v2, labels, permutation=None, *, conf
   logits: what the method's loss returned as metrics["logits"] (MoCo-v2, SEED), else None.
   """
   method = methods.get(config.method)
+  # Only a config with stochastic depth computes a key: without, the step is what it was before it existed.
+  key = dropout_key(state.rng, state.step) if stochastic_depth_networks(config) else None
   state, method_metrics = method.before_update(state, config, total_steps)
   params = trainable_params(state, config)
-  objective = functools.partial(loss_fn, networks=networks, config=config)
+  objective = functools.partial(loss_fn, networks=networks, config=config, dropout_key=key)
   (_, (metrics, stats, outputs)), grads = jax.value_and_grad(objective, has_aux=True)(
       params, state, v1, v2, labels, permutation)
   logits = metrics.pop("logits", None)  # per example: not a metric to average

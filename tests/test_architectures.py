@@ -1,7 +1,9 @@
 """MobileNetV3, EfficientNet-B0 and ViT encoders: reference parameter counts and MACs, shapes, optimizer
 masks, config keys, and short SimDis-Off runs into them on Fashion-MNIST."""
 
+import importlib.util
 import json
+import os
 
 import flax.linen as nn
 import jax
@@ -243,8 +245,8 @@ def test_arch_keys_are_validated_with_one_clear_line():
                                        r"config.data.image_size=16"):
     configuration.validate(c)
   c = tiny_config()
-  c.model.student.drop_path_rate = 0.1
-  with pytest.raises(ValueError, match=r"drop_path_rate=0.1: stochastic depth needs a per-step 'dropout' RNG"):
+  c.model.student.drop_path_rate = 0.1  # a ResNet has none (tests/test_stochastic_depth.py: the archs that do)
+  with pytest.raises(ValueError, match=r"drop_path_rate=0.1: arch='resnet' has no stochastic depth"):
     configuration.validate(c)
   c = tiny_config()
   c.model.student.arch, c.model.student.depth = "efficientnet_b0", 11  # depth is a ResNet key only
@@ -261,8 +263,44 @@ def test_stochastic_depth_drops_whole_examples_and_is_off_by_default():
   # EfficientNet's rate at 0 (default): training needs no RNG and is deterministic.
   net = encoders.encoder("efficientnet_b0", encoders.EncoderOptions(cifar_stem=True))
   v = net.init(jax.random.PRNGKey(0), jnp.zeros((2, 8, 8, 3)), train=False)
-  a, _ = net.apply(v, jnp.ones((2, 8, 8, 3)), train=True, mutable=["batch_stats"])
+  x = jax.random.normal(jax.random.PRNGKey(1), (2, 8, 8, 3))
+  a, _ = net.apply(v, x, train=True, mutable=["batch_stats"])
   assert a.shape == (2, 1280)
+  # At a rate > 0 branches drop only when the call asks for it (the train step's training forwards).
+  dropping = encoders.encoder("efficientnet_b0", encoders.EncoderOptions(cifar_stem=True, drop_path_rate=0.5))
+  b, _ = dropping.apply(v, x, train=True, mutable=["batch_stats"])
+  np.testing.assert_array_equal(a, b)
+  c, _ = dropping.apply(v, x, train=True, mutable=["batch_stats"], stochastic_depth=True,
+                        rngs={"dropout": jax.random.PRNGKey(2)})
+  assert not np.allclose(a, c, atol=1e-4)
+
+
+def _imagenet_preset(arch):
+  """configs/imagenet/simdis_off_arch.py's module (loaded by path: configs are not a package) and its config."""
+  path = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "configs", "imagenet",
+                      "simdis_off_arch.py")
+  spec = importlib.util.spec_from_file_location("simdis_off_arch", path)
+  module = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(module)
+  return module, module.get_config(arch)
+
+
+@pytest.mark.parametrize("arch", encoders.ARCHS[1:])
+def test_imagenet_presets_are_simdis_off_from_the_byol_r50_with_the_archs_optimizer(arch):
+  module, c = _imagenet_preset(arch)
+  c = configuration.validate(c)
+  assert module.ARCHS == encoders.ARCHS[1:] and f"simdis_off_arch.py:<arch>" in module.__doc__
+  assert (c.method, tuple(c.views), c.teacher.workdir) == ("simdis_off", ("sema_dv", "tema_dv"),
+                                                           "workdirs/imagenet_byol_r50")
+  assert (c.model.student.arch, c.model.student.cifar_stem, c.model.student.drop_path_rate) == (arch, False, 0.0)
+  assert (c.model.teacher.arch, c.model.teacher.depth, c.model.student.proj_dim) == ("resnet", 50, 256)
+  if arch.startswith("vit"):
+    assert (c.optim.name, c.optim.base_lr, c.optim.weight_decay, c.optim.weight_decay_mask, c.train.batch_size,
+            c.model.student.patch_size) == ("adamw", 5e-4, 0.04, "kernels", 1024, 16)
+  else:
+    assert (c.optim.name, c.optim.base_lr, c.train.batch_size, c.model.sync_bn) == ("lars", 0.3, 2048, True)
+  with pytest.raises(ValueError, match=r"Unknown student arch 'resnet' .* configs/imagenet/simdis_off.py"):
+    module.get_config("resnet")
 
 
 # --------------------------------------------------------------------------- short SimDis-Off runs

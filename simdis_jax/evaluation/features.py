@@ -23,7 +23,8 @@ def encoder_variables(net_state, weights: str = "online") -> Dict[str, Any]:
   else:
     params, stats = net_state.ema_params, net_state.ema_batch_stats
   # Only the encoder subtree: that is all features_only=True touches, and all a reader of features may see.
-  return {"params": {"encoder": params["encoder"]}, "batch_stats": {"encoder": stats["encoder"]}}
+  # A ViT encoder has no BatchNorm, hence no statistics of its own.
+  return {"params": {"encoder": params["encoder"]}, "batch_stats": {"encoder": stats.get("encoder", {})}}
 
 
 def feature_function(network, aug_config, image_size: int, project: bool = False) -> Callable:

@@ -94,8 +94,8 @@ class SqueezeExcite(nn.Module):
 
 class DropPath(nn.Module):
   """Stochastic depth: drops a residual branch per example with probability `rate`, scaling survivors by
-  1 / (1 - rate). Draws from the 'dropout' RNG stream, so applying with train=True and rate > 0 needs
-  rngs={'dropout': key}."""
+  1 / (1 - rate). Draws from the 'dropout' RNG stream, so applying with deterministic=False and rate > 0
+  needs rngs={'dropout': key}."""
   rate: float
 
   @nn.compact
@@ -124,7 +124,8 @@ class InvertedResidual(nn.Module):
   dtype: Any = jnp.float32
 
   @nn.compact
-  def __call__(self, x, train: bool):
+  def __call__(self, x, train: bool, stochastic_depth: bool = False):
+    # train: BN mode; stochastic_depth: drop the branch (only the train step's training forwards ask for it).
     residual = x
     y = x
     if self.expanded != x.shape[-1]:
@@ -135,5 +136,5 @@ class InvertedResidual(nn.Module):
       y = SqueezeExcite(self.se_squeeze, self.se_act, self.se_gate, self.dtype, name="se")(y)
     y = ConvBN(self.out, 1, self.conv, self.norm, name="project")(y)
     if self.stride == 1 and residual.shape[-1] == self.out:
-      return residual + DropPath(self.drop_path_rate, name="drop_path")(y, deterministic=not train)
+      return residual + DropPath(self.drop_path_rate, name="drop_path")(y, deterministic=not stochastic_depth)
     return y

@@ -12,7 +12,10 @@ pass bn_epsilon=1e-3, bn_momentum=0.99 for that.
 
 Stochastic depth: the reference drops each residual MBConv branch with probability
 drop_path_rate * block_index / 16 (torchvision's default rate 0.2). Self-supervised pretraining
-usually trains without it, so the default here is 0 (off); a rate > 0 needs a 'dropout' RNG.
+usually trains without it, so the default here is 0 (off). Branches are dropped only when the call
+asks for it (stochastic_depth=True, with rngs={'dropout': key}): the train step does so for the
+training forwards of a network whose rate is > 0; every other call (train-mode BN included) is
+deterministic.
 
 `small_images=True` is the CIFAR-style variant for 28-64 px inputs: a stride-1 stem and the first
 stride-2 stage at stride 1 (overall stride 8 instead of 32), same parameters.
@@ -49,7 +52,7 @@ class EfficientNet(nn.Module):
   conv_impl: str = "xla"
 
   @nn.compact
-  def __call__(self, x, train: bool = True, bn_axis_name: Optional[str] = None):
+  def __call__(self, x, train: bool = True, bn_axis_name: Optional[str] = None, stochastic_depth: bool = False):
     conv = blocks.conv_factory(self.conv_impl, self.dtype)
     norm = blocks.batch_norm(train, bn_axis_name, self.dtype, self.bn_momentum, self.bn_epsilon)
     strides = tuple(stage[2] for stage in B0_STAGES)
@@ -65,7 +68,7 @@ class EfficientNet(nn.Module):
             block_in * expand, out, kernel, stride if r == 0 else 1, act=nn.silu,
             se_squeeze=max(1, block_in // 4), se_act=nn.silu, se_gate=nn.sigmoid, conv=conv, norm=norm,
             drop_path_rate=self.drop_path_rate * index / total, dtype=self.dtype,
-            name=f"stage{s + 1}_block{r + 1}")(x, train)
+            name=f"stage{s + 1}_block{r + 1}")(x, train, stochastic_depth)
         index += 1
     x = blocks.ConvBN(FEATURE, 1, conv, norm, act=nn.silu, name="last_conv")(x)
     return jnp.mean(x, axis=(1, 2)).astype(jnp.float32)

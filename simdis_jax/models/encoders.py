@@ -1,7 +1,8 @@
 """The encoders a network can use (`model.{student,teacher}.arch`), and their cost per image.
 
 Every encoder has the ResNet's call contract: encoder(x, train=..., bn_axis_name=...) -> the pooled
-float32 feature [N, D]; BatchNorm layers use bn_axis_name (SyncBN when set).
+float32 feature [N, D]; BatchNorm layers use bn_axis_name (SyncBN when set). Those of
+STOCHASTIC_DEPTH_ARCHS also take stochastic_depth=True (with a 'dropout' RNG) to drop residual branches.
 Parameters and forward MACs per 224-px image beside the published figures: `python -m simdis_jax.tools.architectures`.
 """
 
@@ -14,6 +15,8 @@ from simdis_jax.models import efficientnet, mobilenet_v3, resnet, vit
 
 ARCHS = ("resnet", "mobilenet_v3_large", "mobilenet_v3_small", "efficientnet_b0", "vit_tiny", "vit_small")
 VITS = ("vit_tiny", "vit_small")
+# Archs whose reference has stochastic depth (drop_path_rate); their encoders take stochastic_depth=.
+STOCHASTIC_DEPTH_ARCHS = ("efficientnet_b0",) + VITS
 
 
 class EncoderOptions(NamedTuple):

@@ -36,12 +36,19 @@ class Network(nn.Module):
   projector: str = "byol"  # byol: Linear-BN-ReLU-Linear | moco: Linear-ReLU-Linear (MoCo-v2, SEED's student)
 
   @nn.compact
-  def __call__(self, x, train: bool = True, bn_axis_name: Optional[str] = None, features_only: bool = False):
+  def __call__(self, x, train: bool = True, bn_axis_name: Optional[str] = None, features_only: bool = False,
+               stochastic_depth: bool = False):
+    """Outputs of `x`; stochastic_depth=True (a training forward, rngs={'dropout': key}) drops encoder branches."""
     options = encoders.EncoderOptions(self.depth, self.width, self.cifar_stem, self.patch_size, self.drop_path_rate)
     encoder = encoders.encoder(self.arch, options, self.dtype, self.conv_impl, name="encoder",
                                bn_running_var=self.bn_running_var, matmul_conv_vjp=self.matmul_conv_vjp,
                                matmul_max_pool=self.matmul_max_pool, style=self.style)
-    feature = encoder(x, train=train, bn_axis_name=bn_axis_name)
+    if stochastic_depth and self.arch not in encoders.STOCHASTIC_DEPTH_ARCHS:
+      raise ValueError(f"stochastic_depth=True: arch={self.arch!r} has no stochastic depth; choose one of "
+                       f"{list(encoders.STOCHASTIC_DEPTH_ARCHS)} or call without it.")
+    # Only encoders with stochastic depth take the argument (the ResNet's and MobileNet's contract is unchanged).
+    drop = {"stochastic_depth": stochastic_depth} if self.arch in encoders.STOCHASTIC_DEPTH_ARCHS else {}
+    feature = encoder(x, train=train, bn_axis_name=bn_axis_name, **drop)
     if features_only:
       return {"feature": feature}
     outputs = {"feature": feature}

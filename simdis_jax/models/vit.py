@@ -12,7 +12,9 @@ Initialisation follows DeiT: linear layers, position embedding and class token t
 PyTorch's default (uniform, fan-in).
 
 Stochastic depth: DeiT trains with drop-path rates rising linearly over the blocks to 0.1.
-Self-supervised distillation here defaults to 0 (off); a rate > 0 needs a 'dropout' RNG.
+Self-supervised distillation here defaults to 0 (off). Branches are dropped only when the call asks
+for it (stochastic_depth=True, with rngs={'dropout': key}), as the train step does for the training
+forwards of a network whose rate is > 0; every other call is deterministic.
 
 Small images: `patch_size` 4 gives 49 tokens at 28 px and 64 at 32 px (16 is the ImageNet patch).
 The position embedding is sized by the image the network is initialised with. There is no
@@ -59,14 +61,15 @@ class EncoderBlock(nn.Module):
   dtype: Any = jnp.float32
 
   @nn.compact
-  def __call__(self, x, train: bool):
+  def __call__(self, x, stochastic_depth: bool = False):
     norm = functools.partial(nn.LayerNorm, epsilon=LN_EPSILON, dtype=self.dtype)
     dense = functools.partial(nn.Dense, kernel_init=_trunc_normal, dtype=self.dtype)
     drop = DropPath(self.drop_path_rate, name="drop_path")
-    x = x + drop(Attention(self.heads, self.dtype, name="attn")(norm(name="norm1")(x)), deterministic=not train)
+    deterministic = not stochastic_depth
+    x = x + drop(Attention(self.heads, self.dtype, name="attn")(norm(name="norm1")(x)), deterministic=deterministic)
     y = dense(self.mlp_dim, name="fc1")(norm(name="norm2")(x))
     y = dense(x.shape[-1], name="fc2")(nn.gelu(y, approximate=False))
-    return x + drop(y, deterministic=not train)
+    return x + drop(y, deterministic=deterministic)
 
 
 class PatchEmbed(nn.Module):
@@ -100,8 +103,8 @@ class ViT(nn.Module):
   dtype: Any = jnp.float32
 
   @nn.compact
-  def __call__(self, x, train: bool = True, bn_axis_name: Optional[str] = None):
-    del bn_axis_name  # no BatchNorm in a ViT
+  def __call__(self, x, train: bool = True, bn_axis_name: Optional[str] = None, stochastic_depth: bool = False):
+    del train, bn_axis_name  # no BatchNorm (nor dropout) in a ViT: only stochastic depth differs in training
     dim, depth, heads = SIZES[self.size]
     x = PatchEmbed(dim, self.patch_size, self.dtype, name="patch_embed")(x.astype(self.dtype))
     cls = self.param("cls_token", _trunc_normal, (1, 1, dim), jnp.float32)
@@ -110,7 +113,7 @@ class ViT(nn.Module):
     x = x + pos.astype(self.dtype)
     for i in range(depth):
       rate = self.drop_path_rate * i / max(depth - 1, 1)  # timm: linearly from 0 to the rate
-      x = EncoderBlock(heads, 4 * dim, rate, self.dtype, name=f"block{i + 1}")(x, train)
+      x = EncoderBlock(heads, 4 * dim, rate, self.dtype, name=f"block{i + 1}")(x, stochastic_depth)
     x = nn.LayerNorm(epsilon=LN_EPSILON, dtype=self.dtype, name="norm")(x)
     return x[:, 0].astype(jnp.float32)
 
