@@ -115,7 +115,7 @@ def test_matmul_conv_matches_lax_conv_forward_and_gradients(case, vjp):
 def test_matmul_and_lax_resnets_share_parameters_and_outputs():
   x = jax.random.normal(jax.random.PRNGKey(0), (2, 32, 32, 3))
   lax_net, mm_net = resnet.resnet(18, width=8), resnet.resnet(18, width=8, conv_impl="matmul")
-  # Compiled, not op by op: a ResNet-18 run eagerly dispatches (and compiles) each op apart, 3x the time.
+  # Compiled whole, not op by op: run eagerly, each op of a ResNet-18 is dispatched apart (twice the CPU time).
   variables = jax.jit(lax_net.init)(jax.random.PRNGKey(1), x)
   assert jax.tree.map(jnp.shape, jax.eval_shape(mm_net.init, jax.random.PRNGKey(1), x)) == jax.tree.map(
       jnp.shape, variables)
