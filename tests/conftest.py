@@ -65,3 +65,19 @@ def baseline(tmp_path_factory):
   """The uninterrupted tiny CLI run that fault and multi-host tests compare against (computed once)."""
   import runs  # pylint: disable=import-outside-toplevel
   return runs.baseline(tmp_path_factory)
+
+
+@pytest.fixture(scope="session")
+def tiny_run(tmp_path_factory):
+  """A finished 2-step SimDis-On (2 views) run of tiny_config, trained once for every test that only reads one.
+
+  Student (ResNet-10 width 4) and teacher (width 8) with online and EMA weights, checkpoints at steps 1 and 2.
+  """
+  from simdis_jax import train  # pylint: disable=import-outside-toplevel
+  c = tiny_config("simdis_on", "simdis_2v")
+  c.knn.networks = ()
+  c.train.steps = 2
+  c.train.checkpoint_every_steps = 1
+  workdir = str(tmp_path_factory.mktemp("tiny_run") / "run")
+  train.train_and_evaluate(c, workdir)
+  return workdir

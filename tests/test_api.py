@@ -6,24 +6,13 @@ import numpy as np
 import pytest
 
 import simdis_jax
-from conftest import requires_fashion_mnist, tiny_config
-from simdis_jax import checkpoint, parallel, train, workdir as workdir_files
+from conftest import requires_fashion_mnist
+from simdis_jax import checkpoint, parallel, workdir as workdir_files
 from simdis_jax.data import fashion_mnist
 from simdis_jax.evaluation import features
 from simdis_jax.state import build_networks
 
 pytestmark = requires_fashion_mnist
-
-
-@pytest.fixture(scope="module")
-def online_run(tmp_path_factory):
-  """A finished 2-step SimDis-On run (student and teacher, online and EMA weights)."""
-  c = tiny_config("simdis_on", "simdis_2v")
-  c.knn.networks = ()
-  c.train.steps = 2
-  workdir = str(tmp_path_factory.mktemp("api") / "run")
-  train.train_and_evaluate(c, workdir)
-  return workdir
 
 
 @pytest.fixture(scope="module")
@@ -50,10 +39,10 @@ def monitor_features(workdir, network, weights, images):
 
 @pytest.mark.parametrize("network", ["student", "teacher"])
 @pytest.mark.parametrize("weights", ["online", "ema"])
-def test_embed_equals_the_knn_monitor_features(online_run, test_images, network, weights):
-  enc = simdis_jax.load_encoder(online_run, network=network, weights=weights, batch_size=40)
+def test_embed_equals_the_knn_monitor_features(tiny_run, test_images, network, weights):
+  enc = simdis_jax.load_encoder(tiny_run, network=network, weights=weights, batch_size=40)
   got = enc.embed(test_images)
-  want = monitor_features(online_run, network, weights, test_images)
+  want = monitor_features(tiny_run, network, weights, test_images)
   assert got.shape == (40, 32 if network == "student" else 64)  # ResNet-10 width 4 / 8: 8 × width
   np.testing.assert_allclose(got, want, rtol=1e-6, atol=1e-6)
   assert enc.step == 2
@@ -61,8 +50,8 @@ def test_embed_equals_the_knn_monitor_features(online_run, test_images, network,
   assert set(enc.variables["params"]) == {"encoder", "projector"}
 
 
-def test_embed_is_independent_of_the_batch_size_and_input_dtype(online_run, test_images):
-  enc = simdis_jax.load_encoder(online_run)
+def test_embed_is_independent_of_the_batch_size_and_input_dtype(tiny_run, test_images):
+  enc = simdis_jax.load_encoder(tiny_run)
   whole = enc.embed(test_images)
   for size in (1, 7, 16):
     np.testing.assert_allclose(enc.embed(test_images, batch_size=size), whole, rtol=1e-6, atol=1e-6)
@@ -71,21 +60,21 @@ def test_embed_is_independent_of_the_batch_size_and_input_dtype(online_run, test
   assert enc.embed(test_images[:0]).shape == (0, 32)
 
 
-def test_project_gives_the_projector_output_and_apply_fn_is_plain_jax(online_run, test_images):
-  enc = simdis_jax.load_encoder(online_run, project=True)
+def test_project_gives_the_projector_output_and_apply_fn_is_plain_jax(tiny_run, test_images):
+  enc = simdis_jax.load_encoder(tiny_run, project=True)
   z = enc.embed(test_images[:5])
   assert z.shape == (5, 16)  # tiny_config's proj_dim
   x = enc.preprocess(test_images[:5])
   np.testing.assert_allclose(np.asarray(jax.jit(enc.apply_fn)(enc.variables, x)), z, rtol=1e-6, atol=1e-6)
 
 
-def test_bad_requests_are_clear_errors(online_run, tmp_path, test_images):
+def test_bad_requests_are_clear_errors(tiny_run, tmp_path, test_images):
   with pytest.raises(ValueError, match="network='critic'"):
-    simdis_jax.load_encoder(online_run, network="critic")
+    simdis_jax.load_encoder(tiny_run, network="critic")
   with pytest.raises(ValueError, match="weights='best'"):
-    simdis_jax.load_encoder(online_run, weights="best")
+    simdis_jax.load_encoder(tiny_run, weights="best")
   with pytest.raises(FileNotFoundError, match="not a simdis_jax workdir"):
     simdis_jax.load_encoder(str(tmp_path))
-  enc = simdis_jax.load_encoder(online_run)
+  enc = simdis_jax.load_encoder(tiny_run)
   with pytest.raises(ValueError, match=r"images \[N, H, W, 1\]"):
     enc.embed(np.zeros((2, 28, 28, 3), np.uint8))

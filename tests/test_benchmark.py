@@ -62,9 +62,9 @@ def test_step_flops_equal_xlas_count_of_the_lowered_step_and_the_cpu_fallback_gi
   assert timing.reference_step_flops(c, mesh, state, images, labels, train_step) == 2 * expected
 
 
-def _run_steps(config, steps=3):
+def _run_steps(config, steps=3, total_steps=10):
   mesh = parallel.make_mesh(jax.devices()[:2])
-  _, state, train_step = timing.build_step(config, mesh, total_steps=10)
+  _, state, train_step = timing.build_step(config, mesh, total_steps=total_steps)
   images, labels = timing.synthetic_batch(config, mesh)
   losses = []
   for _ in range(steps):
@@ -102,7 +102,9 @@ def test_auto_conv_impl_on_cpu_is_matmul_for_wide_networks_only():
 
 
 def test_train_step_compiles_once_across_steps():
-  state, _, train_step = _run_steps(tiny_config("byol", "byol"), steps=3)
+  # build_step's default schedule length: the same program as test_compare's first variant, which then
+  # finds it in the persistent compilation cache instead of compiling it again.
+  state, _, train_step = _run_steps(configuration.validate(tiny_config("byol", "byol")), steps=3, total_steps=1000)
   assert int(state.step) == 3
   assert train_step._cache_size() == 1  # pylint: disable=protected-access
 

@@ -11,23 +11,12 @@ import numpy as np
 import pytest
 
 import simdis_jax
-from conftest import requires_fashion_mnist, tiny_config
-from simdis_jax import configuration, export, train
+from conftest import requires_fashion_mnist
+from simdis_jax import configuration, export
 from simdis_jax.data import fashion_mnist
 
 pytestmark = requires_fashion_mnist
 ATOL, RTOL = 2e-5, 1e-5
-
-
-@pytest.fixture(scope="module")
-def byol_run(tmp_path_factory):
-  """A finished 2-step BYOL run of the tiny student (ResNet-10 width 4, 16 px from 28 px images)."""
-  c = tiny_config("byol", "byol")
-  c.knn.networks = ()
-  c.train.steps = 2
-  workdir = str(tmp_path_factory.mktemp("export") / "run")
-  train.train_and_evaluate(c, workdir)
-  return workdir
 
 
 @pytest.fixture(scope="module")
@@ -37,10 +26,10 @@ def images():
 
 
 @pytest.mark.parametrize("fmt", ["saved_model", "tflite"])
-def test_tf_exports_match_jax(byol_run, images, tmp_path, fmt):
+def test_tf_exports_match_jax(tiny_run, images, tmp_path, fmt):
   out = str(tmp_path / f"student.{fmt}")
-  assert export.main(["--workdir", byol_run, "--format", fmt, "--out", out]) == 0
-  want = simdis_jax.load_encoder(byol_run).embed(images)
+  assert export.main(["--workdir", tiny_run, "--format", fmt, "--out", out]) == 0
+  want = simdis_jax.load_encoder(tiny_run).embed(images)
   got = export.run_saved_model(out, images) if fmt == "saved_model" else export.run_tflite(out, images)
   assert got.shape == want.shape == (5, 32) and got.dtype == np.float32
   np.testing.assert_allclose(got, want, atol=ATOL, rtol=RTOL)
@@ -50,10 +39,10 @@ def test_tf_exports_match_jax(byol_run, images, tmp_path, fmt):
     assert export.tflite_latency(out, images, repeats=3) > 0
 
 
-def test_npz_holds_every_weight_and_describes_the_architecture(byol_run, images, tmp_path):
+def test_npz_holds_every_weight_and_describes_the_architecture(tiny_run, images, tmp_path):
   out = str(tmp_path / "student.npz")
-  export.main(["--workdir", byol_run, "--format", "npz", "--out", out])
-  enc = simdis_jax.load_encoder(byol_run)
+  export.main(["--workdir", tiny_run, "--format", "npz", "--out", out])
+  enc = simdis_jax.load_encoder(tiny_run)
   with np.load(out) as data:
     np.testing.assert_array_equal(data["params/encoder/stem_conv/kernel"],
                                   np.asarray(enc.variables["params"]["encoder"]["stem_conv"]["kernel"]))
@@ -67,16 +56,16 @@ def test_npz_holds_every_weight_and_describes_the_architecture(byol_run, images,
   assert arch["preprocessing"]["image_size"] == 16
 
 
-def test_check_prints_the_max_error(byol_run, tmp_path, capsys):
-  export.main(["--workdir", byol_run, "--format", "npz", "--out", str(tmp_path / "s.npz"), "--check"])
+def test_check_prints_the_max_error(tiny_run, tmp_path, capsys):
+  export.main(["--workdir", tiny_run, "--format", "npz", "--out", str(tmp_path / "s.npz"), "--check"])
   line = [l for l in capsys.readouterr().out.splitlines() if l.startswith("check:")][0]
   assert "100 Fashion-MNIST test images" in line and float(line.split("= ")[1].split()[0]) == 0.0
 
 
-def test_bad_format_and_check_on_other_sizes_are_clear_errors(byol_run, tmp_path):
+def test_bad_format_and_check_on_other_sizes_are_clear_errors(tiny_run, tmp_path):
   with pytest.raises(SystemExit):
-    export.main(["--workdir", byol_run, "--format", "onnx", "--out", str(tmp_path / "x")])
+    export.main(["--workdir", tiny_run, "--format", "onnx", "--out", str(tmp_path / "x")])
   with pytest.raises(ValueError, match="Fashion-MNIST's 28×28"):
-    export.main(["--workdir", byol_run, "--format", "npz", "--out", str(tmp_path / "x.npz"), "--input_size", "32",
+    export.main(["--workdir", tiny_run, "--format", "npz", "--out", str(tmp_path / "x.npz"), "--input_size", "32",
                  "--check"])
   assert os.path.exists(tmp_path / "x.npz")

@@ -46,10 +46,12 @@ def queue_of(workdir):
 
 def test_two_processes_enqueue_the_keys_of_both(tmp_path):
   port = runs.free_port()
+  # The one-process reference runs beside the two-process run: its imports and tracing overlap theirs.
   two = [start(str(tmp_path / "two"), 1, i, 2, port) for i in range(2)]
+  one = start(str(tmp_path / "one"), 2)
   codes, outs = finish(two)
   assert codes == [0, 0], outs
-  (code,), (out,) = finish([start(str(tmp_path / "one"), 2)])
+  (code,), (out,) = finish([one])
   assert code == 0, out
   q2, ptr2 = queue_of(str(tmp_path / "two"))
   q1, ptr1 = queue_of(str(tmp_path / "one"))

@@ -36,8 +36,9 @@ def test_unknown_depth_is_a_clear_error():
 def test_pytorch_style_padding_gives_the_imagenet_feature_map_sizes():
   model = resnet.resnet(18, width=8)
   x = jnp.zeros((1, 224, 224, 3))
-  variables = model.init(jax.random.PRNGKey(0), x, train=False)
-  _, inter = model.apply(variables, x, train=False, capture_intermediates=True)
+  # Shapes only: traced abstractly, nothing computed at 224 px.
+  variables = jax.eval_shape(lambda: model.init(jax.random.PRNGKey(0), x, train=False))
+  _, inter = jax.eval_shape(lambda v: model.apply(v, x, train=False, capture_intermediates=True), variables)
   shapes = {k: v["__call__"][0].shape for k, v in inter["intermediates"].items() if k.startswith("stage")}
   assert shapes["stage1_block2"] == (1, 56, 56, 8)
   assert shapes["stage4_block2"] == (1, 7, 7, 64)
@@ -46,14 +47,14 @@ def test_pytorch_style_padding_gives_the_imagenet_feature_map_sizes():
 def test_cifar_stem_keeps_the_resolution_and_width_scales_features():
   model = resnet.resnet(10, width=4, cifar_stem=True)
   x = jnp.zeros((3, 28, 28, 1))
-  out, variables = model.init_with_output(jax.random.PRNGKey(0), x, train=False)
+  out, variables = jax.eval_shape(lambda: model.init_with_output(jax.random.PRNGKey(0), x, train=False))
   assert out.shape == (3, 32)
   assert variables["params"]["stem_conv"]["kernel"].shape == (3, 3, 1, 4)
 
 
 def test_conv_init_is_kaiming_normal_fan_out():
   model = resnet.resnet(18, width=64)
-  variables = model.init(jax.random.PRNGKey(0), jnp.zeros((1, 32, 32, 3)), train=False)
+  variables = jax.jit(lambda: model.init(jax.random.PRNGKey(0), jnp.zeros((1, 32, 32, 3)), train=False))()
   k = np.asarray(variables["params"]["stage3_block2"]["Conv_1"]["kernel"])  # 3x3, 256 -> 256
   assert np.std(k) == pytest.approx(np.sqrt(2.0 / (3 * 3 * 256)), rel=0.03)
   bn = variables["params"]["stage3_block2"]["BatchNorm_0"]
@@ -68,7 +69,7 @@ def test_network_heads_and_ema_subtree():
   assert set(v["params"]) == {"encoder", "projector", "predictor_sema_dv", "predictor_t_sv"}
   assert out["feature"].shape == (4, 32) and out["projection"].shape == (4, 16)
   assert {h: p.shape for h, p in out["predictions"].items()} == {"sema_dv": (4, 16), "t_sv": (4, 16)}
-  v_ema = ema.init(jax.random.PRNGKey(0), x, train=False)
+  v_ema = jax.eval_shape(lambda: ema.init(jax.random.PRNGKey(0), x, train=False))
   assert set(v_ema["params"]) == {"encoder", "projector"}
   # The EMA net runs on the online net's encoder + projector params.
   sub = {"params": {k: v["params"][k] for k in ("encoder", "projector")},
@@ -114,12 +115,14 @@ def test_matmul_conv_matches_lax_conv_forward_and_gradients(case, vjp):
 def test_matmul_and_lax_resnets_share_parameters_and_outputs():
   x = jax.random.normal(jax.random.PRNGKey(0), (2, 32, 32, 3))
   lax_net, mm_net = resnet.resnet(18, width=8), resnet.resnet(18, width=8, conv_impl="matmul")
-  variables = lax_net.init(jax.random.PRNGKey(1), x)
-  assert jax.tree.map(jnp.shape, mm_net.init(jax.random.PRNGKey(1), x)) == jax.tree.map(jnp.shape, variables)
+  # Compiled whole, not op by op: run eagerly, each op of a ResNet-18 is dispatched apart (twice the CPU time).
+  variables = jax.jit(lax_net.init)(jax.random.PRNGKey(1), x)
+  assert jax.tree.map(jnp.shape, jax.eval_shape(mm_net.init, jax.random.PRNGKey(1), x)) == jax.tree.map(
+      jnp.shape, variables)
 
   # Inference-mode BN: train-mode BN over 2x1x1 maps of the last stage would amplify float rounding.
   def grads(net):
-    return jax.value_and_grad(lambda p: jnp.sum(net.apply({**variables, "params": p}, x, train=False) ** 2))(
+    return jax.jit(jax.value_and_grad(lambda p: jnp.sum(net.apply({**variables, "params": p}, x, train=False) ** 2)))(
         variables["params"])
   (loss_mm, g_mm), (loss_lax, g_lax) = grads(mm_net), grads(lax_net)
   np.testing.assert_allclose(loss_mm, loss_lax, rtol=1e-5)
@@ -136,8 +139,9 @@ def test_slice_max_pool_matches_flax_max_pool_with_ties(size):
   ours = lambda x: resnet.max_pool(x, (3, 3), (2, 2), ((1, 1), (1, 1)))  # noqa: E731
   cotangent = jax.random.normal(jax.random.PRNGKey(1), ref(x).shape)
   np.testing.assert_array_equal(ours(x), ref(x))
-  np.testing.assert_allclose(jax.grad(lambda x: jnp.sum(ours(x) * cotangent))(x),
-                             jax.grad(lambda x: jnp.sum(ref(x) * cotangent))(x), rtol=1e-6, atol=1e-6)
+  # Gradients compiled whole: op by op, the slices' VJPs dispatch dozens of tiny programs.
+  np.testing.assert_allclose(jax.jit(jax.grad(lambda x: jnp.sum(ours(x) * cotangent)))(x),
+                             jax.jit(jax.grad(lambda x: jnp.sum(ref(x) * cotangent)))(x), rtol=1e-6, atol=1e-6)
 
 
 @pytest.mark.parametrize("conv_vjp,slice_pool", [(True, True), (False, False), (True, False)])

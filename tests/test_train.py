@@ -2,6 +2,7 @@
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 
@@ -124,15 +125,13 @@ def test_offline_student_distils_from_a_finished_byol_teacher(tmp_path):
 
 
 @requires_fashion_mnist
-def test_a_checkpoint_of_another_method_is_a_clear_error(tmp_path):
-  c = tiny_config("byol", "byol")
-  c.knn.networks = ()
-  c.train.steps = 2
-  train.train_and_evaluate(c, str(tmp_path))
-  other = tiny_config("simdis_on", "simdis_2v")
-  with pytest.raises(ValueError, match=r"config.method='byol', but this config has 'simdis_on'.*--config.method=byol "):
+def test_a_checkpoint_of_another_method_is_a_clear_error(tiny_run, tmp_path):
+  shutil.copytree(tiny_run, str(tmp_path), dirs_exist_ok=True)  # conftest's finished 2-step SimDis-On run
+  other = tiny_config("byol", "byol")
+  with pytest.raises(ValueError,
+                     match=r"config.method='simdis_on', but this config has 'byol'.*--config.method=simdis_on "):
     train.train_and_evaluate(other, str(tmp_path))
-  assert checkpoint.manager(str(tmp_path)).all_steps() == [2]
+  assert checkpoint.manager(str(tmp_path)).all_steps() == [1, 2]
 
 
 @requires_fashion_mnist
