@@ -436,8 +436,7 @@ def _check_network(config, name: str) -> None:
   if style not in resnet.STYLES or (style != "torchvision" and arch != "resnet"):
     raise ValueError(f"config.{key}.style={style!r} is not valid for arch={arch!r}; choose 'torchvision', or "
                      "'haiku' (DeepMind's Haiku ResNet padding and shortcuts) with arch='resnet'.")
-  rate = net.get("drop_path_rate", 0.0)
-  if not 0.0 <= rate < 1.0:
+  if not 0.0 <= (rate := net.get("drop_path_rate", 0.0)) < 1.0:
     raise ValueError(f"config.{key}.drop_path_rate={rate!r} must be in [0, 1) (0 = off, the self-supervised "
                      "default; the references' supervised values are 0.1-0.2).")
   if rate > 0.0 and arch not in encoders.STOCHASTIC_DEPTH_ARCHS:
