@@ -81,3 +81,14 @@ def tiny_run(tmp_path_factory):
   workdir = str(tmp_path_factory.mktemp("tiny_run") / "run")
   train.train_and_evaluate(c, workdir)
   return workdir
+
+
+@pytest.fixture(scope="session")
+def byol_teacher(tmp_path_factory):
+  """The 150-step BYOL run of tests/test_learning.py (trained once), and the offline teacher of SEED and SimDis-Off.
+
+  The learning tests distil from it: a student distilled from a one-step BYOL run (barely trained) does not
+  beat the untrained network, so a test of distillation needs a teacher that has learnt something.
+  """
+  import runs  # pylint: disable=import-outside-toplevel
+  return runs.trained_byol(str(tmp_path_factory.mktemp("byol_teacher")))

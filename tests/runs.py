@@ -1,4 +1,5 @@
-"""Runs of the tiny config shared by the multi-host and fault tests: in-process and as real processes."""
+"""Runs shared by several test modules: the tiny config's (multi-host and fault tests, in-process and as real
+processes), and the trained BYOL run of the learning tests (tests/conftest.py's byol_teacher fixture)."""
 
 import contextlib
 import json
@@ -8,13 +9,15 @@ import socket
 import subprocess
 import sys
 import time
+from typing import NamedTuple
 from unittest import mock
 
 import jax
+import ml_collections
 import numpy as np
 
-from conftest import xla_flags
-from simdis_jax import checkpoint, parallel, runs
+from conftest import tiny_config, xla_flags
+from simdis_jax import checkpoint, configuration, parallel, runs, train
 from simdis_jax import workdir as workdir_files
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -44,6 +47,61 @@ def baseline(tmp_path_factory):
     assert code == 0, out
     _BASELINE["workdir"] = workdir
   return _BASELINE["workdir"]
+
+
+def final_state(workdir):
+  """The latest checkpoint of a run and its step, restored as host numpy arrays (a dict pytree)."""
+  mgr = checkpoint.manager(workdir)
+  step = mgr.latest_step()
+  restored = mgr.restore(step, args=checkpoint.ocp.args.StandardRestore())
+  mgr.close()
+  return step, jax.tree.map(np.asarray, restored)
+
+
+class TrainedRun(NamedTuple):
+  """A finished run: where it is, its config and train_and_evaluate's final metrics."""
+  workdir: str
+  config: ml_collections.ConfigDict
+  result: dict
+
+
+def byol_learning_config():
+  """150 steps of BYOL that lift the student's kNN (tests/test_learning.py has the measured figures).
+
+  The student is a ResNet-10 of width 8 with 64/32 heads: as an offline teacher it is `model.teacher`
+  of learning_teacher_net(). The kNN bank/queries (2,000 / 1,000) are those of every learning test.
+  """
+  c = tiny_config("byol", "byol")
+  c.model.student = learning_teacher_net()
+  c.data.augment = configuration.fashion_mnist_augment()
+  # The demo's optimiser (LARS, base LR 6.0, weight decay 1e-5): lower rates barely move the kNN this early.
+  c.optim.base_lr, c.optim.weight_decay, c.optim.warmup_epochs = 6.0, 1e-5, 0.05
+  c.train.batch_size = 64
+  set_steps(c, 150)
+  c.knn.networks = ("student",)
+  set_learning_knn(c)
+  return c
+
+
+def learning_teacher_net():
+  """config.model.teacher of a run distilling from byol_learning_config()'s run (ResNet-10 w8, heads 64/32)."""
+  return configuration.network_config(10, 8, True, 64, 32)
+
+
+def set_steps(c, steps):
+  """A run of `steps` steps that logs and saves only at its end (a learning test reads the final metrics)."""
+  c.train.steps = c.train.log_every_steps = c.train.checkpoint_every_steps = steps
+
+
+def set_learning_knn(c):
+  """The learning tests' kNN: 2,000 bank images, 1,000 queries (1 query = 0.1 point), before and after."""
+  c.knn.train_examples, c.knn.eval_examples, c.knn.batch_size = 2000, 1000, 256
+
+
+def trained_byol(workdir):
+  """Trains byol_learning_config() in `workdir`."""
+  c = byol_learning_config()
+  return TrainedRun(workdir, c, train.train_and_evaluate(c, workdir))
 
 
 def resume(workdir):

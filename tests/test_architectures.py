@@ -12,6 +12,7 @@ import ml_collections
 import numpy as np
 import pytest
 
+import runs
 from conftest import requires_fashion_mnist, tiny_config
 from simdis_jax import configuration, optim
 from simdis_jax import workdir as workdir_files
@@ -306,62 +307,49 @@ def test_imagenet_presets_are_simdis_off_from_the_byol_r50_with_the_archs_optimi
 # --------------------------------------------------------------------------- short SimDis-Off runs
 
 
-@pytest.fixture(scope="module")
-def offline_teacher(tmp_path_factory):
-  """Workdir of a finished one-step BYOL run of the tiny ResNet-10 (width 8): a barely trained offline teacher."""
-  from simdis_jax import train  # pylint: disable=import-outside-toplevel
-  c = tiny_config("byol", "byol")
-  c.model.student = c.model.teacher
-  c.knn.networks = ()
-  c.train.steps = 1
-  workdir = str(tmp_path_factory.mktemp("teacher"))
-  train.train_and_evaluate(c, workdir)
-  return workdir
+def _distil(arch, teacher, workdir, steps, knn_networks=("student",), **optim_keys):
+  """SimDis-Off (views Ŝ-v' + T̂-v') of `steps` steps of batch 32 into `arch` at 16 px from conftest's byol_teacher.
 
-
-def _distil(arch, teacher_workdir, workdir, steps, knn_networks=("student",), **optim_keys):
-  """A SimDis-Off run (views Ŝ-v' + T̂-v') of `steps` steps into `arch` at 16 px; returns (config, result, losses)."""
+  On one device: on the tests' 8 fake devices a per-device batch of 4 and ~50 SyncBN all-reduces per pass
+  of MobileNetV3 cost twice the CPU time (measured 291 vs 153 CPU-s for 60 steps); a learning test does
+  not need the mesh (the multi-device paths have their own tests).
+  """
   from simdis_jax import train  # pylint: disable=import-outside-toplevel
   c = tiny_config("simdis_off", "simdis_2v")
-  c.model.student = configuration.network_config(10, 8, True, 32, 16, arch=arch, patch_size=4)
-  c.teacher.workdir = teacher_workdir
-  c.train.steps, c.train.batch_size = steps, 32
-  c.train.log_every_steps, c.train.checkpoint_every_steps = 1, steps
+  c.model.teacher = runs.learning_teacher_net()
+  c.model.student = configuration.network_config(10, 8, True, 64, 32, arch=arch, patch_size=4)
+  c.teacher.workdir = teacher.workdir
+  c.train.batch_size = 32
+  runs.set_steps(c, steps)
+  c.train.log_every_steps = 1
   c.knn.networks = knn_networks
-  c.knn.train_examples, c.knn.eval_examples = 1000, 500
+  runs.set_learning_knn(c)
   for key, value in optim_keys.items():
     c.optim[key] = value
-  result = train.train_and_evaluate(c, workdir)
+  with runs.local_devices(1):
+    result = train.train_and_evaluate(c, workdir)
+  return c, result, _check_distillation(c, workdir, teacher.workdir, steps)
+
+
+def _check_distillation(c, workdir, teacher_workdir, steps):
+  """Every step has a finite loss, and the frozen teacher is the BYOL run's student exactly; returns the losses."""
   with open(f"{workdir}/{workdir_files.METRICS_FILE}") as f:
     losses = [row["loss"] for row in map(json.loads, f) if "loss" in row]
-  return c, result, losses
-
-
-def _restored(workdir):
-  """The latest checkpoint of a run as host numpy arrays (a dict pytree)."""
-  from simdis_jax import checkpoint  # pylint: disable=import-outside-toplevel
-  mgr = checkpoint.manager(workdir)
-  state = mgr.restore(mgr.latest_step(), args=checkpoint.ocp.args.StandardRestore())
-  mgr.close()
-  return jax.tree.map(np.asarray, state)
-
-
-def _check_distillation(c, losses, workdir, teacher_workdir, steps):
-  """What a short run shows reliably: every step trains, the loss falls, the frozen teacher is the BYOL run's."""
   assert len(losses) == steps and all(np.isfinite(losses))
-  assert np.mean(losses[-5:]) < np.mean(losses[:5])
-  student, teacher = _restored(workdir), _restored(teacher_workdir)
-  for x, y in zip(jax.tree.leaves(teacher["student"]["params"]), jax.tree.leaves(student["teacher"]["params"])):
-    np.testing.assert_array_equal(x, y)
+  (_, student), (_, teacher) = runs.final_state(workdir), runs.final_state(teacher_workdir)
+  for key in ("params", "batch_stats", "ema_params", "ema_batch_stats"):
+    for x, y in zip(jax.tree.leaves(teacher["student"][key]), jax.tree.leaves(student["teacher"][key])):
+      np.testing.assert_array_equal(x, y)
   assert "encoder" in student["student"]["params"] and c.model.student.arch != "resnet"
+  return losses
 
 
-def _knn_with_batch_statistics(config, params, batch_stats, examples=(1000, 500)):
+def _knn_with_batch_statistics(config, params, batch_stats, examples=(2000, 1000)):
   """kNN top-1 (%) of the student's encoder with BatchNorm normalising by each 250-image batch's statistics."""
   from simdis_jax.data import augment, fashion_mnist  # pylint: disable=import-outside-toplevel
   from simdis_jax.evaluation import knn  # pylint: disable=import-outside-toplevel
   from simdis_jax.state import build_networks  # pylint: disable=import-outside-toplevel
-  net = build_networks(config).student_ema
+  net = build_networks(config).student
   data = fashion_mnist.load()
 
   @jax.jit
@@ -379,36 +367,42 @@ def _knn_with_batch_statistics(config, params, batch_stats, examples=(1000, 500)
   return 100.0 * float(np.mean(pred == split["test"][1]))
 
 
-# 30 steps (16 px, batch 32, a one-step teacher) did NOT improve kNN over the untrained networks when measured
-# (MobileNetV3-Small, kNN with batch statistics: 46.6% -> 43.2%; ViT-Tiny/4 with AdamW: 53.8% -> 46.4%), and a
-# longer run does not fit the suite's budget on 2 CPU cores; docs/architectures.md says so. These tests assert
-# what a short run shows reliably, and that the representation stays far above chance (10%).
-STEPS = 20
+# SimDis-Off into MobileNetV3-Small (small-image variant, LARS base LR 2.0), 60 steps of batch 32 from the trained
+# BYOL teacher, kNN with batch statistics on the first 2,000 train / 1,000 test images, measured: seed 0
+# 46.4 -> 50.6, seed 1 51.6 -> 55.3, seed 2 46.7 -> 58.0, i.e. +4.2, +3.7, +11.3 points. Batch-statistics
+# features do not read the running statistics, so the gain is the weights' alone (frozen weights give the
+# same features, a gain of exactly 0). From a one-step BYOL teacher 30 steps had gone 46.6 -> 43.2: a student
+# cannot beat the untrained network by imitating a teacher that has learnt nothing. Cost: about 165-195 CPU-s
+# (XLA level 0, one device), 130-150 of them the 60 steps.
+MIN_GAIN = 1.0  # points of kNN top-1 (10 of 1,000 queries)
 
 
 @requires_fashion_mnist
-def test_simdis_off_into_mobilenet_v3_small_trains_from_the_offline_teacher(offline_teacher, tmp_path):
+def test_simdis_off_into_mobilenet_v3_small_improves_knn(byol_teacher, tmp_path):
   from simdis_jax import optim as optim_module  # pylint: disable=import-outside-toplevel
   from simdis_jax.state import build_networks, create_train_state  # pylint: disable=import-outside-toplevel
-  c, _, losses = _distil("mobilenet_v3_small", offline_teacher, str(tmp_path), STEPS, knn_networks=(), base_lr=2.0)
-  _check_distillation(c, losses, str(tmp_path), offline_teacher, STEPS)
-  # BN momentum 0.99 (torchvision's) leaves the running statistics far from the data after 20 steps, so kNN
+  c, _, _ = _distil("mobilenet_v3_small", byol_teacher, str(tmp_path), 60, knn_networks=(), base_lr=2.0)
+  # BN momentum 0.99 (torchvision's) leaves the running statistics far from the data after 60 steps, so kNN
   # normalises with each batch's statistics, the untrained and the trained network alike.
-  init = create_train_state(c, build_networks(c), optim_module.make_optimizer(c.optim, lambda _: 0.0),
-                            (16, 16, 1)).student
-  final = _restored(str(tmp_path))["student"]
-  before = _knn_with_batch_statistics(c, init.ema_params, init.ema_batch_stats)
-  after = _knn_with_batch_statistics(c, final["ema_params"], final["ema_batch_stats"])
-  print(f"mobilenet_v3_small kNN with batch statistics: untrained {before:.1f}%, after {STEPS} steps {after:.1f}%")
-  assert 25.0 < before <= 100.0 and 25.0 < after <= 100.0
+  tx = optim_module.make_optimizer(c.optim, lambda _: 0.0)
+  init = jax.jit(lambda: create_train_state(c, build_networks(c), tx, (16, 16, 1)).student)()
+  final = runs.final_state(str(tmp_path))[1]["student"]
+  before = _knn_with_batch_statistics(c, init.params, init.batch_stats)
+  after = _knn_with_batch_statistics(c, final["params"], final["batch_stats"])
+  print(f"mobilenet_v3_small kNN with batch statistics: untrained {before:.1f}%, after 60 steps {after:.1f}%")
+  assert after >= before + MIN_GAIN, (before, after)
 
 
+# ViT-Tiny/4 does NOT improve kNN within a test's budget, even from the trained teacher (one device, batch 32,
+# seed 0, loop's eval-mode kNN on 2,000 / 1,000 images; the loss falls in every case): 60 steps of AdamW at
+# base LR 8e-3 56.9 -> 48.4, at 2e-3 56.9 -> 53.3, at 2e-3 with a 30-step warm-up 56.9 -> 56.6 (about 150 CPU-s
+# each). This test asserts what 20 steps show reliably; docs/architectures.md says so.
 @requires_fashion_mnist
-def test_simdis_off_into_vit_tiny_trains_from_the_offline_teacher(offline_teacher, tmp_path):
-  c, result, losses = _distil("vit_tiny", offline_teacher, str(tmp_path), STEPS, name="adamw", base_lr=8e-3,
+def test_simdis_off_into_vit_tiny_trains_from_the_byol_teacher(byol_teacher, tmp_path):
+  c, result, losses = _distil("vit_tiny", byol_teacher, str(tmp_path), 20, name="adamw", base_lr=8e-3,
                               weight_decay=0.05, weight_decay_mask="kernels")
-  _check_distillation(c, losses, str(tmp_path), offline_teacher, STEPS)
+  assert np.mean(losses[-5:]) < np.mean(losses[:5])
   # No BatchNorm in the encoder: the loop's eval-mode kNN is the representation's own.
   before, after = result["knn_top1/student_init"], result["knn_top1/student"]
-  print(f"vit_tiny kNN: untrained {before:.1f}%, after {STEPS} steps {after:.1f}%")
+  print(f"vit_tiny kNN: untrained {before:.1f}%, after 20 steps {after:.1f}%")
   assert 25.0 < before <= 100.0 and 25.0 < after <= 100.0

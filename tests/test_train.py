@@ -11,20 +11,12 @@ import numpy as np
 import pytest
 
 from conftest import requires_fashion_mnist, tiny_config, xla_flags
+from runs import final_state
 from simdis_jax import checkpoint, train
 from simdis_jax import workdir as workdir_files
 from simdis_jax.evaluation import knn
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-
-
-def final_state(workdir, config):
-  """The latest checkpoint of a run, restored as host numpy arrays."""
-  mgr = checkpoint.manager(workdir)
-  step = mgr.latest_step()
-  restored = mgr.restore(step, args=checkpoint.ocp.args.StandardRestore())
-  mgr.close()
-  return step, jax.tree.map(np.asarray, restored)
 
 
 @requires_fashion_mnist
@@ -35,8 +27,8 @@ def test_resume_after_a_stop_gives_the_same_final_state(tmp_path):
   train.train_and_evaluate(c, str(tmp_path / "resumed"), stop_after_steps=2)
   assert checkpoint.manager(str(tmp_path / "resumed")).latest_step() == 2
   train.train_and_evaluate(c, str(tmp_path / "resumed"))
-  step_a, a = final_state(str(tmp_path / "straight"), c)
-  step_b, b = final_state(str(tmp_path / "resumed"), c)
+  step_a, a = final_state(str(tmp_path / "straight"))
+  step_b, b = final_state(str(tmp_path / "resumed"))
   assert step_a == step_b == 4
   leaves_a, leaves_b = jax.tree.leaves(a), jax.tree.leaves(b)
   assert len(leaves_a) == len(leaves_b) > 100
@@ -84,13 +76,13 @@ def test_offline_student_distils_from_a_finished_byol_teacher(tmp_path):
   teacher.knn.networks = ()
   teacher.train.steps = 2
   train.train_and_evaluate(teacher, str(tmp_path / "teacher"))
-  _, t_state = final_state(str(tmp_path / "teacher"), teacher)
+  _, t_state = final_state(str(tmp_path / "teacher"))
 
   c = tiny_config("simdis_off", "table2_tema_sv_tema_dv")
   c.knn.networks = ("student", "teacher")
   c.teacher.workdir = str(tmp_path / "teacher")
   result = train.train_and_evaluate(c, str(tmp_path / "student"))
-  _, s_state = final_state(str(tmp_path / "student"), c)
+  _, s_state = final_state(str(tmp_path / "student"))
   for key in ("params", "batch_stats", "ema_params", "ema_batch_stats"):
     for x, y in zip(jax.tree.leaves(t_state["student"][key]), jax.tree.leaves(s_state["teacher"][key])):
       np.testing.assert_array_equal(x, y)
