@@ -15,7 +15,6 @@ lists them under "imported".
 """
 
 import argparse
-import importlib.util
 import json
 import logging
 import os
@@ -26,6 +25,7 @@ import jax
 import jax.numpy as jnp
 import ml_collections
 
+from simdis_jax import config_files
 from simdis_jax.interop import convert
 
 FORMATS = ("torchvision", "authors", "deepmind")
@@ -44,15 +44,6 @@ def read(fmt: str, path: str, network: str = "student") -> convert.Imported:
     from simdis_jax.interop import deepmind  # pylint: disable=import-outside-toplevel
     return deepmind.from_deepmind(deepmind.load(path))
   raise ValueError(f"--format={fmt!r}: choose one of {list(FORMATS)}.")
-
-
-def load_config(spec: str) -> ml_collections.ConfigDict:
-  """get_config() of a config file given as 'path[:arg]' (as --config of simdis_jax.main takes it)."""
-  path, _, arg = spec.partition(":")
-  module_spec = importlib.util.spec_from_file_location("imported_run_config", path)
-  module = importlib.util.module_from_spec(module_spec)
-  module_spec.loader.exec_module(module)
-  return module.get_config(arg) if arg else module.get_config()
 
 
 def run_config(imported: convert.Imported, base: Optional[ml_collections.ConfigDict] = None,
@@ -156,7 +147,7 @@ def main(argv=None) -> int:
   parser.add_argument("--proj_dim", type=int, default=DEFAULT_PROJ, help="projection size if the file has none")
   args = parser.parse_args(argv)
   logging.getLogger("absl").setLevel(logging.WARNING)
-  config = load_config(args.config) if args.config else None
+  config = config_files.load_config(args.config) if args.config else None
   try:
     info = import_checkpoint(args.format, args.path, args.out, config, args.network, args.hidden_dim, args.proj_dim)
   except (ValueError, FileNotFoundError, FileExistsError) as e:  # bad input: one line, no traceback

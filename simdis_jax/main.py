@@ -7,7 +7,6 @@ preemption notice saves a checkpoint and exits with status 143, and the same
 command resumes it.
 """
 
-import importlib.util
 import logging as stdlib_logging
 import os
 import sys
@@ -17,6 +16,8 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "1")  # TensorFlow's C++ INFO line
 
 from absl import app, flags, logging  # noqa: E402  pylint: disable=wrong-import-position
 from ml_collections import config_flags  # noqa: E402  pylint: disable=wrong-import-position
+
+from simdis_jax import config_files  # noqa: E402  pylint: disable=wrong-import-position
 
 FLAGS = flags.FLAGS
 config_flags.DEFINE_config_file("config", None, "Experiment config file (configs/*.py).", lock_config=True)
@@ -43,11 +44,7 @@ def _load_config(argv):
     spec = argv[argv.index("--config") + 1]
   if spec is None:
     return None
-  path, _, arg = spec.partition(":")
-  module_spec = importlib.util.spec_from_file_location("_simdis_config", path)
-  module = importlib.util.module_from_spec(module_spec)
-  module_spec.loader.exec_module(module)
-  return module.get_config(arg) if arg else module.get_config()
+  return config_files.load_config(spec)
 
 
 def unknown_config_key(argv) -> str:

@@ -17,7 +17,7 @@ import pytest
 
 import simdis_jax
 from conftest import requires_fashion_mnist, tiny_config
-from simdis_jax import configuration, import_weights, optim, runs, train
+from simdis_jax import config_files, configuration, import_weights, optim, runs, train
 from simdis_jax.models import batch_norm
 from simdis_jax.interop import torch_pickle
 
@@ -287,9 +287,9 @@ def test_default_networks_still_use_flax_batchnorm():
 def test_the_authors_imagenet_presets_keep_pytorchs_running_variance_and_the_demo_keeps_flaxs():
   root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
   for name in ("byol_r18", "byol_r50_teacher", "simdis_off", "simdis_on", "simdis_on_7v", "table2"):
-    c = import_weights.load_config(os.path.join(root, "configs", "imagenet", f"{name}.py"))
+    c = config_files.load_config(os.path.join(root, "configs", "imagenet", f"{name}.py"))
     assert c.model.bn_running_var == "unbiased", name
-  assert import_weights.load_config(os.path.join(root, "configs", "demo.py")).model.bn_running_var == "biased"
+  assert config_files.load_config(os.path.join(root, "configs", "demo.py")).model.bn_running_var == "biased"
 
 
 # ------------------------------------------------------------------- the authors' LARS at zero norms

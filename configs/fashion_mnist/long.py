@@ -22,9 +22,9 @@ The student (ResNet-10 w8), the data, the augmentations, the views, the evaluati
 study's.
 """
 
-import importlib.util
-import os
 import re
+
+from simdis_jax import config_files
 
 EPOCHS = (5, 10, 20)
 TEACHER_EPOCHS = 20
@@ -32,15 +32,6 @@ TEACHER = dict(depth=10, width=16, cifar_stem=True, hidden_dim=512, proj_dim=128
 WARMUP_EPOCHS = 1.0
 STEPS_PER_EPOCH = 468  # 60,000 // 128
 TEACHER_WORKDIR = "workdirs/fmnist_long/byol_teacher_e20/seed0"  # the study passes its own
-
-
-def _short_presets():
-  """configs/fashion_mnist/presets.py (the 3-epoch study's presets), loaded by path."""
-  spec = importlib.util.spec_from_file_location("fashion_mnist_presets",
-                                                os.path.join(os.path.dirname(os.path.abspath(__file__)), "presets.py"))
-  module = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(module)
-  return module
 
 
 def split(name: str):
@@ -56,7 +47,7 @@ def split(name: str):
 def get_config(name: str = "simdis_off_7v_e20"):
   """The preset `<base>_e<epochs>`: the 3-epoch study's <base> on the long schedule."""
   base, epochs = split(name)
-  short = _short_presets()
+  short = config_files.sibling(__file__, "presets.py")  # the 3-epoch study's presets
   if base not in short.PRESETS:
     raise ValueError(f"Unknown preset {base!r} in {name!r}; choose one of {sorted(short.PRESETS)}.")
   if base == "untrained_student":

@@ -17,26 +17,16 @@ overall stride 8: ~14 M MACs per image, about 6x the study student's); their wal
 has not been measured, and the ViT learning rate is DINO's, not tuned for 3 epochs.
 """
 
-import importlib.util
-import os
+from simdis_jax import config_files
 
 ARCHS = ("mobilenet_v3_large", "mobilenet_v3_small", "efficientnet_b0", "vit_tiny", "vit_small")
-
-
-def _study_presets():
-  """configs/fashion_mnist/presets.py, loaded by path (config files are not a package)."""
-  spec = importlib.util.spec_from_file_location("fashion_mnist_presets",
-                                                os.path.join(os.path.dirname(os.path.abspath(__file__)), "presets.py"))
-  module = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(module)
-  return module
 
 
 def get_config(arch: str = "mobilenet_v3_small"):
   """The study's simdis_off_2v preset with `arch` as the student."""
   if arch not in ARCHS:
     raise ValueError(f"Unknown student arch {arch!r} for configs/fashion_mnist/students.py; choose one of {ARCHS}.")
-  presets = _study_presets()
+  presets = config_files.sibling(__file__, "presets.py")
   c = presets.get_config("simdis_off_2v")
   c.model.student.arch = arch
   c.model.student.cifar_stem = True

@@ -9,18 +9,9 @@ seed by seed, then Figure 3's other systems at 20 epochs, then Figure 1's shorte
 Why this regime: the pilot (results/fashion_mnist/pilot/README.md).
 """
 
-import importlib.util
-import os
+from simdis_jax import config_files
 
 CENTRAL = ("byol_student_e20", "simdis_off_7v_e20", "simdis_on_7v_e20", "seed_e20")
-
-
-def _short_study():
-  spec = importlib.util.spec_from_file_location("fashion_mnist_study",
-                                                os.path.join(os.path.dirname(os.path.abspath(__file__)), "study.py"))
-  module = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(module)
-  return module.get_config()
 
 
 def _suffixed(table, epochs=(5, 10, 20)):
@@ -35,7 +26,7 @@ def _suffixed(table, epochs=(5, 10, 20)):
 
 
 def get_config():
-  c = _short_study()
+  c = config_files.sibling(__file__, "study.py").get_config()  # the 3-epoch study's report data
   c.presets = "configs/fashion_mnist/long.py"
   c.runs = (
       "byol_teacher_e20:0", "untrained_student:0",

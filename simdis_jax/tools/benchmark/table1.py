@@ -3,14 +3,13 @@
     python -m simdis_jax.benchmark --table1 [--table1_image_size 224]
 """
 
-import importlib.util
 import os
 from typing import Dict
 
 import jax
 import ml_collections
 
-from simdis_jax import parallel
+from simdis_jax import config_files, parallel
 from simdis_jax.tools.benchmark.flops import (PAPER_MULTIVIEW_GMACS, PAPER_STUDENT_GMACS, PAPER_TABLE1,
                                               PAPER_TEACHER_GMACS, forward_flops, predicted_train_gflops)
 from simdis_jax.tools.benchmark.timing import build_step, reference_step_flops, synthetic_batch
@@ -21,9 +20,7 @@ BENCHMARK_CONFIG = os.path.join(_ROOT, "configs", "benchmark", "r50_r18.py")
 
 def table1_configs(image_size: int = 224, batch_size: int = 2) -> Dict[str, ml_collections.ConfigDict]:
   """The training runs behind Table 1's rows (standard setting), at `image_size` and a small batch."""
-  spec = importlib.util.spec_from_file_location("r50_r18", BENCHMARK_CONFIG)
-  module = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(module)
+  module = config_files.load_module(BENCHMARK_CONFIG)
   return {name: module.get_config(f"{name},{batch_size},{image_size}")
           for name in ("byol_r50", "off", "on", "on_7v")}
 

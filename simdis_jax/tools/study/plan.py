@@ -7,11 +7,11 @@ pretraining summary and its linear evaluation (and the fast one, if the study as
 """
 
 import functools
-import importlib.util
 import os
 import sys
 from typing import List, Optional, Sequence, Tuple
 
+from simdis_jax import config_files
 from simdis_jax import workdir as workdir_files
 
 STATUS_FILE = "study_status.json"  # in the study's workdir: failed runs and the run segments (time, commit)
@@ -88,10 +88,7 @@ def _presets_module(path: str):
   if not os.path.exists(path):
     raise FileNotFoundError(f"The study's presets file {path!r} does not exist (run from the repository root, "
                             "or set config.presets to its path).")
-  spec = importlib.util.spec_from_file_location(f"study_presets_{abs(hash(path))}", path)
-  module = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(module)
-  return module
+  return config_files.load_module(path)
 
 
 def preset_config(study, preset: str):
