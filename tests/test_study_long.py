@@ -61,19 +61,26 @@ def test_the_long_study_runs_the_teacher_then_the_central_comparison_on_three_se
   c = study_long.get_config()
   runs = plan.parse_runs(c.runs)
   assert len(runs) == len(set(runs))
-  assert runs[:2] == [("byol_teacher_e20", 0), ("untrained_student", 0)]
-  central = runs[2:2 + 3 * len(study_long.CENTRAL)]
+  assert study_long.CENTRAL == ("byol_student_e10", "simdis_off_7v_e10", "simdis_on_7v_e10", "seed_e10")
+  # The teacher, then the student alone at 10 epochs (it decides whether 10 epochs is the regime), the
+  # untrained student and the pilot's 20-epoch student (both cheap), then the rest of the central comparison.
+  assert runs[:4] == [("byol_teacher_e20", 0), ("byol_student_e10", 0), ("untrained_student", 0),
+                      ("byol_student_e20", 0)]
+  central = [runs[1]] + runs[4:4 + 3 * len(study_long.CENTRAL) - 1]
   assert central == [(p, s) for s in (0, 1, 2) for p in study_long.CENTRAL]  # seed by seed, first of all
   for preset, _ in runs:
     long_presets.get_config(preset)  # every run is a preset
-  # Figure 3's systems at 20 epochs, Figure 1's methods at a second schedule length.
+  # Figure 3's systems at the central schedule (10 epochs), Figure 1's methods at 5 and 10 epochs, and the
+  # central methods at 20 epochs last.
   for method in c.epoch_figures[1]["methods"]:
-    assert (f"{method}_e20", 0) in runs
+    assert (f"{method}_e10", 0) in runs
   for method in c.epoch_figures[0]["methods"]:
-    assert {e for (p, _) in runs for e in [curves.schedule(p)] if e and e[0] == method} >= {(method, 5), (method, 20)}
-  cmd = plan.command(c, "w", "seed_e20", 1)
+    assert {e for (p, _) in runs for e in [curves.schedule(p)] if e and e[0] == method} >= {(method, 5), (method, 10)}
+  assert runs[-2:] == [("simdis_off_7v_e20", 0), ("simdis_on_7v_e20", 0)]
+  assert all(a.endswith("_e10") or a.endswith("_e5") for a, _, _ in c.comparisons), c.comparisons
+  cmd = plan.command(c, "w", "seed_e10", 1)
   assert cmd[-1] == f"--config.teacher.workdir={os.path.join('w', 'byol_teacher_e20', 'seed0')}"
-  assert plan.command(c, "w", "simdis_on_7v_e20", 1)[-1] == f"--workdir={os.path.join('w', 'simdis_on_7v_e20', 'seed1')}"
+  assert plan.command(c, "w", "simdis_on_7v_e10", 1)[-1] == f"--workdir={os.path.join('w', 'simdis_on_7v_e10', 'seed1')}"
 
 
 def fake_long_run(work, preset, seed, linear, knn, knn_curve=()):
