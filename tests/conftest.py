@@ -92,3 +92,14 @@ def byol_teacher(tmp_path_factory):
   """
   import runs  # pylint: disable=import-outside-toplevel
   return runs.trained_byol(str(tmp_path_factory.mktemp("byol_teacher")))
+
+
+@pytest.hookimpl(tryfirst=True)  # before xdist's own hook reads the marks
+def pytest_collection_modifyitems(config, items):  # pylint: disable=unused-argument
+  """Groups for pytest-xdist's `--dist loadgroup` (pytest.ini): one group per file, as `loadfile` would make,
+  except that every file using the session fixture `byol_teacher` joins one group, so that one worker trains
+  that 150-step BYOL run once instead of each worker training its own."""
+  files_with_teacher = {item.nodeid.split("::")[0] for item in items if "byol_teacher" in item.fixturenames}
+  for item in items:
+    path = item.nodeid.split("::")[0]
+    item.add_marker(pytest.mark.xdist_group("byol_teacher" if path in files_with_teacher else path))
