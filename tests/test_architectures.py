@@ -396,7 +396,9 @@ def test_simdis_off_into_mobilenet_v3_small_improves_knn(byol_teacher, tmp_path)
 # ViT-Tiny/4 does NOT improve kNN within a test's budget, even from the trained teacher (one device, batch 32,
 # seed 0, loop's eval-mode kNN on 2,000 / 1,000 images; the loss falls in every case): 60 steps of AdamW at
 # base LR 8e-3 56.9 -> 48.4, at 2e-3 56.9 -> 53.3, at 2e-3 with a 30-step warm-up 56.9 -> 56.6 (about 150 CPU-s
-# each). This test asserts what 20 steps show reliably; docs/architectures.md says so.
+# each); 150-300 steps in five more settings 40.4-55.8; and with labels (supervised, 150 steps) 56.9 -> 56.7:
+# a ViT needs far more data than a test affords to beat its random features. This test asserts what 20 steps
+# show reliably; docs/architectures.md has the table.
 @requires_fashion_mnist
 def test_simdis_off_into_vit_tiny_trains_from_the_byol_teacher(byol_teacher, tmp_path):
   c, result, losses = _distil("vit_tiny", byol_teacher, str(tmp_path), 20, name="adamw", base_lr=8e-3,
