@@ -244,3 +244,25 @@ def test_the_study_command_runs_a_preset_end_to_end_then_skips_it(tmp_path):
   moved = subprocess.run(elsewhere, cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
   assert moved.returncode == 0 and "restored 1 finished run" in moved.stdout and "Study: supervised seed" not in moved.stdout
   assert json.loads((tmp_path / "w2" / "supervised" / "seed3" / "summary.json").read_text()) == summary
+
+
+def test_the_commit_of_a_run_is_dirty_only_when_the_code_differs(tmp_path):
+  """The runner rewrites RESULTS.md and results/ in its own checkout after every run: that is not a code change."""
+  def git(*args):
+    subprocess.run(["git", *args], cwd=tmp_path, check=True, capture_output=True)
+  for path in ("simdis_jax/train.py", "configs/x.py", "RESULTS.md", "results/r.json"):
+    (tmp_path / path).parent.mkdir(parents=True, exist_ok=True)
+    (tmp_path / path).write_text("a\n")
+  git("init", "-q")
+  git("add", ".")
+  git("-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "c")
+  sha = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=tmp_path, capture_output=True, text=True,
+                       check=True).stdout.strip()
+  where = str(tmp_path / "results")  # asked from a subfolder, as the package asks from simdis_jax/tools/study
+  (tmp_path / "RESULTS.md").write_text("rewritten by the study\n")
+  (tmp_path / "results" / "r.json").write_text("b\n")
+  assert report.commit(where) == sha
+  for code in ("configs/x.py", "simdis_jax/train.py"):
+    (tmp_path / code).write_text("changed\n")
+    assert report.commit(where) == f"{sha} (with uncommitted changes)", code
+    git("checkout", "--", code)

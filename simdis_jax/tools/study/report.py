@@ -12,7 +12,7 @@ import math
 import os
 import platform
 import subprocess
-from typing import Dict, List, Sequence
+from typing import Dict, List, Optional, Sequence
 
 from simdis_jax import workdir as workdir_files
 from simdis_jax.tools.study.curves import write_epoch_figure
@@ -62,14 +62,19 @@ def hardware() -> str:
   return f"{model}, {os.cpu_count()} cores visible, {platform.system()} {platform.release()}, Python {platform.python_version()}"
 
 
-def commit() -> str:
-  """The short commit of the code checked out here ("(with uncommitted changes)" if so), or "unknown"."""
-  here = os.path.dirname(os.path.abspath(__file__))
+CODE_PATHS = (":/simdis_jax", ":/configs", ":/setup.py")  # what a run executes; the study's own records
+# (RESULTS.md, results/), which the runner rewrites in its checkout after every run, do not make the code dirty
+
+
+def commit(where: Optional[str] = None) -> str:
+  """The short commit of the code checked out at `where` (default: this package's checkout), with
+  " (with uncommitted changes)" if the code a run executes differs from it, or "unknown"."""
+  here = where or os.path.dirname(os.path.abspath(__file__))
   try:
     sha = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, check=True,
                          cwd=here).stdout.strip()
-    dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], capture_output=True, text=True,
-                           cwd=here).stdout.strip()
+    dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no", "--", *CODE_PATHS],
+                           capture_output=True, text=True, cwd=here).stdout.strip()
     return sha + (" (with uncommitted changes)" if dirty else "")
   except (OSError, subprocess.CalledProcessError):
     return "unknown"
