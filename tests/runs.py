@@ -88,6 +88,32 @@ def learning_teacher_net():
   return configuration.network_config(10, 8, True, 64, 32)
 
 
+def distil(c, workdir):
+  """Trains the SimDis-Off config `c` in `workdir` on one device; returns train_and_evaluate's result.
+
+  One device: on the tests' 8 fake devices a per-device batch of 4 and the SyncBN all-reduces cost about twice
+  the CPU time; a learning test does not need the mesh (the multi-device paths have their own tests).
+  """
+  with local_devices(1):
+    return train.train_and_evaluate(c, workdir)
+
+
+def check_distillation(c, workdir, steps):
+  """Every step of the run in `workdir` has a finite loss, and its frozen teacher (online and EMA, parameters and
+  BatchNorm statistics) is exactly the student of c.teacher.workdir's BYOL run; returns the losses."""
+  with open(f"{workdir}/{workdir_files.METRICS_FILE}") as f:
+    losses = [row["loss"] for row in map(json.loads, f) if "loss" in row]
+  assert len(losses) == steps and all(np.isfinite(losses))
+  (_, student), (_, teacher) = final_state(workdir), final_state(c.teacher.workdir)
+  for key in ("params", "batch_stats", "ema_params", "ema_batch_stats"):
+    leaves = jax.tree.leaves(teacher["student"][key])
+    assert len(leaves) == len(jax.tree.leaves(student["teacher"][key]))
+    for x, y in zip(leaves, jax.tree.leaves(student["teacher"][key])):
+      np.testing.assert_array_equal(x, y)
+  assert "encoder" in student["student"]["params"] and c.model.student.arch != "resnet"
+  return losses
+
+
 def set_steps(c, steps):
   """A run of `steps` steps that logs and saves only at its end (a learning test reads the final metrics)."""
   c.train.steps = c.train.log_every_steps = c.train.checkpoint_every_steps = steps
