@@ -10,7 +10,8 @@ kNN on 2,000 train / 1,000 test images): seed 0 58.6 -> 57.7 / 62.5 / 66.5 at st
 57.3 -> 60.0 / 62.2 / 64.3, seed 2 60.1 -> 61.4 / 65.6 / 67.2. With the student's own BYOL view added
 (Ŝ-v' + T̂-v', the paper's 2-view SimDis-Off) 100 steps fall instead (58.6 -> 56.6 at base LR 8e-3, 53.7 at
 2e-3): the student's target is then partly its own random features; batch 128 for 117 steps (the
-`students.py:vit_tiny` preset) does lift it, 54.7 -> 61.7 on 10,000 / 2,000 images, but costs ~20 CPU-min. Cost of this test: about 110-170 CPU-s.
+`students.py:vit_tiny` preset) does lift it, 54.7 -> 61.7 on 10,000 / 2,000 images, but costs ~20 CPU-min.
+Cost of this test: about 110-170 CPU-s.
 """
 
 import os
