@@ -124,6 +124,11 @@ def test_report_gives_mean_and_sample_std_over_seeds_and_keeps_text_outside_its_
     fake_run(work, "byol_student", seed, a, b)
     fake_run(work, "simdis_off_7v", seed, a + 3.0, b + 0.1 * seed)
   fake_run(work, "simdis_on_7v", 0, 84.0, 85.0)
+  summary = os.path.join(work, "simdis_on_7v", "seed0", "summary.json")
+  with open(summary) as f:
+    on = json.load(f)
+  with open(summary, "w") as f:
+    json.dump(dict(on, **{"knn_top1/teacher": 83.5}), f)
   results = tmp_path / "RESULTS.md"
   results.write_text(f"# Mine\n\nintro\n\n{report.BEGIN}\nold\n{report.END}\n\n## Discussion\nkept\n")
   report.write_study_report(c, work, str(results), str(tmp_path / "fig"))
@@ -147,6 +152,9 @@ def test_report_gives_mean_and_sample_std_over_seeds_and_keeps_text_outside_its_
   assert "SimDis-On-7v (claim 1): linear (full) +3.00 (3 seeds vs 1: no seed spread to test; seed 0 alone: +4.00)" in text
   assert ("SimDis-Off-7v − SimDis-On-7v (claim 2, 7 views): linear (full) +0.00 (1 seed vs 3: no seed spread to test; "
           "seed 0 alone: -1.00)") in text
+  # The offline teacher is named by its label (its schedule may differ from the online run's); not run here.
+  assert ("\nThe online teachers of SimDis-On-7v reached kNN top-1 83.50; the offline teacher (BYOL teacher (R18 w16)) "
+          "—.\n") in text
   assert "Runs finished**: 7 of 8" in text
   assert "**Code**: " in text
   assert (tmp_path / "fig" / "study_top1.png").read_bytes()[:4] == b"\x89PNG"

@@ -158,13 +158,14 @@ def report_markdown(study, workdir: str, agg: Dict[str, Dict], figure_paths: Seq
         f"{_pm(entry.get('fast_linear_top1'))} | {_pm(entry.get('knn_top1'))} | "
         f"{_pm(entry.get('knn_top1_init'))} | {_one(entry.get('step_gflops'))} | {_one(entry.get('train_minutes'))} | "
         f"{_one(entry.get('linear_minutes'))} | {paper}{f' ({source})' if source else ''} |")
-  teacher = agg.get(teacher_run(study)[0], {})
+  offline = teacher_run(study)[0]
   online = agg.get(study.online_teacher_preset, {})
   if online.get("teacher_knn_top1"):
     lines.append("")
+    # The offline teacher's own label names its schedule, which need not be the online run's.
     lines.append(f"The online teachers of {study.labels.get(study.online_teacher_preset)} reached kNN top-1 "
-                 f"{_pm(online['teacher_knn_top1'])}; the offline teacher (BYOL, same network and epochs) "
-                 f"{_pm(teacher.get('knn_top1'))}.")
+                 f"{_pm(online['teacher_knn_top1'])}; the offline teacher ({study.labels.get(offline, offline)}) "
+                 f"{_pm(agg.get(offline, {}).get('knn_top1'))}.")
   lines += ["", "**Comparisons** (differences to the student alone unless named, ± the standard error of the difference "
             "from the seeds' spread; Welch's two-sided t-test over seeds, p < 0.05 is marked as beyond seed noise; then the "
             "paired t-test over the seeds both ran, which share the initial student and the data order):", ""]
