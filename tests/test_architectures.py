@@ -306,12 +306,8 @@ def test_imagenet_presets_are_simdis_off_from_the_byol_r50_with_the_archs_optimi
 
 
 def _distil(arch, teacher, workdir, steps, knn_networks=("student",), **optim_keys):
-  """SimDis-Off (views Ŝ-v' + T̂-v') of `steps` steps of batch 32 into `arch` at 16 px from conftest's byol_teacher.
-
-  On one device: on the tests' 8 fake devices a per-device batch of 4 and ~50 SyncBN all-reduces per pass
-  of MobileNetV3 cost twice the CPU time (measured 291 vs 153 CPU-s for 60 steps); a learning test does
-  not need the mesh (the multi-device paths have their own tests).
-  """
+  """SimDis-Off (views Ŝ-v' + T̂-v') of `steps` steps of batch 32 into `arch` at 16 px from conftest's byol_teacher,
+  on one device (runs.distil)."""
   c = tiny_config("simdis_off", "simdis_2v")
   c.model.teacher = runs.learning_teacher_net()
   c.model.student = configuration.network_config(10, 8, True, 64, 32, arch=arch, patch_size=4)
