@@ -6,8 +6,9 @@ The presets are configs/fashion_mnist/long.py's (`<preset>_e<epochs>`: the 3-epo
 5-, 10- or 20-epoch schedule, teacher ResNet-10 w16 trained once for 20 epochs). Order: the offline
 teacher, the student alone at 10 epochs (it decides the regime), the untrained and the pilot's 20-epoch
 student, then the central comparison at 10 epochs (student alone, SimDis-Off-7v, SimDis-On-7v, SEED) seed
-by seed, then Figure 3's other systems at 10 epochs, then Figure 1's 5-epoch schedule, and last the
-central methods at 20 epochs (one seed) as far as the budget reaches.
+by seed, then Figure 3's other systems at 10 epochs, then Figure 1's 5-epoch schedule, then Table 2's
+other single teacher views at 10 epochs (offline, one seed), and last SimDis-Off-7v and SimDis-On-7v at
+20 epochs (one seed) as far as the budget reaches.
 Why this regime: the pilot (results/fashion_mnist/pilot/README.md); why 10 epochs: the budget
 (RESULTS.md, "the long study's plan": three seeds of SimDis-On-7v at 20 epochs alone cost ~6.8 h).
 """
@@ -41,6 +42,8 @@ def get_config():
       *(f"{p}_e{LONGEST}:0" for p in ("moco_v2", "supervised_standard", "simdis_off_2v", "simdis_on_2v")),
       # Figure 1's shorter schedule, one seed
       "byol_student_e5:0", "simdis_off_7v_e5:0", "simdis_on_7v_e5:0", "simdis_off_2v_e5:0", "simdis_on_2v_e5:0",
+      # Table 2's other single teacher views (T-v, T-v', T̂-v; T̂-v' is simdis_off_2v) offline, one seed
+      *(f"{p}_e{LONGEST}:0" for p in ("off_t_sv", "off_t_dv", "off_tema_sv")),
       # Figure 1's longer schedule for the central methods, one seed, last: what the budget leaves
       "simdis_off_7v_e20:0", "simdis_on_7v_e20:0",
   )
@@ -66,6 +69,9 @@ def get_config():
       (f"moco_v2_e{e}", f"byol_student_e{e}", "Fig. 3: BYOL vs MoCo-v2"),
       ("byol_student_e5", "simdis_off_7v_e5", "claim 1, 5 epochs"),
       ("simdis_on_7v_e5", "simdis_off_7v_e5", "claim 2, 5 epochs"),
+      # Table 2's view ranking offline: the other view's target against the same view's, for T and T̂
+      (f"off_t_sv_e{e}", f"off_t_dv_e{e}", "Table 2: T-v' vs T-v"),
+      (f"off_tema_sv_e{e}", f"simdis_off_2v_e{e}", "Table 2: T̂-v' vs T̂-v"),
   )
   c.online_teacher_preset = f"simdis_on_7v_e{e}"
   c.figure_colors = {f"supervised_e{e}": "C2", f"supervised_standard_e{e}": "C2"}
