@@ -76,7 +76,7 @@ def test_the_long_study_runs_the_teacher_then_the_central_comparison_on_three_se
     assert (f"{method}_e10", 0) in runs
   for method in c.epoch_figures[0]["methods"]:
     assert {e for (p, _) in runs for e in [curves.schedule(p)] if e and e[0] == method} >= {(method, 5), (method, 10)}
-  table2 = [(f"{view}_e10", 0) for view in ("off_t_sv", "off_t_dv", "off_tema_sv")]  # + simdis_off_2v (T̂-v')
+  table2 = [(f"{view}_e10", 0) for view in ("off_t_sv", "off_t_dv", "off_tema_sv")]  # T̂-v' is simdis_off_2v
   assert runs[-5:] == table2 + [("simdis_off_7v_e20", 0), ("simdis_on_7v_e20", 0)]
   assert all(a.endswith("_e10") or a.endswith("_e5") for a, _, _ in c.comparisons), c.comparisons
   cmd = plan.command(c, "w", "seed_e10", 1)

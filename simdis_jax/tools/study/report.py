@@ -140,7 +140,8 @@ def report_markdown(study, workdir: str, agg: Dict[str, Dict], figure_paths: Seq
       f"**Hardware**: {hardware()}; one JAX CPU device.  ",
       f"**Code**: {_commits_line(status, agg)}.  ",
       f"**Runs finished**: {done} of {len(runs)}; pretraining {train_min / 60:.2f} h + linear evaluation "
-      f"{lin_min / 60:.2f} h = **{(train_min + lin_min) / 60:.2f} h** of wall time (sum over finished runs, time waiting for shared cores included; "
+      f"{lin_min / 60:.2f} h = **{(train_min + lin_min) / 60:.2f} h** of wall time (sum over finished runs, "
+      f"time waiting for shared cores included; "
       f"report written {datetime.datetime.now().isoformat(timespec='minutes')}).",
       "",
       study.table_note,
