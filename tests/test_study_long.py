@@ -122,6 +122,11 @@ def test_epoch_figures_and_two_studies_sharing_one_results_file(tmp_path):
                                                                                   (20.0, 89.0)]
   assert curves.baselines(long, agg, "knn_top1") == [(84.6, "pixels, kNN"), (77.0, "untrained student")]
   assert curves.baselines(long, agg, "linear_top1")[-1] == (43.0, "untrained student")
+  # The untrained student is a line when within 10 points under the range (kNN 77 here), named at the edge below.
+  assert curves.y_limits([85.0, 88.5], curves.baselines(long, agg, "knn_top1")) == (
+      76.0, 90.0, [(84.6, "pixels, kNN"), (77.0, "untrained student")])
+  assert curves.y_limits([80.0, 85.0], [(84.4, "pixels, logistic"), (43.0, "untrained student")]) == (
+      78.0, 86.5, [(84.4, "pixels, logistic")])
   # The 3-epoch study's section and the long study's live in one file; each rewrite keeps the other's.
   short = short_study.get_config()
   short.runs = ("byol_student:0",)

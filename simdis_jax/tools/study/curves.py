@@ -16,6 +16,7 @@ from simdis_jax.tools.study.plan import run_dir, teacher_run
 
 SCHEDULE = re.compile(r"(.+)_e(\d+)")
 PANELS = ("linear_top1", "fast_linear_top1", "knn_top1")
+DRAW_BELOW = 10.0  # a baseline this far under the lowest run is still drawn; further down it is named at the edge
 
 
 def schedule(preset: str) -> Optional[Tuple[str, int]]:
@@ -58,6 +59,17 @@ def baselines(study, agg: Dict[str, Dict], metric: str) -> List[Tuple[float, str
   return lines
 
 
+def y_limits(shown: List[float], lines: List[Tuple[float, str]]) -> Tuple[float, float, List[Tuple[float, str]]]:
+  """(low, high, lines drawn) of one panel: the runs and the raw-pixel references set the range, and the
+  untrained student's line widens it when it lies within DRAW_BELOW points under that range's bottom. Further
+  down (linear full: 43% against runs at 77-89%) it would flatten every curve; the caller names it at the edge."""
+  low = min(shown + [v for v, s in lines if s != "untrained student"]) - 2.0
+  high = max(shown + [v for v, s in lines if s != "untrained student"]) + 1.5
+  drawn = [(v, s) for v, s in lines if s != "untrained student" or v >= low - DRAW_BELOW]
+  low = min([low] + [v - 1.0 for v, _ in drawn])
+  return low, high, drawn
+
+
 def write_epoch_figure(study, agg: Dict[str, Dict], workdir: str, spec, path: str) -> Optional[str]:
   """Draws one top-1-vs-epochs figure (spec: title, methods, with_teacher) into `path`; None if nothing finished."""
   import matplotlib  # pylint: disable=import-outside-toplevel  (the report is the only user; keeps imports light)
@@ -93,13 +105,12 @@ def write_epoch_figure(study, agg: Dict[str, Dict], workdir: str, spec, path: st
     ax.set_xticklabels([str(t) for t in ticks])
     ax.minorticks_off()
     lines = baselines(study, agg, metric)
-    shown = [y for line in ax.get_lines() for y in line.get_ydata()] + [v for v, s in lines if s != "untrained student"]
-    low, high = min(shown) - 2.0, max(shown) + 1.5
+    low, high, drawn = y_limits([y for line in ax.get_lines() for y in line.get_ydata()], lines)
     ax.set_ylim(low, high)  # a baseline far below the runs is named at the bottom edge, not drawn off scale
     left = ax.get_xlim()[0]
     for value, short in lines:
       color = "C7" if short == "untrained student" else "C3"
-      if value < low:
+      if (value, short) not in drawn:
         ax.text(left, low, f" {short}: {value:.1f} (below)", va="bottom", fontsize=7, color=color)
         continue
       ax.axhline(value, color=color, ls=":" if short == "untrained student" else "--", lw=1)
