@@ -16,6 +16,7 @@ from simdis_jax.tools.study.plan import run_dir, teacher_run
 
 SCHEDULE = re.compile(r"(.+)_e(\d+)")
 PANELS = ("linear_top1", "fast_linear_top1", "knn_top1")
+UNTRAINED = "untrained student"  # the short name of the untrained student's baseline
 DRAW_BELOW = 10.0  # a baseline this far under the lowest run is still drawn; further down it is named at the edge
 
 
@@ -55,7 +56,7 @@ def baselines(study, agg: Dict[str, Dict], metric: str) -> List[Tuple[float, str
   lines = [(value, short) for _, value, short, where in study.references if where == panel]
   untrained = agg.get(study.get("untrained_preset", "untrained_student"), {}).get(metric)
   if untrained and untrained[2] and math.isfinite(untrained[0]):
-    lines.append((untrained[0], "untrained student"))
+    lines.append((untrained[0], UNTRAINED))
   return lines
 
 
@@ -63,9 +64,9 @@ def y_limits(shown: List[float], lines: List[Tuple[float, str]]) -> Tuple[float,
   """(low, high, lines drawn) of one panel: the runs and the raw-pixel references set the range, and the
   untrained student's line widens it when it lies within DRAW_BELOW points under that range's bottom. Further
   down (linear full: 43% against runs at 77-89%) it would flatten every curve; the caller names it at the edge."""
-  low = min(shown + [v for v, s in lines if s != "untrained student"]) - 2.0
-  high = max(shown + [v for v, s in lines if s != "untrained student"]) + 1.5
-  drawn = [(v, s) for v, s in lines if s != "untrained student" or v >= low - DRAW_BELOW]
+  ranged = shown + [v for v, s in lines if s != UNTRAINED]
+  low, high = min(ranged) - 2.0, max(ranged) + 1.5
+  drawn = [(v, s) for v, s in lines if s != UNTRAINED or v >= low - DRAW_BELOW]
   low = min([low] + [v - 1.0 for v, _ in drawn])
   return low, high, drawn
 
@@ -109,11 +110,11 @@ def write_epoch_figure(study, agg: Dict[str, Dict], workdir: str, spec, path: st
     ax.set_ylim(low, high)  # a baseline far below the runs is named at the bottom edge, not drawn off scale
     left = ax.get_xlim()[0]
     for value, short in lines:
-      color = "C7" if short == "untrained student" else "C3"
+      color = "C7" if short == UNTRAINED else "C3"
       if (value, short) not in drawn:
         ax.text(left, low, f" {short}: {value:.1f} (below)", va="bottom", fontsize=7, color=color)
         continue
-      ax.axhline(value, color=color, ls=":" if short == "untrained student" else "--", lw=1)
+      ax.axhline(value, color=color, ls=":" if short == UNTRAINED else "--", lw=1)
       ax.text(left, value, f" {short}", va="bottom", fontsize=7, color=color)
     ax.set_title(title)
     ax.set_xlabel("pretraining epochs (schedule length)")
