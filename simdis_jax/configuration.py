@@ -80,6 +80,7 @@ def data_config(name: str = "imagenet2012") -> ml_collections.ConfigDict:
   d.train_split = "train"         # labelled split: kNN memory bank, linear-eval training
   d.eval_split = "validation"     # labelled held-out split: kNN queries, linear-eval test
   d.eval_name = ""                # tfds dataset of the labelled splits ("" = name; needed for folders)
+  d.holdout = "none"              # fashion_mnist: none | validation | test (docs/input.md, "A validation split")
   d.image_key = "image"
   d.label_key = "label"
   d.image_size = 224
@@ -178,10 +179,8 @@ def base_config() -> ml_collections.ConfigDict:
   c.seed_distill.teacher_temperature = 1e-4
   c.seed_distill.queue_size = 65_536  # teacher embeddings; a multiple of train.batch_size
 
-  # method=supervised: 2 = both views, their losses averaged (the study's reference, BYOL augmentations);
-  # 1 = one crop per image and step (the torchvision recipe of configs/imagenet/supervised_r18.py).
   c.supervised = ml_collections.ConfigDict()
-  c.supervised.views = 2
+  c.supervised.views = 2  # method=supervised: 2 = both views, losses averaged | 1 = one crop (torchvision's)
 
   c.knn = ml_collections.ConfigDict()
   c.knn.k = 20
@@ -343,12 +342,12 @@ RULES = (
     whole_number("final_eval.linear_batch_size", hint="e.g. 256"),
     number("final_eval.linear_epochs", low=0.0, hint="0 = the protocol's 80"),
     whole_number("data.image_size"),
+    one_of("data.holdout", ("none", "validation", "test"), hint="fashion_mnist's 50k/10k validation split"),
     whole_number("data.shuffle_buffer"),
     whole_number("data.prefetch", 0),
     whole_number("data.host_threads", 0),
     number("data.augment.jitter_prob", low=0.0, high=1.0, hint="BYOL uses 0.8"),
     number("data.augment.grey_prob", low=0.0, high=1.0, hint="BYOL uses 0.2"),
-    # Figure 3's other systems (issue 17): the LR schedule, the supervised views, MoCo-v2, SEED.
     one_of("optim.schedule", optim.SCHEDULES),
     number("optim.step_epochs", above=0.0, hint="torchvision uses 30"),
     one_of("supervised.views", (1, 2), hint="1 = one crop per image (the torchvision recipe), 2 = both views"),

@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 
 from conftest import requires_fashion_mnist
+from simdis_jax import configuration
 from simdis_jax.data import fashion_mnist, input as data_input
 
 
@@ -61,3 +62,32 @@ def test_an_unprepared_imagenet_is_a_clear_error_saying_how_to_prepare_it():
   data.data_dir = "/nonexistent/tfds"
   with pytest.raises(pipeline.DatasetNotFoundError, match="tfds build imagenet2012.*manual_dir"):
     data_input.load_dataset(data)
+
+
+@requires_fashion_mnist
+def test_the_validation_split_is_fixed_disjoint_and_evaluates_where_holdout_says():
+  train, validation = fashion_mnist.validation_split(60_000)
+  assert (len(train), len(validation)) == (50_000, 10_000)
+  assert np.intersect1d(train, validation).size == 0 and np.union1d(train, validation).size == 60_000
+  np.testing.assert_array_equal(fashion_mnist.validation_split(60_000)[1], validation)  # the same draw every time
+  raw = fashion_mnist.load()
+  base = configuration.data_config("fashion_mnist")
+  sets = {}
+  for holdout in ("none", "validation", "test"):
+    base.holdout = holdout
+    sets[holdout] = data_input.load_dataset(base)
+  assert sets["none"].num_train == 60_000 and sets["validation"].num_train == sets["test"].num_train == 50_000
+  np.testing.assert_array_equal(sets["validation"].train_images, raw["train_images"][train])
+  np.testing.assert_array_equal(sets["validation"].eval_images, raw["train_images"][validation])
+  np.testing.assert_array_equal(sets["validation"].eval_labels, raw["train_labels"][validation])
+  np.testing.assert_array_equal(sets["test"].train_labels, sets["validation"].train_labels)
+  np.testing.assert_array_equal(sets["test"].eval_images, raw["test_images"])
+  np.testing.assert_array_equal(sets["none"].eval_images, raw["test_images"])
+  # every class is in the validation split in roughly its share (6,000 of each class in the 60k)
+  counts = np.bincount(sets["validation"].eval_labels, minlength=10)
+  assert counts.sum() == 10_000 and counts.min() > 900 and counts.max() < 1100
+  base.holdout = "later"
+  c = configuration.base_config()
+  c.data = base
+  with pytest.raises(ValueError, match="data.holdout='later'"):
+    configuration.check_rules(c, configuration.RULES)

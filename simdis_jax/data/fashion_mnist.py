@@ -4,7 +4,7 @@ import gzip
 import logging
 import os
 import zlib
-from typing import Dict
+from typing import Dict, Tuple
 
 import numpy as np
 
@@ -22,6 +22,21 @@ MISSING_HELP = (
     "(it installs to " + DEBIAN_DIR + "), point --config.data.data_dir at a folder holding the four "
     "*-ubyte.gz files, or, on a machine with internet access, set --config.data.allow_download=True "
     "to fall back to tfds's own `fashion_mnist` download.")
+
+
+# The validation split (config.data.holdout): VALIDATION_SIZE training images drawn once with this fixed seed
+# are held out; the other 50,000 train. The draw depends on nothing else, so every run holds out the same images.
+VALIDATION_SIZE = 10_000
+VALIDATION_SEED = 20261207
+
+
+def validation_split(num_train: int) -> Tuple[np.ndarray, np.ndarray]:
+  """(train, validation) indices into the training images, both sorted: the fixed 50k/10k split."""
+  if num_train <= VALIDATION_SIZE:
+    raise ValueError(f"Fashion-MNIST's training split has {num_train} images; the validation split holds out "
+                     f"{VALIDATION_SIZE}: use config.data.holdout='none' with so few images.")
+  order = np.random.default_rng(VALIDATION_SEED).permutation(num_train)
+  return np.sort(order[VALIDATION_SIZE:]), np.sort(order[:VALIDATION_SIZE])
 
 
 class DatasetNotFoundError(FileNotFoundError):

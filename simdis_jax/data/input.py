@@ -81,8 +81,14 @@ def load_dataset(data_config):
   """The dataset config.data names: Fashion-MNIST in memory, any tfds dataset or an image folder streamed."""
   if data_config.name == "fashion_mnist":
     raw = fashion_mnist.load(data_config.data_dir, data_config.allow_download)
-    return InMemoryDataset(raw["train_images"], raw["train_labels"], raw["test_images"], raw["test_labels"],
-                           fashion_mnist.NUM_CLASSES)
+    holdout = data_config.get("holdout", "none")
+    if holdout == "none":
+      return InMemoryDataset(raw["train_images"], raw["train_labels"], raw["test_images"], raw["test_labels"],
+                             fashion_mnist.NUM_CLASSES)
+    train, validation = fashion_mnist.validation_split(len(raw["train_labels"]))
+    held = (raw["train_images"][validation], raw["train_labels"][validation]) if holdout == "validation" else (
+        raw["test_images"], raw["test_labels"])
+    return InMemoryDataset(raw["train_images"][train], raw["train_labels"][train], *held, fashion_mnist.NUM_CLASSES)
   from simdis_jax.data import pipeline  # pylint: disable=import-outside-toplevel  (tf.data only when streaming)
   return pipeline.load(data_config)
 

@@ -6,6 +6,7 @@ summed vote wins.
 """
 
 import functools
+import os
 import sys
 from typing import Dict, Optional, Tuple
 
@@ -64,13 +65,19 @@ def knn_accuracy(network, variables, dataset, knn_config, aug_config, image_size
 
 def evaluate_checkpoint(workdir: str, network: str = "student", weights: str = "online", ks=(20, 200),
                         temperature: float = 0.07, step: Optional[int] = None, train_examples: int = 0,
-                        eval_examples: int = 0) -> Dict[str, float]:
-  """Standalone kNN top-1 (for each k) of one encoder of any pretraining checkpoint."""
+                        eval_examples: int = 0, holdout: Optional[str] = None) -> Dict[str, float]:
+  """Standalone kNN top-1 (for each k) of one encoder of any pretraining checkpoint.
+
+  `holdout` (Fashion-MNIST; docs/input.md) replaces the run's config.data.holdout, e.g. 'test' to read the
+  test set once for a run that was monitored on the validation split.
+  """
   mesh = parallel.make_mesh()
   run_config, networks, state, _ = runs.restore(workdir, mesh, step)
   net, net_state = getattr(networks, network, None), getattr(state, network, None)
   if net is None or net_state is None:
     raise ValueError(f"{workdir} is a {run_config.method!r} run without a {network!r} network.")
+  if holdout is not None:
+    run_config.data.holdout = holdout
   dataset = data_input.load_dataset(run_config.data)
   (bank, bank_y), (queries, query_y) = bank_and_queries(
       net, features.encoder_variables(net_state, weights), dataset, run_config.data.augment, run_config.data.image_size,
@@ -95,6 +102,9 @@ def main(argv=None) -> int:
   parser.add_argument("--step", type=int, default=None, help="checkpoint step (default: latest)")
   parser.add_argument("--train_examples", type=int, default=0, help="memory-bank subset (0 = all)")
   parser.add_argument("--eval_examples", type=int, default=0, help="query subset (0 = all)")
+  parser.add_argument("--holdout", default=None, choices=("none", "validation", "test"),
+                      help="Fashion-MNIST's split to evaluate on (default: the run's config.data.holdout)")
+  parser.add_argument("--out", default="", help="also write the JSON to this file")
   args = parser.parse_args(argv)
   if args.step is not None:  # checked before anything is built: orbax's own error names no steps
     from simdis_jax import runs  # pylint: disable=import-outside-toplevel
@@ -104,8 +114,13 @@ def main(argv=None) -> int:
             file=sys.stderr)
       return 2
   results = evaluate_checkpoint(args.workdir, args.network, args.weights, tuple(args.k), args.temperature,
-                                args.step, args.train_examples, args.eval_examples)
-  print(json.dumps({"workdir": args.workdir, "network": args.network, "weights": args.weights, **results}))
+                                args.step, args.train_examples, args.eval_examples, args.holdout)
+  record = {"workdir": args.workdir, "network": args.network, "weights": args.weights,
+            "holdout": args.holdout, **results}
+  print(json.dumps(record))
+  if args.out:
+    from simdis_jax import workdir as workdir_files  # pylint: disable=import-outside-toplevel
+    workdir_files.write_json(os.path.dirname(os.path.abspath(args.out)), os.path.basename(args.out), record)
   return 0
 
 

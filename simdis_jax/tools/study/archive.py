@@ -11,13 +11,15 @@ import os
 import shutil
 
 from simdis_jax import workdir as workdir_files
-from simdis_jax.tools.study.plan import (FAST_LINEAR_DIR, STUDENT_LINEAR_DIR, is_done, last_checkpoint, parse_runs,
-                                         run_dir, teacher_run, write_status)
+from simdis_jax.tools.study.plan import (FAST_LINEAR_DIR, STUDENT_LINEAR_DIR, TEST_DIR, is_done, last_checkpoint,
+                                         parse_runs, run_dir, teacher_runs, write_status)
 
 # A finished run's record in the archive (paths relative to its workdir), and its run segments.
 ARCHIVE_FILES = (workdir_files.CONFIG_FILE, workdir_files.RUN_INFO_FILE, workdir_files.SUMMARY_FILE,
                  workdir_files.METRICS_FILE, os.path.join(STUDENT_LINEAR_DIR, workdir_files.LINEAR_EVAL_FILE),
-                 os.path.join(FAST_LINEAR_DIR, workdir_files.LINEAR_EVAL_FILE))
+                 os.path.join(FAST_LINEAR_DIR, workdir_files.LINEAR_EVAL_FILE),
+                 os.path.join(TEST_DIR, "knn_student.json"), os.path.join(TEST_DIR, "knn_teacher.json"),
+                 os.path.join(TEST_DIR, "linear_fast", workdir_files.LINEAR_EVAL_FILE))
 SEGMENTS_FILE = "study_segments.json"
 
 
@@ -79,13 +81,13 @@ def sync_archive(study, workdir: str, archive: str, status: dict) -> None:
   """Restores archived runs missing from the workdir, and archives finished runs missing from the archive."""
   if not archive:
     return
-  teacher = teacher_run(study)
+  teachers = teacher_runs(study)
   restored = []
   for preset, seed in parse_runs(study.runs):
     if restore_from_archive(study, workdir, archive, preset, seed, status):
       restored.append(f"{preset}/seed{seed}")
     elif is_done(study, run_dir(workdir, preset, seed)):
-      with_checkpoint = (preset, seed) == teacher
+      with_checkpoint = (preset, seed) in teachers
       if not is_archived(study, archive, preset, seed, with_checkpoint):
         archive_run(study, workdir, archive, preset, seed, status, with_checkpoint)
   if restored:

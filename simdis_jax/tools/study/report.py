@@ -182,15 +182,20 @@ def report_markdown(study, workdir: str, agg: Dict[str, Dict], figure_paths: Seq
 
 def write_study_report(study, workdir: str, results: str, figures: str, config_path: str = DEFAULT_CONFIG) -> str:
   """Writes the study's section of `results` (keeping text outside the markers), results.json and the figure."""
-  agg = aggregate(study, workdir)
-  status = workdir_files.read_json(workdir, STATUS_FILE) or {}
-  os.makedirs(figures, exist_ok=True)
-  drawn = [write_figure(study, agg, os.path.join(figures, FIGURE_FILE))]
-  for spec in study.get("epoch_figures", ()):
-    drawn.append(write_epoch_figure(study, agg, workdir, spec, os.path.join(figures, spec["file"])))
-  rel = [os.path.relpath(f, os.path.dirname(os.path.abspath(results))) for f in drawn if f]
-  section = report_markdown(study, workdir, agg, rel, status, config_path)
-  workdir_files.write_json(figures, RESULTS_JSON, results_json(agg), indent=2)
+  if study.get("report_kind") == "v3":
+    from simdis_jax.tools.study import v3_report  # pylint: disable=import-outside-toplevel
+    begin, end = markers(study)
+    section = "\n".join([begin, "", v3_report.v3_markdown(study, workdir), "", end])
+  else:
+    agg = aggregate(study, workdir)
+    status = workdir_files.read_json(workdir, STATUS_FILE) or {}
+    os.makedirs(figures, exist_ok=True)
+    drawn = [write_figure(study, agg, os.path.join(figures, FIGURE_FILE))]
+    for spec in study.get("epoch_figures", ()):
+      drawn.append(write_epoch_figure(study, agg, workdir, spec, os.path.join(figures, spec["file"])))
+    rel = [os.path.relpath(f, os.path.dirname(os.path.abspath(results))) for f in drawn if f]
+    section = report_markdown(study, workdir, agg, rel, status, config_path)
+    workdir_files.write_json(figures, RESULTS_JSON, results_json(agg), indent=2)
   text = ""
   if os.path.exists(results):
     with open(results) as f:

@@ -16,8 +16,8 @@ import time
 from typing import Optional
 
 from simdis_jax.tools.study.archive import archive_run, sync_archive
-from simdis_jax.tools.study.plan import (commands, is_done, method_of, parse_runs, read_status, run_dir, teacher_run,
-                                         write_status)
+from simdis_jax.tools.study.plan import (commands, is_done, method_of, parse_runs, read_status, run_dir, run_env,
+                                         teacher_run, teacher_runs, write_status)
 from simdis_jax.tools.study.report import DEFAULT_CONFIG, commit, write_study_report
 
 PREEMPTED_EXIT_CODE = 143
@@ -43,12 +43,17 @@ class _Forwarder:
       signal.signal(s, handler)
 
 
-def _run_command(forwarder: _Forwarder, cmd, directory: str) -> int:
-  """Runs one command of a run with its output appended to the run's output.log; its exit status."""
+def _run_command(forwarder: _Forwarder, cmd, directory: str, env: Optional[dict] = None) -> int:
+  """Runs one command of a run (with `env` added to the environment; XLA_FLAGS appended to) with its output
+  appended to the run's output.log; its exit status."""
+  full_env = dict(os.environ)
+  for var, value in (env or {}).items():
+    full_env[var] = f"{full_env[var]} {value}" if var == "XLA_FLAGS" and full_env.get(var) else value
   with open(os.path.join(directory, "output.log"), "a") as log:
-    log.write(f"\n=== {datetime.datetime.now().isoformat(timespec='seconds')}: {' '.join(cmd)}\n")
+    log.write(f"\n=== {datetime.datetime.now().isoformat(timespec='seconds')}: {' '.join(cmd)}"
+              f"{''.join(f' [{k}={v}]' for k, v in (env or {}).items())}\n")
     log.flush()
-    forwarder.child = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT)
+    forwarder.child = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=full_env)
     code = forwarder.child.wait()
     forwarder.child = None
   return code
@@ -58,7 +63,7 @@ def run_study(study, workdir: str, results: str, figures: str, config_path: str 
               archive: str = "") -> int:
   """Runs every (preset, seed) not done yet, in order; writes the report after each; returns an exit code."""
   runs = parse_runs(study.runs)
-  teacher = teacher_run(study)
+  teachers = teacher_runs(study)
   status = read_status(workdir)
   sync_archive(study, workdir, archive, status)
   forwarder = _Forwarder()
@@ -69,14 +74,14 @@ def run_study(study, workdir: str, results: str, figures: str, config_path: str 
       directory = run_dir(workdir, preset, seed)
       if is_done(study, directory):
         continue
-      if method_of(study, preset) in ("simdis_off", "seed") and teacher in failed:
+      if method_of(study, preset) in ("simdis_off", "seed") and teacher_run(study, preset) in failed:
         print(f"Study: skipping {preset} seed {seed}: its teacher run failed.", flush=True)
         continue
       os.makedirs(directory, exist_ok=True)
       for cmd in commands(study, workdir, preset, seed):
         print(f"Study: {preset} seed {seed}: {' '.join(cmd)}", flush=True)
         t0, code_commit = time.time(), commit()  # the code the run starts on (a pull during it changes nothing it runs)
-        code = _run_command(forwarder, cmd, directory)
+        code = _run_command(forwarder, cmd, directory, run_env(study, preset))
         status["segments"].append({"run": f"{preset}/seed{seed}", "seconds": time.time() - t0, "exit": code,
                                    "commit": code_commit})
         if code == 0:
@@ -94,7 +99,7 @@ def run_study(study, workdir: str, results: str, figures: str, config_path: str 
         status["failed"].pop(f"{preset}/seed{seed}", None)
         print(f"Study: {preset} seed {seed} done.", flush=True)
         if archive:
-          print(f"Study: archived in {archive_run(study, workdir, archive, preset, seed, status, (preset, seed) == teacher)}"
+          print(f"Study: archived in {archive_run(study, workdir, archive, preset, seed, status, (preset, seed) in teachers)}"
                 " (commit it to keep it).", flush=True)
       write_status(workdir, status)
       write_study_report(study, workdir, results, figures, config_path)

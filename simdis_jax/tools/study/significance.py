@@ -54,3 +54,36 @@ def paired_difference(runs_a: Dict[int, dict], runs_b: Dict[int, dict], metric: 
   if se == 0.0:
     return mean, se, (1.0 if mean == 0.0 else 0.0), n
   return mean, se, float(scipy.stats.ttest_rel(b, a).pvalue), n
+
+
+def paired_interval(a: Dict[int, float], b: Dict[int, float], level: float = 0.95) -> Dict[str, float]:
+  """b minus a over the seeds both have (finite values): mean, the t-interval at `level`, signs, the paired p.
+
+  The interval is mean ± t_{n-1} · s/√n of the per-seed differences; below 2 seeds it and p are nan.
+  """
+  seeds = [k for k in sorted(set(a) & set(b)) if math.isfinite(a[k]) and math.isfinite(b[k])]
+  diffs = [b[k] - a[k] for k in seeds]
+  n = len(diffs)
+  out = {"n": n, "mean": sum(diffs) / n if n else math.nan, "low": math.nan, "high": math.nan, "p": math.nan,
+         "positive": sum(d > 0 for d in diffs), "negative": sum(d < 0 for d in diffs)}
+  if n < 2:
+    return out
+  sd = math.sqrt(sum((d - out["mean"]) ** 2 for d in diffs) / (n - 1))
+  half = float(scipy.stats.t.ppf(0.5 + level / 2, n - 1)) * sd / math.sqrt(n)
+  out["low"], out["high"] = out["mean"] - half, out["mean"] + half
+  if sd == 0.0:
+    out["p"] = 1.0 if out["mean"] == 0.0 else 0.0
+  else:
+    out["p"] = float(scipy.stats.ttest_1samp(diffs, 0.0).pvalue)
+  return out
+
+
+def holm(pvalues: Sequence[float]) -> List[float]:
+  """Holm's step-down adjusted p-values for a family (nan stays nan and does not count in the family's size)."""
+  finite = sorted((p, i) for i, p in enumerate(pvalues) if math.isfinite(p))
+  adjusted = [math.nan] * len(pvalues)
+  running = 0.0
+  for rank, (p, i) in enumerate(finite):
+    running = max(running, min(1.0, (len(finite) - rank) * p))
+    adjusted[i] = running
+  return adjusted
