@@ -77,6 +77,7 @@ def get_config():
   presets = config_files.sibling(__file__, "v3.py")
   c = config_files.sibling(__file__, "study.py").get_config()  # labels and texts shared with the 3-epoch study
   c.presets = "configs/fashion_mnist/v3.py"
+  c.labels["byol_teacher"] = "BYOL teacher (R10 w16)"
   c.name = "v3"
   c.report_kind = "v3"
   c.archive = "results/fashion_mnist_v3/runs"
