@@ -185,7 +185,8 @@ def write_study_report(study, workdir: str, results: str, figures: str, config_p
   if study.get("report_kind") == "v3":
     from simdis_jax.tools.study import v3_report  # pylint: disable=import-outside-toplevel
     begin, end = markers(study)
-    section = "\n".join([begin, "", v3_report.v3_markdown(study, workdir), "", end])
+    drawn = v3_report.write_figures(study, workdir, results, figures)
+    section = "\n".join([begin, "", v3_report.v3_markdown(study, workdir, drawn), "", end])
   else:
     agg = aggregate(study, workdir)
     status = workdir_files.read_json(workdir, STATUS_FILE) or {}

@@ -56,6 +56,18 @@ def paired_difference(runs_a: Dict[int, dict], runs_b: Dict[int, dict], metric: 
   return mean, se, float(scipy.stats.ttest_rel(b, a).pvalue), n
 
 
+def mean_interval(values: Sequence[float], level: float = 0.95) -> Dict[str, float]:
+  """Mean of `values` and its t-interval at `level` (mean ± t_{n-1} · s/√n); nan bounds below two values."""
+  n = len(values)
+  out = {"n": n, "mean": sum(values) / n if n else math.nan, "low": math.nan, "high": math.nan, "sd": math.nan}
+  if n < 2:
+    return out
+  out["sd"] = math.sqrt(sum((v - out["mean"]) ** 2 for v in values) / (n - 1))
+  half = float(scipy.stats.t.ppf(0.5 + level / 2, n - 1)) * out["sd"] / math.sqrt(n)
+  out["low"], out["high"] = out["mean"] - half, out["mean"] + half
+  return out
+
+
 def paired_interval(a: Dict[int, float], b: Dict[int, float], level: float = 0.95) -> Dict[str, float]:
   """b minus a over the seeds both have (finite values): mean, the t-interval at `level`, signs, the paired p.
 
@@ -63,18 +75,11 @@ def paired_interval(a: Dict[int, float], b: Dict[int, float], level: float = 0.9
   """
   seeds = [k for k in sorted(set(a) & set(b)) if math.isfinite(a[k]) and math.isfinite(b[k])]
   diffs = [b[k] - a[k] for k in seeds]
-  n = len(diffs)
-  out = {"n": n, "mean": sum(diffs) / n if n else math.nan, "low": math.nan, "high": math.nan, "p": math.nan,
+  out = {**mean_interval(diffs, level), "p": math.nan,
          "positive": sum(d > 0 for d in diffs), "negative": sum(d < 0 for d in diffs)}
-  if n < 2:
-    return out
-  sd = math.sqrt(sum((d - out["mean"]) ** 2 for d in diffs) / (n - 1))
-  half = float(scipy.stats.t.ppf(0.5 + level / 2, n - 1)) * sd / math.sqrt(n)
-  out["low"], out["high"] = out["mean"] - half, out["mean"] + half
-  if sd == 0.0:
-    out["p"] = 1.0 if out["mean"] == 0.0 else 0.0
-  else:
-    out["p"] = float(scipy.stats.ttest_1samp(diffs, 0.0).pvalue)
+  if out["n"] >= 2:
+    out["p"] = (1.0 if out["mean"] == 0.0 else 0.0) if out["sd"] == 0.0 else float(
+        scipy.stats.ttest_1samp(diffs, 0.0).pvalue)
   return out
 
 

@@ -7,9 +7,10 @@ kept apart and named as such.
 
 import math
 import os
-from typing import Dict, List, Optional
+from typing import Dict, List, Optional, Sequence
 
 from simdis_jax import workdir as workdir_files
+from simdis_jax.tools.study import v3_figures
 from simdis_jax.tools.study.plan import TEST_DIR, parse_runs, run_dir
 from simdis_jax.tools.study.significance import holm, paired_interval
 
@@ -101,7 +102,7 @@ def family_lines(study, recs, schedule: int = 10) -> List[str]:
   return lines
 
 
-def v3_markdown(study, workdir: str) -> str:
+def v3_markdown(study, workdir: str, figure_paths: Sequence[str] = ()) -> str:
   """The study's section (between its markers) as markdown."""
   recs = records(study, workdir)
   runs = parse_runs(study.runs)
@@ -120,4 +121,27 @@ def v3_markdown(study, workdir: str) -> str:
   lines += sweep_lines(study, recs)
   if any(k.endswith("_e10") for k in recs):
     lines += ["", "**The family** (primary metric, 10 epochs):", ""] + family_lines(study, recs)
+  for path in figure_paths:
+    lines += ["", f"![{os.path.basename(path)}]({path})"]
   return "\n".join(lines)
+
+
+FIGURE1_METHODS = ("simdis_off_7v", "simdis_on_7v", "simdis_off_2v", "simdis_on_2v", "seed", "byol_student")
+FIGURE3_METHODS = ("moco_v2", "byol_student", "seed", "simdis_on_2v", "simdis_off_2v", "simdis_on_7v",
+                   "simdis_off_7v", "supervised_standard")
+
+
+def write_figures(study, workdir: str, results: str, figures: str) -> List[str]:
+  """Draws Figures 1 and 3 from the records (where test numbers exist); their paths relative to `results`."""
+  recs = records(study, workdir)
+  ref = _read(study.references_dir, "raw_pixels_test.json")
+  references = {"knn": ref.get("knn_top1/k20"), "linear": ref.get("linear_top1")}
+  untrained = recs.get("untrained_student", {}).get(0)
+  if untrained and math.isfinite(untrained["test_knn"]):
+    references["untrained"] = untrained["test_knn"]
+  references = {k: v for k, v in references.items() if v is not None}
+  drawn = [v3_figures.write_figure1(study, recs, references, os.path.join(figures, "v3_figure1_cost.png"),
+                                    FIGURE1_METHODS),
+           v3_figures.write_figure3(study, recs, references, os.path.join(figures, "v3_figure3.png"),
+                                    FIGURE3_METHODS)]
+  return [os.path.relpath(f, os.path.dirname(os.path.abspath(results))) for f in drawn if f]
