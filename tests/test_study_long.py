@@ -147,3 +147,40 @@ def test_epoch_figures_and_two_studies_sharing_one_results_file(tmp_path):
     assert (tmp_path / "fig_long" / name).read_bytes()[:4] == b"\x89PNG"
     assert f"![{name}](fig_long/{name})" in text
   assert not (tmp_path / "fig_short" / "figure1_top1_vs_epochs.png").exists()
+
+
+def _archived(preset, seed, name="summary.json"):
+  path = os.path.join("results/fashion_mnist_long/runs", preset, f"seed{seed}", name)
+  with open(path) as f:
+    return json.load(f)
+
+
+def _knn_at(preset, seed, step):
+  path = os.path.join("results/fashion_mnist_long/runs", preset, f"seed{seed}", "metrics.jsonl")
+  with open(path) as f:
+    rows = [json.loads(line) for line in f if line.strip()]
+  return next(r["knn_top1/student"] for r in rows if r["step"] == step and "knn_top1/student" in r)
+
+
+def test_the_long_discussions_numbers_are_its_records():
+  """Statements of RESULTS.md's long discussion recomputed from the archived records (a review found them off)."""
+  with open("RESULTS.md") as f:
+    text = f.read()
+  moco = _archived("moco_v2_e10", 0)["knn_top1/student"]
+  assert f"({moco:.2f} kNN, {84.6 - moco:.2f} points under pixels' 84.6;" in text
+  fast = [_archived("simdis_on_7v_e10", s, "linear_fast/linear_eval.json")["top1"] for s in (0, 1, 2)]
+  mean = sum(fast) / 3
+  std = (sum((x - mean) ** 2 for x in fast) / 2) ** 0.5
+  assert f"SimDis-On-7v's 0.29, 0.06 and {std:.2f}." in text
+  alone = [_archived("byol_student_e10", s)["knn_top1/student"] for s in (0, 1, 2)]
+  assert "the student alone ends " + ", ".join(f"{a - 84.6:.2f}" for a in alone[:2]) + f" and {alone[2] - 84.6:.2f}" \
+      in text.replace("\n  ", " ")
+  last_two = [_knn_at("byol_student_e10", s, 4680) - _knn_at("byol_student_e10", s, 3744) for s in (0, 1, 2)]
+  assert (f"rises on seed 1 ({last_two[1]:+.2f}) and is flat on seeds 0 and 2 ({last_two[0]:+.2f}, "
+          f"{last_two[2]:+.2f})").replace("-", "−") in text.replace("\n  ", " ")
+  early = [_knn_at("simdis_off_7v_e10", s, 936) for s in (0, 1, 2)]
+  assert f"86.8–87.1 kNN" in text and round(min(early), 1) == 86.8 and round(max(early), 1) == 87.1
+  assert (f"above where the student alone ends after 10 on seeds 0 and 1 ({alone[0]:.2f}, {alone[1]:.2f}), "
+          f"{alone[2] - early[2]:.2f} below it on seed 2 ({early[2]:.2f} against {alone[2]:.2f})") in text.replace(
+              "\n  ", " ")
+  assert early[0] > alone[0] and early[1] > alone[1] and early[2] < alone[2]
