@@ -120,6 +120,7 @@ def main(argv=None) -> int:
   print(json.dumps(record))
   if args.out:
     from simdis_jax import workdir as workdir_files  # pylint: disable=import-outside-toplevel
+    os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
     workdir_files.write_json(os.path.dirname(os.path.abspath(args.out)), os.path.basename(args.out), record)
   return 0
 
