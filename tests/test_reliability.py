@@ -19,7 +19,7 @@ from ml_collections import config_flags
 import runs
 import tiny_cli_config
 from conftest import requires_fashion_mnist
-from simdis_jax import checkpoint, lock, train
+from simdis_jax import checkpoint, lock, resume, train
 from simdis_jax import workdir as workdir_files
 from simdis_jax.data import fashion_mnist
 
@@ -165,7 +165,7 @@ def test_resume_advice_is_a_flag_that_parses(tmp_path):
   other.views = ("s_dv", "t_sv")
   for key in ("views", "model.student"):
     with pytest.raises(ValueError) as e:
-      checkpoint.check_resume_config(str(tmp_path), other)
+      resume.check_resume_config(str(tmp_path), other)
     advice = str(e.value).split("Resume it with ")[1].split(" (the config")[0]
     argv = ["main", f"--config={runs.CONFIG}", *shlex.split(advice)]
     values = flags.FlagValues()
