@@ -139,7 +139,11 @@ def load(path: str) -> Any:
   """The object a torch.save file holds, tensors as NumPy arrays (zip format only); damage is one ValueError."""
   with open(path, "rb") as f:
     head = f.read(4)
-  if not zipfile.is_zipfile(path):
+  try:
+    is_zip = zipfile.is_zipfile(path)
+  except zipfile.BadZipFile:  # e.g. a flipped byte in the end record
+    is_zip = False
+  if not is_zip:
     if head.startswith(b"PK"):
       raise ValueError(f"{path} is a damaged or truncated zip file (its central directory is unreadable): "
                        "copy or download it again.")
