@@ -97,6 +97,9 @@ def check_images(images: Any, channels: int, value_range: Optional[Tuple[float, 
   """
   images = np.asarray(images)
   if images.ndim == 3 and channels == 1:
+    if images.shape[-1] == 1:  # one image [H, W, 1], or a batch of 1-pixel-wide images? Never guessed.
+      raise ValueError(f"Images of shape {images.shape} are ambiguous: pass a batch [N, H, W, 1] (one image: "
+                       "images[None]).")
     images = images[..., None]
   if images.ndim != 4 or images.shape[-1] != channels:
     raise ValueError(f"Images must be [N, H, W, {channels}] (this network was trained on {channels}-channel "
