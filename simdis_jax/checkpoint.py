@@ -6,6 +6,8 @@ directory and renamed into place only when every process has finished, so
 new one; temporary leftovers are never restored (and are removed on restart).
 """
 
+import contextlib
+import errno
 import json
 import logging
 import math
@@ -116,15 +118,50 @@ def save(mgr: ocp.CheckpointManager, step: int, state: Any, force: bool = False)
   if bad:
     raise FloatingPointError(f"The state at step {step} holds NaN/Inf in {len(bad)} arrays (e.g. {bad[0]}); "
                              f"it was not saved.")
-  if jax.process_index() == 0:
-    path = _checksum_path(mgr, step)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    workdir_files.atomic_write_text(path, json.dumps(_checksums(leaves)))
-    kept = {str(s) for s in mgr.all_steps()} | {str(step)}
-    for old in path.parent.glob("*.json"):  # records of rotated-out steps
-      if old.stem not in kept:
-        old.unlink()
-  mgr.save(step, args=ocp.args.StandardSave(state), force=force)
+  with _save_errors(mgr):
+    if jax.process_index() == 0:
+      path = _checksum_path(mgr, step)
+      path.parent.mkdir(parents=True, exist_ok=True)
+      workdir_files.atomic_write_text(path, json.dumps(_checksums(leaves)))
+      kept = {str(s) for s in mgr.all_steps()} | {str(step)}
+      for old in path.parent.glob("*.json"):  # records of rotated-out steps
+        if old.stem not in kept:
+          old.unlink()
+    mgr.save(step, args=ocp.args.StandardSave(state), force=force)  # also reports a failed earlier async save
+
+
+# How a full disk reads in the errors of Python, orbax and tensorstore (whose message carries the whole spec).
+_DISK_FULL = ("No space left on device", "os_error_code='28'", "Disk quota exceeded", "File too large")
+
+
+@contextlib.contextmanager
+def _save_errors(mgr: ocp.CheckpointManager):
+  """A save that fails for want of disk becomes one OSError line saying that nothing saved before is lost."""
+  try:
+    yield
+  except Exception as e:  # pylint: disable=broad-except
+    full = isinstance(e, OSError) and e.errno in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG)
+    if not (full or any(m in str(e) for m in _DISK_FULL)):
+      raise
+    steps = sorted(mgr.all_steps())
+    kept = f"the checkpoints saved before it (steps {steps}) are intact" if steps else "no checkpoint was saved yet"
+    big = (isinstance(e, OSError) and e.errno == errno.EFBIG) or "File too large" in str(e)
+    why = "a file outgrew the size limit (File too large)" if big else "the disk is full (no space left on device)"
+    raise OSError(f"Saving a checkpoint in {mgr.directory} failed: {why}; "
+                  f"{kept}. Free space (or lower --config.train.keep_checkpoints) and run the same command to "
+                  "resume.") from None
+
+
+def finish(mgr: ocp.CheckpointManager) -> None:
+  """Waits for the saves in flight and closes the manager; a save that ran out of disk is one OSError line."""
+  try:
+    with _save_errors(mgr):
+      mgr.wait_until_finished()
+  except BaseException:
+    with contextlib.suppress(Exception):  # the failed save is reported above; close's repeat of it is not
+      mgr.close()
+    raise
+  mgr.close()
 
 
 def _metadata(mgr: ocp.CheckpointManager, step: int):

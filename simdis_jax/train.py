@@ -217,9 +217,8 @@ def _train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
   finally:
     # Whatever stopped the loop (a preemption included), finish the asynchronous saves already started.
     preemption.close()
-    mgr.wait_until_finished()
-    mgr.close()
     writer.flush()
+    checkpoint.finish(mgr)  # a save that ran out of disk: one line
 
   if metrics is not None:
     final.update({k: float(v) for k, v in jax.device_get(metrics).items()})

@@ -369,3 +369,43 @@ def test_image_sizes_are_bounded_by_the_network(tmp_path):
   config.data.image_size = 8
   with pytest.raises(ValueError, match=r"use --config.data.image_size>=16 \(or --config.model.student.cifar_stem"):
     runs_lib.check_image_size(config)
+
+
+FULL_DISK = r"""
+import json, resource, signal, sys
+import numpy as np
+import jax.numpy as jnp
+from simdis_jax import checkpoint
+signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # a write past the limit fails (EFBIG) as on a full disk
+workdir = sys.argv[1]
+state = lambda seed: {"w": jnp.asarray(np.random.default_rng(seed).normal(size=(1 << 17,)).astype(np.float32))}
+mgr = checkpoint.manager(workdir, keep=5)
+checkpoint.save(mgr, 1, state(1))
+mgr.wait_until_finished()
+resource.setrlimit(resource.RLIMIT_FSIZE, (1 << 16, resource.RLIM_INFINITY))  # no file may grow past 64 KiB now
+error = None
+try:
+  checkpoint.save(mgr, 2, state(2))
+  checkpoint.save(mgr, 3, state(3))
+  checkpoint.finish(mgr)
+except OSError as e:
+  error = str(e)
+resource.setrlimit(resource.RLIMIT_FSIZE, (resource.RLIM_INFINITY, resource.RLIM_INFINITY))
+mgr = checkpoint.manager(workdir, keep=5)
+restored = checkpoint.restore_latest(mgr, {"w": jnp.zeros((1 << 17,), jnp.float32)})
+print(json.dumps({"error": error, "steps": mgr.all_steps(),
+                  "intact": bool(np.array_equal(np.asarray(restored["w"]), np.asarray(state(1)["w"])))}))
+"""
+
+
+def test_a_save_that_runs_out_of_disk_is_one_line_and_loses_nothing(tmp_path):
+  """The async save's failure (tensorstore's 1.8 KB RESOURCE_EXHAUSTED line before) is one OSError naming the fix."""
+  proc = subprocess.run([sys.executable, "-c", FULL_DISK, str(tmp_path / "w")], capture_output=True, text=True,
+                        timeout=300, cwd=runs.ROOT, env=dict(os.environ, PYTHONPATH=runs.ROOT))
+  assert proc.returncode == 0, proc.stderr[-3000:]
+  result = json.loads(proc.stdout.strip().splitlines()[-1])
+  assert result["error"] == (
+      f"Saving a checkpoint in {tmp_path / 'w' / 'checkpoints'} failed: a file outgrew the size limit (File too "
+      "large); the checkpoints saved before it (steps [1]) are intact. Free space (or lower "
+      "--config.train.keep_checkpoints) and run the same command to resume.")
+  assert result["steps"] == [1] and result["intact"]
