@@ -178,7 +178,8 @@ class Encoder:
     """Size of one embedding (the encoder's feature size, or the projector's with project=True)."""
     if not hasattr(self, "_num_features"):
       sample = jnp.zeros((1, self.image_size, self.image_size, self.channels), jnp.float32)
-      self._num_features = int(jax.eval_shape(self.apply_fn, self.variables, sample).shape[-1])  # pylint: disable=attribute-defined-outside-init
+      shape = jax.eval_shape(self.apply_fn, self.variables, sample).shape
+      self._num_features = int(shape[-1])  # pylint: disable=attribute-defined-outside-init
     return self._num_features
 
   @property

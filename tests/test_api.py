@@ -58,7 +58,8 @@ def test_embed_is_independent_of_the_batch_size_and_input_dtype(tiny_run, test_i
   for size in (1, 7, 16):
     np.testing.assert_allclose(enc.embed(test_images, batch_size=size), whole, rtol=1e-6, atol=1e-6)
   np.testing.assert_allclose(enc.embed(test_images[:3, ..., 0]), whole[:3], rtol=1e-6, atol=1e-6)
-  np.testing.assert_allclose(enc.embed(test_images / np.float32(255.0), value_range=(0, 1)), whole, rtol=1e-5, atol=1e-5)
+  np.testing.assert_allclose(enc.embed(test_images / np.float32(255.0), value_range=(0, 1)), whole, rtol=1e-5,
+                             atol=1e-5)
   np.testing.assert_allclose(enc(test_images.astype(np.float64), value_range=(0, 255)), whole, rtol=1e-5, atol=1e-5)
   assert enc.embed(test_images[:0]).shape == (0, 32)
 
@@ -118,7 +119,8 @@ def test_a_missing_step_and_a_linear_eval_workdir_are_one_line(tiny_run, tmp_pat
     simdis_jax.load_encoder(tiny_run, step=999)
   linear = str(tmp_path / "linear")
   os.makedirs(linear)
-  workdir_files.write_json(linear, workdir_files.CONFIG_FILE, {"task": "linear_eval", "pretrained": {"workdir": tiny_run}})
+  workdir_files.write_json(linear, workdir_files.CONFIG_FILE,
+                           {"task": "linear_eval", "pretrained": {"workdir": tiny_run}})
   with pytest.raises(ValueError) as e:
     simdis_jax.load_encoder(linear)
   assert str(e.value) == (f"{linear} is a linear-evaluation workdir, not a pretraining run: load the encoder from "
