@@ -298,7 +298,7 @@ def restore_latest(mgr: ocp.CheckpointManager, abstract_state: Any) -> Optional[
           "Move the checkpoints folder away to start over in this --workdir, or use a fresh one.")
     return None
   if skipped:
-    logging.warning("Restored step %d after skipping damaged checkpoints (moved aside): %s.", step,
+    logging.warning("Restored step %d after skipping damaged checkpoints: %s.", step,
                     _skipped_text(skipped))
   _quarantine(mgr, list(skipped))
   _warn_unverified(mgr, step)
