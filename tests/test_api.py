@@ -149,3 +149,19 @@ def test_a_bit_flipped_latest_step_falls_back_to_the_previous_verified_one_with_
   jax.tree.map(np.testing.assert_array_equal, enc.variables, want)
   with pytest.raises(checkpoint.NoIntactCheckpoint, match=r"step 2 .* is damaged: .* Its other steps are \[1\]"):
     simdis_jax.load_encoder(workdir, step=2)
+
+
+def test_knn_of_a_damaged_chosen_step_is_one_line(tiny_run, tmp_path):
+  """kNN reads through the same verified restore; a chosen damaged step is refused in one line, not a traceback."""
+  import shutil  # pylint: disable=import-outside-toplevel
+  import subprocess  # pylint: disable=import-outside-toplevel
+  import sys  # pylint: disable=import-outside-toplevel
+  workdir = str(tmp_path / "run")
+  shutil.copytree(tiny_run, workdir)
+  flip_student_params(workdir, 2)
+  root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+  proc = subprocess.run([sys.executable, "-m", "simdis_jax.evaluation.knn", "--workdir", workdir, "--step", "2"],
+                        capture_output=True, text=True, timeout=300, cwd=root, env=dict(os.environ, PYTHONPATH=root))
+  lines = [l for l in proc.stderr.splitlines() if l.startswith("knn: ")]
+  assert proc.returncode == 2 and "Traceback" not in proc.stderr, proc.stderr[-2000:]
+  assert len(lines) == 1 and "step 2" in lines[0] and "is damaged" in lines[0] and "other steps are [1]" in lines[0]
