@@ -6,6 +6,8 @@ directory and renamed into place only when every process has finished, so
 new one; temporary leftovers are never restored (and are removed on restart).
 """
 
+import contextlib
+import errno
 import json
 import logging
 import math
@@ -27,7 +29,6 @@ from jax.experimental import multihost_utils
 
 from simdis_jax import workdir as workdir_files
 from simdis_jax.workdir import CONFIG_FILE
-from simdis_jax import configuration
 
 CHECKSUM_DIR = "checkpoint_checksums"  # <workdir>/checkpoint_checksums/<step>.json: CRC32 per array
 DEFAULT_ITEM = "default"  # orbax's folder of a single-item checkpoint
@@ -36,10 +37,6 @@ DAMAGED_DIR = "damaged_checkpoints"  # where restore moves steps it could not tr
 # status a SIGTERM-killed process has (128 + 15), so schedulers that requeue terminated
 # jobs (SLURM --requeue, Kubernetes pod failure policies) treat it as before.
 PREEMPTED_EXIT_CODE = 143
-# Keys that fix what a checkpoint holds and means: resuming under different values is a
-# different experiment, even where the array shapes happen to agree.
-RESUME_KEYS = ("method", "views", "head_combination", "model.student", "model.teacher", "model.sync_bn",
-               "model.bn_running_var", "model.ema_init", "optim.name", "optim.lars_form", "data.name", "seed")
 # orbax splits every replicated array into one slice per device ("replica-parallel"
 # writing), so that several hosts share a large write. For slices under this size the
 # split buys nothing and costs one dispatched slice op per array and device (and, at the
@@ -121,15 +118,50 @@ def save(mgr: ocp.CheckpointManager, step: int, state: Any, force: bool = False)
   if bad:
     raise FloatingPointError(f"The state at step {step} holds NaN/Inf in {len(bad)} arrays (e.g. {bad[0]}); "
                              f"it was not saved.")
-  if jax.process_index() == 0:
-    path = _checksum_path(mgr, step)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    workdir_files.atomic_write_text(path, json.dumps(_checksums(leaves)))
-    kept = {str(s) for s in mgr.all_steps()} | {str(step)}
-    for old in path.parent.glob("*.json"):  # records of rotated-out steps
-      if old.stem not in kept:
-        old.unlink()
-  mgr.save(step, args=ocp.args.StandardSave(state), force=force)
+  with _save_errors(mgr):
+    if jax.process_index() == 0:
+      path = _checksum_path(mgr, step)
+      path.parent.mkdir(parents=True, exist_ok=True)
+      workdir_files.atomic_write_text(path, json.dumps(_checksums(leaves)))
+      kept = {str(s) for s in mgr.all_steps()} | {str(step)}
+      for old in path.parent.glob("*.json"):  # records of rotated-out steps
+        if old.stem not in kept:
+          old.unlink()
+    mgr.save(step, args=ocp.args.StandardSave(state), force=force)  # also reports a failed earlier async save
+
+
+# How a full disk reads in the errors of Python, orbax and tensorstore (whose message carries the whole spec).
+_DISK_FULL = ("No space left on device", "os_error_code='28'", "Disk quota exceeded", "File too large")
+
+
+@contextlib.contextmanager
+def _save_errors(mgr: ocp.CheckpointManager):
+  """A save that fails for want of disk becomes one OSError line saying that nothing saved before is lost."""
+  try:
+    yield
+  except Exception as e:  # pylint: disable=broad-except
+    full = isinstance(e, OSError) and e.errno in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG)
+    if not (full or any(m in str(e) for m in _DISK_FULL)):
+      raise
+    steps = sorted(mgr.all_steps())
+    kept = f"the checkpoints saved before it (steps {steps}) are intact" if steps else "no checkpoint was saved yet"
+    big = (isinstance(e, OSError) and e.errno == errno.EFBIG) or "File too large" in str(e)
+    why = "a file outgrew the size limit (File too large)" if big else "the disk is full (no space left on device)"
+    raise OSError(f"Saving a checkpoint in {mgr.directory} failed: {why}; "
+                  f"{kept}. Free space (or lower --config.train.keep_checkpoints) and run the same command to "
+                  "resume.") from None
+
+
+def finish(mgr: ocp.CheckpointManager) -> None:
+  """Waits for the saves in flight and closes the manager; a save that ran out of disk is one OSError line."""
+  try:
+    with _save_errors(mgr):
+      mgr.wait_until_finished()
+  except BaseException:
+    with contextlib.suppress(Exception):  # the failed save is reported above; close's repeat of it is not
+      mgr.close()
+    raise
+  mgr.close()
 
 
 def _metadata(mgr: ocp.CheckpointManager, step: int):
@@ -138,13 +170,15 @@ def _metadata(mgr: ocp.CheckpointManager, step: int):
   return ocp.StandardCheckpointHandler().metadata(directory).tree
 
 
-def _mismatch(mgr: ocp.CheckpointManager, step: int, abstract_state: Any) -> Optional[str]:
-  """How the checkpoint's tree differs from `abstract_state` (None if alike); raises if its metadata is unreadable."""
+def _mismatch(mgr: ocp.CheckpointManager, step: int, abstract_state: Any, partial: bool = False) -> Optional[str]:
+  """How the checkpoint's tree differs from `abstract_state` (None if alike; `partial`: a part of it); raises if
+  its metadata is unreadable."""
   saved = {_names(p): tuple(x.shape) for p, x in jax.tree_util.tree_flatten_with_path(_metadata(mgr, step))[0]}
   wanted = {_names(p): tuple(x.shape) for p, x in jax.tree_util.tree_flatten_with_path(abstract_state)[0]}
   if not saved:
     raise ValueError("its metadata lists no arrays")
-  only_saved, only_wanted = sorted(set(saved) - set(wanted)), sorted(set(wanted) - set(saved))
+  only_saved = [] if partial else sorted(set(saved) - set(wanted))
+  only_wanted = sorted(set(wanted) - set(saved))
   if only_saved or only_wanted:
     return (f"{len(only_saved)} arrays only in the checkpoint (e.g. {'/'.join(only_saved[0]) if only_saved else '-'}), "
             f"{len(only_wanted)} only in this run (e.g. {'/'.join(only_wanted[0]) if only_wanted else '-'})")
@@ -156,11 +190,20 @@ def _mismatch(mgr: ocp.CheckpointManager, step: int, abstract_state: Any) -> Opt
 
 
 def _damage(mgr: ocp.CheckpointManager, step: int, state: Any) -> Optional[str]:
-  """Why a restored state cannot be trusted (checksum or NaN/Inf), or None."""
+  """Why a restored state cannot be trusted (checksum file, checksum or NaN/Inf), or None.
+
+  The CRCs of the arrays restored are compared (a partial restore compares its own arrays);
+  a step without a checksum file is not damage but unverified (`has_checksums`).
+  """
   leaves = _host_leaves(state)
   path = _checksum_path(mgr, step)
   if path.exists():
-    expected = json.loads(path.read_text())
+    try:
+      expected = json.loads(path.read_text())
+      if not isinstance(expected, dict):
+        raise ValueError("not a mapping of array names to CRCs")
+    except (ValueError, OSError) as e:  # a damaged record is a damaged step: its arrays cannot be checked
+      return f"its checksum file {path} is unreadable ({type(e).__name__}: {_first_line(e)})"
     changed = [k for k, crc in _checksums(leaves).items() if expected.get(k) != crc]
     if changed:
       return f"checksum mismatch in {len(changed)} arrays (e.g. {changed[0]}): the files changed after the save"
@@ -168,6 +211,18 @@ def _damage(mgr: ocp.CheckpointManager, step: int, state: Any) -> Optional[str]:
   if bad:
     return f"NaN/Inf in {len(bad)} arrays (e.g. {bad[0]})"
   return None
+
+
+def has_checksums(mgr: ocp.CheckpointManager, step: Optional[int]) -> bool:
+  """Whether `step` has its CRC record (checkpoints written before the record existed have none)."""
+  return step is not None and _checksum_path(mgr, step).exists()
+
+
+def _warn_unverified(mgr: ocp.CheckpointManager, step: int) -> None:
+  if not has_checksums(mgr, step):
+    logging.warning("Checkpoint step %d in %s has no checksum file (%s/%d.json; written before checksums existed?): "
+                    "restored UNVERIFIED (finite, but a bit flip in it cannot be detected).", step, mgr.directory,
+                    CHECKSUM_DIR, step)
 
 
 def _quarantine(mgr: ocp.CheckpointManager, steps) -> None:
@@ -188,139 +243,147 @@ def _quarantine(mgr: ocp.CheckpointManager, steps) -> None:
   mgr.reload()
 
 
+def _try_step(mgr: ocp.CheckpointManager, step: int, abstract_state: Any, partial: bool):
+  """(state, None) if `step` restores intact, else (None, why); CheckpointMismatch for another model's tree."""
+  try:
+    mismatch = _mismatch(mgr, step, abstract_state, partial)
+  except Exception as e:  # pylint: disable=broad-except
+    return None, f"unreadable metadata ({type(e).__name__}: {_first_line(e)})"
+  if mismatch:
+    raise CheckpointMismatch(
+        f"The checkpoint at step {step} in {mgr.directory} was written by another model/method/optimizer: "
+        f"{mismatch}. Use a fresh --workdir, or the config that wrote it (saved as {CONFIG_FILE} beside it).")
+  try:
+    if partial:  # only the arrays asked for are read (e.g. one network's encoder for the embedding API)
+      args = ocp.args.PyTreeRestore(abstract_state, partial_restore=True,
+                                    restore_args=ocp.checkpoint_utils.construct_restore_args(abstract_state))
+    else:
+      args = ocp.args.StandardRestore(abstract_state)
+    state = mgr.restore(step, args=args)
+  except Exception as e:  # pylint: disable=broad-except
+    return None, f"unreadable ({type(e).__name__}: {_first_line(e)})"
+  why = _damage(mgr, step, state)
+  return (None, why) if why else (state, None)
+
+
+def _walk_back(mgr: ocp.CheckpointManager, abstract_state: Any, partial: bool = False):
+  """(state, step, {skipped step: why}) of the newest intact checkpoint; state None if none is."""
+  skipped = {}
+  for step in sorted(mgr.all_steps(), reverse=True):
+    state, why = _try_step(mgr, step, abstract_state, partial)
+    if state is not None:
+      return state, step, skipped
+    skipped[step] = why
+  return None, None, skipped
+
+
+def _skipped_text(skipped: Dict[int, str]) -> str:
+  return "; ".join(f"step {s}: {r}" for s, r in skipped.items())
+
+
 def restore_latest(mgr: ocp.CheckpointManager, abstract_state: Any) -> Optional[Any]:
   """The newest checkpoint that restores completely, matches its checksums and is finite, or None if none exist.
 
-  Damaged steps (unreadable files, a bit flip, NaN/Inf) are skipped, logged
-  and moved to <workdir>/damaged_checkpoints, so training continues from the
-  newest intact one and saves over nothing. A checkpoint of another model,
-  method or optimizer (a different tree or shapes) is CheckpointMismatch, not
-  damage; NoIntactCheckpoint if every step is damaged.
+  Damaged steps (unreadable files, a bit flip, a damaged checksum file, NaN/Inf) are skipped,
+  logged in one warning line and moved to <workdir>/damaged_checkpoints, so training continues
+  from the newest intact one and saves over nothing. A checkpoint of another model, method or
+  optimizer (a different tree or shapes) is CheckpointMismatch, not damage; NoIntactCheckpoint
+  if every step is damaged. A step without checksums is restored with a warning that it is unverified.
   """
-  steps = sorted(mgr.all_steps(), reverse=True)
-  skipped = {}
-  for step in steps:
-    try:
-      mismatch = _mismatch(mgr, step, abstract_state)
-    except Exception as e:  # pylint: disable=broad-except
-      skipped[step] = f"unreadable metadata ({type(e).__name__}: {_first_line(e)})"
-    else:
-      if mismatch:
-        raise CheckpointMismatch(
-            f"The checkpoint at step {step} in {mgr.directory} was written by another model/method/optimizer: "
-            f"{mismatch}. Use a fresh --workdir, or the config that wrote it (saved as {CONFIG_FILE} beside it).")
-      try:
-        state = mgr.restore(step, args=ocp.args.StandardRestore(abstract_state))
-      except Exception as e:  # pylint: disable=broad-except
-        skipped[step] = f"unreadable ({type(e).__name__}: {_first_line(e)})"
-      else:
-        why = _damage(mgr, step, state)
-        if why is None:
-          if skipped:
-            logging.warning("Restored step %d after skipping damaged checkpoints: %s.", step,
-                            "; ".join(f"step {s}: {r}" for s, r in skipped.items()))
-          _quarantine(mgr, list(skipped))
-          return state
-        skipped[step] = why
-    logging.warning("Checkpoint step %d in %s is damaged (%s); trying the one before.", step, mgr.directory,
-                    skipped[step])
+  state, step, skipped = _walk_back(mgr, abstract_state)
+  if state is None:
+    if skipped:
+      raise NoIntactCheckpoint(
+          f"No checkpoint in {mgr.directory} restores intact: {_skipped_text(skipped)}. "
+          "Move the checkpoints folder away to start over in this --workdir, or use a fresh one.")
+    return None
   if skipped:
-    raise NoIntactCheckpoint(
-        f"No checkpoint in {mgr.directory} restores intact: "
-        + "; ".join(f"step {s}: {r}" for s, r in skipped.items())
-        + ". Move the checkpoints folder away to start over in this --workdir, or use a fresh one.")
-  return None
+    logging.warning("Restored step %d after skipping damaged checkpoints: %s.", step,
+                    _skipped_text(skipped))
+  _quarantine(mgr, list(skipped))
+  _warn_unverified(mgr, step)
+  return state
 
 
-def restore_step(mgr: ocp.CheckpointManager, step: int, abstract_state: Any) -> Any:
+def restore_verified(mgr: ocp.CheckpointManager, abstract_state: Any, step: Optional[int] = None,
+                     partial: bool = False):
+  """(state, step) of a finished run for a reader (API, export, kNN, linear evaluation, offline teacher).
+
+  The same checks as training's restore (tree, per-array CRC, finiteness). `step` None: the newest
+  intact step, walking back past damaged ones with one warning line (nothing is moved: the run is
+  not the reader's); a chosen `step` that does not exist lists the steps; a damaged one is
+  NoIntactCheckpoint naming the others. `partial` restores only the arrays `abstract_state` names.
+  """
+  steps = sorted(mgr.all_steps())
+  where = epath.Path(mgr.directory).parent
+  if not steps:
+    raise FileNotFoundError(f"{where} has no checkpoint yet.")
+  if step is None:
+    state, chosen, skipped = _walk_back(mgr, abstract_state, partial)
+    if state is None:
+      raise NoIntactCheckpoint(f"No checkpoint in {mgr.directory} restores intact: {_skipped_text(skipped)}.")
+    if skipped:
+      logging.warning("Checkpoint %s of %s is damaged (%s); using step %d, the newest intact one.",
+                      "step " + ", ".join(map(str, skipped)), where, _skipped_text(skipped), chosen)
+    _warn_unverified(mgr, chosen)
+    return state, chosen
+  if int(step) not in steps:
+    raise ValueError(f"{where} has no checkpoint at step {step}; its steps are {steps} "
+                     "(or leave the step unset for the newest intact one).")
+  return restore_step(mgr, int(step), abstract_state, partial), int(step)
+
+
+def restore_step(mgr: ocp.CheckpointManager, step: int, abstract_state: Any, partial: bool = False) -> Any:
   """Checkpoint `step` restored and verified (tree, checksums, finiteness) like restore_latest, without a fallback.
 
   For reading a finished run at a chosen step (offline teacher, kNN, linear evaluation, export):
   a damaged step is an error naming the intact alternative, never silently used.
   """
-  mismatch = _mismatch(mgr, step, abstract_state)
-  if mismatch:
-    raise CheckpointMismatch(f"The checkpoint at step {step} in {mgr.directory} does not hold this run's networks: "
-                             f"{mismatch}.")
   try:
-    state = mgr.restore(step, args=ocp.args.StandardRestore(abstract_state))
-  except Exception as e:  # pylint: disable=broad-except
-    why = f"unreadable ({type(e).__name__}: {_first_line(e)})"
-  else:
-    why = _damage(mgr, step, state)
+    state, why = _try_step(mgr, step, abstract_state, partial)
+  except CheckpointMismatch as e:
+    raise CheckpointMismatch(f"The checkpoint at step {step} in {mgr.directory} does not hold this run's networks: "
+                             f"{str(e).split(': ', 1)[1].split('. Use a fresh')[0]}.") from None
   if why:
     others = [s for s in mgr.all_steps() if s != step]
     raise NoIntactCheckpoint(f"The checkpoint at step {step} in {mgr.directory} is damaged: {why}. "
                              + (f"Its other steps are {sorted(others)}." if others else "It has no other step."))
+  _warn_unverified(mgr, step)
   return state
 
 
-def diverged(step: int, what: str, last_saved: Optional[int], advice: str) -> FloatingPointError:
-  """The error that stops a diverged run; every checkpoint kept was verified finite when saved."""
-  kept = (f"the last checkpoint (step {last_saved}, verified finite) is kept and a restart resumes from it"
-          if last_saved is not None else "no checkpoint was saved")
+def diverged(step: int, what: str, last_saved: Optional[int], advice: str, verified: bool = True) -> FloatingPointError:
+  """The error that stops a diverged run; `verified`: the kept step's CRCs were checked (saved or restored so)."""
+  if last_saved is None:
+    kept = "no checkpoint was saved"
+  elif verified:
+    kept = f"the last checkpoint (step {last_saved}, verified finite) is kept and a restart resumes from it"
+  else:  # restored without a checksum record: a bit flip in it, not the learning rate, may be the cause
+    kept = (f"the last checkpoint (step {last_saved}) is kept but was restored UNVERIFIED (no checksum file): it "
+            "may be damaged, so if lowering the learning rate does not help, start afresh")
   return FloatingPointError(f"{what} at step {step}: training stopped; {kept}. {advice}")
 
 
-def check_finite_metrics(step: int, values: Dict[str, float], last_saved: Optional[int], advice: str) -> None:
+def check_finite_metrics(step: int, values: Dict[str, float], last_saved: Optional[int], advice: str,
+                         verified: bool = True) -> None:
   """Stops a run whose logged metrics hold a NaN/Inf (see `diverged`)."""
   bad = {k: v for k, v in values.items() if not math.isfinite(v)}
   if bad:
-    raise diverged(step, f"Non-finite metrics {bad}", last_saved, advice)
+    raise diverged(step, f"Non-finite metrics {bad}", last_saved, advice, verified)
 
 
 def save_finite(mgr: ocp.CheckpointManager, step: int, state: Any, last_saved: Optional[int], advice: str,
-                force: bool = False) -> None:
+                force: bool = False, verified: bool = True) -> None:
   """`save`, turning a refused non-finite state into the run's divergence stop."""
   try:
     save(mgr, step, state, force=force)
   except FloatingPointError as e:
-    raise diverged(step, str(e).split(";")[0], last_saved, advice) from None
+    raise diverged(step, str(e).split(";")[0], last_saved, advice, verified) from None
 
 
 def _first_line(e: Exception) -> str:
   text = str(e).strip().splitlines()
   return text[0][:200] if text else ""
-
-
-def _lookup(tree, key: str):
-  for part in key.split("."):
-    if not isinstance(tree, dict) or part not in tree:
-      return None
-    tree = tree[part]
-  return tree
-
-
-def check_resume_config(workdir: str, config) -> None:
-  """Before restoring: the workdir's checkpoints were written by this model and method (RESUME_KEYS)."""
-  saved = workdir_files.read_json(workdir, CONFIG_FILE)
-  if saved is None:
-    return  # nothing to compare with; the restore still checks shapes
-  path = workdir_files.path(workdir, CONFIG_FILE)
-  # Runs saved before the arch keys existed hold ResNets: both sides read with the defaults filled in.
-  saved = configuration.with_network_defaults(saved)
-  wanted = configuration.with_network_defaults(json.loads(config.to_json_best_effort()))
-  for key in RESUME_KEYS:
-    old, new = _lookup(saved, key), _lookup(wanted, key)
-    if old is not None and old != new:
-      if isinstance(old, dict) and isinstance(new, dict):  # name the fields: a dict is no single flag
-        fields = [k for k in old if old[k] != new.get(k)]
-        advice = " ".join(f"--config.{key}.{k}={_flag_value(old[k])}" for k in fields)
-        have = ", ".join(f"{k}={new.get(k)!r}" for k in fields)
-        old = ", ".join(f"{k}={old[k]!r}" for k in fields)
-        what = f"config.{key} with {old}, but this config has {have}"
-      else:
-        advice, what = f"--config.{key}={_flag_value(old)}", f"config.{key}={old!r}, but this config has {new!r}"
-      raise ValueError(
-          f"{workdir} holds checkpoints of a run with {what}. Resume it with {advice} (the config it was "
-          f"written with is {path}), or start this experiment in a fresh --workdir.")
-
-
-def _flag_value(value) -> str:
-  """`value` as ml_collections' config flags parse it (tuples as Python literals, strings bare)."""
-  if isinstance(value, list):
-    return '"' + repr(tuple(value)) + '"'  # one shell word
-  return str(value)
 
 
 def state_bytes(abstract_state: Any) -> int:

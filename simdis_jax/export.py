@@ -10,15 +10,18 @@ dataset's own size: 28 for Fashion-MNIST, image_size / eval_crop_fraction otherw
 """
 
 import argparse
+import contextlib
 import json
 import os
+import shutil
+import sys
 import time
-from typing import Optional, Tuple
+from typing import Iterator, Optional, Tuple
 
 import jax
 import numpy as np
 
-from simdis_jax import api
+from simdis_jax import api, checkpoint
 
 FORMATS = ("saved_model", "tflite", "npz")
 SIGNATURE = "serving_default"
@@ -47,12 +50,27 @@ def tf_module(encoder: api.Encoder, input_hw: Tuple[int, int]):
   module.variables_tree = tf.nest.map_structure(lambda x: tf.Variable(np.asarray(x), trainable=False),
                                                 jax.device_get(used))
 
-  @tf.function(input_signature=[tf.TensorSpec([None, height, width, channels], tf.uint8, name="images")],
-               autograph=False)
-  def serve(images):
+  spec = tf.TensorSpec([None, height, width, channels], tf.uint8, name="images")
+
+  @tf.function(input_signature=[spec], autograph=False)
+  def serve(images):  # static shape: what TFLite converts
     return {"features": fn(module.variables_tree, images)}
 
-  module.serve = serve
+  expected = f"images must be uint8 [batch, {height}, {width}, {channels}]"
+
+  @tf.function(input_signature=[tf.TensorSpec(None, tf.uint8, name="images")], autograph=False)
+  def serve_checked(images):
+    # A SavedModel signature checks only the dtype; a wrong rank or size would reach the converted
+    # program and fail there with pages of MLIR. Checked here first, in one message.
+    shape = tf.shape(images)
+    ok = tf.logical_and(tf.equal(tf.size(shape), 4),
+                        tf.reduce_all(tf.equal(tf.pad(shape, [[0, 4]])[1:4], [height, width, channels])))
+    check = tf.debugging.Assert(ok, [f"{expected}; got shape", shape], summarize=8)
+    with tf.control_dependencies([check]):
+      images = tf.ensure_shape(tf.identity(images), [None, height, width, channels])
+    return {"features": fn(module.variables_tree, images)}
+
+  module.serve, module.serve_checked = serve, serve_checked
   return module
 
 
@@ -60,7 +78,7 @@ def export_saved_model(encoder: api.Encoder, out: str, input_hw: Tuple[int, int]
   """Writes a SavedModel with the 'serving_default' signature images -> features."""
   import tensorflow as tf  # pylint: disable=import-outside-toplevel
   module = tf_module(encoder, input_hw)
-  tf.saved_model.save(module, out, signatures={SIGNATURE: module.serve.get_concrete_function()})
+  tf.saved_model.save(module, out, signatures={SIGNATURE: module.serve_checked.get_concrete_function()})
   return out
 
 
@@ -100,9 +118,8 @@ def export_npz(encoder: api.Encoder, out: str, input_hw: Tuple[int, int]) -> str
   flat = {}
   for path, leaf in jax.tree_util.tree_leaves_with_path(jax.device_get(encoder.variables)):
     flat["/".join(p.key for p in path)] = np.asarray(leaf)
-  np.savez(out, **flat)
-  with open(json_path(out), "w") as f:
-    json.dump(architecture(encoder, input_hw), f, indent=2)
+  with open(out, "wb") as f:  # a file object: np.savez would append ".npz" to a temporary name
+    np.savez(f, **flat)
   return out
 
 
@@ -174,15 +191,56 @@ def check_images(config, input_hw: Tuple[int, int], count: int = 100) -> Tuple[n
   return fashion_mnist.load(config.data.data_dir)["test_images"][:count], "Fashion-MNIST test"
 
 
+def check_writable(out: str) -> None:
+  """Before any conversion: `out` can be written (its folder exists and takes a file), or one line naming the fix."""
+  folder = os.path.dirname(os.path.abspath(out))
+  probe = os.path.join(folder, f".{os.path.basename(out)}.probe{os.getpid()}")
+  try:
+    with open(probe, "w") as f:
+      f.write("ok")
+    os.remove(probe)
+  except OSError as e:
+    raise OSError(f"--out {out} cannot be written ({e.strerror or e}): choose a writable place for it.") from None
+
+
+@contextlib.contextmanager
+def _written_whole(out: str) -> Iterator[str]:
+  """A temporary path to write the export to, moved onto `out` only when complete (a full disk loses nothing)."""
+  tmp = os.path.join(os.path.dirname(os.path.abspath(out)), f".{os.path.basename(out)}.partial{os.getpid()}")
+  try:
+    yield tmp
+    if os.path.isdir(out) and not os.path.islink(out):
+      shutil.rmtree(out)  # an earlier SavedModel folder: os.replace cannot replace a non-empty one
+    os.replace(tmp, out)
+  except OSError as e:
+    raise OSError(f"Writing {out} failed ({e.strerror or e}); nothing was replaced: free space or choose "
+                  "another --out.") from None
+  finally:
+    if os.path.isdir(tmp):
+      shutil.rmtree(tmp, ignore_errors=True)
+    elif os.path.exists(tmp):
+      os.remove(tmp)
+
+
 def export(workdir: str, network: str, fmt: str, out: str, weights: str = "online", step: Optional[int] = None,
            input_size: int = 0, project: bool = False) -> Tuple[api.Encoder, Tuple[int, int]]:
-  """Exports one network of a run in `fmt`; returns the encoder and the input size it was traced at."""
+  """Exports one network of a run in `fmt`; returns the encoder and the input size it was traced at.
+
+  The weights come through the verified restore (a damaged newest step is passed over with one
+  warning line; a chosen damaged or missing step is an error); the output is written whole or not at all.
+  """
   if fmt not in FORMATS:
     raise ValueError(f"--format={fmt!r}: choose one of {list(FORMATS)}.")
-  encoder = api.load_encoder(workdir, network, weights, step, project)
+  check_writable(out)
+  encoder = api.load_encoder(workdir, network=network, weights=weights, step=step, project=project)
   side = input_size or default_input_size(encoder.config)
   input_hw = (side, side)
-  {"saved_model": export_saved_model, "tflite": export_tflite, "npz": export_npz}[fmt](encoder, out, input_hw)
+  writer = {"saved_model": export_saved_model, "tflite": export_tflite, "npz": export_npz}[fmt]
+  with _written_whole(out) as tmp:
+    writer(encoder, tmp, input_hw)
+  if fmt == "npz":
+    with _written_whole(json_path(out)) as tmp, open(tmp, "w") as f:
+      json.dump(architecture(encoder, input_hw), f, indent=2)
   return encoder, input_hw
 
 
@@ -199,6 +257,15 @@ def main(argv=None) -> int:
   parser.add_argument("--project", action="store_true", help="export the projector output instead of features")
   parser.add_argument("--check", action="store_true", help="compare with JAX on 100 real test images")
   args = parser.parse_args(argv)
+  try:
+    return _main(args)
+  except (ValueError, TypeError, OSError, checkpoint.NoIntactCheckpoint) as e:  # bad input: one line, no traceback
+    print(f"export: {e}", file=sys.stderr)
+    return 2
+
+
+def _main(args) -> int:
+  """Export, print what was written, and --check it."""
   encoder, input_hw = export(args.workdir, args.network, args.format, args.out, args.weights, args.step,
                              args.input_size, args.project)
   size = sum(os.path.getsize(os.path.join(r, f)) for r, _, fs in os.walk(args.out) for f in fs) \

@@ -43,6 +43,38 @@ def image_shape(config) -> Tuple[int, int, int]:
   return (config.data.image_size, config.data.image_size, image_channels(config.data.name))
 
 
+MAX_IMAGE_SIZE = 2048  # 2048² px per view is already ~80x ImageNet's 224²; beyond it memory fails late and silently
+
+
+def downsampling(net_config) -> int:
+  """How many pixels of the input one pixel of a network's last feature map spans (its total stride)."""
+  arch = net_config.get("arch", "resnet")
+  if arch.startswith("vit"):
+    return int(net_config.get("patch_size", 16))
+  return 8 if net_config.get("cifar_stem", False) else 32
+
+
+def check_image_size(config) -> None:
+  """config.data.image_size within what every network of the run can use, or one line naming the fix."""
+  size = config.data.image_size
+  if size > MAX_IMAGE_SIZE:
+    raise ValueError(f"config.data.image_size={size} is absurdly large (at most {MAX_IMAGE_SIZE}; ImageNet uses "
+                     "224, Fashion-MNIST 28): set --config.data.image_size to the size the networks should see.")
+  for name in ("student", "teacher"):
+    net = config.model.get(name)
+    if net is None or (name == "teacher" and not configuration.uses_teacher(config)):
+      continue
+    stride = downsampling(net)
+    # A ViT needs one whole patch; a convolutional net at least half its total stride (28 px on a 32x ResNet
+    # still gives its last stage a real 2x2 -> 1x1 step), below which its last stages convolve padding only.
+    need = stride if net.get("arch", "resnet").startswith("vit") else stride // 2
+    if size < need:
+      stem = f" (or --config.model.{name}.cifar_stem=True: 8x)" if stride == 32 else ""
+      raise ValueError(f"config.data.image_size={size} is too small for config.model.{name} (down-sampling "
+                       f"{stride}x: its last stages would see padding only); use --config.data.image_size>={need}"
+                       f"{stem}.")
+
+
 class Built(NamedTuple):
   """The parts of a run that its config determines; `create()` makes a fresh train state (pure)."""
   networks: Networks
@@ -101,14 +133,19 @@ def check_finished(workdir: str, what: str, allow_unfinished: bool = False, step
     raise ValueError(f"{what}={workdir!r} is a linear-eval workdir; point it at the pretraining run's --workdir.")
   info = workdir_files.read_json(workdir, workdir_files.RUN_INFO_FILE)
   steps = checkpoint_steps(workdir_files.absolute(workdir))
-  if not steps or info is None:
+  if not steps:
     raise FileNotFoundError(f"The pretraining run {workdir!r} has no checkpoint yet: let it save one "
                             "(resume it with its own command) first.")
   chosen = steps[-1] if step is None else int(step)
   if chosen not in steps:
     raise ValueError(f"{workdir!r} has no checkpoint at step {step}; its steps are {steps} "
                      "(or leave the step unset for the latest).")
-  total = int(info["total_steps"])
+  if info is None and not allow_unfinished:  # the run's length is unknown: finished or not cannot be told
+    fix = f", or set {allow_flag}=True to use step {chosen} as it is" if allow_flag else ""
+    raise FileNotFoundError(f"The pretraining run {workdir!r} has checkpoints (steps {steps}) but its "
+                            f"{workdir_files.RUN_INFO_FILE} is missing, so whether it finished is unknown: resume it "
+                            f"with its own command to rewrite it{fix}.")
+  total = int(info["total_steps"]) if info else chosen
   if chosen < total and not allow_unfinished:
     fix = f" or set {allow_flag}=True to use it anyway" if allow_flag else ""
     raise ValueError(f"The pretraining run {workdir!r} is unfinished (checkpoint step {chosen} of {total}): "
@@ -118,7 +155,11 @@ def check_finished(workdir: str, what: str, allow_unfinished: bool = False, step
 
 def restore(workdir: str, mesh=None, step: Optional[int] = None,
             run_config: Optional[ml_collections.ConfigDict] = None) -> Restored:
-  """A pretraining run's networks and train state at `step` (default: latest), replicated over `mesh`."""
+  """A pretraining run's networks and train state at `step` (default: the newest intact), replicated over `mesh`.
+
+  Verified as training's own restore is (checkpoint.restore_verified): a damaged chosen step is an error
+  naming the others, a step that does not exist lists the steps.
+  """
   workdir = workdir_files.absolute(workdir)
   mesh = parallel.make_mesh() if mesh is None else mesh
   if run_config is None:
@@ -128,11 +169,8 @@ def restore(workdir: str, mesh=None, step: Optional[int] = None,
   parts = build(run_config, int(info.get("total_steps", 1)), 0)
   abstract = parallel.replicated_abstract(jax.eval_shape(parts.create), mesh)
   mgr = checkpoint.manager(workdir)
-  try:
-    step = mgr.latest_step() if step is None else step
-    if step is None:
-      raise FileNotFoundError(f"{workdir!r} has no checkpoint yet.")
-    state = checkpoint.restore_step(mgr, step, abstract)
+  try:  # verified: tree, CRC per array, finiteness; `step` None walks back past damaged steps
+    state, step = checkpoint.restore_verified(mgr, abstract, step)
   finally:
     mgr.close()
   return Restored(run_config, parts.networks, state, int(step))

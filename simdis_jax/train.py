@@ -9,7 +9,7 @@ import jax
 import ml_collections
 from clu import periodic_actions
 
-from simdis_jax import checkpoint, configuration, console, flops, lock, parallel, runs
+from simdis_jax import checkpoint, configuration, console, flops, lock, parallel, resume, runs
 from simdis_jax import workdir as workdir_files
 from simdis_jax.data import input as data_input
 from simdis_jax.evaluation import knn, supervised_top1
@@ -83,6 +83,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
   changing the schedule, as a preemption would; the next call resumes.
   """
   config = configuration.validate(config)
+  runs.check_image_size(config)
   workdir = workdir_files.absolute(workdir)
   checkpoint.check_writable(workdir)
   with lock.held(workdir):  # a second run on this workdir stops here
@@ -98,7 +99,7 @@ def _train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
   mgr = checkpoint.manager(workdir, config.train.keep_checkpoints)
   fresh_start = mgr.latest_step() is None
   if not fresh_start:
-    checkpoint.check_resume_config(workdir, config)
+    resume.check_resume_config(workdir, config)
   offline_teacher = config.method in configuration.OFFLINE_TEACHER_METHODS
   teacher_run = check_offline_teacher(config) if offline_teacher and fresh_start else None
   is_main = jax.process_index() == 0
@@ -131,7 +132,7 @@ def _train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
                  lengths["steps_per_epoch"])
   else:
     logging.info("Resumed from %s at step %d.", workdir, int(state.step))
-  workdir_files.write_config(workdir, config, is_main)
+  resume.record_config(workdir, config, int(state.step), is_main)  # a changed config keeps the old one too
   run_info = {**lengths, "num_train": dataset.num_train, "devices": jax.device_count(),
               "processes": jax.process_count()}
   previous_info = workdir_files.read_json(workdir, RUN_INFO_FILE) or {}
@@ -150,6 +151,7 @@ def _train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
     hooks.append(periodic_actions.ReportProgress(num_train_steps=total_steps, writer=writer,
                                                  every_steps=config.train.log_every_steps))
   last_saved = mgr.latest_step()
+  verified = last_saved is None or checkpoint.has_checksums(mgr, last_saved)  # restored with its CRCs
 
   def evaluate(step, record=True):
     results = run_knn(config, networks, state, dataset, mesh)
@@ -192,7 +194,7 @@ def _train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
         hook(done)
       if done % config.train.log_every_steps == 0 or done == total_steps:
         values = {k: float(v) for k, v in jax.device_get(metrics).items()}
-        checkpoint.check_finite_metrics(done, values, last_saved, DIVERGED_ADVICE)
+        checkpoint.check_finite_metrics(done, values, last_saved, DIVERGED_ADVICE, verified)
         values["images_per_sec"] = images_seen / max(time.time() - t0, 1e-9)
         values["epoch"] = done / lengths["steps_per_epoch"]
         values["train_time_s"] = time_before + time.time() - t0
@@ -206,8 +208,8 @@ def _train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
       if (done % config.train.checkpoint_every_steps == 0 or done == total_steps
           or done == stop_after_steps or preempted):
         # Never save a state holding NaN/Inf (checkpoint.save checks every array): the last good one survives.
-        checkpoint.save_finite(mgr, done, state, last_saved, DIVERGED_ADVICE, force=preempted)
-        last_saved = done
+        checkpoint.save_finite(mgr, done, state, last_saved, DIVERGED_ADVICE, force=preempted, verified=verified)
+        last_saved, verified = done, True
       if preempted:
         raise checkpoint.Preempted(done, workdir)
       if done == total_steps or (config.train.knn_every_steps and done % config.train.knn_every_steps == 0):
@@ -215,9 +217,8 @@ def _train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
   finally:
     # Whatever stopped the loop (a preemption included), finish the asynchronous saves already started.
     preemption.close()
-    mgr.wait_until_finished()
-    mgr.close()
     writer.flush()
+    checkpoint.finish(mgr)  # a save that ran out of disk: one line
 
   if metrics is not None:
     final.update({k: float(v) for k, v in jax.device_get(metrics).items()})

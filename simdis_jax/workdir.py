@@ -83,11 +83,24 @@ def is_linear_eval(config) -> bool:
   return hasattr(config, "get") and config.get("task") == LINEAR_EVAL_TASK
 
 
+def append_line(workdir: str, name: str, line: str) -> None:
+  """Appends one line to <workdir>/<name>, first ending a line a crash left cut (its record is lost, not the next)."""
+  p = path(workdir, name)
+  cut = False
+  if p.exists():
+    with p.open("rb") as f:
+      f.seek(0, os.SEEK_END)
+      if f.tell():
+        f.seek(-1, os.SEEK_END)
+        cut = f.read(1) != b"\n"
+  with p.open("a") as f:
+    f.write(("\n" if cut else "") + line + "\n")
+
+
 def append_metrics(workdir: str, step: int, values: Mapping[str, float], is_main: bool = True) -> None:
-  """Appends one {"step": step, name: value, ...} line to metrics.jsonl (process 0 only)."""
+  """Appends one {"step": step, name: value, ...} line to metrics.jsonl (process 0 only); see `append_line`."""
   if is_main:
-    with path(workdir, METRICS_FILE).open("a") as f:
-      f.write(json.dumps({"step": int(step), **{k: float(v) for k, v in values.items()}}) + "\n")
+    append_line(workdir, METRICS_FILE, json.dumps({"step": int(step), **{k: float(v) for k, v in values.items()}}))
 
 
 def read_metrics(workdir: str) -> Dict[int, Dict[str, float]]:

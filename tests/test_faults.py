@@ -152,6 +152,8 @@ def test_bad_config_values_are_clear_errors_before_compilation(tmp_path, no_comp
     ({"method": "simdis_off", "teacher__workdir": "/elsewhere"}, "method"),  # same arrays, other method
     ({"head_combination": "sum"}, "head_combination"),
     ({"model__student__width": 8}, "model.student"),
+    ({"data__image_size": 20}, "data.image_size"),  # same arrays, other images: accepted silently before
+    ({"train__batch_size": 64}, "train.batch_size"),
 ])
 def test_resuming_a_checkpoint_of_another_model_or_method_names_the_key(baseline, tmp_path, no_compile, changes,
                                                                          key):

@@ -19,7 +19,8 @@ from ml_collections import config_flags
 import runs
 import tiny_cli_config
 from conftest import requires_fashion_mnist
-from simdis_jax import checkpoint, lock, train
+from simdis_jax import checkpoint, lock, resume, train
+from simdis_jax import runs as runs_lib
 from simdis_jax import workdir as workdir_files
 from simdis_jax.data import fashion_mnist
 
@@ -165,7 +166,7 @@ def test_resume_advice_is_a_flag_that_parses(tmp_path):
   other.views = ("s_dv", "t_sv")
   for key in ("views", "model.student"):
     with pytest.raises(ValueError) as e:
-      checkpoint.check_resume_config(str(tmp_path), other)
+      resume.check_resume_config(str(tmp_path), other)
     advice = str(e.value).split("Resume it with ")[1].split(" (the config")[0]
     argv = ["main", f"--config={runs.CONFIG}", *shlex.split(advice)]
     values = flags.FlagValues()
@@ -261,3 +262,150 @@ def test_the_final_table_puts_the_raw_pixel_baselines_beside_the_figures(tmp_pat
   table = final.what_the_numbers_mean(tiny_cli_config.get_config(), str(tmp_path), {"student": {"top1": 82.26}})
   assert table.splitlines()[-3:] == ["| student | 80.0 | 82.3 |", "| teacher | 81.0 | - |",
                                      "| raw pixels, no training (RESULTS.md, full splits) | 84.6 | 84.4 |"]
+
+
+# ---------------------------------------------------------------- one verified restore for every reader
+
+
+def test_a_step_without_checksums_is_restored_as_unverified_in_one_line_never_called_verified(tmp_path, caplog):
+  """As for a checkpoint written before checksums existed: a bit flip cannot be seen, so it is said, not hidden."""
+  workdir = str(tmp_path)
+  mgr = _saved(workdir, steps=(1, 2))
+  os.remove(f"{workdir}/{checkpoint.CHECKSUM_DIR}/2.json")
+  flip_bit(workdir, 2)
+  checkpoint.restore_latest(mgr, _abstract(_state()))
+  lines = [r.getMessage() for r in caplog.records if "UNVERIFIED" in r.getMessage()]
+  assert len(lines) == 1 and "step 2" in lines[0] and "no checksum file" in lines[0]
+  assert not checkpoint.has_checksums(mgr, 2) and checkpoint.has_checksums(mgr, 1)
+  stop = str(checkpoint.diverged(7, "Non-finite metrics", 2, train.DIVERGED_ADVICE, verified=False))
+  assert "verified finite" not in stop and "restored UNVERIFIED (no checksum file): it may be damaged" in stop
+
+
+@pytest.mark.parametrize("harm", ["truncated", "deleted arrays"])
+def test_a_damaged_checksum_file_is_a_damaged_step_and_the_run_falls_back(tmp_path, caplog, harm):
+  workdir = str(tmp_path)
+  mgr = _saved(workdir, steps=(1, 2, 3))
+  path = f"{workdir}/{checkpoint.CHECKSUM_DIR}/3.json"
+  text = open(path).read()
+  open(path, "w").write(text[:len(text) // 2] if harm == "truncated" else "[1, 2]")
+  restored = checkpoint.restore_latest(mgr, _abstract(_state()))
+  np.testing.assert_array_equal(restored["w"], _state(2)["w"])
+  warnings = [r.getMessage() for r in caplog.records if r.levelname == "WARNING" and "skipping" in r.getMessage()]
+  assert len(warnings) == 1 and f"step 3: its checksum file {path} is unreadable" in warnings[0]
+  assert mgr.all_steps() == [1, 2]
+
+
+def test_readers_walk_back_past_a_bit_flip_with_one_warning_and_list_the_steps_of_a_missing_one(tmp_path, caplog):
+  """checkpoint.restore_verified (API, export, kNN, linear evaluation, teacher): nothing is moved in a run it reads."""
+  workdir = str(tmp_path)
+  mgr = _saved(workdir, steps=(1, 2, 3))
+  flip_bit(workdir, 3)
+  state, step = checkpoint.restore_verified(mgr, _abstract(_state()))
+  assert step == 2
+  np.testing.assert_array_equal(state["w"], _state(2)["w"])
+  warnings = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
+  assert len(warnings) == 1 and "step 3" in warnings[0] and "checksum mismatch" in warnings[0]
+  assert "using step 2, the newest intact one" in warnings[0]
+  assert mgr.all_steps() == [1, 2, 3]
+  partial = {"w": _abstract(_state())["w"]}  # one array alone, as the embedding API reads one network
+  assert checkpoint.restore_verified(checkpoint.manager(workdir), partial, partial=True)[1] == 2
+  with pytest.raises(ValueError, match=r"has no checkpoint at step 999; its steps are \[1, 2, 3\]"):
+    checkpoint.restore_verified(mgr, _abstract(_state()), 999)
+  with pytest.raises(checkpoint.NoIntactCheckpoint, match=r"step 3 .* is damaged: checksum mismatch"):
+    checkpoint.restore_verified(mgr, _abstract(_state()), 3)
+
+
+def test_a_missing_run_info_is_named_not_called_no_checkpoint(tmp_path):
+  workdir = str(tmp_path)
+  _saved(workdir, steps=(1, 2, 3))
+  workdir_files.write_config(workdir, tiny_cli_config.get_config())
+  with pytest.raises(FileNotFoundError, match=r"has checkpoints \(steps \[1, 2, 3\]\) but its run_info.json is "
+                                              r"missing.*--config.pretrained.allow_unfinished=True"):
+    runs_lib.check_finished(workdir, "config.pretrained.workdir", allow_flag="--config.pretrained.allow_unfinished")
+  assert runs_lib.check_finished(workdir, "x", allow_unfinished=True)[1] == 3
+
+
+def test_metrics_appends_survive_a_line_cut_by_a_crash(tmp_path):
+  workdir = str(tmp_path)
+  workdir_files.append_metrics(workdir, 1, {"loss": 1.5})
+  with open(tmp_path / workdir_files.METRICS_FILE, "a") as f:
+    f.write('{"step": 2, "loss": 1.')  # kill -9 mid-write
+  workdir_files.append_metrics(workdir, 3, {"loss": 0.5})
+  assert workdir_files.read_metrics(workdir) == {1: {"loss": 1.5}, 3: {"loss": 0.5}}
+
+
+def test_a_resume_under_an_allowed_change_keeps_each_segments_config(tmp_path):
+  workdir = str(tmp_path)
+  first = tiny_cli_config.get_config()
+  resume.record_config(workdir, first, 0)
+  assert not os.path.exists(tmp_path / resume.SEGMENTS_FILE)  # an unchanged run writes only config.json
+  second = tiny_cli_config.get_config()
+  second.train.log_every_steps = 7
+  resume.check_resume_config(workdir, second)  # allowed: it changes neither the checkpoint nor the data
+  resume.record_config(workdir, second, 4)
+  segments = resume.segments(workdir)
+  assert [s["from_step"] for s in segments] == [0, 4]
+  assert [s["config"]["train"]["log_every_steps"] for s in segments] == [first.train.log_every_steps, 7]
+  assert workdir_files.read_config(workdir)["train"]["log_every_steps"] == 7
+  for key, value in (("data.image_size", 20), ("train.batch_size", 64), ("data.augment.flip", False)):
+    third = tiny_cli_config.get_config()
+    section = third
+    *parents, leaf = key.split(".")
+    for p in parents:
+      section = section[p]
+    section[leaf] = value
+    with pytest.raises(ValueError, match=rf"config.{key.rsplit('.', 1)[0] if 'augment' in key else key}"):
+      resume.check_resume_config(workdir, third)
+
+
+def test_image_sizes_are_bounded_by_the_network(tmp_path):
+  config = tiny_cli_config.get_config()
+  for size, message in ((1, r"image_size=1 is too small for config.model.student \(down-sampling 8x"),
+                        (100000, r"image_size=100000 is absurdly large \(at most 2048")):
+    config.data.image_size = size
+    with pytest.raises(ValueError, match=message):
+      train.train_and_evaluate(config, str(tmp_path / str(size)))
+  config.model.student.cifar_stem = False
+  config.data.image_size = 8
+  with pytest.raises(ValueError, match=r"use --config.data.image_size>=16 \(or --config.model.student.cifar_stem"):
+    runs_lib.check_image_size(config)
+
+
+FULL_DISK = r"""
+import json, resource, signal, sys
+import numpy as np
+import jax.numpy as jnp
+from simdis_jax import checkpoint
+signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # a write past the limit fails (EFBIG) as on a full disk
+workdir = sys.argv[1]
+state = lambda seed: {"w": jnp.asarray(np.random.default_rng(seed).normal(size=(1 << 17,)).astype(np.float32))}
+mgr = checkpoint.manager(workdir, keep=5)
+checkpoint.save(mgr, 1, state(1))
+mgr.wait_until_finished()
+resource.setrlimit(resource.RLIMIT_FSIZE, (1 << 16, resource.RLIM_INFINITY))  # no file may grow past 64 KiB now
+error = None
+try:
+  checkpoint.save(mgr, 2, state(2))
+  checkpoint.save(mgr, 3, state(3))
+  checkpoint.finish(mgr)
+except OSError as e:
+  error = str(e)
+resource.setrlimit(resource.RLIMIT_FSIZE, (resource.RLIM_INFINITY, resource.RLIM_INFINITY))
+mgr = checkpoint.manager(workdir, keep=5)
+restored = checkpoint.restore_latest(mgr, {"w": jnp.zeros((1 << 17,), jnp.float32)})
+print(json.dumps({"error": error, "steps": mgr.all_steps(),
+                  "intact": bool(np.array_equal(np.asarray(restored["w"]), np.asarray(state(1)["w"])))}))
+"""
+
+
+def test_a_save_that_runs_out_of_disk_is_one_line_and_loses_nothing(tmp_path):
+  """The async save's failure (tensorstore's 1.8 KB RESOURCE_EXHAUSTED line before) is one OSError naming the fix."""
+  proc = subprocess.run([sys.executable, "-c", FULL_DISK, str(tmp_path / "w")], capture_output=True, text=True,
+                        timeout=300, cwd=runs.ROOT, env=dict(os.environ, PYTHONPATH=runs.ROOT))
+  assert proc.returncode == 0, proc.stderr[-3000:]
+  result = json.loads(proc.stdout.strip().splitlines()[-1])
+  assert result["error"] == (
+      f"Saving a checkpoint in {tmp_path / 'w' / 'checkpoints'} failed: a file outgrew the size limit (File too "
+      "large); the checkpoints saved before it (steps [1]) are intact. Free space (or lower "
+      "--config.train.keep_checkpoints) and run the same command to resume.")
+  assert result["steps"] == [1] and result["intact"]

@@ -113,8 +113,12 @@ def main(argv=None) -> int:
       print(f"knn: {args.workdir} has no checkpoint at step {args.step}; its steps are {steps or 'none'}.",
             file=sys.stderr)
       return 2
-  results = evaluate_checkpoint(args.workdir, args.network, args.weights, tuple(args.k), args.temperature,
-                                args.step, args.train_examples, args.eval_examples, args.holdout)
+  try:
+    results = evaluate_checkpoint(args.workdir, args.network, args.weights, tuple(args.k), args.temperature,
+                                  args.step, args.train_examples, args.eval_examples, args.holdout)
+  except (ValueError, OSError, RuntimeError) as e:  # a damaged step (NoIntactCheckpoint), a bad run: one line
+    print(f"knn: {e}", file=sys.stderr)
+    return 2
   record = {"workdir": args.workdir, "network": args.network, "weights": args.weights,
             "holdout": args.holdout, **results}
   print(json.dumps(record))

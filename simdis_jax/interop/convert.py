@@ -50,23 +50,41 @@ def depth_of(stage_sizes, bottleneck: bool) -> int:
 # ------------------------------------------------------------------ PyTorch
 
 
+def tensor(sd, name: str, ndim: int, what: str, channels: Optional[int] = None) -> np.ndarray:
+  """sd[name] checked: present, of rank `ndim` (and `channels` long on axis 0), a real number array; else one line."""
+  if name not in sd:
+    raise ValueError(f"The checkpoint lacks {name!r} ({what}); is it a complete ResNet of this format?")
+  value = np.asarray(sd[name])
+  if value.ndim != ndim or (channels is not None and value.shape[0] != channels) or not (
+      np.issubdtype(value.dtype, np.floating) or np.issubdtype(value.dtype, np.integer)):
+    want = f"{ndim}-D" + (f" with {channels} channels" if channels is not None else "")
+    raise ValueError(f"The checkpoint's tensor {name!r} has shape {value.shape} ({value.dtype}); {what} needs "
+                     f"a {want} number array.")
+  return value
+
+
 def _torch_bn(sd, src: str, dst: str, out: dict, used: set) -> None:
+  channels = None
   for name, (col, leaf) in {"weight": ("params", "scale"), "bias": ("params", "bias"),
                             "running_mean": ("batch_stats", "mean"), "running_var": ("batch_stats", "var")}.items():
-    put(out[col], f"{dst}/{leaf}", sd[f"{src}.{name}"])
+    value = tensor(sd, f"{src}.{name}", 1, "a BatchNorm", channels)
+    channels = value.shape[0]
+    put(out[col], f"{dst}/{leaf}", value)
     used.add(f"{src}.{name}")
   used.add(f"{src}.num_batches_tracked")
 
 
 def _torch_conv(sd, src: str, dst: str, out: dict, used: set) -> None:
-  put(out["params"], f"{dst}/kernel", np.transpose(sd[f"{src}.weight"], (2, 3, 1, 0)))  # OIHW -> HWIO
+  kernel = tensor(sd, f"{src}.weight", 4, "a convolution [out, in, kh, kw]")
+  put(out["params"], f"{dst}/kernel", np.transpose(kernel, (2, 3, 1, 0)))  # OIHW -> HWIO
   used.add(f"{src}.weight")
 
 
 def _torch_linear(sd, src: str, dst: str, out: dict, used: set) -> None:
-  put(out["params"], f"{dst}/kernel", np.asarray(sd[f"{src}.weight"]).T)
-  bias = sd.get(f"{src}.bias")
-  put(out["params"], f"{dst}/bias", np.zeros(sd[f"{src}.weight"].shape[0]) if bias is None else bias)
+  weight = tensor(sd, f"{src}.weight", 2, "a Linear layer [out, in]")
+  put(out["params"], f"{dst}/kernel", weight.T)
+  bias = tensor(sd, f"{src}.bias", 1, "a Linear bias", weight.shape[0]) if f"{src}.bias" in sd else None
+  put(out["params"], f"{dst}/bias", np.zeros(weight.shape[0]) if bias is None else bias)
   used.update({f"{src}.weight", f"{src}.bias"})
 
 
@@ -76,7 +94,7 @@ def torch_resnet(sd: Dict[str, np.ndarray], prefix: str = ""):
   if f"{prefix}conv1.weight" not in sd:
     raise ValueError(f"No '{prefix}conv1.weight' in the checkpoint: not a torchvision-layout ResNet "
                      f"(names seen: {sorted(sd)[:6]} ...).")
-  stem = sd[f"{prefix}conv1.weight"]
+  stem = tensor(sd, f"{prefix}conv1.weight", 4, "the stem convolution [out, in, kh, kw]")
   width, in_channels, kh = stem.shape[0], stem.shape[1], stem.shape[2]
   _torch_conv(sd, f"{prefix}conv1", "encoder/stem_conv", out, used)
   _torch_bn(sd, f"{prefix}bn1", "encoder/stem_bn", out, used)
@@ -110,7 +128,8 @@ def from_torchvision(sd: Dict[str, np.ndarray]) -> Imported:
   notes = []
   if "fc.weight" in sd:
     used.update({"fc.weight", "fc.bias"})
-    notes.append(f"the classifier fc ({sd['fc.weight'].shape[0]} classes) is not part of a BYOL network: dropped")
+    classes = tensor(sd, "fc.weight", 2, "the classifier").shape[0]
+    notes.append(f"the classifier fc ({classes} classes) is not part of a BYOL network: dropped")
   _check_all_used(sd, used)
   arch.update(hidden_dim=0, proj_dim=0)
   return Imported(arch, channels, out, None, "unbiased", notes)
@@ -128,7 +147,8 @@ def from_authors(sd: Dict[str, np.ndarray], network: str = "student") -> Importe
       continue
     out, arch, channels, used = torch_resnet(sd, prefix)
     torch_mlp(sd, f"{prefix}fc", "projector", out, used)
-    arch.update(hidden_dim=int(sd[f"{prefix}fc.0.weight"].shape[0]), proj_dim=int(sd[f"{prefix}fc.3.weight"].shape[0]))
+    arch.update(hidden_dim=int(tensor(sd, f"{prefix}fc.0.weight", 2, "the projector").shape[0]),
+                proj_dim=int(tensor(sd, f"{prefix}fc.3.weight", 2, "the projector").shape[0]))
     # The BYOL predictor: the student's own-view head (sema_dv), or an online teacher's (ttemadv).
     heads = [h for h in ("sema_dv", "ttemadv") if f"{prefix}pred_{h}.0.weight" in sd]
     if which == "online" and heads:

@@ -84,7 +84,7 @@ def run_study(study, workdir: str, results: str, figures: str, config_path: str 
         code = _run_command(forwarder, cmd, directory, run_env(study, preset))
         status["segments"].append({"run": f"{preset}/seed{seed}", "seconds": time.time() - t0, "exit": code,
                                    "commit": code_commit})
-        if code == 0:
+        if code == 0 and not forwarder.stopping:  # a stop that landed as this command ended starts no next one
           continue
         if forwarder.stopping or code == PREEMPTED_EXIT_CODE:
           forwarder.stopping = True
