@@ -9,7 +9,7 @@ import jax
 import ml_collections
 from clu import periodic_actions
 
-from simdis_jax import checkpoint, configuration, console, flops, lock, parallel, runs
+from simdis_jax import checkpoint, configuration, console, flops, labels, lock, parallel, runs
 from simdis_jax import workdir as workdir_files
 from simdis_jax.data import input as data_input
 from simdis_jax.evaluation import knn, supervised_top1
@@ -133,7 +133,7 @@ def _train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
     logging.info("Resumed from %s at step %d.", workdir, int(state.step))
   workdir_files.write_config(workdir, config, is_main)
   run_info = {**lengths, "num_train": dataset.num_train, "devices": jax.device_count(),
-              "processes": jax.process_count()}
+              "processes": jax.process_count(), "versions": workdir_files.software_versions()}
   previous_info = workdir_files.read_json(workdir, RUN_INFO_FILE) or {}
   if "step_flops" in previous_info:  # kept across restarts
     run_info["step_flops"] = previous_info["step_flops"]
@@ -244,5 +244,6 @@ def _train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
   if is_main:
     summary = ", ".join(f"{k}={v:.2f}" for k, v in sorted(final.items()) if k.startswith("knn"))
     status = "Finished" if reached >= total_steps else f"Stopped at step {reached} of {total_steps}:"
-    print(f"{status} {config.method} ({','.join(config.views)}) in {wall:.0f}s: {summary}", flush=True)
+    what = labels.targets(config.method, config.views, config.get("supervised", {}).get("views", 0))
+    print(f"{status} {config.method} ({what}) in {wall:.0f}s: {summary}", flush=True)
   return final

@@ -9,6 +9,7 @@ import matplotlib.image
 import pytest
 
 from simdis_jax import labels, methods
+from simdis_jax import report as report_cli
 from simdis_jax import workdir as workdir_files
 from simdis_jax.methods import simdis
 from simdis_jax.evaluation import report
@@ -162,11 +163,18 @@ def test_cli_prints_the_table_and_writes_the_files(workdirs, tmp_path):
   byol, on7, lin = workdirs
   out = tmp_path / "cli_out"
   proc = subprocess.run([sys.executable, "-m", "simdis_jax.report", str(byol), str(lin), str(on7),
-                         "--out", str(out)], cwd=ROOT, capture_output=True, text=True, timeout=120)
+                         "--out", str(out), "--noembeddings"], cwd=ROOT, capture_output=True, text=True, timeout=120)
   assert proc.returncode == 0, proc.stderr
   markdown = (out / "results.md").read_text(encoding="utf-8")
   check_report(out, markdown)
-  assert table(proc.stdout) == table(markdown)
+  # The console gets plain text: no markdown bars, no figure links; the same cells, the protocol left out.
+  assert "|" not in proc.stdout and "![" not in proc.stdout and "](" not in proc.stdout
+  lines = proc.stdout.splitlines()
+  header = lines.index(next(l for l in lines if l.startswith("run ")))
+  assert set(lines[header + 1]) <= {"-", " "}
+  assert lines[header + 2].split()[:2] == ["byol_r10", "BYOL"] and "70.46" in lines[header + 2]
+  assert lines[header + 3].split()[:2] == ["on7v_r10", "SimDis-On-7v"]
+  assert "protocol" not in lines[header] and "linear top-1" in lines[header]
 
 
 def test_teacher_linear_eval_adds_a_teacher_row(workdirs, tmp_path):
@@ -212,7 +220,7 @@ def test_missing_or_foreign_workdir_is_a_clear_error(workdirs, tmp_path):
   with pytest.raises(ValueError, match="holds neither config.json .* nor linear_eval.json"):
     report.write_report([str(empty)], str(tmp_path / "out"))
   with pytest.raises(SystemExit, match="no_such_run"):
-    report.main([str(missing), "--out", str(tmp_path / "out")])
+    report_cli.main([str(missing), "--out", str(tmp_path / "out")])
 
 
 def test_metrics_keep_the_last_value_of_a_repeated_step(workdirs):
