@@ -1,4 +1,4 @@
-"""The Fashion-MNIST study (issue #7): which presets, which seeds, in which order.
+"""The Fashion-MNIST study (3 epochs): which presets, which seeds, in which order.
 
     python -m simdis_jax.study --config configs/fashion_mnist/study.py --workdir workdirs/fmnist_study
 
@@ -23,7 +23,7 @@ def get_config():
       "supervised:0,1,2",
       "simdis_off_2v:0", "simdis_on_2v:0",
       "off_t_sv:0", "off_t_dv:0", "off_tema_sv:0",
-      "moco_v2:0", "seed:0", "supervised_standard:0",  # Figure 3's other systems (issue 17)
+      "moco_v2:0", "seed:0", "supervised_standard:0",  # Figure 3's other systems
   )
   c.teacher_run = "byol_teacher:0"  # --config.teacher.workdir of every simdis_off preset
   # After each run: a second linear evaluation, 80 epochs on cached features (converged; ~20 s),
@@ -80,12 +80,12 @@ def get_config():
       ("simdis_off_2v", "simdis_off_7v", "views, offline"))
   # The preset whose online teachers' kNN the report sets beside the offline teacher's (teacher_run).
   c.online_teacher_preset = "simdis_on_7v"
-  # Measured on Fashion-MNIST (issue #7), for orientation: (name, top-1, short name in the figure,
+  # Measured on Fashion-MNIST in this project (RESULTS.md), for orientation: (name, top-1, short name in the figure,
   # the figure's panels that draw it: "linear" or "knn").
-  c.references_title = "References on this data (issue #7)"
+  c.references_title = "References on this data (measured here)"
   c.references = (("logistic regression on raw pixels (linear)", 84.4, "pixels, logistic", "linear"),
                   ("weighted kNN on raw pixels (k=20)", 84.6, "pixels, kNN", "knn"),
-                  ("linear probe on pooled features of an untrained small conv net", 82.0, "untrained net (issue)",
+                  ("linear probe on pooled features of an untrained small conv net", 82.0, "untrained net (reported)",
                    "linear"))
   c.table_note = (
       "Linear (full): DeepMind's protocol, full mode (crop + flip through the frozen encoder), 10 epochs, top-1 on "
