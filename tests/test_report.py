@@ -5,6 +5,7 @@ import os
 import subprocess
 import sys
 
+import matplotlib.colors
 import matplotlib.image
 import pytest
 
@@ -263,3 +264,64 @@ def test_linear_eval_with_a_relative_path_and_an_unfinished_one(workdirs, tmp_pa
   # and neither linear workdir is mistaken for a pretraining run although both hold config.json.
   assert [(r["run"], r["linear top-1"]) for r in rows] == [("on7v_r10", "66.60")]
   assert "running_linear" in capsys.readouterr().err
+
+
+def test_a_pretraining_workdir_brings_its_own_linear_evaluations(tmp_path):
+  # As final_eval writes them: <run>/linear_student and <run>/linear_teacher; only the run is given.
+  run = fake_run(tmp_path, "demo", "simdis_on", ALL_VIEWS, 128, 2, 5, knn={"student": 70.0, "teacher": 72.0},
+                 knn_init={"student": 60.0, "teacher": 61.0})
+  fake_linear(run, "linear_student", run, top1=75.5)
+  fake_linear(run, "linear_teacher", run, network="teacher", top1=77.25)
+  rows = table(report.write_report([str(run)], str(tmp_path / "out"), embeddings=False))
+  assert [(r["network"], r["linear top-1"]) for r in rows] == [("student (online)", "75.50"),
+                                                               ("teacher (online)", "77.25")]
+  assert rows[1]["views"] == "T̂-v' (BYOL)"  # the teacher's own target, not the student's seven
+  # Moved (archived) with its linear evaluations, which still name the old place: still its own.
+  moved = tmp_path / "archive"
+  moved.mkdir()
+  os.rename(run, moved / "demo")
+  rows = table(report.write_report([str(moved / "demo")], str(tmp_path / "out2"), embeddings=False))
+  assert [r["linear top-1"] for r in rows] == ["75.50", "77.25"]
+
+
+def test_views_and_teacher_columns_say_what_each_method_uses(tmp_path):
+  runs = [fake_run(tmp_path, m, m, ["sema_dv"], 64, 2, 5, knn={"student": 50.0}, knn_init={"student": 40.0})
+          for m in ("moco_v2", "seed", "supervised", "byol")]
+  rows = {r["run"]: r for r in table(report.write_report([str(r) for r in runs], str(tmp_path / "out"),
+                                                         embeddings=False))}
+  assert rows["moco_v2"]["views"] == "query v, key v' (queue)" and rows["moco_v2"]["teacher"] == "—"
+  assert rows["seed"]["views"] == "one view; teacher similarities (queue)"
+  assert rows["seed"]["teacher"] == "ResNet-10 w16"  # SEED distils from a teacher: its architecture is shown
+  assert rows["supervised"]["views"] == "labels" and rows["byol"]["views"] == "Ŝ-v'"
+  assert labels.targets("supervised", [], 1) == "labels, 1 view"
+  assert labels.targets("seed", ["sema_dv"]) == labels.METHOD_TARGETS["seed"]  # its views are not shown
+
+
+def test_accuracy_series_keep_architectures_apart(tmp_path):
+  from simdis_jax.evaluation import figures  # pylint: disable=import-outside-toplevel
+  small = fake_run(tmp_path, "small", "byol", ["sema_dv"], 64, 2, 5, knn={"student": 50.0}, knn_init={"student": 1})
+  wide = fake_run(tmp_path, "wide", "byol", ["sema_dv"], 64, 4, 5, knn={"student": 60.0}, knn_init={"student": 1})
+  config = json.loads((wide / "config.json").read_text())
+  config["model"]["student"]["width"] = 16
+  write_json(wide / "config.json", config)
+  _, rows = report.collect_rows([str(small), str(wide)])
+  series = figures.accuracy_series(rows)
+  assert series == {("BYOL", "student", "kNN", "ResNet-10 w8"): [(2.0, 50.0)],
+                    ("BYOL", "student", "kNN", "ResNet-10 w16"): [(4.0, 60.0)]}
+
+
+def test_loss_panel_shows_every_curve_and_the_knn_panel_says_what_step_0_is(tmp_path):
+  from simdis_jax.evaluation import figures  # pylint: disable=import-outside-toplevel
+  metrics = {s: {"loss": 4.0 - s / 10, "loss_student": 4.0 - s / 10, **{f"loss_head/{v}": 2.0 for v in ALL_VIEWS}}
+             for s in range(1, 6)}
+  metrics[0] = {"knn_top1/student": 10.0, "knn_top1/teacher": 80.0}
+  fig = figures.plot_curves(metrics, "t", 5, str(tmp_path / "c.png"), frozen_teacher=True)
+  ax_loss, ax_knn = fig.axes[:2]
+  names = [line.get_label() for line in ax_loss.lines]
+  assert names[-2:] == ["student", "total (= student)"] and len(names) == 9
+  colours = [tuple(matplotlib.colors.to_rgba(line.get_color())) for line in ax_loss.lines]
+  assert len(set(colours)) == len(colours)  # seven heads, student and total: nine colours
+  assert ax_loss.get_legend().get_bbox_to_anchor().x0 > ax_loss.get_window_extent().x1 - 1  # beside, not over
+  assert "teacher is trained and frozen" in ax_knn.get_title()
+  assert [line.get_label() for line in ax_knn.lines] == ["student", "teacher (frozen, trained)"]
+  assert "frozen" not in figures.knn_panel_title(False)

@@ -34,7 +34,7 @@ def figure_file_name(run_name: str) -> str:
 
 
 def plot_curves(metrics: Dict[int, Dict[str, float]], title: str, steps_per_epoch: Optional[float],
-                path: str, frozen_teacher: bool = False) -> None:
+                path: str, frozen_teacher: bool = False) -> Figure:
   """Losses (total, student, teacher, per head) and kNN top-1 over steps of one run, as a PNG.
 
   `frozen_teacher`: the run's teacher was restored trained and never moves (SimDis-Off, SEED), so its kNN
@@ -71,8 +71,7 @@ def plot_curves(metrics: Dict[int, Dict[str, float]], title: str, steps_per_epoc
     if steps.size:
       frozen = network == "teacher" and frozen_teacher
       ax_knn.plot(steps, values, marker="o", label=f"{network} (frozen, trained)" if frozen else network)
-  ax_knn.set_title("kNN top-1 (step 0 = the student untrained" + ("; the teacher is trained and frozen)"
-                                                                   if frozen_teacher else ")"))
+  ax_knn.set_title(knn_panel_title(frozen_teacher))
   ax_knn.set_xlabel("step")
   ax_knn.set_ylabel("top-1 (%)")
 
@@ -89,6 +88,13 @@ def plot_curves(metrics: Dict[int, Dict[str, float]], title: str, steps_per_epoc
       ax.text(0.5, 0.5, "nothing logged yet", ha="center", va="center", transform=ax.transAxes)
   fig.tight_layout()
   fig.savefig(path)
+  return fig
+
+
+def knn_panel_title(frozen_teacher: bool) -> str:
+  """The kNN panel's title: what step 0 is (a teacher restored trained and frozen is not untrained there)."""
+  return "kNN top-1 (step 0 = the student untrained" + ("; the teacher is trained and frozen)" if frozen_teacher
+                                                        else ")")
 
 
 def plot_embedding_maps(maps: Dict[str, Tuple[np.ndarray, np.ndarray]], class_names: Optional[Sequence[str]],
@@ -118,10 +124,9 @@ def figure3_key(item) -> Tuple[int, Any]:
   return (order.index(method) if method in order else len(order)), (method, network, metric, *arch)
 
 
-def plot_accuracy_vs_epochs(rows: Sequence[Dict[str, Any]], path: str) -> None:
-  """Top-1 against pretraining epochs, one series per method, network, architecture and metric (cf. Figs. 1, 3)."""
-  fig, (ax,) = _new_figure(10, 5)
-  series: Dict[Tuple[str, str, str], List[Tuple[float, float]]] = {}
+def accuracy_series(rows: Sequence[Dict[str, Any]]) -> Dict[Tuple[str, str, str, str], List[Tuple[float, float]]]:
+  """{(method label, network, metric, architecture): [(epochs, top-1)]} of the report's rows."""
+  series: Dict[Tuple[str, str, str, str], List[Tuple[float, float]]] = {}
   for row in rows:
     if row["epochs"] is None:
       continue
@@ -135,7 +140,16 @@ def plot_accuracy_vs_epochs(rows: Sequence[Dict[str, Any]], path: str) -> None:
     # The architecture is part of the series: runs of different networks are not one curve.
     series.setdefault((row["method_label"], row["network"], metric, row.get("encoder") or ""),
                       []).append((row["epochs"], value))
-    if row["finished"] is False:
+  return series
+
+
+def plot_accuracy_vs_epochs(rows: Sequence[Dict[str, Any]], path: str) -> None:
+  """Top-1 against pretraining epochs, one series per method, network, architecture and metric (cf. Figs. 1, 3)."""
+  fig, (ax,) = _new_figure(10, 5)
+  series = accuracy_series(rows)
+  for row in rows:
+    value = row["linear_top1"] if row["linear_top1"] is not None else row["knn_top1"]
+    if row["epochs"] is not None and value is not None and row["finished"] is False:
       # An unfinished run's point is not comparable to the finished ones at the same epochs: say so.
       ax.annotate("unfinished", (row["epochs"], value), textcoords="offset points", xytext=(4, 4),
                   fontsize="x-small", color="grey")

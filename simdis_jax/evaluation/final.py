@@ -46,8 +46,9 @@ def evaluate_after_pretraining(config, workdir: str) -> Dict[str, Dict]:
     dirs.append(out)
   if fe.report and jax.process_index() == 0:
     markdown = report.write_report(dirs, os.path.join(workdir, "report"))
-    print(markdown, flush=True)
-    print(what_the_numbers_mean(config, workdir, results), flush=True)
+    # The console gets plain text; the markdown (with its figure links) is in <workdir>/report/results.md.
+    print(report.plain_text(markdown), flush=True)
+    print(report.plain_text(what_the_numbers_mean(config, workdir, results)), flush=True)
     logging.info("Report written to %s.", os.path.join(workdir, "report"))
   return results
 

@@ -284,13 +284,14 @@ def _views_cell(method: Optional[str], network: str, views: Sequence[str], confi
 def collect_rows(workdirs: Sequence[str]) -> Tuple[List[PretrainRun], List[Dict[str, Any]]]:
   """Reads the workdirs and joins linear evaluations to their runs: (runs, table rows)."""
   runs, evals = load_workdirs(workdirs)
-  evals += own_linear_evals(runs, evals)
+  owner = {ev.workdir: run_dir for ev, run_dir in own_linear_evals(runs, evals)}  # found inside a run
+  evals += [ev for ev, _ in own_linear_evals(runs, evals)]
   by_path = {run.workdir: run for run in runs}
   orphans: Dict[str, List[LinearEval]] = {}
   attached: Dict[Tuple[str, str], List[LinearEval]] = {}
   for ev in evals:
     target = ev.result.get("pretrained_workdir")
-    path = resolve_from(ev.workdir, str(target)) if target else None
+    path = owner.get(ev.workdir) or (resolve_from(ev.workdir, str(target)) if target else None)
     if path and path not in by_path and is_pretrain_dir(path):
       # The run itself was not listed but is on disk: read it so the row is complete.
       by_path[path] = load_pretrain_run(path)
@@ -318,8 +319,8 @@ def collect_rows(workdirs: Sequence[str]) -> Tuple[List[PretrainRun], List[Dict[
   return runs, rows
 
 
-def own_linear_evals(runs: Sequence[PretrainRun], known: Sequence[LinearEval]) -> List[LinearEval]:
-  """The finished linear evaluations inside the runs' own workdirs (final_eval's <workdir>/linear_<network>)."""
+def own_linear_evals(runs: Sequence[PretrainRun], known: Sequence[LinearEval]) -> List[Tuple[LinearEval, str]]:
+  """(linear evaluation, its run's workdir) for each finished one inside a run's workdir (final_eval's linear_*)."""
   seen = {ev.workdir for ev in known}
   found = []
   for run in runs:
@@ -333,8 +334,10 @@ def own_linear_evals(runs: Sequence[PretrainRun], known: Sequence[LinearEval]) -
         continue
       result = wf.read_json(path, wf.LINEAR_EVAL_FILE)
       target = result.get("pretrained_workdir") if isinstance(result, dict) else None
-      if target and resolve_from(path, str(target)) == run.workdir:
-        found.append(LinearEval(path, result))
+      resolved = resolve_from(path, str(target)) if target else None
+      # Inside the run and naming it, or naming where the run was before it was moved or archived.
+      if resolved and (resolved == run.workdir or not is_pretrain_dir(resolved)):
+        found.append((LinearEval(path, result), run.workdir))
   return found
 
 
