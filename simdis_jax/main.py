@@ -15,6 +15,7 @@ command resumes it.
 import logging as stdlib_logging
 import os
 import sys
+import textwrap
 import traceback
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "1")  # TensorFlow's C++ INFO lines (oneDNN notices), before any import
@@ -84,7 +85,11 @@ def config_keys_help() -> str:
     keys = cli.config_keys(base_config())
   except ImportError as e:  # --help still prints without the training libraries
     keys = f"(the key list needs the training libraries: {e})"
-  return f"{cli.CONFIG_KEYS_NOTE}\n\nconfig keys (--config.<key>=<value>):\n{keys}"
+  note = cli.CONFIG_KEYS_NOTE if _TASK != "linear_eval" else (
+      "Any key of the config can be overridden with --config.<key>=<value> (e.g. "
+      "--config.pretrained.workdir=workdirs/demo); simdis_jax/evaluation/linear_config.py gives each key's "
+      "default and explains the protocols and modes.")
+  return f"{textwrap.fill(note, 100)}\n\nconfig keys (--config.<key>=<value>):\n{keys}"
 
 
 def parse_flags(argv):

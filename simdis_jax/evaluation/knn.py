@@ -124,8 +124,10 @@ def define_flags(fv) -> None:
 def main(argv: Optional[Sequence[str]] = None) -> int:
   """Command line (see USAGE); argv without the program name, default sys.argv[1:]."""
   import json  # pylint: disable=import-outside-toplevel
+  import logging  # pylint: disable=import-outside-toplevel
   from simdis_jax import cli  # pylint: disable=import-outside-toplevel
   args = cli.parse(define_flags, argv, USAGE)
+  logging.getLogger("absl").setLevel(logging.ERROR)  # orbax's import-time notices: not this command's output
   try:
     ks = tuple(int(k) for k in args.k) if args.k else None
   except ValueError:
