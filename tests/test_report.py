@@ -325,3 +325,11 @@ def test_loss_panel_shows_every_curve_and_the_knn_panel_says_what_step_0_is(tmp_
   assert "teacher is trained and frozen" in ax_knn.get_title()
   assert [line.get_label() for line in ax_knn.lines] == ["student", "teacher (frozen, trained)"]
   assert "frozen" not in figures.knn_panel_title(False)
+
+
+def test_plain_text_aligns_tables_and_names_figures():
+  markdown = ("# Results\n\n| run | views | protocol |\n|---|---|---|\n| a | T̂-v', Ŝ-v | x |\n| bb\\|c | — | y |\n\n"
+              "## Figures\n\n![curves_a.png](curves_a.png)\n")
+  text = report.plain_text(markdown)
+  assert text.splitlines() == ["Results", "", "run   views", "----  ---------", "a     T̂-v', Ŝ-v", "bb|c  —", "",
+                               "Figures", "", "  curves_a.png"]
