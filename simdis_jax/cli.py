@@ -34,7 +34,7 @@ def wants_help(argv: Sequence[str]) -> bool:
 
 
 def prog_name() -> str:
-  """The command as the user typed it: `simdis-knn`, or `python -m simdis_jax.evaluation.knn`."""
+  """The command's name for messages: argv[0]'s base name (`simdis-knn`, or the module file's under -m)."""
   return os.path.basename(sys.argv[0]) if sys.argv and sys.argv[0] else "simdis_jax"
 
 
@@ -68,7 +68,8 @@ def parse(define: Callable[[flags.FlagValues], None], argv: Optional[Sequence[st
   except flags.Error as e:
     fail(str(e))
   if rest and not positional:
-    fail(f"unexpected argument(s) {rest}: every option is a --flag (e.g. --k=20,200, not --k 20 200)")
+    fail(f"unexpected argument(s) {rest}: every option is a --name=value flag (a list is comma separated, "
+         "e.g. --k=20,200)")
   if positional and not rest:
     fail(f"give {positional}")
   return types.SimpleNamespace(**fv.flag_values_dict(), positional=rest)

@@ -9,7 +9,8 @@ import jax
 import ml_collections
 from clu import periodic_actions
 
-from simdis_jax import checkpoint, configuration, console, flops, labels, lock, parallel, runs
+from simdis_jax import checkpoint, configuration, console, flops, lock, parallel, runs
+from simdis_jax import labels as display_names
 from simdis_jax import workdir as workdir_files
 from simdis_jax.data import input as data_input
 from simdis_jax.evaluation import knn, supervised_top1
@@ -244,6 +245,6 @@ def _train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
   if is_main:
     summary = ", ".join(f"{k}={v:.2f}" for k, v in sorted(final.items()) if k.startswith("knn"))
     status = "Finished" if reached >= total_steps else f"Stopped at step {reached} of {total_steps}:"
-    what = labels.targets(config.method, config.views, config.get("supervised", {}).get("views", 0))
+    what = display_names.targets(config.method, config.views, config.get("supervised", {}).get("views", 0))
     print(f"{status} {config.method} ({what}) in {wall:.0f}s: {summary}", flush=True)
   return final
