@@ -2,7 +2,8 @@
 
 For every finished pretraining run the report is given, the networks the run trained (the student;
 SimDis-On's teacher too) are restored from the last checkpoint (runs.restore: the verified path), a
-fixed subset of the held-out split (`points` images, drawn with the run's seed, as the kNN's queries)
+fixed subset of the held-out split (`points` images, no more than the run's kNN queries, drawn with the
+run's seed as they are)
 goes through the encoder in eval mode (the kNN's features), and scikit-learn's t-SNE maps them to 2-D
 (L2-normalised features, whose distances order neighbours as the kNN's cosine similarity does; PCA to 50
 dimensions, PCA initialisation, random_state 0, one thread). Same checkpoint, same picture.
@@ -59,7 +60,7 @@ def tsne_2d(feats: np.ndarray, seed: int = 0) -> np.ndarray:
 
 
 def heldout_features(workdir: str, networks: Sequence[str], points: int):
-  """{network: (features [N, d], labels [N])} of a run's last checkpoint on `points` held-out images."""
+  """{network: (features [N, d], labels [N])} of a run's last checkpoint on `points` held-out images (at most)."""
   # pylint: disable=import-outside-toplevel
   import logging
   logging.getLogger("absl").setLevel(logging.ERROR)  # orbax's import-time notices are not the report's business
@@ -70,6 +71,8 @@ def heldout_features(workdir: str, networks: Sequence[str], points: int):
   mesh = parallel.make_mesh()
   config, nets, state, _ = runs.restore(workdir, mesh)
   dataset = data_input.load_dataset(config.data)
+  # No more images than the run's kNN queries: a run evaluated on a small subset gets a map of that size.
+  points = min(points, config.knn.eval_examples) if config.knn.eval_examples else points
   out = {}
   for name in networks:
     net, net_state = getattr(nets, name, None), getattr(state, name, None)
