@@ -64,11 +64,6 @@ def method_label(method: Optional[str], views: Sequence[str]) -> str:
   return label
 
 
-def view_names(views: Sequence[str]) -> str:
-  """The views in the paper's notation, comma separated (unknown names kept as written)."""
-  return ", ".join(PAPER_VIEW_NAMES.get(v, v) for v in views) if views else MISSING
-
-
 def architecture(net: Optional[Dict[str, Any]]) -> str:
   """'ResNet-<depth> w<width>' (other archs: their name) from a model.student / model.teacher config."""
   if not net or "depth" not in net:
@@ -284,8 +279,9 @@ def _views_cell(method: Optional[str], network: str, views: Sequence[str], confi
 def collect_rows(workdirs: Sequence[str]) -> Tuple[List[PretrainRun], List[Dict[str, Any]]]:
   """Reads the workdirs and joins linear evaluations to their runs: (runs, table rows)."""
   runs, evals = load_workdirs(workdirs)
-  owner = {ev.workdir: run_dir for ev, run_dir in own_linear_evals(runs, evals)}  # found inside a run
-  evals += [ev for ev, _ in own_linear_evals(runs, evals)]
+  own = own_linear_evals(runs, evals)
+  owner = {ev.workdir: run_dir for ev, run_dir in own}  # found inside a run: its run, wherever it now is
+  evals += [ev for ev, _ in own]
   by_path = {run.workdir: run for run in runs}
   orphans: Dict[str, List[LinearEval]] = {}
   attached: Dict[Tuple[str, str], List[LinearEval]] = {}
