@@ -40,7 +40,7 @@ def prog_name() -> str:
 
 def print_help(usage: str, flag_help: str, extra: str = "") -> None:
   """Usage text, the flags and an optional note, on stdout."""
-  parts = [textwrap.dedent(usage).strip(), "", "flags:", flag_help.rstrip()]
+  parts = [textwrap.dedent(usage).strip(), "", "flags:", flag_help.rstrip() or "  (none)"]
   if extra:
     parts += ["", extra.rstrip()]
   try:
