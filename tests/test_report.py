@@ -314,6 +314,11 @@ def test_loss_panel_shows_every_curve_and_the_knn_panel_says_what_step_0_is(tmp_
   from simdis_jax.evaluation import figures  # pylint: disable=import-outside-toplevel
   metrics = {s: {"loss": 4.0 - s / 10, "loss_student": 4.0 - s / 10, **{f"loss_head/{v}": 2.0 for v in ALL_VIEWS}}
              for s in range(1, 6)}
+  online = {s: {**m, "loss_teacher": 1.0, "loss": m["loss"] + 1.0} for s, m in metrics.items()}
+  ax_online = figures.plot_curves(online, "t", 5, str(tmp_path / "o.png")).axes[0]
+  colours = [tuple(matplotlib.colors.to_rgba(line.get_color())) for line in ax_online.lines]
+  assert len(colours) == 10 and len(set(colours)) == 10  # seven heads, student, teacher, total
+  assert [line.get_label() for line in ax_online.lines][-3:] == ["student", "teacher", "total"]
   metrics[0] = {"knn_top1/student": 10.0, "knn_top1/teacher": 80.0}
   fig = figures.plot_curves(metrics, "t", 5, str(tmp_path / "c.png"), frozen_teacher=True)
   ax_loss, ax_knn = fig.axes[:2]

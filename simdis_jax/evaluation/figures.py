@@ -44,7 +44,8 @@ def plot_curves(metrics: Dict[int, Dict[str, float]], title: str, steps_per_epoc
   fig.suptitle(title)
 
   heads = sorted({k for values in metrics.values() for k in values if k.startswith("loss_head/")})
-  # Seven heads need seven colours that can be told apart (tab10), and none shared with the totals (black/grey).
+  # Seven heads need seven colours that can be told apart (tab10's first seven), none shared with the student,
+  # teacher and total curves (grey, olive, black).
   palette = matplotlib.colormaps["tab10"]
   for i, key in enumerate(heads):
     steps, values = _series(metrics, key)
@@ -56,7 +57,7 @@ def plot_curves(metrics: Dict[int, Dict[str, float]], title: str, steps_per_epoc
   # BYOL and SimDis-Off train the student alone: total == student, drawn dashed on top so both stay visible.
   same = total[0].size and np.array_equal(total[0], student[0]) and np.allclose(total[1], student[1])
   for key, label, style in (("loss_student", "student", dict(color="dimgrey", linewidth=2.5)),
-                            ("loss_teacher", "teacher", dict(color="tab:brown", linewidth=2.0)),
+                            ("loss_teacher", "teacher", dict(color="tab:olive", linewidth=2.0)),
                             ("loss", "total (= student)" if same else "total",
                              dict(color="black", linewidth=1.6, linestyle="--", zorder=5))):
     steps, values = _series(metrics, key)
@@ -104,10 +105,11 @@ def plot_embedding_maps(maps: Dict[str, Tuple[np.ndarray, np.ndarray]], class_na
   fig.suptitle(title)
   palette = matplotlib.colormaps["tab10" if max(int(l.max()) for _, l in maps.values()) < 10 else "tab20"]
   for ax, (network, (xy, classes)) in zip(axes, maps.items()):
+    size = min(30.0, max(4.0, 8000.0 / len(classes)))  # 2,000 points small, a hundred still visible
     for c in np.unique(classes):
       pick = classes == c
       name = class_names[c] if class_names is not None and c < len(class_names) else str(c)
-      ax.scatter(xy[pick, 0], xy[pick, 1], s=4, color=palette(int(c) % palette.N), label=name, linewidths=0)
+      ax.scatter(xy[pick, 0], xy[pick, 1], s=size, color=palette(int(c) % palette.N), label=name, linewidths=0)
     ax.set_title(f"{network} ({len(classes)} test images)")
     ax.set_xticks([])
     ax.set_yticks([])

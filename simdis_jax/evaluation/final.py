@@ -49,6 +49,7 @@ def evaluate_after_pretraining(config, workdir: str) -> Dict[str, Dict]:
     # The console gets plain text; the markdown (with its figure links) is in <workdir>/report/results.md.
     print(report.plain_text(markdown), flush=True)
     print(report.plain_text(what_the_numbers_mean(config, workdir, results)), flush=True)
+    print(f"The report, with its figures: {os.path.join(workdir, 'report', report.RESULTS_MD)}", flush=True)
     logging.info("Report written to %s.", os.path.join(workdir, "report"))
   return results
 
