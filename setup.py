@@ -12,7 +12,7 @@ CONSOLE_SCRIPTS = {
     "simdis-report": "simdis_jax.report:run",                 # table, curves, embedding maps
     "simdis-study": "simdis_jax.study:run",                   # presets x seeds, then the study's report
     "simdis-benchmark": "simdis_jax.benchmark:run",           # step timing, FLOPs, Table 1
-    "simdis-zoo": "simdis_jax.zoo:main",                      # the model zoo: finished networks by name
+    "simdis-zoo": "simdis_jax.zoo.__main__:main",             # the model zoo: finished networks by name
 }
 
 setup(
