@@ -142,7 +142,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     own = workdir_files.read_config(args.workdir).get("knn", {})
     results = evaluate_checkpoint(args.workdir, args.network, args.weights, ks, args.temperature, args.step,
                                   args.train_examples, args.eval_examples)
-  except (ValueError, FileNotFoundError) as e:  # bad input: one line, no traceback
+  except (ValueError, OSError, RuntimeError) as e:  # not a run, a damaged step, a bad run: one line, no traceback
     print(f"knn: {e}", file=sys.stderr)
     return 2
   settings = {"k": list(ks or [own.get("k")]),
