@@ -2,6 +2,19 @@
 
 from setuptools import find_packages, setup
 
+# Console scripts: command -> module:function (tests/test_cli.py runs each one's --help).
+CONSOLE_SCRIPTS = {
+    "simdis-train": "simdis_jax.main:run",                    # pretraining (and its final evaluation)
+    "simdis-linear": "simdis_jax.main:run_linear",            # linear evaluation of a pretraining run
+    "simdis-knn": "simdis_jax.evaluation.knn:run",            # kNN top-1 of a checkpoint's encoder
+    "simdis-export": "simdis_jax.export:run",                 # SavedModel / TFLite / npz
+    "simdis-import": "simdis_jax.import_weights:run",         # a published ResNet as a finished run
+    "simdis-report": "simdis_jax.report:run",                 # table, curves, embedding maps
+    "simdis-study": "simdis_jax.study:run",                   # presets x seeds, then the study's report
+    "simdis-benchmark": "simdis_jax.benchmark:run",           # step timing, FLOPs, Table 1
+    "simdis-zoo": "simdis_jax.zoo.__main__:main",             # the model zoo: finished networks by name
+}
+
 setup(
     name="simdis_jax",
     version="0.1.0",
@@ -27,7 +40,10 @@ setup(
         "numpy>=1.26",
         "scipy>=1.11",  # the study report's t-tests (jax depends on it too)
         "matplotlib>=3.8",
+        "scikit-learn>=1.3",  # the report's embedding maps (t-SNE)
     ],
+    # One command per tool, all with absl flags and --help; `python -m simdis_jax.<module>` runs the same code.
+    entry_points={"console_scripts": [f"{name}={target}" for name, target in CONSOLE_SCRIPTS.items()]},
     # torch only writes real .pth files and gives the reference forward in the import tests; 2.13.0 is the
     # CPU build that pip finds on this project's machines (a newer release would pull a CUDA build of GBs).
     # dm-haiku builds the reference forward of DeepMind's BYOL networks in the import tests (0.0.17 runs on

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Issue #6's GPU figures: the ImageNet presets at 224 px on one GPU, bfloat16 compute
+# The GPU figures of docs/performance.md: the ImageNet presets at 224 px on one GPU, bfloat16 compute
 # (model.compute_dtype=auto), lax convolutions (model.conv_impl=auto), synthetic data.
 #
 #   bash launch/benchmark_gpu.sh [global batch, default 256] [timed steps, default 20]

@@ -16,7 +16,7 @@ from simdis_jax.data import augment
 from simdis_jax.models import encoders, resnet
 from simdis_jax.models.heads import PROJECTORS
 
-# Presets of the student's target views (SPEC.md "Presets", paper Table 2).
+# Presets of the student's target views (docs/spec.md "Presets", paper Table 2).
 VIEW_PRESETS = {
     "byol": ("sema_dv",),
     "simdis_2v": ("sema_dv", "tema_dv"),
@@ -166,14 +166,14 @@ def base_config() -> ml_collections.ConfigDict:
   c.final_eval.linear_eval_examples = 0
   c.final_eval.report = False             # write <workdir>/report (results.md + figures) and print it
 
-  # MoCo-v2 (method=moco_v2; SPEC.md "MoCo-v2"): the key encoder is the student's EMA partner.
+  # MoCo-v2 (method=moco_v2; docs/spec.md "MoCo-v2"): the key encoder is the student's EMA partner.
   c.moco = ml_collections.ConfigDict()
   c.moco.momentum = 0.999         # key encoder: θ_k <- m θ_k + (1 - m) θ_q at the start of every step
   c.moco.temperature = 0.2
   c.moco.queue_size = 65_536      # negatives; a multiple of train.batch_size
   c.moco.shuffle_bn = True        # key encoder on a permutation of the global batch (needs model.sync_bn=False)
 
-  # SEED (method=seed; SPEC.md "SEED"): the frozen teacher is a finished BYOL run (teacher.workdir).
+  # SEED (method=seed; docs/spec.md "SEED"): the frozen teacher is a finished BYOL run (teacher.workdir).
   c.seed_distill = ml_collections.ConfigDict()
   c.seed_distill.student_temperature = 0.2
   c.seed_distill.teacher_temperature = 1e-4

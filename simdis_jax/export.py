@@ -9,7 +9,6 @@ computes it. H × W is the size the images arrive at (--input_size; default the
 dataset's own size: 28 for Fashion-MNIST, image_size / eval_crop_fraction otherwise).
 """
 
-import argparse
 import contextlib
 import json
 import os
@@ -244,19 +243,33 @@ def export(workdir: str, network: str, fmt: str, out: str, weights: str = "onlin
   return encoder, input_hw
 
 
+def define_flags(fv) -> None:
+  """The export's flags, on the FlagValues `fv`."""
+  from absl import flags  # pylint: disable=import-outside-toplevel
+  flags.DEFINE_string("workdir", None, "A simdis_jax run (trained or imported).", flag_values=fv, required=True)
+  flags.DEFINE_enum("network", "student", list(api.NETWORKS), "Which network.", flag_values=fv)
+  flags.DEFINE_enum("weights", "online", list(api.WEIGHTS), "Its online weights or their EMA.", flag_values=fv)
+  flags.DEFINE_enum("format", None, list(FORMATS), "What to write.", flag_values=fv, required=True)
+  flags.DEFINE_string("out", None, "SavedModel directory, .tflite file or .npz file.", flag_values=fv, required=True)
+  flags.DEFINE_integer("step", None, "Checkpoint step (default: the latest).", flag_values=fv)
+  flags.DEFINE_integer("input_size", 0, "Side of the input images (default: the dataset's).", flag_values=fv)
+  flags.DEFINE_bool("project", False, "Export the projector output instead of the features.", flag_values=fv)
+  flags.DEFINE_bool("check", False, "Compare with JAX on 100 real test images.", flag_values=fv)
+
+
+USAGE = """Export one network of a run as a SavedModel, TFLite or .npz (console script simdis-export).
+
+    simdis-export --workdir workdirs/demo --format saved_model --out exported/demo_student [--check]
+    python -m simdis_jax.export ...      (the same command)
+
+docs/export.md describes the formats, their input contract and --check.
+"""
+
+
 def main(argv=None) -> int:
   """Command line: export, then optionally --check the export against JAX on real test images."""
-  parser = argparse.ArgumentParser(description="Export a simdis_jax network as a SavedModel, TFLite or .npz.")
-  parser.add_argument("--workdir", required=True, help="a simdis_jax run (trained or imported)")
-  parser.add_argument("--network", default="student", choices=api.NETWORKS)
-  parser.add_argument("--weights", default="online", choices=api.WEIGHTS)
-  parser.add_argument("--format", required=True, choices=FORMATS)
-  parser.add_argument("--out", required=True, help="SavedModel directory, .tflite file or .npz file")
-  parser.add_argument("--step", type=int, default=None, help="checkpoint step (default: latest)")
-  parser.add_argument("--input_size", type=int, default=0, help="side of the input images (default: dataset's)")
-  parser.add_argument("--project", action="store_true", help="export the projector output instead of features")
-  parser.add_argument("--check", action="store_true", help="compare with JAX on 100 real test images")
-  args = parser.parse_args(argv)
+  from simdis_jax import cli  # pylint: disable=import-outside-toplevel
+  args = cli.parse(define_flags, argv, USAGE)
   try:
     return _main(args)
   except (ValueError, TypeError, OSError, checkpoint.NoIntactCheckpoint) as e:  # bad input: one line, no traceback
@@ -285,5 +298,10 @@ def _main(args) -> int:
   return 0
 
 
-if __name__ == "__main__":
+def run() -> None:
+  """Console script simdis-export."""
   raise SystemExit(main())
+
+
+if __name__ == "__main__":
+  run()

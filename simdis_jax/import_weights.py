@@ -1,4 +1,6 @@
-"""Import a published network as a finished BYOL run: python -m simdis_jax.import_weights --format F --in FILE --out DIR.
+"""Import a published network as a finished BYOL run: simdis-import --format F --in FILE --out DIR.
+
+(`python -m simdis_jax.import_weights` is the same command.)
 
 Formats:
   torchvision  a torchvision ResNet state_dict (conv1, bn1, layer1..4, fc), e.g. a supervised teacher
@@ -14,7 +16,6 @@ initialised as a fresh run would (EMA = a copy of the online network); run_info.
 lists them under "imported".
 """
 
-import argparse
 import json
 import logging
 import os
@@ -133,19 +134,26 @@ def import_checkpoint(fmt: str, path: str, out: str, config: Optional[ml_collect
   return write_run(imported, out, c, {"format": fmt, "file": os.path.abspath(path), "network": network})
 
 
+def define_flags(fv) -> None:
+  """The import's flags, on the FlagValues `fv`."""
+  from absl import flags  # pylint: disable=import-outside-toplevel
+  flags.DEFINE_enum("format", None, list(FORMATS), "The checkpoint's format.", flag_values=fv, required=True)
+  flags.DEFINE_string("in", None, "The checkpoint file (.pth / .pth.tar / .pkl).", flag_values=fv, required=True)
+  flags.DEFINE_string("out", None, "The workdir to write (must not hold checkpoints).", flag_values=fv,
+                      required=True)
+  flags.DEFINE_string("config", "", "Config file[:arg] giving the dataset and evaluation settings of the run "
+                      "(default: the base config, ImageNet at 224 px).", flag_values=fv)
+  flags.DEFINE_enum("network", "student", ["student", "teacher"], "Authors format: which network of their "
+                    "checkpoint.", flag_values=fv)
+  flags.DEFINE_integer("hidden_dim", DEFAULT_HIDDEN, "Projector width if the file has none.", flag_values=fv)
+  flags.DEFINE_integer("proj_dim", DEFAULT_PROJ, "Projection size if the file has none.", flag_values=fv)
+
+
 def main(argv=None) -> int:
   """Command line (see the module docstring)."""
-  parser = argparse.ArgumentParser(description="Import a published ResNet as a finished simdis_jax BYOL run.")
-  parser.add_argument("--format", required=True, choices=FORMATS)
-  parser.add_argument("--in", dest="path", required=True, help="the checkpoint file (.pth / .pth.tar / .pkl)")
-  parser.add_argument("--out", required=True, help="the workdir to write (must not hold checkpoints)")
-  parser.add_argument("--config", default="", help="config file[:arg] giving the dataset and evaluation "
-                      "settings of the run (default: the base config, ImageNet at 224 px)")
-  parser.add_argument("--network", default="student", choices=("student", "teacher"),
-                      help="authors format: which network of their checkpoint")
-  parser.add_argument("--hidden_dim", type=int, default=DEFAULT_HIDDEN, help="projector width if the file has none")
-  parser.add_argument("--proj_dim", type=int, default=DEFAULT_PROJ, help="projection size if the file has none")
-  args = parser.parse_args(argv)
+  from simdis_jax import cli  # pylint: disable=import-outside-toplevel
+  args = cli.parse(define_flags, argv, __doc__)
+  args.path = getattr(args, "in")
   logging.getLogger("absl").setLevel(logging.WARNING)
   config = config_files.load_config(args.config) if args.config else None
   try:
@@ -157,5 +165,10 @@ def main(argv=None) -> int:
   return 0
 
 
-if __name__ == "__main__":
+def run() -> None:
+  """Console script simdis-import."""
   raise SystemExit(main())
+
+
+if __name__ == "__main__":
+  run()

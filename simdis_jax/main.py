@@ -1,4 +1,9 @@
-"""Command line: python -m simdis_jax.main --config configs/<experiment>.py --workdir <dir>.
+"""Pretraining and linear evaluation from a config file (console scripts simdis-train and simdis-linear).
+
+    simdis-train --config configs/demo.py --workdir workdirs/demo
+    simdis-linear --config configs/fashion_mnist/linear_eval.py --workdir <dir> \\
+        --config.pretrained.workdir=<pretraining workdir>
+    python -m simdis_jax.main ...      (the same command as simdis-train)
 
 Pretraining configs run `train.train_and_evaluate`; configs with task="linear_eval"
 (configs/*/linear_eval.py) run `evaluation.linear.run`. On several hosts the
@@ -10,6 +15,7 @@ command resumes it.
 import logging as stdlib_logging
 import os
 import sys
+import textwrap
 import traceback
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "1")  # TensorFlow's C++ INFO lines (oneDNN notices), before any import
@@ -17,7 +23,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "1")  # TensorFlow's C++ INFO line
 from absl import app, flags, logging  # noqa: E402  pylint: disable=wrong-import-position
 from ml_collections import config_flags  # noqa: E402  pylint: disable=wrong-import-position
 
-from simdis_jax import config_files  # noqa: E402  pylint: disable=wrong-import-position
+from simdis_jax import cli, config_files  # noqa: E402  pylint: disable=wrong-import-position
 
 FLAGS = flags.FLAGS
 config_flags.DEFINE_config_file("config", None, "Experiment config file (configs/*.py).", lock_config=True)
@@ -69,8 +75,27 @@ def unknown_config_key(argv) -> str:
   return ""
 
 
+def config_keys_help() -> str:
+  """What --help says about config keys: where they are documented, and the keys of the schema."""
+  try:
+    if _TASK == "linear_eval":
+      from simdis_jax.evaluation.linear_config import base_config  # pylint: disable=g-import-not-at-top
+    else:
+      from simdis_jax.configuration import base_config  # pylint: disable=g-import-not-at-top
+    keys = cli.config_keys(base_config())
+  except ImportError as e:  # --help still prints without the training libraries
+    keys = f"(the key list needs the training libraries: {e})"
+  note = cli.CONFIG_KEYS_NOTE if _TASK != "linear_eval" else (
+      "Any key of the config can be overridden with --config.<key>=<value> (e.g. "
+      "--config.pretrained.workdir=workdirs/demo); simdis_jax/evaluation/linear_config.py gives each key's "
+      "default and explains the protocols and modes.")
+  return f"{textwrap.fill(note, 100)}\n\nconfig keys (--config.<key>=<value>):\n{keys}"
+
+
 def parse_flags(argv):
   """absl's flag parsing, with an unknown --config.<key> reported as one line instead of a traceback."""
+  if cli.wants_help(argv[1:]):
+    return cli.parse_global(argv, __doc__, config_keys_help)
   try:
     return FLAGS(argv)
   except (AttributeError, KeyError):
@@ -80,8 +105,8 @@ def parse_flags(argv):
     print(f"FATAL Flags parsing error: {message}", file=sys.stderr)
     sys.exit(1)
   except flags.Error as e:
-    print(f"FATAL Flags parsing error: {e}\nPass --helpshort or --helpfull to see help on flags.", file=sys.stderr)
-    sys.exit(1)
+    cli.fail(str(e))
+  return []  # not reached: cli.fail exits
 
 
 class _QuietLibraries(stdlib_logging.Filter):
@@ -104,8 +129,15 @@ def _run(config, workdir: str) -> None:
       final.evaluate_after_pretraining(config, workdir)
 
 
+# "linear_eval" when started as simdis-linear: the config must then be a linear evaluation's.
+_TASK = None
+
+
 def main(argv):
   del argv
+  if _TASK and FLAGS.config.get("task") != _TASK:
+    cli.fail(f"--config {FLAGS['config'].config_filename} is a pretraining config; simdis-linear takes a "
+             "linear-evaluation config (configs/*/linear_eval.py). Pretrain with simdis-train.")
   logging.get_absl_handler().addFilter(_QuietLibraries())
   import jax  # pylint: disable=g-import-not-at-top
   from simdis_jax import checkpoint, console, lock, parallel  # pylint: disable=g-import-not-at-top
@@ -143,5 +175,17 @@ def main(argv):
     sys.exit(130)
 
 
-if __name__ == "__main__":
+def run() -> None:
+  """Console script simdis-train (and `python -m simdis_jax.main`): pretraining, or a linear_eval config."""
   app.run(main, flags_parser=parse_flags)
+
+
+def run_linear() -> None:
+  """Console script simdis-linear: a linear evaluation of a pretraining run (a configs/*/linear_eval.py config)."""
+  global _TASK  # pylint: disable=global-statement
+  _TASK = "linear_eval"
+  app.run(main, flags_parser=parse_flags)
+
+
+if __name__ == "__main__":
+  run()

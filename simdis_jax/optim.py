@@ -1,4 +1,4 @@
-"""Optimisers and schedules (SPEC.md "Optimisation", "EMA").
+"""Optimisers and schedules (docs/spec.md "Optimisation", "EMA").
 
 Three LARS forms are offered because they differ numerically:
 - ``authors``: the original LARS paper as in the SimDis authors' code:
@@ -12,7 +12,7 @@ Three LARS forms are offered because they differ numerically:
   update, momentum on the scaled update, learning rate applied outside.
 - ``optax``: ``optax.lars``. Note that optax scales by the learning rate BEFORE
   the momentum trace, so it is not DeepMind's form whenever the rate changes
-  between steps (SPEC.md groups the two together; their code differs).
+  between steps (docs/spec.md "Optimisation").
 Biases and BN parameters (every leaf not named ``kernel``) are excluded from
 the trust ratio; the weight-decay mask is ``all`` (authors) or ``kernels``
 (DeepMind also excludes biases and BN parameters from weight decay). The same

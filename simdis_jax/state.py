@@ -131,7 +131,7 @@ def init_net_state(online: nn.Module, ema: nn.Module, rng, sample: jnp.ndarray, 
     ema_params = {k: variables["params"][k] for k in ema_variables["params"]}
   else:
     ema_params = ema_variables["params"]
-  # EMA BN statistics are the EMA net's own from the start (SPEC.md "EMA").
+  # EMA BN statistics are the EMA net's own from the start (docs/spec.md "EMA").
   return NetState(variables["params"], variables["batch_stats"], ema_params, ema_variables["batch_stats"])
 
 

@@ -49,7 +49,7 @@ def dropout_key(rng, step):
 
 
 def forward_views(net, params, batch_stats, views: Sequence, bn: str, update_stats: bool, axis, dropout_key=None):
-  """Runs each view in its own call (SPEC.md: BN normalises over one view's batch): (outputs, batch_stats).
+  """Runs each view in its own call (docs/spec.md: BN normalises over one view's batch): (outputs, batch_stats).
 
   dropout_key: set for a training forward with stochastic depth; each view draws its own masks.
   """

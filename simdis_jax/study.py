@@ -1,5 +1,6 @@
-"""Entry point of a study (many pretraining runs, presets x seeds, then one report); code in simdis_jax/tools/study/.
+"""A study: many pretraining runs (presets x seeds), then one report (console script simdis-study).
 
+    simdis-study --config configs/fashion_mnist/study.py --workdir workdirs/fmnist_study
     python -m simdis_jax.study --config configs/fashion_mnist/study.py --workdir workdirs/fmnist_study
     python -m simdis_jax.study --config configs/fashion_mnist/study.py --workdir <dir> --dry_run
     python -m simdis_jax.study --config configs/fashion_mnist/study.py --workdir <dir> --report_only
@@ -13,8 +14,15 @@ reports (presets, seeds, the paper's figures, labels, comparisons) is its config
 
 from absl import app
 
-from simdis_jax.tools.study import cli
+from simdis_jax import cli
+from simdis_jax.tools.study import cli as study_cli
+
+
+def run() -> None:
+  """Console script simdis-study (and `python -m simdis_jax.study`); code in simdis_jax/tools/study/."""
+  study_cli.define_flags()
+  app.run(study_cli.main, flags_parser=lambda argv: cli.parse_global(argv, __doc__, lambda: study_cli.CONFIG_NOTE))
+
 
 if __name__ == "__main__":
-  cli.define_flags()
-  app.run(cli.main)
+  run()

@@ -10,6 +10,7 @@ import ml_collections
 from clu import periodic_actions
 
 from simdis_jax import checkpoint, configuration, console, flops, lock, parallel, resume, runs
+from simdis_jax import labels as display_names
 from simdis_jax import workdir as workdir_files
 from simdis_jax.data import input as data_input
 from simdis_jax.evaluation import knn, supervised_top1
@@ -134,7 +135,7 @@ def _train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
     logging.info("Resumed from %s at step %d.", workdir, int(state.step))
   resume.record_config(workdir, config, int(state.step), is_main)  # a changed config keeps the old one too
   run_info = {**lengths, "num_train": dataset.num_train, "devices": jax.device_count(),
-              "processes": jax.process_count()}
+              "processes": jax.process_count(), "versions": workdir_files.software_versions()}
   previous_info = workdir_files.read_json(workdir, RUN_INFO_FILE) or {}
   if "step_flops" in previous_info:  # kept across restarts
     run_info["step_flops"] = previous_info["step_flops"]
@@ -245,5 +246,6 @@ def _train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
   if is_main:
     summary = ", ".join(f"{k}={v:.2f}" for k, v in sorted(final.items()) if k.startswith("knn"))
     status = "Finished" if reached >= total_steps else f"Stopped at step {reached} of {total_steps}:"
-    print(f"{status} {config.method} ({','.join(config.views)}) in {wall:.0f}s: {summary}", flush=True)
+    what = display_names.targets(config.method, config.views, config.get("supervised", {}).get("views", 0))
+    print(f"{status} {config.method} ({what}) in {wall:.0f}s: {summary}", flush=True)
   return final

@@ -4,11 +4,13 @@ A pretraining run writes `config.json` (its config), `run_info.json` (schedule
 lengths, devices, step FLOPs), `metrics.jsonl` (one JSON object per logged step)
 and, once it reaches its last step, `summary.json`; checkpoints live under
 `checkpoints/`. A linear evaluation writes its own `config.json`,
-`metrics.jsonl`, `linear_info.json` and `linear_eval.json`. This module imports
+`metrics.jsonl`, `linear_info.json` and `linear_eval.json`. `run_info.json` also records
+the versions of the libraries that computed the run (`software_versions`). This module imports
 no JAX, so that the report and the study can read workdirs without starting it;
 the writers take `is_main` (process 0 writes, the others do not).
 """
 
+import importlib.metadata
 import json
 import math
 import os
@@ -24,6 +26,19 @@ LINEAR_EVAL_FILE = "linear_eval.json"    # a linear evaluation's results
 LINEAR_INFO_FILE = "linear_info.json"    # what a linear evaluation's checkpoints were trained on
 CHECKPOINT_DIR = "checkpoints"
 LINEAR_EVAL_TASK = "linear_eval"         # config.task of a linear-evaluation workdir
+# The distributions whose versions decide a run's numbers (run_info.json "versions").
+VERSIONED = ("simdis_jax", "jax", "jaxlib", "flax", "optax", "orbax-checkpoint", "numpy")
+
+
+def software_versions() -> Dict[str, Optional[str]]:
+  """{distribution: installed version} of VERSIONED, None for one not installed (read from metadata, no import)."""
+  versions = {}
+  for name in VERSIONED:
+    try:
+      versions[name] = importlib.metadata.version(name)
+    except importlib.metadata.PackageNotFoundError:
+      versions[name] = None
+  return versions
 
 
 def path(workdir: str, name: str) -> epath.Path:

@@ -5,10 +5,12 @@ import os
 import subprocess
 import sys
 
+import matplotlib.colors
 import matplotlib.image
 import pytest
 
 from simdis_jax import labels, methods
+from simdis_jax import report as report_cli
 from simdis_jax import workdir as workdir_files
 from simdis_jax.methods import simdis
 from simdis_jax.evaluation import report
@@ -162,11 +164,18 @@ def test_cli_prints_the_table_and_writes_the_files(workdirs, tmp_path):
   byol, on7, lin = workdirs
   out = tmp_path / "cli_out"
   proc = subprocess.run([sys.executable, "-m", "simdis_jax.report", str(byol), str(lin), str(on7),
-                         "--out", str(out)], cwd=ROOT, capture_output=True, text=True, timeout=120)
+                         "--out", str(out), "--noembeddings"], cwd=ROOT, capture_output=True, text=True, timeout=120)
   assert proc.returncode == 0, proc.stderr
   markdown = (out / "results.md").read_text(encoding="utf-8")
   check_report(out, markdown)
-  assert table(proc.stdout) == table(markdown)
+  # The console gets plain text: no markdown bars, no figure links; the same cells, the protocol left out.
+  assert "|" not in proc.stdout and "![" not in proc.stdout and "](" not in proc.stdout
+  lines = proc.stdout.splitlines()
+  header = lines.index(next(l for l in lines if l.startswith("run ")))
+  assert set(lines[header + 1]) <= {"-", " "}
+  assert lines[header + 2].split()[:2] == ["byol_r10", "BYOL"] and "70.46" in lines[header + 2]
+  assert lines[header + 3].split()[:2] == ["on7v_r10", "SimDis-On-7v"]
+  assert "protocol" not in lines[header] and "linear top-1" in lines[header]
 
 
 def test_teacher_linear_eval_adds_a_teacher_row(workdirs, tmp_path):
@@ -212,7 +221,7 @@ def test_missing_or_foreign_workdir_is_a_clear_error(workdirs, tmp_path):
   with pytest.raises(ValueError, match="holds neither config.json .* nor linear_eval.json"):
     report.write_report([str(empty)], str(tmp_path / "out"))
   with pytest.raises(SystemExit, match="no_such_run"):
-    report.main([str(missing), "--out", str(tmp_path / "out")])
+    report_cli.main([str(missing), "--out", str(tmp_path / "out")])
 
 
 def test_metrics_keep_the_last_value_of_a_repeated_step(workdirs):
@@ -255,3 +264,77 @@ def test_linear_eval_with_a_relative_path_and_an_unfinished_one(workdirs, tmp_pa
   # and neither linear workdir is mistaken for a pretraining run although both hold config.json.
   assert [(r["run"], r["linear top-1"]) for r in rows] == [("on7v_r10", "66.60")]
   assert "running_linear" in capsys.readouterr().err
+
+
+def test_a_pretraining_workdir_brings_its_own_linear_evaluations(tmp_path):
+  # As final_eval writes them: <run>/linear_student and <run>/linear_teacher; only the run is given.
+  run = fake_run(tmp_path, "demo", "simdis_on", ALL_VIEWS, 128, 2, 5, knn={"student": 70.0, "teacher": 72.0},
+                 knn_init={"student": 60.0, "teacher": 61.0})
+  fake_linear(run, "linear_student", run, top1=75.5)
+  fake_linear(run, "linear_teacher", run, network="teacher", top1=77.25)
+  rows = table(report.write_report([str(run)], str(tmp_path / "out"), embeddings=False))
+  assert [(r["network"], r["linear top-1"]) for r in rows] == [("student (online)", "75.50"),
+                                                               ("teacher (online)", "77.25")]
+  assert rows[1]["views"] == "T̂-v' (BYOL)"  # the teacher's own target, not the student's seven
+  # Moved (archived) with its linear evaluations, which still name the old place: still its own.
+  moved = tmp_path / "archive"
+  moved.mkdir()
+  os.rename(run, moved / "demo")
+  rows = table(report.write_report([str(moved / "demo")], str(tmp_path / "out2"), embeddings=False))
+  assert [r["linear top-1"] for r in rows] == ["75.50", "77.25"]
+
+
+def test_views_and_teacher_columns_say_what_each_method_uses(tmp_path):
+  runs = [fake_run(tmp_path, m, m, ["sema_dv"], 64, 2, 5, knn={"student": 50.0}, knn_init={"student": 40.0})
+          for m in ("moco_v2", "seed", "supervised", "byol")]
+  rows = {r["run"]: r for r in table(report.write_report([str(r) for r in runs], str(tmp_path / "out"),
+                                                         embeddings=False))}
+  assert rows["moco_v2"]["views"] == "query v, key v' (queue)" and rows["moco_v2"]["teacher"] == "—"
+  assert rows["seed"]["views"] == "one view; teacher similarities (queue)"
+  assert rows["seed"]["teacher"] == "ResNet-10 w16"  # SEED distils from a teacher: its architecture is shown
+  assert rows["supervised"]["views"] == "labels" and rows["byol"]["views"] == "Ŝ-v'"
+  assert labels.targets("supervised", [], 1) == "labels, 1 view"
+  assert labels.targets("seed", ["sema_dv"]) == labels.METHOD_TARGETS["seed"]  # its views are not shown
+
+
+def test_accuracy_series_keep_architectures_apart(tmp_path):
+  from simdis_jax.evaluation import figures  # pylint: disable=import-outside-toplevel
+  small = fake_run(tmp_path, "small", "byol", ["sema_dv"], 64, 2, 5, knn={"student": 50.0}, knn_init={"student": 1})
+  wide = fake_run(tmp_path, "wide", "byol", ["sema_dv"], 64, 4, 5, knn={"student": 60.0}, knn_init={"student": 1})
+  config = json.loads((wide / "config.json").read_text())
+  config["model"]["student"]["width"] = 16
+  write_json(wide / "config.json", config)
+  _, rows = report.collect_rows([str(small), str(wide)])
+  series = figures.accuracy_series(rows)
+  assert series == {("BYOL", "student", "kNN", "ResNet-10 w8"): [(2.0, 50.0)],
+                    ("BYOL", "student", "kNN", "ResNet-10 w16"): [(4.0, 60.0)]}
+
+
+def test_loss_panel_shows_every_curve_and_the_knn_panel_says_what_step_0_is(tmp_path):
+  from simdis_jax.evaluation import figures  # pylint: disable=import-outside-toplevel
+  metrics = {s: {"loss": 4.0 - s / 10, "loss_student": 4.0 - s / 10, **{f"loss_head/{v}": 2.0 for v in ALL_VIEWS}}
+             for s in range(1, 6)}
+  online = {s: {**m, "loss_teacher": 1.0, "loss": m["loss"] + 1.0} for s, m in metrics.items()}
+  ax_online = figures.plot_curves(online, "t", 5, str(tmp_path / "o.png")).axes[0]
+  colours = [tuple(matplotlib.colors.to_rgba(line.get_color())) for line in ax_online.lines]
+  assert len(colours) == 10 and len(set(colours)) == 10  # seven heads, student, teacher, total
+  assert [line.get_label() for line in ax_online.lines][-3:] == ["student", "teacher", "total"]
+  metrics[0] = {"knn_top1/student": 10.0, "knn_top1/teacher": 80.0}
+  fig = figures.plot_curves(metrics, "t", 5, str(tmp_path / "c.png"), frozen_teacher=True)
+  ax_loss, ax_knn = fig.axes[:2]
+  names = [line.get_label() for line in ax_loss.lines]
+  assert names[-2:] == ["student", "total (= student)"] and len(names) == 9
+  colours = [tuple(matplotlib.colors.to_rgba(line.get_color())) for line in ax_loss.lines]
+  assert len(set(colours)) == len(colours)  # seven heads, student and total: nine colours
+  assert ax_loss.get_legend().get_bbox_to_anchor().x0 > ax_loss.get_window_extent().x1 - 1  # beside, not over
+  assert "teacher is trained and frozen" in ax_knn.get_title()
+  assert [line.get_label() for line in ax_knn.lines] == ["student", "teacher (frozen, trained)"]
+  assert "frozen" not in figures.knn_panel_title(False)
+
+
+def test_plain_text_aligns_tables_and_names_figures():
+  markdown = ("# Results\n\n| run | views | protocol |\n|---|---|---|\n| a | T̂-v', Ŝ-v | x |\n| bb\\|c | — | y |\n\n"
+              "## Figures\n\n![curves_a.png](curves_a.png)\n")
+  text = report.plain_text(markdown)
+  assert text.splitlines() == ["Results", "", "run   views", "----  ---------", "a     T̂-v', Ŝ-v", "bb|c  —", "",
+                               "Figures", "", "  curves_a.png"]

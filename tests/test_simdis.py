@@ -1,4 +1,4 @@
-"""The method against SPEC.md: the seven targets, the loss, head combination, EMA."""
+"""The method against docs/spec.md: the seven targets, the loss, head combination, EMA."""
 
 import itertools
 import math
@@ -11,7 +11,7 @@ import pytest
 from simdis_jax.methods import simdis
 
 NETWORKS = ("student", "student_ema", "teacher", "teacher_ema")
-# SPEC.md's table: the target for the prediction of v and of v'.
+# docs/spec.md's table: the target for the prediction of v and of v'.
 SPEC_TABLE = {
     "s_dv": (("student", 1), ("student", 0)),
     "sema_sv": (("student_ema", 0), ("student_ema", 1)),
@@ -34,7 +34,7 @@ def _distinct_targets(dim=8):
 def test_each_view_targets_the_tensor_spec_names(view):
   targets = _distinct_targets()
   (net_v, i_v), (net_v2, i_v2) = SPEC_TABLE[view]
-  # Predicting exactly SPEC's targets gives zero loss ...
+  # Predicting exactly docs/spec.md's targets gives zero loss ...
   right = (targets[net_v][i_v], targets[net_v2][i_v2])
   loss, per_head = simdis.student_loss({view: right}, targets, [view])
   assert float(loss) == pytest.approx(0.0, abs=1e-6)

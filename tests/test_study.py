@@ -1,4 +1,4 @@
-"""The Fashion-MNIST study (issue #7): presets, the runner, the archive, the report (simdis_jax/tools/study)."""
+"""The Fashion-MNIST study (3 epochs): presets, the runner, the archive, the report (simdis_jax/tools/study)."""
 
 import json
 import os

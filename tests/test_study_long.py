@@ -1,4 +1,4 @@
-"""The long-schedule study (issue #18): its presets, its plan, and its report beside the 3-epoch study's."""
+"""The long-schedule study: its presets, its plan, and its report beside the 3-epoch study's."""
 
 import json
 import os

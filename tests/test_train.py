@@ -14,7 +14,7 @@ from conftest import requires_fashion_mnist, tiny_config, xla_flags
 from runs import final_state
 from simdis_jax import checkpoint, train
 from simdis_jax import workdir as workdir_files
-from simdis_jax.evaluation import knn
+from simdis_jax.evaluation import embedding_map, knn
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -42,6 +42,8 @@ def test_resume_after_a_stop_gives_the_same_final_state(tmp_path):
   assert summary["start_step"] == 2 and summary["train_time_s"] >= times[4]
   info = {name: json.loads((tmp_path / name / workdir_files.RUN_INFO_FILE).read_text()) for name in ("straight", "resumed")}
   assert info["resumed"]["step_flops"] == info["straight"]["step_flops"] > 1e6
+  # The libraries that computed the run are on record (a result can be traced to its versions).
+  assert info["resumed"]["versions"]["jax"] == jax.__version__ and info["resumed"]["versions"]["simdis_jax"]
 
 
 @requires_fashion_mnist
@@ -151,6 +153,11 @@ def test_cli_runs_the_demo_config_for_a_few_steps(tmp_path):
   report = (tmp_path / "report" / "results.md").read_text()
   assert "SimDis-On-7v" in report and "| student" in report and "| teacher" in report
   assert (tmp_path / "report" / "accuracy_vs_epochs.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+  # The embedding map of both trained networks (100 points here: the run's kNN queries), and a console of
+  # plain text: the markdown and its figure links stay in results.md.
+  embedding = embedding_map.file_name(os.path.basename(tmp_path))
+  assert embedding in report and (tmp_path / "report" / embedding).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+  assert "![" not in proc.stdout and "| student" not in proc.stdout and embedding in proc.stdout
 
 
 def test_cli_imagenet_preset_without_imagenet_says_how_to_prepare_it(tmp_path):

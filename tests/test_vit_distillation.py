@@ -1,6 +1,6 @@
-"""A short SimDis-Off run into ViT-Tiny improves its kNN over the untrained network (issue #20).
+"""A short SimDis-Off run into ViT-Tiny improves its kNN over the untrained network.
 
-The teacher is the long study's offline teacher, committed with its final checkpoint (issue #18): a ResNet-10 of
+The teacher is the long study's offline teacher, committed with its final checkpoint: a ResNet-10 of
 width 16 trained by BYOL for 20 epochs at 28 px, kNN 88.25% (60k bank). The tests' own `byol_teacher` (150 steps,
 kNN 70.0% against 67.6% untrained) is too weak for a ViT: 150 steps from it lower ViT-Tiny's kNN in every
 setting tried (docs/architectures.md has the table).

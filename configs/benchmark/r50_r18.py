@@ -1,6 +1,6 @@
 """Throughput benchmark: ResNet-50 teacher -> ResNet-18 student, ImageNet stem, LARS, at a small image size.
 
-The CPU target of issue #6 (SimDis-On-7v at 64 px, batch 32 and 64):
+The CPU speed target (SimDis-On-7v at 64 px, batch 32 and 64):
 
     python -m simdis_jax.benchmark --config configs/benchmark/r50_r18.py:on_7v,32 --steps 10
     python -m simdis_jax.benchmark --config configs/benchmark/r50_r18.py:on_7v,64 --steps 10
@@ -11,7 +11,7 @@ variant `on_7v` (SimDis-On-7v), `on` (SimDis-On, 2 views), `off` (SimDis-Off,
 (the offline teacher's own BYOL run) or `byol_r18` (the student alone). The
 networks, heads, optimizer (LARS, authors' form) and SyncBN are the paper's
 standard setting; only batch and image size are small. The same config also
-trains (it needs the ImageNet input pipeline, issue #4):
+trains (it needs the ImageNet input pipeline, docs/input.md):
 
     python -m simdis_jax.main --config configs/benchmark/r50_r18.py:on_7v,64 --workdir workdirs/bench
 """

@@ -1,4 +1,4 @@
-"""The long-schedule Fashion-MNIST study's presets (issue #18): where self-supervision beats raw pixels.
+"""The long-schedule Fashion-MNIST study's presets: where self-supervision beats raw pixels.
 
     python -m simdis_jax.main --config configs/fashion_mnist/long.py:<preset>_e<epochs> --workdir <dir> \
         [--config.seed=S] [--config.teacher.workdir=<the byol_teacher_e20 run>]

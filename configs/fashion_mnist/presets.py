@@ -1,4 +1,4 @@
-"""The Fashion-MNIST study's presets: the paper's experiments at a scale one CPU can afford (issue #7).
+"""The Fashion-MNIST study's presets: the paper's experiments at a scale one CPU can afford.
 
     python -m simdis_jax.main --config configs/fashion_mnist/presets.py:<preset> --workdir <dir> [--config.seed=S]
 

@@ -1,4 +1,4 @@
-"""SimDis-Off on Fashion-MNIST into the deployable students (issue #20), at the study's scale.
+"""SimDis-Off on Fashion-MNIST into the deployable students, at the study's scale.
 
     python -m simdis_jax.main --config configs/fashion_mnist/students.py:<arch> --workdir <dir> \
         --config.teacher.workdir=<the byol_teacher run of configs/fashion_mnist/presets.py>

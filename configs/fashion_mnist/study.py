@@ -1,4 +1,4 @@
-"""The Fashion-MNIST study (issue #7): which presets, which seeds, in which order.
+"""The Fashion-MNIST study (3 epochs): which presets, which seeds, in which order.
 
     python -m simdis_jax.study --config configs/fashion_mnist/study.py --workdir workdirs/fmnist_study
 
@@ -81,12 +81,12 @@ def get_config():
       ("simdis_off_2v", "simdis_off_7v", "views, offline"))
   # The preset whose online teachers' kNN the report sets beside the offline teacher's (teacher_run).
   c.online_teacher_preset = "simdis_on_7v"
-  # Measured on Fashion-MNIST (issue #7), for orientation: (name, top-1, short name in the figure,
+  # Measured on Fashion-MNIST in this project (RESULTS.md), for orientation: (name, top-1, short name in the figure,
   # the figure's panels that draw it: "linear" or "knn").
-  c.references_title = "References on this data (issue #7)"
+  c.references_title = "References on this data (measured here)"
   c.references = (("logistic regression on raw pixels (linear)", 84.4, "pixels, logistic", "linear"),
                   ("weighted kNN on raw pixels (k=20)", 84.6, "pixels, kNN", "knn"),
-                  ("linear probe on pooled features of an untrained small conv net", 82.0, "untrained net (issue)",
+                  ("linear probe on pooled features of an untrained small conv net", 82.0, "untrained net (reported)",
                    "linear"))
   c.table_note = (
       "Linear (full): DeepMind's protocol, full mode (crop + flip through the frozen encoder), 10 epochs, top-1 on "

@@ -1,4 +1,4 @@
-"""The long-schedule Fashion-MNIST study (issue #18): the paper's claims where self-supervision works.
+"""The long-schedule Fashion-MNIST study: the paper's claims where self-supervision works.
 
     python -m simdis_jax.study --config configs/fashion_mnist/study_long.py --workdir workdirs/fmnist_long
 

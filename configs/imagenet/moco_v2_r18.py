@@ -1,4 +1,4 @@
-"""MoCo-v2 ResNet-18 on ImageNet-1k (Figure 3), the authors' hyper-parameters (SPEC.md "MoCo-v2").
+"""MoCo-v2 ResNet-18 on ImageNet-1k (Figure 3), the authors' hyper-parameters (docs/spec.md "MoCo-v2").
 
     python -m simdis_jax.main --config configs/imagenet/moco_v2_r18.py:200 --workdir workdirs/imagenet_moco_v2_r18
 

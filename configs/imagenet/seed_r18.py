@@ -1,4 +1,4 @@
-"""SEED: ResNet-18 distilled from the frozen BYOL ResNet-50 teacher run (Figure 3; SPEC.md "SEED").
+"""SEED: ResNet-18 distilled from the frozen BYOL ResNet-50 teacher run (Figure 3; docs/spec.md "SEED").
 
     python -m simdis_jax.main --config configs/imagenet/seed_r18.py:200 --workdir workdirs/imagenet_seed_r18 \
         --config.teacher.workdir=workdirs/imagenet_byol_r50

@@ -1,4 +1,4 @@
-"""Supervised ResNet-18 by torchvision's standard recipe: Figure 3's upper bound (SPEC.md "Supervised").
+"""Supervised ResNet-18 by torchvision's standard recipe: Figure 3's upper bound (docs/spec.md "Supervised").
 
     python -m simdis_jax.main --config configs/imagenet/supervised_r18.py --workdir workdirs/imagenet_supervised_r18
 

@@ -1,6 +1,6 @@
 """BYOL augmentations that run on the accelerator inside the jitted train step.
 
-SPEC.md "Augmentations (BYOL)": random resized crop, flip, colour jitter in a
+docs/spec.md "Augmentations (BYOL)": random resized crop, flip, colour jitter in a
 random order, greyscale, Gaussian blur and solarize, then mean/std
 normalisation. DeepMind crops on the host; here the crop runs on the device as
 well, so one function turns a raw uint8 batch into two training views with no
@@ -40,7 +40,7 @@ _IMAGENET_STD = (0.229, 0.224, 0.225)
 
 
 def default_config(num_channels: int = 3) -> ml_collections.ConfigDict:
-  """BYOL ImageNet augmentation defaults of SPEC.md, with mean/std for C channels."""
+  """BYOL ImageNet augmentation defaults of docs/spec.md, with mean/std for C channels."""
   if num_channels not in (1, 3):
     raise ValueError(f'num_channels must be 1 or 3, got {num_channels}')
   config = ml_collections.ConfigDict()
@@ -54,7 +54,7 @@ def default_config(num_channels: int = 3) -> ml_collections.ConfigDict:
   config.saturation = 0.2
   config.hue = 0.1
   config.grey_prob = 0.2
-  # Per-view (view 0, view 1): BYOL's asymmetric blur / solarize (SPEC.md).
+  # Per-view (view 0, view 1): BYOL's asymmetric blur / solarize (docs/spec.md).
   config.blur_prob = (1.0, 0.1)
   config.blur_sigma = (0.1, 2.0)
   config.blur_kernel_fraction = 0.1
@@ -147,7 +147,7 @@ def _draw_decisions(key: jax.Array, params: dict) -> dict:
       saturation=between(u[7], max(0.0, 1 - s), 1 + s),
       hue=between(u[8], -h, h),
       sigma=between(u[9], sigma_low, sigma_high),
-      # SPEC.md: the four jitter ops are applied in a random order per
+      # docs/spec.md: the four jitter ops are applied in a random order per
       # example; ranking i.i.d. uniforms gives a uniform permutation.
       order=jnp.argsort(u[10:14]),
   )
@@ -342,7 +342,7 @@ def _gaussian_blur(image: jax.Array, sigma, kernel_size: int) -> jax.Array:
 
 
 def _solarize(image: jax.Array, do_solarize) -> jax.Array:
-  """Invert values at or above 0.5 where `do_solarize` is true (SPEC.md threshold)."""
+  """Invert values at or above 0.5 where `do_solarize` is true (docs/spec.md threshold)."""
   return jnp.where(do_solarize & (image >= 0.5), 1.0 - image, image)
 
 

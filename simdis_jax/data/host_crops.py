@@ -1,4 +1,4 @@
-"""The host's share of the augmentations (streaming input, SPEC.md "Augmentations (BYOL)"): crop windows,
+"""The host's share of the augmentations (streaming input, docs/spec.md "Augmentations (BYOL)"): crop windows,
 windowed decoding and the bicubic resize, as tf ops run inside tf.data.
 
 A random resized crop decodes only its window of a JPEG (`decode_and_crop_jpeg`;

@@ -1,6 +1,6 @@
 """Streaming input for datasets too large for host memory: tfds datasets by name, or folders of image files.
 
-Where the work happens (SPEC.md "Augmentations (BYOL)", DeepMind's split):
+Where the work happens (docs/spec.md "Augmentations (BYOL)", DeepMind's split):
 - on the host, in tf.data: read the encoded bytes, draw the random resized crop
   window, decode only that window (``decode_and_crop_jpeg``; other formats are
   decoded whole and sliced), resize it to ``image_size`` (bicubic) -> one uint8

@@ -5,7 +5,7 @@ ones in fast mode, fresh ones of augmented images in full mode); the encoder's
 variables are an input of every jitted function, never a trained parameter.
 The BN head's batch statistics span the global batch (jit over the mesh), and
 flax keeps the biased running variance where PyTorch keeps the unbiased one
-(SPEC.md "Small numerical facts"; negligible at batch 256).
+(docs/spec.md "Small numerical facts"; negligible at batch 256).
 """
 
 import functools

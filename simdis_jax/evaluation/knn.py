@@ -8,13 +8,14 @@ summed vote wins.
 import functools
 import os
 import sys
-from typing import Dict, Optional, Tuple
+from typing import Any, Dict, Optional, Sequence, Tuple
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
 from simdis_jax import parallel, runs
+from simdis_jax import workdir as workdir_files
 from simdis_jax.data import input as data_input
 from simdis_jax.evaluation import features
 from simdis_jax.methods.simdis import l2_normalize
@@ -63,11 +64,15 @@ def knn_accuracy(network, variables, dataset, knn_config, aug_config, image_size
   return {"knn_top1": float(100.0 * np.mean(pred == query_y))}
 
 
-def evaluate_checkpoint(workdir: str, network: str = "student", weights: str = "online", ks=(20, 200),
-                        temperature: float = 0.07, step: Optional[int] = None, train_examples: int = 0,
-                        eval_examples: int = 0, holdout: Optional[str] = None) -> Dict[str, float]:
+def evaluate_checkpoint(workdir: str, network: str = "student", weights: str = "online", ks: Optional[Sequence[int]] = None,
+                        temperature: Optional[float] = None, step: Optional[int] = None,
+                        train_examples: Optional[int] = None, eval_examples: Optional[int] = None,
+                        holdout: Optional[str] = None) -> Dict[str, Any]:
   """Standalone kNN top-1 (for each k) of one encoder of any pretraining checkpoint.
 
+  Settings left None are the run's own config.knn values (k, temperature, the memory-bank and query
+  subsets), drawn with the run's seed: by default the result is the one training logged at that step.
+  `train_examples` / `eval_examples` = 0 use the whole split.
   `holdout` (Fashion-MNIST; docs/input.md) replaces the run's config.data.holdout, e.g. 'test' to read the
   test set once for a run that was monitored on the validation split.
   """
@@ -78,56 +83,96 @@ def evaluate_checkpoint(workdir: str, network: str = "student", weights: str = "
     raise ValueError(f"{workdir} is a {run_config.method!r} run without a {network!r} network.")
   if holdout is not None:
     run_config.data.holdout = holdout
+  own = run_config.knn
+  ks = tuple(ks) if ks else (own.k,)
+  temperature = own.temperature if temperature is None else temperature
+  train_examples = own.train_examples if train_examples is None else train_examples
+  eval_examples = own.eval_examples if eval_examples is None else eval_examples
   dataset = data_input.load_dataset(run_config.data)
   (bank, bank_y), (queries, query_y) = bank_and_queries(
       net, features.encoder_variables(net_state, weights), dataset, run_config.data.augment, run_config.data.image_size,
-      mesh, train_examples, eval_examples, run_config.knn.batch_size, run_config.seed)
-  results = {"step": int(state.step)}
+      mesh, train_examples, eval_examples, own.batch_size, run_config.seed)
+  results: Dict[str, Any] = {"step": int(state.step)}
   for k in ks:
     pred, _ = knn_classify(bank, bank_y, queries, k, temperature, dataset.num_classes)
     results[f"knn_top1/k{k}"] = float(100.0 * np.mean(pred == query_y))
   return results
 
 
-def main(argv=None) -> int:
-  """python -m simdis_jax.evaluation.knn --workdir <pretraining workdir> [--network teacher] [--k 20 200]."""
-  import argparse  # pylint: disable=import-outside-toplevel
+USAGE = """Weighted cosine kNN top-1 of one encoder of a pretraining checkpoint (console script simdis-knn).
+
+    simdis-knn --workdir workdirs/demo [--network=teacher] [--k=20,200] [--train_examples=0]
+    python -m simdis_jax.evaluation.knn ...      (the same command)
+
+Defaults are the run's own config.knn settings (k, temperature, memory-bank subset
+knn.train_examples, query subset knn.eval_examples, both drawn with the run's seed), so without
+flags it reproduces the kNN top-1 that training logged for the online weights at that step.
+--train_examples=0 / --eval_examples=0 use the whole train / held-out split. Prints one JSON line:
+the top-1 for each k in %, rounded to two decimals as the training log prints it, and the settings used.
+"""
+
+
+def define_flags(fv) -> None:
+  """The standalone kNN's flags, on the FlagValues `fv`."""
+  from absl import flags  # pylint: disable=import-outside-toplevel
+  flags.DEFINE_string("workdir", None, "A simdis_jax pretraining workdir.", flag_values=fv, required=True)
+  flags.DEFINE_enum("network", "student", ["student", "teacher"], "Which network's encoder.", flag_values=fv)
+  flags.DEFINE_enum("weights", "online", ["online", "ema"], "Its online weights or their EMA.", flag_values=fv)
+  flags.DEFINE_list("k", None, "Neighbour counts, comma separated (default: the run's knn.k).", flag_values=fv)
+  flags.DEFINE_float("temperature", None, "Vote temperature (default: the run's knn.temperature).", flag_values=fv)
+  flags.DEFINE_integer("step", None, "Checkpoint step (default: the latest).", flag_values=fv)
+  flags.DEFINE_integer("train_examples", None, "Memory-bank subset of the train split, 0 = all (default: the "
+                       "run's knn.train_examples).", lower_bound=0, flag_values=fv)
+  flags.DEFINE_integer("eval_examples", None, "Query subset of the held-out split, 0 = all (default: the run's "
+                       "knn.eval_examples).", lower_bound=0, flag_values=fv)
+  flags.DEFINE_enum("holdout", None, ["none", "validation", "test"], "Fashion-MNIST's split to evaluate on "
+                    "(docs/input.md; default: the run's config.data.holdout).", flag_values=fv)
+  flags.DEFINE_string("out", "", "Also write the JSON to this file.", flag_values=fv)
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+  """Command line (see USAGE); argv without the program name, default sys.argv[1:]."""
   import json  # pylint: disable=import-outside-toplevel
-  parser = argparse.ArgumentParser(description="Weighted cosine kNN of a pretraining checkpoint's encoder.")
-  parser.add_argument("--workdir", required=True, help="a simdis_jax pretraining workdir")
-  parser.add_argument("--network", default="student", choices=("student", "teacher"))
-  parser.add_argument("--weights", default="online", choices=("online", "ema"))
-  parser.add_argument("--k", type=int, nargs="+", default=[20, 200])
-  parser.add_argument("--temperature", type=float, default=0.07)
-  parser.add_argument("--step", type=int, default=None, help="checkpoint step (default: latest)")
-  parser.add_argument("--train_examples", type=int, default=0, help="memory-bank subset (0 = all)")
-  parser.add_argument("--eval_examples", type=int, default=0, help="query subset (0 = all)")
-  parser.add_argument("--holdout", default=None, choices=("none", "validation", "test"),
-                      help="Fashion-MNIST's split to evaluate on (default: the run's config.data.holdout)")
-  parser.add_argument("--out", default="", help="also write the JSON to this file")
-  args = parser.parse_args(argv)
+  import logging  # pylint: disable=import-outside-toplevel
+  from simdis_jax import cli  # pylint: disable=import-outside-toplevel
+  args = cli.parse(define_flags, argv, USAGE)
+  logging.getLogger("absl").setLevel(logging.ERROR)  # orbax's import-time notices: not this command's output
+  try:
+    ks = tuple(int(k) for k in args.k) if args.k else None
+  except ValueError:
+    cli.fail(f"--k={','.join(args.k)}: give whole numbers, comma separated (e.g. --k=20,200).")
   if args.step is not None:  # checked before anything is built: orbax's own error names no steps
-    from simdis_jax import runs  # pylint: disable=import-outside-toplevel
     steps = runs.checkpoint_steps(args.workdir)
     if args.step not in steps:
       print(f"knn: {args.workdir} has no checkpoint at step {args.step}; its steps are {steps or 'none'}.",
             file=sys.stderr)
       return 2
   try:
-    results = evaluate_checkpoint(args.workdir, args.network, args.weights, tuple(args.k), args.temperature,
-                                  args.step, args.train_examples, args.eval_examples, args.holdout)
-  except (ValueError, OSError, RuntimeError) as e:  # a damaged step (NoIntactCheckpoint), a bad run: one line
+    own = workdir_files.read_config(args.workdir).get("knn", {})
+    results = evaluate_checkpoint(args.workdir, args.network, args.weights, ks, args.temperature, args.step,
+                                  args.train_examples, args.eval_examples, args.holdout)
+  except (ValueError, OSError, RuntimeError) as e:  # not a run, a damaged step, a bad run: one line, no traceback
     print(f"knn: {e}", file=sys.stderr)
     return 2
-  record = {"workdir": args.workdir, "network": args.network, "weights": args.weights,
-            "holdout": args.holdout, **results}
+  settings = {"k": list(ks or [own.get("k")]),
+              "temperature": own.get("temperature") if args.temperature is None else args.temperature,
+              "train_examples": own.get("train_examples") if args.train_examples is None else args.train_examples,
+              "eval_examples": own.get("eval_examples") if args.eval_examples is None else args.eval_examples}
+  # Rounded as the training log and the report print them (a float's full repr, 79.75999999999999, says nothing more).
+  rounded = {k: round(v, 2) if k.startswith("knn_top1/") else v for k, v in results.items()}
+  record = {"workdir": args.workdir, "network": args.network, "weights": args.weights, "holdout": args.holdout,
+            **rounded, "settings": settings}
   print(json.dumps(record))
   if args.out:
-    from simdis_jax import workdir as workdir_files  # pylint: disable=import-outside-toplevel
     os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
     workdir_files.write_json(os.path.dirname(os.path.abspath(args.out)), os.path.basename(args.out), record)
   return 0
 
 
+def run() -> None:
+  """Console script simdis-knn."""
+  sys.exit(main())
+
+
 if __name__ == "__main__":
-  raise SystemExit(main())
+  run()

@@ -1,4 +1,4 @@
-"""Linear evaluation of a pretrained encoder, as its own run, top to bottom (SPEC.md "Linear evaluation").
+"""Linear evaluation of a pretrained encoder, as its own run, top to bottom (docs/spec.md "Linear evaluation").
 
 A linear classifier (evaluation/classifier.py) is trained on the pooled
 encoder output (before the projector) of a FROZEN pretrained network in eval

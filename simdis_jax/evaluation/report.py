@@ -1,23 +1,26 @@
 """Results report: a markdown/JSON table and PNG figures from pretraining and linear-evaluation workdirs.
 
-Usage: python -m simdis_jax.report <workdir> [<workdir> ...] --out <dir>
+Usage: simdis-report <workdir> [<workdir> ...] --out <dir> (the command line is simdis_jax/report.py)
 
-Reads only the files a run leaves behind (config.json, run_info.json,
-metrics.jsonl, summary.json, linear_eval.json). It deliberately imports
-neither JAX nor the model code, so a report can be made on any machine that
-has the workdirs, including while the runs are still training.
+The table and the training curves read only the files a run leaves behind
+(config.json, run_info.json, metrics.jsonl, summary.json, linear_eval.json)
+and import neither JAX nor the model code, so they can be made on any machine
+that has the workdirs, including while the runs are still training. Only the
+embedding maps (evaluation/embedding_map.py) read checkpoints, with JAX,
+imported when they are drawn.
 """
 
-import argparse
 import json
 import math
 import os
+import re
 import sys
+import unicodedata
 from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 from simdis_jax import labels
 from simdis_jax import workdir as wf
-from simdis_jax.evaluation import figures
+from simdis_jax.evaluation import embedding_map, figures
 from simdis_jax.evaluation.report_workdirs import (LinearEval, PretrainRun, is_pretrain_dir, load_pretrain_run,
                                                    load_workdirs, resolve_from)
 
@@ -59,11 +62,6 @@ def method_label(method: Optional[str], views: Sequence[str]) -> str:
   if method in ("simdis_off", "simdis_on") and len(set(views)) == len(PAPER_VIEW_NAMES):
     label += "-7v"
   return label
-
-
-def view_names(views: Sequence[str]) -> str:
-  """The views in the paper's notation, comma separated (unknown names kept as written)."""
-  return ", ".join(PAPER_VIEW_NAMES.get(v, v) for v in views) if views else MISSING
 
 
 def architecture(net: Optional[Dict[str, Any]]) -> str:
@@ -204,7 +202,7 @@ def _make_row(run: Optional[PretrainRun], network: str, linear: Optional[LinearE
   knn_final, knn_init = _knn(run, network) if run else (None, None)
   result = linear.result if linear else {}
   encoder_cfg = model.get(network) if network in ("student", "teacher") else None
-  has_teacher = method in ("simdis_off", "simdis_on") and network == "student"
+  has_teacher = method in labels.TEACHER_METHODS and network == "student"
   name = run.name if run else fallback_name
 
   row = {
@@ -226,7 +224,8 @@ def _make_row(run: Optional[PretrainRun], network: str, linear: Optional[LinearE
       "data": config.get("data", {}).get("name"),
       "optimizer": config.get("optim", {}).get("name"),
       "seed": config.get("seed"),
-      "teacher_workdir": (config.get("teacher", {}).get("workdir") or None) if method == "simdis_off" else None,
+      "teacher_workdir": ((config.get("teacher", {}).get("workdir") or None)
+                          if method in ("simdis_off", "seed") else None),
       "knn_top1": _finite(knn_final),
       "knn_top1_init": _finite(knn_init),
       "linear_top1": _finite(result.get("top1")),
@@ -254,7 +253,7 @@ def _make_row(run: Optional[PretrainRun], network: str, linear: Optional[LinearE
   batch = row["batch_size"]
   row.update({
       "run_cell": run_cell,
-      "views_cell": view_names(views),
+      "views_cell": _views_cell(method, network, views, config),
       "network_cell": f"{network} ({weights})" if weights else network,
       "epochs_cell": format_epochs(row["epochs"]),
       "batch_cell": str(batch) if isinstance(batch, int) else MISSING,
@@ -268,15 +267,27 @@ def _make_row(run: Optional[PretrainRun], network: str, linear: Optional[LinearE
   return row
 
 
+def _views_cell(method: Optional[str], network: str, views: Sequence[str], config: Dict[str, Any]) -> str:
+  # config.views are the student's targets; a teacher row says what the teacher itself learnt from.
+  if not method:
+    return MISSING
+  if network == "teacher":
+    return f"{PAPER_VIEW_NAMES['tema_dv']} (BYOL)" if method == "simdis_on" else "— (frozen, restored)"
+  return labels.targets(method, views, config.get("supervised", {}).get("views", 0))
+
+
 def collect_rows(workdirs: Sequence[str]) -> Tuple[List[PretrainRun], List[Dict[str, Any]]]:
   """Reads the workdirs and joins linear evaluations to their runs: (runs, table rows)."""
   runs, evals = load_workdirs(workdirs)
+  own = own_linear_evals(runs, evals)
+  owner = {ev.workdir: run_dir for ev, run_dir in own}  # found inside a run: its run, wherever it now is
+  evals += [ev for ev, _ in own]
   by_path = {run.workdir: run for run in runs}
   orphans: Dict[str, List[LinearEval]] = {}
   attached: Dict[Tuple[str, str], List[LinearEval]] = {}
   for ev in evals:
     target = ev.result.get("pretrained_workdir")
-    path = resolve_from(ev.workdir, str(target)) if target else None
+    path = owner.get(ev.workdir) or (resolve_from(ev.workdir, str(target)) if target else None)
     if path and path not in by_path and is_pretrain_dir(path):
       # The run itself was not listed but is on disk: read it so the row is complete.
       by_path[path] = load_pretrain_run(path)
@@ -302,6 +313,28 @@ def collect_rows(workdirs: Sequence[str]) -> Tuple[List[PretrainRun], List[Dict[
       rows.append(_make_row(None, str(ev.result.get("network") or "student"), ev,
                             fallback_name=os.path.basename(os.path.normpath(target))))
   return runs, rows
+
+
+def own_linear_evals(runs: Sequence[PretrainRun], known: Sequence[LinearEval]) -> List[Tuple[LinearEval, str]]:
+  """(linear evaluation, its run's workdir) for each finished one inside a run's workdir (final_eval's linear_*)."""
+  seen = {ev.workdir for ev in known}
+  found = []
+  for run in runs:
+    try:
+      names = sorted(os.listdir(run.workdir))
+    except OSError:
+      continue
+    for name in names:
+      path = os.path.join(run.workdir, name)
+      if path in seen or not os.path.isfile(os.path.join(path, wf.LINEAR_EVAL_FILE)):
+        continue
+      result = wf.read_json(path, wf.LINEAR_EVAL_FILE)
+      target = result.get("pretrained_workdir") if isinstance(result, dict) else None
+      resolved = resolve_from(path, str(target)) if target else None
+      # Inside the run and naming it, or naming where the run was before it was moved or archived.
+      if resolved and (resolved == run.workdir or not is_pretrain_dir(resolved)):
+        found.append((LinearEval(path, result), run.workdir))
+  return found
 
 
 def _give_unique_names(runs: List[PretrainRun]) -> None:
@@ -337,7 +370,9 @@ def markdown_report(rows: Sequence[Dict[str, Any]], figures: Sequence[str]) -> s
   """results.md: the table, what its columns mean, and links to the figures."""
   parts = ["# Results\n\n", markdown_table(rows),
            "\nkNN top-1: weighted cosine kNN of the encoder at the end of the run (latest evaluation for "
-           "an unfinished run), the untrained network's value at step 0 in brackets. Linear top-1/top-5: "
+           "an unfinished run), its value at step 0 in brackets: the untrained network's, except for a teacher "
+           "restored trained and frozen (SimDis-Off, SEED). Views: the student's targets in the paper's "
+           "notation, or what the method trains on. Linear top-1/top-5: "
            f"from {wf.LINEAR_EVAL_FILE}. Accuracies in %. Wall time and images/s: the pretraining process "
            "that finished the run (the latest logged value for an unfinished run). "
            f"{MISSING}: not available.\n"]
@@ -359,8 +394,13 @@ def json_rows(rows: Sequence[Dict[str, Any]]) -> List[Dict[str, Any]]:
 # --------------------------------------------------------------------------- entry points
 
 
-def write_report(workdirs: Sequence[str], out_dir: str) -> str:
-  """Writes results.md, results.json and the PNG figures for `workdirs` into `out_dir`; returns the markdown."""
+def write_report(workdirs: Sequence[str], out_dir: str, embeddings: bool = True,
+                 embedding_points: int = embedding_map.POINTS) -> str:
+  """Writes results.md, results.json and the PNG figures for `workdirs` into `out_dir`; returns the markdown.
+
+  With `embeddings`, each finished run's trained networks also get a 2-D map of their test-set embeddings
+  (evaluation/embedding_map.py: this part reads checkpoints, so it needs JAX; skipped with a note without it).
+  """
   if isinstance(workdirs, (str, os.PathLike)):
     workdirs = [workdirs]  # one workdir given bare, not as a list of characters
   if not workdirs:
@@ -373,8 +413,12 @@ def write_report(workdirs: Sequence[str], out_dir: str) -> str:
     title = f"{run.name}: {method_label(run.config.get('method'), run.config.get('views') or [])}"
     if not run.finished:
       title += f" ({status_note(run)})"
-    figures.plot_curves(run.metrics, title, _run_progress(run)["steps_per_epoch"], os.path.join(out_dir, name))
+    frozen_teacher = run.config.get("method") in ("simdis_off", "seed")
+    figures.plot_curves(run.metrics, title, _run_progress(run)["steps_per_epoch"], os.path.join(out_dir, name),
+                        frozen_teacher=frozen_teacher)
     written.append(name)
+  if embeddings:
+    written += embedding_map.write_maps(runs, out_dir, points=embedding_points)
   figures.plot_accuracy_vs_epochs(rows, os.path.join(out_dir, ACCURACY_FIGURE))
   written.append(ACCURACY_FIGURE)
 
@@ -387,24 +431,46 @@ def write_report(workdirs: Sequence[str], out_dir: str) -> str:
   return markdown
 
 
-def main(argv: Optional[Sequence[str]] = None) -> int:
-  """Command line: python -m simdis_jax.report <workdir> [<workdir> ...] --out <dir>."""
-  parser = argparse.ArgumentParser(
-      prog="python -m simdis_jax.report",
-      description="Tabulate and plot SimDis/BYOL pretraining runs and their linear evaluations.")
-  parser.add_argument("workdirs", nargs="+", help="pretraining and/or linear-evaluation workdirs, any order")
-  parser.add_argument("--out", required=True, help="directory for results.md, results.json and the PNGs")
-  args = parser.parse_args(argv)
-  try:
-    markdown = write_report(args.workdirs, args.out)
-  except ValueError as e:
-    raise SystemExit(f"simdis_jax.report: error: {e}") from e
-  print(_table_only(markdown), end="")
-  print(f"\nWrote {os.path.join(args.out, RESULTS_MD)}, {RESULTS_JSON} and figures to {args.out}.",
-        file=sys.stderr)
-  return 0
+def plain_text(markdown: str, drop: Sequence[str] = ("protocol",)) -> str:
+  """The markdown's tables as aligned plain text for the console (columns in `drop` left out); other lines as is.
+
+  Figure links and markdown markup stay in results.md; the console gets what a person reads.
+  """
+  out, block = [], []
+
+  def flush():
+    if not block:
+      return
+    rows = [[c.strip().replace("\\|", "|") for c in re_split_cells(line)] for line in block if not _is_rule(line)]
+    keep = [i for i, h in enumerate(rows[0]) if h not in drop]
+    rows = [[r[i] if i < len(r) else "" for i in keep] for r in rows]
+    widths = [max(_width(r[i]) for r in rows) for i in range(len(keep))]
+    fmt = lambda r: "  ".join(c + " " * (w - _width(c)) for c, w in zip(r, widths)).rstrip()
+    out.extend([fmt(rows[0]), fmt(["-" * w for w in widths])] + [fmt(r) for r in rows[1:]])
+    block.clear()
+
+  for line in markdown.splitlines():
+    if line.startswith("|"):
+      block.append(line)
+      continue
+    flush()
+    if line.startswith("!["):  # a figure link: the console names the file
+      out.append("  " + line[line.index("](") + 2:].rstrip(")"))
+      continue
+    out.append(line.lstrip("#").strip() if line.startswith("#") else line)
+  flush()
+  return "\n".join(out).strip("\n") + "\n"
 
 
-def _table_only(markdown: str) -> str:
-  # stdout gets just the table, so it can be pasted or piped; results.md has the notes and figures.
-  return "".join(line + "\n" for line in markdown.splitlines() if line.startswith("|"))
+def re_split_cells(line: str) -> List[str]:
+  """The cells of one markdown table line (an escaped '\\|' inside a cell does not split it)."""
+  return re.split(r"(?<!\\)\|", line.strip().strip("|"))
+
+
+def _width(text: str) -> int:
+  # Columns a terminal gives the text: the paper's T̂ is T plus a combining accent, one column, two characters.
+  return sum(1 for ch in text if not unicodedata.combining(ch))
+
+
+def _is_rule(line: str) -> bool:
+  return set(line.replace("|", "").strip()) <= set("-: ")

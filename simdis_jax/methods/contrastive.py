@@ -1,6 +1,6 @@
 """The pieces MoCo-v2 and SEED share: a queue of embeddings, their two losses, the momentum encoder, shuffle BN.
 
-Read beside SPEC.md's "MoCo-v2" and "SEED" sections. The queue is stored as
+Read beside docs/spec.md's "MoCo-v2" and "SEED" sections. The queue is stored as
 rows, (K, dim) — the authors keep (dim, K) columns; the products are the same.
 Everything here is a pure function of arrays; the per-device functions
 (`shuffle_to_devices`, `unshuffle_from_devices`, `gather_batch`) run under
@@ -16,7 +16,7 @@ import optax
 from simdis_jax.methods.simdis import l2_normalize
 
 
-# --- Queue (SPEC.md MoCo-v2 "Queue"; SEED's is the same FIFO) ---
+# --- Queue (docs/spec.md MoCo-v2 "Queue"; SEED's is the same FIFO) ---
 
 def init_queue(rng: jax.Array, size: int, dim: int, dtype=jnp.float32) -> jnp.ndarray:
   """(size, dim) rows drawn N(0, 1) and L2-normalised, as both reference codes initialise it."""
@@ -67,7 +67,7 @@ def seed_loss(s: jnp.ndarray, t: jnp.ndarray, queue: jnp.ndarray, student_temper
   return jnp.mean(optax.softmax_cross_entropy(student_logits, targets)), student_logits
 
 
-# --- Momentum (key) encoder (SPEC.md MoCo-v2 "Momentum") ---
+# --- Momentum (key) encoder (docs/spec.md MoCo-v2 "Momentum") ---
 
 def momentum_update(key_params, query_params, momentum: float):
   """θ_k ← m·θ_k + (1 − m)·θ_q over the key encoder's params (its BN statistics stay its own)."""
@@ -75,7 +75,7 @@ def momentum_update(key_params, query_params, momentum: float):
                       {name: query_params[name] for name in key_params})
 
 
-# --- Shuffle BN across devices (SPEC.md MoCo-v2 "Shuffle BN"); call under shard_map ---
+# --- Shuffle BN across devices (docs/spec.md MoCo-v2 "Shuffle BN"); call under shard_map ---
 
 def gather_batch(x: jnp.ndarray, axis_name: str) -> jnp.ndarray:
   """The global batch in device (rank) order, from each device's local slice."""

@@ -1,6 +1,6 @@
 """MoCo-v2 (facebookresearch/moco) on the method interface: the student alone, a momentum key encoder, a queue.
 
-Read beside SPEC.md "MoCo-v2". The query encoder is the online student; the key
+Read beside docs/spec.md "MoCo-v2". The query encoder is the online student; the key
 encoder is its EMA partner ("student_ema"), a copy at init (model.ema_init="copy")
 moved by momentum m = config.moco.momentum at the START of every step, before the
 keys (before_update); it never receives gradient. Both carry MoCo's head

@@ -1,6 +1,6 @@
 """The published recipes of Figure 3's other systems as config edits: MoCo-v2, SEED, supervised (torchvision).
 
-Read beside SPEC.md's "MoCo-v2", "SEED" and "Supervised ResNet-18" sections. Each
+Read beside docs/spec.md's "MoCo-v2", "SEED" and "Supervised ResNet-18" sections. Each
 function changes a config (from configuration.base_config()) in place and returns
 it; the ImageNet presets (configs/imagenet/moco_v2_r18.py, seed_r18.py,
 supervised_r18.py) and the Fashion-MNIST study's presets call them, then set

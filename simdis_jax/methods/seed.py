@@ -1,6 +1,6 @@
 """SEED (jacobswan1/SEED) on the method interface: a frozen teacher's similarity distribution over a queue.
 
-Read beside SPEC.md "SEED". ONE view (view 0) goes through the student and the
+Read beside docs/spec.md "SEED". ONE view (view 0) goes through the student and the
 frozen teacher. The teacher is a finished BYOL run's student (config.teacher.workdir,
 restored as SimDis-Off restores it: train.load_offline_teacher), run in EVAL mode
 (its running BN statistics); its signal is its projector output, L2-normalised.

@@ -1,6 +1,6 @@
 """BYOL and SimDis: the seven target views, the networks and their BN modes, the losses and the EMA rule.
 
-Read this module beside SPEC.md; each block names the section it implements.
+Read this module beside docs/spec.md; each block names the section it implements.
 Notation: v, v' are the two augmented views of an image; S / T the online
 student / teacher; Ŝ / T̂ their EMA ("target") networks. BYOL is SimDis with
 no teacher and the one view Ŝ-v'. The functions the step calls are those of
@@ -16,7 +16,7 @@ import jax.numpy as jnp
 from simdis_jax import labels
 from simdis_jax.methods.interface import Forward
 
-# --- The seven target views (SPEC.md "Two augmented views, seven targets") ---
+# --- The seven target views (docs/spec.md "Two augmented views, seven targets") ---
 # head name (the authors' names) -> (network whose projection is the target,
 # whether the prediction of v targets that network's projection of v itself).
 VIEWS: Dict[str, Tuple[str, bool]] = {
@@ -59,7 +59,7 @@ def target_networks(views: Sequence[str], method: str) -> Tuple[str, ...]:
   return tuple(n for n in ("student", "student_ema", "teacher", "teacher_ema") if n in needed)
 
 
-# --- Which networks run, and how (SPEC.md "Networks", "Two augmented views, seven targets", "Losses") ---
+# --- Which networks run, and how (docs/spec.md "Networks", "Two augmented views, seven targets", "Losses") ---
 
 def teacher_trains(config) -> bool:
   """SimDis-On trains the teacher beside the student (one optimizer); SimDis-Off's teacher is frozen."""
@@ -93,7 +93,7 @@ def forwards(config) -> Tuple[Forward, ...]:
   return tuple(runs)
 
 
-# --- Losses (SPEC.md "Losses") ---
+# --- Losses (docs/spec.md "Losses") ---
 
 def l2_normalize(x: jnp.ndarray, eps: float = 1e-12) -> jnp.ndarray:
   """x / max(||x||, eps) along the last axis, as torch.nn.functional.normalize."""
@@ -168,7 +168,7 @@ def loss(outputs: Mapping[str, Tuple[Dict, Dict]], labels, state, config) -> Tup
   return total, metrics
 
 
-# --- EMA (SPEC.md "EMA") ---
+# --- EMA (docs/spec.md "EMA") ---
 # The EMA's start (an exact copy, or a separate init: config.model.ema_init) and its BN statistics
 # being its own from the start are set where the state is created (state.init_net_state).
 

@@ -1,4 +1,4 @@
-"""Projector and predictor MLPs (SPEC.md "Networks")."""
+"""Projector and predictor MLPs (docs/spec.md "Networks")."""
 
 from typing import Any, Optional
 

@@ -1,6 +1,6 @@
 """One siamese branch: encoder f, projector g and predictor heads q_h.
 
-Online networks carry one predictor per head they train (SPEC.md: the student
+Online networks carry one predictor per head they train (docs/spec.md: the student
 has ONE PREDICTOR HEAD PER TARGET VIEW); EMA networks are built with no heads,
 so their parameters are exactly the online encoder + projector subtree.
 """
@@ -60,7 +60,7 @@ class Network(nn.Module):
     else:
       projector = MLP(self.hidden_dim, self.proj_dim, self.dtype, self.bn_running_var, name="projector")
     projection = projector(feature, train=train, bn_axis_name=bn_axis_name)
-    # Predictors take the raw (unnormalised) projection (SPEC.md "Networks").
+    # Predictors take the raw (unnormalised) projection (docs/spec.md "Networks").
     predictions = {
         h: MLP(self.hidden_dim, self.proj_dim, self.dtype, self.bn_running_var, name=f"predictor_{h}")(
             projection, train=train, bn_axis_name=bn_axis_name)

@@ -1,4 +1,4 @@
-"""ResNet v1.5 encoders in flax.linen (SPEC.md "Networks", "Small numerical facts").
+"""ResNet v1.5 encoders in flax.linen (docs/spec.md "Networks", "Small numerical facts").
 
 v1.5 puts the stride on the 3x3 convolution of a bottleneck block. Padding is
 explicit and PyTorch-style (7x7/2 pad 3, 3x3 pad 1, max-pool 3/2 pad 1), because

@@ -56,4 +56,6 @@ def format_table(costs: Dict[str, Dict[str, float]]) -> str:
 
 
 if __name__ == "__main__":
+  from simdis_jax import cli  # pylint: disable=import-outside-toplevel
+  cli.parse(lambda fv: None, None, __doc__)  # no flags: --help says what it prints, anything else is an error
   print(format_table({arch: reference_cost(arch) for arch in encoders.ARCHS}))

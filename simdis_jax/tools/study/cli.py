@@ -9,12 +9,10 @@ import sys
 from absl import flags
 from ml_collections import config_flags
 
-from simdis_jax.tools.study.archive import is_archived, sync_archive
-from simdis_jax.tools.study.plan import commands, parse_runs, preset_config, read_status
-from simdis_jax.tools.study.report import write_study_report
-from simdis_jax.tools.study.runner import run_study
-
 FLAGS = flags.FLAGS
+CONFIG_NOTE = ("A study config (configs/fashion_mnist/study.py, study_long.py) names the presets, seeds, labels "
+               "and figures of the study; its docstring describes its keys. Each run's own config keys are "
+               "those of `simdis-train --help`.")
 
 
 def define_flags() -> None:
@@ -32,6 +30,9 @@ def define_flags() -> None:
 
 def dry_run(study, workdir: str, archive: str) -> None:
   """Prints each run's state: done, restored from the archive by the study command, or its commands to run."""
+  # Imported here, not at the top, so that --help needs only absl and ml_collections.
+  from simdis_jax.tools.study.archive import is_archived  # pylint: disable=import-outside-toplevel
+  from simdis_jax.tools.study.plan import commands, parse_runs  # pylint: disable=import-outside-toplevel
   for preset, seed in parse_runs(study.runs):
     todo = commands(study, workdir, preset, seed)
     if todo and archive and is_archived(study, archive, preset, seed):
@@ -46,6 +47,12 @@ def dry_run(study, workdir: str, archive: str) -> None:
 def main(argv) -> None:
   """Runs what the flags ask for (see the module docstring)."""
   del argv
+  # pylint: disable=import-outside-toplevel
+  from simdis_jax.tools.study.archive import sync_archive
+  from simdis_jax.tools.study.plan import parse_runs, preset_config, read_status
+  from simdis_jax.tools.study.report import write_study_report
+  from simdis_jax.tools.study.runner import run_study
+  # pylint: enable=import-outside-toplevel
   study = FLAGS.config
   results = FLAGS.results or study.results
   figures = FLAGS.figures or study.figures

@@ -100,7 +100,7 @@ def test_commands(study, directory: str) -> List[List[str]]:
     if path.endswith(".json") and os.path.basename(path).startswith("knn_"):
       network = os.path.basename(path)[len("knn_"):-len(".json")]
       todo.append([sys.executable, "-m", "simdis_jax.evaluation.knn", f"--workdir={directory}",
-                   f"--network={network}", "--k", "20", "--holdout=test", f"--out={path}"])
+                   f"--network={network}", "--k=20", "--holdout=test", f"--out={path}"])
     else:
       todo.append([sys.executable, "-m", "simdis_jax.main",
                    f"--config=configs/fashion_mnist/linear_eval.py:{TEST_LINEAR_PROTOCOL}",
