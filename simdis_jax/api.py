@@ -13,7 +13,7 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
-from simdis_jax import checkpoint, configuration, runs
+from simdis_jax import checkpoint, configuration, runs, zoo
 from simdis_jax import workdir as workdir_files
 from simdis_jax.data import augment
 from simdis_jax.evaluation import features
@@ -41,6 +41,7 @@ def build_network(config, network: str):
   extra = {}
   if "bn_running_var" in config.model:  # eval-mode outputs do not depend on it; kept for fidelity
     extra["bn_running_var"] = config.model.bn_running_var
+  extra["data_norm"] = (config.data.augment.mean, config.data.augment.std)  # an adopted teacher's own inputs
   return network_from_config(section, (), jnp.float32, configuration.conv_impl(config, section), **extra)
 
 
@@ -153,8 +154,8 @@ class Encoder:
 
 def load_encoder(workdir: str, network: str = "student", weights: str = "online", step: Optional[int] = None,
                  project: bool = False, batch_size: int = 256) -> Encoder:
-  """One network of a simdis_jax run (trained or imported) as an Encoder; `project=True` embeds with the projector."""
-  workdir = workdir_files.absolute(workdir)
+  """One network of a run (trained, imported, or a zoo name) as an Encoder; `project=True` embeds with the projector."""
+  workdir = workdir_files.absolute(zoo.resolve(workdir))
   config = runs.read_run_config(workdir)
   model_section(config, network)
   module = build_network(config, network)
