@@ -397,6 +397,8 @@ def test_a_colour_imagenet_teacher_distils_into_a_grey_student_with_one_flag(col
   c.teacher.workdir = workdir
   final = train.train_and_evaluate(c, str(tmp_path / "student"))
   assert np.isfinite(final["loss"]) and 10.0 < final["knn_top1/teacher"] <= 100.0
+  # The same command again: the finished run reopens with the same (adopted) config and the same teacher.
+  assert train.train_and_evaluate(c, str(tmp_path / "student"))["knn_top1/teacher"] == final["knn_top1/teacher"]
   saved = runs.read_run_config(str(tmp_path / "student")).model.teacher
   imagenet = configuration.base_config().data.augment
   assert (saved.cifar_stem, saved.in_channels, tuple(saved.input_mean), tuple(saved.input_std)) == (

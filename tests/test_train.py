@@ -15,6 +15,7 @@ from runs import final_state
 from simdis_jax import checkpoint, config_files, configuration, train
 from simdis_jax import workdir as workdir_files
 from simdis_jax.evaluation import knn
+from simdis_jax.offline_teacher import adopt
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -98,12 +99,14 @@ def test_offline_student_distils_from_a_finished_byol_teacher(tmp_path):
   with pytest.raises(ValueError, match="k=500 needs at least k memory-bank examples"):
     knn.evaluate_checkpoint(str(tmp_path / "teacher"), ks=(500,), train_examples=200, eval_examples=100)
 
-  # A teacher of another architecture, a missing one, or an unfinished one: clear errors.
+  # A teacher run of another architecture brings its own network (the run is the truth); the check that
+  # runs before anything compiles still names a mismatch; a missing or unfinished teacher: clear errors.
   wrong = tiny_config("simdis_off", "simdis_2v")
   wrong.teacher.workdir = str(tmp_path / "teacher")
   wrong.model.teacher.width = 16
+  assert adopt(wrong).model.teacher.width == 8 and adopt(wrong).model.teacher.in_channels == 0
   with pytest.raises(ValueError, match=r"does not match config.model.teacher.*width: run has 8, config wants 16"):
-    train.train_and_evaluate(wrong, str(tmp_path / "wrong"))
+    train.check_offline_teacher(wrong)
   wrong.model.teacher.width = 8
   wrong.teacher.workdir = str(tmp_path / "nowhere")
   with pytest.raises(FileNotFoundError, match="train the teacher first"):

@@ -91,3 +91,21 @@ def test_load_encoder_by_name_embeds_as_the_committed_run_does():
   got = by_name.embed(images)
   assert got.shape == (32, 128) and np.all(np.isfinite(got))
   np.testing.assert_array_equal(got, by_path.embed(images))
+
+
+def test_a_zoo_name_is_an_offline_teacher_for_simdis_off_and_seed_with_its_network():
+  from simdis_jax import configuration, offline_teacher, train  # pylint: disable=import-outside-toplevel
+  for method in ("simdis_off", "seed"):
+    c = configuration.base_config()  # model.teacher: the base config's ResNet-50, not the zoo network
+    c.method, c.teacher.workdir = method, TEACHER
+    c.model.student = configuration.network_config(10, 8, True, 512, 64)
+    c.data.name, c.data.image_size, c.data.augment = "fashion_mnist", 28, configuration.fashion_mnist_augment()
+    c.probe.num_classes = 10
+    if method == "seed":
+      # A SEED config is consistent with its own model.teacher (256-d); the zoo teacher's 128 replaces both.
+      c.model.student.projector, c.model.student.proj_dim, c.model.sync_bn = "moco", 256, False
+    adopted = offline_teacher.adopt(configuration.validate(c))
+    t = adopted.model.teacher
+    assert (t.depth, t.width, t.cifar_stem, t.proj_dim, t.in_channels, list(t.input_mean)) == (10, 16, True, 128, 0, [])
+    assert adopted.model.student.proj_dim == 128  # the student regresses the teacher's 128-d projections
+    assert train.check_offline_teacher(adopted).model.student.width == 16
