@@ -9,7 +9,8 @@ from simdis_jax import zoo
 
 def main(argv=None) -> int:
   """Prints the zoo's table (or its manifest as JSON)."""
-  parser = argparse.ArgumentParser(description="List the networks shipped with simdis_jax; load one by name: "
+  parser = argparse.ArgumentParser(prog="python -m simdis_jax.zoo",
+                                   description="List the networks shipped with simdis_jax; load one by name: "
                                    "simdis_jax.load_encoder(NAME), --config.teacher.workdir=NAME, "
                                    "export --workdir NAME.")
   parser.add_argument("--json", action="store_true", help="print the manifest (files, sha256, records) as JSON")

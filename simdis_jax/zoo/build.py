@@ -1,4 +1,4 @@
-"""Adds a finished run to the zoo (maintainers): python -m simdis_jax.zoo.build NAME RUN_DIR --trained TEXT.
+"""Adds a finished run to the zoo (maintainers): python -m simdis_jax.zoo.build NAME RUN_DIR --trained TEXT
 
 Copies the run's config.json, run_info.json, summary.json and its last checkpoint into
 simdis_jax/zoo/models/NAME/ and writes the entry (sha256 and size of every file, the run's
