@@ -13,8 +13,9 @@ Why 400 steps: the study's quiet step costs of these networks are 0.35 s (SimDis
 0.16 s (BYOL) on 2 cores, so 400 steps of both train in ~205 s, and start-up, the teacher's
 restore, two compiles and six kNN passes add about a minute: ~4.5 min, ~5.2 with the 46-s
 install, under the 6-min bar. Its table (a shared, loaded box; the figures do not depend on the
-load): distilled 82.5, alone 76.6, untrained 73.1, teacher 85.4, raw pixels 80.3 (the study's
-records on the full splits: distilled ~87 after 936 steps where the student alone is at ~82).
+load): distilled 82.5, alone 76.6, untrained 73.1, teacher 85.4, raw pixels in [0, 1] 80.3 (the
+same pixels normalised by mean/std: 82.6; the study's records on the full splits: distilled ~87
+after 936 steps where the student alone is at ~82).
 
     python -m simdis_jax.main --config configs/demo.py --workdir workdirs/demo
 

@@ -157,8 +157,8 @@ def test_cli_runs_the_demo_config_for_a_few_steps(tmp_path):
   assert rows["student distilled (SimDis-Off-7v, 3 steps)"] == f"{distilled['knn_top1/student']:.1f}"
   assert rows["student alone (BYOL, 3 steps)"] == f"{alone['knn_top1/student']:.1f}"
   assert rows["teacher (frozen)"] == f"{distilled['knn_top1/teacher']:.1f}"
-  assert 10.0 < float(rows["raw pixels, no network"]) <= 100.0  # 100 queries: a whole percent above chance
-  assert float(rows["raw pixels, no network"]) == round(float(rows["raw pixels, no network"]))
+  assert 10.0 < float(rows["raw pixels (0..1), no network"]) <= 100.0  # 100 queries: a whole percent above chance
+  assert float(rows["raw pixels (0..1), no network"]) == round(float(rows["raw pixels (0..1), no network"]))
 
 
 def test_the_online_demo_keeps_its_settings():

@@ -79,7 +79,7 @@ def table(config, workdir: str, linear_results: Optional[Dict[str, Dict]] = None
           ("student untrained (step 0)", distilled.get("knn_top1/student_init"), None),
           ("teacher (frozen)" if config.method in configuration.OFFLINE_TEACHER_METHODS else "teacher",
            distilled.get("knn_top1/teacher"), linear_results.get("teacher", {}).get("top1")),
-          ("raw pixels, no network", raw_knn, None)]
+          ("raw pixels (0..1), no network", raw_knn, None)]
   rows = [r for r in rows[:1] + [r for r in rows[1:] if r[1] is not None or r[2] is not None]]
   cells = [rows[0]] + [(n, _cell(a), _cell(b)) for n, a, b in rows[1:]]
   if all(c[2] == "-" for c in cells[1:]):
