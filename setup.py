@@ -1,5 +1,7 @@
 """simdis_jax: SimDis self-supervised distillation (BYOL teacher -> small student) in JAX/Flax."""
 
+import os
+
 from setuptools import find_packages, setup
 
 # Console scripts: command -> module:function (tests/test_cli.py runs each one's --help).
@@ -15,6 +17,15 @@ CONSOLE_SCRIPTS = {
     "simdis-zoo": "simdis_jax.zoo.__main__:main",             # the model zoo: finished networks by name
 }
 
+def zoo_files():
+  """The zoo's manifest and every file of its shipped runs (checkpoint files have no extension to glob)."""
+  root = os.path.join("simdis_jax", "zoo")
+  found = ["manifest.json"]
+  for folder, _, files in os.walk(os.path.join(root, "models")):
+    found += [os.path.relpath(os.path.join(folder, f), root) for f in files]
+  return found
+
+
 setup(
     name="simdis_jax",
     version="0.1.0",
@@ -22,6 +33,7 @@ setup(
     long_description=open("README.md", encoding="utf-8").read(),
     long_description_content_type="text/markdown",
     packages=find_packages(include=["simdis_jax", "simdis_jax.*"]),
+    package_data={"simdis_jax.zoo": zoo_files()},
     python_requires=">=3.10",
     install_requires=[
         "jax>=0.7.0",

@@ -21,7 +21,7 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
-from simdis_jax import checkpoint, configuration, runs
+from simdis_jax import checkpoint, configuration, runs, zoo
 from simdis_jax import workdir as workdir_files
 from simdis_jax.data import augment
 from simdis_jax.evaluation import features
@@ -33,10 +33,10 @@ PathLike = Union[str, "os.PathLike[str]"]
 
 
 def _resolve_source(source: PathLike) -> str:
-  """The absolute workdir that `source` (a workdir path) names: the one place a name becomes a workdir."""
+  """The absolute workdir that `source` (a workdir path or a zoo name) names: the one place a name becomes a workdir."""
   if not isinstance(source, (str, os.PathLike)) or not str(source).strip():
-    raise TypeError(f"load_encoder takes a workdir path (a str); got {source!r}.")
-  return workdir_files.absolute(os.fspath(source))
+    raise TypeError(f"load_encoder takes a workdir path or a zoo name (a str); got {source!r}.")
+  return workdir_files.absolute(zoo.resolve(os.fspath(source)))
 
 
 def image_shape(config: ml_collections.ConfigDict) -> Tuple[int, int, int]:
@@ -57,6 +57,7 @@ def build_network(config: ml_collections.ConfigDict, network: str) -> Any:
   extra = {}
   if "bn_running_var" in config.model:  # eval-mode outputs do not depend on it; kept for fidelity
     extra["bn_running_var"] = config.model.bn_running_var
+  extra["data_norm"] = (config.data.augment.mean, config.data.augment.std)  # an adopted teacher's own inputs
   return network_from_config(section, (), jnp.float32, configuration.conv_impl(config, section), **extra)
 
 
@@ -255,7 +256,7 @@ def load_encoder(workdir: PathLike, *, network: str = "student", weights: str = 
   """One network of a simdis_jax pretraining run (trained or imported) as an `Encoder`.
 
   Args:
-    workdir: the run's --workdir (a path).
+    workdir: the run's --workdir (a path), or a zoo name (`python -m simdis_jax.zoo` lists them).
     network: "student" or "teacher" (SimDis and SEED runs hold both).
     weights: "online" or "ema" (the momentum copy).
     step: a checkpoint step (default: the newest intact one; a bad step lists the steps there are).

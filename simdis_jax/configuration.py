@@ -13,7 +13,7 @@ import ml_collections
 from simdis_jax import methods, optim
 from simdis_jax.methods import simdis
 from simdis_jax.data import augment
-from simdis_jax.models import encoders, resnet
+from simdis_jax.models import encoders, input_adapter, resnet
 from simdis_jax.models.heads import PROJECTORS
 
 # Presets of the student's target views (docs/spec.md "Presets", paper Table 2).
@@ -55,7 +55,7 @@ def network_config(depth: int, width: int, cifar_stem: bool, hidden_dim: int, pr
   return ml_collections.ConfigDict(dict(depth=depth, width=width, cifar_stem=cifar_stem,
                                         hidden_dim=hidden_dim, proj_dim=proj_dim, arch=arch,
                                         patch_size=patch_size, drop_path_rate=drop_path_rate, style=style,
-                                        projector=projector))
+                                        projector=projector, **input_adapter.INPUT_DEFAULTS))
 
 
 def with_network_defaults(run: dict) -> dict:
@@ -63,7 +63,7 @@ def with_network_defaults(run: dict) -> dict:
   for name in ("student", "teacher"):
     section = run.get("model", {}).get(name)
     if isinstance(section, dict):
-      for key, value in NETWORK_DEFAULTS.items():
+      for key, value in {**NETWORK_DEFAULTS, **input_adapter.INPUT_DEFAULTS}.items():
         section.setdefault(key, value)
   return run
 
@@ -155,7 +155,6 @@ def base_config() -> ml_collections.ConfigDict:
   c.probe.enabled = False         # online linear probe on stop-gradient encoder features (needs labels)
   c.probe.learning_rate = 0.2     # its own SGD (Nesterov momentum 0.9), constant rate
   c.probe.num_classes = 1000      # the dataset's classes (also method=supervised's classifier)
-
   c.final_eval = ml_collections.ConfigDict()
   c.final_eval.linear_networks = ()       # e.g. ("student", "teacher"): linear eval after pretraining
   c.final_eval.linear_protocol = "authors"
@@ -165,6 +164,7 @@ def base_config() -> ml_collections.ConfigDict:
   c.final_eval.linear_train_examples = 0  # 0 = the whole train split (a subset makes quick checks quicker)
   c.final_eval.linear_eval_examples = 0
   c.final_eval.report = False             # write <workdir>/report (results.md + figures) and print it
+  c.final_eval.student_alone = False      # also BYOL on the same student in <workdir>/alone, and the kNN table
 
   # MoCo-v2 (method=moco_v2; docs/spec.md "MoCo-v2"): the key encoder is the student's EMA partner.
   c.moco = ml_collections.ConfigDict()

@@ -125,7 +125,8 @@ def _run(config, workdir: str) -> None:
     from simdis_jax import train  # pylint: disable=g-import-not-at-top
     from simdis_jax.evaluation import final  # pylint: disable=g-import-not-at-top
     train.train_and_evaluate(config, workdir)
-    if config.final_eval.linear_networks or config.final_eval.report:
+    fe = config.final_eval
+    if fe.linear_networks or fe.report or fe.get("student_alone", False):
       final.evaluate_after_pretraining(config, workdir)
 
 

@@ -12,7 +12,7 @@ from typing import Any, Callable, Dict, NamedTuple, Optional, Tuple
 import jax
 import ml_collections
 
-from simdis_jax import checkpoint, configuration, optim, parallel, workdir as workdir_files
+from simdis_jax import checkpoint, configuration, optim, parallel, zoo, workdir as workdir_files
 from simdis_jax.state import Networks, TrainState, build_networks, create_train_state
 
 
@@ -121,7 +121,9 @@ def check_finished(workdir: str, what: str, allow_unfinished: bool = False, step
   `what` names the config key that points at the run (e.g. "config.teacher.workdir"); `step`
   None means the latest checkpoint, which must be the run's last step unless `allow_unfinished`
   (whose flag `allow_flag` the error names); `first` says what to run when the workdir is missing.
+  A zoo name (simdis_jax.zoo) stands for its installed, sha256-checked workdir.
   """
+  workdir = zoo.resolve(workdir)
   if not workdir or not workdir_files.path(workdir, "").exists():
     first = first or "pretrain first (python -m simdis_jax.main --config configs/<experiment>.py --workdir <dir>)"
     raise FileNotFoundError(f"{what}={workdir!r} does not exist: {first} and point {what} at <dir>.")
@@ -160,7 +162,7 @@ def restore(workdir: str, mesh=None, step: Optional[int] = None,
   Verified as training's own restore is (checkpoint.restore_verified): a damaged chosen step is an error
   naming the others, a step that does not exist lists the steps.
   """
-  workdir = workdir_files.absolute(workdir)
+  workdir = workdir_files.absolute(zoo.resolve(workdir))
   mesh = parallel.make_mesh() if mesh is None else mesh
   if run_config is None:
     run_config = read_run_config(workdir)

@@ -14,6 +14,7 @@ from simdis_jax import labels as display_names
 from simdis_jax import workdir as workdir_files
 from simdis_jax.data import input as data_input
 from simdis_jax.evaluation import knn, supervised_top1
+from simdis_jax.offline_teacher import INPUT_KEYS, adopt as adopt_offline_teacher
 from simdis_jax.state import NetState
 from simdis_jax.step import make_train_step
 from simdis_jax.workdir import RUN_INFO_FILE, SUMMARY_FILE
@@ -23,7 +24,8 @@ MAX_STEPS_IN_FLIGHT = 2
 
 def _teacher_net_config_matches(teacher_run: dict, wanted) -> None:
   got = teacher_run["model"]["student"]
-  diffs = {k: (got.get(k), wanted[k]) for k in wanted.keys() if got.get(k) != wanted[k]}
+  # The input keys say how this run feeds the teacher (offline_teacher.adopt), not what the teacher run trained.
+  diffs = {k: (got.get(k), wanted[k]) for k in wanted.keys() if k not in INPUT_KEYS and got.get(k) != wanted[k]}
   if diffs:
     raise ValueError(
         "The teacher run's network does not match config.model.teacher: "
@@ -97,6 +99,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
 
 def _train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
                         stop_after_steps: Optional[int]) -> Dict[str, float]:
+  config = adopt_offline_teacher(config)  # an offline teacher's network (and inputs) come with its run
   mgr = checkpoint.manager(workdir, config.train.keep_checkpoints)
   fresh_start = mgr.latest_step() is None
   if not fresh_start:

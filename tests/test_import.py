@@ -344,8 +344,7 @@ def imported_teacher(tmp_path_factory):
 @requires_fashion_mnist
 def test_simdis_off_distils_from_an_imported_torchvision_teacher(imported_teacher, tmp_path):
   teacher, workdir = imported_teacher
-  c = tiny_config("simdis_off", "simdis_2v")
-  c.knn.networks = ()
+  c = tiny_config("simdis_off", "simdis_2v")  # the kNN monitor of student and teacher stays on
   c.train.steps = 2
   c.teacher.workdir = workdir
   final = train.train_and_evaluate(c, str(tmp_path / "student"))
@@ -374,3 +373,68 @@ def test_knn_and_linear_evaluation_accept_an_imported_run(imported_teacher, tmp_
   c.data.eval_examples = 64
   out = linear.run(c, str(tmp_path / "linear"))
   assert 0.0 <= out["top1"] <= 100.0
+
+
+# ------------------------------------------------ an imported teacher's network and inputs travel with it
+
+
+@pytest.fixture(scope="module")
+def colour_teacher(tmp_path_factory):
+  """A 3-channel torchvision ResNet-10 (ImageNet stem), imported by one command with the default (ImageNet) inputs."""
+  root = tmp_path_factory.mktemp("colour")
+  teacher = randomise_bn(TorchResNet(width=8, channels=3, cifar=False), seed=1)
+  torch.save(teacher.state_dict(), str(root / "teacher.pth"))
+  assert import_weights.main(["--format", "torchvision", "--in", str(root / "teacher.pth"), "--out",
+                              str(root / "teacher"), "--hidden_dim", "32", "--proj_dim", "16"]) == 0
+  return teacher, str(root / "teacher")
+
+
+@requires_fashion_mnist
+def test_a_colour_imagenet_teacher_distils_into_a_grey_student_with_one_flag(colour_teacher, tmp_path):
+  teacher, workdir = colour_teacher
+  c = tiny_config("simdis_off", "simdis_2v")  # its model.teacher (CIFAR stem, 1 channel) is not the import's
+  c.train.steps = 2
+  c.teacher.workdir = workdir
+  final = train.train_and_evaluate(c, str(tmp_path / "student"))
+  assert np.isfinite(final["loss"]) and 10.0 < final["knn_top1/teacher"] <= 100.0
+  # The same command again: the finished run reopens with the same (adopted) config and the same teacher.
+  assert train.train_and_evaluate(c, str(tmp_path / "student"))["knn_top1/teacher"] == final["knn_top1/teacher"]
+  saved = runs.read_run_config(str(tmp_path / "student")).model.teacher
+  imagenet = configuration.base_config().data.augment
+  assert (saved.cifar_stem, saved.in_channels, tuple(saved.input_mean), tuple(saved.input_std)) == (
+      False, 3, tuple(imagenet.mean), tuple(imagenet.std))
+  # The frozen teacher sees each grey view replicated to R = G = B and normalised with ImageNet's statistics.
+  run = simdis_jax.load_encoder(str(tmp_path / "student"), network="teacher")
+  x, _ = fixed_inputs(channels=1)
+  grey = x * np.float32(c.data.augment.std[0]) + np.float32(c.data.augment.mean[0])
+  rgb = (np.repeat(grey, 3, -1) - np.float32(imagenet.mean)) / np.float32(imagenet.std)
+  with torch.no_grad():
+    want = teacher.features(torch.from_numpy(np.ascontiguousarray(rgb.transpose(0, 3, 1, 2)))).numpy()
+  np.testing.assert_allclose(np.asarray(run.apply_fn(run.variables, x)), want, atol=ATOL, rtol=1e-5)
+
+
+def test_a_grey_teacher_on_colour_data_is_a_clear_error():
+  from simdis_jax import offline_teacher  # pylint: disable=import-outside-toplevel
+  run = tiny_config("byol", "byol")  # Fashion-MNIST: one channel
+  c = tiny_config("simdis_off", "simdis_2v")
+  c.data.name = "imagenette"
+  c.teacher.workdir = "workdirs/grey_teacher"
+  with pytest.raises(ValueError, match=r"is a 1-channel network but config.data.name='imagenette' has 3-channel "
+                                       r"images: a grey image can go to a colour teacher"):
+    offline_teacher.teacher_section(c, run)
+  c.data.name = "fashion_mnist"  # the same inputs: nothing to adapt, the section as trained
+  section = offline_teacher.teacher_section(c, run)
+  assert (section.in_channels, list(section.input_mean), section.width) == (0, [], run.model.student.width)
+
+
+def test_the_input_map_undoes_the_data_normalisation_and_applies_the_networks_own():
+  from simdis_jax.models import input_adapter  # pylint: disable=import-outside-toplevel
+  assert input_adapter.affine(configuration.network_config(10, 4, True, 32, 16), (0.286,), (0.353,)) == ()
+  x = np.random.default_rng(0).normal(size=(2, 4, 4, 1)).astype(np.float32)
+  assert input_adapter.apply(x, ()) is x
+  section = configuration.network_config(10, 4, True, 32, 16)
+  section.in_channels, section.input_mean, section.input_std = 3, (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
+  got = np.asarray(input_adapter.apply(x, input_adapter.affine(section, (0.286,), (0.353,))))
+  pixels = x * 0.353 + 0.286
+  np.testing.assert_allclose(got, (np.repeat(pixels, 3, -1) - section.input_mean) / section.input_std, rtol=1e-5,
+                             atol=1e-6)

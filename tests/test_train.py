@@ -12,9 +12,10 @@ import pytest
 
 from conftest import requires_fashion_mnist, tiny_config, xla_flags
 from runs import final_state
-from simdis_jax import checkpoint, train
+from simdis_jax import checkpoint, config_files, configuration, train
 from simdis_jax import workdir as workdir_files
 from simdis_jax.evaluation import embedding_map, knn
+from simdis_jax.offline_teacher import adopt
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -100,12 +101,14 @@ def test_offline_student_distils_from_a_finished_byol_teacher(tmp_path):
   with pytest.raises(ValueError, match="k=500 needs at least k memory-bank examples"):
     knn.evaluate_checkpoint(str(tmp_path / "teacher"), ks=(500,), train_examples=200, eval_examples=100)
 
-  # A teacher of another architecture, a missing one, or an unfinished one: clear errors.
+  # A teacher run of another architecture brings its own network (the run is the truth); the check that
+  # runs before anything compiles still names a mismatch; a missing or unfinished teacher: clear errors.
   wrong = tiny_config("simdis_off", "simdis_2v")
   wrong.teacher.workdir = str(tmp_path / "teacher")
   wrong.model.teacher.width = 16
+  assert adopt(wrong).model.teacher.width == 8 and adopt(wrong).model.teacher.in_channels == 0
   with pytest.raises(ValueError, match=r"does not match config.model.teacher.*width: run has 8, config wants 16"):
-    train.train_and_evaluate(wrong, str(tmp_path / "wrong"))
+    train.check_offline_teacher(wrong)
   wrong.model.teacher.width = 8
   wrong.teacher.workdir = str(tmp_path / "nowhere")
   with pytest.raises(FileNotFoundError, match="train the teacher first"):
@@ -130,34 +133,51 @@ def test_a_checkpoint_of_another_method_is_a_clear_error(tiny_run, tmp_path):
 
 @requires_fashion_mnist
 def test_cli_runs_the_demo_config_for_a_few_steps(tmp_path):
+  """The demo, shortened: SimDis-Off-7v from the zoo's teacher, the student alone beside it, and the table."""
   overrides = ["--config.train.steps=3", "--config.train.batch_size=32", "--config.model.student.width=4",
-               "--config.model.teacher.width=8", "--config.knn.train_examples=300", "--config.knn.eval_examples=100",
-               "--config.train.log_every_steps=1", "--config.final_eval.linear_epochs=1",
-               "--config.final_eval.linear_train_examples=512", "--config.final_eval.linear_eval_examples=256"]
+               "--config.knn.train_examples=300", "--config.knn.eval_examples=100",
+               "--config.train.log_every_steps=1"]
   env = dict(os.environ, XLA_FLAGS=xla_flags(2))
   proc = subprocess.run([sys.executable, "-m", "simdis_jax.main", "--config", "configs/demo.py",
                          "--workdir", str(tmp_path)] + overrides,
                         cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
   assert proc.returncode == 0, proc.stderr[-3000:]
-  assert "knn_top1/student=" in proc.stdout and "knn_top1/teacher=" in proc.stdout
-  lines = [json.loads(l) for l in (tmp_path / workdir_files.METRICS_FILE).read_text().splitlines()]
-  assert [l["step"] for l in lines if "loss" in l] == [1, 2, 3]
-  assert all(np.isfinite(l["loss"]) and 0 < l["loss"] < 16 for l in lines if "loss" in l)
-  assert checkpoint.manager(str(tmp_path)).latest_step() == 3
-  # The demo's final evaluation: fast linear eval of student and teacher, then the report.
-  for network in ("student", "teacher"):
-    result = json.loads((tmp_path / f"linear_{network}" / "linear_eval.json").read_text())
-    correct = result["top1"] * result["eval_examples"] / 100  # a whole number of the 256 held-out images
-    assert result["network"] == network and result["eval_examples"] == 256 and abs(correct - round(correct)) < 1e-9
-    assert result["top1"] <= result["top5"]
+  assert "Finished simdis_off" in proc.stdout and "Finished byol" in proc.stdout
+  for workdir in (tmp_path, tmp_path / "alone"):
+    lines = [json.loads(l) for l in (workdir / workdir_files.METRICS_FILE).read_text().splitlines()]
+    assert [l["step"] for l in lines if "loss" in l] == [1, 2, 3]
+    assert all(np.isfinite(l["loss"]) and 0 < l["loss"] < 16 for l in lines if "loss" in l)
+    assert checkpoint.manager(str(workdir)).latest_step() == 3
+  distilled = json.loads((tmp_path / workdir_files.SUMMARY_FILE).read_text())
+  alone = json.loads((tmp_path / "alone" / workdir_files.SUMMARY_FILE).read_text())
+  saved = json.loads((tmp_path / "alone" / workdir_files.CONFIG_FILE).read_text())
+  assert saved["method"] == "byol" and saved["model"]["student"]["width"] == 4 and saved["train"]["steps"] == 3
+  # The frozen teacher is the zoo's network: the same kNN before and after the student's steps.
+  assert distilled["knn_top1/teacher_init"] == distilled["knn_top1/teacher"]
+  table = proc.stdout[proc.stdout.index("fashion_mnist test top-1 (%), kNN k=20 on 300 training / 100 test"):]
+  rows = {line.split("  ")[0]: line.split()[-1] for line in table.splitlines()[3:] if line.strip()}
+  assert rows["student distilled (SimDis-Off-7v, 3 steps)"] == f"{distilled['knn_top1/student']:.1f}"
+  assert rows["student alone (BYOL, 3 steps)"] == f"{alone['knn_top1/student']:.1f}"
+  assert rows["teacher (frozen)"] == f"{distilled['knn_top1/teacher']:.1f}"
+  assert 10.0 < float(rows["raw pixels (0..1), no network"]) <= 100.0  # 100 queries: a whole percent above chance
+  assert float(rows["raw pixels (0..1), no network"]) == round(float(rows["raw pixels (0..1), no network"]))
+  # The report's embedding map of the distilled student (100 points here: the run's kNN queries), and a console
+  # of plain text: the markdown and its figure links stay in results.md.
   report = (tmp_path / "report" / "results.md").read_text()
-  assert "SimDis-On-7v" in report and "| student" in report and "| teacher" in report
-  assert (tmp_path / "report" / "accuracy_vs_epochs.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
-  # The embedding map of both trained networks (100 points here: the run's kNN queries), and a console of
-  # plain text: the markdown and its figure links stay in results.md.
   embedding = embedding_map.file_name(os.path.basename(tmp_path))
   assert embedding in report and (tmp_path / "report" / embedding).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
-  assert "![" not in proc.stdout and "| student" not in proc.stdout and embedding in proc.stdout
+  assert "![" not in proc.stdout
+
+
+def test_the_online_demo_keeps_its_settings():
+  """configs/demo_online.py is the SimDis-On-7v demo as it was (its figures in README depend on these values)."""
+  c = config_files.load_config(os.path.join(ROOT, "configs", "demo_online.py"))
+  assert (c.method, tuple(c.views), c.train.steps, c.train.batch_size, c.seed) == (
+      "simdis_on", configuration.VIEW_PRESETS["simdis_7v"], 500, 128, 0)
+  assert (c.model.student.width, c.model.teacher.width, c.model.student.depth, c.model.teacher.depth) == (8, 12, 10, 10)
+  assert (c.optim.name, c.optim.base_lr, c.optim.warmup_epochs, c.optim.weight_decay) == ("lars", 6.0, 0.05, 1e-5)
+  assert tuple(c.final_eval.linear_networks) == ("student", "teacher") and not c.final_eval.student_alone
+  assert (c.knn.train_examples, c.knn.eval_examples, c.final_eval.linear_train_examples) == (10000, 5000, 10000)
 
 
 def test_cli_imagenet_preset_without_imagenet_says_how_to_prepare_it(tmp_path):

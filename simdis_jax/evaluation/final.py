@@ -15,7 +15,7 @@ import ml_collections
 
 from simdis_jax import configuration
 from simdis_jax import workdir as workdir_files
-from simdis_jax.evaluation import linear, report
+from simdis_jax.evaluation import alone, linear, report
 from simdis_jax.evaluation.linear_config import apply_protocol, base_config
 
 
@@ -36,21 +36,33 @@ def linear_config(config, workdir: str, network: str) -> ml_collections.ConfigDi
 
 
 def evaluate_after_pretraining(config, workdir: str) -> Dict[str, Dict]:
-  """Runs the configured linear evaluations and writes the report; returns the linear results."""
+  """Trains the student alone if asked, runs the linear evaluations, writes the report; returns the linear results."""
   fe = config.final_eval
   results, dirs = {}, [workdir]
+  student_alone = fe.get("student_alone", False)
+  if student_alone:  # the same student pretrained without the teacher, in <workdir>/alone
+    alone.train_alone(config, workdir)
+    dirs.append(os.path.join(workdir, alone.ALONE_DIR))
   networks = [n for n in fe.linear_networks if n == "student" or configuration.uses_teacher(config)]
   for network in networks:
     out = os.path.join(workdir, f"linear_{network}")
     results[network] = linear.run(linear_config(config, workdir, network), out)
     dirs.append(out)
+  if student_alone and "student" in networks:
+    alone_dir = os.path.join(workdir, alone.ALONE_DIR)
+    out = os.path.join(alone_dir, "linear_student")
+    linear.run(linear_config(config, alone_dir, "student"), out)
+    dirs.append(out)
   if fe.report and jax.process_index() == 0:
     markdown = report.write_report(dirs, os.path.join(workdir, "report"))
     # The console gets plain text; the markdown (with its figure links) is in <workdir>/report/results.md.
     print(report.plain_text(markdown), flush=True)
-    print(report.plain_text(what_the_numbers_mean(config, workdir, results)), flush=True)
+    if not student_alone:
+      print(report.plain_text(what_the_numbers_mean(config, workdir, results)), flush=True)
     print(f"The report, with its figures: {os.path.join(workdir, 'report', report.RESULTS_MD)}", flush=True)
     logging.info("Report written to %s.", os.path.join(workdir, "report"))
+  if student_alone and jax.process_index() == 0:
+    print(alone.table(config, workdir, results, alone.raw_pixel_knn(config)), flush=True)
   return results
 
 

@@ -10,7 +10,7 @@ from typing import Any, Optional, Sequence
 import flax.linen as nn
 import jax.numpy as jnp
 
-from simdis_jax.models import encoders
+from simdis_jax.models import encoders, input_adapter
 from simdis_jax.models.heads import MLP, PlainMLP
 from simdis_jax.models.resnet import output_dtype
 
@@ -34,6 +34,7 @@ class Network(nn.Module):
   matmul_max_pool: bool = True
   style: str = "torchvision"  # ResNets: torchvision | haiku (models/resnet.py ResNet.style)
   projector: str = "byol"  # byol: Linear-BN-ReLU-Linear | moco: Linear-ReLU-Linear (MoCo-v2, SEED's student)
+  input_adapter: tuple = ()  # its own normalisation / channels (models/input_adapter.py); () = the data's
 
   @nn.compact
   def __call__(self, x, train: bool = True, bn_axis_name: Optional[str] = None, features_only: bool = False,
@@ -48,7 +49,7 @@ class Network(nn.Module):
                        f"{list(encoders.STOCHASTIC_DEPTH_ARCHS)} or call without it.")
     # Only encoders with stochastic depth take the argument (the ResNet's and MobileNet's contract is unchanged).
     drop = {"stochastic_depth": stochastic_depth} if self.arch in encoders.STOCHASTIC_DEPTH_ARCHS else {}
-    feature = encoder(x, train=train, bn_axis_name=bn_axis_name, **drop)
+    feature = encoder(input_adapter.apply(x, self.input_adapter), train=train, bn_axis_name=bn_axis_name, **drop)
     if features_only:
       return {"feature": feature}
     outputs = {"feature": feature}
@@ -70,8 +71,15 @@ class Network(nn.Module):
 
 def network_from_config(model_config, heads: Sequence[str] = (), dtype: Any = jnp.float32,
                         conv_impl: str = "xla", num_classes: int = 0, bn_running_var: str = "biased",
-                        matmul_conv_vjp: bool = True, matmul_max_pool: bool = True) -> Network:
-  """Builds a Network from a config.model.{student,teacher} section (and config.model's BN and matmul options)."""
+                        matmul_conv_vjp: bool = True, matmul_max_pool: bool = True, data_norm: tuple = ()) -> Network:
+  """Builds a Network from a config.model.{student,teacher} section (and config.model's BN and matmul options).
+
+  `data_norm` (the data's (mean, std)) is needed when the section sets its own input normalisation or channels.
+  """
+  own = any(model_config.get(k) for k in ("input_mean", "input_std", "in_channels"))
+  if own and not data_norm:
+    raise ValueError("network_from_config: the section sets its own input normalisation/channels; pass data_norm.")
+  adapter = input_adapter.affine(model_config, *data_norm) if own else ()
   return Network(depth=model_config.depth, width=model_config.width, cifar_stem=model_config.cifar_stem,
                  hidden_dim=model_config.hidden_dim, proj_dim=model_config.proj_dim,
                  heads=tuple(heads), dtype=dtype, conv_impl=conv_impl, num_classes=num_classes,
@@ -80,4 +88,4 @@ def network_from_config(model_config, heads: Sequence[str] = (), dtype: Any = jn
                  arch=model_config.get("arch", "resnet"), patch_size=model_config.get("patch_size", 16),
                  drop_path_rate=model_config.get("drop_path_rate", 0.0),
                  style=model_config.get("style", "torchvision"),
-                 projector=model_config.get("projector", "byol"))
+                 projector=model_config.get("projector", "byol"), input_adapter=adapter)
