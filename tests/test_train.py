@@ -159,8 +159,8 @@ def test_cli_runs_the_demo_config_for_a_few_steps(tmp_path):
   assert rows["student distilled (SimDis-Off-7v, 3 steps)"] == f"{distilled['knn_top1/student']:.1f}"
   assert rows["student alone (BYOL, 3 steps)"] == f"{alone['knn_top1/student']:.1f}"
   assert rows["teacher (frozen)"] == f"{distilled['knn_top1/teacher']:.1f}"
-  assert 10.0 < float(rows["raw pixels (0..1), no network"]) <= 100.0  # 100 queries: a whole percent above chance
-  assert float(rows["raw pixels (0..1), no network"]) == round(float(rows["raw pixels (0..1), no network"]))
+  assert 10.0 < float(rows["raw pixels (normalised), no network"]) <= 100.0  # 100 queries: a whole percent above chance
+  assert float(rows["raw pixels (normalised), no network"]) == round(float(rows["raw pixels (normalised), no network"]))
   # The report's embedding map of the distilled student (100 points here: the run's kNN queries), and a console
   # of plain text: the markdown and its figure links stay in results.md.
   report = (tmp_path / "report" / "results.md").read_text()

@@ -38,7 +38,13 @@ def train_alone(config, workdir: str) -> Dict[str, float]:
 
 
 def raw_pixel_knn(config) -> float:
-  """Weighted cosine kNN top-1 (%) on raw pixels (0..1, flattened), on the kNN's own training / test subsets."""
+  """Weighted cosine kNN top-1 (%) on raw pixels, on the kNN's own training / test subsets.
+
+  The pixels are the networks' own input: scaled to [0, 1] and normalised by the dataset's mean and std
+  (evaluation/raw_pixels.py, the studies' reference); on Fashion-MNIST that is the stronger of the two
+  usual raw-pixel baselines (85.69 against 84.59 for [0, 1] pixels on the full splits).
+  """
+  from simdis_jax.evaluation import raw_pixels  # pylint: disable=import-outside-toplevel
   from simdis_jax.data import input as data_input  # pylint: disable=import-outside-toplevel
   from simdis_jax.evaluation import knn  # pylint: disable=import-outside-toplevel
   dataset = data_input.load_dataset(config.data)
@@ -47,13 +53,11 @@ def raw_pixel_knn(config) -> float:
   k = config.knn
   bank, bank_y = data_input.subset(*dataset.split("train"), k.train_examples, config.seed)
   queries, query_y = data_input.subset(*dataset.split("eval"), k.eval_examples, config.seed + 1)
-  pred, _ = knn.knn_classify(_flat(bank), np.asarray(bank_y), _flat(queries), k.k, k.temperature,
+  mean, std = config.data.augment.mean, config.data.augment.std
+  pred, _ = knn.knn_classify(raw_pixels.pixel_features(np.asarray(bank), mean, std), np.asarray(bank_y),
+                             raw_pixels.pixel_features(np.asarray(queries), mean, std), k.k, k.temperature,
                              dataset.num_classes)
   return float(100.0 * np.mean(pred == np.asarray(query_y)))
-
-
-def _flat(images) -> np.ndarray:
-  return np.asarray(images, np.float32).reshape(images.shape[0], -1) / 255.0
 
 
 def _subset(n: int, split: str) -> str:
@@ -79,7 +83,7 @@ def table(config, workdir: str, linear_results: Optional[Dict[str, Dict]] = None
           ("student untrained (step 0)", distilled.get("knn_top1/student_init"), None),
           ("teacher (frozen)" if config.method in configuration.OFFLINE_TEACHER_METHODS else "teacher",
            distilled.get("knn_top1/teacher"), linear_results.get("teacher", {}).get("top1")),
-          ("raw pixels (0..1), no network", raw_knn, None)]
+          ("raw pixels (normalised), no network", raw_knn, None)]
   rows = [r for r in rows[:1] + [r for r in rows[1:] if r[1] is not None or r[2] is not None]]
   cells = [rows[0]] + [(n, _cell(a), _cell(b)) for n, a, b in rows[1:]]
   if all(c[2] == "-" for c in cells[1:]):
