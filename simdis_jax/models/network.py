@@ -8,10 +8,11 @@ so their parameters are exactly the online encoder + projector subtree.
 from typing import Any, Optional, Sequence
 
 import flax.linen as nn
+import jax
 import jax.numpy as jnp
 
 from simdis_jax.models import encoders
-from simdis_jax.models.heads import MLP, PlainMLP
+from simdis_jax.models.heads import MLP, PlainMLP, TorchDense
 from simdis_jax.models.resnet import output_dtype
 
 
@@ -34,6 +35,10 @@ class Network(nn.Module):
   matmul_max_pool: bool = True
   style: str = "torchvision"  # ResNets: torchvision | haiku (models/resnet.py ResNet.style)
   projector: str = "byol"  # byol: Linear-BN-ReLU-Linear | moco: Linear-ReLU-Linear (MoCo-v2, SEED's student)
+  head_bias: bool = True  # the projector's and predictors' last Linear has a bias (DeepMind's: none)
+  # > 0: DeepMind's online classifier ("probe_logits") on the stop-gradient pooled feature, trained inside
+  # the loss by the main optimizer (config.probe.optimizer="main"; byol_experiment.py's `classifier`).
+  probe_classes: int = 0
 
   @nn.compact
   def __call__(self, x, train: bool = True, bn_axis_name: Optional[str] = None, features_only: bool = False,
@@ -55,14 +60,19 @@ class Network(nn.Module):
     if self.num_classes:
       logits = nn.Dense(self.num_classes, dtype=self.dtype, name="classifier")(feature)
       outputs["logits"] = logits.astype(output_dtype(self.dtype))
+    if self.probe_classes:
+      logits = TorchDense(self.probe_classes, self.dtype, style=self.style, name="probe")(
+          jax.lax.stop_gradient(feature))
+      outputs["probe_logits"] = logits.astype(output_dtype(self.dtype))
+    head = dict(head_bias=self.head_bias, style=self.style)
     if self.projector == "moco":
-      projector = PlainMLP(self.hidden_dim, self.proj_dim, self.dtype, name="projector")
+      projector = PlainMLP(self.hidden_dim, self.proj_dim, self.dtype, name="projector", **head)
     else:
-      projector = MLP(self.hidden_dim, self.proj_dim, self.dtype, self.bn_running_var, name="projector")
+      projector = MLP(self.hidden_dim, self.proj_dim, self.dtype, self.bn_running_var, name="projector", **head)
     projection = projector(feature, train=train, bn_axis_name=bn_axis_name)
     # Predictors take the raw (unnormalised) projection (SPEC.md "Networks").
     predictions = {
-        h: MLP(self.hidden_dim, self.proj_dim, self.dtype, self.bn_running_var, name=f"predictor_{h}")(
+        h: MLP(self.hidden_dim, self.proj_dim, self.dtype, self.bn_running_var, name=f"predictor_{h}", **head)(
             projection, train=train, bn_axis_name=bn_axis_name)
         for h in self.heads}
     return {**outputs, "projection": projection, "predictions": predictions}
@@ -70,8 +80,12 @@ class Network(nn.Module):
 
 def network_from_config(model_config, heads: Sequence[str] = (), dtype: Any = jnp.float32,
                         conv_impl: str = "xla", num_classes: int = 0, bn_running_var: str = "biased",
-                        matmul_conv_vjp: bool = True, matmul_max_pool: bool = True) -> Network:
+                        matmul_conv_vjp: bool = True, matmul_max_pool: bool = True,
+                        probe_classes: int = 0) -> Network:
   """Builds a Network from a config.model.{student,teacher} section (and config.model's BN and matmul options)."""
+  if model_config.get("style", "torchvision") == "haiku" and bn_running_var != "biased":
+    raise ValueError("model.<net>.style='haiku' keeps Haiku's BN averages (biased variance, debiased average); "
+                     f"config.model.bn_running_var={bn_running_var!r} contradicts it: set it to 'biased'.")
   return Network(depth=model_config.depth, width=model_config.width, cifar_stem=model_config.cifar_stem,
                  hidden_dim=model_config.hidden_dim, proj_dim=model_config.proj_dim,
                  heads=tuple(heads), dtype=dtype, conv_impl=conv_impl, num_classes=num_classes,
@@ -80,4 +94,5 @@ def network_from_config(model_config, heads: Sequence[str] = (), dtype: Any = jn
                  arch=model_config.get("arch", "resnet"), patch_size=model_config.get("patch_size", 16),
                  drop_path_rate=model_config.get("drop_path_rate", 0.0),
                  style=model_config.get("style", "torchvision"),
-                 projector=model_config.get("projector", "byol"))
+                 projector=model_config.get("projector", "byol"), head_bias=model_config.get("head_bias", True),
+                 probe_classes=probe_classes)
