@@ -31,8 +31,8 @@ Every value below comes from google-deepmind/deepmind-research, folder byol/, at
   10 epochs of images (configs/byol.py:64: 10 * 1,281,167 // 4096 = 3127 steps; schedules.py:35-37),
   then cosine to 0 over the remaining steps (schedules.py:40-53). Their warm-up rate is computed in
   float32 (schedules.py:36, global_step.astype(jnp.float32)); ours in the step's dtype (float32 in
-  training, float64 in a float64 research step): not copied (a ~1e-8 relative difference of the
-  warm-up rates in float64).
+  training, float64 in a float64 research step): not copied (in float64 the warm-up rates then differ
+  by float32 rounding, up to ~1e-7 relative).
 - batch 4096 and 1000 epochs: main_loop.py:36-37; max_steps = 1000 * 1,281,167 // 4096 = 312,784
   (configs/byol.py:36; 1,281,167 = TRAIN_AND_VALID, utils/dataset.py:49, i.e. the whole train split).
   This project's epochs drop each epoch's last partial batch (312 steps per epoch), so the step counts
