@@ -41,21 +41,19 @@ BN_RUNNING_VARS = ("biased", "unbiased")
 
 
 # The network keys added with the arch choice, and what a section written without them means.
-NETWORK_DEFAULTS = dict(arch="resnet", patch_size=16, drop_path_rate=0.0, style="torchvision", projector="byol")
+NETWORK_DEFAULTS = dict(arch="resnet", patch_size=16, drop_path_rate=0.0, style="torchvision", projector="byol",
+                        head_bias=True)
 
 
 def network_config(depth: int, width: int, cifar_stem: bool, hidden_dim: int, proj_dim: int,
                    arch: str = "resnet", patch_size: int = 16, drop_path_rate: float = 0.0,
-                   style: str = "torchvision", projector: str = "byol"):
+                   style: str = "torchvision", projector: str = "byol", head_bias: bool = True):
   """A config.model.{student,teacher} section (arch: see models/encoders.py; depth/width are ResNet's)."""
-  # cifar_stem: the small-image variant of every convolutional arch; patch_size: ViTs; drop_path_rate:
-  # stochastic depth of EfficientNet and ViTs (0 = off, the self-supervised default); style: a ResNet's
-  # padding and shortcuts, torchvision's or DeepMind's Haiku ResNet's (models/resnet.py); projector: byol
-  # (Linear-BN-ReLU-Linear) | moco (Linear-ReLU-Linear, no BN: MoCo-v2's head, SEED's student head).
-  return ml_collections.ConfigDict(dict(depth=depth, width=width, cifar_stem=cifar_stem,
-                                        hidden_dim=hidden_dim, proj_dim=proj_dim, arch=arch,
-                                        patch_size=patch_size, drop_path_rate=drop_path_rate, style=style,
-                                        projector=projector, **input_adapter.INPUT_DEFAULTS))
+  # cifar_stem: the small-image variant of every convolutional arch; patch_size: ViTs; drop_path_rate: stochastic
+  # depth of EfficientNet and ViTs (0 = off); style: torchvision's ResNet or DeepMind's Haiku one (padding,
+  # shortcuts, init, BN averages: models/resnet.py); projector: byol (Linear-BN-ReLU-Linear) | moco (no BN: MoCo-v2's,
+  # SEED's student's); head_bias=False: the projector's and predictors' last Linear without bias (DeepMind's).
+  return ml_collections.ConfigDict(dict(locals(), **input_adapter.INPUT_DEFAULTS))
 
 
 def with_network_defaults(run: dict) -> dict:
@@ -153,7 +151,8 @@ def base_config() -> ml_collections.ConfigDict:
 
   c.probe = ml_collections.ConfigDict()
   c.probe.enabled = False         # online linear probe on stop-gradient encoder features (needs labels)
-  c.probe.learning_rate = 0.2     # its own SGD (Nesterov momentum 0.9), constant rate
+  c.probe.learning_rate = 0.2     # optimizer=own: its own SGD (Nesterov momentum 0.9), constant rate
+  c.probe.optimizer = "own"       # own | main: in the loss, by the main optimizer (DeepMind's classifier)
   c.probe.num_classes = 1000      # the dataset's classes (also method=supervised's classifier)
   c.final_eval = ml_collections.ConfigDict()
   c.final_eval.linear_networks = ()       # e.g. ("student", "teacher"): linear eval after pretraining
@@ -351,6 +350,7 @@ RULES = (
     one_of("optim.schedule", optim.SCHEDULES),
     number("optim.step_epochs", above=0.0, hint="torchvision uses 30"),
     one_of("supervised.views", (1, 2), hint="1 = one crop per image (the torchvision recipe), 2 = both views"),
+    one_of("probe.optimizer", ("own", "main")),
     *(one_of(f"model.{net}.projector", PROJECTORS) for net in NETWORK_NAMES),
     number("moco.momentum", low=0.0, high=1.0, hint="MoCo uses 0.999"),
     number("moco.temperature", above=0.0, hint="MoCo-v2 uses 0.2"),

@@ -58,7 +58,8 @@ def run_config(imported: convert.Imported, base: Optional[ml_collections.ConfigD
   c.teacher.workdir = ""
   c.model.student = configuration.network_config(a["depth"], a["width"], a["cifar_stem"],
                                                  a["hidden_dim"] or hidden_dim, a["proj_dim"] or proj_dim,
-                                                 style=a.get("style", "torchvision"))
+                                                 style=a.get("style", "torchvision"),
+                                                 head_bias=a.get("head_bias", True))
   c.model.bn_running_var = imported.bn_running_var
   c.train.steps = 1
   c.probe.enabled = False

@@ -77,6 +77,8 @@ def build_networks(config, dtype=None) -> Networks:
   dtype = configuration.compute_dtype(config) if dtype is None else dtype
   nets = {}
   for name, online_kwargs in methods.get(config.method).online_networks(config).items():
+    if probe_in_loss(config) and name in trainable_networks(config):
+      online_kwargs = {**online_kwargs, "probe_classes": config.probe.num_classes}
     model_config = config.model[name]
     conv_impl = configuration.conv_impl(config, model_config)
     # EMA nets have no heads, so their parameters are exactly the online encoder + projector subtree.
@@ -87,6 +89,12 @@ def build_networks(config, dtype=None) -> Networks:
           matmul_max_pool=config.model.get("matmul_max_pool", True),
           data_norm=(config.data.augment.mean, config.data.augment.std), **kwargs)
   return Networks(*(nets.get(field) for field in Networks._fields))
+
+
+def probe_in_loss(config) -> bool:
+  """config.probe.optimizer="main": DeepMind's online classifier, a module of each trainable network whose
+  cross-entropy joins the loss and whose parameters the main optimizer trains (else the probe's own SGD)."""
+  return bool(config.probe.enabled) and config.probe.get("optimizer", "own") == "main"
 
 
 def trainable_networks(config) -> Tuple[str, ...]:
@@ -165,7 +173,7 @@ def create_train_state(config, networks: Networks, tx, image_shape) -> TrainStat
     teacher = init_net_state(networks.teacher, networks.teacher_ema, teacher_rng, sample, config.model.ema_init)
   state = TrainState(jnp.zeros([], jnp.int32), data_rng, student, teacher, None)
   state = state.replace(opt_state=tx.init(trainable_params(state, config)))
-  if config.probe.enabled:
+  if config.probe.enabled and not probe_in_loss(config):
     probe = init_probe(config, networks, image_shape)
     state = state.replace(probe=probe, probe_opt_state=probe_optimizer(config).init(probe))
   init_queue = getattr(methods.get(config.method), "init_queue_state", None)

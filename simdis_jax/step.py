@@ -20,8 +20,8 @@ from simdis_jax import methods, optim
 from simdis_jax.data import augment
 from simdis_jax.methods import contrastive, interface
 from simdis_jax.parallel import DATA_AXIS, batch_sharded, make_mesh, replicated
-from simdis_jax.state import (Networks, TrainState, build_networks, network_variables, probe_optimizer,
-                              trainable_params, with_updates)
+from simdis_jax.state import (Networks, TrainState, build_networks, network_variables, probe_in_loss,
+                              probe_optimizer, trainable_params, with_updates)
 
 
 # Streams of the step's key fold_in(state.rng, state.step): the augmentations draw from the key itself,
@@ -105,7 +105,22 @@ def loss_fn(trainable, state: TrainState, v1, v2, labels=None, permutation=None,
     if f.update_stats:
       stats[f.network] = new_stats
   loss, metrics = method.loss(outputs, labels, state, config)
+  for name, outs in outputs.items():
+    if "probe_logits" in outs[0]:  # probe.optimizer="main": the classifier's loss joins the objective
+      probe_ce, probe_metrics = probe_in_loss_terms(outs[0]["probe_logits"], labels, name)
+      loss, metrics = loss + probe_ce, {**metrics, **probe_metrics}
   return loss, ({**metrics, "loss": loss}, stats, outputs)
+
+
+def probe_in_loss_terms(logits, labels, name: str):
+  """DeepMind's online classifier term (byol_experiment.py loss_fn): the mean softmax cross-entropy of view 1's
+  logits over the labelled examples (all of them in DeepMind's code), and its metrics."""
+  labelled = labels >= 0
+  safe = jnp.where(labelled, labels, 0)
+  count = jnp.maximum(jnp.sum(labelled), 1)
+  ce = jnp.sum(optax.softmax_cross_entropy_with_integer_labels(logits, safe) * labelled) / count
+  top1 = 100.0 * jnp.sum((jnp.argmax(logits, -1) == safe) & labelled) / count
+  return ce, {f"probe_loss/{name}": ce, f"probe_top1/{name}": top1}
 
 
 def probe_loss(probe_params, features, labels):
@@ -158,7 +173,7 @@ def update_on_views(state: TrainState, v1, v2, labels, permutation=None, *, conf
   updates, opt_state = tx.update(grads, state.opt_state, params)
   params = optax.apply_updates(params, updates)
   new_state = with_updates(state, params, stats).replace(opt_state=opt_state)
-  if config.probe.enabled:
+  if config.probe.enabled and not probe_in_loss(config):
     unseen = [name for name in new_state.probe if name not in outputs]
     if unseen:
       raise ValueError(f"config.probe.enabled: the online probe classifies {unseen}'s features, but this "

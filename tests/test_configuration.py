@@ -8,7 +8,7 @@ import ml_collections
 import pytest
 
 from conftest import tiny_config
-from simdis_jax import configuration
+from simdis_jax import configuration, runs
 from simdis_jax.evaluation import linear_config
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -114,6 +114,22 @@ def test_imagenette_preset_is_deepminds_published_byol_setting():
   assert (c.method, c.model.student.depth, c.model.student.cifar_stem, c.data.image_size) == ("byol", 18, False, 128)
   assert (c.train.batch_size, c.train.epochs, c.data.name) == (256, 1000.0, "imagenette/320px-v2")
   assert (c.optim.lars_form, c.ema.timing, c.final_eval.linear_protocol) == ("deepmind", "after", "deepmind")
+  assert c.optim.warmup_init_lr == 0.0  # DeepMind's warm-up starts at 0
+
+
+def test_deepmind_recipe_presets_take_deepminds_steps_network_and_classifier():
+  for path, images, batch, classes in (("configs/imagenet/byol_r50_deepmind.py", 1_281_167, 4096, 1000),
+                                       ("configs/imagenette/byol_r50_deepmind.py", 9_469, 256, 10)):
+    c = configuration.validate(load_config_file(os.path.join(ROOT, path)))
+    s = c.model.student
+    assert (s.depth, s.width, s.style, s.head_bias, s.hidden_dim, s.proj_dim) == (50, 64, "haiku", False, 4096, 256)
+    assert (c.optim.lars_form, c.optim.base_lr, c.optim.weight_decay, c.optim.weight_decay_mask) == (
+        "deepmind", 0.2, 1.5e-6, "kernels")
+    assert (c.optim.warmup_init_lr, c.ema.base, c.ema.timing, c.model.ema_init) == (0.0, 0.996, "after", "separate")
+    assert (c.probe.enabled, c.probe.optimizer, c.probe.num_classes) == (True, "main", classes)
+    # DeepMind's step counts: images // batch over all epochs (configs/byol.py:36, :64).
+    lengths = runs.schedule_lengths(c.train, images, c.optim.warmup_epochs)
+    assert (lengths["total_steps"], lengths["warmup_steps"]) == (1000 * images // batch, 10 * images // batch)
 
 
 def test_supervised_needs_labels_and_ignores_the_target_views():

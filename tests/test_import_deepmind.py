@@ -47,8 +47,10 @@ def _features(net, variables, x):
 def test_haiku_style_differs_from_torchvision_exactly_where_same_padding_is_asymmetric():
   torchvision, haiku = (resnet.resnet(50, width=2, style=s) for s in ("torchvision", "haiku"))
   variables = torchvision.init(jax.random.PRNGKey(0), jnp.zeros((1, 33, 33, 3)), train=False)
-  assert jax.tree.structure(variables) == jax.tree.structure(
-      jax.eval_shape(lambda: haiku.init(jax.random.PRNGKey(0), jnp.zeros((1, 33, 33, 3)), train=False)))
+  fresh = haiku.init(jax.random.PRNGKey(0), jnp.zeros((1, 33, 33, 3)), train=False)
+  assert jax.tree.structure(variables["params"]) == jax.tree.structure(fresh["params"])
+  # Haiku's BNs keep their raw averages and a counter beside mean/var (eval mode reads mean/var, as torchvision's).
+  variables = {"params": variables["params"], "batch_stats": fresh["batch_stats"]}
   rng = np.random.default_rng(0)
   # 33 px: every stride-2 map is odd (33, 17, 9, 5, 3), so SAME pads symmetrically: identical results.
   x = rng.normal(size=(2, 33, 33, 3)).astype(np.float32)
@@ -226,7 +228,7 @@ def test_deepmind_checkpoint_imports_and_matches_haikus_forward(tmp_path, depth,
   assert info["freshly_initialised"] == [] and info["ema"] == "from the file" and info["bn_running_var"] == "biased"
   enc = simdis_jax.load_encoder(out)
   assert dict(enc.config.model.student) == dict(configuration.network_config(depth, width, False, 24, 8,
-                                                                             style="haiku"))
+                                                                             style="haiku", head_bias=False))
   assert enc.config.model.bn_running_var == "biased"
   evaluate = jax.jit(lambda p, s: net.apply(p, s, None, x, False)[0])
   for weights, (params, state) in (("online", online), ("ema", target)):
@@ -238,21 +240,31 @@ def test_deepmind_checkpoint_imports_and_matches_haikus_forward(tmp_path, depth,
   # The online predictor becomes the student's BYOL head (sema_dv).
   from simdis_jax import parallel  # pylint: disable=import-outside-toplevel
   restored = runs.restore(out, parallel.make_mesh(jax.devices()[:1])).state.student
-  online_net = Network(depth, width, False, 24, 8, heads=("sema_dv",), style="haiku")
+  online_net = Network(depth, width, False, 24, 8, heads=("sema_dv",), style="haiku", head_bias=False)
   outs = online_net.apply({"params": restored.params, "batch_stats": restored.batch_stats}, x, train=False)
   want = evaluate(*online)["prediction"]
   np.testing.assert_allclose(np.asarray(outs["predictions"]["sema_dv"]), want, atol=ATOL, rtol=RTOL)
   # An offline teacher for SimDis-Off when model.teacher says style="haiku"; one clear line otherwise.
   c = rgb_config()
   c.method, c.teacher.workdir = "simdis_off", out
-  c.model.teacher = configuration.network_config(depth, width, False, 24, 8, style="haiku")
+  c.model.teacher = configuration.network_config(depth, width, False, 24, 8, style="haiku", head_bias=False)
   assert train.check_offline_teacher(c).model.student.style == "haiku"
   c.model.teacher.style = "torchvision"
   with pytest.raises(ValueError, match="style: run has 'haiku', config wants 'torchvision'"):
     train.check_offline_teacher(c)
-  # BN statistics are Haiku's zero-debiased `average`, unchanged.
-  np.testing.assert_array_equal(np.asarray(restored.batch_stats["encoder"]["stem_bn"]["var"]),
-                                online[1][f"res_net{depth}/~/initial_batchnorm/~/var_ema"]["average"].reshape(-1))
+  # BN statistics are Haiku's zero-debiased `average` (mean/var) and raw `hidden` beside its counter, unchanged.
+  stem, ema = restored.batch_stats["encoder"]["stem_bn"], online[1][f"res_net{depth}/~/initial_batchnorm/~/var_ema"]
+  np.testing.assert_array_equal(np.asarray(stem["var"]), ema["average"].reshape(-1))
+  np.testing.assert_array_equal(np.asarray(stem["var_hidden"]), ema["hidden"].reshape(-1))
+  assert float(stem["counter"]) == int(ema["counter"]) == 3
+  assert "bias" not in restored.params["projector"]["dense2"]  # BYOL's last Linear has none (head_bias=False)
+  # And back: to_haiku gives the file's online params and state under Haiku's names (predictor included).
+  params, state = deepmind.to_haiku({"params": restored.params, "batch_stats": restored.batch_stats},
+                                    f"res_net{depth}")
+  want_params = {k: v for k, v in online[0].items() if not k.startswith("classifier")}
+  assert jax.tree.structure(params) == jax.tree.structure(want_params)
+  for got, want in zip(jax.tree.leaves((params, state)), jax.tree.leaves((want_params, online[1]))):
+    np.testing.assert_array_equal(np.asarray(got), want)
 
 
 def test_deepmind_reader_imports_nothing_and_rejects_other_pickles(tmp_path, capsys):

@@ -16,9 +16,14 @@ figure for Imagenette is published (their README gives ImageNet only).
 
 The recipe follows DeepMind BYOL's ImageNet settings at batch 256: ResNet-18
 (ImageNet stem), 128 px crops, 1000 epochs, their LARS form (LR outside
-momentum), base LR 0.2 × batch/256, 10 warm-up epochs, weight decay 1.5e-6
-(not on biases / BN), EMA 0.996 → 1 after the update, projector/predictor
-4096 → 256, SyncBN. The linear evaluation at the end is DeepMind's protocol
+momentum), base LR 0.2 × batch/256, 10 warm-up epochs from 0 (DeepMind's
+schedules.py starts at 0; it computes the warm-up rate in float32, which is
+not copied: here it is the step's dtype), weight decay 1.5e-6 (not on biases /
+BN), EMA 0.996 → 1 after the update, projector/predictor 4096 → 256, SyncBN.
+The network is torchvision's ResNet-18 with torchvision's init, one-average BN,
+biased final head layers and the project's own probe; DeepMind's network and
+online classifier too are configs/imagenette/byol_r50_deepmind.py (recipe
+knob by knob: docs/recipes.md). The linear evaluation at the end is DeepMind's protocol
 (Nesterov, LR 0.2 × batch/256, 80 epochs, full mode: random resized crop +
 flip; eval: centre crop of 128/146 ≈ 0.875 of the short side).
 
@@ -46,6 +51,7 @@ def get_config():
   c.optim.weight_decay = 1.5e-6
   c.optim.weight_decay_mask = "kernels"
   c.optim.warmup_epochs = 10.0
+  c.optim.warmup_init_lr = 0.0  # DeepMind's warm-up starts at 0 (byol/utils/schedules.py:34-37)
   c.train.batch_size = 256
   c.train.epochs = 1000.0
   c.train.checkpoint_every_steps = 1000

@@ -15,7 +15,10 @@ Haiku names (module 'res_net50' for networks.ResNet50, 'res_net200' for ResNet20
 ('/~/' joins a module made in its parent's constructor, '/' one made in its parent's __call__: the
 ResNet builds its layers in __init__, BYOL's MLP in __call__.)
 BN in eval mode uses `average` (the zero-debiased EMA of the biased batch variance), so
-it maps to mean/var unchanged and the run keeps Flax's biased convention.
+it maps to mean/var unchanged and the run keeps Flax's biased convention; `hidden` (the raw EMA)
+maps to mean_hidden/var_hidden and `counter` to counter, so that training goes on exactly as Haiku's
+(models/batch_norm.py HaikuBatchNorm). BYOL's MLPs end in a Linear without bias: head_bias=False.
+`to_haiku` writes a style="haiku" network back under these names (both averages and the counter).
 """
 
 import collections
@@ -142,8 +145,16 @@ class _Mapper:
   def bn(self, src: str, dst: str) -> None:
     convert.put(self.out["params"], f"{dst}/scale", _channels(self.take(src, "scale")))
     convert.put(self.out["params"], f"{dst}/bias", _channels(self.take(src, "offset")))
+    counters = set()
     for ema, leaf in (("mean_ema", "mean"), ("var_ema", "var")):
       convert.put(self.out["batch_stats"], f"{dst}/{leaf}", _channels(self.take(f"{src}/~/{ema}", "average", "state")))
+      convert.put(self.out["batch_stats"], f"{dst}/{leaf}_hidden",
+                  _channels(self.take(f"{src}/~/{ema}", "hidden", "state")))
+      counters.add(int(np.asarray(self.take(f"{src}/~/{ema}", "counter", "state"))))
+    if len(counters) != 1:
+      raise ValueError(f"'{src}': its mean_ema and var_ema counters differ ({sorted(counters)}); Haiku moves them "
+                       "together, so the file is not a BYOL checkpoint.")
+    convert.put(self.out["batch_stats"], f"{dst}/counter", np.float32(counters.pop()))
 
   def mlp(self, src: str, dst: str) -> Tuple[int, int]:
     """BYOL's MLP (linear -> batch_norm -> relu -> linear_1 without bias): (hidden, out) sizes."""
@@ -151,8 +162,7 @@ class _Mapper:
     convert.put(self.out["params"], f"{dst}/dense1/kernel", w1)
     convert.put(self.out["params"], f"{dst}/dense1/bias", self.take(f"{src}/linear", "b"))
     self.bn(f"{src}/batch_norm", f"{dst}/bn")
-    convert.put(self.out["params"], f"{dst}/dense2/kernel", w2)
-    convert.put(self.out["params"], f"{dst}/dense2/bias", np.zeros(w2.shape[1]))  # Haiku's has none: bias 0
+    convert.put(self.out["params"], f"{dst}/dense2/kernel", w2)  # no bias (head_bias=False)
     return int(w1.shape[1]), int(w2.shape[1])
 
 
@@ -197,13 +207,13 @@ def _network(params: dict, state: dict, with_predictor: bool) -> Tuple[dict, dic
     if (pred_hidden, pred_out) != (hidden, proj):
       raise ValueError(f"The predictor is {pred_hidden}->{pred_out} but the projector {hidden}->{proj}: this "
                        "project's predictor has the projector's sizes.")
-    notes.append("predictor -> predictor_sema_dv (its missing bias: 0)")
+    notes.append("predictor -> predictor_sema_dv")
   left = sorted(k for k in params if ("params", k) not in m.used and not k.startswith(("predictor/", "classifier")))
   left += sorted(k for k in state if ("state", k) not in m.used and not k.startswith("predictor/"))
   if left:
     raise ValueError(f"The checkpoint has modules this ResNet layout does not explain: {left[:8]}.")
   arch = {"depth": convert.depth_of(stage_sizes, bottleneck), "width": int(stem.shape[3]), "cifar_stem": False,
-          "hidden_dim": hidden, "proj_dim": proj, "style": "haiku"}
+          "hidden_dim": hidden, "proj_dim": proj, "style": "haiku", "head_bias": False}
   return m.out, arch, int(stem.shape[2]), notes
 
 
@@ -222,3 +232,53 @@ def from_deepmind(obj: Any) -> convert.Imported:
   if "classifier" in es["online_params"]:
     notes.append("the online linear classifier (trained during pretraining) is not part of the network: dropped")
   return convert.Imported(arch, channels, online, ema, "biased", notes)
+
+
+def _haiku_bn(params: dict, stats: dict, dst: str, out: Tuple[dict, dict], rank: int = 4) -> None:
+  """One style="haiku" BN as Haiku's params {scale, offset} and state {counter, hidden, average}, each
+  [1, ..., 1, C] of the input's rank (4 in the ResNet, 2 in the MLPs)."""
+  shape = (1,) * (rank - 1) + (-1,)
+  out[0][dst] = {"scale": params["scale"].reshape(shape), "offset": params["bias"].reshape(shape)}
+  for leaf in ("mean", "var"):
+    out[1][f"{dst}/~/{leaf}_ema"] = {"counter": np.asarray(stats["counter"]).astype(np.int32),
+                                     "hidden": stats[f"{leaf}_hidden"].reshape(shape),
+                                     "average": stats[leaf].reshape(shape)}
+
+
+def to_haiku(variables: dict, net: str) -> Tuple[dict, dict]:
+  """(params, state) of a style="haiku" network's {'params', 'batch_stats'} under BYOL's Haiku names.
+
+  `net` is the torso's module name ('res_net50', 'res_net18'); every array keeps its dtype (counters
+  become int32, as Haiku's). The inverse of the import above for the encoder, projector and predictors
+  (predictor_<head> -> 'predictor'; with several heads, the first); the online classifier (`probe`)
+  becomes 'classifier'.
+  """
+  params, stats = variables["params"], variables["batch_stats"]
+  out: Tuple[dict, dict] = ({}, {})
+  enc, enc_stats = params["encoder"], stats["encoder"]
+  out[0][f"{net}/~/initial_conv"] = {"w": enc["stem_conv"]["kernel"]}
+  _haiku_bn(enc["stem_bn"], enc_stats["stem_bn"], f"{net}/~/initial_batchnorm", out)
+  for name in enc:
+    match = re.fullmatch(r"stage(\d)_block(\d+)", name)
+    if not match:
+      continue
+    src = f"{net}/~/block_group_{int(match.group(1)) - 1}/~/block_{int(match.group(2)) - 1}/~/"
+    block, block_stats = enc[name], enc_stats[name]
+    for layer in block:
+      if layer.startswith("Conv_"):
+        out[0][f"{src}conv_{layer[5:]}"] = {"w": block[layer]["kernel"]}
+      elif layer.startswith("BatchNorm_"):
+        _haiku_bn(block[layer], block_stats[layer], f"{src}batchnorm_{layer[10:]}", out)
+    if "proj_conv" in block:
+      out[0][f"{src}shortcut_conv"] = {"w": block["proj_conv"]["kernel"]}
+      _haiku_bn(block["proj_bn"], block_stats["proj_bn"], f"{src}shortcut_batchnorm", out)
+  heads = [("projector", "projector")] + [(k, "predictor") for k in params if k.startswith("predictor_")][:1]
+  for src, dst in heads:
+    mlp = params[src]
+    out[0][f"{dst}/linear"] = {"w": mlp["dense1"]["kernel"], "b": mlp["dense1"]["bias"]}
+    _haiku_bn(mlp["bn"], stats[src]["bn"], f"{dst}/batch_norm", out, rank=2)
+    out[0][f"{dst}/linear_1"] = {"w": mlp["dense2"]["kernel"], **({"b": mlp["dense2"]["bias"]} if "bias" in
+                                                                   mlp["dense2"] else {})}
+  if "probe" in params:
+    out[0]["classifier"] = {"w": params["probe"]["kernel"], "b": params["probe"]["bias"]}
+  return out

@@ -1,4 +1,4 @@
-"""The published recipes of Figure 3's other systems as config edits: MoCo-v2, SEED, supervised (torchvision).
+"""Published recipes as config edits: Figure 3's other systems (MoCo-v2, SEED, supervised), DeepMind's BYOL.
 
 Read beside docs/spec.md's "MoCo-v2", "SEED" and "Supervised ResNet-18" sections. Each
 function changes a config (from configuration.base_config()) in place and returns
@@ -122,3 +122,47 @@ def _feature_dim(net) -> int:
     raise ValueError(f"The MoCo/SEED head's hidden width is the encoder's feature width; set it for arch "
                      f"{net.arch!r} by hand (config.model.student.hidden_dim) after the recipe.")
   return int(resnet.feature_dim(net.depth, net.width))
+
+
+def deepmind_byol(c, depth: int, batch_size: int, epochs: int, num_train: int, num_classes: int):
+  """DeepMind's BYOL (deepmind-research/byol) on a dataset of `num_train` images and `num_classes` classes.
+
+  Every value's source line in DeepMind's code is cited in configs/imagenet/byol_r50_deepmind.py's
+  docstring; docs/recipes.md sets them beside the SimDis authors', MoCo's and SEED's. Their step counts
+  are images // batch over all epochs (configs/byol.py:36, :64); this project's epochs drop each epoch's
+  last partial batch, so the steps are set directly (train.steps, and warm-up epochs giving their steps).
+  """
+  c.method = "byol"
+  c.views = ("sema_dv",)  # BYOL's one view
+  student = c.model.student
+  student.depth, student.width, student.cifar_stem, student.hidden_dim, student.proj_dim = depth, 64, False, 4096, 256
+  student.arch, student.style, student.head_bias, student.projector = "resnet", "haiku", False, "byol"
+  c.model.bn_running_var = "biased"
+  c.model.sync_bn = True
+  c.model.ema_init = "separate"
+  c.ema.base = 0.996
+  c.ema.timing = "after"
+  c.optim.name = "lars"
+  c.optim.lars_form = "deepmind"
+  c.optim.base_lr = 0.2
+  c.optim.momentum = 0.9
+  c.optim.trust_coefficient = 1e-3
+  c.optim.weight_decay = 1.5e-6
+  c.optim.weight_decay_mask = "kernels"
+  c.optim.warmup_init_lr = 0.0
+  c.optim.schedule = "cosine"
+  c.train.batch_size = batch_size
+  c.train.epochs = float(epochs)
+  c.train.steps = epochs * num_train // batch_size
+  steps_per_epoch = num_train // batch_size
+  c.optim.warmup_epochs = (10 * num_train // batch_size) / steps_per_epoch
+  c.probe.enabled = True
+  c.probe.optimizer = "main"
+  c.probe.num_classes = num_classes
+  c.knn.networks = ("student",)
+  c.final_eval.linear_networks = ("student",)
+  c.final_eval.linear_protocol = "deepmind"
+  c.final_eval.linear_mode = "full"
+  c.final_eval.linear_batch_size = batch_size
+  c.data.augment.eval_crop_fraction = 224 / 256
+  return c

@@ -8,10 +8,11 @@ so their parameters are exactly the online encoder + projector subtree.
 from typing import Any, Optional, Sequence
 
 import flax.linen as nn
+import jax
 import jax.numpy as jnp
 
 from simdis_jax.models import encoders, input_adapter
-from simdis_jax.models.heads import MLP, PlainMLP
+from simdis_jax.models.heads import MLP, PlainMLP, TorchDense
 from simdis_jax.models.resnet import output_dtype
 
 
@@ -35,6 +36,10 @@ class Network(nn.Module):
   style: str = "torchvision"  # ResNets: torchvision | haiku (models/resnet.py ResNet.style)
   projector: str = "byol"  # byol: Linear-BN-ReLU-Linear | moco: Linear-ReLU-Linear (MoCo-v2, SEED's student)
   input_adapter: tuple = ()  # its own normalisation / channels (models/input_adapter.py); () = the data's
+  head_bias: bool = True  # the projector's and predictors' last Linear has a bias (DeepMind's: none)
+  # > 0: DeepMind's online classifier ("probe_logits") on the stop-gradient pooled feature, trained inside
+  # the loss by the main optimizer (config.probe.optimizer="main"; byol_experiment.py's `classifier`).
+  probe_classes: int = 0
 
   @nn.compact
   def __call__(self, x, train: bool = True, bn_axis_name: Optional[str] = None, features_only: bool = False,
@@ -56,14 +61,19 @@ class Network(nn.Module):
     if self.num_classes:
       logits = nn.Dense(self.num_classes, dtype=self.dtype, name="classifier")(feature)
       outputs["logits"] = logits.astype(output_dtype(self.dtype))
+    if self.probe_classes:
+      logits = TorchDense(self.probe_classes, self.dtype, style=self.style, name="probe")(
+          jax.lax.stop_gradient(feature))
+      outputs["probe_logits"] = logits.astype(output_dtype(self.dtype))
+    head = dict(head_bias=self.head_bias, style=self.style)
     if self.projector == "moco":
-      projector = PlainMLP(self.hidden_dim, self.proj_dim, self.dtype, name="projector")
+      projector = PlainMLP(self.hidden_dim, self.proj_dim, self.dtype, name="projector", **head)
     else:
-      projector = MLP(self.hidden_dim, self.proj_dim, self.dtype, self.bn_running_var, name="projector")
+      projector = MLP(self.hidden_dim, self.proj_dim, self.dtype, self.bn_running_var, name="projector", **head)
     projection = projector(feature, train=train, bn_axis_name=bn_axis_name)
     # Predictors take the raw (unnormalised) projection (docs/spec.md "Networks").
     predictions = {
-        h: MLP(self.hidden_dim, self.proj_dim, self.dtype, self.bn_running_var, name=f"predictor_{h}")(
+        h: MLP(self.hidden_dim, self.proj_dim, self.dtype, self.bn_running_var, name=f"predictor_{h}", **head)(
             projection, train=train, bn_axis_name=bn_axis_name)
         for h in self.heads}
     return {**outputs, "projection": projection, "predictions": predictions}
@@ -71,11 +81,15 @@ class Network(nn.Module):
 
 def network_from_config(model_config, heads: Sequence[str] = (), dtype: Any = jnp.float32,
                         conv_impl: str = "xla", num_classes: int = 0, bn_running_var: str = "biased",
-                        matmul_conv_vjp: bool = True, matmul_max_pool: bool = True, data_norm: tuple = ()) -> Network:
+                        matmul_conv_vjp: bool = True, matmul_max_pool: bool = True, data_norm: tuple = (),
+                        probe_classes: int = 0) -> Network:
   """Builds a Network from a config.model.{student,teacher} section (and config.model's BN and matmul options).
 
   `data_norm` (the data's (mean, std)) is needed when the section sets its own input normalisation or channels.
   """
+  if model_config.get("style", "torchvision") == "haiku" and bn_running_var != "biased":
+    raise ValueError("model.<net>.style='haiku' keeps Haiku's BN averages (biased variance, debiased average); "
+                     f"config.model.bn_running_var={bn_running_var!r} contradicts it: set it to 'biased'.")
   own = any(model_config.get(k) for k in ("input_mean", "input_std", "in_channels"))
   if own and not data_norm:
     raise ValueError("network_from_config: the section sets its own input normalisation/channels; pass data_norm.")
@@ -88,4 +102,5 @@ def network_from_config(model_config, heads: Sequence[str] = (), dtype: Any = jn
                  arch=model_config.get("arch", "resnet"), patch_size=model_config.get("patch_size", 16),
                  drop_path_rate=model_config.get("drop_path_rate", 0.0),
                  style=model_config.get("style", "torchvision"),
-                 projector=model_config.get("projector", "byol"), input_adapter=adapter)
+                 projector=model_config.get("projector", "byol"), input_adapter=adapter,
+                 head_bias=model_config.get("head_bias", True), probe_classes=probe_classes)

@@ -5,7 +5,9 @@ explicit and PyTorch-style (7x7/2 pad 3, 3x3 pad 1, max-pool 3/2 pad 1), because
 Flax's 'SAME' pads asymmetrically at stride 2; style="haiku" pads 'SAME' on purpose, to compute
 DeepMind's Haiku ResNets (imported BYOL checkpoints). Initialisation follows
 torchvision: Kaiming-normal (fan_out) convolutions, BN scale 1 and offset 0, and
-no zero-init of a block's last BN (the paper's setting).
+no zero-init of a block's last BN (the paper's setting). style="haiku" initialises as
+dm-haiku does (hk.Conv2D: truncated normal, stddev 1/sqrt(fan_in); a bottleneck's last BN
+scale 0, nets/resnet.py BlockV1) and its BNs keep Haiku's two averages (models/batch_norm.py).
 """
 
 import functools
@@ -23,13 +25,23 @@ from simdis_jax.models import batch_norm as unbiased_bn
 conv_kernel_init = nn.initializers.variance_scaling(2.0, "fan_out", "normal")
 
 
+def haiku_kernel_init(key, shape, dtype=jnp.float32):
+  """dm-haiku's default hk.Conv2D / hk.Linear weights: N(0, 1) truncated to [-2, 2], times 1/sqrt(fan_in)."""
+  fan_in = 1
+  for d in shape[:-1]:
+    fan_in *= d
+  return jax.random.truncated_normal(key, -2.0, 2.0, shape, dtype) * (1.0 / fan_in ** 0.5)
+
+
 def batch_norm(train: bool, axis_name: Optional[str], dtype: Any = jnp.float32,
                running_var: str = "biased") -> Callable[..., nn.Module]:
   """BatchNorm with PyTorch's momentum 0.1 / eps 1e-5; axis_name set = SyncBN; running_var: Flax's or PyTorch's."""
   # PyTorch's momentum 0.1 weights the new batch; Flax's momentum weights the old
   # running value, hence 0.9. "unbiased" keeps PyTorch's running variance (models/batch_norm.py).
+  # "haiku": DeepMind's Haiku BN (style="haiku"), its debiased average in eval mode.
+  cls = {"unbiased": unbiased_bn.BatchNorm, "haiku": unbiased_bn.HaikuBatchNorm}.get(running_var, nn.BatchNorm)
   return functools.partial(
-      unbiased_bn.BatchNorm if running_var == "unbiased" else nn.BatchNorm,
+      cls,
       use_running_average=not train, momentum=0.9, epsilon=1e-5,
       axis_name=axis_name, dtype=dtype)
 
@@ -235,7 +247,8 @@ class BottleneckBlock(nn.Module):
     y = nn.relu(self.norm()(self.conv(self.filters, (1, 1))(x)))
     y = self.conv(self.filters, (3, 3), (self.strides, self.strides), padding=_pad3(y, self.strides, self.haiku))(y)
     y = nn.relu(self.norm()(y))
-    y = self.norm()(self.conv(self.filters * 4, (1, 1))(y))
+    last_bn = dict(scale_init=nn.initializers.zeros) if self.haiku else {}  # Haiku's BlockV1 batchnorm_2
+    y = self.norm(**last_bn)(self.conv(self.filters * 4, (1, 1))(y))
     if residual.shape != y.shape:
       residual = self.conv(self.filters * 4, (1, 1), (self.strides, self.strides), name="proj_conv")(residual)
       residual = self.norm(name="proj_bn")(residual)
@@ -266,14 +279,15 @@ class ResNet(nn.Module):
       conv = functools.partial(Conv, custom_vjp=self.matmul_conv_vjp)
     else:
       conv = nn.Conv
-    conv = functools.partial(conv, use_bias=False, kernel_init=conv_kernel_init, dtype=self.dtype, padding="VALID")
-    norm = batch_norm(train, bn_axis_name, self.dtype, self.bn_running_var)
+    haiku = self.style == "haiku"
+    conv = functools.partial(conv, use_bias=False, kernel_init=haiku_kernel_init if haiku else conv_kernel_init,
+                             dtype=self.dtype, padding="VALID")
+    norm = batch_norm(train, bn_axis_name, self.dtype, "haiku" if haiku else self.bn_running_var)
     x = x.astype(self.dtype)
     if self.cifar_stem:
       x = conv(self.width, (3, 3), padding=((1, 1), (1, 1)), name="stem_conv")(x)
       x = nn.relu(norm(name="stem_bn")(x))
     else:
-      haiku = self.style == "haiku"
       pads = same_pads(x.shape[1:3], (7, 7), (2, 2)) if haiku else ((3, 3), (3, 3))
       x = conv(self.width, (7, 7), (2, 2), padding=pads, name="stem_conv")(x)
       x = nn.relu(norm(name="stem_bn")(x))
