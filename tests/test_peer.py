@@ -20,9 +20,17 @@ def test_peer_refuses_what_the_authors_classes_cannot_build():
   with pytest.raises(ValueError, match="method byol or simdis_on"):
     peer._peer_names(r50_r18.get_config("off,32"))
   c = r50_r18.get_config("byol_r18,32")
-  c.model.student.width = 16
-  with pytest.raises(ValueError, match="width-64 ResNet"):
+  c.model.student.arch = "vit_tiny"
+  with pytest.raises(ValueError, match="ResNets the authors' classes can build"):
     peer._peer_names(c)
+
+
+def test_only_other_shapes_than_the_authors_rebuild_their_resnet_class():
+  from configs.fashion_mnist import presets  # pylint: disable=import-outside-toplevel
+  assert peer._standard(r50_r18.get_config("on_7v,32")) and peer._standard(r50_r18.get_config("byol_r50,32"))
+  study = presets.get_config("simdis_on_7v")  # ResNet-10 w8 <- ResNet-18 w16, CIFAR stem, 28 px grey
+  assert not peer._standard(study)
+  assert peer._peer_names(study) == ("resnet10.s_dv.sema_sv.sema_dv.t_sv.t_dv.tema_sv.tema_dv", "resnet18.ttemadv")
 
 
 def test_peer_path_must_be_a_clone_of_the_authors_repository(tmp_path):
@@ -32,7 +40,7 @@ def test_peer_path_must_be_a_clone_of_the_authors_repository(tmp_path):
 
 def test_timed_block_reads_the_peak_resident_growth_of_the_block():
   held = []
-  seconds, grown = peer._timed_block(lambda: held.append(np.ones(2 ** 23)), steps=2)  # 64 MiB a call
-  assert seconds > 0
+  seconds, cpu, grown = peer._timed_block(lambda: held.append(np.ones(2 ** 23)), steps=2)  # 64 MiB a call
+  assert seconds > 0 and cpu > 0
   if grown is not None:  # Linux only
     assert 120 * 2 ** 20 <= grown < 400 * 2 ** 20, grown
