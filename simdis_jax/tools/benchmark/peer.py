@@ -119,7 +119,11 @@ def peer_step(clone: str, config: ml_collections.ConfigDict, seed: int = 0) -> C
       model = model_lib.SimDis_Model(args, config.ema.base, 1000)
     finally:
       model_lib.resnet.load_resnet = original
-  model.train()
+  # On a GPU backend their step runs on the GPU as their run_SimDis.py sets it up (CUDA, cudnn.benchmark, float32).
+  device = "cuda" if jax.default_backend() == "gpu" and torch.cuda.is_available() else "cpu"
+  if device == "cuda":
+    torch.backends.cudnn.benchmark = True
+  model.to(device).train()
   # Their get_optimizer: LARS on conv and linear weights, excluded (plain SGD) for BN parameters and biases.
   lars, exclude = [], []
   for m in model.modules():
@@ -134,14 +138,14 @@ def peer_step(clone: str, config: ml_collections.ConfigDict, seed: int = 0) -> C
   optimizer = optim_lib.LARS_SGD([{"params": lars, "lars_exclude": False}, {"params": exclude, "lars_exclude": True}],
                                  lr=lr, weight_decay=1e-4, momentum=0.9)
   n, s = config.train.batch_size, config.data.image_size
-  views = [torch.randn(n, in_channels, s, s), torch.randn(n, in_channels, s, s)]
+  views = [torch.randn(n, in_channels, s, s, device=device), torch.randn(n, in_channels, s, s, device=device)]
 
   def step() -> float:
     loss = model(views)
     optimizer.zero_grad()
     loss.backward()
     optimizer.step()
-    return float(loss.detach())
+    return float(loss.detach())  # waits for the device
 
   return step
 
