@@ -174,3 +174,13 @@ def test_mixed_convs_are_lax_on_large_maps_and_matmuls_on_small_ones():
   # Six 3x3 and three 1x1 (shortcut) convolutions below 8x8, and the slice max-pool.
   assert program.count("custom_vjp_call") == 6 + 3 + 1
   assert resnet._out_size((16, 16), (3, 3), (2, 2), ((1, 1), (1, 1))) == (8, 8)
+
+
+def test_mobile_networks_dense_convolutions_follow_mixed_too():
+  import flax.linen as nn  # pylint: disable=import-outside-toplevel
+  from simdis_jax.models import blocks  # pylint: disable=import-outside-toplevel
+  conv = blocks.conv_factory("mixed", jnp.float32)
+  dense, depthwise = conv(16, 3), conv(16, 3, groups=16)
+  assert isinstance(dense, resnet.Conv) and dense.lax_min_size == resnet.LAX_MIN_SIZE
+  assert isinstance(depthwise, nn.Conv)
+  assert blocks.conv_factory("matmul", jnp.float32)(16, 3).lax_min_size == 0
