@@ -11,8 +11,8 @@ study's, are their ResNet class rebuilt in that shape: _adapted_resnet), with th
 BatchNorm ("vanilla": the same maths as SyncBN on one process). Their step is forward (loss), zero_grad, backward, optimizer step, on
 two random float32 views (their augmentation runs in DataLoader workers, outside the step);
 ours is the jitted train step as training runs it, augmentation on the device included. Each
-round times one block of each, in alternating order (peer, ours / ours, peer); after the rounds,
-one more step of each reads the peak resident memory it adds (Linux VmHWM, reset before it).
+round times one block of each, in alternating order (peer, ours / ours, peer), and also resets
+and reads the process's peak resident memory (Linux VmHWM) around each block.
 """
 
 import ctypes
@@ -171,15 +171,11 @@ def _rss_kib(field: str) -> Optional[int]:
   return None
 
 
-def _mmap_threshold(size: int) -> None:
-  """glibc's M_MMAP_THRESHOLD, fixed at `size` bytes: blocks as large come straight from mmap and go back on free.
-
-  Timing runs at 32 MiB (where glibc's own moving threshold settles after a step's first frees: both
-  libraries reuse their heap as they would alone); the memory block after it at 1 MiB, so that the
-  peak-resident reading sees each buffer the step allocates (a heap keeps freed buffers resident).
-  """
+def _fixed_mmap_threshold() -> None:
+  """Large blocks straight from mmap, given back on free (glibc): otherwise the heap keeps the previous step's
+  buffers resident and the peak-resident reading of a block misses them."""
   try:
-    ctypes.CDLL("libc.so.6").mallopt(-3, size)
+    ctypes.CDLL("libc.so.6").mallopt(-3, 1 << 20)  # M_MMAP_THRESHOLD = 1 MiB, fixed (no dynamic raise)
   except (OSError, AttributeError):
     pass
 
@@ -203,7 +199,7 @@ def race(config: ml_collections.ConfigDict, clone: str, rounds: int = 4, steps_p
          warmup: int = 2) -> Dict:
   """The authors' step and ours for `config`, alternated in one process; per-round times and speed ratios."""
   config = configuration.validate(config)
-  _mmap_threshold(32 << 20)
+  _fixed_mmap_threshold()
   mesh = parallel.make_mesh(jax.devices()[:1])
   _, state, train_step = build_step(config, mesh)
   images, labels = synthetic_batch(config, mesh)
@@ -226,11 +222,10 @@ def race(config: ml_collections.ConfigDict, clone: str, rounds: int = 4, steps_p
     order = (("peer", theirs), ("ours", ours)) if r % 2 == 0 else (("ours", ours), ("peer", theirs))
     for name, fn in order:
       runs[name].append(_timed_block(fn, steps_per_round))
-  _mmap_threshold(1 << 20)
-  rss = {name: _timed_block(fn, 1)[2] for name, fn in (("peer", theirs), ("ours", ours))}  # one untimed step each
   peer_s, ours_s = ([t for t, _, _ in runs[k]] for k in ("peer", "ours"))
   peer_cpu, ours_cpu = ([c for _, c, _ in runs[k]] for k in ("peer", "ours"))
   speed = [p / o for p, o in zip(peer_s, ours_s)]
+  rss = {k: [m for _, _, m in v if m is not None] for k, v in runs.items()}
   import torch  # pylint: disable=g-import-not-at-top
   return {"config_method": config.method, "views": list(config.views), "global_batch": config.train.batch_size,
           "image_size": config.data.image_size, "peer_model_s_t": list(_peer_names(config)),
@@ -241,7 +236,8 @@ def race(config: ml_collections.ConfigDict, clone: str, rounds: int = 4, steps_p
           "speed_median": statistics.median(speed), "peer_cpu_s": peer_cpu, "ours_cpu_s": ours_cpu,
           "cpu_ratio_peer_over_ours_median": statistics.median(p / o for p, o in zip(peer_cpu, ours_cpu)),
           "ours_xla_temp_bytes": getattr(memory, "temp_size_in_bytes", None),
-          "peer_peak_rss_growth_bytes": rss["peer"], "ours_peak_rss_growth_bytes": rss["ours"]}
+          "peer_peak_rss_growth_bytes": max(rss["peer"]) if rss["peer"] else None,
+          "ours_peak_rss_growth_bytes": max(rss["ours"]) if rss["ours"] else None}
 
 
 def format_race(r: Dict) -> str:
@@ -259,6 +255,6 @@ def format_race(r: Dict) -> str:
   lines.append("CPU s: the process's CPU time per step (all threads; spinning threads count too): on a machine "
                "shared with other jobs, compare it with the wall time.")
   mib = lambda b: "n/a" if b is None else f"{b / 2**20:.0f} MiB"
-  lines.append(f"peak resident growth over one step: authors {mib(r['peer_peak_rss_growth_bytes'])}, ours "
+  lines.append(f"peak resident growth over a block: authors {mib(r['peer_peak_rss_growth_bytes'])}, ours "
                f"{mib(r['ours_peak_rss_growth_bytes'])} (XLA temp buffers {mib(r['ours_xla_temp_bytes'])})")
   return "\n".join(lines)
