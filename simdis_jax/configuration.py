@@ -36,7 +36,7 @@ TEACHER_BN_MODES = ("train", "eval")
 EMA_INITS = ("copy", "separate")
 _RESNET_DEPTHS = (10, 18, 34, 50, 101, 152, 200)
 COMPUTE_DTYPES = ("auto", "float32", "bfloat16")
-CONV_IMPLS = ("auto", "xla", "matmul")
+CONV_IMPLS = ("auto", "xla", "matmul", "mixed")
 BN_RUNNING_VARS = ("biased", "unbiased")
 
 
@@ -106,9 +106,9 @@ def base_config() -> ml_collections.ConfigDict:
   # and the losses stay float32. auto = bfloat16 on GPU/TPU, float32 on CPU.
   c.model.compute_dtype = "auto"  # auto | float32 | bfloat16
   # How convolutions are computed (same params either way): xla = lax convolutions;
-  # matmul = one matmul over gathered taps (XLA:CPU's conv gradients are slow). auto = matmul on CPU
-  # for networks of width >= 32, xla otherwise.
-  c.model.conv_impl = "auto"      # auto | xla | matmul
+  # matmul = one matmul over gathered taps (XLA:CPU's conv gradients are slow); mixed = lax on maps of
+  # >= 8x8, matmul below. auto = mixed on CPU for networks of width >= 32, xla otherwise.
+  c.model.conv_impl = "auto"      # auto | xla | matmul | mixed
   # What BN running variances accumulate: biased (Flax) | unbiased (PyTorch, the authors' code).
   # Eval-mode outputs use the stored value either way (models/batch_norm.py).
   c.model.bn_running_var = "biased"
@@ -488,12 +488,12 @@ def compute_dtype(config):
 
 
 def conv_impl(config, model_config=None) -> str:
-  """A network's convolution implementation: config.model.conv_impl, where auto = matmul on CPU for
-  networks of width >= 32 (measured faster there: 64-px ResNet-50/18 steps ~3x) and xla otherwise
-  (narrow networks such as the demo's: the gathered taps cost more than the slow gradients save)."""
+  """A network's convolution implementation: config.model.conv_impl, where auto = mixed on CPU for networks
+  of width >= 32 (measured fastest there: docs/performance.md) and xla otherwise (narrow networks such
+  as the demo's: the gathered taps cost more than the slow gradients save)."""
   name = config.model.get("conv_impl", "auto")
   if name == "auto":
     import jax  # pylint: disable=g-import-not-at-top
     wide = model_config is None or model_config.width >= 32
-    name = "matmul" if jax.default_backend() == "cpu" and wide else "xla"
+    name = "mixed" if jax.default_backend() == "cpu" and wide else "xla"
   return name

@@ -92,13 +92,14 @@ def test_auto_compute_dtype_is_float32_on_cpu():
   assert configuration.compute_dtype(configuration.validate(c)) == jnp.bfloat16
 
 
-def test_auto_conv_impl_on_cpu_is_matmul_for_wide_networks_only():
+def test_auto_conv_impl_on_cpu_is_mixed_for_wide_networks_only():
   c = tiny_config()  # widths 4 and 8: lax convolutions are faster there
   assert {configuration.conv_impl(c, n) for n in (c.model.student, c.model.teacher)} == {"xla"}
   wide = configuration.network_config(18, 64, False, 4096, 256)
-  assert configuration.conv_impl(c, wide) == "matmul"
-  c.model.conv_impl = "xla"
-  assert configuration.conv_impl(configuration.validate(c), wide) == "xla"
+  assert configuration.conv_impl(c, wide) == "mixed"
+  for impl in ("xla", "matmul"):
+    c.model.conv_impl = impl
+    assert configuration.conv_impl(configuration.validate(c), wide) == impl
 
 
 def test_train_step_compiles_once_across_steps():

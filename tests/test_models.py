@@ -112,9 +112,11 @@ def test_matmul_conv_matches_lax_conv_forward_and_gradients(case, vjp):
   np.testing.assert_allclose(gx_ours, gx_ref, rtol=1e-5, atol=1e-5)
 
 
-def test_matmul_and_lax_resnets_share_parameters_and_outputs():
+@pytest.mark.parametrize("impl", ["matmul", "mixed"])
+def test_matmul_and_lax_resnets_share_parameters_and_outputs(impl):
+  # 32 px: mixed runs the stem and stage 1 (16x16, 8x8 maps) as lax convolutions, stages 2-4 as matmuls.
   x = jax.random.normal(jax.random.PRNGKey(0), (2, 32, 32, 3))
-  lax_net, mm_net = resnet.resnet(18, width=8), resnet.resnet(18, width=8, conv_impl="matmul")
+  lax_net, mm_net = resnet.resnet(18, width=8), resnet.resnet(18, width=8, conv_impl=impl)
   # Compiled whole, not op by op: run eagerly, each op of a ResNet-18 is dispatched apart (twice the CPU time).
   variables = jax.jit(lax_net.init)(jax.random.PRNGKey(1), x)
   assert jax.tree.map(jnp.shape, jax.eval_shape(mm_net.init, jax.random.PRNGKey(1), x)) == jax.tree.map(
@@ -160,3 +162,25 @@ def test_matmul_switches_travel_from_the_config_into_the_resnet(conv_vjp, slice_
   program = str(jax.make_jaxpr(lambda v: net.apply(v, x, train=False))(variables))
   assert ("custom_vjp_call" in program) == (conv_vjp or slice_pool)
   assert ("reduce_window_max" in program) == (not slice_pool)
+
+
+def test_mixed_convs_are_lax_on_large_maps_and_matmuls_on_small_ones():
+  # ResNet-10 at 32 px: stem 16x16 and stage 1 8x8 (lax: 3 convolutions), stages 2-4 at 4, 2, 1 px (matmul).
+  net = resnet.resnet(10, width=4, conv_impl="mixed")
+  x = jnp.zeros((2, 32, 32, 3))
+  variables = jax.eval_shape(lambda: net.init(jax.random.PRNGKey(0), x, train=False))
+  program = str(jax.make_jaxpr(lambda v: net.apply(v, x, train=False))(variables))
+  assert program.count("conv_general_dilated[") == 3
+  # Six 3x3 and three 1x1 (shortcut) convolutions below 8x8, and the slice max-pool.
+  assert program.count("custom_vjp_call") == 6 + 3 + 1
+  assert resnet._out_size((16, 16), (3, 3), (2, 2), ((1, 1), (1, 1))) == (8, 8)
+
+
+def test_mobile_networks_dense_convolutions_follow_mixed_too():
+  import flax.linen as nn  # pylint: disable=import-outside-toplevel
+  from simdis_jax.models import blocks  # pylint: disable=import-outside-toplevel
+  conv = blocks.conv_factory("mixed", jnp.float32)
+  dense, depthwise = conv(16, 3), conv(16, 3, groups=16)
+  assert isinstance(dense, resnet.Conv) and dense.lax_min_size == resnet.LAX_MIN_SIZE
+  assert isinstance(depthwise, nn.Conv)
+  assert blocks.conv_factory("matmul", jnp.float32)(16, 3).lax_min_size == 0

@@ -43,15 +43,16 @@ def small_image_strides(strides: Sequence[int]) -> Tuple[int, Tuple[int, ...]]:
 
 
 def conv_factory(conv_impl: str, dtype: Any) -> Callable[..., nn.Module]:
-  """conv(features, kernel, stride, groups, name): resnet.Conv (matmul) for dense convolutions when asked,
+  """conv(features, kernel, stride, groups, name): resnet.Conv (matmul / mixed) for dense convolutions when asked,
   nn.Conv otherwise; both hold the same HWIO 'kernel', so checkpoints load either way."""
 
   def conv(features: int, kernel: int, stride: int = 1, groups: int = 1, name: Optional[str] = None):
     pad = (kernel - 1) // 2
     padding = ((pad, pad), (pad, pad))
-    if conv_impl == "matmul" and groups == 1:
+    if conv_impl in ("matmul", "mixed") and groups == 1:
       return resnet.Conv(features, (kernel, kernel), (stride, stride), padding=padding, use_bias=False,
-                         kernel_init=conv_kernel_init, dtype=dtype, name=name)
+                         kernel_init=conv_kernel_init, dtype=dtype, name=name,
+                         lax_min_size=resnet.LAX_MIN_SIZE if conv_impl == "mixed" else 0)
     return nn.Conv(features, (kernel, kernel), (stride, stride), padding=padding, feature_group_count=groups,
                    use_bias=False, kernel_init=conv_kernel_init, dtype=dtype, name=name)
 

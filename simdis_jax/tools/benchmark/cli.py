@@ -1,10 +1,11 @@
-"""The benchmark's command line: flags, then one of the step timing, --compare, --breakdown or --table1.
+"""The benchmark's command line: flags, then one of the step timing, --compare, --peer, --breakdown or --table1.
 
     python -m simdis_jax.benchmark --config configs/benchmark/r50_r18.py:on_7v,64 --steps 10
     python -m simdis_jax.benchmark --config configs/demo.py --steps 10 --breakdown [--profile]
     python -m simdis_jax.benchmark --table1            # per-image training cost, 224 px
     python -m simdis_jax.benchmark --config configs/benchmark/r50_r18.py:on_7v,32 \\
         --compare=model.conv_impl=xla --compare=model.conv_impl=matmul --rounds 4   # interleaved A/B
+    python -m simdis_jax.benchmark --config configs/benchmark/r50_r18.py:byol_r18,32 --peer ~/SimDis  # vs the authors
 """
 
 import json
@@ -15,6 +16,7 @@ from ml_collections import config_flags
 
 from simdis_jax.tools.benchmark.breakdown import breakdown
 from simdis_jax.tools.benchmark.compare import compare, format_compare
+from simdis_jax.tools.benchmark.peer import format_race, race
 from simdis_jax.tools.benchmark.table1 import format_table1, table1
 from simdis_jax.tools.benchmark.timing import benchmark, format_result
 
@@ -32,8 +34,10 @@ def define_flags() -> None:
                             "flag is one variant: ';'-separated key=value overrides of the config (e.g. "
                             "model.conv_impl=matmul;model.matmul_conv_vjp=False), '' for the config as given. "
                             "Give it twice or more.")
-  flags.DEFINE_integer("rounds", 4, "--compare: rounds (each runs every variant once, order alternating).")
-  flags.DEFINE_integer("steps_per_round", 1, "--compare: timed steps of a variant per round.")
+  flags.DEFINE_string("peer", None, "Race the authors' PyTorch step (built from this path: your clone of "
+                      "github.com/JindongGu/SimDis) against ours, alternated in one process.")
+  flags.DEFINE_integer("rounds", 4, "--compare/--peer: rounds (each runs every variant once, order alternating).")
+  flags.DEFINE_integer("steps_per_round", 1, "--compare/--peer: timed steps of a variant per round.")
   flags.DEFINE_bool("table1", False, "Print the paper's Table 1 from measured FLOPs and exit.")
   flags.DEFINE_integer("table1_image_size", 224, "Image size for --table1.")
 
@@ -49,6 +53,11 @@ def main(argv) -> None:
     return
   if f.config is None:
     sys.exit("--config is required (or --table1).")
+  if f.peer:
+    r = race(f.config, f.peer, rounds=f.rounds, steps_per_round=f.steps_per_round, warmup=f.warmup)
+    print(format_race(r))
+    print(json.dumps(r))
+    return
   if f.compare:
     c = compare(f.config, f.compare, rounds=f.rounds, steps_per_round=f.steps_per_round, warmup=f.warmup)
     print(format_compare(c))
