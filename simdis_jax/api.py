@@ -41,7 +41,8 @@ def build_network(config, network: str):
   extra = {}
   if "bn_running_var" in config.model:  # eval-mode outputs do not depend on it; kept for fidelity
     extra["bn_running_var"] = config.model.bn_running_var
-  return network_from_config(section, (), jnp.float32, configuration.conv_impl(config, section), **extra)
+  return network_from_config(section, (), jnp.float32, configuration.conv_impl(config, section),
+                             depthwise_impl=configuration.depthwise_impl(config), **extra)
 
 
 def restore_variables(workdir: str, config, network: str = "student", weights: str = "online",

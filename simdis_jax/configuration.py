@@ -13,7 +13,7 @@ import ml_collections
 from simdis_jax import methods, optim
 from simdis_jax.methods import simdis
 from simdis_jax.data import augment
-from simdis_jax.models import encoders, resnet
+from simdis_jax.models import depthwise, encoders, resnet
 from simdis_jax.models.heads import PROJECTORS
 
 # Presets of the student's target views (SPEC.md "Presets", paper Table 2).
@@ -37,6 +37,7 @@ EMA_INITS = ("copy", "separate")
 _RESNET_DEPTHS = (10, 18, 34, 50, 101, 152, 200)
 COMPUTE_DTYPES = ("auto", "float32", "bfloat16")
 CONV_IMPLS = ("auto", "xla", "matmul")
+DEPTHWISE_IMPLS = ("auto", "xla", "shifted")
 BN_RUNNING_VARS = ("biased", "unbiased")
 
 
@@ -115,6 +116,9 @@ def base_config() -> ml_collections.ConfigDict:
   c.model.bn_running_var = "biased"
   c.model.matmul_conv_vjp = True  # matmul convs: hand-written backward, not autodiff (speed only, same results)
   c.model.matmul_max_pool = True  # matmul convs: the stem's max-pool as 9 strided slices (speed only)
+  # Depthwise convolutions (MobileNetV3, EfficientNet): xla = lax grouped convolutions; shifted = k*k shifted
+  # multiply-adds with a hand-written backward (models/depthwise.py). auto = shifted on CPU, xla elsewhere.
+  c.model.depthwise_impl = "auto"  # auto | xla | shifted
 
   c.teacher = ml_collections.ConfigDict()
   c.teacher.workdir = ""          # simdis_off: a finished BYOL run whose student becomes the teacher
@@ -310,6 +314,7 @@ RULES = (
     one_of("model.ema_init", EMA_INITS),
     one_of("model.compute_dtype", COMPUTE_DTYPES),
     one_of("model.conv_impl", CONV_IMPLS),
+    one_of("model.depthwise_impl", DEPTHWISE_IMPLS),  # absent in configs saved before the key: auto
     one_of("model.bn_running_var", BN_RUNNING_VARS),  # absent in configs saved before the key: biased
     one_of("teacher.bn_mode", TEACHER_BN_MODES),
     one_of("ema.timing", EMA_TIMINGS),
@@ -498,3 +503,9 @@ def conv_impl(config, model_config=None) -> str:
     wide = model_config is None or model_config.width >= 32
     name = "matmul" if jax.default_backend() == "cpu" and wide else "xla"
   return name
+
+
+def depthwise_impl(config) -> str:
+  """The networks' depthwise-convolution implementation: config.model.depthwise_impl, where auto = shifted on
+  CPU (measured faster there: docs/architectures.md) and xla otherwise."""
+  return depthwise.resolve(config.model.get("depthwise_impl", "auto"))

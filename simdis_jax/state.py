@@ -84,7 +84,8 @@ def build_networks(config, dtype=None) -> Networks:
       nets[network] = network_from_config(
           model_config, dtype=dtype, conv_impl=conv_impl, bn_running_var=config.model.get("bn_running_var", "biased"),
           matmul_conv_vjp=config.model.get("matmul_conv_vjp", True),
-          matmul_max_pool=config.model.get("matmul_max_pool", True), **kwargs)
+          matmul_max_pool=config.model.get("matmul_max_pool", True),
+          depthwise_impl=configuration.depthwise_impl(config), **kwargs)
   return Networks(*(nets.get(field) for field in Networks._fields))
 
 
