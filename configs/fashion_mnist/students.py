@@ -2,8 +2,16 @@
 
     python -m simdis_jax.main --config configs/fashion_mnist/students.py:<arch> --workdir <dir> \
         --config.teacher.workdir=<the byol_teacher run of configs/fashion_mnist/presets.py>
+    python -m simdis_jax.main --config configs/fashion_mnist/students.py:<arch>,<preset>_e<epochs> --workdir <dir> \
+        [--config.teacher.workdir=<the byol_teacher_e20 run of configs/fashion_mnist/long.py>]
 
 <arch>: mobilenet_v3_large | mobilenet_v3_small | efficientnet_b0 | vit_tiny | vit_small.
+`<arch>` alone is the 3-epoch study's `simdis_off_2v` preset with that student. `<arch>,<preset>_e<epochs>`
+is the long study's preset (configs/fashion_mnist/long.py: 5, 10 or 20 epochs, warm-up 1 epoch, kNN every
+2 epochs, the ResNet-10 w16 teacher trained for 20 epochs) with that student, e.g. the 10-epoch evidence
+pair `mobilenet_v3_small,simdis_off_2v_e10` (distilled) and `mobilenet_v3_small,byol_student_e10` (the
+same student trained alone by BYOL; the ViTs with their AdamW recipe below either way). Wall time of such
+runs at the measured step costs: docs/architectures.md ("Cost at the study's shape").
 
 Everything is the study's `simdis_off_2v` preset (configs/fashion_mnist/presets.py: 28 px grey images,
 the ResNet-18 width-16 BYOL teacher, views Ŝ-v' + T̂-v', 3 epochs of batch 128, kNN and linear
@@ -22,12 +30,21 @@ from simdis_jax import config_files
 ARCHS = ("mobilenet_v3_large", "mobilenet_v3_small", "efficientnet_b0", "vit_tiny", "vit_small")
 
 
-def get_config(arch: str = "mobilenet_v3_small"):
-  """The study's simdis_off_2v preset with `arch` as the student."""
+def get_config(spec: str = "mobilenet_v3_small"):
+  """`<arch>`: the study's simdis_off_2v preset with `arch` as the student; `<arch>,<preset>_e<epochs>`: the
+  long study's preset with it."""
+  arch, _, long_preset = spec.partition(",")
   if arch not in ARCHS:
     raise ValueError(f"Unknown student arch {arch!r} for configs/fashion_mnist/students.py; choose one of {ARCHS}.")
-  presets = config_files.sibling(__file__, "presets.py")
-  c = presets.get_config("simdis_off_2v")
+  if long_preset:
+    long = config_files.sibling(__file__, "long.py")
+    base, _ = long.split(long_preset)
+    if base in ("byol_teacher", "untrained_student"):
+      raise ValueError(f"{spec!r}: {base} does not train a student; use e.g. {arch},simdis_off_2v_e10 or "
+                       f"{arch},byol_student_e10.")
+    c = long.get_config(long_preset)
+  else:
+    c = config_files.sibling(__file__, "presets.py").get_config("simdis_off_2v")
   c.model.student.arch = arch
   c.model.student.cifar_stem = True
   if arch.startswith("vit"):
