@@ -17,6 +17,7 @@ from simdis_jax import checkpoint, configuration, runs
 from simdis_jax import workdir as workdir_files
 from simdis_jax.data import augment
 from simdis_jax.evaluation import features
+from simdis_jax.models import depthwise
 from simdis_jax.models.network import network_from_config
 
 NETWORKS = ("student", "teacher")
@@ -42,7 +43,7 @@ def build_network(config, network: str):
   if "bn_running_var" in config.model:  # eval-mode outputs do not depend on it; kept for fidelity
     extra["bn_running_var"] = config.model.bn_running_var
   return network_from_config(section, (), jnp.float32, configuration.conv_impl(config, section),
-                             depthwise_impl=configuration.depthwise_impl(config), **extra)
+                             depthwise_impl=depthwise.from_config(config), **extra)
 
 
 def restore_variables(workdir: str, config, network: str = "student", weights: str = "online",

@@ -37,7 +37,6 @@ EMA_INITS = ("copy", "separate")
 _RESNET_DEPTHS = (10, 18, 34, 50, 101, 152, 200)
 COMPUTE_DTYPES = ("auto", "float32", "bfloat16")
 CONV_IMPLS = ("auto", "xla", "matmul")
-DEPTHWISE_IMPLS = ("auto", "xla", "shifted")
 BN_RUNNING_VARS = ("biased", "unbiased")
 
 
@@ -116,9 +115,7 @@ def base_config() -> ml_collections.ConfigDict:
   c.model.bn_running_var = "biased"
   c.model.matmul_conv_vjp = True  # matmul convs: hand-written backward, not autodiff (speed only, same results)
   c.model.matmul_max_pool = True  # matmul convs: the stem's max-pool as 9 strided slices (speed only)
-  # Depthwise convolutions (MobileNetV3, EfficientNet): xla = lax grouped convolutions; shifted = k*k shifted
-  # multiply-adds with a hand-written backward (models/depthwise.py). auto = shifted on CPU, xla elsewhere.
-  c.model.depthwise_impl = "auto"  # auto | xla | shifted
+  c.model.depthwise_impl = "auto"  # depthwise convs: xla | shifted (models/depthwise.py); auto = shifted on CPU
 
   c.teacher = ml_collections.ConfigDict()
   c.teacher.workdir = ""          # simdis_off: a finished BYOL run whose student becomes the teacher
@@ -313,8 +310,7 @@ RULES = (
     one_of("head_combination", simdis.HEAD_COMBINATIONS),
     one_of("model.ema_init", EMA_INITS),
     one_of("model.compute_dtype", COMPUTE_DTYPES),
-    one_of("model.conv_impl", CONV_IMPLS),
-    one_of("model.depthwise_impl", DEPTHWISE_IMPLS),  # absent in configs saved before the key: auto
+    one_of("model.conv_impl", CONV_IMPLS), one_of("model.depthwise_impl", depthwise.IMPLS),
     one_of("model.bn_running_var", BN_RUNNING_VARS),  # absent in configs saved before the key: biased
     one_of("teacher.bn_mode", TEACHER_BN_MODES),
     one_of("ema.timing", EMA_TIMINGS),
@@ -348,8 +344,7 @@ RULES = (
     whole_number("final_eval.linear_batch_size", hint="e.g. 256"),
     number("final_eval.linear_epochs", low=0.0, hint="0 = the protocol's 80"),
     whole_number("data.image_size"),
-    whole_number("data.shuffle_buffer"),
-    whole_number("data.prefetch", 0),
+    whole_number("data.shuffle_buffer"), whole_number("data.prefetch", 0),
     whole_number("data.host_threads", 0),
     number("data.augment.jitter_prob", low=0.0, high=1.0, hint="BYOL uses 0.8"),
     number("data.augment.grey_prob", low=0.0, high=1.0, hint="BYOL uses 0.2"),
@@ -503,9 +498,3 @@ def conv_impl(config, model_config=None) -> str:
     wide = model_config is None or model_config.width >= 32
     name = "matmul" if jax.default_backend() == "cpu" and wide else "xla"
   return name
-
-
-def depthwise_impl(config) -> str:
-  """The networks' depthwise-convolution implementation: config.model.depthwise_impl, where auto = shifted on
-  CPU (measured faster there: docs/architectures.md) and xla otherwise."""
-  return depthwise.resolve(config.model.get("depthwise_impl", "auto"))

@@ -124,7 +124,7 @@ def test_resnets_have_no_grouped_convolutions_so_the_switch_leaves_them_unchange
 def test_config_key_is_validated_and_auto_is_shifted_on_cpu():
   c = configuration.base_config()
   assert c.model.depthwise_impl == "auto"
-  assert configuration.depthwise_impl(c) == ("shifted" if jax.default_backend() == "cpu" else "xla")
+  assert depthwise.from_config(c) == ("shifted" if jax.default_backend() == "cpu" else "xla")
   c.model.depthwise_impl = "im2col"
   with pytest.raises(ValueError, match=r"config.model.depthwise_impl='im2col' .*auto"):
     configuration.validate(c)

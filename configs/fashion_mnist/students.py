@@ -21,8 +21,9 @@ evaluation) except the student:
   ViTs: patch 4 (7x7 = 49 tokens plus the class token), AdamW at base LR 5e-4 x batch/256 with the
     study's warm-up and cosine, weight decay 0.04 on weight matrices only.
 These students are far larger than the study's width-8 ResNet-10 (e.g. MobileNetV3-Small at 28 px with
-overall stride 8: ~14 M MACs per image, about 6x the study student's); their wall time on the study's CPU
-has not been measured, and the ViT learning rate is DINO's, not tuned for 3 epochs.
+overall stride 8: ~13 M MACs per image, about 6x the study student's); their step costs on the study's
+CPU are in docs/architectures.md (MobileNetV3-Small: ~4.7x the ResNet-10 w8 step), and the ViT learning
+rate is DINO's, not tuned for 3 epochs.
 """
 
 from simdis_jax import config_files

@@ -144,3 +144,9 @@ def resolve(name: str) -> str:
   if name == "auto":
     return "shifted" if jax.default_backend() == "cpu" else "xla"
   return name
+
+
+def from_config(config) -> str:
+  """The networks' depthwise-convolution implementation: config.model.depthwise_impl resolved (absent in
+  configs saved before the key: auto)."""
+  return resolve(config.model.get("depthwise_impl", "auto"))
