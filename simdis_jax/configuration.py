@@ -13,7 +13,7 @@ import ml_collections
 from simdis_jax import methods, optim
 from simdis_jax.methods import simdis
 from simdis_jax.data import augment
-from simdis_jax.models import encoders, input_adapter, resnet
+from simdis_jax.models import depthwise, encoders, input_adapter, resnet
 from simdis_jax.models.heads import PROJECTORS
 
 # Presets of the student's target views (docs/spec.md "Presets", paper Table 2).
@@ -114,6 +114,7 @@ def base_config() -> ml_collections.ConfigDict:
   c.model.bn_running_var = "biased"
   c.model.matmul_conv_vjp = True  # matmul convs: hand-written backward, not autodiff (speed only, same results)
   c.model.matmul_max_pool = True  # matmul convs: the stem's max-pool as 9 strided slices (speed only)
+  c.model.depthwise_impl = "auto"  # depthwise convs: xla | shifted (models/depthwise.py); auto = shifted on CPU
 
   c.teacher = ml_collections.ConfigDict()
   c.teacher.workdir = ""          # simdis_off: a finished BYOL run whose student becomes the teacher
@@ -307,7 +308,7 @@ RULES = (
     one_of("head_combination", simdis.HEAD_COMBINATIONS),
     one_of("model.ema_init", EMA_INITS),
     one_of("model.compute_dtype", COMPUTE_DTYPES),
-    one_of("model.conv_impl", CONV_IMPLS),
+    one_of("model.conv_impl", CONV_IMPLS), one_of("model.depthwise_impl", depthwise.IMPLS),
     one_of("model.bn_running_var", BN_RUNNING_VARS),  # absent in configs saved before the key: biased
     one_of("teacher.bn_mode", TEACHER_BN_MODES),
     one_of("ema.timing", EMA_TIMINGS),
@@ -342,8 +343,7 @@ RULES = (
     number("final_eval.linear_epochs", low=0.0, hint="0 = the protocol's 80"),
     whole_number("data.image_size"),
     one_of("data.holdout", ("none", "validation", "test"), hint="fashion_mnist's 50k/10k validation split"),
-    whole_number("data.shuffle_buffer"),
-    whole_number("data.prefetch", 0),
+    whole_number("data.shuffle_buffer"), whole_number("data.prefetch", 0),
     whole_number("data.host_threads", 0),
     number("data.augment.jitter_prob", low=0.0, high=1.0, hint="BYOL uses 0.8"),
     number("data.augment.grey_prob", low=0.0, high=1.0, hint="BYOL uses 0.2"),

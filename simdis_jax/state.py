@@ -10,6 +10,7 @@ import jax.numpy as jnp
 import optax
 
 from simdis_jax import configuration, methods
+from simdis_jax.models import depthwise
 from simdis_jax.models.network import network_from_config
 
 
@@ -87,7 +88,8 @@ def build_networks(config, dtype=None) -> Networks:
           model_config, dtype=dtype, conv_impl=conv_impl, bn_running_var=config.model.get("bn_running_var", "biased"),
           matmul_conv_vjp=config.model.get("matmul_conv_vjp", True),
           matmul_max_pool=config.model.get("matmul_max_pool", True),
-          data_norm=(config.data.augment.mean, config.data.augment.std), **kwargs)
+          data_norm=(config.data.augment.mean, config.data.augment.std),
+          depthwise_impl=depthwise.from_config(config), **kwargs)
   return Networks(*(nets.get(field) for field in Networks._fields))
 
 

@@ -370,3 +370,19 @@ def test_simdis_off_into_mobilenet_v3_small_improves_knn(byol_teacher, tmp_path)
   after = _knn_with_batch_statistics(c, final["params"], final["batch_stats"])
   print(f"mobilenet_v3_small kNN with batch statistics: untrained {before:.1f}%, after 60 steps {after:.1f}%")
   assert after >= before + MIN_GAIN, (before, after)
+
+
+def test_student_presets_take_the_long_studys_schedule():
+  """students.py:<arch>,<preset>_e<epochs>: the long study's preset (schedule, teacher) with the deployable student."""
+  from simdis_jax import config_files  # pylint: disable=import-outside-toplevel
+  students = config_files.load_module("configs/fashion_mnist/students.py")
+  long = config_files.load_module("configs/fashion_mnist/long.py")
+  for spec, method in (("mobilenet_v3_small,simdis_off_2v_e10", "simdis_off"), ("vit_tiny,byol_student_e10", "byol")):
+    c = configuration.validate(students.get_config(spec))
+    assert (c.method, c.train.epochs, c.model.student.arch) == (method, 10.0, spec.split(",")[0])
+    assert c.optim.warmup_epochs == long.WARMUP_EPOCHS and c.train.knn_every_steps == 2 * long.STEPS_PER_EPOCH
+    assert (c.model.teacher.depth, c.model.teacher.width) == (10, 16)
+  assert students.get_config("vit_tiny,byol_student_e10").optim.name == "adamw"
+  assert students.get_config("mobilenet_v3_small").train.epochs == 3.0
+  with pytest.raises(ValueError, match="does not train a student"):
+    students.get_config("mobilenet_v3_small,byol_teacher_e20")

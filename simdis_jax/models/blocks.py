@@ -13,7 +13,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from simdis_jax.models import resnet
+from simdis_jax.models import depthwise, resnet
 
 conv_kernel_init = resnet.conv_kernel_init
 
@@ -42,13 +42,16 @@ def small_image_strides(strides: Sequence[int]) -> Tuple[int, Tuple[int, ...]]:
   return 1, tuple(strides)
 
 
-def conv_factory(conv_impl: str, dtype: Any) -> Callable[..., nn.Module]:
+def conv_factory(conv_impl: str, dtype: Any, depthwise_impl: str = "xla") -> Callable[..., nn.Module]:
   """conv(features, kernel, stride, groups, name): resnet.Conv (matmul / mixed) for dense convolutions when asked,
-  nn.Conv otherwise; both hold the same HWIO 'kernel', so checkpoints load either way."""
+  depthwise.DepthwiseConv (shifted multiply-adds) for grouped ones when asked, nn.Conv otherwise; all hold
+  the same HWIO 'kernel', so checkpoints load either way."""
 
   def conv(features: int, kernel: int, stride: int = 1, groups: int = 1, name: Optional[str] = None):
     pad = (kernel - 1) // 2
     padding = ((pad, pad), (pad, pad))
+    if depthwise_impl == "shifted" and groups > 1:  # the networks' grouped convolutions are all depthwise
+      return depthwise.DepthwiseConv(features, kernel, stride, pad, conv_kernel_init, dtype, name=name)
     if conv_impl in ("matmul", "mixed") and groups == 1:
       return resnet.Conv(features, (kernel, kernel), (stride, stride), padding=padding, use_bias=False,
                          kernel_init=conv_kernel_init, dtype=dtype, name=name,

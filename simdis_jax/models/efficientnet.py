@@ -50,10 +50,11 @@ class EfficientNet(nn.Module):
   bn_epsilon: float = 1e-5
   dtype: Any = jnp.float32
   conv_impl: str = "xla"
+  depthwise_impl: str = "xla"  # xla | shifted (models/depthwise.py)
 
   @nn.compact
   def __call__(self, x, train: bool = True, bn_axis_name: Optional[str] = None, stochastic_depth: bool = False):
-    conv = blocks.conv_factory(self.conv_impl, self.dtype)
+    conv = blocks.conv_factory(self.conv_impl, self.dtype, self.depthwise_impl)
     norm = blocks.batch_norm(train, bn_axis_name, self.dtype, self.bn_momentum, self.bn_epsilon)
     strides = tuple(stage[2] for stage in B0_STAGES)
     stem_stride, strides = blocks.small_image_strides(strides) if self.small_images else (2, strides)

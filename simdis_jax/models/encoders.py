@@ -29,23 +29,26 @@ class EncoderOptions(NamedTuple):
 
 
 _BUILDERS = {
-    "resnet": lambda o, dtype, conv_impl, name: resnet.resnet(o.depth, o.width, o.cifar_stem, dtype, name=name,
-                                                             conv_impl=conv_impl),
-    "mobilenet_v3_large": lambda o, dtype, conv_impl, name: mobilenet_v3.MobileNetV3(
-        "large", o.cifar_stem, dtype, conv_impl, name=name),
-    "mobilenet_v3_small": lambda o, dtype, conv_impl, name: mobilenet_v3.MobileNetV3(
-        "small", o.cifar_stem, dtype, conv_impl, name=name),
-    "efficientnet_b0": lambda o, dtype, conv_impl, name: efficientnet.EfficientNet(
-        o.cifar_stem, o.drop_path_rate, dtype=dtype, conv_impl=conv_impl, name=name),
-    "vit_tiny": lambda o, dtype, conv_impl, name: vit.ViT("tiny", o.patch_size, o.drop_path_rate, dtype, name=name),
-    "vit_small": lambda o, dtype, conv_impl, name: vit.ViT("small", o.patch_size, o.drop_path_rate, dtype, name=name),
+    "resnet": lambda o, dtype, conv_impl, dw, name: resnet.resnet(o.depth, o.width, o.cifar_stem, dtype, name=name,
+                                                                 conv_impl=conv_impl),
+    "mobilenet_v3_large": lambda o, dtype, conv_impl, dw, name: mobilenet_v3.MobileNetV3(
+        "large", o.cifar_stem, dtype, conv_impl, dw, name=name),
+    "mobilenet_v3_small": lambda o, dtype, conv_impl, dw, name: mobilenet_v3.MobileNetV3(
+        "small", o.cifar_stem, dtype, conv_impl, dw, name=name),
+    "efficientnet_b0": lambda o, dtype, conv_impl, dw, name: efficientnet.EfficientNet(
+        o.cifar_stem, o.drop_path_rate, dtype=dtype, conv_impl=conv_impl, depthwise_impl=dw, name=name),
+    "vit_tiny": lambda o, dtype, conv_impl, dw, name: vit.ViT("tiny", o.patch_size, o.drop_path_rate, dtype,
+                                                              name=name),
+    "vit_small": lambda o, dtype, conv_impl, dw, name: vit.ViT("small", o.patch_size, o.drop_path_rate, dtype,
+                                                               name=name),
 }
 
 
 def encoder(arch: str, options: EncoderOptions, dtype: Any = jnp.float32, conv_impl: str = "xla",
             name: Optional[str] = None, bn_running_var: str = "biased", matmul_conv_vjp: bool = True,
-            matmul_max_pool: bool = True, style: str = "torchvision") -> nn.Module:
-  """The encoder module of `arch` (one of ARCHS); running variance, matmul switches and style are ResNet options."""
+            matmul_max_pool: bool = True, style: str = "torchvision", depthwise_impl: str = "xla") -> nn.Module:
+  """The encoder module of `arch` (one of ARCHS); running variance, matmul switches and style are ResNet options,
+  depthwise_impl (models/depthwise.py) the mobile networks'."""
   if arch not in _BUILDERS:
     raise ValueError(f"Unknown encoder arch {arch!r}; choose one of {list(ARCHS)}.")
   if arch == "resnet":
@@ -57,7 +60,7 @@ def encoder(arch: str, options: EncoderOptions, dtype: Any = jnp.float32, conv_i
   if bn_running_var != "biased":
     raise ValueError(f"model.bn_running_var={bn_running_var!r} is implemented for arch='resnet' only; "
                      f"use 'biased' with arch={arch!r}.")
-  return _BUILDERS[arch](options, dtype, conv_impl, name)
+  return _BUILDERS[arch](options, dtype, conv_impl, depthwise_impl, name)
 
 
 def feature_dim(arch: str, options: EncoderOptions = EncoderOptions()) -> int:

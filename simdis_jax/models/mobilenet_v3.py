@@ -66,11 +66,12 @@ class MobileNetV3(nn.Module):
   small_images: bool = False
   dtype: Any = jnp.float32
   conv_impl: str = "xla"
+  depthwise_impl: str = "xla"  # xla | shifted (models/depthwise.py)
 
   @nn.compact
   def __call__(self, x, train: bool = True, bn_axis_name: Optional[str] = None):
     table, last_conv, feature = VARIANTS[self.variant]
-    conv = blocks.conv_factory(self.conv_impl, self.dtype)
+    conv = blocks.conv_factory(self.conv_impl, self.dtype, self.depthwise_impl)
     norm = blocks.batch_norm(train, bn_axis_name, self.dtype, BN_MOMENTUM, BN_EPSILON)
     hswish = jax.nn.hard_swish
     strides = tuple(row[-1] for row in table)

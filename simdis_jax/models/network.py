@@ -26,6 +26,7 @@ class Network(nn.Module):
   heads: Sequence[str] = ()
   dtype: Any = jnp.float32
   conv_impl: str = "xla"  # see models/resnet.py Conv
+  depthwise_impl: str = "xla"  # xla | shifted: the mobile networks' depthwise convolutions (models/depthwise.py)
   num_classes: int = 0  # > 0: a linear classifier on the pooled features ("logits"; supervised training)
   bn_running_var: str = "biased"  # config.model.bn_running_var (models/batch_norm.py)
   arch: str = "resnet"  # see models/encoders.py; depth/width apply to resnet only
@@ -48,7 +49,8 @@ class Network(nn.Module):
     options = encoders.EncoderOptions(self.depth, self.width, self.cifar_stem, self.patch_size, self.drop_path_rate)
     encoder = encoders.encoder(self.arch, options, self.dtype, self.conv_impl, name="encoder",
                                bn_running_var=self.bn_running_var, matmul_conv_vjp=self.matmul_conv_vjp,
-                               matmul_max_pool=self.matmul_max_pool, style=self.style)
+                               matmul_max_pool=self.matmul_max_pool, style=self.style,
+                               depthwise_impl=self.depthwise_impl)
     if stochastic_depth and self.arch not in encoders.STOCHASTIC_DEPTH_ARCHS:
       raise ValueError(f"stochastic_depth=True: arch={self.arch!r} has no stochastic depth; choose one of "
                        f"{list(encoders.STOCHASTIC_DEPTH_ARCHS)} or call without it.")
@@ -82,7 +84,7 @@ class Network(nn.Module):
 def network_from_config(model_config, heads: Sequence[str] = (), dtype: Any = jnp.float32,
                         conv_impl: str = "xla", num_classes: int = 0, bn_running_var: str = "biased",
                         matmul_conv_vjp: bool = True, matmul_max_pool: bool = True, data_norm: tuple = (),
-                        probe_classes: int = 0) -> Network:
+                        probe_classes: int = 0, depthwise_impl: str = "xla") -> Network:
   """Builds a Network from a config.model.{student,teacher} section (and config.model's BN and matmul options).
 
   `data_norm` (the data's (mean, std)) is needed when the section sets its own input normalisation or channels.
@@ -98,6 +100,7 @@ def network_from_config(model_config, heads: Sequence[str] = (), dtype: Any = jn
                  hidden_dim=model_config.hidden_dim, proj_dim=model_config.proj_dim,
                  heads=tuple(heads), dtype=dtype, conv_impl=conv_impl, num_classes=num_classes,
                  bn_running_var=bn_running_var, matmul_conv_vjp=matmul_conv_vjp, matmul_max_pool=matmul_max_pool,
+                 depthwise_impl=depthwise_impl,
                  # Sections written before the arch key existed describe ResNets.
                  arch=model_config.get("arch", "resnet"), patch_size=model_config.get("patch_size", 16),
                  drop_path_rate=model_config.get("drop_path_rate", 0.0),
