@@ -16,6 +16,7 @@ import numpy as np
 import pytest
 
 import simdis_jax
+import haiku_byol  # pylint: disable=import-error  (tests/haiku_byol.py)
 from conftest import tiny_config
 from simdis_jax import configuration, import_weights, runs, train
 from simdis_jax.interop import deepmind
@@ -90,45 +91,16 @@ def test_style_is_a_validated_network_key_and_old_configs_read_as_torchvision():
 
 # ------------------------------------------------ a BYOL network built with dm-haiku, pickled as DeepMind did
 
-BN = dict(decay_rate=0.9, eps=1e-5, create_scale=True, create_offset=True)
-
-
 def haiku_byol_forward(depth, width, hidden, proj, classes=5):
   """hk.transform_with_state of BYOL's network: ResNet v1 torso (all four stages project), projector, predictor."""
   hk = pytest.importorskip("haiku")
-  bottleneck = depth >= 50
-
-  class Torso(hk.Module):
-    """byol/utils/networks.py ResNetTorso's computation and naming: layers made in __init__ ('/~/' names)."""
-
-    def __init__(self, name):
-      super().__init__(name=name)
-      self.initial_conv = hk.Conv2D(width, 7, stride=2, with_bias=False, padding="SAME", name="initial_conv")
-      self.initial_batchnorm = hk.BatchNorm(name="initial_batchnorm", **BN)
-      self.groups = [hk.nets.ResNet.BlockGroup(channels=width * 2 ** i * (4 if bottleneck else 1), num_blocks=n,
-                                               stride=1 if i == 0 else 2, bn_config=BN, resnet_v2=False,
-                                               bottleneck=bottleneck, use_projection=True, name=f"block_group_{i}")
-                     for i, n in enumerate(resnet.STAGE_SIZES[depth])]
-
-    def __call__(self, x, is_training):
-      x = jax.nn.relu(self.initial_batchnorm(self.initial_conv(x), is_training))
-      x = hk.max_pool(x, window_shape=(1, 3, 3, 1), strides=(1, 2, 2, 1), padding="SAME")
-      for group in self.groups:
-        x = group(x, is_training, False)
-      return jnp.mean(x, axis=(1, 2))
-
-  class MLP(hk.Module):
-    """BYOL's MLP: its layers made in __call__ ('projector/linear', ...)."""
-
-    def __call__(self, x, is_training):
-      x = jax.nn.relu(hk.BatchNorm(**BN)(hk.Linear(hidden)(x), is_training))
-      return hk.Linear(proj, with_bias=False)(x)
+  Torso, MLP = haiku_byol.modules()
 
   def forward(x, is_training):
-    feature = Torso(name=f"res_net{depth}")(x, is_training)
-    projection = MLP(name="projector")(feature, is_training)
+    feature = Torso(depth, width, name=f"res_net{depth}")(x, is_training)
+    projection = MLP(hidden, proj, name="projector")(feature, is_training)
     return {"feature": feature, "projection": projection,
-            "prediction": MLP(name="predictor")(projection, is_training),
+            "prediction": MLP(hidden, proj, name="predictor")(projection, is_training),
             "logits": hk.Linear(classes, name="classifier")(feature)}
 
   return hk.transform_with_state(forward)
