@@ -130,7 +130,11 @@ def test_a_missing_step_and_a_linear_eval_workdir_are_one_line(tiny_run, tmp_pat
 def flip_student_params(workdir, step):
   """Flips one byte in the middle of every array file of `step` (the student's params among them)."""
   import glob  # pylint: disable=import-outside-toplevel
-  for path in glob.glob(f"{workdir}/checkpoints/{step}/default/ocdbt.process_0/d/*"):
+  # The arrays are in the per-process OCDBT folder, or, once orbax has merged them, in the checkpoint's own d/.
+  paths = (glob.glob(f"{workdir}/checkpoints/{step}/default/ocdbt.process_*/d/*")
+           or glob.glob(f"{workdir}/checkpoints/{step}/default/d/*"))
+  assert paths, f"no array files under {workdir}/checkpoints/{step}"  # a flip that touches nothing proves nothing
+  for path in paths:
     data = bytearray(open(path, "rb").read())
     data[len(data) // 2] ^= 0x40
     open(path, "wb").write(bytes(data))

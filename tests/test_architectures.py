@@ -357,6 +357,7 @@ MIN_GAIN = 1.0  # points of kNN top-1 (10 of 1,000 queries)
 
 
 @requires_fashion_mnist
+@pytest.mark.slow
 def test_simdis_off_into_mobilenet_v3_small_improves_knn(byol_teacher, tmp_path):
   from simdis_jax import optim as optim_module  # pylint: disable=import-outside-toplevel
   from simdis_jax.state import build_networks, create_train_state  # pylint: disable=import-outside-toplevel

@@ -152,6 +152,7 @@ def recipe_config():
   return configuration.validate(c)
 
 
+@pytest.mark.slow
 def test_deepmind_recipe_research_step_equals_deepminds_update_after_two_steps():
   """Losses, gradients, online and target params (and their changes), both BN averages and the counters after
   each of two steps at a non-zero learning rate (cosine, no warm-up), float64, relative error <= 1e-9."""
@@ -233,6 +234,7 @@ def truncated_normal_variance(bound=2.0):
   return 1 - 2 * bound * phi / math.erf(bound / math.sqrt(2))
 
 
+@pytest.mark.slow
 def test_haiku_style_has_deepminds_shapes_init_and_two_bn_averages():
   x = jnp.zeros((2, 32, 32, 3))
   for depth, width in ((18, 4), (50, 2)):

@@ -17,6 +17,7 @@ K = tiny_cli_config.STEPS
 
 
 @requires_fashion_mnist
+@pytest.mark.slow
 def test_sigterm_mid_run_saves_at_a_step_boundary_and_the_restart_ends_bit_identical(baseline, tmp_path):
   workdir = str(tmp_path)
   proc = runs.start(workdir, devices=4)
@@ -82,6 +83,7 @@ def _tmp_checkpoints(workdir):
 
 
 @requires_fashion_mnist
+@pytest.mark.slow
 def test_kill_9_during_an_async_save_and_during_training_leaves_only_complete_checkpoints(baseline, tmp_path):
   workdir = str(tmp_path)
   # 1. kill -9 while orbax writes a checkpoint (its temporary directory exists).

@@ -8,6 +8,7 @@ queries. `config.seed` also draws the kNN subsets, so the untrained figure diffe
 
 import jax
 import numpy as np
+import pytest
 
 import runs
 from conftest import requires_fashion_mnist, tiny_config
@@ -33,6 +34,7 @@ def _short_run(c, steps):
 # (0.03 x batch/256) moves a 100-step student too little (seed 0, queue 1,024: 64.5 -> 61.8; base LR 0.5: 66.5,
 # 2.0: 63.3), and a queue of 256 (4 batches) instead of 1,024 lifts seed 1 from +1.2 to +4.5. Cost: about
 # 30 CPU-s.
+@pytest.mark.slow
 def test_seed_from_a_trained_byol_teacher_improves_knn_and_keeps_the_teacher_frozen(byol_teacher, tmp_path):
   c = tiny_config("byol", "byol")
   c.model.teacher = runs.learning_teacher_net()
@@ -65,6 +67,7 @@ def test_seed_from_a_trained_byol_teacher_improves_knn_and_keeps_the_teacher_fro
 # 65,536 would hold mostly the random initial rows, and the keys of a fast-moving encoder go stale); key
 # momentum 0.99 (at 0.999 the key encoder keeps 86% of its initial weights after 150 steps); T 0.1 (MoCo v1's
 # 0.07 region: at T 0.2, queue 256, seed 0 gained +0.5 only; at queue 1,024 +1.0). Cost: about 28 CPU-s.
+@pytest.mark.slow
 def test_moco_v2_improves_knn(tmp_path):
   c = tiny_config("byol", "byol")
   recipes.moco_v2(c, epochs=1.0)

@@ -5,6 +5,7 @@ import subprocess
 import sys
 
 import jax
+import pytest
 import numpy as np
 
 import runs
@@ -44,6 +45,7 @@ def queue_of(workdir):
   return np.asarray(state.queue["queue"]), int(state.queue["ptr"])
 
 
+@pytest.mark.slow
 def test_two_processes_enqueue_the_keys_of_both(tmp_path):
   port = runs.free_port()
   # The one-process reference runs beside the two-process run: its imports and tracing overlap theirs.

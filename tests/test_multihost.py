@@ -16,6 +16,7 @@ pytestmark = requires_fashion_mnist
 K = tiny_cli_config.STEPS
 
 
+@pytest.mark.slow
 def test_two_processes_equal_one_process_and_agree_on_the_preemption_step(baseline, tmp_path):
   """2 × 2 devices vs 1 × 4 (same global batch, seed); SIGTERM to process 1 alone stops both at one step."""
   workdir = str(tmp_path)

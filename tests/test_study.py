@@ -83,7 +83,8 @@ def test_the_study_lists_known_presets_with_three_seeds_for_the_central_comparis
   c = study_config.get_config()
   runs = plan.parse_runs(c.runs)
   assert len(runs) == len(set(runs))
-  assert {p for p, _ in runs} == set(presets.PRESETS)
+  # Figure 3's other systems ran in the long study only (configs/fashion_mnist/study_long.py)
+  assert {p for p, _ in runs} == set(presets.PRESETS) - {"moco_v2", "seed", "supervised_standard"}
   assert runs[0] == plan.parse_runs([c.teacher_run])[0] == ("byol_teacher", 0)  # the offline teacher first
   for preset in tuple(c.central) + ("supervised",):
     assert sorted(s for p, s in runs if p == preset) == [0, 1, 2]
@@ -217,6 +218,7 @@ def test_the_archive_carries_finished_runs_and_the_teachers_checkpoint_to_a_fres
 
 
 @requires_fashion_mnist
+@pytest.mark.slow
 def test_the_study_command_runs_a_preset_end_to_end_then_skips_it(tmp_path):
   work, results = tmp_path / "w", tmp_path / "RESULTS.md"
   cmd = [sys.executable, "-m", "simdis_jax.study", "--config", "tests/tiny_study.py", "--workdir", str(work),

@@ -17,6 +17,7 @@ Cost of this test: about 110-170 CPU-s.
 import os
 
 import numpy as np
+import pytest
 
 import runs
 from conftest import requires_fashion_mnist, tiny_config
@@ -46,6 +47,7 @@ def vit_config(teacher_workdir):
 
 
 @requires_fashion_mnist
+@pytest.mark.slow
 def test_simdis_off_into_vit_tiny_improves_knn_from_the_study_teacher(tmp_path):
   assert os.path.isdir(os.path.join(STUDY_TEACHER, "checkpoints")), f"{STUDY_TEACHER} is committed; restore it"
   c = vit_config(STUDY_TEACHER)

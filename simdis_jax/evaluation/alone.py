@@ -37,12 +37,12 @@ def train_alone(config, workdir: str) -> Dict[str, float]:
   return train.train_and_evaluate(alone_config(config), os.path.join(workdir, ALONE_DIR))
 
 
-def raw_pixel_knn(config) -> float:
-  """Weighted cosine kNN top-1 (%) on raw pixels, on the kNN's own training / test subsets.
+def raw_pixel_knn(config) -> Dict[str, float]:
+  """Weighted cosine kNN top-1 (%) on raw pixels, on the kNN's own training / test subsets, two ways.
 
-  The pixels are the networks' own input: scaled to [0, 1] and normalised by the dataset's mean and std
-  (evaluation/raw_pixels.py, the studies' reference); on Fashion-MNIST that is the stronger of the two
-  usual raw-pixel baselines (85.69 against 84.59 for [0, 1] pixels on the full splits).
+  "normalised": the networks' own input, scaled to [0, 1] and normalised by the dataset's mean and std
+  (evaluation/raw_pixels.py, the studies' reference); "0..1": the pixels scaled to [0, 1] only. On
+  Fashion-MNIST the normalised pixels are the stronger baseline (85.69 against 84.59 on the full splits).
   """
   from simdis_jax.evaluation import raw_pixels  # pylint: disable=import-outside-toplevel
   from simdis_jax.data import input as data_input  # pylint: disable=import-outside-toplevel
@@ -53,11 +53,15 @@ def raw_pixel_knn(config) -> float:
   k = config.knn
   bank, bank_y = data_input.subset(*dataset.split("train"), k.train_examples, config.seed)
   queries, query_y = data_input.subset(*dataset.split("eval"), k.eval_examples, config.seed + 1)
-  mean, std = config.data.augment.mean, config.data.augment.std
-  pred, _ = knn.knn_classify(raw_pixels.pixel_features(np.asarray(bank), mean, std), np.asarray(bank_y),
-                             raw_pixels.pixel_features(np.asarray(queries), mean, std), k.k, k.temperature,
-                             dataset.num_classes)
-  return float(100.0 * np.mean(pred == np.asarray(query_y)))
+  channels = len(config.data.augment.mean)
+  out = {}
+  for name, (mean, std) in (("normalised", (config.data.augment.mean, config.data.augment.std)),
+                            ("0..1", ((0.0,) * channels, (1.0,) * channels))):
+    pred, _ = knn.knn_classify(raw_pixels.pixel_features(np.asarray(bank), mean, std), np.asarray(bank_y),
+                               raw_pixels.pixel_features(np.asarray(queries), mean, std), k.k, k.temperature,
+                               dataset.num_classes)
+    out[name] = float(100.0 * np.mean(pred == np.asarray(query_y)))
+  return out
 
 
 def _subset(n: int, split: str) -> str:
@@ -65,7 +69,7 @@ def _subset(n: int, split: str) -> str:
 
 
 def table(config, workdir: str, linear_results: Optional[Dict[str, Dict]] = None,
-          raw_knn: Optional[float] = None) -> str:
+          raw_knn: Optional[Dict[str, float]] = None) -> str:
   """Plain-text table: distilled student, student alone, teacher, raw pixels (kNN, linear where run)."""
   linear_results = linear_results or {}
   distilled = workdir_files.read_json(workdir, workdir_files.SUMMARY_FILE) or {}
@@ -83,7 +87,7 @@ def table(config, workdir: str, linear_results: Optional[Dict[str, Dict]] = None
           ("student untrained (step 0)", distilled.get("knn_top1/student_init"), None),
           ("teacher (frozen)" if config.method in configuration.OFFLINE_TEACHER_METHODS else "teacher",
            distilled.get("knn_top1/teacher"), linear_results.get("teacher", {}).get("top1")),
-          ("raw pixels (normalised), no network", raw_knn, None)]
+          *((f"raw pixels ({name}), no network", value, None) for name, value in (raw_knn or {}).items())]
   rows = [r for r in rows[:1] + [r for r in rows[1:] if r[1] is not None or r[2] is not None]]
   cells = [rows[0]] + [(n, _cell(a), _cell(b)) for n, a, b in rows[1:]]
   if all(c[2] == "-" for c in cells[1:]):
