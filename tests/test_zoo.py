@@ -28,6 +28,8 @@ def test_the_manifest_holds_the_committed_records_and_every_file_passes_its_chec
       summary["knn_top1/student"], linear["top1"], summary["steps"]) == (88.25, linear["top1"], 9360)
   assert entry["params"] == 307248  # ResNet-10 w16, CIFAR stem, one grey channel: the encoder alone
   for rel, digest in entry["files"].items():  # the shipped checkpoint is the committed run's, byte for byte
+    if rel.startswith("checkpoint_checksums/"):
+      continue  # written by zoo.build from the checkpoint (test_every_shipped_step_has_its_checksums...)
     source = os.path.join(TEACHER_RUN, rel)
     assert zoo.sha256(source) == digest and os.path.getsize(source) == entry["bytes"][rel]
   assert zoo.verify(TEACHER) == zoo.entry_dir(TEACHER)
@@ -109,3 +111,12 @@ def test_a_zoo_name_is_an_offline_teacher_for_simdis_off_and_seed_with_its_netwo
     assert (t.depth, t.width, t.cifar_stem, t.proj_dim, t.in_channels, list(t.input_mean)) == (10, 16, True, 128, 0, [])
     assert adopted.model.student.proj_dim == 128  # the student regresses the teacher's 128-d projections
     assert train.check_offline_teacher(adopted).model.student.width == 16
+
+
+def test_every_shipped_step_has_its_checksums_so_loads_are_verified():
+  from simdis_jax import checkpoint  # pylint: disable=import-outside-toplevel
+  for name in zoo.names():
+    entry = zoo.manifest()[name]
+    mgr = checkpoint.manager(zoo.entry_dir(name))
+    assert checkpoint.has_checksums(mgr, entry["step"]), name  # else every load warns "UNVERIFIED"
+    assert f"checkpoint_checksums/{entry['step']}.json" in entry["files"]

@@ -40,6 +40,23 @@ def linear_top1(run_dir: str) -> tuple:
   raise FileNotFoundError(f"{run_dir} has no linear_student/ or linear_fast/ evaluation.")
 
 
+def write_checksums(workdir: str, step: int) -> None:
+  """Writes the per-array CRC32 file of `step` (checkpoint.CHECKSUM_DIR), as training's save does, from the
+  checkpoint itself: the restore then verifies every array instead of warning that the step is unverified."""
+  import orbax.checkpoint as ocp  # pylint: disable=import-outside-toplevel
+  from simdis_jax import checkpoint  # pylint: disable=import-outside-toplevel
+  from simdis_jax import workdir as workdir_files  # pylint: disable=import-outside-toplevel
+  mgr = checkpoint.manager(workdir)
+  tree = mgr.restore(step, args=ocp.args.StandardRestore())
+  leaves = checkpoint._host_leaves(tree)  # pylint: disable=protected-access
+  bad = checkpoint.non_finite_leaves(leaves)
+  if bad:
+    raise ValueError(f"{workdir} step {step} holds NaN/Inf in {bad[:3]}: not a network to ship.")
+  os.makedirs(os.path.join(workdir, checkpoint.CHECKSUM_DIR), exist_ok=True)
+  workdir_files.atomic_write_text(os.path.join(workdir, checkpoint.CHECKSUM_DIR, f"{step}.json"),
+                                  json.dumps(checkpoint._checksums(leaves)))  # pylint: disable=protected-access
+
+
 def add(name: str, run_dir: str, trained: str, notes: str = "") -> dict:
   """Copies the run into the zoo under `name` and records it in the manifest; returns the entry."""
   with open(os.path.join(run_dir, "summary.json"), encoding="utf-8") as f:
@@ -57,6 +74,7 @@ def add(name: str, run_dir: str, trained: str, notes: str = "") -> dict:
   for f in RUN_FILES:
     shutil.copy(os.path.join(run_dir, f), os.path.join(out, f))
   shutil.copytree(src_ckpt, os.path.join(out, "checkpoints", str(step)))
+  write_checksums(out, step)
   files, sizes = {}, {}
   for folder, _, found in sorted(os.walk(out)):
     for f in sorted(found):
