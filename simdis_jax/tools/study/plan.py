@@ -114,11 +114,17 @@ def run_dir(workdir: str, preset: str, seed: int) -> str:
   return os.path.join(workdir, preset, f"seed{seed}")
 
 
-def done_files(study, directory: str) -> List[str]:
-  """The files whose existence marks a run done: summary, the student's linear evaluation (and the fast one)."""
+def pretraining_files(study, directory: str) -> List[str]:
+  """The files the pretraining command writes: its summary, and the student's linear evaluation if it runs one."""
   files = [os.path.join(directory, workdir_files.SUMMARY_FILE)]
   if study.get("linear_after_pretraining", True):
     files.append(os.path.join(directory, STUDENT_LINEAR_DIR, workdir_files.LINEAR_EVAL_FILE))
+  return files
+
+
+def done_files(study, directory: str) -> List[str]:
+  """The files whose existence marks a run done: summary, the student's linear evaluation (and the fast one)."""
+  files = pretraining_files(study, directory)
   if study.get("fast_linear"):
     files.append(os.path.join(directory, FAST_LINEAR_DIR, workdir_files.LINEAR_EVAL_FILE))
   if tested(study, directory):
@@ -144,10 +150,7 @@ def commands(study, workdir: str, preset: str, seed: int) -> List[List[str]]:
   """The run's commands still to do: pretraining (+ its final linear eval), then the fast linear eval."""
   directory = run_dir(workdir, preset, seed)
   todo = []
-  pretraining = [os.path.join(directory, workdir_files.SUMMARY_FILE)]
-  if study.get("linear_after_pretraining", True):
-    pretraining.append(os.path.join(directory, STUDENT_LINEAR_DIR, workdir_files.LINEAR_EVAL_FILE))
-  if not all(os.path.exists(f) for f in pretraining):
+  if not all(os.path.exists(f) for f in pretraining_files(study, directory)):
     todo.append(command(study, workdir, preset, seed))
   fast_done = os.path.exists(os.path.join(directory, FAST_LINEAR_DIR, workdir_files.LINEAR_EVAL_FILE))
   if study.get("fast_linear") and not fast_done:
