@@ -40,11 +40,6 @@ CONV_IMPLS = ("auto", "xla", "matmul", "mixed")
 BN_RUNNING_VARS = ("biased", "unbiased")
 
 
-# The network keys added with the arch choice, and what a section written without them means.
-NETWORK_DEFAULTS = dict(arch="resnet", patch_size=16, drop_path_rate=0.0, style="torchvision", projector="byol",
-                        head_bias=True)
-
-
 def network_config(depth: int, width: int, cifar_stem: bool, hidden_dim: int, proj_dim: int,
                    arch: str = "resnet", patch_size: int = 16, drop_path_rate: float = 0.0,
                    style: str = "torchvision", projector: str = "byol", head_bias: bool = True):
@@ -54,16 +49,6 @@ def network_config(depth: int, width: int, cifar_stem: bool, hidden_dim: int, pr
   # shortcuts, init, BN averages: models/resnet.py); projector: byol (Linear-BN-ReLU-Linear) | moco (no BN: MoCo-v2's,
   # SEED's student's); head_bias=False: the projector's and predictors' last Linear without bias (DeepMind's).
   return ml_collections.ConfigDict(dict(locals(), **input_adapter.INPUT_DEFAULTS))
-
-
-def with_network_defaults(run: dict) -> dict:
-  """A saved run config (dict) whose network sections lack the arch keys, completed with their defaults."""
-  for name in ("student", "teacher"):
-    section = run.get("model", {}).get(name)
-    if isinstance(section, dict):
-      for key, value in {**NETWORK_DEFAULTS, **input_adapter.INPUT_DEFAULTS}.items():
-        section.setdefault(key, value)
-  return run
 
 
 def data_config(name: str = "imagenet2012") -> ml_collections.ConfigDict:
@@ -475,25 +460,3 @@ def _check_data(config) -> None:
 def uses_teacher(config) -> bool:
   """Whether the run holds a teacher network (SimDis-Off, SimDis-On or SEED)."""
   return config.method in ("simdis_off", "simdis_on", "seed")
-
-
-def compute_dtype(config):
-  """The networks' compute dtype: config.model.compute_dtype, with auto = bfloat16 on GPU/TPU, float32 on CPU."""
-  import jax.numpy as jnp  # pylint: disable=g-import-not-at-top
-  name = config.model.get("compute_dtype", "auto")
-  if name == "auto":
-    import jax  # pylint: disable=g-import-not-at-top
-    name = "float32" if jax.default_backend() == "cpu" else "bfloat16"
-  return jnp.dtype(name)
-
-
-def conv_impl(config, model_config=None) -> str:
-  """A network's convolution implementation: config.model.conv_impl, where auto = mixed on CPU for networks
-  of width >= 32 (measured fastest there: docs/performance.md) and xla otherwise (narrow networks such
-  as the demo's: the gathered taps cost more than the slow gradients save)."""
-  name = config.model.get("conv_impl", "auto")
-  if name == "auto":
-    import jax  # pylint: disable=g-import-not-at-top
-    wide = model_config is None or model_config.width >= 32
-    name = "mixed" if jax.default_backend() == "cpu" and wide else "xla"
-  return name

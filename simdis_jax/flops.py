@@ -16,7 +16,8 @@ import jax
 import jax.numpy as jnp
 import ml_collections
 
-from simdis_jax import configuration, parallel, runs
+from simdis_jax import parallel, runs
+from simdis_jax.models.network import compute_dtype
 from simdis_jax.step import make_train_step
 
 
@@ -70,7 +71,7 @@ def cpu_step_flops(config, num_devices: int, state, images, labels, conv_impl: O
   devices ("auto" is bfloat16 on a GPU, float32 on the CPU).
   """
   config = ml_collections.ConfigDict(config.to_dict())
-  config.model.compute_dtype = jnp.dtype(configuration.compute_dtype(config)).name
+  config.model.compute_dtype = jnp.dtype(compute_dtype(config)).name
   local = images.shape[0] // num_devices
   config.train.batch_size = local
   cpu_mesh = parallel.make_mesh(jax.devices("cpu")[:1])

@@ -13,6 +13,7 @@ import jax
 import ml_collections
 
 from simdis_jax import checkpoint, configuration, optim, parallel, zoo, workdir as workdir_files
+from simdis_jax.models import input_adapter
 from simdis_jax.state import Networks, TrainState, build_networks, create_train_state
 
 
@@ -100,9 +101,24 @@ class Restored(NamedTuple):
   step: int
 
 
+# The network keys added with the arch choice, and what a section written without them means.
+NETWORK_DEFAULTS = dict(arch="resnet", patch_size=16, drop_path_rate=0.0, style="torchvision", projector="byol",
+                        head_bias=True)
+
+
+def with_network_defaults(run: dict) -> dict:
+  """A saved run config (dict) whose network sections lack the arch keys, completed with their defaults."""
+  for name in ("student", "teacher"):
+    section = run.get("model", {}).get(name)
+    if isinstance(section, dict):
+      for key, value in {**NETWORK_DEFAULTS, **input_adapter.INPUT_DEFAULTS}.items():
+        section.setdefault(key, value)
+  return run
+
+
 def read_run_config(workdir: str) -> ml_collections.ConfigDict:
   """A run's saved config; sections saved before a key existed read with its default (arch = resnet)."""
-  return ml_collections.ConfigDict(configuration.with_network_defaults(workdir_files.read_config(workdir)))
+  return ml_collections.ConfigDict(with_network_defaults(workdir_files.read_config(workdir)))
 
 
 def checkpoint_steps(workdir: str) -> list:

@@ -17,6 +17,7 @@ from simdis_jax import configuration, optim
 from simdis_jax.models import blocks, encoders
 from simdis_jax.tools import architectures
 from simdis_jax.models.network import Network, network_from_config
+from simdis_jax.runs import with_network_defaults
 
 CONV_ARCHS = ("mobilenet_v3_large", "mobilenet_v3_small", "efficientnet_b0")
 
@@ -229,7 +230,7 @@ def test_resnet_network_is_unchanged_by_the_arch_key():
     np.testing.assert_array_equal(a, b)
   assert "encoder" in outs[0][0]["params"] and "stage1_block1" in outs[0][0]["params"]["encoder"]
   # Saved configs of runs from before the key read as ResNets.
-  completed = configuration.with_network_defaults({"model": {"student": dict(legacy)}})
+  completed = with_network_defaults({"model": {"student": dict(legacy)}})
   assert completed["model"]["student"]["arch"] == "resnet"
 
 

@@ -8,6 +8,7 @@ import numpy as np
 
 from conftest import tiny_config
 from simdis_jax import configuration, flops, parallel
+from simdis_jax.models import network
 from simdis_jax.tools.benchmark import compare, flops as network_flops, timing
 
 
@@ -87,19 +88,19 @@ def test_bfloat16_compute_keeps_float32_params_and_tracks_the_float32_loss():
 
 def test_auto_compute_dtype_is_float32_on_cpu():
   c = tiny_config()
-  assert c.model.compute_dtype == "auto" and configuration.compute_dtype(c) == jnp.float32
+  assert c.model.compute_dtype == "auto" and network.compute_dtype(c) == jnp.float32
   c.model.compute_dtype = "bfloat16"
-  assert configuration.compute_dtype(configuration.validate(c)) == jnp.bfloat16
+  assert network.compute_dtype(configuration.validate(c)) == jnp.bfloat16
 
 
 def test_auto_conv_impl_on_cpu_is_mixed_for_wide_networks_only():
   c = tiny_config()  # widths 4 and 8: lax convolutions are faster there
-  assert {configuration.conv_impl(c, n) for n in (c.model.student, c.model.teacher)} == {"xla"}
+  assert {network.conv_impl(c, n) for n in (c.model.student, c.model.teacher)} == {"xla"}
   wide = configuration.network_config(18, 64, False, 4096, 256)
-  assert configuration.conv_impl(c, wide) == "mixed"
+  assert network.conv_impl(c, wide) == "mixed"
   for impl in ("xla", "matmul"):
     c.model.conv_impl = impl
-    assert configuration.conv_impl(configuration.validate(c), wide) == impl
+    assert network.conv_impl(configuration.validate(c), wide) == impl
 
 
 def test_train_step_compiles_once_across_steps():

@@ -20,6 +20,7 @@ import numpy as np
 from jax.sharding import PartitionSpec as P
 
 from simdis_jax import configuration, flops, parallel, runs
+from simdis_jax.models.network import compute_dtype, conv_impl
 from simdis_jax.step import make_train_step
 from simdis_jax.tools.benchmark.flops import forward_flops
 from simdis_jax.tools.benchmark.profile import top_ops
@@ -81,7 +82,7 @@ def reference_step_flops(config, mesh, state, images, labels, train_step=None) -
 def conv_impls(config) -> set:
   """The convolution implementations the config's networks use."""
   nets = [config.model.student] + ([config.model.teacher] if configuration.uses_teacher(config) else [])
-  return {configuration.conv_impl(config, n) for n in nets}
+  return {conv_impl(config, n) for n in nets}
 
 
 def time_calls(fn: Callable[[], Any], repeats: int) -> list:
@@ -157,7 +158,7 @@ def benchmark(config: ml_collections.ConfigDict, steps: int = 10, warmup: int = 
   mesh = parallel.make_mesh(devices)
   parallel.check_batch_size(config.train.batch_size, mesh)
   num_devices = mesh.devices.size
-  dtype = configuration.compute_dtype(config)
+  dtype = compute_dtype(config)
 
   _, state, train_step = build_step(config, mesh)
   images, labels = synthetic_batch(config, mesh)
