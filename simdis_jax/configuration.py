@@ -13,8 +13,7 @@ import ml_collections
 from simdis_jax import methods, optim
 from simdis_jax.methods import simdis
 from simdis_jax.data import augment
-from simdis_jax.models import depthwise, encoders, input_adapter, resnet
-from simdis_jax.models.heads import PROJECTORS
+from simdis_jax.models import archs
 
 # Presets of the student's target views (docs/spec.md "Presets", paper Table 2).
 VIEW_PRESETS = {
@@ -34,7 +33,6 @@ VIEW_PRESETS = {
 EMA_TIMINGS = ("before", "after")
 TEACHER_BN_MODES = ("train", "eval")
 EMA_INITS = ("copy", "separate")
-_RESNET_DEPTHS = (10, 18, 34, 50, 101, 152, 200)
 COMPUTE_DTYPES = ("auto", "float32", "bfloat16")
 CONV_IMPLS = ("auto", "xla", "matmul", "mixed")
 BN_RUNNING_VARS = ("biased", "unbiased")
@@ -43,12 +41,12 @@ BN_RUNNING_VARS = ("biased", "unbiased")
 def network_config(depth: int, width: int, cifar_stem: bool, hidden_dim: int, proj_dim: int,
                    arch: str = "resnet", patch_size: int = 16, drop_path_rate: float = 0.0,
                    style: str = "torchvision", projector: str = "byol", head_bias: bool = True):
-  """A config.model.{student,teacher} section (arch: see models/encoders.py; depth/width are ResNet's)."""
+  """A config.model.{student,teacher} section (arch: a row of models/archs.py; depth/width are ResNet's)."""
   # cifar_stem: the small-image variant of every convolutional arch; patch_size: ViTs; drop_path_rate: stochastic
   # depth of EfficientNet and ViTs (0 = off); style: torchvision's ResNet or DeepMind's Haiku one (padding,
   # shortcuts, init, BN averages: models/resnet.py); projector: byol (Linear-BN-ReLU-Linear) | moco (no BN: MoCo-v2's,
   # SEED's student's); head_bias=False: the projector's and predictors' last Linear without bias (DeepMind's).
-  return ml_collections.ConfigDict(dict(locals(), **input_adapter.INPUT_DEFAULTS))
+  return ml_collections.ConfigDict(dict(locals(), **archs.INPUT_DEFAULTS))
 
 
 def data_config(name: str = "imagenet2012") -> ml_collections.ConfigDict:
@@ -293,7 +291,7 @@ RULES = (
     one_of("head_combination", simdis.HEAD_COMBINATIONS),
     one_of("model.ema_init", EMA_INITS),
     one_of("model.compute_dtype", COMPUTE_DTYPES),
-    one_of("model.conv_impl", CONV_IMPLS), one_of("model.depthwise_impl", depthwise.IMPLS),
+    one_of("model.conv_impl", CONV_IMPLS), one_of("model.depthwise_impl", archs.DEPTHWISE_IMPLS),
     one_of("model.bn_running_var", BN_RUNNING_VARS),  # absent in configs saved before the key: biased
     one_of("teacher.bn_mode", TEACHER_BN_MODES),
     one_of("ema.timing", EMA_TIMINGS),
@@ -336,7 +334,7 @@ RULES = (
     number("optim.step_epochs", above=0.0, hint="torchvision uses 30"),
     one_of("supervised.views", (1, 2), hint="1 = one crop per image (the torchvision recipe), 2 = both views"),
     one_of("probe.optimizer", ("own", "main")),
-    *(one_of(f"model.{net}.projector", PROJECTORS) for net in NETWORK_NAMES),
+    *(one_of(f"model.{net}.projector", archs.PROJECTORS) for net in NETWORK_NAMES),
     number("moco.momentum", low=0.0, high=1.0, hint="MoCo uses 0.999"),
     number("moco.temperature", above=0.0, hint="MoCo-v2 uses 0.2"),
     whole_number("moco.queue_size", hint="MoCo uses 65,536"),
@@ -412,22 +410,23 @@ def _check_network(config, name: str) -> None:
   """The arch of config.model.<name> and the keys that depend on it (the table's rows cannot)."""
   net, key = config.model[name], f"model.{name}"
   arch = net.get("arch", "resnet")
-  if arch not in encoders.ARCHS:
-    raise ValueError(f"config.{key}.arch={arch!r} is not an architecture; choose one of {list(encoders.ARCHS)}.")
-  if arch == "resnet" and net.depth not in _RESNET_DEPTHS:
-    raise ValueError(f"config.{key}.depth={net.depth!r} is not a ResNet depth; choose one of {list(_RESNET_DEPTHS)}.")
+  if arch not in archs.SPECS:
+    raise ValueError(f"config.{key}.arch={arch!r} is not an architecture; choose one of {list(archs.ARCHS)}.")
+  spec = archs.SPECS[arch]
+  if spec.depths and net.depth not in spec.depths:
+    raise ValueError(f"config.{key}.depth={net.depth!r} is not a ResNet depth; choose one of {list(spec.depths)}.")
   style = net.get("style", "torchvision")
-  if style not in resnet.STYLES or (style != "torchvision" and arch != "resnet"):
+  if style not in spec.styles:
     raise ValueError(f"config.{key}.style={style!r} is not valid for arch={arch!r}; choose 'torchvision', or "
                      "'haiku' (DeepMind's Haiku ResNet padding and shortcuts) with arch='resnet'.")
   if not 0.0 <= (rate := net.get("drop_path_rate", 0.0)) < 1.0:
     raise ValueError(f"config.{key}.drop_path_rate={rate!r} must be in [0, 1) (0 = off, the self-supervised "
                      "default; the references' supervised values are 0.1-0.2).")
-  if rate > 0.0 and arch not in encoders.STOCHASTIC_DEPTH_ARCHS:
+  if rate > 0.0 and not spec.stochastic_depth:
     raise ValueError(f"config.{key}.drop_path_rate={rate!r}: arch={arch!r} has no stochastic depth; set it to 0 "
-                     f"or use one of {list(encoders.STOCHASTIC_DEPTH_ARCHS)}.")
+                     f"or use one of {list(archs.STOCHASTIC_DEPTH_ARCHS)}.")
   patch = net.get("patch_size", 16)
-  if arch in encoders.VITS and (int(patch) != patch or patch <= 0 or config.data.image_size % patch):
+  if spec.patches and (int(patch) != patch or patch <= 0 or config.data.image_size % patch):
     raise ValueError(f"config.{key}.patch_size={patch!r} must be a positive divisor of config.data.image_size="
                      f"{config.data.image_size} (16 at 224 px, 4 at 28 or 32 px).")
 

@@ -13,7 +13,7 @@ import jax
 import ml_collections
 
 from simdis_jax import checkpoint, configuration, optim, parallel, zoo, workdir as workdir_files
-from simdis_jax.models import input_adapter
+from simdis_jax.models import archs
 from simdis_jax.state import Networks, TrainState, build_networks, create_train_state
 
 
@@ -49,8 +49,7 @@ MAX_IMAGE_SIZE = 2048  # 2048² px per view is already ~80x ImageNet's 224²; be
 
 def downsampling(net_config) -> int:
   """How many pixels of the input one pixel of a network's last feature map spans (its total stride)."""
-  arch = net_config.get("arch", "resnet")
-  if arch.startswith("vit"):
+  if archs.spec(net_config.get("arch", "resnet")).patches:
     return int(net_config.get("patch_size", 16))
   return 8 if net_config.get("cifar_stem", False) else 32
 
@@ -68,7 +67,7 @@ def check_image_size(config) -> None:
     stride = downsampling(net)
     # A ViT needs one whole patch; a convolutional net at least half its total stride (28 px on a 32x ResNet
     # still gives its last stage a real 2x2 -> 1x1 step), below which its last stages convolve padding only.
-    need = stride if net.get("arch", "resnet").startswith("vit") else stride // 2
+    need = stride if archs.spec(net.get("arch", "resnet")).patches else stride // 2
     if size < need:
       stem = f" (or --config.model.{name}.cifar_stem=True: 8x)" if stride == 32 else ""
       raise ValueError(f"config.data.image_size={size} is too small for config.model.{name} (down-sampling "
@@ -111,7 +110,7 @@ def with_network_defaults(run: dict) -> dict:
   for name in ("student", "teacher"):
     section = run.get("model", {}).get(name)
     if isinstance(section, dict):
-      for key, value in {**NETWORK_DEFAULTS, **input_adapter.INPUT_DEFAULTS}.items():
+      for key, value in {**NETWORK_DEFAULTS, **archs.INPUT_DEFAULTS}.items():
         section.setdefault(key, value)
   return run
 

@@ -14,7 +14,7 @@ import pytest
 import runs
 from conftest import requires_fashion_mnist, tiny_config
 from simdis_jax import configuration, optim
-from simdis_jax.models import blocks, encoders
+from simdis_jax.models import archs, blocks, encoders
 from simdis_jax.tools import architectures
 from simdis_jax.models.network import Network, network_from_config
 from simdis_jax.runs import with_network_defaults
@@ -273,6 +273,26 @@ def test_stochastic_depth_drops_whole_examples_and_is_off_by_default():
   c, _ = dropping.apply(v, x, train=True, mutable=["batch_stats"], stochastic_depth=True,
                         rngs={"dropout": jax.random.PRNGKey(2)})
   assert not np.allclose(a, c, atol=1e-4)
+
+
+@pytest.mark.parametrize("arch", encoders.ARCHS)
+def test_the_arch_table_names_the_parameters_lars_leaves_out(arch):
+  # The encoder's parameters the mask excludes, by name, are the table's lars_excluded; the rest are kernels.
+  params = _network_params(arch)["encoder"]
+  flat = jax.tree_util.tree_flatten_with_path(optim.kernel_mask(params))[0]
+  assert {str(path[-1].key) for path, keep in flat if not keep} == set(archs.SPECS[arch].lars_excluded)
+  assert {str(path[-1].key) for path, keep in flat if keep} == {"kernel"}
+
+
+def test_the_arch_table_is_the_one_the_encoders_and_the_schema_read():
+  assert encoders.ARCHS == tuple(archs.SPECS) == ("resnet", "mobilenet_v3_large", "mobilenet_v3_small",
+                                                   "efficientnet_b0", "vit_tiny", "vit_small")
+  assert encoders.VITS == ("vit_tiny", "vit_small")
+  assert encoders.STOCHASTIC_DEPTH_ARCHS == ("efficientnet_b0", "vit_tiny", "vit_small")
+  assert archs.SPECS["resnet"].depths == (10, 18, 34, 50, 101, 152, 200)
+  assert [encoders.feature_dim("resnet", encoders.EncoderOptions(depth, 64)) for depth in (18, 50)] == [512, 2048]
+  with pytest.raises(ValueError, match=r"Unknown encoder arch 'vgg'; choose one of \['resnet'"):
+    encoders.encoder("vgg", encoders.EncoderOptions())
 
 
 def _imagenet_preset(arch):
