@@ -12,7 +12,7 @@ import ml_collections
 
 from simdis_jax import methods, optim
 from simdis_jax.methods import simdis
-from simdis_jax.data import augment
+from simdis_jax.data import datasets
 from simdis_jax.models import archs
 
 # Presets of the student's target views (docs/spec.md "Presets", paper Table 2).
@@ -68,7 +68,7 @@ def data_config(name: str = "imagenet2012") -> ml_collections.ConfigDict:
   d.shuffle_buffer = 10_000       # encoded examples in the tf.data shuffle buffer, per process
   d.prefetch = 2                  # batches prepared ahead, per process
   d.host_threads = 0              # tf.data's thread pool per process (0 = one per core)
-  d.augment = augment.default_config(3)
+  d.augment = datasets.augment_config(3)
   return d
 
 
@@ -176,10 +176,8 @@ def base_config() -> ml_collections.ConfigDict:
 
 
 def fashion_mnist_augment() -> ml_collections.ConfigDict:
-  """BYOL augmentations for 28×28 grey images (colour ops are identities on one channel)."""
-  a = augment.default_config(1)
-  a.crop_scale = (0.2, 1.0)  # 8% of 28×28 is an 8-pixel patch: too little of a garment
-  return a
+  """BYOL augmentations for 28×28 grey images (colour ops are identities on one channel): data/datasets.py's preset."""
+  return datasets.augment_preset("fashion_mnist")
 
 
 def check_keys(config, reference, prefix=""):
@@ -440,7 +438,8 @@ def _check_data(config) -> None:
   """The data section's cross-key rules (its per-key rules are rows of RULES)."""
   data = config.data
   if not data.name:
-    raise ValueError("config.data.name is empty; use 'fashion_mnist', a tfds dataset name or 'folder'.")
+    raise ValueError(f"config.data.name is empty; use one of {list(datasets.DATASETS)} (in memory), a tfds "
+                     "dataset name or 'folder'.")
   if data.name == "folder" and not data.folder:
     raise ValueError("config.data.name='folder' needs config.data.folder: a directory of images or a glob "
                      "such as '/data/frames/*.jpg'.")

@@ -13,6 +13,7 @@ import jax
 import ml_collections
 
 from simdis_jax import checkpoint, configuration, optim, parallel, zoo, workdir as workdir_files
+from simdis_jax.data import datasets
 from simdis_jax.models import archs
 from simdis_jax.state import Networks, TrainState, build_networks, create_train_state
 
@@ -35,8 +36,8 @@ def schedule_lengths(train_config, num_train: int, warmup_epochs: float = 0.0) -
 
 
 def image_channels(data_name: str) -> int:
-  """Channels of a dataset's images as the networks see them (Fashion-MNIST is grey)."""
-  return 1 if data_name == "fashion_mnist" else 3
+  """Channels of a dataset's images as the networks see them (data/datasets.py; Fashion-MNIST is grey)."""
+  return datasets.get(data_name).channels
 
 
 def image_shape(config) -> Tuple[int, int, int]:

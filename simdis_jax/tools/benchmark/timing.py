@@ -20,6 +20,7 @@ import numpy as np
 from jax.sharding import PartitionSpec as P
 
 from simdis_jax import configuration, flops, parallel, runs
+from simdis_jax.data import datasets
 from simdis_jax.models.network import compute_dtype, conv_impl
 from simdis_jax.step import make_train_step
 from simdis_jax.tools.benchmark.flops import forward_flops
@@ -41,11 +42,12 @@ FIELDS = ("config", "backend", "devices", "device_kind", "processes", "compute_d
 def raw_image_shape(config):
   """Shape of one synthetic example as the input pipeline hands it to the step.
 
-  In-memory Fashion-MNIST: the whole image (the device crops). Streamed datasets: the two
+  In-memory datasets (Fashion-MNIST): the whole image (the device crops). Streamed datasets: the two
   host crops [2, S, S, 3] (the device does everything but the crop), as in training.
   """
-  if config.data.name == "fashion_mnist":
-    return (28, 28, 1)
+  dataset = datasets.get(config.data.name)
+  if dataset.loader is not None:
+    return (dataset.image_size, dataset.image_size, dataset.channels)
   return (2, config.data.image_size, config.data.image_size, 3)
 
 
