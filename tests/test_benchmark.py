@@ -9,7 +9,7 @@ import numpy as np
 from conftest import tiny_config
 from simdis_jax import configuration, flops, parallel
 from simdis_jax.models import network
-from simdis_jax.tools.benchmark import compare, flops as network_flops, timing
+from simdis_jax.tools.benchmark import compare, table1, timing
 
 
 def test_benchmark_runs_two_steps_and_its_json_has_every_field():
@@ -26,8 +26,8 @@ def test_benchmark_runs_two_steps_and_its_json_has_every_field():
 
 
 def test_resnet_forward_macs_match_table1_at_224px():
-  for depth, paper_gmacs in ((18, network_flops.PAPER_STUDENT_GMACS), (50, network_flops.PAPER_TEACHER_GMACS)):
-    counts = network_flops.forward_flops(configuration.network_config(depth, 64, False, 4096, 256), 224)
+  for depth, paper_gmacs in ((18, table1.PAPER_STUDENT_GMACS), (50, table1.PAPER_TEACHER_GMACS)):
+    counts = flops.forward_flops(configuration.network_config(depth, 64, False, 4096, 256), 224)
     assert abs(counts["encoder_macs"] / 1e9 / paper_gmacs - 1) < 0.05, (depth, counts)
     # XLA skips the taps on zero padding, so its count sits a little lower (6% for ResNet-18).
     assert 0.9 < counts["encoder_flops"] / 2 / counts["encoder_macs"] <= 1.0, (depth, counts)
@@ -112,8 +112,8 @@ def test_train_step_compiles_once_across_steps():
 
 
 def test_table1_training_rule_gives_the_papers_offline_and_multiview_ratios():
-  p = network_flops.predicted_train_gflops(network_flops.PAPER_TEACHER_GMACS, network_flops.PAPER_STUDENT_GMACS,
-                                           network_flops.PAPER_MULTIVIEW_GMACS / 6)
+  p = table1.predicted_train_gflops(table1.PAPER_TEACHER_GMACS, table1.PAPER_STUDENT_GMACS,
+                                           table1.PAPER_MULTIVIEW_GMACS / 6)
   assert p["SimDis-On"] == 16 * (4.1 + 1.8)
   assert abs(p["offline step"] / p["SimDis-On"] - (2 * 4.1 + 8 * 1.8) / (8 * 4.1 + 8 * 1.8)) < 1e-9
   assert 1.0 < p["SimDis-On-7v"] / p["SimDis-On"] < 1.01  # the extra views are nearly free

@@ -23,7 +23,6 @@ from simdis_jax import configuration, flops, parallel, runs
 from simdis_jax.data import datasets
 from simdis_jax.models.network import compute_dtype, conv_impl
 from simdis_jax.step import make_train_step
-from simdis_jax.tools.benchmark.flops import forward_flops
 from simdis_jax.tools.benchmark.profile import top_ops
 
 # Every field of the benchmark's JSON line.
@@ -202,7 +201,7 @@ def benchmark(config: ml_collections.ConfigDict, steps: int = 10, warmup: int = 
   peak_rate = max([peak["flops_per_s"]] + peak_now + samples)
   achieved = step_flops / median
   channels = runs.image_channels(config.data.name)
-  student = forward_flops(config.model.student, config.data.image_size, channels, dtype)
+  student = flops.forward_flops(config.model.student, config.data.image_size, channels, dtype)
   result = {
       "config": {"method": config.method, "views": list(config.views), "student_depth": config.model.student.depth,
                  "student_width": config.model.student.width, "teacher_depth": config.model.teacher.depth,
@@ -249,7 +248,7 @@ def benchmark(config: ml_collections.ConfigDict, steps: int = 10, warmup: int = 
   if profile_result is not None:
     result["profile"] = profile_result
   if configuration.uses_teacher(config):
-    teacher = forward_flops(config.model.teacher, config.data.image_size, channels, dtype)
+    teacher = flops.forward_flops(config.model.teacher, config.data.image_size, channels, dtype)
     result["teacher_forward_gmacs_per_image"] = teacher["encoder_macs"] / 1e9
     result["teacher_forward_xla_gflops_per_image"] = teacher["encoder_flops"] / 1e9
   return result
