@@ -11,7 +11,7 @@ import ml_collections
 import numpy as np
 import pytest
 
-import runs
+import run_helpers
 from conftest import requires_fashion_mnist, tiny_config
 from simdis_jax import configuration, optim
 from simdis_jax.models import archs, blocks, encoders
@@ -328,20 +328,20 @@ def test_imagenet_presets_are_simdis_off_from_the_byol_r50_with_the_archs_optimi
 
 def _distil(arch, teacher, workdir, steps, knn_networks=("student",), **optim_keys):
   """SimDis-Off (views Ŝ-v' + T̂-v') of `steps` steps of batch 32 into `arch` at 16 px from conftest's byol_teacher,
-  on one device (runs.distil)."""
+  on one device (run_helpers.distil)."""
   c = tiny_config("simdis_off", "simdis_2v")
-  c.model.teacher = runs.learning_teacher_net()
+  c.model.teacher = run_helpers.learning_teacher_net()
   c.model.student = configuration.network_config(10, 8, True, 64, 32, arch=arch, patch_size=4)
   c.teacher.workdir = teacher.workdir
   c.train.batch_size = 32
-  runs.set_steps(c, steps)
+  run_helpers.set_steps(c, steps)
   c.train.log_every_steps = 1
   c.knn.networks = knn_networks
-  runs.set_learning_knn(c)
+  run_helpers.set_learning_knn(c)
   for key, value in optim_keys.items():
     c.optim[key] = value
-  result = runs.distil(c, workdir)
-  return c, result, runs.check_distillation(c, workdir, steps)
+  result = run_helpers.distil(c, workdir)
+  return c, result, run_helpers.check_distillation(c, workdir, steps)
 
 
 def _knn_with_batch_statistics(config, params, batch_stats, examples=(2000, 1000)):
@@ -387,7 +387,7 @@ def test_simdis_off_into_mobilenet_v3_small_improves_knn(byol_teacher, tmp_path)
   # normalises with each batch's statistics, the untrained and the trained network alike.
   tx = optim_module.make_optimizer(c.optim, lambda _: 0.0)
   init = jax.jit(lambda: create_train_state(c, build_networks(c), tx, (16, 16, 1)).student)()
-  final = runs.final_state(str(tmp_path))[1]["student"]
+  final = run_helpers.final_state(str(tmp_path))[1]["student"]
   before = _knn_with_batch_statistics(c, init.params, init.batch_stats)
   after = _knn_with_batch_statistics(c, final["params"], final["batch_stats"])
   print(f"mobilenet_v3_small kNN with batch statistics: untrained {before:.1f}%, after 60 steps {after:.1f}%")
