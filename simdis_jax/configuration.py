@@ -10,7 +10,7 @@ from typing import Any, NamedTuple, Optional, Sequence
 
 import ml_collections
 
-from simdis_jax import methods, optim
+from simdis_jax import methods
 from simdis_jax.methods import simdis
 from simdis_jax.data import datasets
 from simdis_jax.models import archs
@@ -36,6 +36,11 @@ EMA_INITS = ("copy", "separate")
 COMPUTE_DTYPES = ("auto", "float32", "bfloat16")
 CONV_IMPLS = ("auto", "xla", "matmul", "mixed")
 BN_RUNNING_VARS = ("biased", "unbiased")
+# config.optim's choices (optim.py implements them).
+OPTIMIZERS = ("lars", "sgd", "adamw")
+LARS_FORMS = ("authors", "authors_fallback", "deepmind", "optax")
+WEIGHT_DECAY_MASKS = ("all", "kernels")
+SCHEDULES = ("cosine", "step")  # after the warm-up: cosine to 0 | x0.1 every optim.step_epochs epochs
 
 
 def network_config(depth: int, width: int, cifar_stem: bool, hidden_dim: int, proj_dim: int,
@@ -293,9 +298,9 @@ RULES = (
     one_of("model.bn_running_var", BN_RUNNING_VARS),  # absent in configs saved before the key: biased
     one_of("teacher.bn_mode", TEACHER_BN_MODES),
     one_of("ema.timing", EMA_TIMINGS),
-    one_of("optim.name", optim.OPTIMIZERS),
-    one_of("optim.lars_form", optim.LARS_FORMS),
-    one_of("optim.weight_decay_mask", optim.WEIGHT_DECAY_MASKS),
+    one_of("optim.name", OPTIMIZERS),
+    one_of("optim.lars_form", LARS_FORMS),
+    one_of("optim.weight_decay_mask", WEIGHT_DECAY_MASKS),
     one_of("final_eval.linear_mode", ("fast", "full")),
     one_of("final_eval.linear_protocol", ("authors", "deepmind")),
     one_of("knn.networks", NETWORK_NAMES, each=True),
@@ -328,7 +333,7 @@ RULES = (
     whole_number("data.host_threads", 0),
     number("data.augment.jitter_prob", low=0.0, high=1.0, hint="BYOL uses 0.8"),
     number("data.augment.grey_prob", low=0.0, high=1.0, hint="BYOL uses 0.2"),
-    one_of("optim.schedule", optim.SCHEDULES),
+    one_of("optim.schedule", SCHEDULES),
     number("optim.step_epochs", above=0.0, hint="torchvision uses 30"),
     one_of("supervised.views", (1, 2), hint="1 = one crop per image (the torchvision recipe), 2 = both views"),
     one_of("probe.optimizer", ("own", "main")),
