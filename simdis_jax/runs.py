@@ -1,9 +1,10 @@
 """A pretraining run's parts, built once: schedule lengths, networks, schedule, optimizer and state.
 
-Training builds them from its config (`build`); everything that reads a run
-afterwards — the offline teacher, kNN, linear evaluation, export — restores
-them from the run's workdir through `check_finished` and `restore` here, so
-that a finished run is opened in one place.
+Training builds them from its config (`build`). Whatever reads a run afterwards
+reads its config here (`read_run_config`, completing configs saved before a key
+existed); the offline teacher, kNN, linear evaluation and the embedding maps
+open the finished run here (`check_finished`, `restore`), while the embedding
+API and export restore one network alone (api.restore_variables).
 """
 
 import functools
