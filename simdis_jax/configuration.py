@@ -11,7 +11,7 @@ from typing import Any, NamedTuple, Optional, Sequence
 import ml_collections
 
 from simdis_jax import methods
-from simdis_jax.methods import simdis
+from simdis_jax.methods import target_views
 from simdis_jax.data import datasets
 from simdis_jax.models import archs
 
@@ -19,7 +19,7 @@ from simdis_jax.models import archs
 VIEW_PRESETS = {
     "byol": ("sema_dv",),
     "simdis_2v": ("sema_dv", "tema_dv"),
-    "simdis_7v": tuple(simdis.VIEWS),
+    "simdis_7v": tuple(target_views.VIEWS),
     # Table 2 rows (the student's own BYOL view plus the listed teacher views).
     "table2_t_sv": ("sema_dv", "t_sv"),
     "table2_t_dv": ("sema_dv", "t_dv"),
@@ -28,7 +28,7 @@ VIEW_PRESETS = {
     "table2_t_sv_t_dv": ("sema_dv", "t_sv", "t_dv"),
     "table2_tema_sv_tema_dv": ("sema_dv", "tema_sv", "tema_dv"),
     "table2_all_teacher": ("sema_dv", "t_sv", "t_dv", "tema_sv", "tema_dv"),
-    "table2_7v": tuple(simdis.VIEWS),
+    "table2_7v": tuple(target_views.VIEWS),
 }
 EMA_TIMINGS = ("before", "after")
 TEACHER_BN_MODES = ("train", "eval")
@@ -291,7 +291,7 @@ NETWORK_NAMES = ("student", "teacher")
 # The pretraining schema's per-key rules (cross-key rules are in `validate`).
 RULES = (
     one_of("method", methods.METHODS),
-    one_of("head_combination", simdis.HEAD_COMBINATIONS),
+    one_of("head_combination", target_views.HEAD_COMBINATIONS),
     one_of("model.ema_init", EMA_INITS),
     one_of("model.compute_dtype", COMPUTE_DTYPES),
     one_of("model.conv_impl", CONV_IMPLS), one_of("model.depthwise_impl", archs.DEPTHWISE_IMPLS),
@@ -351,9 +351,9 @@ def validate(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
   """Raises ValueError naming the key and the fix for any bad value; returns the config."""
   check_keys(config, base_config())
   check_rules(config, RULES)
-  config.views = simdis.check_views(config.views)
+  config.views = target_views.check_views(config.views)
   _check_data(config)
-  teacher_views = [v for v in config.views if simdis.VIEWS[v][0].startswith("teacher")]
+  teacher_views = [v for v in config.views if target_views.VIEWS[v][0].startswith("teacher")]
   if config.method == "byol" and teacher_views:
     raise ValueError(f"method 'byol' trains the student alone, but config.views names teacher views "
                      f"{teacher_views}; use method 'simdis_off' or 'simdis_on', or views {VIEW_PRESETS['byol']}.")
