@@ -11,6 +11,7 @@ from typing import Any, NamedTuple, Optional, Sequence
 import ml_collections
 
 from simdis_jax import methods
+from simdis_jax.optim_choices import LARS_FORMS, OPTIMIZERS, SCHEDULES, WEIGHT_DECAY_MASKS
 from simdis_jax.methods import target_views
 from simdis_jax.data import datasets
 from simdis_jax.models import archs
@@ -36,11 +37,6 @@ EMA_INITS = ("copy", "separate")
 COMPUTE_DTYPES = ("auto", "float32", "bfloat16")
 CONV_IMPLS = ("auto", "xla", "matmul", "mixed")
 BN_RUNNING_VARS = ("biased", "unbiased")
-# config.optim's choices (optim.py implements them).
-OPTIMIZERS = ("lars", "sgd", "adamw")
-LARS_FORMS = ("authors", "authors_fallback", "deepmind", "optax")
-WEIGHT_DECAY_MASKS = ("all", "kernels")
-SCHEDULES = ("cosine", "step")  # after the warm-up: cosine to 0 | x0.1 every optim.step_epochs epochs
 
 
 def network_config(depth: int, width: int, cifar_stem: bool, hidden_dim: int, proj_dim: int,

@@ -31,8 +31,7 @@ import jax
 import jax.numpy as jnp
 import optax
 
-# config.optim's choices are the schema's (configuration.py, which imports no JAX); this module implements them.
-from simdis_jax.configuration import LARS_FORMS, OPTIMIZERS, SCHEDULES, WEIGHT_DECAY_MASKS
+from simdis_jax.optim_choices import LARS_FORMS, OPTIMIZERS, SCHEDULES, WEIGHT_DECAY_MASKS
 
 
 def steps_from_epochs(epochs: float, num_examples: int, batch_size: int) -> int:
