@@ -26,7 +26,7 @@ from simdis_jax import workdir as workdir_files
 from simdis_jax.data import augment
 from simdis_jax.evaluation import features
 from simdis_jax.models import depthwise
-from simdis_jax.models.network import network_from_config
+from simdis_jax.models.network import conv_impl, network_from_config
 
 NETWORKS = ("student", "teacher")
 WEIGHTS = ("online", "ema")
@@ -59,7 +59,7 @@ def build_network(config: ml_collections.ConfigDict, network: str) -> Any:
   if "bn_running_var" in config.model:  # eval-mode outputs do not depend on it; kept for fidelity
     extra["bn_running_var"] = config.model.bn_running_var
   extra["data_norm"] = (config.data.augment.mean, config.data.augment.std)  # an adopted teacher's own inputs
-  return network_from_config(section, (), jnp.float32, configuration.conv_impl(config, section),
+  return network_from_config(section, (), jnp.float32, conv_impl(config, section),
                              depthwise_impl=depthwise.from_config(config), **extra)
 
 

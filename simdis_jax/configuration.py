@@ -10,17 +10,17 @@ from typing import Any, NamedTuple, Optional, Sequence
 
 import ml_collections
 
-from simdis_jax import methods, optim
-from simdis_jax.methods import simdis
-from simdis_jax.data import augment
-from simdis_jax.models import depthwise, encoders, input_adapter, resnet
-from simdis_jax.models.heads import PROJECTORS
+from simdis_jax import methods
+from simdis_jax.optim_choices import LARS_FORMS, OPTIMIZERS, SCHEDULES, WEIGHT_DECAY_MASKS
+from simdis_jax.methods import target_views
+from simdis_jax.data import datasets
+from simdis_jax.models import archs
 
 # Presets of the student's target views (docs/spec.md "Presets", paper Table 2).
 VIEW_PRESETS = {
     "byol": ("sema_dv",),
     "simdis_2v": ("sema_dv", "tema_dv"),
-    "simdis_7v": tuple(simdis.VIEWS),
+    "simdis_7v": tuple(target_views.VIEWS),
     # Table 2 rows (the student's own BYOL view plus the listed teacher views).
     "table2_t_sv": ("sema_dv", "t_sv"),
     "table2_t_dv": ("sema_dv", "t_dv"),
@@ -29,41 +29,25 @@ VIEW_PRESETS = {
     "table2_t_sv_t_dv": ("sema_dv", "t_sv", "t_dv"),
     "table2_tema_sv_tema_dv": ("sema_dv", "tema_sv", "tema_dv"),
     "table2_all_teacher": ("sema_dv", "t_sv", "t_dv", "tema_sv", "tema_dv"),
-    "table2_7v": tuple(simdis.VIEWS),
+    "table2_7v": tuple(target_views.VIEWS),
 }
 EMA_TIMINGS = ("before", "after")
 TEACHER_BN_MODES = ("train", "eval")
 EMA_INITS = ("copy", "separate")
-_RESNET_DEPTHS = (10, 18, 34, 50, 101, 152, 200)
 COMPUTE_DTYPES = ("auto", "float32", "bfloat16")
 CONV_IMPLS = ("auto", "xla", "matmul", "mixed")
 BN_RUNNING_VARS = ("biased", "unbiased")
 
 
-# The network keys added with the arch choice, and what a section written without them means.
-NETWORK_DEFAULTS = dict(arch="resnet", patch_size=16, drop_path_rate=0.0, style="torchvision", projector="byol",
-                        head_bias=True)
-
-
 def network_config(depth: int, width: int, cifar_stem: bool, hidden_dim: int, proj_dim: int,
                    arch: str = "resnet", patch_size: int = 16, drop_path_rate: float = 0.0,
                    style: str = "torchvision", projector: str = "byol", head_bias: bool = True):
-  """A config.model.{student,teacher} section (arch: see models/encoders.py; depth/width are ResNet's)."""
+  """A config.model.{student,teacher} section (arch: a row of models/archs.py; depth/width are ResNet's)."""
   # cifar_stem: the small-image variant of every convolutional arch; patch_size: ViTs; drop_path_rate: stochastic
   # depth of EfficientNet and ViTs (0 = off); style: torchvision's ResNet or DeepMind's Haiku one (padding,
   # shortcuts, init, BN averages: models/resnet.py); projector: byol (Linear-BN-ReLU-Linear) | moco (no BN: MoCo-v2's,
   # SEED's student's); head_bias=False: the projector's and predictors' last Linear without bias (DeepMind's).
-  return ml_collections.ConfigDict(dict(locals(), **input_adapter.INPUT_DEFAULTS))
-
-
-def with_network_defaults(run: dict) -> dict:
-  """A saved run config (dict) whose network sections lack the arch keys, completed with their defaults."""
-  for name in ("student", "teacher"):
-    section = run.get("model", {}).get(name)
-    if isinstance(section, dict):
-      for key, value in {**NETWORK_DEFAULTS, **input_adapter.INPUT_DEFAULTS}.items():
-        section.setdefault(key, value)
-  return run
+  return ml_collections.ConfigDict(dict(locals(), **archs.INPUT_DEFAULTS))
 
 
 def data_config(name: str = "imagenet2012") -> ml_collections.ConfigDict:
@@ -85,7 +69,7 @@ def data_config(name: str = "imagenet2012") -> ml_collections.ConfigDict:
   d.shuffle_buffer = 10_000       # encoded examples in the tf.data shuffle buffer, per process
   d.prefetch = 2                  # batches prepared ahead, per process
   d.host_threads = 0              # tf.data's thread pool per process (0 = one per core)
-  d.augment = augment.default_config(3)
+  d.augment = datasets.augment_config(3)
   return d
 
 
@@ -193,10 +177,8 @@ def base_config() -> ml_collections.ConfigDict:
 
 
 def fashion_mnist_augment() -> ml_collections.ConfigDict:
-  """BYOL augmentations for 28×28 grey images (colour ops are identities on one channel)."""
-  a = augment.default_config(1)
-  a.crop_scale = (0.2, 1.0)  # 8% of 28×28 is an 8-pixel patch: too little of a garment
-  return a
+  """BYOL augmentations for 28×28 grey images (colour ops are identities on one channel): data/datasets.py's preset."""
+  return datasets.augment_preset("fashion_mnist")
 
 
 def check_keys(config, reference, prefix=""):
@@ -305,16 +287,16 @@ NETWORK_NAMES = ("student", "teacher")
 # The pretraining schema's per-key rules (cross-key rules are in `validate`).
 RULES = (
     one_of("method", methods.METHODS),
-    one_of("head_combination", simdis.HEAD_COMBINATIONS),
+    one_of("head_combination", target_views.HEAD_COMBINATIONS),
     one_of("model.ema_init", EMA_INITS),
     one_of("model.compute_dtype", COMPUTE_DTYPES),
-    one_of("model.conv_impl", CONV_IMPLS), one_of("model.depthwise_impl", depthwise.IMPLS),
+    one_of("model.conv_impl", CONV_IMPLS), one_of("model.depthwise_impl", archs.DEPTHWISE_IMPLS),
     one_of("model.bn_running_var", BN_RUNNING_VARS),  # absent in configs saved before the key: biased
     one_of("teacher.bn_mode", TEACHER_BN_MODES),
     one_of("ema.timing", EMA_TIMINGS),
-    one_of("optim.name", optim.OPTIMIZERS),
-    one_of("optim.lars_form", optim.LARS_FORMS),
-    one_of("optim.weight_decay_mask", optim.WEIGHT_DECAY_MASKS),
+    one_of("optim.name", OPTIMIZERS),
+    one_of("optim.lars_form", LARS_FORMS),
+    one_of("optim.weight_decay_mask", WEIGHT_DECAY_MASKS),
     one_of("final_eval.linear_mode", ("fast", "full")),
     one_of("final_eval.linear_protocol", ("authors", "deepmind")),
     one_of("knn.networks", NETWORK_NAMES, each=True),
@@ -347,11 +329,11 @@ RULES = (
     whole_number("data.host_threads", 0),
     number("data.augment.jitter_prob", low=0.0, high=1.0, hint="BYOL uses 0.8"),
     number("data.augment.grey_prob", low=0.0, high=1.0, hint="BYOL uses 0.2"),
-    one_of("optim.schedule", optim.SCHEDULES),
+    one_of("optim.schedule", SCHEDULES),
     number("optim.step_epochs", above=0.0, hint="torchvision uses 30"),
     one_of("supervised.views", (1, 2), hint="1 = one crop per image (the torchvision recipe), 2 = both views"),
     one_of("probe.optimizer", ("own", "main")),
-    *(one_of(f"model.{net}.projector", PROJECTORS) for net in NETWORK_NAMES),
+    *(one_of(f"model.{net}.projector", archs.PROJECTORS) for net in NETWORK_NAMES),
     number("moco.momentum", low=0.0, high=1.0, hint="MoCo uses 0.999"),
     number("moco.temperature", above=0.0, hint="MoCo-v2 uses 0.2"),
     whole_number("moco.queue_size", hint="MoCo uses 65,536"),
@@ -365,9 +347,9 @@ def validate(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
   """Raises ValueError naming the key and the fix for any bad value; returns the config."""
   check_keys(config, base_config())
   check_rules(config, RULES)
-  config.views = simdis.check_views(config.views)
+  config.views = target_views.check_views(config.views)
   _check_data(config)
-  teacher_views = [v for v in config.views if simdis.VIEWS[v][0].startswith("teacher")]
+  teacher_views = [v for v in config.views if target_views.VIEWS[v][0].startswith("teacher")]
   if config.method == "byol" and teacher_views:
     raise ValueError(f"method 'byol' trains the student alone, but config.views names teacher views "
                      f"{teacher_views}; use method 'simdis_off' or 'simdis_on', or views {VIEW_PRESETS['byol']}.")
@@ -427,22 +409,23 @@ def _check_network(config, name: str) -> None:
   """The arch of config.model.<name> and the keys that depend on it (the table's rows cannot)."""
   net, key = config.model[name], f"model.{name}"
   arch = net.get("arch", "resnet")
-  if arch not in encoders.ARCHS:
-    raise ValueError(f"config.{key}.arch={arch!r} is not an architecture; choose one of {list(encoders.ARCHS)}.")
-  if arch == "resnet" and net.depth not in _RESNET_DEPTHS:
-    raise ValueError(f"config.{key}.depth={net.depth!r} is not a ResNet depth; choose one of {list(_RESNET_DEPTHS)}.")
+  if arch not in archs.SPECS:
+    raise ValueError(f"config.{key}.arch={arch!r} is not an architecture; choose one of {list(archs.ARCHS)}.")
+  spec = archs.SPECS[arch]
+  if spec.depths and net.depth not in spec.depths:
+    raise ValueError(f"config.{key}.depth={net.depth!r} is not a ResNet depth; choose one of {list(spec.depths)}.")
   style = net.get("style", "torchvision")
-  if style not in resnet.STYLES or (style != "torchvision" and arch != "resnet"):
+  if style not in spec.styles:
     raise ValueError(f"config.{key}.style={style!r} is not valid for arch={arch!r}; choose 'torchvision', or "
                      "'haiku' (DeepMind's Haiku ResNet padding and shortcuts) with arch='resnet'.")
   if not 0.0 <= (rate := net.get("drop_path_rate", 0.0)) < 1.0:
     raise ValueError(f"config.{key}.drop_path_rate={rate!r} must be in [0, 1) (0 = off, the self-supervised "
                      "default; the references' supervised values are 0.1-0.2).")
-  if rate > 0.0 and arch not in encoders.STOCHASTIC_DEPTH_ARCHS:
+  if rate > 0.0 and not spec.stochastic_depth:
     raise ValueError(f"config.{key}.drop_path_rate={rate!r}: arch={arch!r} has no stochastic depth; set it to 0 "
-                     f"or use one of {list(encoders.STOCHASTIC_DEPTH_ARCHS)}.")
+                     f"or use one of {list(archs.STOCHASTIC_DEPTH_ARCHS)}.")
   patch = net.get("patch_size", 16)
-  if arch in encoders.VITS and (int(patch) != patch or patch <= 0 or config.data.image_size % patch):
+  if spec.patches and (int(patch) != patch or patch <= 0 or config.data.image_size % patch):
     raise ValueError(f"config.{key}.patch_size={patch!r} must be a positive divisor of config.data.image_size="
                      f"{config.data.image_size} (16 at 224 px, 4 at 28 or 32 px).")
 
@@ -456,7 +439,8 @@ def _check_data(config) -> None:
   """The data section's cross-key rules (its per-key rules are rows of RULES)."""
   data = config.data
   if not data.name:
-    raise ValueError("config.data.name is empty; use 'fashion_mnist', a tfds dataset name or 'folder'.")
+    raise ValueError(f"config.data.name is empty; use one of {list(datasets.DATASETS)} (in memory), a tfds "
+                     "dataset name or 'folder'.")
   if data.name == "folder" and not data.folder:
     raise ValueError("config.data.name='folder' needs config.data.folder: a directory of images or a glob "
                      "such as '/data/frames/*.jpg'.")
@@ -475,25 +459,3 @@ def _check_data(config) -> None:
 def uses_teacher(config) -> bool:
   """Whether the run holds a teacher network (SimDis-Off, SimDis-On or SEED)."""
   return config.method in ("simdis_off", "simdis_on", "seed")
-
-
-def compute_dtype(config):
-  """The networks' compute dtype: config.model.compute_dtype, with auto = bfloat16 on GPU/TPU, float32 on CPU."""
-  import jax.numpy as jnp  # pylint: disable=g-import-not-at-top
-  name = config.model.get("compute_dtype", "auto")
-  if name == "auto":
-    import jax  # pylint: disable=g-import-not-at-top
-    name = "float32" if jax.default_backend() == "cpu" else "bfloat16"
-  return jnp.dtype(name)
-
-
-def conv_impl(config, model_config=None) -> str:
-  """A network's convolution implementation: config.model.conv_impl, where auto = mixed on CPU for networks
-  of width >= 32 (measured fastest there: docs/performance.md) and xla otherwise (narrow networks such
-  as the demo's: the gathered taps cost more than the slow gradients save)."""
-  name = config.model.get("conv_impl", "auto")
-  if name == "auto":
-    import jax  # pylint: disable=g-import-not-at-top
-    wide = model_config is None or model_config.width >= 32
-    name = "mixed" if jax.default_backend() == "cpu" and wide else "xla"
-  return name

@@ -21,6 +21,7 @@ import jax
 import numpy as np
 
 from simdis_jax import api, checkpoint
+from simdis_jax.data import datasets
 
 FORMATS = ("saved_model", "tflite", "npz")
 SIGNATURE = "serving_default"
@@ -28,8 +29,9 @@ SIGNATURE = "serving_default"
 
 def default_input_size(config) -> int:
   """Side of the images the exported model takes by default: the dataset's own image size."""
-  if config.data.name == "fashion_mnist":
-    return 28
+  own = datasets.get(config.data.name).image_size  # an in-memory dataset's images (data/datasets.py)
+  if own:
+    return own
   return int(round(config.data.image_size / float(config.data.augment.eval_crop_fraction)))
 
 
@@ -181,13 +183,14 @@ def tflite_latency(path: str, images: np.ndarray, repeats: int = 200) -> float:
 
 
 def check_images(config, input_hw: Tuple[int, int], count: int = 100) -> Tuple[np.ndarray, str]:
-  """Real test images at the export's input size (Fashion-MNIST's test set), or where unavailable a clear error."""
-  from simdis_jax.data import fashion_mnist  # pylint: disable=import-outside-toplevel
-  if config.data.name != "fashion_mnist" or tuple(input_hw) != (28, 28):
-    raise ValueError(f"--check compares on Fashion-MNIST's 28×28 test images; this export takes "
-                     f"{input_hw} images of a {config.data.name!r} run. Check it with your own images "
+  """Real test images at the export's input size (an in-memory dataset's test set), or where unavailable a clear error."""
+  dataset = datasets.get(config.data.name)
+  if dataset.loader is None or tuple(input_hw) != (dataset.image_size,) * 2:
+    known = ", ".join(f"{d.title}'s {d.image_size}×{d.image_size}" for d in datasets.DATASETS.values())
+    raise ValueError(f"--check compares on the test images of an in-memory dataset ({known}); this export "
+                     f"takes {input_hw} images of a {config.data.name!r} run. Check it with your own images "
                      "through run_saved_model / run_tflite instead.")
-  return fashion_mnist.load(config.data.data_dir)["test_images"][:count], "Fashion-MNIST test"
+  return dataset.loader.load(config.data.data_dir)["test_images"][:count], f"{dataset.title} test"
 
 
 def check_writable(out: str) -> None:

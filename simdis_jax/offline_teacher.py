@@ -23,7 +23,7 @@ INPUT_KEYS = tuple(INPUT_DEFAULTS)  # model.teacher's keys for its own inputs, s
 
 def teacher_section(config, run: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
   """config.model.teacher as the teacher run `run` trained it, with its inputs where they differ from config.data."""
-  saved = configuration.with_network_defaults({"model": {"student": run.model.student.to_dict()}})
+  saved = runs.with_network_defaults({"model": {"student": run.model.student.to_dict()}})
   net = ml_collections.ConfigDict(saved["model"]["student"])
   own_channels = int(net.in_channels) or runs.image_channels(run.data.name)
   own_mean = tuple(net.input_mean) or tuple(run.data.augment.mean)

@@ -31,9 +31,7 @@ import jax
 import jax.numpy as jnp
 import optax
 
-LARS_FORMS = ("authors", "authors_fallback", "deepmind", "optax")
-OPTIMIZERS = ("lars", "sgd", "adamw")
-WEIGHT_DECAY_MASKS = ("all", "kernels")
+from simdis_jax.optim_choices import LARS_FORMS, OPTIMIZERS, SCHEDULES, WEIGHT_DECAY_MASKS
 
 
 def steps_from_epochs(epochs: float, num_examples: int, batch_size: int) -> int:
@@ -58,9 +56,6 @@ def warmup_cosine_schedule(base_lr: float, batch_size: int, total_steps: int, wa
     return jnp.where(step < warmup_steps, warm, cosine)
 
   return schedule
-
-
-SCHEDULES = ("cosine", "step")
 
 
 def step_decay_schedule(base_lr: float, batch_size: int, decay_every_steps: int, warmup_steps: int = 0,

@@ -11,7 +11,7 @@ the record of the first part of a run is never overwritten.
 import json
 from typing import Any, Optional
 
-from simdis_jax import configuration, workdir as workdir_files
+from simdis_jax import runs, workdir as workdir_files
 from simdis_jax.workdir import CONFIG_FILE
 
 # Keys that fix what a checkpoint holds and means, or the data it continues with: resuming under
@@ -45,8 +45,8 @@ def check_resume_config(workdir: str, config) -> None:
     return  # nothing to compare with; the restore still checks shapes
   path = workdir_files.path(workdir, CONFIG_FILE)
   # Runs saved before the arch keys existed hold ResNets: both sides read with the defaults filled in.
-  saved = configuration.with_network_defaults(saved)
-  wanted = configuration.with_network_defaults(json.loads(config.to_json_best_effort()))
+  saved = runs.with_network_defaults(saved)
+  wanted = runs.with_network_defaults(json.loads(config.to_json_best_effort()))
   for key in RESUME_KEYS:
     old, new = _lookup(saved, key), _lookup(wanted, key)
     if old is None or old == new:

@@ -1,9 +1,10 @@
 """A pretraining run's parts, built once: schedule lengths, networks, schedule, optimizer and state.
 
-Training builds them from its config (`build`); everything that reads a run
-afterwards — the offline teacher, kNN, linear evaluation, export — restores
-them from the run's workdir through `check_finished` and `restore` here, so
-that a finished run is opened in one place.
+Training builds them from its config (`build`). Whatever reads a run afterwards
+reads its config here (`read_run_config`, completing configs saved before a key
+existed); the offline teacher, kNN, linear evaluation and the embedding maps
+open the finished run here (`check_finished`, `restore`), while the embedding
+API and export restore one network alone (api.restore_variables).
 """
 
 import functools
@@ -13,6 +14,8 @@ import jax
 import ml_collections
 
 from simdis_jax import checkpoint, configuration, optim, parallel, zoo, workdir as workdir_files
+from simdis_jax.data import datasets
+from simdis_jax.models import archs
 from simdis_jax.state import Networks, TrainState, build_networks, create_train_state
 
 
@@ -34,8 +37,8 @@ def schedule_lengths(train_config, num_train: int, warmup_epochs: float = 0.0) -
 
 
 def image_channels(data_name: str) -> int:
-  """Channels of a dataset's images as the networks see them (Fashion-MNIST is grey)."""
-  return 1 if data_name == "fashion_mnist" else 3
+  """Channels of a dataset's images as the networks see them (data/datasets.py; Fashion-MNIST is grey)."""
+  return datasets.get(data_name).channels
 
 
 def image_shape(config) -> Tuple[int, int, int]:
@@ -48,8 +51,7 @@ MAX_IMAGE_SIZE = 2048  # 2048² px per view is already ~80x ImageNet's 224²; be
 
 def downsampling(net_config) -> int:
   """How many pixels of the input one pixel of a network's last feature map spans (its total stride)."""
-  arch = net_config.get("arch", "resnet")
-  if arch.startswith("vit"):
+  if archs.spec(net_config.get("arch", "resnet")).patches:
     return int(net_config.get("patch_size", 16))
   return 8 if net_config.get("cifar_stem", False) else 32
 
@@ -67,7 +69,7 @@ def check_image_size(config) -> None:
     stride = downsampling(net)
     # A ViT needs one whole patch; a convolutional net at least half its total stride (28 px on a 32x ResNet
     # still gives its last stage a real 2x2 -> 1x1 step), below which its last stages convolve padding only.
-    need = stride if net.get("arch", "resnet").startswith("vit") else stride // 2
+    need = stride if archs.spec(net.get("arch", "resnet")).patches else stride // 2
     if size < need:
       stem = f" (or --config.model.{name}.cifar_stem=True: 8x)" if stride == 32 else ""
       raise ValueError(f"config.data.image_size={size} is too small for config.model.{name} (down-sampling "
@@ -100,9 +102,24 @@ class Restored(NamedTuple):
   step: int
 
 
+# The network keys added with the arch choice, and what a section written without them means.
+NETWORK_DEFAULTS = dict(arch="resnet", patch_size=16, drop_path_rate=0.0, style="torchvision", projector="byol",
+                        head_bias=True)
+
+
+def with_network_defaults(run: dict) -> dict:
+  """A saved run config (dict) whose network sections lack the arch keys, completed with their defaults."""
+  for name in ("student", "teacher"):
+    section = run.get("model", {}).get(name)
+    if isinstance(section, dict):
+      for key, value in {**NETWORK_DEFAULTS, **archs.INPUT_DEFAULTS}.items():
+        section.setdefault(key, value)
+  return run
+
+
 def read_run_config(workdir: str) -> ml_collections.ConfigDict:
   """A run's saved config; sections saved before a key existed read with its default (arch = resnet)."""
-  return ml_collections.ConfigDict(configuration.with_network_defaults(workdir_files.read_config(workdir)))
+  return ml_collections.ConfigDict(with_network_defaults(workdir_files.read_config(workdir)))
 
 
 def checkpoint_steps(workdir: str) -> list:

@@ -9,9 +9,9 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from simdis_jax import configuration, methods
+from simdis_jax import methods
 from simdis_jax.models import depthwise
-from simdis_jax.models.network import network_from_config
+from simdis_jax.models.network import compute_dtype, conv_impl, network_from_config
 
 
 @flax.struct.dataclass
@@ -75,17 +75,17 @@ def build_networks(config, dtype=None) -> Networks:
   `dtype` overrides the compute dtype (a float64 research step); by default it is config.model's.
   """
   # Params stay float32 whatever the compute dtype; conv_impl does not change them either.
-  dtype = configuration.compute_dtype(config) if dtype is None else dtype
+  dtype = compute_dtype(config) if dtype is None else dtype
   nets = {}
   for name, online_kwargs in methods.get(config.method).online_networks(config).items():
     if probe_in_loss(config) and name in trainable_networks(config):
       online_kwargs = {**online_kwargs, "probe_classes": config.probe.num_classes}
     model_config = config.model[name]
-    conv_impl = configuration.conv_impl(config, model_config)
+    impl = conv_impl(config, model_config)
     # EMA nets have no heads, so their parameters are exactly the online encoder + projector subtree.
     for network, kwargs in ((name, online_kwargs), (f"{name}_ema", {})):
       nets[network] = network_from_config(
-          model_config, dtype=dtype, conv_impl=conv_impl, bn_running_var=config.model.get("bn_running_var", "biased"),
+          model_config, dtype=dtype, conv_impl=impl, bn_running_var=config.model.get("bn_running_var", "biased"),
           matmul_conv_vjp=config.model.get("matmul_conv_vjp", True),
           matmul_max_pool=config.model.get("matmul_max_pool", True),
           data_norm=(config.data.augment.mean, config.data.augment.std),

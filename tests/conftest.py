@@ -63,8 +63,8 @@ requires_fashion_mnist = pytest.mark.skipif(
 @pytest.fixture(scope="module")
 def baseline(tmp_path_factory):
   """The uninterrupted tiny CLI run that fault and multi-host tests compare against (computed once)."""
-  import runs  # pylint: disable=import-outside-toplevel
-  return runs.baseline(tmp_path_factory)
+  import run_helpers  # pylint: disable=import-outside-toplevel
+  return run_helpers.baseline(tmp_path_factory)
 
 
 @pytest.fixture(scope="session")
@@ -90,8 +90,8 @@ def byol_teacher(tmp_path_factory):
   The learning tests distil from it: a student distilled from a one-step BYOL run (barely trained) does not
   beat the untrained network, so a test of distillation needs a teacher that has learnt something.
   """
-  import runs  # pylint: disable=import-outside-toplevel
-  return runs.trained_byol(str(tmp_path_factory.mktemp("byol_teacher")))
+  import run_helpers  # pylint: disable=import-outside-toplevel
+  return run_helpers.trained_byol(str(tmp_path_factory.mktemp("byol_teacher")))
 
 
 @pytest.hookimpl(tryfirst=True)  # before xdist's own hook reads the marks

@@ -11,12 +11,13 @@ import ml_collections
 import numpy as np
 import pytest
 
-import runs
+import run_helpers
 from conftest import requires_fashion_mnist, tiny_config
 from simdis_jax import configuration, optim
-from simdis_jax.models import blocks, encoders
+from simdis_jax.models import archs, blocks, encoders
 from simdis_jax.tools import architectures
 from simdis_jax.models.network import Network, network_from_config
+from simdis_jax.runs import with_network_defaults
 
 CONV_ARCHS = ("mobilenet_v3_large", "mobilenet_v3_small", "efficientnet_b0")
 
@@ -229,7 +230,7 @@ def test_resnet_network_is_unchanged_by_the_arch_key():
     np.testing.assert_array_equal(a, b)
   assert "encoder" in outs[0][0]["params"] and "stage1_block1" in outs[0][0]["params"]["encoder"]
   # Saved configs of runs from before the key read as ResNets.
-  completed = configuration.with_network_defaults({"model": {"student": dict(legacy)}})
+  completed = with_network_defaults({"model": {"student": dict(legacy)}})
   assert completed["model"]["student"]["arch"] == "resnet"
 
 
@@ -274,6 +275,26 @@ def test_stochastic_depth_drops_whole_examples_and_is_off_by_default():
   assert not np.allclose(a, c, atol=1e-4)
 
 
+@pytest.mark.parametrize("arch", encoders.ARCHS)
+def test_the_arch_table_names_the_parameters_lars_leaves_out(arch):
+  # The encoder's parameters the mask excludes, by name, are the table's lars_excluded; the rest are kernels.
+  params = _network_params(arch)["encoder"]
+  flat = jax.tree_util.tree_flatten_with_path(optim.kernel_mask(params))[0]
+  assert {str(path[-1].key) for path, keep in flat if not keep} == set(archs.SPECS[arch].lars_excluded)
+  assert {str(path[-1].key) for path, keep in flat if keep} == {"kernel"}
+
+
+def test_the_arch_table_is_the_one_the_encoders_and_the_schema_read():
+  assert encoders.ARCHS == tuple(archs.SPECS) == ("resnet", "mobilenet_v3_large", "mobilenet_v3_small",
+                                                   "efficientnet_b0", "vit_tiny", "vit_small")
+  assert encoders.VITS == ("vit_tiny", "vit_small")
+  assert encoders.STOCHASTIC_DEPTH_ARCHS == ("efficientnet_b0", "vit_tiny", "vit_small")
+  assert archs.SPECS["resnet"].depths == (10, 18, 34, 50, 101, 152, 200)
+  assert [encoders.feature_dim("resnet", encoders.EncoderOptions(depth, 64)) for depth in (18, 50)] == [512, 2048]
+  with pytest.raises(ValueError, match=r"Unknown encoder arch 'vgg'; choose one of \['resnet'"):
+    encoders.encoder("vgg", encoders.EncoderOptions())
+
+
 def _imagenet_preset(arch):
   """configs/imagenet/simdis_off_arch.py's module (loaded by path: configs are not a package) and its config."""
   path = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "configs", "imagenet",
@@ -307,20 +328,20 @@ def test_imagenet_presets_are_simdis_off_from_the_byol_r50_with_the_archs_optimi
 
 def _distil(arch, teacher, workdir, steps, knn_networks=("student",), **optim_keys):
   """SimDis-Off (views Ŝ-v' + T̂-v') of `steps` steps of batch 32 into `arch` at 16 px from conftest's byol_teacher,
-  on one device (runs.distil)."""
+  on one device (run_helpers.distil)."""
   c = tiny_config("simdis_off", "simdis_2v")
-  c.model.teacher = runs.learning_teacher_net()
+  c.model.teacher = run_helpers.learning_teacher_net()
   c.model.student = configuration.network_config(10, 8, True, 64, 32, arch=arch, patch_size=4)
   c.teacher.workdir = teacher.workdir
   c.train.batch_size = 32
-  runs.set_steps(c, steps)
+  run_helpers.set_steps(c, steps)
   c.train.log_every_steps = 1
   c.knn.networks = knn_networks
-  runs.set_learning_knn(c)
+  run_helpers.set_learning_knn(c)
   for key, value in optim_keys.items():
     c.optim[key] = value
-  result = runs.distil(c, workdir)
-  return c, result, runs.check_distillation(c, workdir, steps)
+  result = run_helpers.distil(c, workdir)
+  return c, result, run_helpers.check_distillation(c, workdir, steps)
 
 
 def _knn_with_batch_statistics(config, params, batch_stats, examples=(2000, 1000)):
@@ -366,7 +387,7 @@ def test_simdis_off_into_mobilenet_v3_small_improves_knn(byol_teacher, tmp_path)
   # normalises with each batch's statistics, the untrained and the trained network alike.
   tx = optim_module.make_optimizer(c.optim, lambda _: 0.0)
   init = jax.jit(lambda: create_train_state(c, build_networks(c), tx, (16, 16, 1)).student)()
-  final = runs.final_state(str(tmp_path))[1]["student"]
+  final = run_helpers.final_state(str(tmp_path))[1]["student"]
   before = _knn_with_batch_statistics(c, init.params, init.batch_stats)
   after = _knn_with_batch_statistics(c, final["params"], final["batch_stats"])
   print(f"mobilenet_v3_small kNN with batch statistics: untrained {before:.1f}%, after 60 steps {after:.1f}%")

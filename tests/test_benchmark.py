@@ -8,7 +8,8 @@ import numpy as np
 
 from conftest import tiny_config
 from simdis_jax import configuration, flops, parallel
-from simdis_jax.tools.benchmark import compare, flops as network_flops, timing
+from simdis_jax.models import network
+from simdis_jax.tools.benchmark import compare, table1, timing
 
 
 def test_benchmark_runs_two_steps_and_its_json_has_every_field():
@@ -25,8 +26,8 @@ def test_benchmark_runs_two_steps_and_its_json_has_every_field():
 
 
 def test_resnet_forward_macs_match_table1_at_224px():
-  for depth, paper_gmacs in ((18, network_flops.PAPER_STUDENT_GMACS), (50, network_flops.PAPER_TEACHER_GMACS)):
-    counts = network_flops.forward_flops(configuration.network_config(depth, 64, False, 4096, 256), 224)
+  for depth, paper_gmacs in ((18, table1.PAPER_STUDENT_GMACS), (50, table1.PAPER_TEACHER_GMACS)):
+    counts = flops.forward_flops(configuration.network_config(depth, 64, False, 4096, 256), 224)
     assert abs(counts["encoder_macs"] / 1e9 / paper_gmacs - 1) < 0.05, (depth, counts)
     # XLA skips the taps on zero padding, so its count sits a little lower (6% for ResNet-18).
     assert 0.9 < counts["encoder_flops"] / 2 / counts["encoder_macs"] <= 1.0, (depth, counts)
@@ -87,19 +88,19 @@ def test_bfloat16_compute_keeps_float32_params_and_tracks_the_float32_loss():
 
 def test_auto_compute_dtype_is_float32_on_cpu():
   c = tiny_config()
-  assert c.model.compute_dtype == "auto" and configuration.compute_dtype(c) == jnp.float32
+  assert c.model.compute_dtype == "auto" and network.compute_dtype(c) == jnp.float32
   c.model.compute_dtype = "bfloat16"
-  assert configuration.compute_dtype(configuration.validate(c)) == jnp.bfloat16
+  assert network.compute_dtype(configuration.validate(c)) == jnp.bfloat16
 
 
 def test_auto_conv_impl_on_cpu_is_mixed_for_wide_networks_only():
   c = tiny_config()  # widths 4 and 8: lax convolutions are faster there
-  assert {configuration.conv_impl(c, n) for n in (c.model.student, c.model.teacher)} == {"xla"}
+  assert {network.conv_impl(c, n) for n in (c.model.student, c.model.teacher)} == {"xla"}
   wide = configuration.network_config(18, 64, False, 4096, 256)
-  assert configuration.conv_impl(c, wide) == "mixed"
+  assert network.conv_impl(c, wide) == "mixed"
   for impl in ("xla", "matmul"):
     c.model.conv_impl = impl
-    assert configuration.conv_impl(configuration.validate(c), wide) == impl
+    assert network.conv_impl(configuration.validate(c), wide) == impl
 
 
 def test_train_step_compiles_once_across_steps():
@@ -111,8 +112,8 @@ def test_train_step_compiles_once_across_steps():
 
 
 def test_table1_training_rule_gives_the_papers_offline_and_multiview_ratios():
-  p = network_flops.predicted_train_gflops(network_flops.PAPER_TEACHER_GMACS, network_flops.PAPER_STUDENT_GMACS,
-                                           network_flops.PAPER_MULTIVIEW_GMACS / 6)
+  p = table1.predicted_train_gflops(table1.PAPER_TEACHER_GMACS, table1.PAPER_STUDENT_GMACS,
+                                           table1.PAPER_MULTIVIEW_GMACS / 6)
   assert p["SimDis-On"] == 16 * (4.1 + 1.8)
   assert abs(p["offline step"] / p["SimDis-On"] - (2 * 4.1 + 8 * 1.8) / (8 * 4.1 + 8 * 1.8)) < 1e-9
   assert 1.0 < p["SimDis-On-7v"] / p["SimDis-On"] < 1.01  # the extra views are nearly free

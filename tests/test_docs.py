@@ -1,5 +1,6 @@
 """The documentation stands alone and matches the code: README's config-key table is the schema, nothing points outside."""
 
+import ast
 import os
 import re
 
@@ -96,3 +97,36 @@ def test_run_info_versions_come_from_the_installed_distributions():
   import jax  # pylint: disable=import-outside-toplevel
   import flax  # pylint: disable=import-outside-toplevel
   assert versions["jax"] == jax.__version__ and versions["flax"] == flax.__version__
+
+
+def design_modules():
+  """The package modules docs/design.md's module table names (first cells, paths under simdis_jax/)."""
+  text = open(os.path.join(ROOT, "docs", "design.md"), encoding="utf-8").read()
+  section = text[text.index("\n## Modules\n"):text.index("\n## ", text.index("\n## Modules\n") + 1)]
+  return {name for line in section.splitlines() if line.startswith("| `")
+          for name in re.findall(r"`([\w/]+\.py)`", line.split(" | ", 1)[0])}
+
+
+def package_modules():
+  """Every .py file under simdis_jax/, but a package's __init__.py that holds only its docstring."""
+  found = set()
+  for folder, dirs, files in os.walk(os.path.join(ROOT, "simdis_jax")):
+    dirs[:] = [d for d in dirs if d not in SKIP_DIRS]
+    for name in files:
+      path = os.path.join(folder, name)
+      if name.endswith(".py") and not (name == "__init__.py" and only_docstring(path)):
+        found.add(os.path.relpath(path, os.path.join(ROOT, "simdis_jax")).replace(os.sep, "/"))
+  return found
+
+
+def only_docstring(path):
+  body = ast.parse(open(path, encoding="utf-8").read()).body
+  return all(isinstance(node, ast.Expr) and isinstance(node.value, ast.Constant) for node in body)
+
+
+def test_design_names_every_module_of_the_package_and_no_other():
+  named, package = design_modules(), package_modules()
+  assert len(package) > 80 and "models/archs.py" in package and "data/__init__.py" not in package
+  assert not package - named, f"modules docs/design.md's table does not name: {sorted(package - named)}"
+  missing = sorted(n for n in named if not os.path.isfile(os.path.join(ROOT, "simdis_jax", n)))
+  assert not missing, f"docs/design.md names modules that do not exist: {missing}"

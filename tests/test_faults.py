@@ -6,7 +6,7 @@ import signal
 
 import pytest
 
-import runs
+import run_helpers
 import test_reliability
 import tiny_cli_config
 from conftest import requires_fashion_mnist
@@ -20,18 +20,18 @@ K = tiny_cli_config.STEPS
 @pytest.mark.slow
 def test_sigterm_mid_run_saves_at_a_step_boundary_and_the_restart_ends_bit_identical(baseline, tmp_path):
   workdir = str(tmp_path)
-  proc = runs.start(workdir, devices=4)
-  runs.wait_for(lambda: 1 in runs.logged_steps(workdir), [proc])
-  runs.send(proc, signal.SIGTERM)
-  (code,), (out,) = runs.finish([proc])
+  proc = run_helpers.start(workdir, devices=4)
+  run_helpers.wait_for(lambda: 1 in run_helpers.logged_steps(workdir), [proc])
+  run_helpers.send(proc, signal.SIGTERM)
+  (code,), (out,) = run_helpers.finish([proc])
   assert code == checkpoint.PREEMPTED_EXIT_CODE, out
   stopped = checkpoint.manager(workdir).latest_step()
   assert 1 <= stopped < K and f"checkpoint saved at step {stopped}" in out and "Run the same command" in out
-  runs.assert_same_state(runs.state_at(workdir, stopped)[1], runs.state_at(baseline, stopped)[1])
-  runs.resume(workdir)
-  step, state = runs.state_at(workdir)
+  run_helpers.assert_same_state(run_helpers.state_at(workdir, stopped)[1], run_helpers.state_at(baseline, stopped)[1])
+  run_helpers.resume(workdir)
+  step, state = run_helpers.state_at(workdir)
   assert step == K
-  runs.assert_same_state(state, runs.state_at(baseline)[1])
+  run_helpers.assert_same_state(state, run_helpers.state_at(baseline)[1])
 
 
 def test_damaged_checkpoints_of_a_run_resume_from_the_intact_step_and_end_as_the_uninterrupted_run(baseline,
@@ -41,30 +41,30 @@ def test_damaged_checkpoints_of_a_run_resume_from_the_intact_step_and_end_as_the
   test_reliability.truncate(workdir, K)
   os.remove(f"{workdir}/checkpoints/{K - 1}/default/_METADATA")
   test_reliability.flip_bit(workdir, K - 2)
-  proc = runs.start(workdir, devices=4, extra=["--verbosity=0"])
-  (code,), (out,) = runs.finish([proc])
+  proc = run_helpers.start(workdir, devices=4, extra=["--verbosity=0"])
+  (code,), (out,) = run_helpers.finish([proc])
   assert code == 0, out
-  log = runs.output(proc)
+  log = run_helpers.output(proc)
   assert f"Restored step {K - 3} after skipping damaged checkpoints: step {K}: unreadable" in log
   assert f"step {K - 1}: unreadable metadata" in log and f"step {K - 2}: checksum mismatch" in log
-  step, state = runs.state_at(workdir)
+  step, state = run_helpers.state_at(workdir)
   assert step == K
-  runs.assert_same_state(state, runs.state_at(baseline)[1])
+  run_helpers.assert_same_state(state, run_helpers.state_at(baseline)[1])
 
 
 def test_ctrl_c_saves_like_sigterm_and_a_second_run_on_the_workdir_is_refused(baseline, tmp_path):
   workdir = str(tmp_path)
-  proc = runs.start(workdir, devices=4)
-  runs.wait_for(lambda: 1 in runs.logged_steps(workdir), [proc])
+  proc = run_helpers.start(workdir, devices=4)
+  run_helpers.wait_for(lambda: 1 in run_helpers.logged_steps(workdir), [proc])
   with pytest.raises(lock.WorkdirLocked, match=rf"Another run \(pid {proc.pid} on .*\) is using {workdir}"):
     train.train_and_evaluate(_config(seed=1), workdir)
-  runs.send(proc, signal.SIGINT)
-  (code,), (out,) = runs.finish([proc])
+  run_helpers.send(proc, signal.SIGINT)
+  (code,), (out,) = run_helpers.finish([proc])
   assert code == checkpoint.PREEMPTED_EXIT_CODE, out
   assert "SIGINT received: saving a checkpoint at the next step boundary" in out
   stopped = checkpoint.manager(workdir).latest_step()
   assert 1 <= stopped < K and f"checkpoint saved at step {stopped}" in out
-  runs.assert_same_state(runs.state_at(workdir, stopped)[1], runs.state_at(baseline, stopped)[1])
+  run_helpers.assert_same_state(run_helpers.state_at(workdir, stopped)[1], run_helpers.state_at(baseline, stopped)[1])
   assert not os.path.exists(os.path.join(workdir, lock.LOCK_FILE))  # released on the way out
 
 
@@ -87,9 +87,9 @@ def _tmp_checkpoints(workdir):
 def test_kill_9_during_an_async_save_and_during_training_leaves_only_complete_checkpoints(baseline, tmp_path):
   workdir = str(tmp_path)
   # 1. kill -9 while orbax writes a checkpoint (its temporary directory exists).
-  proc = runs.start(workdir, devices=4)
-  runs.wait_for(lambda: any(not n.startswith("1.") for n in _tmp_checkpoints(workdir)), [proc], poll=0.001)
-  runs.send(proc, signal.SIGKILL)
+  proc = run_helpers.start(workdir, devices=4)
+  run_helpers.wait_for(lambda: any(not n.startswith("1.") for n in _tmp_checkpoints(workdir)), [proc], poll=0.001)
+  run_helpers.send(proc, signal.SIGKILL)
   proc.wait()
   left = _tmp_checkpoints(workdir)
   assert left, "the save finished before the kill; the test did not hit a save in flight"
@@ -97,20 +97,20 @@ def test_kill_9_during_an_async_save_and_during_training_leaves_only_complete_ch
   assert all(str(s) not in [n.split(".")[0] for n in left] for s in complete)
   # 2. Restart, then kill -9 again as soon as it has trained a step further.
   resumed_from = max(complete, default=0)
-  proc = runs.start(workdir, devices=4)
-  runs.wait_for(lambda: any(s > resumed_from + 1 for s in runs.logged_steps(workdir)), [proc])
-  runs.send(proc, signal.SIGKILL)
+  proc = run_helpers.start(workdir, devices=4)
+  run_helpers.wait_for(lambda: any(s > resumed_from + 1 for s in run_helpers.logged_steps(workdir)), [proc])
+  run_helpers.send(proc, signal.SIGKILL)
   proc.wait()
   # Every checkpoint that orbax lists restores to exactly the uninterrupted run's state at that step.
   steps = checkpoint.manager(workdir).all_steps()
   assert steps and max(steps) < K
   for step in steps:
-    runs.assert_same_state(runs.state_at(workdir, step)[1], runs.state_at(baseline, step)[1])
+    run_helpers.assert_same_state(run_helpers.state_at(workdir, step)[1], run_helpers.state_at(baseline, step)[1])
   # 3. The next start resumes from the last complete one and ends as the uninterrupted run.
-  runs.resume(workdir)
-  step, state = runs.state_at(workdir)
+  run_helpers.resume(workdir)
+  step, state = run_helpers.state_at(workdir)
   assert step == K and not _tmp_checkpoints(workdir)
-  runs.assert_same_state(state, runs.state_at(baseline)[1])
+  run_helpers.assert_same_state(state, run_helpers.state_at(baseline)[1])
 
 
 @pytest.fixture

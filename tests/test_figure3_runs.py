@@ -2,7 +2,7 @@
 
 MoCo-v2 and SEED train the tiny config's ResNet-10 w4 student, SEED from conftest's byol_teacher (the trained
 150-step BYOL run of tests/test_learning.py); the supervised recipe trains the same student. kNN top-1 (%) on the
-learning tests' 2,000-image bank and 1,000 queries (runs.set_learning_knn), before -> after, same bank and
+learning tests' 2,000-image bank and 1,000 queries (run_helpers.set_learning_knn), before -> after, same bank and
 queries. `config.seed` also draws the kNN subsets, so the untrained figure differs between seeds.
 """
 
@@ -10,7 +10,7 @@ import jax
 import numpy as np
 import pytest
 
-import runs
+import run_helpers
 from conftest import requires_fashion_mnist, tiny_config
 from simdis_jax import train
 from simdis_jax.methods import recipes
@@ -22,8 +22,8 @@ MIN_GAIN = 1.0  # points (10 queries): below every gain measured below, above no
 def _short_run(c, steps):
   """The learning tests' batch of 64, `steps` steps saved and logged at the end, kNN on 2,000 / 1,000 images."""
   c.train.batch_size = 64
-  runs.set_steps(c, steps)
-  runs.set_learning_knn(c)
+  run_helpers.set_steps(c, steps)
+  run_helpers.set_learning_knn(c)
   return c
 
 
@@ -37,7 +37,7 @@ def _short_run(c, steps):
 @pytest.mark.slow
 def test_seed_from_a_trained_byol_teacher_improves_knn_and_keeps_the_teacher_frozen(byol_teacher, tmp_path):
   c = tiny_config("byol", "byol")
-  c.model.teacher = runs.learning_teacher_net()
+  c.model.teacher = run_helpers.learning_teacher_net()
   c.teacher.workdir = byol_teacher.workdir
   recipes.seed(c, epochs=1.0)
   _short_run(c, 100)
@@ -50,8 +50,8 @@ def test_seed_from_a_trained_byol_teacher_improves_knn_and_keeps_the_teacher_fro
 
   # The frozen teacher is the BYOL run's student, unchanged by 100 steps (eval mode: not even BN statistics),
   # and its kNN on the same subsets is the BYOL run's final kNN, before and after.
-  _, t_state = runs.final_state(byol_teacher.workdir)
-  _, s_state = runs.final_state(str(tmp_path))
+  _, t_state = run_helpers.final_state(byol_teacher.workdir)
+  _, s_state = run_helpers.final_state(str(tmp_path))
   for key in ("params", "batch_stats"):
     for x, y in zip(jax.tree.leaves(t_state["student"][key]), jax.tree.leaves(s_state["teacher"][key])):
       np.testing.assert_array_equal(x, y)

@@ -79,7 +79,7 @@ def test_haiku_style_basic_blocks_project_the_first_shortcut_of_every_stage():
 def test_style_is_a_validated_network_key_and_old_configs_read_as_torchvision():
   c = tiny_config("byol", "byol")
   assert c.model.student.style == "torchvision"
-  assert configuration.with_network_defaults({"model": {"student": {"depth": 18}}})["model"]["student"]["style"] \
+  assert runs.with_network_defaults({"model": {"student": {"depth": 18}}})["model"]["student"]["style"] \
       == "torchvision"
   c.model.student.style = "haiku"
   configuration.validate(c)

@@ -8,7 +8,7 @@ import jax
 import pytest
 import numpy as np
 
-import runs
+import run_helpers
 from conftest import requires_fashion_mnist, xla_flags
 from simdis_jax import parallel
 from simdis_jax import runs as run_lib
@@ -24,13 +24,13 @@ FLAGS = ("--config.model.student.projector=moco", "--config.model.sync_bn=False"
 
 def start(workdir, devices, process_id=None, num_processes=None, port=None):
   """`python -m simdis_jax.main` on the tiny config as MoCo-v2 (one process of a run of num_processes)."""
-  cmd = [sys.executable, "-m", "simdis_jax.main", "--config", f"{runs.CONFIG}:moco_v2,byol", "--workdir", workdir,
+  cmd = [sys.executable, "-m", "simdis_jax.main", "--config", f"{run_helpers.CONFIG}:moco_v2,byol", "--workdir", workdir,
          *FLAGS]
   if num_processes:
     cmd += [f"--coordinator_address=127.0.0.1:{port}", f"--num_processes={num_processes}",
             f"--process_id={process_id}"]
-  env = dict(os.environ, XLA_FLAGS=xla_flags(devices), PYTHONPATH=runs.ROOT)
-  return subprocess.Popen(cmd, cwd=runs.ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+  env = dict(os.environ, XLA_FLAGS=xla_flags(devices), PYTHONPATH=run_helpers.ROOT)
+  return subprocess.Popen(cmd, cwd=run_helpers.ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
 
 
 def finish(procs):
@@ -47,7 +47,7 @@ def queue_of(workdir):
 
 @pytest.mark.slow
 def test_two_processes_enqueue_the_keys_of_both(tmp_path):
-  port = runs.free_port()
+  port = run_helpers.free_port()
   # The one-process reference runs beside the two-process run: its imports and tracing overlap theirs.
   two = [start(str(tmp_path / "two"), 1, i, 2, port) for i in range(2)]
   one = start(str(tmp_path / "one"), 2)

@@ -16,7 +16,7 @@ import pytest
 from absl import flags
 from ml_collections import config_flags
 
-import runs
+import run_helpers
 import tiny_cli_config
 from conftest import requires_fashion_mnist
 from simdis_jax import checkpoint, lock, resume, train
@@ -168,7 +168,7 @@ def test_resume_advice_is_a_flag_that_parses(tmp_path):
     with pytest.raises(ValueError) as e:
       resume.check_resume_config(str(tmp_path), other)
     advice = str(e.value).split("Resume it with ")[1].split(" (the config")[0]
-    argv = ["main", f"--config={runs.CONFIG}", *shlex.split(advice)]
+    argv = ["main", f"--config={run_helpers.CONFIG}", *shlex.split(advice)]
     values = flags.FlagValues()
     config_flags.DEFINE_config_file("config", flag_values=values, sys_argv=argv)
     values(argv)
@@ -194,29 +194,29 @@ def test_a_corrupt_fashion_mnist_file_is_named(tmp_path):
 def test_a_diverging_run_stops_naming_a_finite_kept_step(tmp_path):
   config = tiny_cli_config.get_config()
   config.optim.base_lr = 1e6
-  with runs.local_devices(4), pytest.raises(FloatingPointError) as e:
+  with run_helpers.local_devices(4), pytest.raises(FloatingPointError) as e:
     train.train_and_evaluate(config, str(tmp_path))
   mgr = checkpoint.manager(str(tmp_path))
   kept = mgr.latest_step()
   assert f"the last checkpoint (step {kept}, verified finite) is kept" in str(e.value)
   assert kept < tiny_cli_config.STEPS
   for step in mgr.all_steps():  # every step kept restores finite
-    leaves = runs.state_at(str(tmp_path), step)[1]
+    leaves = run_helpers.state_at(str(tmp_path), step)[1]
     assert all(np.isfinite(x).all() for x in leaves if np.issubdtype(x.dtype, np.floating))
 
 
 def _cli(*args, module="simdis_jax.main"):
-  return subprocess.run([sys.executable, "-m", module, *args], cwd=runs.ROOT, capture_output=True, text=True,
-                        timeout=300, env=dict(os.environ, PYTHONPATH=runs.ROOT))
+  return subprocess.run([sys.executable, "-m", module, *args], cwd=run_helpers.ROOT, capture_output=True, text=True,
+                        timeout=300, env=dict(os.environ, PYTHONPATH=run_helpers.ROOT))
 
 
 def test_an_unknown_config_key_or_an_empty_workdir_is_one_line_naming_the_fix(tmp_path):
-  proc = _cli("--config", runs.CONFIG, "--workdir", str(tmp_path), "--config.train.foo=1")
+  proc = _cli("--config", run_helpers.CONFIG, "--workdir", str(tmp_path), "--config.train.foo=1")
   assert proc.returncode == 1 and "Traceback" not in proc.stderr, proc.stderr
   assert proc.stderr.strip().splitlines() == [
       "FATAL Flags parsing error: --config.train.foo: config.train has no key 'foo'. Valid keys of config.train: "
       "batch_size, checkpoint_every_steps, epochs, keep_checkpoints, knn_every_steps, log_every_steps, steps."]
-  proc = _cli("--config", runs.CONFIG, "--workdir=")
+  proc = _cli("--config", run_helpers.CONFIG, "--workdir=")
   assert proc.returncode == 1 and "Traceback" not in proc.stderr
   assert "--workdir is empty (an unset shell variable?)" in proc.stderr
   assert not os.listdir(tmp_path)
@@ -261,7 +261,8 @@ def test_the_final_table_puts_the_raw_pixel_baselines_beside_the_figures(tmp_pat
   workdir_files.write_json(str(tmp_path), workdir_files.SUMMARY_FILE, {"knn_top1/student": 80.04, "knn_top1/teacher": 81.0})
   table = final.what_the_numbers_mean(tiny_cli_config.get_config(), str(tmp_path), {"student": {"top1": 82.26}})
   assert table.splitlines()[-3:] == ["| student | 80.0 | 82.3 |", "| teacher | 81.0 | - |",
-                                     "| raw pixels, no training (RESULTS.md, full splits) | 84.6 | 84.4 |"]
+                                     "| raw pixels, no training (python -m simdis_jax.evaluation.raw_pixels "
+                                     "--holdout none) | 85.7 | 83.1 |"]
 
 
 # ---------------------------------------------------------------- one verified restore for every reader
@@ -401,7 +402,7 @@ print(json.dumps({"error": error, "steps": mgr.all_steps(),
 def test_a_save_that_runs_out_of_disk_is_one_line_and_loses_nothing(tmp_path):
   """The async save's failure (tensorstore's 1.8 KB RESOURCE_EXHAUSTED line before) is one OSError naming the fix."""
   proc = subprocess.run([sys.executable, "-c", FULL_DISK, str(tmp_path / "w")], capture_output=True, text=True,
-                        timeout=300, cwd=runs.ROOT, env=dict(os.environ, PYTHONPATH=runs.ROOT))
+                        timeout=300, cwd=run_helpers.ROOT, env=dict(os.environ, PYTHONPATH=run_helpers.ROOT))
   assert proc.returncode == 0, proc.stderr[-3000:]
   result = json.loads(proc.stdout.strip().splitlines()[-1])
   assert result["error"] == (

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from conftest import requires_fashion_mnist, tiny_config, xla_flags
-from runs import final_state
+from run_helpers import final_state
 from simdis_jax import checkpoint, config_files, configuration, train
 from simdis_jax import workdir as workdir_files
 from simdis_jax.evaluation import alone as alone_lib

@@ -19,11 +19,11 @@ import os
 import numpy as np
 import pytest
 
-import runs
+import run_helpers
 from conftest import requires_fashion_mnist, tiny_config
 from simdis_jax import configuration
 
-STUDY_TEACHER = os.path.join(runs.ROOT, "results", "fashion_mnist_long", "runs", "byol_teacher_e20", "seed0")
+STUDY_TEACHER = os.path.join(run_helpers.ROOT, "results", "fashion_mnist_long", "runs", "byol_teacher_e20", "seed0")
 STEPS = 150
 MIN_GAIN = 3.0  # points of kNN top-1 (30 of 1,000 queries); measured +7.9, +7.0, +7.1 on seeds 0, 1, 2
 
@@ -39,10 +39,10 @@ def vit_config(teacher_workdir):
   c.data.augment = configuration.fashion_mnist_augment()
   c.optim.update(name="adamw", base_lr=8e-3, weight_decay=0.05, weight_decay_mask="kernels", warmup_epochs=0.016)
   c.train.batch_size = 32  # an epoch is 1,875 steps: the 30-step warm-up is 0.016 of one
-  runs.set_steps(c, STEPS)
+  run_helpers.set_steps(c, STEPS)
   c.train.log_every_steps = 1
   c.knn.networks = ("student",)
-  runs.set_learning_knn(c)
+  run_helpers.set_learning_knn(c)
   return c
 
 
@@ -51,8 +51,8 @@ def vit_config(teacher_workdir):
 def test_simdis_off_into_vit_tiny_improves_knn_from_the_study_teacher(tmp_path):
   assert os.path.isdir(os.path.join(STUDY_TEACHER, "checkpoints")), f"{STUDY_TEACHER} is committed; restore it"
   c = vit_config(STUDY_TEACHER)
-  result = runs.distil(c, str(tmp_path))
-  losses = runs.check_distillation(c, str(tmp_path), STEPS)
+  result = run_helpers.distil(c, str(tmp_path))
+  losses = run_helpers.check_distillation(c, str(tmp_path), STEPS)
   # The loss of the last ten steps measured 0.39 and 0.38 of the first ten's (3.44 -> 1.35, 3.54 -> 1.35).
   assert np.mean(losses[-10:]) < 0.6 * np.mean(losses[:10])
   # No BatchNorm in the encoder: the loop's eval-mode kNN is the representation's own.

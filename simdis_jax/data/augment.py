@@ -25,6 +25,8 @@ import jax
 import jax.numpy as jnp
 import ml_collections
 
+from simdis_jax.data import datasets
+
 # ITU-R BT.601 luma, the weights torchvision and tf.image use for greyscale.
 LUMA_WEIGHTS = (0.2989, 0.587, 0.114)
 
@@ -32,42 +34,8 @@ LUMA_WEIGHTS = (0.2989, 0.587, 0.114)
 # falls back to a centre crop; the draws are made all at once here.
 _CROP_TRIES = 10
 
-# Fashion-MNIST training-set statistics (pixel values scaled to [0, 1]).
-_FASHION_MNIST_MEAN = (0.2860,)
-_FASHION_MNIST_STD = (0.3530,)
-_IMAGENET_MEAN = (0.485, 0.456, 0.406)
-_IMAGENET_STD = (0.229, 0.224, 0.225)
-
-
-def default_config(num_channels: int = 3) -> ml_collections.ConfigDict:
-  """BYOL ImageNet augmentation defaults of docs/spec.md, with mean/std for C channels."""
-  if num_channels not in (1, 3):
-    raise ValueError(f'num_channels must be 1 or 3, got {num_channels}')
-  config = ml_collections.ConfigDict()
-  config.crop = True
-  config.crop_scale = (0.08, 1.0)
-  config.crop_ratio = (3 / 4, 4 / 3)
-  config.flip = True
-  config.jitter_prob = 0.8
-  config.brightness = 0.4
-  config.contrast = 0.4
-  config.saturation = 0.2
-  config.hue = 0.1
-  config.grey_prob = 0.2
-  # Per-view (view 0, view 1): BYOL's asymmetric blur / solarize (docs/spec.md).
-  config.blur_prob = (1.0, 0.1)
-  config.blur_sigma = (0.1, 2.0)
-  config.blur_kernel_fraction = 0.1
-  config.solarize_prob = (0.0, 0.2)
-  # 1.0 keeps the whole image; ImageNet evaluation uses 224 / 256 = 0.875.
-  config.eval_crop_fraction = 1.0
-  if num_channels == 3:
-    config.mean = _IMAGENET_MEAN
-    config.std = _IMAGENET_STD
-  else:
-    config.mean = _FASHION_MNIST_MEAN
-    config.std = _FASHION_MNIST_STD
-  return config
+# The section's defaults (BYOL's, with the normalisation of C channels) live with the datasets' statistics.
+default_config = datasets.augment_config
 
 
 def without_crop(config) -> ml_collections.ConfigDict:

@@ -2,7 +2,7 @@
 
 Two kinds of dataset share one interface (`train_batches`, `eval_batches`,
 `device_augment_config`, `num_classes`, `num_train`): `InMemoryDataset` for
-small datasets held in host memory (Fashion-MNIST; the device does every
+small datasets held in host memory (data/datasets.py's: Fashion-MNIST; the device does every
 augmentation, crop included) and `pipeline.StreamingDataset` for tfds datasets
 and image folders (the host decodes and crops with tf.data). This module
 holds the in-memory one; `load_dataset` picks by config.data.name.
@@ -22,7 +22,7 @@ import jax
 import numpy as np
 
 from simdis_jax import parallel
-from simdis_jax.data import fashion_mnist
+from simdis_jax.data import datasets
 
 
 @dataclasses.dataclass
@@ -78,17 +78,18 @@ def subset(images: np.ndarray, labels: np.ndarray, count: int, seed: int) -> Tup
 
 
 def load_dataset(data_config):
-  """The dataset config.data names: Fashion-MNIST in memory, any tfds dataset or an image folder streamed."""
-  if data_config.name == "fashion_mnist":
-    raw = fashion_mnist.load(data_config.data_dir, data_config.allow_download)
+  """The dataset config.data names: one of data/datasets.py's in memory, any tfds dataset or an image folder streamed."""
+  dataset = datasets.get(data_config.name)
+  if dataset.loader is not None:
+    raw = dataset.loader.load(data_config.data_dir, data_config.allow_download)
     holdout = data_config.get("holdout", "none")
     if holdout == "none":
       return InMemoryDataset(raw["train_images"], raw["train_labels"], raw["test_images"], raw["test_labels"],
-                             fashion_mnist.NUM_CLASSES)
-    train, validation = fashion_mnist.validation_split(len(raw["train_labels"]))
+                             dataset.num_classes)
+    train, validation = dataset.loader.validation_split(len(raw["train_labels"]))
     held = (raw["train_images"][validation], raw["train_labels"][validation]) if holdout == "validation" else (
         raw["test_images"], raw["test_labels"])
-    return InMemoryDataset(raw["train_images"][train], raw["train_labels"][train], *held, fashion_mnist.NUM_CLASSES)
+    return InMemoryDataset(raw["train_images"][train], raw["train_labels"][train], *held, dataset.num_classes)
   from simdis_jax.data import pipeline  # pylint: disable=import-outside-toplevel  (tf.data only when streaming)
   return pipeline.load(data_config)
 

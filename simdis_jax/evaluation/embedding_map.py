@@ -18,6 +18,7 @@ from typing import List, Optional, Sequence, Tuple
 
 import numpy as np
 
+from simdis_jax.data import datasets
 from simdis_jax.evaluation import figures
 
 POINTS = 2000
@@ -25,9 +26,6 @@ PCA_DIMS = 50  # t-SNE on the leading principal components: the usual speed-up, 
 # 250 iterations of early exaggeration, then 250 more: the classes' layout is settled by then, at half
 # the time of scikit-learn's default 1,000 (what the demo's budget of minutes affords).
 TSNE_ITERATIONS = 500
-# Fashion-MNIST's class names (its label order); other datasets show class indices.
-CLASS_NAMES = {"fashion_mnist": ("T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt",
-                                 "Sneaker", "Bag", "Ankle boot")}
 
 
 def trained_networks(config: dict) -> Tuple[str, ...]:
@@ -117,6 +115,6 @@ def _draw(run, out_dir: str, points: int) -> Optional[str]:
     return "no trained network found in its checkpoint"
   maps = {name: (tsne_2d(f), labels) for name, (f, labels) in feats.items()}
   data = run.config.get("data", {}).get("name")
-  figures.plot_embedding_maps(maps, CLASS_NAMES.get(data), f"{run.name}: test-set embeddings (t-SNE)",
+  figures.plot_embedding_maps(maps, datasets.get(data).class_names or None, f"{run.name}: test-set embeddings (t-SNE)",
                               os.path.join(out_dir, file_name(run.name)))
   return None

@@ -7,7 +7,8 @@ are the images as the networks receive them in eval mode (scaled to [0, 1], then
 normalised by the dataset's mean and std), flattened: 784 values for Fashion-MNIST.
 They go through the same weighted cosine kNN (k, temperature) and the same fast linear
 evaluation (configs/fashion_mnist/linear_eval.py's protocol on cached features) as an
-encoder's pooled features, on the split `--holdout` names (docs/input.md).
+encoder's pooled features, on the split `--holdout` names (docs/input.md). Its figures are the
+references of data/datasets.py (archived in results/fashion_mnist_v3/references/).
 """
 
 import json

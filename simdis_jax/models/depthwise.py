@@ -20,7 +20,9 @@ import jax
 import jax.numpy as jnp
 from jax import lax
 
-IMPLS = ("auto", "xla", "shifted")
+from simdis_jax.models.archs import DEPTHWISE_IMPLS
+
+IMPLS = DEPTHWISE_IMPLS
 
 
 def _strided(x, start_h: int, start_w: int, count_h: int, count_w: int, stride: int):

@@ -11,6 +11,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from simdis_jax.models import archs
 from simdis_jax.models.resnet import batch_norm, haiku_kernel_init, output_dtype
 
 
@@ -76,5 +77,5 @@ class PlainMLP(nn.Module):
     return x.astype(output_dtype(self.dtype))
 
 
-# config.model.<net>.projector -> the projector's module ("byol": with BN, the default; "moco": without).
-PROJECTORS = ("byol", "moco")
+# config.model.<net>.projector -> the projector's module (the choices: models/archs.py).
+PROJECTORS = archs.PROJECTORS

@@ -13,8 +13,10 @@ from typing import Sequence, Tuple
 
 import jax.numpy as jnp
 
+from simdis_jax.models import archs
+
 # The section keys (configuration.network_config) and what a section written without them means: the data's.
-INPUT_DEFAULTS = dict(in_channels=0, input_mean=[], input_std=[])  # lists: as a saved config.json reads back
+INPUT_DEFAULTS = archs.INPUT_DEFAULTS
 
 
 def affine(section, data_mean: Sequence[float], data_std: Sequence[float]) -> Tuple:

@@ -107,3 +107,22 @@ def network_from_config(model_config, heads: Sequence[str] = (), dtype: Any = jn
                  style=model_config.get("style", "torchvision"),
                  projector=model_config.get("projector", "byol"), input_adapter=adapter,
                  head_bias=model_config.get("head_bias", True), probe_classes=probe_classes)
+
+
+def compute_dtype(config):
+  """The networks' compute dtype: config.model.compute_dtype, with auto = bfloat16 on GPU/TPU, float32 on CPU."""
+  name = config.model.get("compute_dtype", "auto")
+  if name == "auto":
+    name = "float32" if jax.default_backend() == "cpu" else "bfloat16"
+  return jnp.dtype(name)
+
+
+def conv_impl(config, model_config=None) -> str:
+  """A network's convolution implementation: config.model.conv_impl, where auto = mixed on CPU for networks
+  of width >= 32 (measured fastest there: docs/performance.md) and xla otherwise (narrow networks such
+  as the demo's: the gathered taps cost more than the slow gradients save)."""
+  name = config.model.get("conv_impl", "auto")
+  if name == "auto":
+    wide = model_config is None or model_config.width >= 32
+    name = "mixed" if jax.default_backend() == "cpu" and wide else "xla"
+  return name

@@ -18,6 +18,7 @@ import jax
 import jax.numpy as jnp
 from jax import lax
 
+from simdis_jax.models import archs
 from simdis_jax.models import batch_norm as unbiased_bn
 
 # torchvision's kaiming_normal_(mode="fan_out", nonlinearity="relu"); JAX's "normal"
@@ -51,7 +52,7 @@ def output_dtype(dtype: Any) -> Any:
   return jnp.promote_types(dtype, jnp.float32)
 
 
-STYLES = ("torchvision", "haiku")
+STYLES = archs.RESNET_STYLES
 
 
 def same_pads(size: Sequence[int], kernel_size: Sequence[int], strides: Sequence[int]):
@@ -323,15 +324,7 @@ class ResNet(nn.Module):
     return jnp.mean(x, axis=(1, 2)).astype(output_dtype(self.dtype))
 
 
-STAGE_SIZES = {
-    10: (1, 1, 1, 1),
-    18: (2, 2, 2, 2),
-    34: (3, 4, 6, 3),
-    50: (3, 4, 6, 3),
-    101: (3, 4, 23, 3),
-    152: (3, 8, 36, 3),
-    200: (3, 24, 36, 3),
-}
+STAGE_SIZES = archs.RESNET_STAGES  # depth -> blocks per stage (the table of models/archs.py)
 
 
 def resnet(depth: int, width: int = 64, cifar_stem: bool = False, dtype: Any = jnp.float32, name: Optional[str] = None,

@@ -9,7 +9,7 @@ import jax
 import jax.numpy as jnp
 
 from simdis_jax.models import encoders
-from simdis_jax.tools.benchmark.flops import count_macs
+from simdis_jax.flops import count_macs
 
 
 # Published parameter counts (with the 1000-class classifier) and forward G multiply-adds per 224-px
@@ -29,7 +29,7 @@ def reference_cost(arch: str, options: encoders.EncoderOptions = encoders.Encode
                    num_classes: int = 1000, channels: int = 3) -> Dict[str, float]:
   """Parameters and forward MACs per image of the encoder, alone and with a `num_classes` classifier.
 
-  MACs are counted by tools.benchmark.flops.count_macs (every convolution tap and matmul, attention
+  MACs are counted by simdis_jax.flops.count_macs (every convolution tap and matmul, attention
   included); nothing is computed: shapes only.
   """
   net = encoders.Classifier(arch, options, num_classes)

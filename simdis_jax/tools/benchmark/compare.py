@@ -15,6 +15,7 @@ import ml_collections
 import numpy as np
 
 from simdis_jax import configuration, parallel
+from simdis_jax.models.network import compute_dtype
 from simdis_jax.tools.benchmark.timing import (build_step, contemporaneous_fractions, conv_impls, matmul_peak,
                                                peak_sample, reference_step_flops, synthetic_batch)
 
@@ -76,7 +77,7 @@ def compare(config: ml_collections.ConfigDict, variants: Sequence[str], rounds: 
     jax.block_until_ready(metrics)
     built.append({"spec": spec, "config": cfg, "compiled": compiled, "state": state, "images": images,
                   "labels": labels, "compile_s": compile_s, "flops": step_flops, "times": [], "fractions": []})
-  dtype = configuration.compute_dtype(built[0]["config"])
+  dtype = compute_dtype(built[0]["config"])
   peak = matmul_peak(mesh, dtype, matmul_sizes)
   samples = [peak_sample(peak)]
   for r in range(rounds):

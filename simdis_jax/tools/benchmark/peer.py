@@ -27,7 +27,8 @@ from typing import Any, Callable, Dict, Optional, Tuple
 import jax
 import ml_collections
 
-from simdis_jax import configuration, parallel
+from simdis_jax import configuration, parallel, runs
+from simdis_jax.data import datasets
 from simdis_jax.tools.benchmark.timing import build_step, synthetic_batch
 
 PEER_METHODS = ("byol", "simdis_on")
@@ -39,7 +40,7 @@ def _networks(config):
 
 def _standard(config) -> bool:
   """Whether the authors' classes build the config's networks as they are (their ImageNet ResNets)."""
-  return config.data.name != "fashion_mnist" and all(
+  return not datasets.in_memory(config.data.name) and all(
       config.model[n].depth != 10 and config.model[n].width == 64 and not config.model[n].cifar_stem
       and (config.model[n].hidden_dim, config.model[n].proj_dim) == (4096, 256) for n in _networks(config))
 
@@ -108,7 +109,7 @@ def peer_step(clone: str, config: ml_collections.ConfigDict, seed: int = 0) -> C
   torch.manual_seed(seed)
   model_s, model_t = _peer_names(config)
   args = types.SimpleNamespace(syncBN=False, rank=0, model_s=model_s, model_t=model_t, offline=False)
-  in_channels = 1 if config.data.name == "fashion_mnist" else 3
+  in_channels = runs.image_channels(config.data.name)
   if _standard(config):
     model = model_lib.SimDis_Model(args, config.ema.base, 1000)
   else:  # their SimDis_Model around their ResNet class in the config's shape (see _adapted_resnet)

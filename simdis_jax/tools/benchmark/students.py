@@ -22,7 +22,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from simdis_jax.models import depthwise, encoders
-from simdis_jax.tools.benchmark.flops import count_macs
+from simdis_jax.flops import count_macs
 
 
 def jax_step(arch: str, image_size: int, batch: int, channels: int, conv_impl: str, depthwise_impl: str):

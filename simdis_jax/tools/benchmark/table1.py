@@ -10,9 +10,33 @@ import jax
 import ml_collections
 
 from simdis_jax import config_files, parallel
-from simdis_jax.tools.benchmark.flops import (PAPER_MULTIVIEW_GMACS, PAPER_STUDENT_GMACS, PAPER_TABLE1,
-                                              PAPER_TEACHER_GMACS, forward_flops, predicted_train_gflops)
+from simdis_jax.flops import forward_flops
 from simdis_jax.tools.benchmark.timing import build_step, reference_step_flops, synthetic_batch
+
+# The paper's Table 1: forward multiply-adds per 224-px image, and its cost formulas (× M × N).
+PAPER_TEACHER_GMACS = 4.1
+PAPER_STUDENT_GMACS = 1.8
+PAPER_MULTIVIEW_GMACS = 0.012
+PAPER_TABLE1 = {  # method: (target views, G forward MACs per image per epoch, formula)
+    "SimDis-Off": (2, 2 * PAPER_TEACHER_GMACS + PAPER_STUDENT_GMACS, "(8.2G + 1.8G) x M x N"),
+    "SimDis-On": (2, PAPER_TEACHER_GMACS + PAPER_STUDENT_GMACS, "(4.1G + 1.8G) x M x N"),
+    "SimDis-On-7v": (7, PAPER_TEACHER_GMACS + PAPER_STUDENT_GMACS + PAPER_MULTIVIEW_GMACS,
+                     "(4.1G + 1.8G + 12M) x M x N"),
+}
+
+
+def predicted_train_gflops(teacher_gmacs: float, student_gmacs: float, predictor_gmacs: float) -> Dict[str, float]:
+  """Table 1's forward costs turned into training FLOPs per image: backward = 2x forward, 2 views, 2 FLOPs/MAC.
+
+  A trained network costs 3 forwards per view, a target (EMA or frozen) network 1.
+  """
+  t, s = teacher_gmacs, student_gmacs
+  byol_teacher = 2 * 2 * (3 * t + t)
+  online = 2 * 2 * (3 * t + t + 3 * s + s)
+  offline_step = 2 * 2 * (t + 3 * s + s)  # frozen teacher EMA forward + the student's BYOL pair
+  return {"SimDis-Off": byol_teacher + offline_step, "SimDis-On": online,
+          "SimDis-On-7v": online + 2 * 2 * 3 * 6 * predictor_gmacs, "offline step": offline_step}
+
 
 _ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
 BENCHMARK_CONFIG = os.path.join(_ROOT, "configs", "benchmark", "r50_r18.py")

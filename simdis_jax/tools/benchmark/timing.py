@@ -20,8 +20,9 @@ import numpy as np
 from jax.sharding import PartitionSpec as P
 
 from simdis_jax import configuration, flops, parallel, runs
+from simdis_jax.data import datasets
+from simdis_jax.models.network import compute_dtype, conv_impl
 from simdis_jax.step import make_train_step
-from simdis_jax.tools.benchmark.flops import forward_flops
 from simdis_jax.tools.benchmark.profile import top_ops
 
 # Every field of the benchmark's JSON line.
@@ -40,11 +41,12 @@ FIELDS = ("config", "backend", "devices", "device_kind", "processes", "compute_d
 def raw_image_shape(config):
   """Shape of one synthetic example as the input pipeline hands it to the step.
 
-  In-memory Fashion-MNIST: the whole image (the device crops). Streamed datasets: the two
+  In-memory datasets (Fashion-MNIST): the whole image (the device crops). Streamed datasets: the two
   host crops [2, S, S, 3] (the device does everything but the crop), as in training.
   """
-  if config.data.name == "fashion_mnist":
-    return (28, 28, 1)
+  dataset = datasets.get(config.data.name)
+  if dataset.loader is not None:
+    return (dataset.image_size, dataset.image_size, dataset.channels)
   return (2, config.data.image_size, config.data.image_size, 3)
 
 
@@ -81,7 +83,7 @@ def reference_step_flops(config, mesh, state, images, labels, train_step=None) -
 def conv_impls(config) -> set:
   """The convolution implementations the config's networks use."""
   nets = [config.model.student] + ([config.model.teacher] if configuration.uses_teacher(config) else [])
-  return {configuration.conv_impl(config, n) for n in nets}
+  return {conv_impl(config, n) for n in nets}
 
 
 def time_calls(fn: Callable[[], Any], repeats: int) -> list:
@@ -157,7 +159,7 @@ def benchmark(config: ml_collections.ConfigDict, steps: int = 10, warmup: int = 
   mesh = parallel.make_mesh(devices)
   parallel.check_batch_size(config.train.batch_size, mesh)
   num_devices = mesh.devices.size
-  dtype = configuration.compute_dtype(config)
+  dtype = compute_dtype(config)
 
   _, state, train_step = build_step(config, mesh)
   images, labels = synthetic_batch(config, mesh)
@@ -199,7 +201,7 @@ def benchmark(config: ml_collections.ConfigDict, steps: int = 10, warmup: int = 
   peak_rate = max([peak["flops_per_s"]] + peak_now + samples)
   achieved = step_flops / median
   channels = runs.image_channels(config.data.name)
-  student = forward_flops(config.model.student, config.data.image_size, channels, dtype)
+  student = flops.forward_flops(config.model.student, config.data.image_size, channels, dtype)
   result = {
       "config": {"method": config.method, "views": list(config.views), "student_depth": config.model.student.depth,
                  "student_width": config.model.student.width, "teacher_depth": config.model.teacher.depth,
@@ -246,7 +248,7 @@ def benchmark(config: ml_collections.ConfigDict, steps: int = 10, warmup: int = 
   if profile_result is not None:
     result["profile"] = profile_result
   if configuration.uses_teacher(config):
-    teacher = forward_flops(config.model.teacher, config.data.image_size, channels, dtype)
+    teacher = flops.forward_flops(config.model.teacher, config.data.image_size, channels, dtype)
     result["teacher_forward_gmacs_per_image"] = teacher["encoder_macs"] / 1e9
     result["teacher_forward_xla_gflops_per_image"] = teacher["encoder_flops"] / 1e9
   return result

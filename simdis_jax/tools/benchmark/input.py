@@ -1,6 +1,6 @@
 """Throughput of the streaming input: host tf.data pipeline per core and in total, and the device-side augmentations.
 
-    python -m simdis_jax.data.benchmark --config configs/imagenet/simdis_on_7v.py [--folder DIR] [--images 512]
+    python -m simdis_jax.tools.benchmark.input --config configs/imagenet/simdis_on_7v.py [--folder DIR] [--images 512]
 
 With no --folder it writes ImageNet-like JPEGs (about 500×375, quality 90,
 textured so that they compress like photographs) into a temporary folder and
