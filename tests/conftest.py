@@ -94,12 +94,25 @@ def byol_teacher(tmp_path_factory):
   return run_helpers.trained_byol(str(tmp_path_factory.mktemp("byol_teacher")))
 
 
+# A slow test counts as this many quick ones when the groups are ordered for the two workers (below).
+SLOW_TEST_WEIGHT = 60
+
+
 @pytest.hookimpl(tryfirst=True)  # before xdist's own hook reads the marks
 def pytest_collection_modifyitems(config, items):  # pylint: disable=unused-argument
-  """Groups for pytest-xdist's `--dist loadgroup` (pytest.ini): one group per file, as `loadfile` would make,
-  except that every file using the session fixture `byol_teacher` joins one group, so that one worker trains
-  that 150-step BYOL run once instead of each worker training its own."""
-  files_with_teacher = {item.nodeid.split("::")[0] for item in items if "byol_teacher" in item.fixturenames}
+  """Groups for pytest-xdist's `--dist loadgroup` (pytest.ini), heaviest first.
+
+  One group per file, as `loadfile` would make, except that every test using the session fixture
+  `byol_teacher` joins one group, so that one worker trains that 150-step BYOL run once instead of each
+  worker training its own (the other tests of those files stay in their file's group). The groups are
+  ordered by weight (a slow test counts SLOW_TEST_WEIGHT, another 1) and pytest.ini turns off xdist's own
+  order (by test count): the workers take the groups in this order, so the longest runs start first and the
+  quick groups fill the end, instead of one worker finishing alone with a long run.
+  """
+  group_of, weight = {}, {"byol_teacher": SLOW_TEST_WEIGHT}  # the fixture's BYOL run weighs as a slow test
   for item in items:
-    path = item.nodeid.split("::")[0]
-    item.add_marker(pytest.mark.xdist_group("byol_teacher" if path in files_with_teacher else path))
+    group = "byol_teacher" if "byol_teacher" in item.fixturenames else item.nodeid.split("::")[0]
+    item.add_marker(pytest.mark.xdist_group(group))
+    group_of[item.nodeid] = group
+    weight[group] = weight.get(group, 0) + (SLOW_TEST_WEIGHT if item.get_closest_marker("slow") else 1)
+  items.sort(key=lambda item: -weight[group_of[item.nodeid]])  # stable: a group's tests keep their order

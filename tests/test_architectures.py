@@ -192,9 +192,10 @@ def test_lars_and_weight_decay_masks_exclude_exactly_norms_biases_and_embeddings
   assert included == _leaf_paths(params) - expected and all(p.endswith("/kernel") for p in included)
   # The mask is what every LARS form and the 'kernels' weight decay use: an excluded leaf's update is the
   # plain rate (authors' LARS), whatever its norm.
+  # One compiled update, as in training (op by op, the hundreds of leaf shapes cost a compile each).
   tx = optim.authors_lars(lambda _: 0.1, 0.0, 1e-3, 0.0, "kernels")
-  ones = jax.tree.map(lambda s: jnp.ones(s.shape), params)
-  updates, _ = tx.update(ones, tx.init(ones), ones)
+  ones = jax.tree.map(lambda s: np.ones(s.shape, np.float32), params)
+  updates, _ = jax.jit(lambda g, w: tx.update(g, tx.init(w), w))(ones, ones)
   for path, u in jax.tree_util.tree_flatten_with_path(updates)[0]:
     # Unit weights and gradients: the trust ratio makes a kernel's step 1e-3 of the rate.
     np.testing.assert_allclose(u, -0.1 if as_path(path) in expected else -1e-4, rtol=1e-5)
@@ -260,18 +261,19 @@ def test_stochastic_depth_drops_whole_examples_and_is_off_by_default():
   assert 0.7 < kept.mean() < 0.8 and np.all(np.asarray(y)[kept] == pytest.approx(1 / 0.75))
   assert np.all(np.asarray(y)[~kept] == 0)
   np.testing.assert_array_equal(blocks.DropPath(0.25).apply({}, x, deterministic=True), x)
-  # EfficientNet's rate at 0 (default): training needs no RNG and is deterministic.
+  # EfficientNet's rate at 0 (default): training needs no RNG and is deterministic. Each network is one
+  # compiled program (op by op, its many layer shapes cost a compile each).
   net = encoders.encoder("efficientnet_b0", encoders.EncoderOptions(cifar_stem=True))
-  v = net.init(jax.random.PRNGKey(0), jnp.zeros((2, 8, 8, 3)), train=False)
+  v = jax.jit(lambda x: net.init(jax.random.PRNGKey(0), x, train=False))(jnp.zeros((2, 8, 8, 3)))
   x = jax.random.normal(jax.random.PRNGKey(1), (2, 8, 8, 3))
-  a, _ = net.apply(v, x, train=True, mutable=["batch_stats"])
+  forward = lambda n, **kw: jax.jit(lambda v, x: n.apply(v, x, train=True, mutable=["batch_stats"], **kw)[0])
+  a = forward(net)(v, x)
   assert a.shape == (2, 1280)
   # At a rate > 0 branches drop only when the call asks for it (the train step's training forwards).
   dropping = encoders.encoder("efficientnet_b0", encoders.EncoderOptions(cifar_stem=True, drop_path_rate=0.5))
-  b, _ = dropping.apply(v, x, train=True, mutable=["batch_stats"])
+  b = forward(dropping)(v, x)
   np.testing.assert_array_equal(a, b)
-  c, _ = dropping.apply(v, x, train=True, mutable=["batch_stats"], stochastic_depth=True,
-                        rngs={"dropout": jax.random.PRNGKey(2)})
+  c = forward(dropping, stochastic_depth=True, rngs={"dropout": jax.random.PRNGKey(2)})(v, x)
   assert not np.allclose(a, c, atol=1e-4)
 
 
@@ -344,8 +346,9 @@ def _distil(arch, teacher, workdir, steps, knn_networks=("student",), **optim_ke
   return c, result, run_helpers.check_distillation(c, workdir, steps)
 
 
-def _knn_with_batch_statistics(config, params, batch_stats, examples=(2000, 1000)):
-  """kNN top-1 (%) of the student's encoder with BatchNorm normalising by each 250-image batch's statistics."""
+def _knn_with_batch_statistics(config, weights, examples=(2000, 1000)):
+  """kNN top-1 (%) of the student's encoder with BatchNorm normalising by each 250-image batch's statistics,
+  for each (params, batch_stats) of `weights` (one compiled feature program for all of them)."""
   from simdis_jax.data import augment, fashion_mnist  # pylint: disable=import-outside-toplevel
   from simdis_jax.evaluation import knn  # pylint: disable=import-outside-toplevel
   from simdis_jax.state import build_networks  # pylint: disable=import-outside-toplevel
@@ -353,18 +356,21 @@ def _knn_with_batch_statistics(config, params, batch_stats, examples=(2000, 1000
   data = fashion_mnist.load()
 
   @jax.jit
-  def features(images):
+  def features(variables, images):
     x = augment.eval_view(images, config.data.augment, out_size=config.data.image_size)
-    out, _ = net.apply({"params": params, "batch_stats": batch_stats}, x, train=True, features_only=True,
-                       mutable=["batch_stats"])
+    out, _ = net.apply(variables, x, train=True, features_only=True, mutable=["batch_stats"])
     return out["feature"]
 
-  split = {}
-  for name, n in zip(("train", "test"), examples):
-    images, labels = data[f"{name}_images"][:n], data[f"{name}_labels"][:n]
-    split[name] = (np.concatenate([np.asarray(features(images[i:i + 250])) for i in range(0, n, 250)]), labels)
-  pred, _ = knn.knn_classify(*split["train"], split["test"][0], 20, 0.07, 10)
-  return 100.0 * float(np.mean(pred == split["test"][1]))
+  accuracies = []
+  for params, batch_stats in weights:
+    variables, split = {"params": params, "batch_stats": batch_stats}, {}
+    for name, n in zip(("train", "test"), examples):
+      images, labels = data[f"{name}_images"][:n], data[f"{name}_labels"][:n]
+      split[name] = (np.concatenate([np.asarray(features(variables, images[i:i + 250]))
+                                     for i in range(0, n, 250)]), labels)
+    pred, _ = knn.knn_classify(*split["train"], split["test"][0], 20, 0.07, 10)
+    accuracies.append(100.0 * float(np.mean(pred == split["test"][1])))
+  return accuracies
 
 
 # SimDis-Off into MobileNetV3-Small (small-image variant, LARS base LR 2.0), 60 steps of batch 32 from the trained
@@ -373,7 +379,7 @@ def _knn_with_batch_statistics(config, params, batch_stats, examples=(2000, 1000
 # features do not read the running statistics, so the gain is the weights' alone (frozen weights give the
 # same features, a gain of exactly 0). From a one-step BYOL teacher 30 steps had gone 46.6 -> 43.2: a student
 # cannot beat the untrained network by imitating a teacher that has learnt nothing. Cost: about 165-195 CPU-s
-# (XLA level 0, one device), 130-150 of them the 60 steps.
+# (XLA level 0, one device), 130-150 of them the 60 steps; the two kNNs share one compiled feature program.
 MIN_GAIN = 1.0  # points of kNN top-1 (10 of 1,000 queries)
 
 
@@ -388,8 +394,8 @@ def test_simdis_off_into_mobilenet_v3_small_improves_knn(byol_teacher, tmp_path)
   tx = optim_module.make_optimizer(c.optim, lambda _: 0.0)
   init = jax.jit(lambda: create_train_state(c, build_networks(c), tx, (16, 16, 1)).student)()
   final = run_helpers.final_state(str(tmp_path))[1]["student"]
-  before = _knn_with_batch_statistics(c, init.params, init.batch_stats)
-  after = _knn_with_batch_statistics(c, final["params"], final["batch_stats"])
+  before, after = _knn_with_batch_statistics(c, [(init.params, init.batch_stats),
+                                                 (final["params"], final["batch_stats"])])
   print(f"mobilenet_v3_small kNN with batch statistics: untrained {before:.1f}%, after 60 steps {after:.1f}%")
   assert after >= before + MIN_GAIN, (before, after)
 
