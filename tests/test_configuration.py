@@ -28,10 +28,12 @@ def test_unknown_view_is_a_clear_error():
     configuration.validate(c)
 
 
-def test_offline_without_teacher_workdir_is_a_clear_error():
+def test_offline_without_teacher_workdir_is_a_clear_error_when_training():
   c = tiny_config("simdis_off")
-  with pytest.raises(ValueError, match="teacher.workdir"):
-    configuration.validate(c)
+  configuration.validate(c)  # a research step or an evaluation of the config never reads the teacher run
+  from simdis_jax import train  # pylint: disable=import-outside-toplevel
+  with pytest.raises(ValueError, match=r"needs a finished teacher run: set --config.teacher.workdir=.*method=byol"):
+    train.check_offline_teacher(c)
 
 
 def test_bad_method_is_a_clear_error():

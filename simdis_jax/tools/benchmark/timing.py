@@ -19,7 +19,7 @@ import ml_collections
 import numpy as np
 from jax.sharding import PartitionSpec as P
 
-from simdis_jax import configuration, flops, parallel, runs
+from simdis_jax import configuration, flops, methods, parallel, runs
 from simdis_jax.step import make_train_step
 from simdis_jax.tools.benchmark.flops import forward_flops
 from simdis_jax.tools.benchmark.profile import top_ops
@@ -241,7 +241,7 @@ def benchmark(config: ml_collections.ConfigDict, steps: int = 10, warmup: int = 
       "peak_memory_bytes": peak_memory_bytes(mesh.devices.flat),
       "final_loss": final_loss,
       "synthetic_data": True,
-      "random_offline_teacher": config.method == "simdis_off",
+      "random_offline_teacher": methods.teacher_kind(config) == "offline",
   }
   if profile_result is not None:
     result["profile"] = profile_result
