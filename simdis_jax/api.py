@@ -21,7 +21,7 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
-from simdis_jax import checkpoint, configuration, runs, zoo
+from simdis_jax import checkpoint, configuration, methods, runs, zoo
 from simdis_jax import workdir as workdir_files
 from simdis_jax.data import augment
 from simdis_jax.evaluation import features
@@ -59,6 +59,7 @@ def build_network(config: ml_collections.ConfigDict, network: str) -> Any:
   if "bn_running_var" in config.model:  # eval-mode outputs do not depend on it; kept for fidelity
     extra["bn_running_var"] = config.model.bn_running_var
   extra["data_norm"] = (config.data.augment.mean, config.data.augment.std)  # an adopted teacher's own inputs
+  extra.update(methods.shared_heads(config, network))  # a method's own projector module (SimSiam's), if any
   return network_from_config(section, (), jnp.float32, conv_impl(config, section),
                              depthwise_impl=depthwise.from_config(config), **extra)
 

@@ -243,9 +243,17 @@ def _quarantine(mgr: ocp.CheckpointManager, steps) -> None:
   mgr.reload()
 
 
+def _as_written(mgr: ocp.CheckpointManager, step: int, abstract_state: Any):
+  """(the tree to restore `step` into, a function back to abstract_state's type): a state that renamed fields
+  since (state.TrainState.as_written) is read under the names the checkpoint was written with."""
+  as_written = getattr(abstract_state, "as_written", None)
+  return as_written(set(_metadata(mgr, step))) if as_written else (abstract_state, lambda state: state)
+
+
 def _try_step(mgr: ocp.CheckpointManager, step: int, abstract_state: Any, partial: bool):
   """(state, None) if `step` restores intact, else (None, why); CheckpointMismatch for another model's tree."""
   try:
+    abstract_state, back = _as_written(mgr, step, abstract_state)
     mismatch = _mismatch(mgr, step, abstract_state, partial)
   except Exception as e:  # pylint: disable=broad-except
     return None, f"unreadable metadata ({type(e).__name__}: {_first_line(e)})"
@@ -262,8 +270,8 @@ def _try_step(mgr: ocp.CheckpointManager, step: int, abstract_state: Any, partia
     state = mgr.restore(step, args=args)
   except Exception as e:  # pylint: disable=broad-except
     return None, f"unreadable ({type(e).__name__}: {_first_line(e)})"
-  why = _damage(mgr, step, state)
-  return (None, why) if why else (state, None)
+  why = _damage(mgr, step, state)  # the checksums name the arrays as they were written
+  return (None, why) if why else (back(state), None)
 
 
 def _walk_back(mgr: ocp.CheckpointManager, abstract_state: Any, partial: bool = False):

@@ -12,25 +12,11 @@ import ml_collections
 
 from simdis_jax import methods
 from simdis_jax.optim_choices import LARS_FORMS, OPTIMIZERS, SCHEDULES, WEIGHT_DECAY_MASKS
-from simdis_jax.methods import target_views
 from simdis_jax.data import datasets
 from simdis_jax.models import archs
 
-# Presets of the student's target views (docs/spec.md "Presets", paper Table 2).
-VIEW_PRESETS = {
-    "byol": ("sema_dv",),
-    "simdis_2v": ("sema_dv", "tema_dv"),
-    "simdis_7v": tuple(target_views.VIEWS),
-    # Table 2 rows (the student's own BYOL view plus the listed teacher views).
-    "table2_t_sv": ("sema_dv", "t_sv"),
-    "table2_t_dv": ("sema_dv", "t_dv"),
-    "table2_tema_sv": ("sema_dv", "tema_sv"),
-    "table2_tema_dv": ("sema_dv", "tema_dv"),
-    "table2_t_sv_t_dv": ("sema_dv", "t_sv", "t_dv"),
-    "table2_tema_sv_tema_dv": ("sema_dv", "tema_sv", "tema_dv"),
-    "table2_all_teacher": ("sema_dv", "t_sv", "t_dv", "tema_sv", "tema_dv"),
-    "table2_7v": tuple(target_views.VIEWS),
-}
+# Presets of the student's target views (docs/spec.md "Presets", paper Table 2), from the method modules.
+VIEW_PRESETS = methods.VIEW_PRESETS
 EMA_TIMINGS = ("before", "after")
 TEACHER_BN_MODES = ("train", "eval")
 EMA_INITS = ("copy", "separate")
@@ -76,9 +62,7 @@ def data_config(name: str = "imagenet2012") -> ml_collections.ConfigDict:
 def base_config() -> ml_collections.ConfigDict:
   """All keys with defaults: the paper's ImageNet SimDis-On-7v standard setting."""
   c = ml_collections.ConfigDict()
-  c.method = "simdis_on"          # byol | simdis_off | simdis_on | supervised (labels; views unused) | moco_v2 | seed
-  c.views = VIEW_PRESETS["simdis_7v"]
-  c.head_combination = "mean"     # mean over heads (authors) | sum
+  c.method = methods.default_method()  # one of methods.METHODS (simdis_jax/methods/; docs/methods.md)
   c.seed = 0
 
   c.model = ml_collections.ConfigDict()
@@ -101,7 +85,7 @@ def base_config() -> ml_collections.ConfigDict:
   c.model.depthwise_impl = "auto"  # depthwise convs: xla | shifted (models/depthwise.py); auto = shifted on CPU
 
   c.teacher = ml_collections.ConfigDict()
-  c.teacher.workdir = ""          # simdis_off: a finished BYOL run whose student becomes the teacher
+  c.teacher.workdir = ""          # an offline teacher's method: a finished BYOL run whose student becomes the teacher
   c.teacher.bn_mode = "train"     # frozen offline teacher: batch statistics (authors) | eval (running statistics)
   c.teacher.allow_unfinished = False
 
@@ -150,22 +134,6 @@ def base_config() -> ml_collections.ConfigDict:
   c.final_eval.report = False             # write <workdir>/report (results.md + figures) and print it
   c.final_eval.student_alone = False      # also BYOL on the same student in <workdir>/alone, and the kNN table
 
-  # MoCo-v2 (method=moco_v2; docs/spec.md "MoCo-v2"): the key encoder is the student's EMA partner.
-  c.moco = ml_collections.ConfigDict()
-  c.moco.momentum = 0.999         # key encoder: θ_k <- m θ_k + (1 - m) θ_q at the start of every step
-  c.moco.temperature = 0.2
-  c.moco.queue_size = 65_536      # negatives; a multiple of train.batch_size
-  c.moco.shuffle_bn = True        # key encoder on a permutation of the global batch (needs model.sync_bn=False)
-
-  # SEED (method=seed; docs/spec.md "SEED"): the frozen teacher is a finished BYOL run (teacher.workdir).
-  c.seed_distill = ml_collections.ConfigDict()
-  c.seed_distill.student_temperature = 0.2
-  c.seed_distill.teacher_temperature = 1e-4
-  c.seed_distill.queue_size = 65_536  # teacher embeddings; a multiple of train.batch_size
-
-  c.supervised = ml_collections.ConfigDict()
-  c.supervised.views = 2  # method=supervised: 2 = both views, losses averaged | 1 = one crop (torchvision's)
-
   c.knn = ml_collections.ConfigDict()
   c.knn.k = 20
   c.knn.temperature = 0.07
@@ -173,6 +141,9 @@ def base_config() -> ml_collections.ConfigDict:
   c.knn.eval_examples = 0         # 0 = the whole held-out split
   c.knn.batch_size = 512
   c.knn.networks = ("student", "teacher")
+
+  # Each method module's own keys and sections (views, config.moco, ...: methods/interface.py `defaults`).
+  methods.add_defaults(c)
   return c
 
 
@@ -287,7 +258,6 @@ NETWORK_NAMES = ("student", "teacher")
 # The pretraining schema's per-key rules (cross-key rules are in `validate`).
 RULES = (
     one_of("method", methods.METHODS),
-    one_of("head_combination", target_views.HEAD_COMBINATIONS),
     one_of("model.ema_init", EMA_INITS),
     one_of("model.compute_dtype", COMPUTE_DTYPES),
     one_of("model.conv_impl", CONV_IMPLS), one_of("model.depthwise_impl", archs.DEPTHWISE_IMPLS),
@@ -331,15 +301,9 @@ RULES = (
     number("data.augment.grey_prob", low=0.0, high=1.0, hint="BYOL uses 0.2"),
     one_of("optim.schedule", SCHEDULES),
     number("optim.step_epochs", above=0.0, hint="torchvision uses 30"),
-    one_of("supervised.views", (1, 2), hint="1 = one crop per image (the torchvision recipe), 2 = both views"),
     one_of("probe.optimizer", ("own", "main")),
     *(one_of(f"model.{net}.projector", archs.PROJECTORS) for net in NETWORK_NAMES),
-    number("moco.momentum", low=0.0, high=1.0, hint="MoCo uses 0.999"),
-    number("moco.temperature", above=0.0, hint="MoCo-v2 uses 0.2"),
-    whole_number("moco.queue_size", hint="MoCo uses 65,536"),
-    number("seed_distill.student_temperature", above=0.0, hint="SEED uses 0.2"),
-    number("seed_distill.teacher_temperature", above=0.0, hint="SEED's code default is 1e-4"),
-    whole_number("seed_distill.queue_size", hint="SEED uses 65,536"),
+    *(Rule(**row) for row in methods.rules()),  # each method module's rows (methods/interface.py RULES)
 )
 
 
@@ -347,20 +311,14 @@ def validate(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
   """Raises ValueError naming the key and the fix for any bad value; returns the config."""
   check_keys(config, base_config())
   check_rules(config, RULES)
-  config.views = target_views.check_views(config.views)
   _check_data(config)
-  teacher_views = [v for v in config.views if target_views.VIEWS[v][0].startswith("teacher")]
-  if config.method == "byol" and teacher_views:
-    raise ValueError(f"method 'byol' trains the student alone, but config.views names teacher views "
-                     f"{teacher_views}; use method 'simdis_off' or 'simdis_on', or views {VIEW_PRESETS['byol']}.")
-  if config.method == "supervised" and not has_labels(config.data):
-    raise ValueError(f"method 'supervised' trains on labels, but the image folder {config.data.folder!r} has "
+  methods.validate(config)  # the method's cross-key rules (its module's `validate`)
+  if methods.about(config.method).needs_labels and not has_labels(config.data):
+    raise ValueError(f"method {config.method!r} trains on labels, but the image folder {config.data.folder!r} has "
                      "none; use a labelled dataset (config.data.name) or a self-supervised method.")
-  if config.method in OFFLINE_TEACHER_METHODS and not config.teacher.workdir:
-    raise ValueError(f"method {config.method!r} needs a finished BYOL teacher run: set "
-                     "--config.teacher.workdir=<workdir of a method=byol run of the teacher network>.")
+  # An offline teacher's workdir is checked when a run starts (train.check_offline_teacher): a research step
+  # or an evaluation of the config never reads it.
   check_schedule(config)
-  _check_contrastive(config)
   if config.probe.enabled and (config.probe.num_classes < 2 or config.probe.learning_rate <= 0):
     raise ValueError("config.probe needs num_classes >= 2 and learning_rate > 0.")
   low, high = config.data.augment.crop_scale
@@ -379,30 +337,7 @@ def check_schedule(config) -> None:
 
 
 # Methods whose teacher is a finished BYOL run, restored frozen (train.load_offline_teacher).
-OFFLINE_TEACHER_METHODS = ("simdis_off", "seed")
-
-
-def _check_contrastive(config) -> None:
-  """MoCo-v2's and SEED's cross-key rules: the queue against the batch, shuffle BN against SyncBN, the head's size."""
-  sizes = {"moco_v2": "moco.queue_size", "seed": "seed_distill.queue_size"}
-  if config.method not in sizes:
-    return
-  section, key = sizes[config.method].split(".")
-  size, batch = config[section][key], config.train.batch_size
-  if int(size) != size or size <= 0 or size % batch:
-    raise ValueError(f"config.{sizes[config.method]}={size!r} must be a positive multiple of config.train."
-                     f"batch_size={batch} (the keys of a batch never straddle the queue's end), e.g. "
-                     f"{max(1, 65_536 // batch) * batch}.")
-  if config.method == "moco_v2":
-    if config.moco.shuffle_bn and config.model.sync_bn:
-      raise ValueError("config.moco.shuffle_bn=True needs per-device BN (--config.model.sync_bn=False); with "
-                       "SyncBN every device sees the global statistics and a shuffle changes nothing. Choose one.")
-    if config.model.ema_init != "copy":
-      raise ValueError("method 'moco_v2' starts the key encoder as a copy of the query encoder: set "
-                       "--config.model.ema_init=copy.")
-  if config.method == "seed" and config.model.student.proj_dim != config.model.teacher.proj_dim:
-    raise ValueError(f"method 'seed': the student's head must output the teacher's dimension; set "
-                     f"--config.model.student.proj_dim={config.model.teacher.proj_dim} (model.teacher.proj_dim).")
+OFFLINE_TEACHER_METHODS = tuple(m for m in methods.METHODS if methods.about(m).teacher == "offline")
 
 
 def _check_network(config, name: str) -> None:
@@ -457,5 +392,5 @@ def _check_data(config) -> None:
 
 
 def uses_teacher(config) -> bool:
-  """Whether the run holds a teacher network (SimDis-Off, SimDis-On or SEED)."""
-  return config.method in ("simdis_off", "simdis_on", "seed")
+  """Whether the run holds a teacher network (its method's About.teacher is online or offline)."""
+  return methods.teacher_kind(config) != "none"

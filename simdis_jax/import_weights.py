@@ -51,10 +51,10 @@ def run_config(imported: convert.Imported, base: Optional[ml_collections.ConfigD
                hidden_dim: int = DEFAULT_HIDDEN, proj_dim: int = DEFAULT_PROJ) -> ml_collections.ConfigDict:
   """The config of the imported run: `base` (data, evaluation settings) as a one-step BYOL run of the network."""
   from simdis_jax import configuration, runs  # pylint: disable=import-outside-toplevel
+  from simdis_jax.methods import recipes  # pylint: disable=import-outside-toplevel
   c = ml_collections.ConfigDict((base or configuration.base_config()).to_dict())
   a = imported.arch
-  c.method = "byol"
-  c.views = configuration.VIEW_PRESETS["byol"]
+  recipes.student_alone(c)  # a one-step run of the student alone, whose network can be a teacher
   c.teacher.workdir = ""
   c.model.student = configuration.network_config(a["depth"], a["width"], a["cifar_stem"],
                                                  a["hidden_dim"] or hidden_dim, a["proj_dim"] or proj_dim,

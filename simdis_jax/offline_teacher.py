@@ -14,7 +14,7 @@ import logging
 
 import ml_collections
 
-from simdis_jax import configuration, console, runs, zoo
+from simdis_jax import configuration, console, methods, runs, zoo
 from simdis_jax import workdir as workdir_files
 from simdis_jax.models.input_adapter import INPUT_DEFAULTS
 
@@ -43,13 +43,13 @@ def teacher_section(config, run: ml_collections.ConfigDict) -> ml_collections.Co
 
 def adopt(config) -> ml_collections.ConfigDict:
   """The config with model.teacher (and the student's proj_dim) taken from config.teacher.workdir's run."""
-  if config.method not in configuration.OFFLINE_TEACHER_METHODS or not config.teacher.workdir:
+  if methods.teacher_kind(config) != "offline" or not config.teacher.workdir:
     return config
   workdir = zoo.resolve(config.teacher.workdir)
   if not workdir_files.path(workdir, workdir_files.CONFIG_FILE).exists():
     return config  # train.check_offline_teacher names what is missing
   run = runs.read_run_config(workdir)
-  if run.get("method") != "byol":
+  if run.get("method") not in methods.METHODS or not methods.about(run.get("method")).teacher_source:
     return config  # ditto
   net = teacher_section(config, run)
   changed = {k: (config.model.teacher.get(k), v) for k, v in net.items()

@@ -13,7 +13,7 @@ from typing import Any, Callable, Dict, NamedTuple, Optional, Tuple
 import jax
 import ml_collections
 
-from simdis_jax import checkpoint, configuration, optim, parallel, zoo, workdir as workdir_files
+from simdis_jax import checkpoint, configuration, methods, optim, parallel, zoo, workdir as workdir_files
 from simdis_jax.data import datasets
 from simdis_jax.models import archs
 from simdis_jax.state import Networks, TrainState, build_networks, create_train_state
@@ -89,7 +89,7 @@ def build(config, total_steps: int, warmup_steps: int, steps_per_epoch: Optional
   """Networks, LR schedule, optimizer and the state constructor of a pretraining config."""
   networks = build_networks(config)
   schedule = optim.make_schedule(config, total_steps, warmup_steps, steps_per_epoch)
-  tx = optim.make_optimizer(config.optim, schedule)
+  tx = methods.make_optimizer(config, schedule)  # config.optim's, or the method's own
   create = functools.partial(create_train_state, config, networks, tx, image_shape(config))
   return Built(networks, schedule, tx, create)
 

@@ -33,21 +33,45 @@ class TrainState:
   opt_state: Any              # one optimizer over trainable_params(state)
   probe: Any = None           # online linear probe {network: {kernel, bias}} or None
   probe_opt_state: Any = None
-  # MoCo-v2 / SEED: {"queue": float32 [K, dim] rows, "ptr": int32 scalar}; None for the other methods.
-  queue: Any = None
+  # The method's extra state (methods/interface.py init_method_state), e.g. MoCo-v2's / SEED's
+  # {"queue": float32 [K, dim] rows, "ptr": int32 scalar}; None for methods without one.
+  method_state: Any = None
 
   def replace(self, **updates) -> "TrainState":
     """A copy with `updates` (as flax.struct dataclasses offer)."""
     return dataclasses.replace(self, **updates)
 
+  def as_written(self, written) -> Tuple[Any, Any]:
+    """(this state as a checkpoint whose top-level names are `written` holds it, a function back to a TrainState).
+
+    Checkpoints written before a field was renamed (FORMER_FIELD_NAMES: method_state was MoCo-v2's and SEED's
+    `queue`) hold it under the former name: the state is restored as a dict of its fields under the names
+    written, then rebuilt. Otherwise (self, identity).
+    """
+    fields = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
+    renamed = {new: old for new, old in FORMER_FIELD_NAMES.items()
+               if fields[new] is not None and new not in written and old in written}
+    if not renamed:
+      return self, lambda state: state
+    tree = {renamed.get(name, name): value for name, value in fields.items()}  # None fields: empty nodes, as written
+    return tree, lambda restored: TrainState(**{n: restored.get(renamed.get(n, n)) for n in fields})
+
+  @property
+  def queue(self) -> Any:
+    """The former name of method_state (MoCo-v2's and SEED's queue), for reading."""
+    return self.method_state
+
 
 _TRAIN_STATE_FIELDS = tuple(f.name for f in dataclasses.fields(TrainState))
+# Checkpoints written before the per-method field hold it under its former name ({field: former name});
+# TrainState.as_written restores them into today's state.
+FORMER_FIELD_NAMES = {"method_state": "queue"}
 
 
 def _train_state_children(s: TrainState):
-  # A None queue is left out of the tree (not kept as an empty node): the tree of every other method
+  # A None method_state is left out of the tree (not kept as an empty node): the tree of a method without one
   # is then exactly what it was before the field existed, so their older checkpoints still restore.
-  names = tuple(n for n in _TRAIN_STATE_FIELDS if n != "queue" or s.queue is not None)
+  names = tuple(n for n in _TRAIN_STATE_FIELDS if n != "method_state" or s.method_state is not None)
   return [(jax.tree_util.GetAttrKey(n), getattr(s, n)) for n in names], names
 
 
@@ -82,8 +106,10 @@ def build_networks(config, dtype=None) -> Networks:
       online_kwargs = {**online_kwargs, "probe_classes": config.probe.num_classes}
     model_config = config.model[name]
     impl = conv_impl(config, model_config)
-    # EMA nets have no heads, so their parameters are exactly the online encoder + projector subtree.
-    for network, kwargs in ((name, online_kwargs), (f"{name}_ema", {})):
+    # EMA nets have no heads, so their parameters are exactly the online encoder + projector subtree
+    # (a method's own projector module included).
+    ema_kwargs = methods.shared_heads(config, name)
+    for network, kwargs in ((name, online_kwargs), (f"{name}_ema", ema_kwargs)):
       nets[network] = network_from_config(
           model_config, dtype=dtype, conv_impl=impl, bn_running_var=config.model.get("bn_running_var", "biased"),
           matmul_conv_vjp=config.model.get("matmul_conv_vjp", True),
@@ -178,11 +204,8 @@ def create_train_state(config, networks: Networks, tx, image_shape) -> TrainStat
   if config.probe.enabled and not probe_in_loss(config):
     probe = init_probe(config, networks, image_shape)
     state = state.replace(probe=probe, probe_opt_state=probe_optimizer(config).init(probe))
-  init_queue = getattr(methods.get(config.method), "init_queue_state", None)
-  if init_queue is not None:
-    # Its own stream (fold_in of the seed's key), so that the other draws stay those of every method.
-    state = state.replace(queue=init_queue(config, jax.random.fold_in(rng, 17)))
-  return state
+  # Its own stream (fold_in of the seed's key), so that the other draws stay those of every method.
+  return state.replace(method_state=methods.init_method_state(config, jax.random.fold_in(rng, 17)))
 
 
 def probe_optimizer(config) -> optax.GradientTransformation:

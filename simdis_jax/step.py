@@ -18,7 +18,7 @@ from jax.sharding import PartitionSpec as P
 
 from simdis_jax import methods, optim
 from simdis_jax.data import augment
-from simdis_jax.methods import contrastive, interface
+from simdis_jax.methods import common, interface
 from simdis_jax.parallel import DATA_AXIS, batch_sharded, make_mesh, replicated
 from simdis_jax.state import (Networks, TrainState, build_networks, network_variables, probe_in_loss,
                               probe_optimizer, trainable_params, with_updates)
@@ -92,14 +92,14 @@ def loss_fn(trainable, state: TrainState, v1, v2, labels=None, permutation=None,
     if f.shuffle:
       if permutation is None:
         raise ValueError(f"Forward of {f.network} asks for shuffle BN but the step was given no permutation.")
-      inputs = [contrastive.shuffle_to_devices(x, permutation, DATA_AXIS) for x in inputs]
+      inputs = [common.shuffle_to_devices(x, permutation, DATA_AXIS) for x in inputs]
     key = None
     if f.trainable and f.network in dropping:  # one stream per network (SimDis-On's teacher may drop too)
       key = jax.random.fold_in(dropout_key, interface.NETWORKS.index(f.network))
     outs, new_stats = forward_views(getattr(networks, f.network), params, batch_stats, inputs, f.bn,
                                     f.update_stats, axis, key)
     if f.shuffle:  # back to this device's own examples, in their order
-      outs = tuple(jax.tree.map(lambda y: contrastive.unshuffle_from_devices(y, permutation, DATA_AXIS), o)
+      outs = tuple(jax.tree.map(lambda y: common.unshuffle_from_devices(y, permutation, DATA_AXIS), o)
                    for o in outs)
     outputs[f.network] = outs
     if f.update_stats:
@@ -153,9 +153,12 @@ def probe_update(state: TrainState, features, labels, config):
 
 def update_on_views(state: TrainState, v1, v2, labels, permutation=None, *, config, networks: Networks,
                     tx: optax.GradientTransformation, schedule: Callable, total_steps: int):
-  """One train step on augmented views, per device (inside shard_map): (new state, metrics, gradients, logits).
+  """One train step on augmented views, per device (inside shard_map): (new state, metrics, gradients, logits,
+  outputs).
 
   logits: what the method's loss returned as metrics["logits"] (MoCo-v2, SEED), else None.
+  outputs: the forwards' outputs {network: (output dict of each view it saw)} (features, projections,
+  predictions), as the loss saw them.
   """
   method = methods.get(config.method)
   # Only a config with stochastic depth computes a key: without, the step is what it was before it existed.
@@ -186,7 +189,7 @@ def update_on_views(state: TrainState, v1, v2, labels, permutation=None, *, conf
   metrics = jax.lax.pmean(metrics, DATA_AXIS)
   metrics.update(lr=schedule(state.step), **method_metrics, grad_norm=optax.tree.norm(grads["student"]),
                  param_norm=optax.tree.norm(params["student"]))
-  return new_state.replace(step=state.step + 1), metrics, grads, logits
+  return new_state.replace(step=state.step + 1), metrics, grads, logits, outputs
 
 
 def uses_shuffle(config) -> bool:
@@ -205,7 +208,7 @@ def make_train_step(config, networks: Networks, tx: optax.GradientTransformation
   shuffle = uses_shuffle(config)
 
   def per_device_step(state: TrainState, v1, v2, labels, permutation):
-    new_state, metrics, _, _ = step(state, v1, v2, labels, permutation if shuffle else None)
+    new_state, metrics, *_ = step(state, v1, v2, labels, permutation if shuffle else None)
     return new_state, metrics
 
   sharded_step = jax.shard_map(per_device_step, mesh=mesh,
@@ -241,8 +244,11 @@ class ResearchResult(NamedTuple):
   state: TrainState            # the state after the step (EMA, BN statistics, optimizer, step + 1)
   metrics: Dict[str, Any]      # every metric of the train step (loss_student, loss_teacher, lr, tau, ...)
   logits: Any = None           # MoCo-v2 / SEED: the loss's logits [B, 1 + K] (positive first), already / T
-  queue: Any = None            # MoCo-v2 / SEED: the queue [K, dim] after the step's enqueue
+  queue: Any = None            # MoCo-v2 / SEED: the queue [K, dim] after the step's enqueue (state.method_state's)
   ptr: Any = None              # and its pointer
+  # With outputs=True: {network: (output dict of each view it saw)}: "feature" (pooled), "projection",
+  # "predictions" {head: ...} of every forward the method ran, in the order of its views (docs/research_step.md).
+  outputs: Any = None
 
 
 def cast_floats(tree, dtype):
@@ -251,8 +257,11 @@ def cast_floats(tree, dtype):
 
 
 def make_research_step(config, total_steps: Optional[int] = None, warmup_steps: Optional[int] = None,
-                       dtype: Any = jnp.float32) -> Callable[..., ResearchResult]:
-  """The jitted research step (state, v1, v2, labels) -> ResearchResult, computing in `dtype` on one device."""
+                       dtype: Any = jnp.float32, outputs: bool = False) -> Callable[..., ResearchResult]:
+  """The jitted research step (state, v1, v2, labels) -> ResearchResult, computing in `dtype` on one device.
+
+  outputs: also return the forwards' outputs (ResearchResult.outputs).
+  """
   total_steps = config.train.steps if total_steps is None else total_steps
   if total_steps <= 0:
     raise ValueError(f"research step: total_steps={total_steps} (the EMA and LR schedules need it); pass "
@@ -264,30 +273,33 @@ def make_research_step(config, total_steps: Optional[int] = None, warmup_steps: 
     warmup_steps = 0
   networks = build_networks(config, dtype=dtype)
   schedule = optim.make_schedule(config, total_steps, warmup_steps, dtype=dtype)
-  tx = optim.make_optimizer(config.optim, schedule)
+  tx = methods.make_optimizer(config, schedule)
   step = functools.partial(update_on_views, config=config, networks=networks, tx=tx, schedule=schedule,
                            total_steps=total_steps)
   shuffle = uses_shuffle(config)
   # The train step's own per-device code on a one-device mesh: its collectives become identities.
-  sharded = jax.jit(jax.shard_map(lambda s, a, b, y, perm: step(s, a, b, y, perm if shuffle else None),
-                                  mesh=make_mesh(jax.devices()[:1]),
+  def one_device(s, a, b, y, perm):
+    result = step(s, a, b, y, perm if shuffle else None)
+    return result if outputs else result[:4]
+
+  sharded = jax.jit(jax.shard_map(one_device, mesh=make_mesh(jax.devices()[:1]),
                                   in_specs=(P(), P(DATA_AXIS), P(DATA_AXIS), P(DATA_AXIS), P()),
-                                  out_specs=(P(), P(), P(), P()), check_vma=False))
+                                  out_specs=(P(),) * (5 if outputs else 4), check_vma=False))
 
   def research(state: TrainState, v1, v2, labels, permutation=None) -> ResearchResult:
     perm = jnp.arange(v1.shape[0]) if permutation is None else jnp.asarray(permutation, jnp.int32)
-    new_state, metrics, grads, logits = sharded(cast_floats(state, dtype), v1.astype(dtype), v2.astype(dtype),
-                                                labels, perm)
+    new_state, metrics, grads, logits, *forward = sharded(cast_floats(state, dtype), v1.astype(dtype),
+                                                          v2.astype(dtype), labels, perm)
     per_head = {k[len("loss_head/"):]: v for k, v in metrics.items() if k.startswith("loss_head/")}
-    queue = new_state.queue or {}
+    queue = new_state.method_state if isinstance(new_state.method_state, dict) else {}
     return ResearchResult(metrics["loss"], per_head, grads, new_state, metrics, logits, queue.get("queue"),
-                          queue.get("ptr"))
+                          queue.get("ptr"), forward[0] if forward else None)
 
   return research
 
 
 def research_step(config, state: TrainState, v1, v2, labels=None, *, total_steps: Optional[int] = None,
-                  warmup_steps: Optional[int] = None, permutation=None) -> ResearchResult:
+                  warmup_steps: Optional[int] = None, permutation=None, outputs: bool = False) -> ResearchResult:
   """One train step of config.method on already augmented float views [B, H, W, C], in the views' dtype.
 
   MoCo-v2: v1 is the query crop, v2 the key crop; `permutation` (int [B]) is the key encoder's
@@ -296,7 +308,8 @@ def research_step(config, state: TrainState, v1, v2, labels=None, *, total_steps
 
   With jax_enable_x64 on and float64 views, every computation is float64: the state's floats are cast
   to the views' dtype and the networks compute in it. Compiles on each call: for a loop, keep
-  make_research_step(...)'s function.
+  make_research_step(...)'s function. outputs=True also returns the forwards' outputs (pooled features,
+  projections, predictions: ResearchResult.outputs), to compare them one by one.
   """
   dtype = jnp.result_type(v1)
   if not jnp.issubdtype(dtype, jnp.floating) or jnp.result_type(v2) != dtype or v1.shape != v2.shape:
@@ -307,9 +320,9 @@ def research_step(config, state: TrainState, v1, v2, labels=None, *, total_steps
                      f"{config.train.batch_size} (the LR scales with it); set config.train.batch_size="
                      f"{v1.shape[0]}.")
   if labels is None:
-    if config.method == "supervised" or config.probe.enabled:
+    if methods.about(config.method).needs_labels or config.probe.enabled:
       raise ValueError(f"research step: method={config.method!r} / probe.enabled={config.probe.enabled} "
                        "needs labels; pass labels=int32 [B] (negative = unlabelled).")
     labels = jnp.full((v1.shape[0],), -1, jnp.int32)
-  step = make_research_step(config, total_steps, warmup_steps, dtype)
+  step = make_research_step(config, total_steps, warmup_steps, dtype, outputs)
   return step(state, v1, v2, jnp.asarray(labels, jnp.int32), permutation)

@@ -9,8 +9,7 @@ import jax
 import ml_collections
 from clu import periodic_actions
 
-from simdis_jax import checkpoint, configuration, console, flops, lock, parallel, resume, runs
-from simdis_jax import labels as display_names
+from simdis_jax import checkpoint, configuration, console, flops, lock, methods, parallel, resume, runs
 from simdis_jax import workdir as workdir_files
 from simdis_jax.data import input as data_input
 from simdis_jax.evaluation import knn, supervised_top1
@@ -30,23 +29,28 @@ def _teacher_net_config_matches(teacher_run: dict, wanted) -> None:
     raise ValueError(
         "The teacher run's network does not match config.model.teacher: "
         + ", ".join(f"{k}: run has {a!r}, config wants {b!r}" for k, (a, b) in diffs.items())
-        + ". Point --config.teacher.workdir at a BYOL run of this architecture, or change config.model.teacher.")
+        + ". Point --config.teacher.workdir at a finished run of this architecture, or change config.model.teacher.")
 
 
 def check_offline_teacher(config) -> ml_collections.ConfigDict:
-  """Checks, before anything compiles, that config.teacher.workdir is a finished BYOL run of config.model.teacher."""
+  """Checks, before anything compiles, that config.teacher.workdir is a finished run of config.model.teacher by a
+  method whose student can be a teacher (About.teacher_source: BYOL)."""
+  sources = [m for m in methods.METHODS if methods.about(m).teacher_source]
+  if not config.teacher.workdir:
+    raise ValueError(f"method {config.method!r} needs a finished teacher run: set --config.teacher.workdir=<workdir "
+                     f"of a method={sources[0]} run of the teacher network>.")
   run, _ = runs.check_finished(config.teacher.workdir, "config.teacher.workdir", config.teacher.allow_unfinished,
                                allow_flag="--config.teacher.allow_unfinished",
-                               first="train the teacher first with a method=byol config (--workdir <dir>)")
-  if run.get("method") != "byol":
+                               first=f"train the teacher first with a method={sources[0]} config (--workdir <dir>)")
+  if run.get("method") not in sources:
     raise ValueError(f"config.teacher.workdir={config.teacher.workdir!r} is a {run.get('method')!r} run; the "
-                     "offline teacher must come from a method=byol run.")
+                     f"offline teacher must come from a method={'|'.join(sources)} run.")
   _teacher_net_config_matches(run.to_dict(), config.model.teacher)
   return run
 
 
 def load_offline_teacher(teacher_run, config, state, mesh):
-  """Replaces the state's teacher by the student (online + EMA) of the finished BYOL run (SimDis-Off)."""
+  """Replaces the state's teacher by the student (online + EMA) of the finished teacher run (SimDis-Off, SEED)."""
   restored = runs.restore(config.teacher.workdir, mesh, run_config=teacher_run).state
   s = restored.student
   logging.info("Offline teacher restored from %s at step %d.", config.teacher.workdir, int(restored.step))
@@ -104,7 +108,7 @@ def _train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
   fresh_start = mgr.latest_step() is None
   if not fresh_start:
     resume.check_resume_config(workdir, config)
-  offline_teacher = config.method in configuration.OFFLINE_TEACHER_METHODS
+  offline_teacher = methods.teacher_kind(config) == "offline"
   teacher_run = check_offline_teacher(config) if offline_teacher and fresh_start else None
   is_main = jax.process_index() == 0
 
@@ -115,7 +119,7 @@ def _train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
   # --- Input ---
   dataset = data_input.load_dataset(config.data)
   lengths = runs.schedule_lengths(config.train, dataset.num_train, config.optim.warmup_epochs)
-  if ((config.probe.enabled or config.method == "supervised") and dataset.num_classes
+  if ((config.probe.enabled or methods.about(config.method).needs_labels) and dataset.num_classes
       and config.probe.num_classes != dataset.num_classes):
     raise ValueError(f"config.probe.num_classes={config.probe.num_classes} but {config.data.name!r} has "
                      f"{dataset.num_classes} classes; set --config.probe.num_classes={dataset.num_classes}.")
@@ -226,7 +230,7 @@ def _train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
 
   if metrics is not None:
     final.update({k: float(v) for k, v in jax.device_get(metrics).items()})
-  if config.method == "supervised" and int(state.step) >= total_steps:
+  if methods.about(config.method).needs_labels and int(state.step) >= total_steps:
     # The supervised network's own classifier on the held-out split (the linear protocol is final_eval's).
     variables = {"params": state.student.params, "batch_stats": state.student.batch_stats}
     final["classifier_top1"] = supervised_top1.classifier_top1(
@@ -249,6 +253,6 @@ def _train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
   if is_main:
     summary = ", ".join(f"{k}={v:.2f}" for k, v in sorted(final.items()) if k.startswith("knn"))
     status = "Finished" if reached >= total_steps else f"Stopped at step {reached} of {total_steps}:"
-    what = display_names.targets(config.method, config.views, config.get("supervised", {}).get("views", 0))
+    what = methods.describe_targets(config)
     print(f"{status} {config.method} ({what}) in {wall:.0f}s: {summary}", flush=True)
   return final

@@ -8,14 +8,15 @@ import pytest
 from conftest import tiny_config
 from test_step import IMAGE_SHAPE, assert_trees_equal, build, host, images
 from simdis_jax import methods, step as step_lib
-from simdis_jax.methods import moco_v2, seed, simdis, supervised
+from simdis_jax.methods import moco_v2, seed, simclr, simdis, simsiam, supervised
 from simdis_jax.methods.interface import Forward
 from simdis_jax.state import trainable_networks
 
 
 def test_registry_names_every_method_and_rejects_others():
-  assert methods.METHODS == ("byol", "simdis_off", "simdis_on", "supervised", "moco_v2", "seed")
-  assert [methods.get(m) for m in methods.METHODS] == [simdis, simdis, simdis, supervised, moco_v2, seed]
+  assert methods.METHODS == ("byol", "simdis_off", "simdis_on", "supervised", "moco_v2", "seed", "simclr", "simsiam")
+  assert [methods.get(m) for m in methods.METHODS] == [simdis, simdis, simdis, supervised, moco_v2, seed, simclr,
+                                                        simsiam]
   with pytest.raises(ValueError, match="Unknown method 'moco'; choose one of"):
     methods.get("moco")
 

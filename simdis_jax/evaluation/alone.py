@@ -12,7 +12,8 @@ from typing import Dict, Optional
 import ml_collections
 import numpy as np
 
-from simdis_jax import configuration
+from simdis_jax import configuration, methods
+from simdis_jax.methods import recipes
 from simdis_jax import workdir as workdir_files
 
 ALONE_DIR = "alone"
@@ -21,8 +22,7 @@ ALONE_DIR = "alone"
 def alone_config(config) -> ml_collections.ConfigDict:
   """The distilling config turned into BYOL on its student alone (same network, schedule, seed, data, kNN)."""
   c = ml_collections.ConfigDict(config.to_dict())
-  c.method = "byol"
-  c.views = configuration.VIEW_PRESETS["byol"]
+  recipes.student_alone(c)
   c.teacher.workdir = ""
   c.knn.networks = tuple(n for n in c.knn.networks if n == "student")
   c.final_eval.linear_networks = tuple(n for n in c.final_eval.linear_networks if n == "student")
@@ -85,7 +85,7 @@ def table(config, workdir: str, linear_results: Optional[Dict[str, Dict]] = None
           (f"student alone (BYOL, {alone.get('steps', steps)} steps)", alone.get("knn_top1/student"),
            (alone_linear or {}).get("top1")),
           ("student untrained (step 0)", distilled.get("knn_top1/student_init"), None),
-          ("teacher (frozen)" if config.method in configuration.OFFLINE_TEACHER_METHODS else "teacher",
+          ("teacher (frozen)" if methods.teacher_kind(config) == "offline" else "teacher",
            distilled.get("knn_top1/teacher"), linear_results.get("teacher", {}).get("top1")),
           *((f"raw pixels ({name}), no network", value, None) for name, value in (raw_knn or {}).items())]
   rows = [r for r in rows[:1] + [r for r in rows[1:] if r[1] is not None or r[2] is not None]]

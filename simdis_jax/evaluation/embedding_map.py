@@ -30,7 +30,8 @@ TSNE_ITERATIONS = 500
 
 def trained_networks(config: dict) -> Tuple[str, ...]:
   """The networks a run trained: the student, and SimDis-On's teacher (SimDis-Off's and SEED's are frozen)."""
-  return ("student", "teacher") if config.get("method") == "simdis_on" else ("student",)
+  from simdis_jax import methods  # pylint: disable=import-outside-toplevel
+  return ("student", "teacher") if methods.teacher_kind(config) == "online" else ("student",)
 
 
 def file_name(run_name: str) -> str:

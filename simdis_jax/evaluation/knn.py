@@ -18,7 +18,7 @@ from simdis_jax import parallel, runs
 from simdis_jax import workdir as workdir_files
 from simdis_jax.data import input as data_input
 from simdis_jax.evaluation import features
-from simdis_jax.methods.simdis import l2_normalize
+from simdis_jax.methods.common import l2_normalize
 
 
 @functools.partial(jax.jit, static_argnames=("k", "num_classes"))

@@ -4,10 +4,11 @@ Usage: simdis-report <workdir> [<workdir> ...] --out <dir> (the command line is 
 
 The table and the training curves read only the files a run leaves behind
 (config.json, run_info.json, metrics.jsonl, summary.json, linear_eval.json)
-and import neither JAX nor the model code, so they can be made on any machine
+and build no model nor touch a device (the method registry, which names the
+methods, imports JAX but runs nothing), so they can be made on any machine
 that has the workdirs, including while the runs are still training. Only the
-embedding maps (evaluation/embedding_map.py) read checkpoints, with JAX,
-imported when they are drawn.
+embedding maps (evaluation/embedding_map.py) read checkpoints, imported when
+they are drawn.
 """
 
 import json
@@ -18,7 +19,7 @@ import sys
 import unicodedata
 from typing import Any, Dict, List, Optional, Sequence, Tuple
 
-from simdis_jax import labels
+from simdis_jax import labels, methods
 from simdis_jax import workdir as wf
 from simdis_jax.evaluation import embedding_map, figures
 from simdis_jax.evaluation.report_workdirs import (LinearEval, PretrainRun, is_pretrain_dir, load_pretrain_run,
@@ -59,7 +60,8 @@ def method_label(method: Optional[str], views: Sequence[str]) -> str:
   if not method:
     return MISSING
   label = METHOD_NAMES.get(method, method)
-  if method in ("simdis_off", "simdis_on") and len(set(views)) == len(PAPER_VIEW_NAMES):
+  if (method in METHOD_NAMES and methods.about(method).uses_views and methods.about(method).teacher != "none"
+      and len(set(views)) == len(PAPER_VIEW_NAMES)):
     label += "-7v"
   return label
 
@@ -202,7 +204,7 @@ def _make_row(run: Optional[PretrainRun], network: str, linear: Optional[LinearE
   knn_final, knn_init = _knn(run, network) if run else (None, None)
   result = linear.result if linear else {}
   encoder_cfg = model.get(network) if network in ("student", "teacher") else None
-  has_teacher = method in labels.TEACHER_METHODS and network == "student"
+  has_teacher = methods.teacher_kind(config) != "none" and network == "student"
   name = run.name if run else fallback_name
 
   row = {
@@ -225,7 +227,7 @@ def _make_row(run: Optional[PretrainRun], network: str, linear: Optional[LinearE
       "optimizer": config.get("optim", {}).get("name"),
       "seed": config.get("seed"),
       "teacher_workdir": ((config.get("teacher", {}).get("workdir") or None)
-                          if method in ("simdis_off", "seed") else None),
+                          if methods.teacher_kind(config) == "offline" else None),
       "knn_top1": _finite(knn_final),
       "knn_top1_init": _finite(knn_init),
       "linear_top1": _finite(result.get("top1")),
@@ -272,8 +274,8 @@ def _views_cell(method: Optional[str], network: str, views: Sequence[str], confi
   if not method:
     return MISSING
   if network == "teacher":
-    return f"{PAPER_VIEW_NAMES['tema_dv']} (BYOL)" if method == "simdis_on" else "— (frozen, restored)"
-  return labels.targets(method, views, config.get("supervised", {}).get("views", 0))
+    return methods.describe_teacher(config)
+  return methods.describe_targets({**config, "method": method, "views": tuple(views)})
 
 
 def collect_rows(workdirs: Sequence[str]) -> Tuple[List[PretrainRun], List[Dict[str, Any]]]:
@@ -413,7 +415,7 @@ def write_report(workdirs: Sequence[str], out_dir: str, embeddings: bool = True,
     title = f"{run.name}: {method_label(run.config.get('method'), run.config.get('views') or [])}"
     if not run.finished:
       title += f" ({status_note(run)})"
-    frozen_teacher = run.config.get("method") in ("simdis_off", "seed")
+    frozen_teacher = methods.teacher_kind(run.config) == "offline"
     figures.plot_curves(run.metrics, title, _run_progress(run)["steps_per_epoch"], os.path.join(out_dir, name),
                         frozen_teacher=frozen_teacher)
     written.append(name)

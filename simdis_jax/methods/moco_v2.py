@@ -6,9 +6,10 @@ moved by momentum m = config.moco.momentum at the START of every step, before th
 keys (before_update); it never receives gradient. Both carry MoCo's head
 (config.model.student.projector="moco": Linear(d,d) -> ReLU -> Linear(d,128), no BN).
 One InfoNCE term per image: crop 1 (view 0) is the query, crop 2 (view 1) the key;
-not symmetric. The queue of config.moco.queue_size keys lives in TrainState.queue;
+not symmetric. The queue of config.moco.queue_size keys lives in TrainState.method_state;
 after the loss the keys of the whole global batch (gathered over the data axis, in
-device = rank order, across hosts) overwrite rows [ptr, ptr + B).
+device = rank order, across hosts) overwrite rows [ptr, ptr + B). The queue and its pointer
+are the method's extra state, TrainState.method_state = {"queue", "ptr"}.
 
 Shuffle BN (config.moco.shuffle_bn, with model.sync_bn=False): the key encoder runs
 on its device's chunk of one random permutation of the global batch (a new one each
@@ -26,12 +27,41 @@ from typing import Dict, Mapping, Tuple
 import jax
 import jax.numpy as jnp
 
-from simdis_jax.methods import contrastive
-from simdis_jax.methods.interface import Forward
-from simdis_jax.methods.simdis import l2_normalize
-from simdis_jax.parallel import DATA_AXIS
+import ml_collections
 
-METHODS = ("moco_v2",)
+from simdis_jax.methods import common as contrastive
+from simdis_jax.methods.common import enqueue_global, l2_normalize
+from simdis_jax.methods.interface import About, Forward
+
+ABOUT = {"moco_v2": About("MoCo-v2", 4, targets="query v, key v' (queue)")}
+METHODS = tuple(ABOUT)
+
+
+def defaults(c) -> None:
+  """config.moco (docs/spec.md "MoCo-v2"): the key encoder is the student's EMA partner."""
+  c.moco = ml_collections.ConfigDict()
+  c.moco.momentum = 0.999         # key encoder: θ_k <- m θ_k + (1 - m) θ_q at the start of every step
+  c.moco.temperature = 0.2
+  c.moco.queue_size = 65_536      # negatives; a multiple of train.batch_size
+  c.moco.shuffle_bn = True        # key encoder on a permutation of the global batch (needs model.sync_bn=False)
+
+
+RULES = (
+    dict(key="moco.momentum", low=0.0, high=1.0, hint="MoCo uses 0.999"),
+    dict(key="moco.temperature", above=0.0, hint="MoCo-v2 uses 0.2"),
+    dict(key="moco.queue_size", low=1, whole=True, hint="MoCo uses 65,536"),
+)
+
+
+def validate(config) -> None:
+  """The queue against the batch; shuffle BN against SyncBN; the key encoder starts as a copy."""
+  contrastive.check_queue_size(config, "moco.queue_size")
+  if config.moco.shuffle_bn and config.model.sync_bn:
+    raise ValueError("config.moco.shuffle_bn=True needs per-device BN (--config.model.sync_bn=False); with "
+                     "SyncBN every device sees the global statistics and a shuffle changes nothing. Choose one.")
+  if config.model.ema_init != "copy":
+    raise ValueError(f"method {config.method!r} starts the key encoder as a copy of the query encoder: set "
+                     "--config.model.ema_init=copy.")
 
 
 def online_networks(config) -> Dict[str, Dict]:
@@ -47,7 +77,7 @@ def forwards(config) -> Tuple[Forward, ...]:
                   shuffle=bool(config.moco.shuffle_bn)))
 
 
-def init_queue_state(config, rng) -> Dict[str, jnp.ndarray]:
+def init_method_state(config, rng) -> Dict[str, jnp.ndarray]:
   """K random unit rows of the projection's dimension, pointer 0 (both reference codes)."""
   return {"queue": contrastive.init_queue(rng, config.moco.queue_size, config.model.student.proj_dim),
           "ptr": jnp.zeros([], jnp.int32)}
@@ -64,8 +94,8 @@ def loss(outputs: Mapping[str, Tuple[Dict, ...]], labels, state, config) -> Tupl
   """InfoNCE over [q·k, q·queue] / T against the queue BEFORE this step's enqueue; also its logits."""
   del labels
   q, k = query_and_key(outputs)
-  q = q.astype(state.queue["queue"].dtype)
-  value, logits = contrastive.info_nce(q, k.astype(q.dtype), state.queue["queue"], config.moco.temperature)
+  q = q.astype(state.method_state["queue"].dtype)
+  value, logits = contrastive.info_nce(q, k.astype(q.dtype), state.method_state["queue"], config.moco.temperature)
   accuracy = 100.0 * jnp.mean(jnp.argmax(logits, -1) == 0)  # MoCo's "Acc@1": the positive key ranks first
   return value, {"loss_student": value, "contrast_top1": accuracy, "logits": logits}
 
@@ -75,13 +105,6 @@ def before_update(state, config, total_steps: int):
   del total_steps
   key_params = contrastive.momentum_update(state.student.ema_params, state.student.params, config.moco.momentum)
   return state.replace(student=state.student.replace(ema_params=key_params)), {}
-
-
-def enqueue_global(state, embeddings: jnp.ndarray):
-  """The state with this device's `embeddings`, gathered over every device (rank order), enqueued."""
-  gathered = contrastive.gather_batch(jax.lax.stop_gradient(embeddings), DATA_AXIS)
-  queue, ptr = contrastive.enqueue(state.queue["queue"], state.queue["ptr"], gathered)
-  return state.replace(queue={"queue": queue, "ptr": ptr})
 
 
 def after_update(state, outputs, config, total_steps: int):

@@ -47,6 +47,14 @@ def _sgd(c, base_lr: float, weight_decay: float, warmup_epochs: float = 0.0) -> 
   c.optim.warmup_epochs = warmup_epochs
 
 
+def student_alone(c):
+  """BYOL on the student alone (its one view Ŝ-v'): the student-alone baseline, and the method whose finished
+  run can be an offline teacher (an imported network is saved as such a run)."""
+  c.method = "byol"
+  c.views = ("sema_dv",)
+  return c
+
+
 def moco_v2(c, epochs: float = 200.0):
   """MoCo-v2: query = student with MoCo's head (d -> d -> 128, no BN), key = its momentum (0.999) EMA,
   queue 65,536, T = 0.2, shuffle BN (per-device BN), SGD 0.03 × batch/256, wd 1e-4, cosine, no warm-up.

@@ -6,7 +6,7 @@ restored as SimDis-Off restores it: train.load_offline_teacher), run in EVAL mod
 (its running BN statistics); its signal is its projector output, L2-normalised.
 The student's head is Linear(d,d) -> ReLU -> Linear(d, dim) without BN
 (config.model.student.projector="moco") with dim = the teacher's projector output
-(model.teacher.proj_dim, checked by the config). The queue (TrainState.queue) holds
+(model.teacher.proj_dim, checked by the config). The queue (TrainState.method_state) holds
 teacher embeddings; the loss uses it before this step's enqueue, then the global
 batch's teacher embeddings are enqueued FIFO, as in MoCo. The student's EMA partner
 exists (every online network has one) but SEED never reads nor moves it.
@@ -17,12 +17,37 @@ from typing import Dict, Mapping, Tuple
 import jax
 import jax.numpy as jnp
 
-from simdis_jax.methods import contrastive
-from simdis_jax.methods.interface import Forward
-from simdis_jax.methods.moco_v2 import enqueue_global
-from simdis_jax.methods.simdis import BYOL_HEAD, l2_normalize
+import ml_collections
 
-METHODS = ("seed",)
+from simdis_jax.methods import common as contrastive
+from simdis_jax.methods.common import BYOL_PREDICTOR as BYOL_HEAD, enqueue_global, l2_normalize
+from simdis_jax.methods.interface import About, Forward
+
+ABOUT = {"seed": About("SEED", 5, teacher="offline", targets="one view; teacher similarities (queue)")}
+METHODS = tuple(ABOUT)
+
+
+def defaults(c) -> None:
+  """config.seed_distill (docs/spec.md "SEED"): the frozen teacher is a finished BYOL run (teacher.workdir)."""
+  c.seed_distill = ml_collections.ConfigDict()
+  c.seed_distill.student_temperature = 0.2
+  c.seed_distill.teacher_temperature = 1e-4
+  c.seed_distill.queue_size = 65_536  # teacher embeddings; a multiple of train.batch_size
+
+
+RULES = (
+    dict(key="seed_distill.student_temperature", above=0.0, hint="SEED uses 0.2"),
+    dict(key="seed_distill.teacher_temperature", above=0.0, hint="SEED's code default is 1e-4"),
+    dict(key="seed_distill.queue_size", low=1, whole=True, hint="SEED uses 65,536"),
+)
+
+
+def validate(config) -> None:
+  """The queue against the batch; the student's head outputs the teacher's dimension."""
+  contrastive.check_queue_size(config, "seed_distill.queue_size")
+  if config.model.student.proj_dim != config.model.teacher.proj_dim:
+    raise ValueError(f"method {config.method!r}: the student's head must output the teacher's dimension; set "
+                     f"--config.model.student.proj_dim={config.model.teacher.proj_dim} (model.teacher.proj_dim).")
 
 
 def online_networks(config) -> Dict[str, Dict]:
@@ -39,7 +64,7 @@ def forwards(config) -> Tuple[Forward, ...]:
           Forward("teacher", trainable=False, bn="eval", update_stats=False, views=(0,)))
 
 
-def init_queue_state(config, rng) -> Dict[str, jnp.ndarray]:
+def init_method_state(config, rng) -> Dict[str, jnp.ndarray]:
   """K random unit rows of the teacher's projection dimension, pointer 0 (SEED's builder)."""
   return {"queue": contrastive.init_queue(rng, config.seed_distill.queue_size, config.model.teacher.proj_dim),
           "ptr": jnp.zeros([], jnp.int32)}
@@ -56,7 +81,7 @@ def loss(outputs: Mapping[str, Tuple[Dict, ...]], labels, state, config) -> Tupl
   """Soft cross-entropy of the student's over the teacher's distribution on [own t ∪ queue]; its logits."""
   del labels
   s, t = student_and_teacher(outputs)
-  queue = state.queue["queue"]
+  queue = state.method_state["queue"]
   value, logits = contrastive.seed_loss(s.astype(queue.dtype), t.astype(queue.dtype), queue,
                                         config.seed_distill.student_temperature,
                                         config.seed_distill.teacher_temperature)

@@ -12,16 +12,48 @@ same networks as the other methods'.
 from typing import Dict, Mapping, Tuple
 
 import jax.numpy as jnp
+import ml_collections
 import optax
 
-from simdis_jax.methods.interface import Forward
-from simdis_jax.methods.simdis import after_update, before_update
+from simdis_jax.methods.common import apply_ema, step_decay
+from simdis_jax.methods.interface import About, Forward
 
-METHODS = ("supervised",)
+ABOUT = {"supervised": About("Supervised", 3, needs_labels=True, targets="labels")}
+METHODS = tuple(ABOUT)
 
-# The EMA copy of the student follows the SimDis rule exactly as for BYOL: the method's
-# extra state updates are methods/simdis.py's before_update / after_update (imported above).
-__all__ = ["METHODS", "online_networks", "forwards", "loss", "before_update", "after_update"]
+
+def defaults(c) -> None:
+  """config.supervised: how many views per image a step trains on."""
+  c.supervised = ml_collections.ConfigDict()
+  c.supervised.views = 2  # method=supervised: 2 = both views, losses averaged | 1 = one crop (torchvision's)
+
+
+RULES = (dict(key="supervised.views", choices=(1, 2),
+              hint="1 = one crop per image (the torchvision recipe), 2 = both views"),)
+
+
+def describe_targets(config) -> str:
+  """'labels', and the views per image when the run says."""
+  views = config.get("supervised", {}).get("views", 0)
+  return "labels" + (f", {views} view{'s' if views > 1 else ''}" if views else "")
+
+
+# The EMA copy of the student follows the SimDis rule exactly as for BYOL (methods/common.py's), without a teacher.
+
+def before_update(state, config, total_steps: int):
+  """ema.timing="before" (authors): the student's EMA at the start of the step."""
+  tau = step_decay(state, config, total_steps)
+  if config.ema.timing == "before":
+    state = apply_ema(state, tau, False)
+  return state, {"tau": tau}
+
+
+def after_update(state, outputs, config, total_steps: int):
+  """ema.timing="after" (DeepMind): the student's EMA after the optimizer step."""
+  del outputs
+  if config.ema.timing == "after":
+    state = apply_ema(state, step_decay(state, config, total_steps), False)
+  return state
 
 
 def online_networks(config) -> Dict[str, Dict]:

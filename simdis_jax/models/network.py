@@ -41,6 +41,11 @@ class Network(nn.Module):
   # > 0: DeepMind's online classifier ("probe_logits") on the stop-gradient pooled feature, trained inside
   # the loss by the main optimizer (config.probe.optimizer="main"; byol_experiment.py's `classifier`).
   probe_classes: int = 0
+  # A method's own heads (methods/<name>.py), else the projector above and BYOL's predictors: a flax module
+  # class built as Module(hidden_dim, out_dim, dtype, bn_running_var, head_bias, style, name=...) and called
+  # as module(x, train=..., bn_axis_name=...); the EMA partner is built with the same projector.
+  projector_module: Any = None
+  predictor_module: Any = None
 
   @nn.compact
   def __call__(self, x, train: bool = True, bn_axis_name: Optional[str] = None, features_only: bool = False,
@@ -68,15 +73,19 @@ class Network(nn.Module):
           jax.lax.stop_gradient(feature))
       outputs["probe_logits"] = logits.astype(output_dtype(self.dtype))
     head = dict(head_bias=self.head_bias, style=self.style)
-    if self.projector == "moco":
+    if self.projector_module is not None:
+      projector = self.projector_module(self.hidden_dim, self.proj_dim, self.dtype, self.bn_running_var,
+                                        name="projector", **head)
+    elif self.projector == "moco":
       projector = PlainMLP(self.hidden_dim, self.proj_dim, self.dtype, name="projector", **head)
     else:
       projector = MLP(self.hidden_dim, self.proj_dim, self.dtype, self.bn_running_var, name="projector", **head)
     projection = projector(feature, train=train, bn_axis_name=bn_axis_name)
     # Predictors take the raw (unnormalised) projection (docs/spec.md "Networks").
+    predictor = MLP if self.predictor_module is None else self.predictor_module
     predictions = {
-        h: MLP(self.hidden_dim, self.proj_dim, self.dtype, self.bn_running_var, name=f"predictor_{h}", **head)(
-            projection, train=train, bn_axis_name=bn_axis_name)
+        h: predictor(self.hidden_dim, self.proj_dim, self.dtype, self.bn_running_var, name=f"predictor_{h}",
+                     **head)(projection, train=train, bn_axis_name=bn_axis_name)
         for h in self.heads}
     return {**outputs, "projection": projection, "predictions": predictions}
 
@@ -84,7 +93,8 @@ class Network(nn.Module):
 def network_from_config(model_config, heads: Sequence[str] = (), dtype: Any = jnp.float32,
                         conv_impl: str = "xla", num_classes: int = 0, bn_running_var: str = "biased",
                         matmul_conv_vjp: bool = True, matmul_max_pool: bool = True, data_norm: tuple = (),
-                        probe_classes: int = 0, depthwise_impl: str = "xla") -> Network:
+                        probe_classes: int = 0, depthwise_impl: str = "xla", projector_module: Any = None,
+                        predictor_module: Any = None) -> Network:
   """Builds a Network from a config.model.{student,teacher} section (and config.model's BN and matmul options).
 
   `data_norm` (the data's (mean, std)) is needed when the section sets its own input normalisation or channels.
@@ -106,7 +116,8 @@ def network_from_config(model_config, heads: Sequence[str] = (), dtype: Any = jn
                  drop_path_rate=model_config.get("drop_path_rate", 0.0),
                  style=model_config.get("style", "torchvision"),
                  projector=model_config.get("projector", "byol"), input_adapter=adapter,
-                 head_bias=model_config.get("head_bias", True), probe_classes=probe_classes)
+                 head_bias=model_config.get("head_bias", True), probe_classes=probe_classes,
+                 projector_module=projector_module, predictor_module=predictor_module)
 
 
 def compute_dtype(config):

@@ -19,7 +19,7 @@ import ml_collections
 import numpy as np
 from jax.sharding import PartitionSpec as P
 
-from simdis_jax import configuration, flops, parallel, runs
+from simdis_jax import configuration, flops, methods, parallel, runs
 from simdis_jax.data import datasets
 from simdis_jax.models.network import compute_dtype, conv_impl
 from simdis_jax.step import make_train_step
@@ -243,7 +243,7 @@ def benchmark(config: ml_collections.ConfigDict, steps: int = 10, warmup: int = 
       "peak_memory_bytes": peak_memory_bytes(mesh.devices.flat),
       "final_loss": final_loss,
       "synthetic_data": True,
-      "random_offline_teacher": config.method == "simdis_off",
+      "random_offline_teacher": methods.teacher_kind(config) == "offline",
   }
   if profile_result is not None:
     result["profile"] = profile_result
