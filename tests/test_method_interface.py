@@ -10,7 +10,6 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from conftest import tiny_config
 from simdis_jax import checkpoint, configuration, methods, parallel
 from simdis_jax.methods import interface
 from test_moco_seed import BATCH, build, moco_config
@@ -22,6 +21,7 @@ PACKAGE = pathlib.Path(__file__).resolve().parent.parent / "simdis_jax"
 NOT_THE_METHOD = {
     # The projector kind "byol" (Linear-BN-ReLU-Linear; models/heads.PROJECTORS), a value saved configs hold.
     "models/heads.py": {"byol"}, "models/network.py": {"byol"}, "configuration.py": {"byol"},
+    "models/archs.py": {"byol"}, "runs.py": {"byol"},
     # The config key `seed` (the random seed) among the keys a resumed run must keep.
     "resume.py": {"seed"},
 }
