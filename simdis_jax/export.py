@@ -194,8 +194,14 @@ def check_images(config, input_hw: Tuple[int, int], count: int = 100) -> Tuple[n
 
 
 def check_writable(out: str) -> None:
-  """Before any conversion: `out` can be written (its folder exists and takes a file), or one line naming the fix."""
+  """Before any conversion: `out` can be written, or one line naming the fix.
+
+  Its folder need not exist yet (export creates it once the weights are loaded): the nearest existing
+  folder above it must take a file.
+  """
   folder = os.path.dirname(os.path.abspath(out))
+  while not os.path.lexists(folder) and os.path.dirname(folder) != folder:
+    folder = os.path.dirname(folder)
   probe = os.path.join(folder, f".{os.path.basename(out)}.probe{os.getpid()}")
   try:
     with open(probe, "w") as f:
@@ -237,6 +243,7 @@ def export(workdir: str, network: str, fmt: str, out: str, weights: str = "onlin
   encoder = api.load_encoder(workdir, network=network, weights=weights, step=step, project=project)
   side = input_size or default_input_size(encoder.config)
   input_hw = (side, side)
+  os.makedirs(os.path.dirname(os.path.abspath(out)), exist_ok=True)  # --out's folder, as check_writable allowed
   writer = {"saved_model": export_saved_model, "tflite": export_tflite, "npz": export_npz}[fmt]
   with _written_whole(out) as tmp:
     writer(encoder, tmp, input_hw)

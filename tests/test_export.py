@@ -47,8 +47,9 @@ def test_tf_exports_match_jax(tiny_run, images, tmp_path, fmt):
 
 
 def test_npz_holds_every_weight_and_describes_the_architecture(tiny_run, images, tmp_path):
-  out = str(tmp_path / "student.npz")
-  export.main(["--workdir", tiny_run, "--format", "npz", "--out", out])
+  out = str(tmp_path / "exported" / "demo" / "student.npz")  # --out's folders are created
+  assert export.main(["--workdir", tiny_run, "--format", "npz", "--out", out]) == 0
+  assert sorted(os.listdir(tmp_path / "exported" / "demo")) == ["student.json", "student.npz"]
   enc = simdis_jax.load_encoder(tiny_run)
   with np.load(out) as data:
     np.testing.assert_array_equal(data["params/encoder/stem_conv/kernel"],
@@ -93,10 +94,10 @@ def test_an_unwritable_out_or_a_missing_step_is_one_line_before_any_conversion(t
   err = _one_line_error(capsys, ["--workdir", tiny_run, "--format", "npz", "--out", str(blocker / "s.npz")])
   assert f"--out {blocker / 's.npz'} cannot be written (Not a directory): choose a writable place" in err
   monkeypatch.undo()
-  err = _one_line_error(capsys, ["--workdir", tiny_run, "--format", "npz", "--out", str(tmp_path / "s.npz"),
+  err = _one_line_error(capsys, ["--workdir", tiny_run, "--format", "npz", "--out", str(tmp_path / "new" / "s.npz"),
                                  "--step", "999"])
   assert "has no checkpoint at step 999; its steps are [1, 2]" in err
-  assert os.listdir(tmp_path) == ["a_file"]  # nothing half-written
+  assert os.listdir(tmp_path) == ["a_file"]  # nothing half-written, not even --out's missing folder
 
 
 def test_a_full_disk_while_writing_replaces_nothing(tiny_run, tmp_path, capsys, monkeypatch):

@@ -284,6 +284,18 @@ def test_a_pretraining_workdir_brings_its_own_linear_evaluations(tmp_path):
   assert [r["linear top-1"] for r in rows] == ["75.50", "77.25"]
 
 
+def test_a_distilling_workdir_brings_its_student_trained_alone(tmp_path):
+  # As the demo leaves it (config.final_eval.student_alone): <run>/alone is BYOL on the same student.
+  run = fake_run(tmp_path, "demo", "simdis_off", ALL_VIEWS, 128, 2, 5, knn={"student": 82.5, "teacher": 85.4},
+                 knn_init={"student": 73.1, "teacher": 85.4})
+  fake_run(run, "alone", "byol", ["sema_dv"], 128, 2, 5, knn={"student": 76.6}, knn_init={"student": 73.1})
+  rows = table(report.write_report([str(run)], str(tmp_path / "out"), embeddings=False))
+  assert [(r["run"], r["method"], r["kNN top-1 (step 0)"]) for r in rows] == [
+      ("demo", "SimDis-Off-7v", "82.50 (73.10)"), ("alone", "BYOL", "76.60 (73.10)")]
+  rows = table(report.write_report([str(run), str(run / "alone")], str(tmp_path / "out2"), embeddings=False))
+  assert [r["run"] for r in rows] == ["demo", "alone"]  # given twice: one row
+
+
 def test_views_and_teacher_columns_say_what_each_method_uses(tmp_path):
   runs = [fake_run(tmp_path, m, m, ["sema_dv"], 64, 2, 5, knn={"student": 50.0}, knn_init={"student": 40.0})
           for m in ("moco_v2", "seed", "supervised", "byol")]

@@ -175,6 +175,19 @@ def test_cli_runs_the_demo_config_for_a_few_steps(tmp_path):
   assert "![" not in proc.stdout
 
 
+def test_the_demo_table_names_the_split_its_queries_come_from(tmp_path):
+  demo = config_files.load_config(os.path.join(ROOT, "configs", "demo.py"))
+  workdir_files.write_json(str(tmp_path), workdir_files.SUMMARY_FILE, {"knn_top1/student": 82.8, "steps": 400})
+  raw = {"normalised": 82.75}
+  assert alone_lib.table(demo, str(tmp_path), raw_knn=raw).splitlines()[1] == (
+      "fashion_mnist test top-1 (%), kNN k=20 on 10,000 training / 5,000 test images:")
+  demo.data.holdout = "validation"  # the recipe checks: the queries are the 10k held-out training images
+  lines = alone_lib.table(demo, str(tmp_path), raw_knn=raw).splitlines()
+  assert lines[1] == "fashion_mnist validation top-1 (%), kNN k=20 on 10,000 training / 5,000 validation images:"
+  assert lines[4].split() == ["student", "distilled", "(SimDis-Off-7v,", "400", "steps)", "82.8"]
+  assert lines[5].split() == ["raw", "pixels", "(normalised),", "no", "network", "82.8"]
+
+
 def test_the_online_demo_keeps_its_settings():
   """configs/demo_online.py is the SimDis-On-7v demo as it was (its figures in README depend on these values)."""
   c = config_files.load_config(os.path.join(ROOT, "configs", "demo_online.py"))

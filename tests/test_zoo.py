@@ -120,3 +120,18 @@ def test_every_shipped_step_has_its_checksums_so_loads_are_verified():
     mgr = checkpoint.manager(zoo.entry_dir(name))
     assert checkpoint.has_checksums(mgr, entry["step"]), name  # else every load warns "UNVERIFIED"
     assert f"checkpoint_checksums/{entry['step']}.json" in entry["files"]
+
+
+def test_standalone_knn_takes_a_zoo_name_with_a_step(tmp_path, monkeypatch, capsys):
+  from simdis_jax.evaluation import knn  # pylint: disable=import-outside-toplevel
+  monkeypatch.chdir(tmp_path)  # a zoo name is not a folder here, and none is created for it
+  step = zoo.manifest()[TEACHER]["step"]
+  assert knn.main(["--workdir", TEACHER, "--step", "7"]) == 2
+  assert capsys.readouterr().err.strip() == f"knn: {TEACHER} has no checkpoint at step 7; its steps are [{step}]."
+  calls = []
+  monkeypatch.setattr(knn, "evaluate_checkpoint", lambda *a: calls.append(a) or {"step": step, "knn_top1/k20": 1.0})
+  assert knn.main(["--workdir", TEACHER, "--step", str(step)]) == 0
+  assert calls[0][0] == TEACHER and calls[0][5] == step
+  record = json.loads(capsys.readouterr().out)
+  assert record["settings"] == {"k": [20], "temperature": 0.07, "train_examples": 0, "eval_examples": 0}
+  assert os.listdir(tmp_path) == []

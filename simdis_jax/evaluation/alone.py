@@ -97,8 +97,10 @@ def table(config, workdir: str, linear_results: Optional[Dict[str, Dict]] = None
            for c in cells]
   lines.insert(1, "  ".join("-" * w for w in widths))
   k = config.knn
-  return "\n".join(["", f"{config.data.name} test top-1 (%), kNN k={k.k} on {_subset(k.train_examples, 'training')} "
-                        f"/ {_subset(k.eval_examples, 'test')} images:", *lines])
+  held_out = "validation" if config.data.get("holdout", "none") == "validation" else "test"  # the kNN's queries
+  return "\n".join(["", f"{config.data.name} {held_out} top-1 (%), kNN k={k.k} on "
+                        f"{_subset(k.train_examples, 'training')} / {_subset(k.eval_examples, held_out)} images:",
+                     *lines])
 
 
 def _cell(value) -> str:

@@ -14,7 +14,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from simdis_jax import parallel, runs
+from simdis_jax import parallel, runs, zoo
 from simdis_jax import workdir as workdir_files
 from simdis_jax.data import input as data_input
 from simdis_jax.evaluation import features
@@ -115,7 +115,8 @@ the top-1 for each k in %, rounded to two decimals as the training log prints it
 def define_flags(fv) -> None:
   """The standalone kNN's flags, on the FlagValues `fv`."""
   from absl import flags  # pylint: disable=import-outside-toplevel
-  flags.DEFINE_string("workdir", None, "A simdis_jax pretraining workdir.", flag_values=fv, required=True)
+  flags.DEFINE_string("workdir", None, "A simdis_jax pretraining workdir, or a zoo name (simdis-zoo lists them).",
+                      flag_values=fv, required=True)
   flags.DEFINE_enum("network", "student", ["student", "teacher"], "Which network's encoder.", flag_values=fv)
   flags.DEFINE_enum("weights", "online", ["online", "ema"], "Its online weights or their EMA.", flag_values=fv)
   flags.DEFINE_list("k", None, "Neighbour counts, comma separated (default: the run's knn.k).", flag_values=fv)
@@ -141,14 +142,15 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     ks = tuple(int(k) for k in args.k) if args.k else None
   except ValueError:
     cli.fail(f"--k={','.join(args.k)}: give whole numbers, comma separated (e.g. --k=20,200).")
-  if args.step is not None:  # checked before anything is built: orbax's own error names no steps
-    steps = runs.checkpoint_steps(args.workdir)
-    if args.step not in steps:
-      print(f"knn: {args.workdir} has no checkpoint at step {args.step}; its steps are {steps or 'none'}.",
-            file=sys.stderr)
-      return 2
   try:
-    own = workdir_files.read_config(args.workdir).get("knn", {})
+    workdir = zoo.resolve(args.workdir)  # a zoo name: its installed, sha256-checked workdir
+    if args.step is not None:  # checked before anything is built: orbax's own error names no steps
+      steps = runs.checkpoint_steps(workdir) if os.path.isdir(workdir) else []
+      if args.step not in steps:
+        print(f"knn: {args.workdir} has no checkpoint at step {args.step}; its steps are {steps or 'none'}.",
+              file=sys.stderr)
+        return 2
+    own = workdir_files.read_config(workdir).get("knn", {})
     results = evaluate_checkpoint(args.workdir, args.network, args.weights, ks, args.temperature, args.step,
                                   args.train_examples, args.eval_examples, args.holdout)
   except (ValueError, OSError, RuntimeError) as e:  # not a run, a damaged step, a bad run: one line, no traceback

@@ -93,6 +93,11 @@ def load_workdirs(workdirs: Iterable[str]) -> Tuple[List[PretrainRun], List[Line
                        f"{wf.LINEAR_EVAL_FILE} (a linear evaluation); nothing to report from it.")
     if is_pretrain and path not in runs:
       runs[path] = load_pretrain_run(path)
+      # The student trained alone beside a distilled one (config.final_eval.student_alone, the demo) is
+      # part of that run's result: <workdir>/alone (evaluation/alone.py's ALONE_DIR) comes with it.
+      alone = os.path.join(path, "alone")
+      if alone not in runs and is_pretrain_dir(alone):
+        runs[alone] = load_pretrain_run(alone)
     if has_linear and path not in evals:
       result = wf.read_json(path, wf.LINEAR_EVAL_FILE)
       if not isinstance(result, dict):
