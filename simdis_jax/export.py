@@ -36,7 +36,8 @@ def default_input_size(config) -> int:
 
 
 def tf_module(encoder: api.Encoder, input_hw: Tuple[int, int]):
-  """A tf.Module whose `serve(images uint8 [None, H, W, C]) -> {'features'}` runs the encoder (weights as tf.Variables)."""
+  """A tf.Module whose `serve(images uint8 [None, H, W, C]) -> {'features'}` runs the encoder (weights as
+  tf.Variables)."""
   import tensorflow as tf  # pylint: disable=import-outside-toplevel
   from jax.experimental import jax2tf  # pylint: disable=import-outside-toplevel
   height, width = input_hw
@@ -183,7 +184,8 @@ def tflite_latency(path: str, images: np.ndarray, repeats: int = 200) -> float:
 
 
 def check_images(config, input_hw: Tuple[int, int], count: int = 100) -> Tuple[np.ndarray, str]:
-  """Real test images at the export's input size (an in-memory dataset's test set), or where unavailable a clear error."""
+  """Real test images at the export's input size (an in-memory dataset's test set), or where unavailable a clear
+  error."""
   dataset = datasets.get(config.data.name)
   if dataset.loader is None or tuple(input_hw) != (dataset.image_size,) * 2:
     known = ", ".join(f"{d.title}'s {d.image_size}×{d.image_size}" for d in datasets.DATASETS.values())

@@ -57,7 +57,8 @@ def _holder(path: str) -> dict:
 
 
 def acquire(workdir: str) -> str:
-  """Takes <workdir>/run.lock (process 0 writes it; all processes call this), or raises WorkdirLocked naming the holder."""
+  """Takes <workdir>/run.lock (process 0 writes it; all processes call this), or raises WorkdirLocked naming the
+  holder."""
   path = os.path.join(workdir, LOCK_FILE)
   if _HELD.get(path):
     _HELD[path] += 1

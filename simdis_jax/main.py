@@ -28,7 +28,8 @@ from simdis_jax import cli, config_files  # noqa: E402  pylint: disable=wrong-im
 FLAGS = flags.FLAGS
 config_flags.DEFINE_config_file("config", None, "Experiment config file (configs/*.py).", lock_config=True)
 flags.DEFINE_string("workdir", None, "Where checkpoints, metrics and logs go; a run resumes from it.")
-flags.DEFINE_string("coordinator_address", None, "Multi-host: host:port of process 0 (auto-detected on TPU pods/SLURM).")
+flags.DEFINE_string("coordinator_address", None,
+                    "Multi-host: host:port of process 0 (auto-detected on TPU pods/SLURM).")
 flags.DEFINE_integer("num_processes", None, "Multi-host: number of processes.")
 flags.DEFINE_integer("process_id", None, "Multi-host: this process's index.")
 flags.DEFINE_enum("distributed", "auto", ["auto", "yes", "no"],
@@ -54,7 +55,8 @@ def _load_config(argv):
 
 
 def unknown_config_key(argv) -> str:
-  """One line naming the first --config.<key> override in argv that the config lacks, with the valid keys; '' if none."""
+  """One line naming the first --config.<key> override in argv that the config lacks, with the valid keys; ''
+  if none."""
   try:
     config = _load_config(argv)
   except Exception:  # pylint: disable=broad-except  (the config itself is broken: absl's own error stands)

@@ -31,7 +31,7 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from simdis_jax.optim_choices import LARS_FORMS, OPTIMIZERS, SCHEDULES, WEIGHT_DECAY_MASKS
+from simdis_jax.optim_choices import LARS_FORMS, OPTIMIZERS, SCHEDULES
 
 
 def steps_from_epochs(epochs: float, num_examples: int, batch_size: int) -> int:

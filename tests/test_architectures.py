@@ -311,7 +311,7 @@ def _imagenet_preset(arch):
 def test_imagenet_presets_are_simdis_off_from_the_byol_r50_with_the_archs_optimizer(arch):
   module, c = _imagenet_preset(arch)
   c = configuration.validate(c)
-  assert module.ARCHS == encoders.ARCHS[1:] and f"simdis_off_arch.py:<arch>" in module.__doc__
+  assert module.ARCHS == encoders.ARCHS[1:] and "simdis_off_arch.py:<arch>" in module.__doc__
   assert (c.method, tuple(c.views), c.teacher.workdir) == ("simdis_off", ("sema_dv", "tema_dv"),
                                                            "workdirs/imagenet_byol_r50")
   assert (c.model.student.arch, c.model.student.cifar_stem, c.model.student.drop_path_rate) == (arch, False, 0.0)

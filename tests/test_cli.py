@@ -23,7 +23,8 @@ def console_scripts():
 
 
 def start_script(command, target, *args, block=()):
-  """Starts `target` as setup.py's console-script wrapper runs it (argv[0] = the command), optionally without modules."""
+  """Starts `target` as setup.py's console-script wrapper runs it (argv[0] = the command), optionally without
+  modules."""
   module, function = target.split(":")
   code = (f"import sys; sys.modules.update(dict.fromkeys({list(block)!r})); sys.argv = [{command!r}, *{list(args)!r}]; "
           f"from {module} import {function}; sys.exit({function}())")

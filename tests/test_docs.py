@@ -1,4 +1,5 @@
-"""The documentation stands alone and matches the code: README's config-key table is the schema, nothing points outside."""
+"""The documentation stands alone and matches the code: README's config-key table is the schema, nothing points
+outside."""
 
 import ast
 import os
@@ -7,7 +8,7 @@ import re
 from simdis_jax import configuration, methods, workdir
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-SKIP_DIRS = {".git", "__pycache__", ".pytest_cache", "workdirs", ".benchmarks", "build", ".eggs"}
+SKIP_DIRS = {".git", "__pycache__", ".pytest_cache", ".ruff_cache", "workdirs", ".benchmarks", "build", ".eggs"}
 # Written in two pieces so that this file does not match itself.
 OUTSIDE = ("SPEC" + ".md", "../" + "shared")
 

@@ -170,7 +170,8 @@ def test_an_unwritable_workdir_or_a_full_disk_fails_at_start_up(tmp_path, monkey
   blocker.write_text("not a directory")
   with pytest.raises(OSError, match="is not writable.*choose a directory you can write to"):
     train.train_and_evaluate(_config(), str(blocker / "workdir"))
-  monkeypatch.setattr(checkpoint.shutil, "disk_usage", lambda path: shutil._ntuple_diskusage(10 << 30, 10 << 30, 1 << 20))
+  monkeypatch.setattr(checkpoint.shutil, "disk_usage",
+                      lambda path: shutil._ntuple_diskusage(10 << 30, 10 << 30, 1 << 20))
   with pytest.raises(OSError, match=r"Not enough free disk .*: 1 MiB available, \d+ MiB needed \(8 kept \+ 1"):
     train.train_and_evaluate(_config(), str(tmp_path / "full"))
 

@@ -1,4 +1,5 @@
-"""python -m simdis_jax.import_weights: published checkpoints become finished BYOL runs that compute what the source did.
+"""python -m simdis_jax.import_weights: published checkpoints become finished BYOL runs that compute what the
+source did.
 
 PyTorch files are written by torch itself (the CPU wheel; the tests skip without it) and
 read back without it; each imported network's eval-mode output on fixed inputs is
@@ -19,7 +20,6 @@ import simdis_jax
 from conftest import requires_fashion_mnist, tiny_config
 from simdis_jax import config_files, configuration, import_weights, optim, runs, train
 from simdis_jax.models import batch_norm
-from simdis_jax.interop import torch_pickle
 
 torch = pytest.importorskip("torch")
 nn = torch.nn

@@ -54,7 +54,8 @@ def test_classifier_separates_linearly_separable_features(protocol):
   assert ("bn" in state.params) == (protocol == "authors")
   # The same classifier before training is at chance: the accuracy above was learned.
   tx, _ = classifier_lib.make_optimizer(c, int(state.step))
-  untrained = classifier_lib.evaluate_features(classifier, classifier_lib.init_state(classifier, tx, 16, c.seed), test_x, test_y)
+  untrained = classifier_lib.evaluate_features(classifier, classifier_lib.init_state(classifier, tx, 16, c.seed),
+                                               test_x, test_y)
   assert untrained["top1"] < 40.0, untrained
 
 

@@ -24,13 +24,14 @@ FLAGS = ("--config.model.student.projector=moco", "--config.model.sync_bn=False"
 
 def start(workdir, devices, process_id=None, num_processes=None, port=None):
   """`python -m simdis_jax.main` on the tiny config as MoCo-v2 (one process of a run of num_processes)."""
-  cmd = [sys.executable, "-m", "simdis_jax.main", "--config", f"{run_helpers.CONFIG}:moco_v2,byol", "--workdir", workdir,
-         *FLAGS]
+  cmd = [sys.executable, "-m", "simdis_jax.main", "--config", f"{run_helpers.CONFIG}:moco_v2,byol",
+         "--workdir", workdir, *FLAGS]
   if num_processes:
     cmd += [f"--coordinator_address=127.0.0.1:{port}", f"--num_processes={num_processes}",
             f"--process_id={process_id}"]
   env = dict(os.environ, XLA_FLAGS=xla_flags(devices), PYTHONPATH=run_helpers.ROOT)
-  return subprocess.Popen(cmd, cwd=run_helpers.ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+  return subprocess.Popen(cmd, cwd=run_helpers.ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                          text=True)
 
 
 def finish(procs):

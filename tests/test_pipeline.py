@@ -1,4 +1,5 @@
-"""Streaming input (simdis_jax.data.pipeline): host crops, exact resume, per-host shards, image folders, ImageNet on mock data."""
+"""Streaming input (simdis_jax.data.pipeline): host crops, exact resume, per-host shards, image folders, ImageNet on
+mock data."""
 
 import io
 import logging
@@ -186,7 +187,8 @@ def make_folder(root, good=30, bad=()):
     h, w = rng.integers(40, 90, size=2)
     (root / ("sub" if i % 2 else "") / f"img{i:03d}.{ext}").write_bytes(encode(smooth_image(h, w, i), fmt))
   for name in bad:
-    (root / name).write_bytes(b"not an image at all" if "garbage" in name else encode(smooth_image(64, 64), "JPEG")[:120])
+    (root / name).write_bytes(b"not an image at all" if "garbage" in name
+                              else encode(smooth_image(64, 64), "JPEG")[:120])
   (root / "notes.txt").write_text("ignored: not an image")
   return root
 

@@ -258,7 +258,8 @@ def test_folder_warnings_name_each_unreadable_file_once_and_an_all_corrupt_folde
 
 def test_the_final_table_puts_the_raw_pixel_baselines_beside_the_figures(tmp_path):
   from simdis_jax.evaluation import final  # pylint: disable=import-outside-toplevel
-  workdir_files.write_json(str(tmp_path), workdir_files.SUMMARY_FILE, {"knn_top1/student": 80.04, "knn_top1/teacher": 81.0})
+  workdir_files.write_json(str(tmp_path), workdir_files.SUMMARY_FILE,
+                           {"knn_top1/student": 80.04, "knn_top1/teacher": 81.0})
   table = final.what_the_numbers_mean(tiny_cli_config.get_config(), str(tmp_path), {"student": {"top1": 82.26}})
   assert table.splitlines()[-3:] == ["| student | 80.0 | 82.3 |", "| teacher | 81.0 | - |",
                                      "| raw pixels, no training (python -m simdis_jax.evaluation.raw_pixels "

@@ -67,7 +67,8 @@ def test_research_step_in_float64_is_the_official_loss_gradient_and_update():
   rng = np.random.default_rng(0)
   v1, v2 = rng.normal(size=(2, BATCH) + IMAGE_SHAPE)
   state = fresh_state(c)
-  with jax.enable_x64(True):  # 2 warm-up steps: the scheduled rate starts at warmup_init_lr, the predictor's at the peak
+  # 2 warm-up steps: the scheduled rate starts at warmup_init_lr, the predictor's at the peak
+  with jax.enable_x64(True):
     r = step_lib.research_step(c, state, jnp.asarray(v1), jnp.asarray(v2), total_steps=10, warmup_steps=2,
                                outputs=True)
     nets = build_networks(c, dtype=jnp.float64)

@@ -75,7 +75,8 @@ def test_student_presets_differ_from_the_student_alone_only_in_method_views_and_
   for name, keys in expected.items():
     assert differing_keys(base, presets.get_config(name)) == keys, name
   # The offline students' teacher network is the BYOL teacher run's network.
-  assert dict(presets.get_config("simdis_off_7v").model.teacher) == dict(presets.get_config("byol_teacher").model.student)
+  assert (dict(presets.get_config("simdis_off_7v").model.teacher)
+          == dict(presets.get_config("byol_teacher").model.student))
   assert presets.get_config("simdis_on_7v").views == tuple(configuration.VIEW_PRESETS["simdis_7v"])
 
 
@@ -141,11 +142,12 @@ def test_report_gives_mean_and_sample_std_over_seeds_and_keeps_text_outside_its_
   # Off-7v - student: linear +3.00 with s.e. sqrt(1/3 + 1/3) = 0.82, Welch t = 3.67 on 4 dof -> p = 0.02, beyond.
   # kNN: +0.10 with s.e. sqrt(1/3 + 1.21/3) = 0.86 -> p = 0.91, within.
   # Paired by seed: linear +3.00 on every seed (s.e. 0, p = 0); kNN +0.0, +0.1, +0.2 -> t = 1.73 on 2 dof, p = 0.225.
-  assert ("SimDis-Off-7v (claim 1): linear (full) +3.00 ± 0.82 (beyond seed noise, p = 0.021; paired by seed over 3: +3.00 ± "
-          "0.00, p = 0.000); linear (fast) +3.00 ± 0.82 (beyond seed noise, p = 0.021; paired by seed over 3: +3.00 ± "
-          "0.00, p = 0.000); kNN +0.10 ± 0.86 (within seed noise, p = 0.913; paired by seed over 3: +0.10 ± 0.06, "
-          "p = 0.225)") in text
-  assert "SimDis-On-7v (claim 1): linear (full) +3.00 (3 seeds vs 1: no seed spread to test; seed 0 alone: +4.00)" in text
+  assert ("SimDis-Off-7v (claim 1): linear (full) +3.00 ± 0.82 (beyond seed noise, p = 0.021; paired by seed over 3: "
+          "+3.00 ± 0.00, p = 0.000); linear (fast) +3.00 ± 0.82 (beyond seed noise, p = 0.021; paired by seed "
+          "over 3: +3.00 ± 0.00, p = 0.000); kNN +0.10 ± 0.86 (within seed noise, p = 0.913; paired by seed over 3: "
+          "+0.10 ± 0.06, p = 0.225)") in text
+  assert ("SimDis-On-7v (claim 1): linear (full) +3.00 (3 seeds vs 1: no seed spread to test; "
+          "seed 0 alone: +4.00)") in text
   assert ("SimDis-Off-7v − SimDis-On-7v (claim 2, 7 views): linear (full) +0.00 (1 seed vs 3: no seed spread to test; "
           "seed 0 alone: -1.00)") in text
   # The offline teacher is named by its label (its schedule may differ from the online run's); not run here.
@@ -194,8 +196,9 @@ def test_the_archive_carries_finished_runs_and_the_teachers_checkpoint_to_a_fres
       f.write(f"weights of step {step}")
     if finished:
       open(os.path.join(teacher, "checkpoints", str(step), "commit_success.txt"), "w").close()
-  status = {"failed": {}, "segments": [{"run": "byol_student/seed0", "seconds": 600.0, "exit": 0, "commit": "abc1234"},
-                                       {"run": "byol_teacher/seed0", "seconds": 1800.0, "exit": 0, "commit": "abc1234"}]}
+  status = {"failed": {},
+            "segments": [{"run": "byol_student/seed0", "seconds": 600.0, "exit": 0, "commit": "abc1234"},
+                         {"run": "byol_teacher/seed0", "seconds": 1800.0, "exit": 0, "commit": "abc1234"}]}
   archive.sync_archive(c, work, store, status)
   stored = os.path.join(store, "byol_teacher", "seed0")
   assert sorted(os.listdir(os.path.join(stored, "checkpoints"))) == ["1406"]  # the final one alone
@@ -207,7 +210,8 @@ def test_the_archive_carries_finished_runs_and_the_teachers_checkpoint_to_a_fres
   archive.sync_archive(c, fresh, store, fresh_status)
   for preset in ("byol_teacher", "byol_student"):
     assert plan.is_done(c, os.path.join(fresh, preset, "seed0"))
-    same = [json.dumps(study_results.collect(c, os.path.join(w, preset, "seed0")), sort_keys=True) for w in (fresh, work)]
+    same = [json.dumps(study_results.collect(c, os.path.join(w, preset, "seed0")), sort_keys=True)
+            for w in (fresh, work)]
     assert same[0] == same[1] and '"linear_top1": 7' in same[0]  # NaN-safe equality of the figures
   with open(os.path.join(fresh, "byol_teacher", "seed0", "checkpoints", "1406", "default", "data")) as f:
     assert f.read() == "weights of step 1406"
@@ -231,7 +235,8 @@ def test_the_study_command_runs_a_preset_end_to_end_then_skips_it(tmp_path):
   summary = json.loads((run / "summary.json").read_text())
   assert summary["steps"] == 3 and summary["step_flops"] > 0 and summary["train_time_s"] > 0
   linear = json.loads((run / "linear_student" / "linear_eval.json").read_text())
-  assert linear["pretrained_method"] == "supervised" and linear["mode"] == "full" and linear["protocol"] == "deepmind" and 0 <= linear["top1"] <= 100
+  assert (linear["pretrained_method"] == "supervised" and linear["mode"] == "full"
+          and linear["protocol"] == "deepmind" and 0 <= linear["top1"] <= 100)
   fast = json.loads((run / plan.FAST_LINEAR_DIR / "linear_eval.json").read_text())
   assert (fast["mode"], fast["protocol"], fast["epochs"]) == ("fast", "authors", 2.0)
   label = study_config.get_config().labels["supervised"]
@@ -247,7 +252,8 @@ def test_the_study_command_runs_a_preset_end_to_end_then_skips_it(tmp_path):
   dry = subprocess.run(elsewhere + ["--dry_run"], cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
   assert dry.returncode == 0 and dry.stdout.startswith("[archived] supervised seed 3"), dry.stdout
   moved = subprocess.run(elsewhere, cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
-  assert moved.returncode == 0 and "restored 1 finished run" in moved.stdout and "Study: supervised seed" not in moved.stdout
+  assert (moved.returncode == 0 and "restored 1 finished run" in moved.stdout
+          and "Study: supervised seed" not in moved.stdout)
   assert json.loads((tmp_path / "w2" / "supervised" / "seed3" / "summary.json").read_text()) == summary
 
 

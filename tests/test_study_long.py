@@ -82,7 +82,8 @@ def test_the_long_study_runs_the_teacher_then_the_central_comparison_on_three_se
   assert all(a.endswith("_e10") or a.endswith("_e5") for a, _, _ in c.comparisons), c.comparisons
   cmd = plan.command(c, "w", "seed_e10", 1)
   assert cmd[-1] == f"--config.teacher.workdir={os.path.join('w', 'byol_teacher_e20', 'seed0')}"
-  assert plan.command(c, "w", "simdis_on_7v_e10", 1)[-1] == f"--workdir={os.path.join('w', 'simdis_on_7v_e10', 'seed1')}"
+  assert (plan.command(c, "w", "simdis_on_7v_e10", 1)[-1]
+          == f"--workdir={os.path.join('w', 'simdis_on_7v_e10', 'seed1')}")
 
 
 def fake_long_run(work, preset, seed, linear, knn, knn_curve=()):
@@ -179,7 +180,7 @@ def test_the_long_discussions_numbers_are_its_records():
   assert (f"rises on seed 1 ({last_two[1]:+.2f}) and is flat on seeds 0 and 2 ({last_two[0]:+.2f}, "
           f"{last_two[2]:+.2f})").replace("-", "−") in text.replace("\n  ", " ")
   early = [_knn_at("simdis_off_7v_e10", s, 936) for s in (0, 1, 2)]
-  assert f"86.8–87.1 kNN" in text and round(min(early), 1) == 86.8 and round(max(early), 1) == 87.1
+  assert "86.8–87.1 kNN" in text and round(min(early), 1) == 86.8 and round(max(early), 1) == 87.1
   assert (f"above where the student alone ends after 10 on seeds 0 and 1 ({alone[0]:.2f}, {alone[1]:.2f}), "
           f"{alone[2] - early[2]:.2f} below it on seed 2 ({early[2]:.2f} against {alone[2]:.2f})") in text.replace(
               "\n  ", " ")

@@ -1,4 +1,5 @@
-"""Study v3: the presets, the study's plan (validation split, per-schedule teachers, test evaluations), its statistics."""
+"""Study v3: the presets, the study's plan (validation split, per-schedule teachers, test evaluations), its
+statistics."""
 
 import math
 import os

@@ -8,7 +8,7 @@ import pytest
 from simdis_jax.models import encoders
 
 torch = pytest.importorskip("torch")
-from simdis_jax.tools.benchmark import torch_students  # pylint: disable=g-import-not-at-top,wrong-import-position
+from simdis_jax.tools.benchmark import torch_students  # noqa: E402  # pylint: disable=g-import-not-at-top,wrong-import-position
 
 
 @pytest.mark.parametrize("arch,size,channels", [("mobilenet_v3_small", 28, 1), ("mobilenet_v3_large", 224, 3),

@@ -42,7 +42,8 @@ def test_resume_after_a_stop_gives_the_same_final_state(tmp_path):
   assert sorted(times) == [2, 4] and 0 < times[2] < times[4]
   summary = json.loads((tmp_path / "resumed" / workdir_files.SUMMARY_FILE).read_text())
   assert summary["start_step"] == 2 and summary["train_time_s"] >= times[4]
-  info = {name: json.loads((tmp_path / name / workdir_files.RUN_INFO_FILE).read_text()) for name in ("straight", "resumed")}
+  info = {name: json.loads((tmp_path / name / workdir_files.RUN_INFO_FILE).read_text())
+          for name in ("straight", "resumed")}
   assert info["resumed"]["step_flops"] == info["straight"]["step_flops"] > 1e6
   # The libraries that computed the run are on record (a result can be traced to its versions).
   assert info["resumed"]["versions"]["jax"] == jax.__version__ and info["resumed"]["versions"]["simdis_jax"]

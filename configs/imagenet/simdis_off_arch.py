@@ -1,4 +1,5 @@
-"""SimDis-Off into a deployable student (MobileNetV3, EfficientNet, ViT) from the frozen BYOL ResNet-50: one preset per arch.
+"""SimDis-Off into a deployable student (MobileNetV3, EfficientNet, ViT) from the frozen BYOL ResNet-50: one
+preset per arch.
 
     python -m simdis_jax.main --config configs/imagenet/simdis_off_arch.py:<arch> \
         --workdir workdirs/imagenet_simdis_off_<arch> --config.teacher.workdir=workdirs/imagenet_byol_r50

@@ -78,7 +78,8 @@ def subset(images: np.ndarray, labels: np.ndarray, count: int, seed: int) -> Tup
 
 
 def load_dataset(data_config):
-  """The dataset config.data names: one of data/datasets.py's in memory, any tfds dataset or an image folder streamed."""
+  """The dataset config.data names: one of data/datasets.py's in memory, any tfds dataset or an image folder
+  streamed."""
   dataset = datasets.get(data_config.name)
   if dataset.loader is not None:
     raw = dataset.loader.load(data_config.data_dir, data_config.allow_download)

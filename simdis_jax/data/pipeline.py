@@ -100,7 +100,8 @@ class TfdsSource:
     return ds.map(lambda ex: (ex[image_key], tf.constant(-1, tf.int32)))
 
   def records(self, seed: int, epoch: int, start: int, shuffle: bool = True) -> tf.data.Dataset:
-    """(position, encoded, label) of epoch `epoch` from position `start` on; the order is a function of (seed, epoch)."""
+    """(position, encoded, label) of epoch `epoch` from position `start` on; the order is a function of
+    (seed, epoch)."""
     eseed = _epoch_seed(seed, epoch, self.process_index) if shuffle else None
     ds = self._read(eseed)
     if shuffle:
@@ -437,7 +438,8 @@ class StreamingDataset:
     """Examples of a labelled split over all processes (counting each host's even share)."""
     return sum(self._host_shares(split)[2])
 
-  def eval_batches(self, split: str, count: int, batch_size: int, mesh, seed: int = 0) -> Iterator[Dict[str, jax.Array]]:
+  def eval_batches(self, split: str, count: int, batch_size: int, mesh,
+                   seed: int = 0) -> Iterator[Dict[str, jax.Array]]:
     """Every example of the first `count` (0 = all) of a labelled split once, centre-cropped; tail padded and masked."""
     del seed  # tfds order: the first `count` examples
     source, host_splits, sizes = self._host_shares(split, count)

@@ -64,8 +64,9 @@ def knn_accuracy(network, variables, dataset, knn_config, aug_config, image_size
   return {"knn_top1": float(100.0 * np.mean(pred == query_y))}
 
 
-def evaluate_checkpoint(workdir: str, network: str = "student", weights: str = "online", ks: Optional[Sequence[int]] = None,
-                        temperature: Optional[float] = None, step: Optional[int] = None,
+def evaluate_checkpoint(workdir: str, network: str = "student", weights: str = "online",
+                        ks: Optional[Sequence[int]] = None, temperature: Optional[float] = None,
+                        step: Optional[int] = None,
                         train_examples: Optional[int] = None, eval_examples: Optional[int] = None,
                         holdout: Optional[str] = None) -> Dict[str, Any]:
   """Standalone kNN top-1 (for each k) of one encoder of any pretraining checkpoint.

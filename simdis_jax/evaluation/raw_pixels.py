@@ -50,7 +50,8 @@ def references(holdout: str = "validation", k: int = 20, temperature: float = 0.
   linear = classifier.evaluate_features(model, state, queries, query_y)
   return {"holdout": holdout, "train_examples": int(bank.shape[0]), "eval_examples": int(queries.shape[0]),
           f"knn_top1/k{k}": round(float(100.0 * np.mean(pred == query_y)), 4), "knn_temperature": temperature,
-          "linear_top1": round(linear["top1"], 4), "linear_top5": round(linear["top5"], 4), "linear_protocol": f"{protocol},fast",
+          "linear_top1": round(linear["top1"], 4), "linear_top5": round(linear["top5"], 4),
+          "linear_protocol": f"{protocol},fast",
           "linear_epochs": float(linear_config.train.epochs)}
 
 

@@ -1,8 +1,8 @@
 """The pieces methods share, imported from here and never from a sibling method module.
 
-L2 normalisation (every method), the EMA rule (BYOL, SimDis, the supervised student's copy), a queue of embeddings with its FIFO enqueue over the
-global batch, InfoNCE and SEED's soft loss, the momentum encoder, shuffle BN (MoCo-v2,
-SEED), the global batch gathered over devices (MoCo-v2, SimCLR's negatives).
+L2 normalisation (every method), the EMA rule (BYOL, SimDis, the supervised student's copy), a queue of
+embeddings with its FIFO enqueue over the global batch, InfoNCE and SEED's soft loss, the momentum encoder,
+shuffle BN (MoCo-v2, SEED), the global batch gathered over devices (MoCo-v2, SimCLR's negatives).
 Read beside docs/spec.md's "MoCo-v2" and "SEED" sections. The queue is stored as
 rows, (K, dim) — the authors keep (dim, K) columns; the products are the same.
 Everything here is a pure function of arrays; the per-device functions

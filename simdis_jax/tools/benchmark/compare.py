@@ -135,7 +135,8 @@ def format_compare(c: Dict) -> str:
            f"{'variant':<44} {'step s':>8} {'IQR':>6} {'img/s':>7} {'GFLOP/s':>8} {'%peak':>6} {'%contemp':>8} "
            f"{'ratio':>6}"]
   for v in c["variants"]:
-    lines.append(f"{v['variant'][:44]:<44} {v['step_s_median']:>8.3f} {v['step_s_iqr']:>6.3f} {v['images_per_s']:>7.1f} "
+    lines.append(f"{v['variant'][:44]:<44} {v['step_s_median']:>8.3f} {v['step_s_iqr']:>6.3f} "
+                 f"{v['images_per_s']:>7.1f} "
                  f"{v['achieved_flops_per_s'] / 1e9:>8.1f} {100 * v['fraction_of_peak']:>5.1f}% "
                  f"{100 * v['fraction_of_peak_contemporaneous']:>7.1f}% {v['time_ratio_to_first']:>6.3f}")
   lines.append("ratio: median over rounds of the variant's step time / the first variant's in the same round.")

@@ -8,8 +8,8 @@ builds their step from their classes as their training script does (SimDis_Model
 config's networks and views, LARS_SGD with their parameter groups, lr/momentum/weight decay of
 their experiment file; other network shapes than their ImageNet ResNets, such as the Fashion-MNIST
 study's, are their ResNet class rebuilt in that shape: _adapted_resnet), with their single-process
-BatchNorm ("vanilla": the same maths as SyncBN on one process). Their step is forward (loss), zero_grad, backward, optimizer step, on
-two random float32 views (their augmentation runs in DataLoader workers, outside the step);
+BatchNorm ("vanilla": the same maths as SyncBN on one process). Their step is forward (loss), zero_grad,
+backward, optimizer step, on two random float32 views (their augmentation runs in DataLoader workers, outside the step);
 ours is the jitted train step as training runs it, augmentation on the device included. Each
 round times one block of each, in alternating order (peer, ours / ours, peer), and also resets
 and reads the process's peak resident memory (Linux VmHWM) around each block.

@@ -89,7 +89,8 @@ def table1(image_size: int = 224, batch_size: int = 2) -> Dict:
 def format_table1(t: Dict) -> str:
   """Table 1 as text: the paper's formula, the same formula with measured forward MACs, measured training FLOPs."""
   lines = [f"Table 1 per training image and epoch at {t['image_size']} px (M x N = images x epochs).",
-           f"Measured forward MACs (every kernel tap, as the paper counts): teacher R50 {t['teacher_forward_gmacs']:.2f} G "
+           "Measured forward MACs (every kernel tap, as the paper counts): "
+           f"teacher R50 {t['teacher_forward_gmacs']:.2f} G "
            f"(paper 4.1 G), student R18 {t['student_forward_gmacs']:.2f} G (paper 1.8 G), six extra "
            f"7v predictors on one view {t['extra_7v_head_gmacs'] * 1e3:.0f} M (paper 12 M).",
            "",
@@ -107,7 +108,8 @@ def format_table1(t: Dict) -> str:
             "  backward = 2x forward (trained nets 3 forwards per view, EMA/frozen targets 1), 2 views;",
             "  measured = XLA's count of the whole train steps (lax convolutions: no padding taps, so",
             "  ~4% under the prediction). SimDis-Off = its BYOL teacher run "
-            f"({t['step_gflops_per_image']['byol_r50']:.1f}) + its student step ({t['step_gflops_per_image']['off']:.1f}).",
+            f"({t['step_gflops_per_image']['byol_r50']:.1f}) + its student step "
+            f"({t['step_gflops_per_image']['off']:.1f}).",
             f"Offline step / online step: predicted {t['predicted_offline_to_online_step']:.3f}, "
             f"measured {t['measured_offline_to_online_step']:.3f}."]
   return "\n".join(lines)

@@ -28,10 +28,12 @@ from simdis_jax.tools.benchmark.profile import top_ops
 # Every field of the benchmark's JSON line.
 FIELDS = ("config", "backend", "devices", "device_kind", "processes", "compute_dtype", "global_batch", "compile_s",
           "steps_timed", "step_s_median", "step_s_min", "step_s_max", "step_s_iqr", "images_per_s",
-          "images_per_s_per_device", "flops_per_step", "flops_per_step_compiled", "conv_impl", "flops_per_image", "student_forward_gmacs_per_image",
+          "images_per_s_per_device", "flops_per_step", "flops_per_step_compiled", "conv_impl", "flops_per_image",
+          "student_forward_gmacs_per_image",
           "student_forward_xla_gflops_per_image", "student_predictor_gmacs_per_image",
           "teacher_forward_gmacs_per_image", "teacher_forward_xla_gflops_per_image", "achieved_flops_per_s",
-          "matmul_peak_flops_per_s", "matmul_peak_n", "fraction_of_peak", "fraction_of_peak_paired", "matmul_peak_contemporaneous_flops_per_s",
+          "matmul_peak_flops_per_s", "matmul_peak_n", "fraction_of_peak", "fraction_of_peak_paired",
+          "matmul_peak_contemporaneous_flops_per_s",
           "fraction_of_peak_contemporaneous", "peak_memory_bytes", "final_loss",
           "synthetic_data", "random_offline_teacher")
 
@@ -265,7 +267,8 @@ def format_result(r: Dict) -> str:
     macs, xla = r[f"{which}_forward_gmacs_per_image"], r[f"{which}_forward_xla_gflops_per_image"]
     return "n/a" if macs is None else f"{macs:.3f} G MACs ({xla:.3f} XLA GFLOPs)"
 
-  mem = "not reported by this backend" if r["peak_memory_bytes"] is None else f"{r['peak_memory_bytes'] / 2**30:.2f} GiB"
+  mem = ("not reported by this backend" if r["peak_memory_bytes"] is None
+         else f"{r['peak_memory_bytes'] / 2**30:.2f} GiB")
   return "\n".join([
       f"{c['method']} views={','.join(c['views'])}: student R{c['student_depth']}/w{c['student_width']}, "
       + (f"teacher R{c['teacher_depth']}/w{c['teacher_width']}, " if r["teacher_forward_gmacs_per_image"] else "")
@@ -287,6 +290,7 @@ def format_result(r: Dict) -> str:
       f"the measured matmul peak {r['matmul_peak_flops_per_s'] / g:.1f} GFLOP/s (n={r['matmul_peak_n']}, "
       f"{r['compute_dtype']}); paired with a matmul after each step: {100 * r['fraction_of_peak_paired']:.1f}%; "
       f"against the matmul rate sampled before and after each step (median "
-      f"{r['matmul_peak_contemporaneous_flops_per_s'] / g:.1f} GFLOP/s): {100 * r['fraction_of_peak_contemporaneous']:.1f}%",
+      f"{r['matmul_peak_contemporaneous_flops_per_s'] / g:.1f} GFLOP/s): "
+      f"{100 * r['fraction_of_peak_contemporaneous']:.1f}%",
       f"peak memory       {mem}",
   ])

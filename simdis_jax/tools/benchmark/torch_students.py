@@ -24,7 +24,8 @@ class SqueezeExcite(nn.Module):
 
   def __init__(self, channels: int, squeeze: int, act, gate):
     super().__init__()
-    self.fc1, self.fc2, self.act, self.gate = nn.Conv2d(channels, squeeze, 1), nn.Conv2d(squeeze, channels, 1), act(), gate()
+    self.fc1, self.fc2, self.act, self.gate = (nn.Conv2d(channels, squeeze, 1), nn.Conv2d(squeeze, channels, 1),
+                                               act(), gate())
 
   def forward(self, x):
     return x * self.gate(self.fc2(self.act(self.fc1(F.adaptive_avg_pool2d(x, 1)))))

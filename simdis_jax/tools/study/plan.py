@@ -27,7 +27,8 @@ def parse_runs(entries: Sequence[str]) -> List[Tuple[str, int]]:
   for entry in entries:
     preset, sep, seeds = entry.partition(":")
     if not sep or not preset or not seeds:
-      raise ValueError(f"Study entry {entry!r} must look like '<preset>:<seed>[,<seed>...]', e.g. 'byol_student:0,1,2'.")
+      raise ValueError(f"Study entry {entry!r} must look like '<preset>:<seed>[,<seed>...]', "
+                       "e.g. 'byol_student:0,1,2'.")
     try:
       seed_list = [int(s) for s in seeds.split(",")]
     except ValueError as e:

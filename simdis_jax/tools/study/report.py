@@ -59,7 +59,8 @@ def hardware() -> str:
       model = names[0]
   except OSError:
     pass
-  return f"{model}, {os.cpu_count()} cores visible, {platform.system()} {platform.release()}, Python {platform.python_version()}"
+  return (f"{model}, {os.cpu_count()} cores visible, {platform.system()} {platform.release()}, "
+          f"Python {platform.python_version()}")
 
 
 CODE_PATHS = (":/simdis_jax", ":/configs", ":/setup.py")  # what a run executes; the study's own records
@@ -146,7 +147,8 @@ def report_markdown(study, workdir: str, agg: Dict[str, Dict], figure_paths: Seq
       "",
       study.table_note,
       "",
-      "| run | seeds | linear top-1 (full) | linear top-1 (fast) | kNN top-1 | kNN untrained | GFLOP/step | train min | linear min | paper (ImageNet) |",
+      "| run | seeds | linear top-1 (full) | linear top-1 (fast) | kNN top-1 | kNN untrained | GFLOP/step "
+      "| train min | linear min | paper (ImageNet) |",
       "|---|---|---|---|---|---|---|---|---|---|",
   ]
   for preset, entry in agg.items():
@@ -167,9 +169,10 @@ def report_markdown(study, workdir: str, agg: Dict[str, Dict], figure_paths: Seq
     lines.append(f"The online teachers of {study.labels.get(study.online_teacher_preset)} reached kNN top-1 "
                  f"{_pm(online['teacher_knn_top1'])}; the offline teacher ({study.labels.get(offline, offline)}) "
                  f"{_pm(agg.get(offline, {}).get('knn_top1'))}.")
-  lines += ["", "**Comparisons** (differences to the student alone unless named, ± the standard error of the difference "
-            "from the seeds' spread; Welch's two-sided t-test over seeds, p < 0.05 is marked as beyond seed noise; then the "
-            "paired t-test over the seeds both ran, which share the initial student and the data order):", ""]
+  lines += ["", "**Comparisons** (differences to the student alone unless named, ± the standard error of the "
+            "difference from the seeds' spread; Welch's two-sided t-test over seeds, p < 0.05 is marked as beyond "
+            "seed noise; then the paired t-test over the seeds both ran, which share the initial student and the "
+            "data order):", ""]
   lines += comparison_lines(study, agg)
   if status.get("failed"):
     lines += ["", "**Failed runs**: " + "; ".join(f"{k}: {v}" for k, v in status["failed"].items())]

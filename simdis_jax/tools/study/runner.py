@@ -99,7 +99,8 @@ def run_study(study, workdir: str, results: str, figures: str, config_path: str 
         status["failed"].pop(f"{preset}/seed{seed}", None)
         print(f"Study: {preset} seed {seed} done.", flush=True)
         if archive:
-          print(f"Study: archived in {archive_run(study, workdir, archive, preset, seed, status, (preset, seed) in teachers)}"
+          print("Study: archived in "
+                f"{archive_run(study, workdir, archive, preset, seed, status, (preset, seed) in teachers)}"
                 " (commit it to keep it).", flush=True)
       write_status(workdir, status)
       write_study_report(study, workdir, results, figures, config_path)
