@@ -56,7 +56,7 @@ def test_seed_from_a_trained_byol_teacher_improves_knn_and_keeps_the_teacher_fro
     for x, y in zip(jax.tree.leaves(t_state["student"][key]), jax.tree.leaves(s_state["teacher"][key])):
       np.testing.assert_array_equal(x, y)
   assert result["knn_top1/teacher_init"] == result["knn_top1/teacher"] == byol_teacher.result["knn_top1/student"]
-  assert s_state["queue"]["queue"].shape == (256, c.model.teacher.proj_dim)
+  assert s_state["method_state"]["queue"].shape == (256, c.model.teacher.proj_dim)
 
 
 # MoCo-v2, 150 steps of batch 64, measured (8 fake devices, XLA level 0): seed 0 64.5 -> 70.0, seed 1
