@@ -23,8 +23,9 @@ distilled student clearly above the normalised pixels.
 Why 400 steps: the study's quiet step costs of these networks are 0.35 s (SimDis-Off-7v) and
 0.16 s (BYOL) on 2 cores, so 400 steps of both train in ~205 s; start-up, the teacher's restore,
 two compiles, six kNN passes and the report add the rest. Measured as a newcomer meets it (fresh
-clone and virtualenv, quiet box, 2026-12-07): install 60 s, demo 321 s, under the 6-min bar. Its
-table: distilled 82.5, alone 76.6, untrained 73.1, teacher 85.4, raw pixels normalised as the
+clone and virtualenv, quiet box, 2026-12-07): install 60 s, demo 321 s, under the 6-min bar (on a slower box,
+float32 matmul peak ~137 GFLOP/s: install 82 s, demo 463 s). Its table there: distilled 82.5 (82.6 on the
+slower box), alone 76.6 (77.4), untrained 73.1, teacher 85.4, raw pixels normalised as the
 networks see them 82.6, raw pixels in [0, 1] 80.3: the distilled student is level with the
 normalised pixels after 400 steps (the study's records on the full splits: distilled ~87 after 936
 steps, raw pixels 85.7).
