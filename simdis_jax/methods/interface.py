@@ -80,7 +80,7 @@ class Forward:
   views: indices into the step's views (0 = v, 1 = v').
   shuffle: shuffle BN (MoCo's key encoder): the network sees its device's chunk of a permutation of
     the global batch (the step's `permutation`, one for all devices) and its outputs are put back
-    into the original order before the loss (methods/contrastive.py shuffle_to_devices).
+    into the original order before the loss (methods/common.py shuffle_to_devices).
   """
   network: str
   trainable: bool
