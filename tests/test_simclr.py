@@ -72,7 +72,9 @@ def test_research_step_in_float64_is_the_official_loss_and_gradient():
 
     ours, vjp = jax.vjp(forward, s64.student.params)
   for i in (0, 1):
-    np.testing.assert_array_equal(np.asarray(ours[i]), np.asarray(r.outputs["student"][i]["projection"]))
+    # The step's compiled forward fuses differently from this one: float64 rounding apart, the same values.
+    np.testing.assert_allclose(np.asarray(ours[i]), np.asarray(r.outputs["student"][i]["projection"]),
+                               rtol=1e-12, atol=1e-14)
   z1, z2 = (torch.tensor(np.asarray(z), dtype=torch.float64, requires_grad=True) for z in ours)
   loss, logits_a = official_loss(z1, z2, c.simclr.temperature)
   loss.backward()

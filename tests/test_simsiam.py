@@ -70,7 +70,8 @@ def test_research_step_in_float64_is_the_official_loss_gradient_and_update():
   for a, b in zip(ours, [r.outputs["student"][0]["predictions"][simsiam.HEAD],
                          r.outputs["student"][1]["predictions"][simsiam.HEAD],
                          r.outputs["student"][0]["projection"], r.outputs["student"][1]["projection"]]):
-    np.testing.assert_array_equal(np.asarray(a), np.asarray(b))  # the outputs the step returns are the forward's
+    # The outputs the step returns are the forward's (its compiled fusions differ: float64 rounding apart).
+    np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-12, atol=1e-14)
   p1, p2, z1, z2 = torch_leaves(*ours)
   loss = official_loss(p1, p2, z1, z2)
   loss.backward()
