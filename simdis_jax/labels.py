@@ -22,7 +22,8 @@ METHOD_TARGETS = {name: methods.about(name).targets for name in methods.METHODS 
 # The methods that train a student from a teacher network (model.teacher describes it).
 TEACHER_METHODS = tuple(name for name in methods.METHODS if methods.about(name).teacher != "none")
 
-# The paper's Figure 3 order of the methods (top-1 vs epochs per method); other labels follow, by name.
+# The paper's Figure 3 order of the methods (top-1 vs epochs per method); other labels follow, by name. The
+# paper's, not the registry's (About.order puts BYOL first and MoCo-v2 fifth), and with the "-7v" labels.
 FIGURE3_ORDER = ("MoCo-v2", "BYOL", "SEED", "SimDis-Off", "SimDis-Off-7v", "SimDis-On", "SimDis-On-7v", "Supervised")
 
 

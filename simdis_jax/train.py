@@ -1,9 +1,10 @@
 """train_and_evaluate(config, workdir): one SimDis / BYOL pretraining run, top to bottom."""
 
 import collections
+import dataclasses
 import logging
 import time
-from typing import Dict, Optional
+from typing import Any, Dict, NamedTuple, Optional, Tuple
 
 import jax
 import ml_collections
@@ -101,8 +102,46 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
       raise
 
 
+class _Run(NamedTuple):
+  """A run's parts, built once before its first step (_set_up): what its loop and its end read."""
+  config: ml_collections.ConfigDict
+  workdir: str
+  mgr: Any                # its checkpoint manager
+  mesh: Any
+  dataset: Any
+  lengths: Dict[str, int]  # runs.schedule_lengths
+  networks: Any
+  train_step: Any
+  run_info: Dict[str, Any]  # run_info.json as written; the loop adds step_flops
+  is_main: bool
+
+  @property
+  def total_steps(self) -> int:
+    return self.lengths["total_steps"]
+
+
+@dataclasses.dataclass
+class _Loop:
+  """Where the training loop got to: what the run's end reports."""
+  state: Any
+  start_step: int
+  t0: float                # when this process's training started (after the initial kNN)
+  time_before: float = 0.0  # training seconds of earlier processes
+  images_seen: int = 0
+  metrics: Any = None      # the last step's
+  final: Dict[str, float] = dataclasses.field(default_factory=dict)
+
+
 def _train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
                         stop_after_steps: Optional[int]) -> Dict[str, float]:
+  run, state = _set_up(config, workdir)
+  writer = workdir_files.metric_writer(workdir, run.is_main)
+  loop = _train(run, state, writer, stop_after_steps)
+  return _finish(run, loop)
+
+
+def _set_up(config: ml_collections.ConfigDict, workdir: str) -> Tuple[_Run, Any]:
+  """Mesh, data, networks, the state (restored, or new with its offline teacher), run_info.json, the step."""
   config = adopt_offline_teacher(config)  # an offline teacher's network (and inputs) come with its run
   mgr = checkpoint.manager(workdir, config.train.keep_checkpoints)
   fresh_start = mgr.latest_step() is None
@@ -150,107 +189,121 @@ def _train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
 
   # --- Update step ---
   train_step = make_train_step(config, networks, tx, schedule, total_steps, mesh)
+  return _Run(config, workdir, mgr, mesh, dataset, lengths, networks, train_step, run_info, is_main), state
 
-  # --- Metrics and periodic actions ---
-  writer = workdir_files.metric_writer(workdir, is_main)
+
+def _evaluate(run: _Run, state, writer, step: int, record: bool = True) -> Dict[str, float]:
+  """kNN of the state's networks at `step`, said on the console and (if `record`) written as metrics."""
+  results = run_knn(run.config, run.networks, state, run.dataset, run.mesh)
+  if results:
+    console.say(f"step {step}: kNN top-1 " + ", ".join(f"{k.split('/')[-1]} {v:.1f}%" for k, v in results.items()))
+  if results and record:  # no kNN networks: no empty metrics line
+    writer.write_scalars(step, results)
+    workdir_files.append_metrics(run.workdir, step, results, run.is_main)
+  return results
+
+
+def _train(run: _Run, state, writer, stop_after_steps: Optional[int]) -> _Loop:
+  """The training loop from the state's step: logs, checkpoints, kNN, a preemption's stop; then the saves finish."""
+  config, mgr, total_steps = run.config, run.mgr, run.total_steps
   start_step = int(state.step)
   hooks = []
-  if is_main:
+  if run.is_main:
     hooks.append(periodic_actions.ReportProgress(num_train_steps=total_steps, writer=writer,
                                                  every_steps=config.train.log_every_steps))
   last_saved = mgr.latest_step()
   verified = last_saved is None or checkpoint.has_checksums(mgr, last_saved)  # restored with its CRCs
 
-  def evaluate(step, record=True):
-    results = run_knn(config, networks, state, dataset, mesh)
-    if results:
-      console.say(f"step {step}: kNN top-1 " + ", ".join(f"{k.split('/')[-1]} {v:.1f}%" for k, v in results.items()))
-    if results and record:  # no kNN networks: no empty metrics line
-      writer.write_scalars(step, results)
-      workdir_files.append_metrics(workdir, step, results, is_main)
-    return results
-
-  final = {}
   # A SIGTERM from here on (the first kNN included) is honoured at the next step boundary.
   preemption = checkpoint.PreemptionWatch()
-  t0, images_seen, metrics = time.time(), 0, None
-  time_before = _previous_train_time(workdir, start_step)  # training seconds of earlier processes
+  loop = _Loop(state, start_step, time.time())
+  loop.time_before = _previous_train_time(run.workdir, start_step)  # training seconds of earlier processes
   in_flight = collections.deque()
   progress = console.Progress(total_steps, start_step, config.train.batch_size)  # prints only from the CLI
   try:
     if start_step == 0 and config.knn.networks:
-      final.update({f"{k}_init": v for k, v in evaluate(0).items()})
-      t0 = time.time()
+      loop.final.update({f"{k}_init": v for k, v in _evaluate(run, loop.state, writer, 0).items()})
+      loop.t0 = time.time()
 
     # --- Loop ---
-    for step, images, labels in dataset.train_batches(config.seed, start_step, config.train.batch_size, mesh):
+    for step, images, labels in run.dataset.train_batches(config.seed, start_step, config.train.batch_size, run.mesh):
       if step >= total_steps or (stop_after_steps is not None and step >= stop_after_steps):
         break
       if step == start_step:  # several hosts: start the first step together, each with its executable
-        run_info["step_flops"] = flops.step_flops(config, mesh, state, images, labels, train_step)
-        workdir_files.write_json(workdir, RUN_INFO_FILE, run_info, is_main)
-        parallel.compile_together(train_step, state, images, labels, name="train_step")
-      state, metrics = train_step(state, images, labels)
+        run.run_info["step_flops"] = flops.step_flops(config, run.mesh, loop.state, images, labels, run.train_step)
+        workdir_files.write_json(run.workdir, RUN_INFO_FILE, run.run_info, run.is_main)
+        parallel.compile_together(run.train_step, loop.state, images, labels, name="train_step")
+      loop.state, loop.metrics = run.train_step(loop.state, images, labels)
       # Dispatch at most MAX_STEPS_IN_FLIGHT steps ahead of the device: otherwise the host loop can
       # queue dozens of steps, and a SIGTERM's "next step boundary" would come only after all of them.
-      in_flight.append(metrics["loss"])
+      in_flight.append(loop.metrics["loss"])
       if len(in_flight) > MAX_STEPS_IN_FLIGHT:
         in_flight.popleft().block_until_ready()
-      images_seen += config.train.batch_size
+      loop.images_seen += config.train.batch_size
       done = step + 1
       for hook in hooks:
         hook(done)
       if done % config.train.log_every_steps == 0 or done == total_steps:
-        values = {k: float(v) for k, v in jax.device_get(metrics).items()}
-        checkpoint.check_finite_metrics(done, values, last_saved, DIVERGED_ADVICE, verified)
-        values["images_per_sec"] = images_seen / max(time.time() - t0, 1e-9)
-        values["epoch"] = done / lengths["steps_per_epoch"]
-        values["train_time_s"] = time_before + time.time() - t0
-        if getattr(dataset, "stats", None):
-          values["input/skipped_images"] = dataset.stats["skipped"]
-        writer.write_scalars(done, values)
-        workdir_files.append_metrics(workdir, done, values, is_main)
-        progress.loss = values["loss"]
+        progress.loss = _log_step(run, loop, writer, done, last_saved, verified)
       progress.update(done)
       preempted = preemption.reached(done)  # every process gets the same answer at the same step
       if (done % config.train.checkpoint_every_steps == 0 or done == total_steps
           or done == stop_after_steps or preempted):
         # Never save a state holding NaN/Inf (checkpoint.save checks every array): the last good one survives.
-        checkpoint.save_finite(mgr, done, state, last_saved, DIVERGED_ADVICE, force=preempted, verified=verified)
+        checkpoint.save_finite(mgr, done, loop.state, last_saved, DIVERGED_ADVICE, force=preempted, verified=verified)
         last_saved, verified = done, True
       if preempted:
-        raise checkpoint.Preempted(done, workdir)
+        raise checkpoint.Preempted(done, run.workdir)
       if done == total_steps or (config.train.knn_every_steps and done % config.train.knn_every_steps == 0):
-        final.update(evaluate(done))
+        loop.final.update(_evaluate(run, loop.state, writer, done))
   finally:
     # Whatever stopped the loop (a preemption included), finish the asynchronous saves already started.
     preemption.close()
     writer.flush()
     checkpoint.finish(mgr)  # a save that ran out of disk: one line
+  return loop
 
-  if metrics is not None:
-    final.update({k: float(v) for k, v in jax.device_get(metrics).items()})
+
+def _log_step(run: _Run, loop: _Loop, writer, done: int, last_saved: Optional[int], verified: bool) -> float:
+  """The metrics line of step `done` (after the divergence check), written; its loss."""
+  values = {k: float(v) for k, v in jax.device_get(loop.metrics).items()}
+  checkpoint.check_finite_metrics(done, values, last_saved, DIVERGED_ADVICE, verified)
+  values["images_per_sec"] = loop.images_seen / max(time.time() - loop.t0, 1e-9)
+  values["epoch"] = done / run.lengths["steps_per_epoch"]
+  values["train_time_s"] = loop.time_before + time.time() - loop.t0
+  if getattr(run.dataset, "stats", None):
+    values["input/skipped_images"] = run.dataset.stats["skipped"]
+  writer.write_scalars(done, values)
+  workdir_files.append_metrics(run.workdir, done, values, run.is_main)
+  return values["loss"]
+
+
+def _finish(run: _Run, loop: _Loop) -> Dict[str, float]:
+  """The final metrics: the last step's, a supervised run's classifier, kNN; summary.json and the closing line."""
+  config, state, total_steps, final = run.config, loop.state, run.total_steps, loop.final
+  if loop.metrics is not None:
+    final.update({k: float(v) for k, v in jax.device_get(loop.metrics).items()})
   if methods.about(config.method).needs_labels and int(state.step) >= total_steps:
     # The supervised network's own classifier on the held-out split (the linear protocol is final_eval's).
     variables = {"params": state.student.params, "batch_stats": state.student.batch_stats}
     final["classifier_top1"] = supervised_top1.classifier_top1(
-        networks.student, variables, dataset, config.data.augment, config.data.image_size, mesh,
+        run.networks.student, variables, run.dataset, config.data.augment, config.data.image_size, run.mesh,
         config.knn.eval_examples, config.knn.batch_size, config.seed)
     console.say(f"classifier top-1 on the held-out split: {final['classifier_top1']:.2f}%")
-  if start_step >= total_steps:
-    logging.info("Run in %s had already finished (step %d of %d).", workdir, start_step, total_steps)
-    final.update(evaluate(total_steps, record=False))  # its row is in metrics.jsonl already
-  wall = time.time() - t0
+  if loop.start_step >= total_steps:
+    logging.info("Run in %s had already finished (step %d of %d).", run.workdir, loop.start_step, total_steps)
+    final.update(_evaluate(run, state, None, total_steps, record=False))  # its row is in metrics.jsonl already
+  wall = time.time() - loop.t0
   final["train_wall_time_s"] = wall
   reached = int(state.step)
-  if is_main and reached >= total_steps and images_seen:
+  if run.is_main and reached >= total_steps and loop.images_seen:
     # Wall time and images/s cover the process that finished the run (from its start step).
-    workdir_files.write_json(workdir, SUMMARY_FILE, {
-        **final, "images_seen": images_seen, "images_per_sec": images_seen / max(wall, 1e-9),
-        "train_time_s": time_before + wall, "step_flops": run_info.get("step_flops"),
-        "start_step": start_step, "steps": reached, "total_steps": total_steps,
-        "epochs": reached / lengths["steps_per_epoch"]}, indent=2)
-  if is_main:
+    workdir_files.write_json(run.workdir, SUMMARY_FILE, {
+        **final, "images_seen": loop.images_seen, "images_per_sec": loop.images_seen / max(wall, 1e-9),
+        "train_time_s": loop.time_before + wall, "step_flops": run.run_info.get("step_flops"),
+        "start_step": loop.start_step, "steps": reached, "total_steps": total_steps,
+        "epochs": reached / run.lengths["steps_per_epoch"]}, indent=2)
+  if run.is_main:
     summary = ", ".join(f"{k}={v:.2f}" for k, v in sorted(final.items()) if k.startswith("knn"))
     status = "Finished" if reached >= total_steps else f"Stopped at step {reached} of {total_steps}:"
     what = methods.describe_targets(config)

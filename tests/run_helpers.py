@@ -1,7 +1,9 @@
 """Runs shared by several test modules: the tiny config's (multi-host and fault tests, in-process and as real
-processes), and the trained BYOL run of the learning tests (tests/conftest.py's byol_teacher fixture)."""
+processes), the trained BYOL run of the learning tests (tests/conftest.py's byol_teacher fixture), and a method's
+tiny config and fresh train state (the research-step tests of SimCLR and SimSiam)."""
 
 import contextlib
+import functools
 import json
 import os
 import signal
@@ -13,15 +15,18 @@ from typing import NamedTuple
 from unittest import mock
 
 import jax
+import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
 from conftest import tiny_config, xla_flags
-from simdis_jax import checkpoint, configuration, parallel, runs, train
+from simdis_jax import checkpoint, config_files, configuration, methods, parallel, runs, train
+from simdis_jax.state import build_networks, create_train_state
 from simdis_jax import workdir as workdir_files
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CONFIG = os.path.join(ROOT, "tests", "tiny_cli_config.py")
+IMAGE_SHAPE = (16, 16, 1)  # the tiny config's images (Fashion-MNIST at image_size 16)
 _BASELINE = {}
 _LOGS = {}
 
@@ -232,3 +237,26 @@ def wait_for(predicate, procs, timeout=240, poll=0.005):
 def send(proc, sig=signal.SIGTERM):
   """Sends a signal to one process by its id."""
   os.kill(proc.pid, sig)
+
+
+def tiny_method_config(method, recipe, proj_dim):
+  """tiny_config as `method` after its recipe (one epoch), 10 steps, heads 32/proj_dim and the tiny augmentation;
+  not validated: the caller sets its own keys, then validates."""
+  c = tiny_config(method, "byol")
+  recipe(c, epochs=1.0)
+  c.model.student.hidden_dim, c.model.student.proj_dim = 32, proj_dim
+  c.train.steps = 10
+  c.data.augment = tiny_config().data.augment
+  return c
+
+
+def fresh_state(config):
+  """A new float32 train state of `config` (unsharded), its optimizer the method's at a constant rate 0.1."""
+  nets = build_networks(config)
+  tx = methods.make_optimizer(config, lambda step: jnp.asarray(0.1))
+  return jax.jit(functools.partial(create_train_state, config, nets, tx, IMAGE_SHAPE))()
+
+
+def shipped_config(spec):
+  """get_config() of a shipped config file, 'path[:arg]' relative to the repository (as --config takes it)."""
+  return config_files.load_config(os.path.join(ROOT, spec))

@@ -7,7 +7,7 @@ import signal
 import pytest
 
 import run_helpers
-import test_reliability
+import test_checkpoint
 import tiny_cli_config
 from conftest import requires_fashion_mnist
 from simdis_jax import checkpoint, lock, parallel, train
@@ -38,9 +38,9 @@ def test_damaged_checkpoints_of_a_run_resume_from_the_intact_step_and_end_as_the
                                                                                                     tmp_path):
   workdir = str(tmp_path / "run")
   shutil.copytree(baseline, workdir)
-  test_reliability.truncate(workdir, K)
+  test_checkpoint.truncate(workdir, K)
   os.remove(f"{workdir}/checkpoints/{K - 1}/default/_METADATA")
-  test_reliability.flip_bit(workdir, K - 2)
+  test_checkpoint.flip_bit(workdir, K - 2)
   proc = run_helpers.start(workdir, devices=4, extra=["--verbosity=0"])
   (code,), (out,) = run_helpers.finish([proc])
   assert code == 0, out

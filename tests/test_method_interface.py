@@ -6,13 +6,13 @@ import pathlib
 
 import flax
 import jax
-import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from simdis_jax import checkpoint, configuration, methods, parallel
+from simdis_jax import checkpoint, configuration, methods
 from simdis_jax.methods import interface
-from test_moco_seed import BATCH, build, moco_config
+from test_moco_seed import (BATCH, TrainStateBeforeQueues, assert_next_step_is_the_same, build, moco_config,
+                            save_and_restore)
 from test_step import host, images
 
 PACKAGE = pathlib.Path(__file__).resolve().parent.parent / "simdis_jax"
@@ -98,15 +98,8 @@ def test_the_base_config_holds_each_methods_section():
 
 
 @flax.struct.dataclass
-class TrainStateWithQueue:
+class TrainStateWithQueue(TrainStateBeforeQueues):
   """TrainState as it was when MoCo-v2's and SEED's state was the field `queue` (the tree their checkpoints hold)."""
-  step: jnp.ndarray
-  rng: jnp.ndarray
-  student: object
-  teacher: object
-  opt_state: object
-  probe: object = None
-  probe_opt_state: object = None
   queue: object = None
 
 
@@ -117,19 +110,11 @@ def test_a_moco_checkpoint_written_with_the_queue_field_restores_into_method_sta
     state, _ = step(state, *images(mesh, BATCH, seed=i))
   old = TrainStateWithQueue(state.step, state.rng, state.student, state.teacher, state.opt_state, state.probe,
                             state.probe_opt_state, state.method_state)
-  mgr = checkpoint.manager(str(tmp_path))
-  checkpoint.save(mgr, 2, old)  # with its per-array checksums, named as the old tree names them
-  mgr.wait_until_finished()
+  restored = save_and_restore(str(tmp_path), 2, old, create, mesh)  # the checksums name the old tree's arrays
   assert "queue/queue" in open(os.path.join(tmp_path, checkpoint.CHECKSUM_DIR, "2.json")).read()
-  restored = checkpoint.restore_latest(mgr, parallel.replicated_abstract(jax.eval_shape(create), mesh))
-  mgr.close()
   assert type(restored).__name__ == "TrainState" and set(restored.method_state) == {"queue", "ptr"}
   np.testing.assert_array_equal(host(restored.method_state["queue"]), host(state.method_state["queue"]))
   assert int(restored.method_state["ptr"]) == int(state.method_state["ptr"]) == 0  # 2 batches of 16 in 32 slots
   for a, b in zip(jax.tree.leaves(restored), jax.tree.leaves(state)):
     np.testing.assert_array_equal(host(a), host(b))
-  # The next step from the restored state is the same step.
-  x, y = images(mesh, BATCH, seed=9)
-  a, _ = step(state, x, y)
-  b, _ = step(restored, x, y)
-  np.testing.assert_array_equal(host(a.method_state["queue"]), host(b.method_state["queue"]))
+  assert_next_step_is_the_same(step, mesh, state, restored)

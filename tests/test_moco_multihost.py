@@ -12,7 +12,7 @@ import run_helpers
 from conftest import requires_fashion_mnist, xla_flags
 from simdis_jax import parallel
 from simdis_jax import runs as run_lib
-from simdis_jax.methods import contrastive
+from simdis_jax.methods import common
 
 pytestmark = requires_fashion_mnist
 STEPS = 2
@@ -63,7 +63,7 @@ def test_two_processes_enqueue_the_keys_of_both(tmp_path):
   # Both halves equal the one-process run's keys (which gathers both devices in one process) ...
   np.testing.assert_allclose(q2[:STEPS * BATCH], q1[:STEPS * BATCH], rtol=2e-4, atol=2e-5)
   # ... and no half is still the initial queue's rows: the keys of both processes went in.
-  initial = np.asarray(contrastive.init_queue(jax.random.fold_in(jax.random.PRNGKey(0), 17), 64, q2.shape[1]))
+  initial = np.asarray(common.init_queue(jax.random.fold_in(jax.random.PRNGKey(0), 17), 64, q2.shape[1]))
   np.testing.assert_allclose(q2[STEPS * BATCH:], initial[STEPS * BATCH:], atol=1e-6)  # rows not reached yet
   for start_row in range(0, STEPS * BATCH, BATCH // 2):  # each process's half of each batch
     rows = slice(start_row, start_row + BATCH // 2)

@@ -89,24 +89,38 @@ def test_queue_holds_the_last_keys_in_their_slots_and_shuffle_bn_permutes_the_ke
   assert not np.allclose(queue[BATCH:], initial[BATCH:], atol=1e-2)
 
 
+def restore(mgr, create, mesh):
+  """The latest checkpoint of `mgr` restored replicated on `mesh` as the tree `create` makes; closes `mgr`."""
+  restored = checkpoint.restore_latest(mgr, parallel.replicated_abstract(jax.eval_shape(create), mesh))
+  mgr.close()
+  return restored
+
+
+def save_and_restore(workdir, step, state, create, mesh):
+  """`state` saved as checkpoint `step` in `workdir` (with its per-array checksums), then restored."""
+  mgr = checkpoint.manager(workdir)
+  checkpoint.save(mgr, step, state)
+  mgr.wait_until_finished()
+  return restore(mgr, create, mesh)
+
+
+def assert_next_step_is_the_same(step, mesh, state, restored):
+  """The next step from the restored state is the same step: the queues after it are equal."""
+  x, y = images(mesh, BATCH, seed=9)
+  a, _ = step(state, x, y)
+  b, _ = step(restored, x, y)
+  np.testing.assert_array_equal(host(a.queue["queue"]), host(b.queue["queue"]))
+
+
 def test_queue_restores_exactly_after_a_save(tmp_path):
   c = moco_config(shuffle_bn=True, queue=2 * BATCH)
   mesh, _, create, state, step = build(c, devices=2)
   for i in range(3):
     state, _ = step(state, *images(mesh, BATCH, seed=i))
-  mgr = checkpoint.manager(str(tmp_path))
-  checkpoint.save(mgr, 3, state)
-  mgr.wait_until_finished()
-  abstract = parallel.replicated_abstract(jax.eval_shape(create), mesh)
-  restored = checkpoint.restore_latest(mgr, abstract)
-  mgr.close()
+  restored = save_and_restore(str(tmp_path), 3, state, create, mesh)
   np.testing.assert_array_equal(host(restored.queue["queue"]), host(state.queue["queue"]))
   assert int(restored.queue["ptr"]) == int(state.queue["ptr"]) == BATCH
-  # The next step from the restored state is the same step.
-  x, y = images(mesh, BATCH, seed=9)
-  a, _ = step(state, x, y)
-  b, _ = step(restored, x, y)
-  np.testing.assert_array_equal(host(a.queue["queue"]), host(b.queue["queue"]))
+  assert_next_step_is_the_same(step, mesh, state, restored)
 
 
 @flax.struct.dataclass
@@ -130,8 +144,7 @@ def test_a_byol_checkpoint_written_before_the_queue_field_restores(tmp_path):
   mgr = checkpoint.manager(str(tmp_path))
   mgr.save(1, args=checkpoint.ocp.args.StandardSave(old))
   mgr.wait_until_finished()
-  restored = checkpoint.restore_latest(mgr, parallel.replicated_abstract(jax.eval_shape(create), mesh))
-  mgr.close()
+  restored = restore(mgr, create, mesh)
   assert restored is not None and restored.queue is None
   for a, b in zip(jax.tree.leaves(restored.student), jax.tree.leaves(state.student)):
     np.testing.assert_array_equal(np.asarray(a), np.asarray(b))

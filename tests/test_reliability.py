@@ -1,17 +1,13 @@
-"""Nothing lost, nothing misleading: damaged checkpoints, NaN, two runs on one workdir, clear one-line errors."""
+"""Nothing lost, nothing misleading: divergence, resumes, damaged data, clear one-line errors (a checkpoint's own
+cases are in tests/test_checkpoint.py, the workdir lock's in tests/test_lock.py)."""
 
-import glob
-import json
 import os
 import shlex
 import shutil
 import subprocess
 import sys
 
-import jax
-import jax.numpy as jnp
 import numpy as np
-import orbax.checkpoint as ocp
 import pytest
 from absl import flags
 from ml_collections import config_flags
@@ -19,143 +15,11 @@ from ml_collections import config_flags
 import run_helpers
 import tiny_cli_config
 from conftest import requires_fashion_mnist
-from simdis_jax import checkpoint, lock, resume, train
+from simdis_jax import checkpoint, resume, train
 from simdis_jax import runs as runs_lib
 from simdis_jax import workdir as workdir_files
 from simdis_jax.data import fashion_mnist
-
-
-def _state(scale=1.0, width=64):
-  rng = np.random.default_rng(0)
-  return {"w": jnp.asarray(rng.normal(size=(width, 300)).astype(np.float32) * scale),
-          "bn": {"var": jnp.ones((width,)), "mean": jnp.zeros((width,))}, "step": jnp.int32(0)}
-
-
-def _abstract(state):
-  return jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype), state)
-
-
-def _saved(workdir, steps=(1, 2, 3, 4, 5)):
-  """A workdir with one small random state per step (state of step s = _state(s))."""
-  mgr = checkpoint.manager(workdir, keep=10)
-  for s in steps:
-    checkpoint.save(mgr, s, _state(s))
-  mgr.wait_until_finished()
-  return mgr
-
-
-def _largest_data_file(workdir, step):
-  return max(glob.glob(f"{workdir}/checkpoints/{step}/default/ocdbt.process_0/d/*"), key=os.path.getsize)
-
-
-def truncate(workdir, step):
-  path = _largest_data_file(workdir, step)
-  with open(path, "r+b") as f:
-    f.truncate(os.path.getsize(path) // 2)
-
-
-def flip_bit(workdir, step):
-  path = _largest_data_file(workdir, step)
-  data = bytearray(open(path, "rb").read())
-  data[len(data) // 2] ^= 0x40
-  open(path, "wb").write(bytes(data))
-
-
-DAMAGE = {
-    "truncated array file": (truncate, "unreadable"),
-    "deleted _METADATA": (lambda w, s: os.remove(f"{w}/checkpoints/{s}/default/_METADATA"), "unreadable metadata"),
-    "deleted manifest.ocdbt": (lambda w, s: os.remove(f"{w}/checkpoints/{s}/default/manifest.ocdbt"), "unreadable"),
-    "bit flip": (flip_bit, "checksum mismatch"),
-}
-
-
-def test_a_bit_flip_restores_silently_in_orbax_itself(tmp_path):
-  """Why the CRC record exists: orbax reads a flipped bit in an array file back without complaint."""
-  mgr = _saved(str(tmp_path), steps=(1,))
-  flip_bit(str(tmp_path), 1)
-  restored = mgr.restore(1, args=ocp.args.StandardRestore(_abstract(_state())))
-  assert not np.array_equal(np.asarray(restored["w"]), np.asarray(_state(1)["w"]))
-
-
-@pytest.mark.parametrize("damage", sorted(DAMAGE))
-def test_a_damaged_latest_checkpoint_falls_back_to_the_newest_intact_step(tmp_path, damage, caplog):
-  workdir = str(tmp_path)
-  mgr = _saved(workdir)
-  harm, reason = DAMAGE[damage]
-  harm(workdir, 5)
-  harm(workdir, 4)
-  restored = checkpoint.restore_latest(mgr, _abstract(_state()))
-  np.testing.assert_array_equal(restored["w"], _state(3)["w"])
-  assert f"step 5: {reason}" in caplog.text and f"step 4: {reason}" in caplog.text
-  # The damaged steps are moved aside (kept, not deleted), so training saves steps 4 and 5 anew.
-  assert mgr.all_steps() == [1, 2, 3]
-  assert sorted(os.listdir(glob.glob(f"{workdir}/{checkpoint.DAMAGED_DIR}/*")[0])) == [
-      "4", "4.checksums.json", "5", "5.checksums.json"]
-  checkpoint.save(mgr, 4, _state(4))
-  mgr.wait_until_finished()
-
-
-def test_a_checkpoint_of_another_model_is_a_mismatch_not_damage(tmp_path):
-  mgr = _saved(str(tmp_path), steps=(1, 2))
-  with pytest.raises(checkpoint.CheckpointMismatch,
-                     match=r"step 2 .* another model/method/optimizer: 3 arrays of other shapes \(e.g. bn/mean: "
-                           r"checkpoint \(64,\), this run \(32,\)\)"):
-    checkpoint.restore_latest(mgr, _abstract(_state(width=32)))
-  assert mgr.all_steps() == [1, 2]  # nothing moved
-
-
-def test_every_step_damaged_is_one_clear_error_and_nothing_is_moved(tmp_path):
-  workdir = str(tmp_path)
-  mgr = _saved(workdir, steps=(1, 2))
-  truncate(workdir, 1)
-  flip_bit(workdir, 2)
-  with pytest.raises(checkpoint.NoIntactCheckpoint, match=r"step 2: checksum mismatch .*step 1: unreadable"):
-    checkpoint.restore_latest(mgr, _abstract(_state()))
-  assert mgr.all_steps() == [1, 2]
-
-
-def test_a_chosen_step_is_verified_too_and_a_damaged_one_names_the_others(tmp_path):
-  """runs.restore (teacher, kNN, linear evaluation, export) reads one given step: damage is an error, never used."""
-  workdir = str(tmp_path)
-  mgr = _saved(workdir, steps=(1, 2, 3))
-  flip_bit(workdir, 2)
-  np.testing.assert_array_equal(checkpoint.restore_step(mgr, 3, _abstract(_state()))["w"], _state(3)["w"])
-  with pytest.raises(checkpoint.NoIntactCheckpoint,
-                     match=r"step 2 .* is damaged: checksum mismatch .* Its other steps are \[1, 3\]\."):
-    checkpoint.restore_step(mgr, 2, _abstract(_state()))
-  with pytest.raises(checkpoint.CheckpointMismatch, match=r"step 3 .* does not hold this run's networks"):
-    checkpoint.restore_step(mgr, 3, _abstract(_state(width=32)))
-  assert mgr.all_steps() == [1, 2, 3]  # nothing moved: a chosen step is the user's to replace
-
-
-def test_a_non_finite_state_is_never_saved(tmp_path):
-  mgr = checkpoint.manager(str(tmp_path))
-  bad = _state()
-  bad["bn"]["var"] = bad["bn"]["var"].at[3].set(jnp.inf)
-  with pytest.raises(FloatingPointError, match=r"step 7 holds NaN/Inf in 1 arrays \(e.g. bn/var\)"):
-    checkpoint.save(mgr, 7, bad)
-  mgr.wait_until_finished()
-  assert mgr.all_steps() == []
-
-
-def test_a_second_run_on_a_locked_workdir_is_refused_and_a_stale_lock_is_taken_over(tmp_path, caplog):
-  workdir = str(tmp_path)
-  sleeper = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
-  try:
-    with open(os.path.join(workdir, lock.LOCK_FILE), "w") as f:
-      json.dump({"host": os.uname().nodename, "pid": sleeper.pid, "since": "then"}, f)
-    with pytest.raises(lock.WorkdirLocked, match=rf"Another run \(pid {sleeper.pid} on .*\) is using {workdir}"):
-      lock.acquire(workdir)
-  finally:
-    sleeper.kill()
-    sleeper.wait()
-  with lock.held(workdir) as path:  # the holder is dead now: reported and taken over
-    assert json.load(open(path))["pid"] == os.getpid()
-    with lock.held(workdir):  # re-entrant in the holding process
-      pass
-    assert os.path.exists(path)
-  assert not os.path.exists(path)
-  assert f"stale lock {path} of process {sleeper.pid}" in caplog.text
+from test_checkpoint import saved
 
 
 def test_resume_advice_is_a_flag_that_parses(tmp_path):
@@ -223,7 +87,7 @@ def test_an_unknown_config_key_or_an_empty_workdir_is_one_line_naming_the_fix(tm
 
 
 def test_knn_of_a_missing_step_lists_the_steps(tmp_path):
-  _saved(str(tmp_path), steps=(1, 2))
+  saved(str(tmp_path), steps=(1, 2))
   proc = _cli("--workdir", str(tmp_path), "--step", "999", module="simdis_jax.evaluation.knn")
   assert proc.returncode == 2 and "Traceback" not in proc.stderr
   assert f"knn: {tmp_path} has no checkpoint at step 999; its steps are [1, 2]." in proc.stderr
@@ -266,74 +130,14 @@ def test_the_final_table_puts_the_raw_pixel_baselines_beside_the_figures(tmp_pat
                                      "--holdout none) | 85.7 | 83.1 |"]
 
 
-# ---------------------------------------------------------------- one verified restore for every reader
-
-
-def test_a_step_without_checksums_is_restored_as_unverified_in_one_line_never_called_verified(tmp_path, caplog):
-  """As for a checkpoint written before checksums existed: a bit flip cannot be seen, so it is said, not hidden."""
-  workdir = str(tmp_path)
-  mgr = _saved(workdir, steps=(1, 2))
-  os.remove(f"{workdir}/{checkpoint.CHECKSUM_DIR}/2.json")
-  flip_bit(workdir, 2)
-  checkpoint.restore_latest(mgr, _abstract(_state()))
-  lines = [r.getMessage() for r in caplog.records if "UNVERIFIED" in r.getMessage()]
-  assert len(lines) == 1 and "step 2" in lines[0] and "no checksum file" in lines[0]
-  assert not checkpoint.has_checksums(mgr, 2) and checkpoint.has_checksums(mgr, 1)
-  stop = str(checkpoint.diverged(7, "Non-finite metrics", 2, train.DIVERGED_ADVICE, verified=False))
-  assert "verified finite" not in stop and "restored UNVERIFIED (no checksum file): it may be damaged" in stop
-
-
-@pytest.mark.parametrize("harm", ["truncated", "deleted arrays"])
-def test_a_damaged_checksum_file_is_a_damaged_step_and_the_run_falls_back(tmp_path, caplog, harm):
-  workdir = str(tmp_path)
-  mgr = _saved(workdir, steps=(1, 2, 3))
-  path = f"{workdir}/{checkpoint.CHECKSUM_DIR}/3.json"
-  text = open(path).read()
-  open(path, "w").write(text[:len(text) // 2] if harm == "truncated" else "[1, 2]")
-  restored = checkpoint.restore_latest(mgr, _abstract(_state()))
-  np.testing.assert_array_equal(restored["w"], _state(2)["w"])
-  warnings = [r.getMessage() for r in caplog.records if r.levelname == "WARNING" and "skipping" in r.getMessage()]
-  assert len(warnings) == 1 and f"step 3: its checksum file {path} is unreadable" in warnings[0]
-  assert mgr.all_steps() == [1, 2]
-
-
-def test_readers_walk_back_past_a_bit_flip_with_one_warning_and_list_the_steps_of_a_missing_one(tmp_path, caplog):
-  """checkpoint.restore_verified (API, export, kNN, linear evaluation, teacher): nothing is moved in a run it reads."""
-  workdir = str(tmp_path)
-  mgr = _saved(workdir, steps=(1, 2, 3))
-  flip_bit(workdir, 3)
-  state, step = checkpoint.restore_verified(mgr, _abstract(_state()))
-  assert step == 2
-  np.testing.assert_array_equal(state["w"], _state(2)["w"])
-  warnings = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
-  assert len(warnings) == 1 and "step 3" in warnings[0] and "checksum mismatch" in warnings[0]
-  assert "using step 2, the newest intact one" in warnings[0]
-  assert mgr.all_steps() == [1, 2, 3]
-  partial = {"w": _abstract(_state())["w"]}  # one array alone, as the embedding API reads one network
-  assert checkpoint.restore_verified(checkpoint.manager(workdir), partial, partial=True)[1] == 2
-  with pytest.raises(ValueError, match=r"has no checkpoint at step 999; its steps are \[1, 2, 3\]"):
-    checkpoint.restore_verified(mgr, _abstract(_state()), 999)
-  with pytest.raises(checkpoint.NoIntactCheckpoint, match=r"step 3 .* is damaged: checksum mismatch"):
-    checkpoint.restore_verified(mgr, _abstract(_state()), 3)
-
-
 def test_a_missing_run_info_is_named_not_called_no_checkpoint(tmp_path):
   workdir = str(tmp_path)
-  _saved(workdir, steps=(1, 2, 3))
+  saved(workdir, steps=(1, 2, 3))
   workdir_files.write_config(workdir, tiny_cli_config.get_config())
   with pytest.raises(FileNotFoundError, match=r"has checkpoints \(steps \[1, 2, 3\]\) but its run_info.json is "
                                               r"missing.*--config.pretrained.allow_unfinished=True"):
     runs_lib.check_finished(workdir, "config.pretrained.workdir", allow_flag="--config.pretrained.allow_unfinished")
   assert runs_lib.check_finished(workdir, "x", allow_unfinished=True)[1] == 3
-
-
-def test_metrics_appends_survive_a_line_cut_by_a_crash(tmp_path):
-  workdir = str(tmp_path)
-  workdir_files.append_metrics(workdir, 1, {"loss": 1.5})
-  with open(tmp_path / workdir_files.METRICS_FILE, "a") as f:
-    f.write('{"step": 2, "loss": 1.')  # kill -9 mid-write
-  workdir_files.append_metrics(workdir, 3, {"loss": 0.5})
-  assert workdir_files.read_metrics(workdir) == {1: {"loss": 1.5}, 3: {"loss": 0.5}}
 
 
 def test_a_resume_under_an_allowed_change_keeps_each_segments_config(tmp_path):
@@ -371,43 +175,3 @@ def test_image_sizes_are_bounded_by_the_network(tmp_path):
   config.data.image_size = 8
   with pytest.raises(ValueError, match=r"use --config.data.image_size>=16 \(or --config.model.student.cifar_stem"):
     runs_lib.check_image_size(config)
-
-
-FULL_DISK = r"""
-import json, resource, signal, sys
-import numpy as np
-import jax.numpy as jnp
-from simdis_jax import checkpoint
-signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # a write past the limit fails (EFBIG) as on a full disk
-workdir = sys.argv[1]
-state = lambda seed: {"w": jnp.asarray(np.random.default_rng(seed).normal(size=(1 << 17,)).astype(np.float32))}
-mgr = checkpoint.manager(workdir, keep=5)
-checkpoint.save(mgr, 1, state(1))
-mgr.wait_until_finished()
-resource.setrlimit(resource.RLIMIT_FSIZE, (1 << 16, resource.RLIM_INFINITY))  # no file may grow past 64 KiB now
-error = None
-try:
-  checkpoint.save(mgr, 2, state(2))
-  checkpoint.save(mgr, 3, state(3))
-  checkpoint.finish(mgr)
-except OSError as e:
-  error = str(e)
-resource.setrlimit(resource.RLIMIT_FSIZE, (resource.RLIM_INFINITY, resource.RLIM_INFINITY))
-mgr = checkpoint.manager(workdir, keep=5)
-restored = checkpoint.restore_latest(mgr, {"w": jnp.zeros((1 << 17,), jnp.float32)})
-print(json.dumps({"error": error, "steps": mgr.all_steps(),
-                  "intact": bool(np.array_equal(np.asarray(restored["w"]), np.asarray(state(1)["w"])))}))
-"""
-
-
-def test_a_save_that_runs_out_of_disk_is_one_line_and_loses_nothing(tmp_path):
-  """The async save's failure (tensorstore's 1.8 KB RESOURCE_EXHAUSTED line before) is one OSError naming the fix."""
-  proc = subprocess.run([sys.executable, "-c", FULL_DISK, str(tmp_path / "w")], capture_output=True, text=True,
-                        timeout=300, cwd=run_helpers.ROOT, env=dict(os.environ, PYTHONPATH=run_helpers.ROOT))
-  assert proc.returncode == 0, proc.stderr[-3000:]
-  result = json.loads(proc.stdout.strip().splitlines()[-1])
-  assert result["error"] == (
-      f"Saving a checkpoint in {tmp_path / 'w' / 'checkpoints'} failed: a file outgrew the size limit (File too "
-      "large); the checkpoints saved before it (steps [1]) are intact. Free space (or lower "
-      "--config.train.keep_checkpoints) and run the same command to resume.")
-  assert result["steps"] == [1] and result["intact"]

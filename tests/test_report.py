@@ -322,6 +322,17 @@ def test_accuracy_series_keep_architectures_apart(tmp_path):
                     ("BYOL", "student", "kNN", "ResNet-10 w16"): [(4.0, 60.0)]}
 
 
+def test_architecture_names_each_arch_of_a_network_section():
+  resnet = {"depth": 18, "width": 64}
+  assert report.architecture(resnet) == "ResNet-18 w64"  # a section without `arch` (saved before it) is a ResNet
+  assert report.architecture(dict(resnet, arch="resnet", width=None)) == "ResNet-18"
+  assert report.architecture(dict(resnet, arch="vit_small", patch_size=8)) == "vit_small patch 8"
+  assert report.architecture(dict(resnet, arch="vit_tiny", patch_size=16)) == "vit_tiny patch 16"
+  assert report.architecture(dict(resnet, arch="mobilenet_v3_small", patch_size=16)) == "mobilenet_v3_small"
+  assert report.architecture(dict(resnet, arch="efficientnet_b0")) == "efficientnet_b0"
+  assert report.architecture({"width": 64}) == report.architecture(None) == report.MISSING == "—"
+
+
 def test_loss_panel_shows_every_curve_and_the_knn_panel_says_what_step_0_is(tmp_path):
   from simdis_jax.evaluation import figures  # pylint: disable=import-outside-toplevel
   metrics = {s: {"loss": 4.0 - s / 10, "loss_student": 4.0 - s / 10, **{f"loss_head/{v}": 2.0 for v in ALL_VIEWS}}

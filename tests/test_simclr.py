@@ -1,10 +1,7 @@
 """SimCLR: NT-Xent by hand, the research step against the official formulas in float64 (torch), negatives
 gathered over devices, SimCLR's LARS, and a SimCLR teacher inside SimDis-On."""
 
-import functools
-import importlib.util
 import math
-import os
 
 import jax
 import jax.numpy as jnp
@@ -12,32 +9,21 @@ import numpy as np
 import pytest
 import torch
 
+import run_helpers
 from conftest import tiny_config
 from simdis_jax import configuration, methods, parallel
 from simdis_jax import step as step_lib
 from simdis_jax.methods import simclr
-from simdis_jax.state import build_networks, create_train_state
+from simdis_jax.state import build_networks
 from test_step import images
 
-IMAGE_SHAPE = (16, 16, 1)
 BATCH = 16
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 def simclr_config():
-  c = tiny_config("simclr", "byol")
-  simclr.recipe(c, epochs=1.0)
-  c.model.student.hidden_dim, c.model.student.proj_dim = 32, 16
+  c = run_helpers.tiny_method_config("simclr", simclr.recipe, proj_dim=16)
   c.optim.warmup_epochs = 0.0
-  c.train.steps = 10
-  c.data.augment = tiny_config().data.augment
   return configuration.validate(c)
-
-
-def fresh_state(config):
-  nets = build_networks(config)
-  tx = methods.make_optimizer(config, lambda step: jnp.asarray(0.1))
-  return jax.jit(functools.partial(create_train_state, config, nets, tx, IMAGE_SHAPE))()
 
 
 def test_nt_xent_by_hand_on_one_hot_projections():
@@ -72,8 +58,8 @@ def official_loss(z1, z2, temperature):
 def test_research_step_in_float64_is_the_official_loss_and_gradient():
   c = simclr_config()
   rng = np.random.default_rng(0)
-  v1, v2 = rng.normal(size=(2, BATCH) + IMAGE_SHAPE)
-  state = fresh_state(c)
+  v1, v2 = rng.normal(size=(2, BATCH) + run_helpers.IMAGE_SHAPE)
+  state = run_helpers.fresh_state(c)
   with jax.enable_x64(True):
     r = step_lib.research_step(c, state, jnp.asarray(v1), jnp.asarray(v2), total_steps=10, outputs=True)
     nets = build_networks(c, dtype=jnp.float64)
@@ -86,7 +72,9 @@ def test_research_step_in_float64_is_the_official_loss_and_gradient():
 
     ours, vjp = jax.vjp(forward, s64.student.params)
   for i in (0, 1):
-    np.testing.assert_array_equal(np.asarray(ours[i]), np.asarray(r.outputs["student"][i]["projection"]))
+    # The step's compiled forward fuses differently from this one: float64 rounding apart, the same values.
+    np.testing.assert_allclose(np.asarray(ours[i]), np.asarray(r.outputs["student"][i]["projection"]),
+                               rtol=1e-12, atol=1e-14)
   z1, z2 = (torch.tensor(np.asarray(z), dtype=torch.float64, requires_grad=True) for z in ours)
   loss, logits_a = official_loss(z1, z2, c.simclr.temperature)
   loss.backward()
@@ -103,7 +91,7 @@ def test_negatives_are_gathered_over_devices_so_eight_devices_take_the_one_devic
   c = simclr_config()  # SyncBN: every device normalises over the global batch, as one device does
   nets = build_networks(c)
   tx = methods.make_optimizer(c, lambda step: jnp.asarray(0.1))
-  state = jax.device_get(fresh_state(c))
+  state = jax.device_get(run_helpers.fresh_state(c))
   results = {}
   for devices in (1, 8):
     mesh = parallel.make_mesh(jax.devices()[:devices])
@@ -145,8 +133,8 @@ def test_a_simclr_teacher_takes_only_the_views_an_ema_free_teacher_has():
     configuration.validate(teacher_config(("sema_dv", "t_dv", "tema_sv")))
   c = configuration.validate(teacher_config(("sema_dv", "t_sv", "t_dv")))
   rng = np.random.default_rng(1)
-  v1, v2 = rng.normal(size=(2, BATCH) + IMAGE_SHAPE)
-  state = fresh_state(c)
+  v1, v2 = rng.normal(size=(2, BATCH) + run_helpers.IMAGE_SHAPE)
+  state = run_helpers.fresh_state(c)
   with jax.enable_x64(True):
     r = step_lib.research_step(c, state, jnp.asarray(v1), jnp.asarray(v2), total_steps=10, outputs=True)
   assert set(r.outputs) == {"student", "student_ema", "teacher"}
@@ -158,10 +146,7 @@ def test_a_simclr_teacher_takes_only_the_views_an_ema_free_teacher_has():
 
 
 def test_the_fashion_mnist_preset_is_valid():
-  spec = importlib.util.spec_from_file_location("preset", os.path.join(ROOT, "configs/fashion_mnist/simclr.py"))
-  module = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(module)
-  c = configuration.validate(module.get_config())
+  c = configuration.validate(run_helpers.shipped_config("configs/fashion_mnist/simclr.py"))
   assert c.method == "simclr" and c.optim.name == "lars" and c.simclr.temperature == 0.2
-  c = configuration.validate(module.get_config("teacher"))
+  c = configuration.validate(run_helpers.shipped_config("configs/fashion_mnist/simclr.py:teacher"))
   assert c.method == "simdis_on" and c.teacher.method == "simclr" and "tema_dv" not in c.views

@@ -28,7 +28,7 @@ features in fast mode, one extra encoder pass in full mode).
 import functools
 import logging
 import time
-from typing import Any, Dict, Iterator, Optional, Tuple
+from typing import Any, Callable, Dict, Iterator, NamedTuple, Optional, Tuple
 
 import jax
 import ml_collections
@@ -121,6 +121,23 @@ class _Progress:
     self.mgr.close()
 
 
+class _Inputs(NamedTuple):
+  """What a linear evaluation reads: the dataset, the pretraining run and the data config resolved from it."""
+  dataset: Any
+  run_config: ml_collections.ConfigDict  # the pretraining run's config
+  pre_step: int                          # the pretraining checkpoint step to use
+  data_config: ml_collections.ConfigDict  # linear_config.resolve_data_config
+  num_train: int
+  num_eval: int
+
+
+class _Encoder(NamedTuple):
+  """The frozen pretrained encoder: its network, its variables, and the feature function with them bound."""
+  network: Any
+  variables: Any
+  feature_fn: Callable[..., Any]
+
+
 def run(config: ml_collections.ConfigDict, workdir: str, stop_after_steps: Optional[int] = None) -> Dict[str, Any]:
   """Linear evaluation as config says, resuming from <workdir>; writes and returns the results."""
   t_start = time.time()
@@ -137,15 +154,9 @@ def run(config: ml_collections.ConfigDict, workdir: str, stop_after_steps: Optio
     raise ValueError(f"config.eval.batch_size={eb} must be divisible by the number of devices "
                      f"({mesh.devices.size}) and processes ({jax.process_count()}).")
 
-  # --- Input: a dataset named here is opened first, so that a missing one says so before anything else ---
-  dataset = data_input.load_dataset(config.data) if config.data.name else None
-  run_config, pre_step = check_pretrained(config)
-  data_config = linear_config.resolve_data_config(config, run_config)
-  if dataset is None:
-    dataset = data_input.load_dataset(data_config)
-  num_train = _count(dataset, "train", data_config.train_examples)
-  num_eval = _count(dataset, "eval", data_config.eval_examples)
-  lengths = runs.schedule_lengths(config.train, num_train)
+  # --- Input: the dataset, the pretraining run, the data config resolved from both ---
+  inputs = _open_inputs(config)
+  lengths = runs.schedule_lengths(config.train, inputs.num_train)
   lengths = {k: lengths[k] for k in ("steps_per_epoch", "total_steps")}  # no warm-up here
   total = lengths["total_steps"]
 
@@ -153,35 +164,19 @@ def run(config: ml_collections.ConfigDict, workdir: str, stop_after_steps: Optio
   mgr = checkpoint.manager(workdir, config.train.keep_checkpoints)
   info = {"pretrained_workdir": workdir_files.absolute(config.pretrained.workdir), "network": config.pretrained.network,
           "weights": config.pretrained.weights, "protocol": config.protocol, "mode": config.mode,
-          "dataset": data_config.name, "requested_step": int(config.pretrained.step), "pretrained_step": pre_step}
+          "dataset": inputs.data_config.name, "requested_step": int(config.pretrained.step),
+          "pretrained_step": inputs.pre_step}
   info = _check_resume_info(workdir, info, mgr.latest_step() is not None)
-  pre_step = int(info["pretrained_step"])
+  inputs = inputs._replace(pre_step=int(info["pretrained_step"]))
 
-  # --- Frozen encoder ---
-  pretrained = runs.restore(config.pretrained.workdir, mesh, pre_step, run_config)
-  network = getattr(pretrained.networks, config.pretrained.network)
-  encoder_vars = features.encoder_variables(getattr(pretrained.state, config.pretrained.network),
-                                            config.pretrained.weights)
-  del pretrained  # optimizer state and the other networks are not needed
-  feature_fn = functools.partial(features.make_feature_fn(
-      network, dataset.device_augment_config(data_config.augment), data_config.image_size, mesh), encoder_vars)
-
-  def features_of(split):
-    count = data_config.train_examples if split == "train" else data_config.eval_examples
-    return features.extract_features(feature_fn, dataset.eval_batches(split, count, eb, mesh, config.seed))
-
+  # --- Frozen encoder, and in fast mode the features of both splits ---
+  encoder = _frozen_encoder(config, inputs, mesh)
   t_feat = time.time()
-  cached = None
-  if config.mode == "fast":
-    cached = {"train": features_of("train"), "eval": features_of("eval")}
-    feature_dim = int(cached["train"][0].shape[1])
-  else:
-    feature_dim = int(jax.eval_shape(feature_fn, jax.ShapeDtypeStruct(
-        (eb,) + dataset.image_shape, np.uint8, sharding=parallel.batch_sharded(mesh))).shape[1])
+  cached, feature_dim = _cached_features(config, inputs, encoder, mesh)
   feature_time = time.time() - t_feat
 
   # --- Classifier and optimizer ---
-  classifier = classifier_lib.make_classifier(config, dataset.num_classes)
+  classifier = classifier_lib.make_classifier(config, inputs.dataset.num_classes)
   tx, schedule = classifier_lib.make_optimizer(config, total)
   create = functools.partial(classifier_lib.init_state, classifier, tx, feature_dim, config.seed)
 
@@ -192,81 +187,150 @@ def run(config: ml_collections.ConfigDict, workdir: str, stop_after_steps: Optio
     state = jax.jit(create, out_shardings=parallel.replicated(mesh))()
   start_step = int(state.step)
   workdir_files.write_config(workdir, config, is_main)
-  workdir_files.write_json(workdir, workdir_files.LINEAR_INFO_FILE,
-                           {**info, **lengths, "num_train": num_train, "feature_dim": feature_dim}, is_main, indent=2)
+  workdir_files.write_json(workdir, workdir_files.LINEAR_INFO_FILE, {
+      **info, **lengths, "num_train": inputs.num_train, "feature_dim": feature_dim}, is_main, indent=2)
   logging.info("Linear eval (%s, %s) of %s/%s at step %d: %s from step %d of %d.", config.protocol,
-               MODE_NAMES[config.mode], config.pretrained.network, config.pretrained.weights, pre_step,
+               MODE_NAMES[config.mode], config.pretrained.network, config.pretrained.weights, inputs.pre_step,
                "resuming" if start_step else "starting", start_step, total)
 
   # --- Loop: one per mode ---
   writer = workdir_files.metric_writer(workdir, is_main)
   progress = _Progress(config, workdir, mgr, writer, total, lengths["steps_per_epoch"], stop_after_steps, start_step)
-  end = total if stop_after_steps is None else min(total, stop_after_steps)
   t_train = time.time()
   try:
-    if config.mode == "fast" and start_step < end:
-      # Cached features: the steps between two log / checkpoint steps run as one jitted scan.
-      chunk_fn = classifier_lib.make_feature_chunk_fn(classifier, tx, schedule, mesh)
-      feats, labels = (classifier_lib.replicate(x.astype(t), mesh) for x, t in zip(cached["train"],
-                                                                                 (np.float32, np.int32)))
-      order = data_input.EpochOrder(config.seed, num_train, config.train.batch_size)
-      every = (config.train.log_every_steps, config.train.checkpoint_every_steps)
-      step = start_step
-      for stop in classifier_lib.chunk_ends(start_step, total, every, stop_after_steps):
-        idx = classifier_lib.replicate(order.batches(step, stop), mesh)
-        state, metrics = chunk_fn(state, feats, labels, idx)
-        progress.after(stop, state, metrics)
-        step = stop
-    elif config.mode == "full" and start_step < end:
-      # Augmented images through the frozen encoder, one classifier step at a time.
-      step_fn = classifier_lib.make_full_step(network, classifier, tx, schedule, data_config.augment,
-                                              data_config.image_size, mesh)
-      for step, images, labels in _full_batches(config, dataset, data_config, start_step, mesh):
-        state, metrics = step_fn(state, encoder_vars, images, labels)
-        progress.after(step + 1, state, metrics)
-        if step + 1 >= end:
-          break
+    state = _train(config, inputs, encoder, (classifier, tx, schedule), state, cached, progress, mesh,
+                   stop_after_steps)
   finally:
     progress.close()
   train_time = time.time() - t_train
-  reached = int(state.step)
 
   # --- Evaluation (also the whole of a rerun of a finished workdir) ---
   if cached is None:
     t_feat = time.time()
-    cached = {"train": features_of("train"), "eval": features_of("eval")}
+    cached = {"train": _features(config, inputs, encoder, "train", mesh),
+              "eval": _features(config, inputs, encoder, "eval", mesh)}
     feature_time += time.time() - t_feat
+  results = _results(config, inputs, classifier, state, cached, lengths, start_step, feature_dim,
+                     {"feature_time_s": feature_time, "train_time_s": train_time}, t_start)
+  _record(config, workdir, writer, results, inputs, is_main)
+  return results
+
+
+def _open_inputs(config) -> _Inputs:
+  """The dataset, the pretraining run and the resolved data config; a dataset named here is opened first, so that
+  a missing one says so before anything else."""
+  dataset = data_input.load_dataset(config.data) if config.data.name else None
+  run_config, pre_step = check_pretrained(config)
+  data_config = linear_config.resolve_data_config(config, run_config)
+  if dataset is None:
+    dataset = data_input.load_dataset(data_config)
+  num_train = _count(dataset, "train", data_config.train_examples)
+  num_eval = _count(dataset, "eval", data_config.eval_examples)
+  return _Inputs(dataset, run_config, pre_step, data_config, num_train, num_eval)
+
+
+def _frozen_encoder(config, inputs: _Inputs, mesh) -> _Encoder:
+  """The pretrained network's encoder (config.pretrained.network and weights), restored alone and frozen."""
+  pretrained = runs.restore(config.pretrained.workdir, mesh, inputs.pre_step, inputs.run_config)
+  network = getattr(pretrained.networks, config.pretrained.network)
+  encoder_vars = features.encoder_variables(getattr(pretrained.state, config.pretrained.network),
+                                            config.pretrained.weights)
+  del pretrained  # optimizer state and the other networks are not needed
+  data_config = inputs.data_config
+  feature_fn = functools.partial(features.make_feature_fn(
+      network, inputs.dataset.device_augment_config(data_config.augment), data_config.image_size, mesh), encoder_vars)
+  return _Encoder(network, encoder_vars, feature_fn)
+
+
+def _features(config, inputs: _Inputs, encoder: _Encoder, split: str, mesh):
+  """(features, labels) of a split's examples (its configured count), with the eval preprocessing."""
+  count = inputs.data_config.train_examples if split == "train" else inputs.data_config.eval_examples
+  batches = inputs.dataset.eval_batches(split, count, config.eval.batch_size, mesh, config.seed)
+  return features.extract_features(encoder.feature_fn, batches)
+
+
+def _cached_features(config, inputs: _Inputs, encoder: _Encoder, mesh):
+  """Fast mode: both splits' features, extracted once, and the feature size; full mode: (None, the size)."""
+  if config.mode == "fast":
+    cached = {"train": _features(config, inputs, encoder, "train", mesh),
+              "eval": _features(config, inputs, encoder, "eval", mesh)}
+    return cached, int(cached["train"][0].shape[1])
+  shape = jax.eval_shape(encoder.feature_fn, jax.ShapeDtypeStruct(
+      (config.eval.batch_size,) + inputs.dataset.image_shape, np.uint8, sharding=parallel.batch_sharded(mesh))).shape
+  return None, int(shape[1])
+
+
+def _train(config, inputs: _Inputs, encoder: _Encoder, head, state, cached, progress: _Progress, mesh,
+           stop_after_steps: Optional[int]):
+  """Trains the classifier (head: classifier, optimizer, schedule) from the state's step; the trained state."""
+  classifier, tx, schedule = head
+  start_step, total = int(state.step), progress.total
+  end = total if stop_after_steps is None else min(total, stop_after_steps)
+  if config.mode == "fast" and start_step < end:
+    # Cached features: the steps between two log / checkpoint steps run as one jitted scan.
+    chunk_fn = classifier_lib.make_feature_chunk_fn(classifier, tx, schedule, mesh)
+    feats, labels = (classifier_lib.replicate(x.astype(t), mesh) for x, t in zip(cached["train"],
+                                                                               (np.float32, np.int32)))
+    order = data_input.EpochOrder(config.seed, inputs.num_train, config.train.batch_size)
+    every = (config.train.log_every_steps, config.train.checkpoint_every_steps)
+    step = start_step
+    for stop in classifier_lib.chunk_ends(start_step, total, every, stop_after_steps):
+      idx = classifier_lib.replicate(order.batches(step, stop), mesh)
+      state, metrics = chunk_fn(state, feats, labels, idx)
+      progress.after(stop, state, metrics)
+      step = stop
+  elif config.mode == "full" and start_step < end:
+    # Augmented images through the frozen encoder, one classifier step at a time.
+    data_config = inputs.data_config
+    step_fn = classifier_lib.make_full_step(encoder.network, classifier, tx, schedule, data_config.augment,
+                                            data_config.image_size, mesh)
+    for step, images, labels in _full_batches(config, inputs.dataset, data_config, start_step, mesh):
+      state, metrics = step_fn(state, encoder.variables, images, labels)
+      progress.after(step + 1, state, metrics)
+      if step + 1 >= end:
+        break
+  return state
+
+
+def _results(config, inputs: _Inputs, classifier, state, cached, lengths, start_step: int, feature_dim: int,
+             times: Dict[str, float], t_start: float) -> Dict[str, Any]:
+  """linear_eval.json's content: the classifier scored on both splits' cached features, and what was run (times:
+  feature extraction's and training's seconds; the wall time runs from t_start to the scores)."""
   held_out = classifier_lib.evaluate_features(classifier, state, *cached["eval"])
   train_acc = classifier_lib.evaluate_features(classifier, state, *cached["train"])
-  finished = reached >= total
-  results = {
-      "pretrained_workdir": config.pretrained.workdir, "pretrained_step": pre_step,
-      "pretrained_method": run_config.method, "network": config.pretrained.network,
+  reached, total, data_config = int(state.step), lengths["total_steps"], inputs.data_config
+  return {
+      "pretrained_workdir": config.pretrained.workdir, "pretrained_step": inputs.pre_step,
+      "pretrained_method": inputs.run_config.method, "network": config.pretrained.network,
       "weights": config.pretrained.weights, "protocol": config.protocol, "mode": config.mode,
       "mode_name": MODE_NAMES[config.mode], "dataset": data_config.name, "image_size": data_config.image_size,
       "epochs": reached / lengths["steps_per_epoch"], "configured_epochs": float(config.train.epochs),
       "steps": reached, "total_steps": total, "steps_per_epoch": lengths["steps_per_epoch"],
       "batch_size": config.train.batch_size, "lr": config.optim.base_lr * config.train.batch_size / 256,
       "batch_norm_head": bool(config.classifier.batch_norm), "nesterov": bool(config.optim.nesterov),
-      "train_examples": num_train, "eval_examples": num_eval,
-      "num_classes": dataset.num_classes, "feature_dim": feature_dim, "finished": finished,
+      "train_examples": inputs.num_train, "eval_examples": inputs.num_eval,
+      "num_classes": inputs.dataset.num_classes, "feature_dim": feature_dim, "finished": reached >= total,
       "top1": held_out["top1"], "top5": held_out["top5"], "train_top1": train_acc["top1"],
-      "trained_steps": reached - start_step, "feature_time_s": feature_time, "train_time_s": train_time,
-      "wall_time_s": time.time() - t_start, "devices": jax.device_count(),
+      "trained_steps": reached - start_step, **times, "wall_time_s": time.time() - t_start,
+      "devices": jax.device_count(),
   }
+
+
+def _record(config, workdir: str, writer, results: Dict[str, Any], inputs: _Inputs, is_main: bool) -> None:
+  """The scores as metrics, linear_eval.json when finished, and the closing line."""
+  reached, total = results["steps"], results["total_steps"]
   scores = {"eval_top1": results["top1"], "eval_top5": results["top5"], "train_top1": results["train_top1"]}
   writer.write_scalars(reached, scores)
   writer.flush()
   workdir_files.append_metrics(workdir, reached, scores, is_main)
-  if finished:
+  if results["finished"]:
     workdir_files.write_json(workdir, workdir_files.LINEAR_EVAL_FILE, results, is_main, indent=2)
   if is_main:
-    status = "Linear eval" if finished else f"Linear eval stopped at step {reached} of {total}"
+    status = "Linear eval" if results["finished"] else f"Linear eval stopped at step {reached} of {total}"
     print(f"{status} [{config.protocol}, {MODE_NAMES[config.mode]}] of {config.pretrained.network}/"
-          f"{config.pretrained.weights} ({run_config.method}, step {pre_step}): top1={results['top1']:.2f}% "
-          f"top5={results['top5']:.2f}% (train top1={results['train_top1']:.2f}%) in "
+          f"{config.pretrained.weights} ({inputs.run_config.method}, step {inputs.pre_step}): "
+          f"top1={results['top1']:.2f}% top5={results['top5']:.2f}% (train top1={results['train_top1']:.2f}%) in "
           f"{results['wall_time_s']:.0f}s", flush=True)
-  return results
 
 
 def _count(dataset, split: str, count: int) -> int:

@@ -22,6 +22,7 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple
 from simdis_jax import labels, methods
 from simdis_jax import workdir as wf
 from simdis_jax.evaluation import embedding_map, figures
+from simdis_jax.models import archs
 from simdis_jax.evaluation.report_workdirs import (LinearEval, PretrainRun, is_pretrain_dir, load_pretrain_run,
                                                    load_workdirs, resolve_from)
 
@@ -67,13 +68,18 @@ def method_label(method: Optional[str], views: Sequence[str]) -> str:
 
 
 def architecture(net: Optional[Dict[str, Any]]) -> str:
-  """'ResNet-<depth> w<width>' (other archs: their name) from a model.student / model.teacher config."""
+  """A model.student / model.teacher config's architecture as its row of models/archs.py names it: an arch built
+  at several depths 'ResNet-<depth> w<width>', a ViT its name and patch size, another its name."""
   if not net or "depth" not in net:
     return MISSING
-  if net.get("arch", "resnet") != "resnet":
-    return net["arch"] + (f" patch {net['patch_size']}" if net["arch"].startswith("vit") else "")
-  width = f" w{net['width']}" if net.get("width") is not None else ""
-  return f"ResNet-{net['depth']}{width}"
+  arch = net.get("arch", archs.DEFAULT_ARCH)
+  spec = archs.SPECS.get(arch)
+  if spec is None:  # an arch this version does not know: its name
+    return arch
+  if spec.depths:
+    width = f" w{net['width']}" if net.get("width") is not None else ""
+    return f"{spec.label or arch}-{net['depth']}{width}"
+  return (spec.label or arch) + (f" patch {net['patch_size']}" if spec.patches else "")
 
 
 # --------------------------------------------------------------------------- number formatting

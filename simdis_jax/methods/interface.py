@@ -80,7 +80,7 @@ class Forward:
   views: indices into the step's views (0 = v, 1 = v').
   shuffle: shuffle BN (MoCo's key encoder): the network sees its device's chunk of a permutation of
     the global batch (the step's `permutation`, one for all devices) and its outputs are put back
-    into the original order before the loss (methods/contrastive.py shuffle_to_devices).
+    into the original order before the loss (methods/common.py shuffle_to_devices).
   """
   network: str
   trainable: bool
@@ -110,7 +110,8 @@ class About:
   """What the package outside methods/ knows of one config.method value.
 
   label: its name in tables and figures (the paper's, e.g. "SimDis-Off").
-  order: its place in Figure 3's order (the report sorts series by it; ties by label).
+  order: its place in the registry (methods.METHODS: the order of the method choices a message lists). The
+    report's figures follow the paper's Figure 3 instead (labels.FIGURE3_ORDER), which differs.
   teacher: "none"; "online" (a teacher trained beside the student); "offline" (a frozen teacher
     restored from a finished run, config.teacher.workdir, before the first step).
   needs_labels: trains on labels (its data must have them); its own classifier is evaluated at the end.

@@ -29,7 +29,7 @@ import jax.numpy as jnp
 
 import ml_collections
 
-from simdis_jax.methods import common as contrastive
+from simdis_jax.methods import common
 from simdis_jax.methods.common import enqueue_global, l2_normalize
 from simdis_jax.methods.interface import About, Forward
 
@@ -55,7 +55,7 @@ RULES = (
 
 def validate(config) -> None:
   """The queue against the batch; shuffle BN against SyncBN; the key encoder starts as a copy."""
-  contrastive.check_queue_size(config, "moco.queue_size")
+  common.check_queue_size(config, "moco.queue_size")
   if config.moco.shuffle_bn and config.model.sync_bn:
     raise ValueError("config.moco.shuffle_bn=True needs per-device BN (--config.model.sync_bn=False); with "
                      "SyncBN every device sees the global statistics and a shuffle changes nothing. Choose one.")
@@ -79,7 +79,7 @@ def forwards(config) -> Tuple[Forward, ...]:
 
 def init_method_state(config, rng) -> Dict[str, jnp.ndarray]:
   """K random unit rows of the projection's dimension, pointer 0 (both reference codes)."""
-  return {"queue": contrastive.init_queue(rng, config.moco.queue_size, config.model.student.proj_dim),
+  return {"queue": common.init_queue(rng, config.moco.queue_size, config.model.student.proj_dim),
           "ptr": jnp.zeros([], jnp.int32)}
 
 
@@ -95,7 +95,7 @@ def loss(outputs: Mapping[str, Tuple[Dict, ...]], labels, state, config) -> Tupl
   del labels
   q, k = query_and_key(outputs)
   q = q.astype(state.method_state["queue"].dtype)
-  value, logits = contrastive.info_nce(q, k.astype(q.dtype), state.method_state["queue"], config.moco.temperature)
+  value, logits = common.info_nce(q, k.astype(q.dtype), state.method_state["queue"], config.moco.temperature)
   accuracy = 100.0 * jnp.mean(jnp.argmax(logits, -1) == 0)  # MoCo's "Acc@1": the positive key ranks first
   return value, {"loss_student": value, "contrast_top1": accuracy, "logits": logits}
 
@@ -103,7 +103,7 @@ def loss(outputs: Mapping[str, Tuple[Dict, ...]], labels, state, config) -> Tupl
 def before_update(state, config, total_steps: int):
   """θ_k ← m·θ_k + (1 − m)·θ_q over the key encoder's parameters, before the keys are computed."""
   del total_steps
-  key_params = contrastive.momentum_update(state.student.ema_params, state.student.params, config.moco.momentum)
+  key_params = common.momentum_update(state.student.ema_params, state.student.params, config.moco.momentum)
   return state.replace(student=state.student.replace(ema_params=key_params)), {}
 
 

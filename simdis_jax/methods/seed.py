@@ -19,7 +19,7 @@ import jax.numpy as jnp
 
 import ml_collections
 
-from simdis_jax.methods import common as contrastive
+from simdis_jax.methods import common
 from simdis_jax.methods.common import BYOL_PREDICTOR as BYOL_HEAD, enqueue_global, l2_normalize
 from simdis_jax.methods.interface import About, Forward
 
@@ -44,7 +44,7 @@ RULES = (
 
 def validate(config) -> None:
   """The queue against the batch; the student's head outputs the teacher's dimension."""
-  contrastive.check_queue_size(config, "seed_distill.queue_size")
+  common.check_queue_size(config, "seed_distill.queue_size")
   if config.model.student.proj_dim != config.model.teacher.proj_dim:
     raise ValueError(f"method {config.method!r}: the student's head must output the teacher's dimension; set "
                      f"--config.model.student.proj_dim={config.model.teacher.proj_dim} (model.teacher.proj_dim).")
@@ -66,7 +66,7 @@ def forwards(config) -> Tuple[Forward, ...]:
 
 def init_method_state(config, rng) -> Dict[str, jnp.ndarray]:
   """K random unit rows of the teacher's projection dimension, pointer 0 (SEED's builder)."""
-  return {"queue": contrastive.init_queue(rng, config.seed_distill.queue_size, config.model.teacher.proj_dim),
+  return {"queue": common.init_queue(rng, config.seed_distill.queue_size, config.model.teacher.proj_dim),
           "ptr": jnp.zeros([], jnp.int32)}
 
 
@@ -82,7 +82,7 @@ def loss(outputs: Mapping[str, Tuple[Dict, ...]], labels, state, config) -> Tupl
   del labels
   s, t = student_and_teacher(outputs)
   queue = state.method_state["queue"]
-  value, logits = contrastive.seed_loss(s.astype(queue.dtype), t.astype(queue.dtype), queue,
+  value, logits = common.seed_loss(s.astype(queue.dtype), t.astype(queue.dtype), queue,
                                         config.seed_distill.student_temperature,
                                         config.seed_distill.teacher_temperature)
   accuracy = 100.0 * jnp.mean(jnp.argmax(logits, -1) == 0)  # the student ranks its own teacher embedding first

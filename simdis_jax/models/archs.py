@@ -64,6 +64,8 @@ class ArchSpec(NamedTuple):
   # The names of its parameters that LARS's trust ratio (and weight_decay_mask='kernels') leaves out: every
   # parameter not named 'kernel' (optim.kernel_mask), listed here per architecture and checked by a test.
   lars_excluded: Tuple[str, ...] = ("bias", "scale")
+  # Its name in the report's tables; "" = its key. An arch with depths is written "<label>-<depth> w<width>".
+  label: str = ""
 
 
 def _resnet(m, o: EncoderOptions, dtype, name, x: Implementation):
@@ -85,7 +87,7 @@ def _vit(size: str) -> ArchSpec:
 
 SPECS = {
     "resnet": ArchSpec("resnet", _resnet, lambda m, o: m.feature_dim(o.depth, o.width), depths=tuple(RESNET_STAGES),
-                       styles=RESNET_STYLES, bn_running_vars=("biased", "unbiased")),
+                       styles=RESNET_STYLES, bn_running_vars=("biased", "unbiased"), label="ResNet"),
     "mobilenet_v3_large": _mobilenet_v3("large"),
     "mobilenet_v3_small": _mobilenet_v3("small"),
     "efficientnet_b0": ArchSpec("efficientnet", lambda m, o, dtype, name, x: m.EfficientNet(
@@ -94,6 +96,8 @@ SPECS = {
     "vit_tiny": _vit("tiny"),
     "vit_small": _vit("small"),
 }
+# The arch of a model section that names none (sections saved before the `arch` key existed).
+DEFAULT_ARCH = "resnet"
 # Views of the table, in its order.
 ARCHS = tuple(SPECS)
 VITS = tuple(a for a, s in SPECS.items() if s.patches)
