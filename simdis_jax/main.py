@@ -143,7 +143,7 @@ def main(argv):
              "linear-evaluation config (configs/*/linear_eval.py). Pretrain with simdis-train.")
   logging.get_absl_handler().addFilter(_QuietLibraries())
   import jax  # pylint: disable=g-import-not-at-top
-  from simdis_jax import checkpoint, console, lock, parallel  # pylint: disable=g-import-not-at-top
+  from simdis_jax import console, lock, parallel, preemption  # pylint: disable=g-import-not-at-top
   from simdis_jax import workdir as workdir_files  # pylint: disable=g-import-not-at-top
   parallel.initialize_distributed(FLAGS.coordinator_address, FLAGS.num_processes, FLAGS.process_id,
                                   FLAGS.distributed)
@@ -161,9 +161,9 @@ def main(argv):
     # One run per workdir, from start to the end of the final evaluation (train_and_evaluate re-enters it).
     with lock.held(workdir_files.absolute(FLAGS.workdir)):
       _run(FLAGS.config, FLAGS.workdir)
-  except checkpoint.Preempted as e:  # pretraining or linear evaluation saved its state and stopped
+  except preemption.Preempted as e:  # pretraining or linear evaluation saved its state and stopped
     logging.warning("%s", e)
-    sys.exit(checkpoint.PREEMPTED_EXIT_CODE)
+    sys.exit(preemption.PREEMPTED_EXIT_CODE)
   except USER_ERRORS as e:
     if FLAGS.verbose:
       raise

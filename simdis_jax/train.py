@@ -10,7 +10,7 @@ import jax
 import ml_collections
 from clu import periodic_actions
 
-from simdis_jax import checkpoint, configuration, console, flops, lock, methods, parallel, resume, runs
+from simdis_jax import checkpoint, configuration, console, flops, lock, methods, parallel, preemption, resume, runs
 from simdis_jax import workdir as workdir_files
 from simdis_jax.data import input as data_input
 from simdis_jax.evaluation import knn, supervised_top1
@@ -215,7 +215,7 @@ def _train(run: _Run, state, writer, stop_after_steps: Optional[int]) -> _Loop:
   verified = last_saved is None or checkpoint.has_checksums(mgr, last_saved)  # restored with its CRCs
 
   # A SIGTERM from here on (the first kNN included) is honoured at the next step boundary.
-  preemption = checkpoint.PreemptionWatch()
+  watch = preemption.PreemptionWatch()
   loop = _Loop(state, start_step, time.time())
   loop.time_before = _previous_train_time(run.workdir, start_step)  # training seconds of earlier processes
   in_flight = collections.deque()
@@ -246,19 +246,19 @@ def _train(run: _Run, state, writer, stop_after_steps: Optional[int]) -> _Loop:
       if done % config.train.log_every_steps == 0 or done == total_steps:
         progress.loss = _log_step(run, loop, writer, done, last_saved, verified)
       progress.update(done)
-      preempted = preemption.reached(done)  # every process gets the same answer at the same step
+      preempted = watch.reached(done)  # every process gets the same answer at the same step
       if (done % config.train.checkpoint_every_steps == 0 or done == total_steps
           or done == stop_after_steps or preempted):
         # Never save a state holding NaN/Inf (checkpoint.save checks every array): the last good one survives.
         checkpoint.save_finite(mgr, done, loop.state, last_saved, DIVERGED_ADVICE, force=preempted, verified=verified)
         last_saved, verified = done, True
       if preempted:
-        raise checkpoint.Preempted(done, run.workdir)
+        raise preemption.Preempted(done, run.workdir)
       if done == total_steps or (config.train.knn_every_steps and done % config.train.knn_every_steps == 0):
         loop.final.update(_evaluate(run, loop.state, writer, done))
   finally:
     # Whatever stopped the loop (a preemption included), finish the asynchronous saves already started.
-    preemption.close()
+    watch.close()
     writer.flush()
     checkpoint.finish(mgr)  # a save that ran out of disk: one line
   return loop

@@ -5,7 +5,6 @@ import glob
 import json
 import os
 import shutil
-import signal
 import subprocess
 import sys
 import zlib
@@ -173,22 +172,6 @@ def test_a_failed_start_leaves_no_empty_checkpoints_folder_and_an_unwritable_wor
   with pytest.raises(OSError, match=rf"^--workdir {tmp_path}/a_file/run is not writable \(.*\); choose a "
                                     r"directory you can write to\.$"):
     checkpoint.check_writable(str(tmp_path / "a_file" / "run"))
-
-
-def test_a_sigterm_stops_at_the_next_step_boundary_and_a_second_ctrl_c_stops_at_once():
-  before = signal.getsignal(signal.SIGTERM), signal.getsignal(signal.SIGINT)
-  watch = checkpoint.PreemptionWatch()
-  try:
-    assert not watch.reached(1)
-    os.kill(os.getpid(), signal.SIGTERM)
-    assert watch.reached(2) and watch.reached(3)
-    with pytest.raises(KeyboardInterrupt):
-      os.kill(os.getpid(), signal.SIGINT)  # the flag is set: a Ctrl-C now stops without the checkpoint
-  finally:
-    watch.close()
-  assert (signal.getsignal(signal.SIGTERM), signal.getsignal(signal.SIGINT)) == before
-  assert str(checkpoint.Preempted(12, "/w")) == ("Preempted: checkpoint saved at step 12 in /w. Run the same command "
-                                                 "again to resume from it (exit status 143).")
 
 
 def test_a_bit_flip_restores_silently_in_orbax_itself(tmp_path):

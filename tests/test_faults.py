@@ -10,7 +10,7 @@ import run_helpers
 import test_checkpoint
 import tiny_cli_config
 from conftest import requires_fashion_mnist
-from simdis_jax import checkpoint, lock, parallel, train
+from simdis_jax import checkpoint, lock, parallel, preemption, train
 from simdis_jax import workdir as workdir_files
 
 K = tiny_cli_config.STEPS
@@ -24,7 +24,7 @@ def test_sigterm_mid_run_saves_at_a_step_boundary_and_the_restart_ends_bit_ident
   run_helpers.wait_for(lambda: 1 in run_helpers.logged_steps(workdir), [proc])
   run_helpers.send(proc, signal.SIGTERM)
   (code,), (out,) = run_helpers.finish([proc])
-  assert code == checkpoint.PREEMPTED_EXIT_CODE, out
+  assert code == preemption.PREEMPTED_EXIT_CODE, out
   stopped = checkpoint.manager(workdir).latest_step()
   assert 1 <= stopped < K and f"checkpoint saved at step {stopped}" in out and "Run the same command" in out
   run_helpers.assert_same_state(run_helpers.state_at(workdir, stopped)[1], run_helpers.state_at(baseline, stopped)[1])
@@ -60,7 +60,7 @@ def test_ctrl_c_saves_like_sigterm_and_a_second_run_on_the_workdir_is_refused(ba
     train.train_and_evaluate(_config(seed=1), workdir)
   run_helpers.send(proc, signal.SIGINT)
   (code,), (out,) = run_helpers.finish([proc])
-  assert code == checkpoint.PREEMPTED_EXIT_CODE, out
+  assert code == preemption.PREEMPTED_EXIT_CODE, out
   assert "SIGINT received: saving a checkpoint at the next step boundary" in out
   stopped = checkpoint.manager(workdir).latest_step()
   assert 1 <= stopped < K and f"checkpoint saved at step {stopped}" in out

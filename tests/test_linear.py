@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 
 from conftest import requires_fashion_mnist, tiny_config
-from simdis_jax import checkpoint, parallel, runs, train
+from simdis_jax import checkpoint, parallel, preemption, runs, train
 from simdis_jax import workdir as workdir_files
 from simdis_jax.data import input as data_input
 from simdis_jax.evaluation import classifier as classifier_lib
@@ -276,8 +276,8 @@ def test_a_preemption_during_full_mode_saves_at_that_step_and_the_rerun_finishes
   c.train.steps = 3
   c.train.checkpoint_every_steps = 10
   # SIGTERM noticed at the boundary after step 1 (not a log or checkpoint step).
-  monkeypatch.setattr(checkpoint.PreemptionWatch, "reached", lambda self, step: step == 1)
-  with pytest.raises(checkpoint.Preempted, match="checkpoint saved at step 1"):
+  monkeypatch.setattr(preemption.PreemptionWatch, "reached", lambda self, step: step == 1)
+  with pytest.raises(preemption.Preempted, match="checkpoint saved at step 1"):
     linear.run(c, str(tmp_path))
   assert checkpoint.manager(str(tmp_path)).all_steps() == [1]
   monkeypatch.undo()

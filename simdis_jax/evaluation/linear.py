@@ -34,7 +34,7 @@ import jax
 import ml_collections
 import numpy as np
 
-from simdis_jax import checkpoint, configuration, parallel, runs
+from simdis_jax import checkpoint, configuration, parallel, preemption, runs
 from simdis_jax import workdir as workdir_files
 from simdis_jax.data import input as data_input
 from simdis_jax.evaluation import classifier as classifier_lib
@@ -87,7 +87,7 @@ class _Progress:
     self.total, self.steps_per_epoch, self.stop_after = total, steps_per_epoch, stop_after_steps
     self.last_saved = mgr.latest_step()
     self.last_log = (time.time(), start_step)
-    self.preemption = checkpoint.PreemptionWatch()  # a SIGTERM from here on stops at the next step boundary
+    self.preemption = preemption.PreemptionWatch()  # a SIGTERM from here on stops at the next step boundary
     self.is_main = jax.process_index() == 0
 
   def after(self, done: int, state, metrics) -> None:
@@ -112,7 +112,7 @@ class _Progress:
     if done < self.total and self.preemption.reached(done):  # SIGTERM / maintenance: save here, exit 143
       if self.last_saved != done:
         checkpoint.save(self.mgr, done, state, force=True)
-      raise checkpoint.Preempted(done, self.workdir)
+      raise preemption.Preempted(done, self.workdir)
 
   def close(self) -> None:
     """Stops watching for a preemption and finishes the asynchronous saves already started."""
