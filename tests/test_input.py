@@ -57,10 +57,10 @@ def test_process_slices_are_disjoint_and_cover_the_batch():
 
 def test_an_unprepared_imagenet_is_a_clear_error_saying_how_to_prepare_it():
   from simdis_jax import configuration  # pylint: disable=import-outside-toplevel
-  from simdis_jax.data import pipeline  # pylint: disable=import-outside-toplevel
+  from simdis_jax.data import sources  # pylint: disable=import-outside-toplevel
   data = configuration.base_config().data
   data.data_dir = "/nonexistent/tfds"
-  with pytest.raises(pipeline.DatasetNotFoundError, match="tfds build imagenet2012.*manual_dir"):
+  with pytest.raises(sources.DatasetNotFoundError, match="tfds build imagenet2012.*manual_dir"):
     data_input.load_dataset(data)
 
 

@@ -1,5 +1,5 @@
-"""Streaming input (simdis_jax.data.pipeline): host crops, exact resume, per-host shards, image folders, ImageNet on
-mock data."""
+"""Streaming input (simdis_jax.data.pipeline and data.sources): host crops, exact resume, per-host shards, image
+folders, ImageNet on mock data."""
 
 import io
 import logging
@@ -14,7 +14,7 @@ from PIL import Image
 import tiny_tfds
 from conftest import tiny_config
 from simdis_jax import configuration, parallel, train
-from simdis_jax.data import augment, host_crops, pipeline
+from simdis_jax.data import augment, host_crops, pipeline, sources
 from simdis_jax.evaluation import knn, linear, linear_config
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -151,13 +151,13 @@ def read_positions(source, seed=0, epoch=0):
 
 def test_process_shards_are_disjoint_and_cover_the_split(tiny_dir):
   data = tiny_data(tiny_dir, label_key="index")
-  shards = [pipeline.TfdsSource(data, "train", p, 2) for p in range(2)]
+  shards = [sources.TfdsSource(data, "train", p, 2) for p in range(2)]
   indices = [sorted(label for _, label in read_positions(s)) for s in shards]
   assert [len(i) for i in indices] == [48, 48] and [s.num_examples for s in shards] == [48, 48]
   assert not set(indices[0]) & set(indices[1])
   assert sorted(indices[0] + indices[1]) == list(range(96))
   # Three hosts: equal shards of 32, still disjoint.
-  thirds = [set(label for _, label in read_positions(pipeline.TfdsSource(data, "train", p, 3))) for p in range(3)]
+  thirds = [set(label for _, label in read_positions(sources.TfdsSource(data, "train", p, 3))) for p in range(3)]
   assert [len(t) for t in thirds] == [32] * 3 and len(set.union(*thirds)) == 96
 
 
@@ -211,17 +211,17 @@ def test_folder_skips_unreadable_files_counts_and_logs_them(tmp_path, caplog):
   resumed = collect(pipeline.load(data).train_batches(0, 3, 16, mesh), 1)
   np.testing.assert_array_equal(resumed[0][1], run[3][1])
   # Two hosts read disjoint halves of the files.
-  shards = [set(pipeline.FolderSource(str(folder), p, 2).files) for p in range(2)]
+  shards = [set(sources.FolderSource(str(folder), p, 2).files) for p in range(2)]
   assert len(shards[0]) == len(shards[1]) == 16 and not shards[0] & shards[1]
 
 
 def test_an_empty_or_missing_folder_is_a_clear_error(tmp_path):
   (tmp_path / "empty").mkdir()
   (tmp_path / "empty" / "readme.txt").write_text("no images here")
-  with pytest.raises(pipeline.DatasetNotFoundError, match="holds no image files"):
-    pipeline.FolderSource(str(tmp_path / "empty"), 0, 1)
-  with pytest.raises(pipeline.DatasetNotFoundError, match="neither a directory nor a glob"):
-    pipeline.FolderSource(str(tmp_path / "missing"), 0, 1)
+  with pytest.raises(sources.DatasetNotFoundError, match="holds no image files"):
+    sources.FolderSource(str(tmp_path / "empty"), 0, 1)
+  with pytest.raises(sources.DatasetNotFoundError, match="neither a directory nor a glob"):
+    sources.FolderSource(str(tmp_path / "missing"), 0, 1)
   c = tiny_config("byol", "byol")
   c.data.name = "folder"
   with pytest.raises(ValueError, match="needs config.data.folder"):
@@ -322,5 +322,5 @@ def test_two_processes_read_disjoint_shards_into_one_global_batch(tmp_path):
 
 def test_a_misspelt_tfds_name_is_a_clear_error_with_the_suggestion():
   data = configuration.data_config("imagnet2012")
-  with pytest.raises(pipeline.DatasetNotFoundError, match="not a tfds dataset.*imagenet2012.*folder"):
+  with pytest.raises(sources.DatasetNotFoundError, match="not a tfds dataset.*imagenet2012.*folder"):
     pipeline.load(data)
