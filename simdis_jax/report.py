@@ -41,12 +41,12 @@ def write_report(*args, **kwargs) -> str:
 def main(argv: Optional[Sequence[str]] = None) -> int:
   """Command line (the module docstring); argv without the program name, default sys.argv[1:]."""
   args = cli.parse(define_flags, argv, __doc__, positional="one or more workdirs")
-  from simdis_jax.evaluation import report  # pylint: disable=import-outside-toplevel
+  from simdis_jax.evaluation import report, report_tables  # pylint: disable=import-outside-toplevel
   try:
     markdown = report.write_report(args.positional, args.out, args.embeddings, args.embedding_points)
   except ValueError as e:
     raise SystemExit(f"simdis_jax.report: error: {e}") from e
-  print(report.plain_text(markdown), end="")
+  print(report_tables.plain_text(markdown), end="")
   print(f"\nWrote {os.path.join(args.out, report.RESULTS_MD)}, {report.RESULTS_JSON} and figures to {args.out}.",
         file=sys.stderr)
   return 0

@@ -13,7 +13,7 @@ from simdis_jax import labels, methods
 from simdis_jax import report as report_cli
 from simdis_jax import workdir as workdir_files
 from simdis_jax.methods import simdis
-from simdis_jax.evaluation import report
+from simdis_jax.evaluation import report, report_tables
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
@@ -330,7 +330,7 @@ def test_architecture_names_each_arch_of_a_network_section():
   assert report.architecture(dict(resnet, arch="vit_tiny", patch_size=16)) == "vit_tiny patch 16"
   assert report.architecture(dict(resnet, arch="mobilenet_v3_small", patch_size=16)) == "mobilenet_v3_small"
   assert report.architecture(dict(resnet, arch="efficientnet_b0")) == "efficientnet_b0"
-  assert report.architecture({"width": 64}) == report.architecture(None) == report.MISSING == "—"
+  assert report.architecture({"width": 64}) == report.architecture(None) == report_tables.MISSING == "—"
 
 
 def test_loss_panel_shows_every_curve_and_the_knn_panel_says_what_step_0_is(tmp_path):
@@ -358,6 +358,6 @@ def test_loss_panel_shows_every_curve_and_the_knn_panel_says_what_step_0_is(tmp_
 def test_plain_text_aligns_tables_and_names_figures():
   markdown = ("# Results\n\n| run | views | protocol |\n|---|---|---|\n| a | T̂-v', Ŝ-v | x |\n| bb\\|c | — | y |\n\n"
               "## Figures\n\n![curves_a.png](curves_a.png)\n")
-  text = report.plain_text(markdown)
+  text = report_tables.plain_text(markdown)
   assert text.splitlines() == ["Results", "", "run   views", "----  ---------", "a     T̂-v', Ŝ-v", "bb|c  —", "",
                                "Figures", "", "  curves_a.png"]
