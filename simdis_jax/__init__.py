@@ -1,8 +1,8 @@
 """simdis_jax: SimDis (self-supervised distillation) in JAX/Flax.
 
-    import simdis_jax
-    encoder = simdis_jax.load_encoder("<workdir>")   # see simdis_jax.api
-    features = encoder(uint8_images)
+import simdis_jax
+encoder = simdis_jax.load_encoder("<workdir>")   # see simdis_jax.api
+features = encoder(uint8_images)
 """
 
 __all__ = ["load_encoder", "Encoder"]

@@ -1,6 +1,6 @@
 """Parameters and forward MACs per image of every encoder architecture, beside the published figures.
 
-    python -m simdis_jax.tools.architectures    # the table of docs/architectures.md
+python -m simdis_jax.tools.architectures    # the table of docs/architectures.md
 """
 
 from typing import Dict

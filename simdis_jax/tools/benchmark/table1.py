@@ -1,6 +1,6 @@
 """The paper's Table 1 (per-image training cost of SimDis-Off, -On and -On-7v) from measured FLOPs and MACs.
 
-    python -m simdis_jax.benchmark --table1 [--table1_image_size 224]
+python -m simdis_jax.benchmark --table1 [--table1_image_size 224]
 """
 
 import os
