@@ -14,8 +14,8 @@ from typing import Dict, Mapping, Sequence, Tuple
 import jax
 import jax.numpy as jnp
 
-from simdis_jax.methods.common import (BYOL_PREDICTOR, apply_ema, ema_decay, ema_update,  # noqa: F401
-                                       l2_normalize, step_decay)
+from simdis_jax.methods.common import BYOL_PREDICTOR, apply_ema, l2_normalize, step_decay
+from simdis_jax.methods.common import ema_decay, ema_update  # noqa: F401  (the EMA rule, read here beside the losses)
 from simdis_jax.methods.interface import About, Forward, TeacherRole
 
 # --- The seven target views (docs/spec.md "Two augmented views, seven targets") ---
