@@ -21,8 +21,10 @@ class Preempted(Exception):
 
   def __init__(self, step: int, workdir: str):
     self.step = step
-    super().__init__(f"Preempted: checkpoint saved at step {step} in {workdir}. Run the same command again "
-                     f"to resume from it (exit status {PREEMPTED_EXIT_CODE}).")
+    super().__init__(
+      f"Preempted: checkpoint saved at step {step} in {workdir}. Run the same command again "
+      f"to resume from it (exit status {PREEMPTED_EXIT_CODE})."
+    )
 
 
 class PreemptionWatch:
@@ -50,8 +52,11 @@ class PreemptionWatch:
     name = signal.Signals(signum).name
     if signum == signal.SIGINT and self._flag.is_set():
       raise KeyboardInterrupt  # a second Ctrl-C: stop now, without the checkpoint
-    logging.warning("%s received: saving a checkpoint at the next step boundary, then stopping%s.", name,
-                    " (Ctrl-C again to stop without it)" if signum == signal.SIGINT else "")
+    logging.warning(
+      "%s received: saving a checkpoint at the next step boundary, then stopping%s.",
+      name,
+      " (Ctrl-C again to stop without it)" if signum == signal.SIGINT else "",
+    )
     self._flag.set()
 
   def reached(self, step: int) -> bool:

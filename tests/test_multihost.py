@@ -29,8 +29,9 @@ def test_two_processes_equal_one_process_and_agree_on_the_preemption_step(baseli
   assert 1 <= stopped < K
   assert all(f"Preempted: checkpoint saved at step {stopped}" in e for e in errs), errs
   # The state at the agreed step equals the one-process run's state at that step.
-  run_helpers.assert_same_state(run_helpers.state_at(workdir, stopped)[1], run_helpers.state_at(baseline, stopped)[1],
-                                exact=False)
+  run_helpers.assert_same_state(
+    run_helpers.state_at(workdir, stopped)[1], run_helpers.state_at(baseline, stopped)[1], exact=False
+  )
 
   codes, errs = run_helpers.finish(run_helpers.start_group(workdir, num_processes=2, devices_each=2))
   assert codes == [0, 0], errs

@@ -98,6 +98,7 @@ def test_train_crops_are_uint8_views_of_the_right_size_and_differ_between_views(
 
 def test_device_side_of_host_crops_skips_the_crop_and_keeps_the_other_ops():
   import jax  # pylint: disable=import-outside-toplevel
+
   crops = np.random.default_rng(0).integers(0, 256, (4, 2, 16, 16, 3), dtype=np.uint8)
   config = augment.default_config(3)
   v1, v2 = augment.two_views_of_crops(jax.random.PRNGKey(0), crops, config)
@@ -131,13 +132,13 @@ def test_batches_are_a_function_of_seed_and_step_and_resume_bitwise(tiny_dir):
   assert [s for s, _, _ in run] == list(range(14))
   assert run[0][1].shape == (16, 2, 24, 24, 3) and run[0][1].dtype == np.uint8
   for epoch in (0, 1):
-    seen = np.concatenate([labels for _, _, labels in run[6 * epoch:6 * epoch + 6]])
+    seen = np.concatenate([labels for _, _, labels in run[6 * epoch : 6 * epoch + 6]])
     np.testing.assert_array_equal(np.sort(seen), np.arange(96))  # every example once per epoch
   assert not np.array_equal(run[0][2], run[6][2])  # a new order each epoch
   # A restart at step 8 (mid-epoch 1) and at 12 (an epoch boundary) sees exactly the same batches.
   for start in (8, 12):
     resumed = collect(ds.train_batches(0, start, 16, mesh), 2)
-    for (s, images, labels), (s0, images0, labels0) in zip(resumed, run[start:start + 2]):
+    for (s, images, labels), (s0, images0, labels0) in zip(resumed, run[start : start + 2]):
       assert s == s0
       np.testing.assert_array_equal(labels, labels0)
       np.testing.assert_array_equal(images, images0)
@@ -187,8 +188,9 @@ def make_folder(root, good=30, bad=()):
     h, w = rng.integers(40, 90, size=2)
     (root / ("sub" if i % 2 else "") / f"img{i:03d}.{ext}").write_bytes(encode(smooth_image(h, w, i), fmt))
   for name in bad:
-    (root / name).write_bytes(b"not an image at all" if "garbage" in name
-                              else encode(smooth_image(64, 64), "JPEG")[:120])
+    (root / name).write_bytes(
+      b"not an image at all" if "garbage" in name else encode(smooth_image(64, 64), "JPEG")[:120]
+    )
   (root / "notes.txt").write_text("ignored: not an image")
   return root
 
@@ -267,6 +269,7 @@ def test_folder_pretraining_with_labelled_tfds_evaluation_and_full_linear_eval(t
 
 def load_config(path):
   import importlib.util  # pylint: disable=import-outside-toplevel
+
   spec = importlib.util.spec_from_file_location("cfg", os.path.join(ROOT, path))
   module = importlib.util.module_from_spec(spec)
   spec.loader.exec_module(module)
@@ -276,7 +279,11 @@ def load_config(path):
 def test_imagenet_preset_trains_on_mock_imagenet_through_the_real_pipeline(tmp_path):
   c = load_config("configs/imagenet/byol_r18.py")
   assert (c.data.name, c.data.pretrain_split, c.data.eval_split, c.data.image_size) == (
-      "imagenet2012", "train", "validation", 224)
+    "imagenet2012",
+    "train",
+    "validation",
+    224,
+  )
   with tfds.testing.mock_data(num_examples=48):
     ds = pipeline.load(c.data)
     step, images, _ = next(ds.train_batches(0, 0, 16, parallel.make_mesh()))
@@ -299,14 +306,24 @@ def test_two_processes_read_disjoint_shards_into_one_global_batch(tmp_path):
   import socket  # pylint: disable=import-outside-toplevel
   import subprocess  # pylint: disable=import-outside-toplevel
   import sys  # pylint: disable=import-outside-toplevel
+
   folder = make_folder(tmp_path / "frames", good=24)
   with socket.socket() as s:
     s.bind(("127.0.0.1", 0))
     port = s.getsockname()[1]
   script = os.path.join(ROOT, "tests", "streaming_process.py")
   env = dict(os.environ, PYTHONPATH=ROOT)
-  procs = [subprocess.Popen([sys.executable, script, str(port), str(i), str(folder), str(tmp_path)], cwd=ROOT,
-                            env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for i in range(2)]
+  procs = [
+    subprocess.Popen(
+      [sys.executable, script, str(port), str(i), str(folder), str(tmp_path)],
+      cwd=ROOT,
+      env=env,
+      stdout=subprocess.PIPE,
+      stderr=subprocess.PIPE,
+      text=True,
+    )
+    for i in range(2)
+  ]
   for p in procs:
     _, err = p.communicate(timeout=300)
     assert p.returncode == 0, err[-3000:]

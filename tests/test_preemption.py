@@ -21,5 +21,6 @@ def test_a_sigterm_stops_at_the_next_step_boundary_and_a_second_ctrl_c_stops_at_
   finally:
     watch.close()
   assert (signal.getsignal(signal.SIGTERM), signal.getsignal(signal.SIGINT)) == before
-  assert str(preemption.Preempted(12, "/w")) == ("Preempted: checkpoint saved at step 12 in /w. Run the same command "
-                                                 "again to resume from it (exit status 143).")
+  assert str(preemption.Preempted(12, "/w")) == (
+    "Preempted: checkpoint saved at step 12 in /w. Run the same command again to resume from it (exit status 143)."
+  )

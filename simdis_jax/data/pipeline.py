@@ -60,8 +60,9 @@ FOLDER = "folder"
 _WARNED = set()  # unreadable files already reported in this process
 
 
-def aligned_batches(batches: Iterator, first: int, count: int, local_batch: int, describe: Callable[[int], str]
-                    ) -> Iterator[Tuple[int, np.ndarray, np.ndarray, int]]:
+def aligned_batches(
+  batches: Iterator, first: int, count: int, local_batch: int, describe: Callable[[int], str]
+) -> Iterator[Tuple[int, np.ndarray, np.ndarray, int]]:
   """Re-forms tf.data batches that lost failed examples into the fixed slots of each step.
 
   `batches` yields (positions, images, labels) in position order, some
@@ -91,9 +92,11 @@ def aligned_batches(batches: Iterator, first: int, count: int, local_batch: int,
       carry = tuple(np.concatenate([p[i] for p in parts])[~inside] for i in range(3))
     if not inside.any():
       shown = [describe(p) for p in range(lo, min(hi, lo + 3))]
-      raise RuntimeError(f"Every example of a batch (positions {lo}..{hi - 1}) failed to decode, e.g. "
-                         f"{', '.join(shown)}: check that these are readable JPEG/PNG/GIF/BMP images, or "
-                         "remove them.")
+      raise RuntimeError(
+        f"Every example of a batch (positions {lo}..{hi - 1}) failed to decode, e.g. "
+        f"{', '.join(shown)}: check that these are readable JPEG/PNG/GIF/BMP images, or "
+        "remove them."
+      )
     images_in = np.concatenate([p[1] for p in parts])[inside]
     labels_in = np.concatenate([p[2] for p in parts])[inside]
     slots = positions[inside] - lo
@@ -105,8 +108,11 @@ def aligned_batches(batches: Iterator, first: int, count: int, local_batch: int,
       what = describe(lo + int(i))
       if what not in _WARNED:  # once per file, not again every epoch
         _WARNED.add(what)
-        logging.warning("Skipped an unreadable image (%s); its batch slot reuses another example of the batch "
-                        "(each such file is reported once).", what)
+        logging.warning(
+          "Skipped an unreadable image (%s); its batch slot reuses another example of the batch "
+          "(each such file is reported once).",
+          what,
+        )
       donor = slots[j % slots.size]
       images[i], labels[i] = images[donor], labels[donor]
     yield b, images, labels, int(missing.size)
@@ -175,9 +181,10 @@ def _options(threads: int = 0) -> tf.data.Options:
 @dataclasses.dataclass
 class StreamingDataset:
   """A dataset read from disk on every step: pretraining batches of host crops, evaluation batches of centre crops."""
+
   data_config: ml_collections.ConfigDict
-  train: Any                      # TfdsSource | FolderSource: the pretraining split
-  labelled: Dict[str, Any]        # "train"/"eval" -> TfdsSource of the labelled splits (kNN, linear eval)
+  train: Any  # TfdsSource | FolderSource: the pretraining split
+  labelled: Dict[str, Any]  # "train"/"eval" -> TfdsSource of the labelled splits (kNN, linear eval)
   num_classes: int
   host_crops: bool = True
   stats: Dict[str, int] = dataclasses.field(default_factory=lambda: {"skipped": 0})
@@ -196,8 +203,7 @@ class StreamingDataset:
     """Shape of one evaluation image as batches deliver it."""
     return (int(self.data_config.image_size),) * 2 + (3,)
 
-  def _stream(self, source, seed, epoch, start, local_batch, steps_per_epoch, views, aug,
-              process_index, global_batch):
+  def _stream(self, source, seed, epoch, start, local_batch, steps_per_epoch, views, aug, process_index, global_batch):
     size, channels = int(self.data_config.image_size), 3
     scale, ratio = tuple(aug.crop_scale), tuple(aug.crop_ratio)
 
@@ -205,7 +211,8 @@ class StreamingDataset:
       step = epoch * steps_per_epoch + pos // local_batch
       slot = process_index * local_batch + pos % local_batch
       example_seed = tf.random.experimental.stateless_fold_in(
-          tf.constant([seed, 0x51D15], tf.int64), step * global_batch + slot)
+        tf.constant([seed, 0x51D15], tf.int64), step * global_batch + slot
+      )
       return pos, host_crops.train_crops(encoded, example_seed, views, size, scale, ratio, channels), label
 
     ds = source.records(seed, epoch, start).take(steps_per_epoch * local_batch - start)
@@ -215,9 +222,16 @@ class StreamingDataset:
     ds = ds.batch(local_batch).prefetch(2).with_options(_options(self.data_config.host_threads))
     return ds.as_numpy_iterator()
 
-  def train_batches(self, seed: int, start_step: int, batch_size: int, mesh, views: int = 2,
-                    aug: Optional[ml_collections.ConfigDict] = None,
-                    source=None) -> Iterator[Tuple[int, jax.Array, jax.Array]]:
+  def train_batches(
+    self,
+    seed: int,
+    start_step: int,
+    batch_size: int,
+    mesh,
+    views: int = 2,
+    aug: Optional[ml_collections.ConfigDict] = None,
+    source=None,
+  ) -> Iterator[Tuple[int, jax.Array, jax.Array]]:
     """Yields (step, uint8 crops [B, views, S, S, C], labels [B]) from `start_step` on, as global arrays."""
     source = source or self.train
     aug = aug or self.data_config.augment
@@ -225,14 +239,17 @@ class StreamingDataset:
     local_batch = batch_size // pc
     steps_per_epoch = source.num_examples // local_batch
     if steps_per_epoch == 0:
-      raise ValueError(f"The global batch {batch_size} is larger than the {source.num_examples * pc} examples "
-                       f"of {source.label}; lower config.train.batch_size.")
+      raise ValueError(
+        f"The global batch {batch_size} is larger than the {source.num_examples * pc} examples "
+        f"of {source.label}; lower config.train.batch_size."
+      )
 
     def host_batches():
       epoch, first = divmod(start_step, steps_per_epoch)
       while True:
-        elements = self._stream(source, seed, epoch, first * local_batch, local_batch, steps_per_epoch, views,
-                                aug, pi, batch_size)
+        elements = self._stream(
+          source, seed, epoch, first * local_batch, local_batch, steps_per_epoch, views, aug, pi, batch_size
+        )
         describe = functools.partial(source.describe, seed, epoch)
         for b, images, labels, skipped in aligned_batches(elements, first, steps_per_epoch, local_batch, describe):
           yield epoch * steps_per_epoch + b, images, labels, skipped
@@ -249,9 +266,11 @@ class StreamingDataset:
 
   def _labelled(self, split: str):
     if split not in self.labelled:
-      raise ValueError(f"{self.train.label} has no labelled {split!r} split for kNN / linear evaluation; set "
-                       "config.data.eval_name (a labelled tfds dataset) or disable config.knn.networks / "
-                       "config.probe / config.final_eval.")
+      raise ValueError(
+        f"{self.train.label} has no labelled {split!r} split for kNN / linear evaluation; set "
+        "config.data.eval_name (a labelled tfds dataset) or disable config.knn.networks / "
+        "config.probe / config.final_eval."
+      )
     return self.labelled[split]
 
   def labelled_source(self, split: str, count: int = 0) -> sources.TfdsSource:
@@ -259,8 +278,9 @@ class StreamingDataset:
     source = self._labelled(split)
     if not count:
       return source
-    return sources.TfdsSource(source.data_config, _first(source.split, count), jax.process_index(),
-                              jax.process_count(), builder=source.builder)
+    return sources.TfdsSource(
+      source.data_config, _first(source.split, count), jax.process_index(), jax.process_count(), builder=source.builder
+    )
 
   def _host_shares(self, split: str, count: int = 0) -> Tuple[Any, List[str], List[int]]:
     """(source, every process's share of the first `count` examples of a labelled split, their sizes)."""
@@ -272,8 +292,9 @@ class StreamingDataset:
     """Examples of a labelled split over all processes (counting each host's even share)."""
     return sum(self._host_shares(split)[2])
 
-  def eval_batches(self, split: str, count: int, batch_size: int, mesh,
-                   seed: int = 0) -> Iterator[Dict[str, jax.Array]]:
+  def eval_batches(
+    self, split: str, count: int, batch_size: int, mesh, seed: int = 0
+  ) -> Iterator[Dict[str, jax.Array]]:
     """Every example of the first `count` (0 = all) of a labelled split once, centre-cropped; tail padded and masked."""
     del seed  # tfds order: the first `count` examples
     source, host_splits, sizes = self._host_shares(split, count)
@@ -282,11 +303,17 @@ class StreamingDataset:
     num_batches = -(-max(sizes) // local_batch)
     size, fraction = int(self.data_config.image_size), float(self.data_config.augment.eval_crop_fraction)
     image_key, label_key = source.image_key, source.label_key
-    ds = source.builder.as_dataset(split=host_splits[pi], shuffle_files=False,
-                                   read_config=tfds.ReadConfig(try_autocache=False),
-                                   decoders={image_key: tfds.decode.SkipDecoding()})
-    ds = ds.map(lambda ex: (host_crops.eval_crop(ex[image_key], size, fraction), tf.cast(ex[label_key], tf.int32)),
-                num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+    ds = source.builder.as_dataset(
+      split=host_splits[pi],
+      shuffle_files=False,
+      read_config=tfds.ReadConfig(try_autocache=False),
+      decoders={image_key: tfds.decode.SkipDecoding()},
+    )
+    ds = ds.map(
+      lambda ex: (host_crops.eval_crop(ex[image_key], size, fraction), tf.cast(ex[label_key], tf.int32)),
+      num_parallel_calls=tf.data.AUTOTUNE,
+      deterministic=True,
+    )
     ds = ds.batch(local_batch).prefetch(tf.data.AUTOTUNE).with_options(_options(self.data_config.host_threads))
 
     def host_batches():
@@ -301,8 +328,11 @@ class StreamingDataset:
         if pad:
           images = np.concatenate([images, np.zeros((pad,) + images.shape[1:], images.dtype)])
           labels = np.concatenate([labels, np.zeros((pad,), labels.dtype)])
-        yield {"images": parallel.global_batch(images, mesh), "labels": parallel.global_batch(labels, mesh),
-               "mask": parallel.global_batch(mask, mesh)}
+        yield {
+          "images": parallel.global_batch(images, mesh),
+          "labels": parallel.global_batch(labels, mesh),
+          "mask": parallel.global_batch(mask, mesh),
+        }
 
     yield from prefetch(host_batches(), int(self.data_config.prefetch))
 
@@ -329,6 +359,10 @@ def load(data_config) -> StreamingDataset:
         labelled[split] = sources.TfdsSource(eval_config, split_name, pi, pc, builder=builder)
         builder = labelled[split].builder
     num_classes = max((s.num_classes for s in labelled.values()), default=0)
-  logging.info("Streaming input: %s, %d examples per process for pretraining%s.", train.label, train.num_examples,
-               f"; labelled splits {sorted(labelled)} of {eval_name}" if labelled else "")
+  logging.info(
+    "Streaming input: %s, %d examples per process for pretraining%s.",
+    train.label,
+    train.num_examples,
+    f"; labelled splits {sorted(labelled)} of {eval_name}" if labelled else "",
+  )
   return StreamingDataset(data_config, train, labelled, num_classes)

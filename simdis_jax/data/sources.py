@@ -25,8 +25,14 @@ def _epoch_seed(seed: int, epoch: int, process_index: int) -> int:
 class TfdsSource:
   """One process's shard of a tfds split, read as (encoded image, label) records."""
 
-  def __init__(self, data_config, split: str, process_index: int, process_count: int,
-               builder: Optional[tfds.core.DatasetBuilder] = None):
+  def __init__(
+    self,
+    data_config,
+    split: str,
+    process_index: int,
+    process_count: int,
+    builder: Optional[tfds.core.DatasetBuilder] = None,
+  ):
     self.builder = builder or get_builder(data_config)
     self.data_config = data_config
     self.image_key, self.label_key = data_config.image_key, data_config.label_key
@@ -35,8 +41,10 @@ class TfdsSource:
     self.process_index = process_index
     features = self.builder.info.features
     if self.image_key not in features:
-      raise ValueError(f"config.data.image_key={self.image_key!r} is not a feature of {self.builder.name} "
-                       f"(features: {sorted(features.keys())}).")
+      raise ValueError(
+        f"config.data.image_key={self.image_key!r} is not a feature of {self.builder.name} "
+        f"(features: {sorted(features.keys())})."
+      )
     self.has_labels = self.label_key in features
     self.num_classes = int(getattr(features[self.label_key], "num_classes", 0) or 0) if self.has_labels else 0
     # Equal shards (drop_remainder): every host runs the same number of steps per epoch.
@@ -45,11 +53,15 @@ class TfdsSource:
     self.label = f"{self.builder.name}:{split}"
 
   def _read(self, shuffle_seed: Optional[int]) -> tf.data.Dataset:
-    read_config = tfds.ReadConfig(shuffle_seed=shuffle_seed, try_autocache=False, interleave_cycle_length=16,
-                                  interleave_block_length=1)
-    ds = self.builder.as_dataset(split=self.host_split, shuffle_files=shuffle_seed is not None,
-                                 read_config=read_config,
-                                 decoders={self.image_key: tfds.decode.SkipDecoding()})
+    read_config = tfds.ReadConfig(
+      shuffle_seed=shuffle_seed, try_autocache=False, interleave_cycle_length=16, interleave_block_length=1
+    )
+    ds = self.builder.as_dataset(
+      split=self.host_split,
+      shuffle_files=shuffle_seed is not None,
+      read_config=read_config,
+      decoders={self.image_key: tfds.decode.SkipDecoding()},
+    )
     label_key, image_key = self.label_key, self.image_key
     if self.has_labels:
       return ds.map(lambda ex: (ex[image_key], tf.cast(ex[label_key], tf.int32)))
@@ -78,8 +90,10 @@ class FolderSource:
     files = list_image_files(pattern)
     per_process = len(files) // process_count
     if per_process == 0:
-      raise ValueError(f"config.data.folder={pattern!r} holds {len(files)} image file(s), fewer than the "
-                       f"{process_count} processes; add images or use fewer hosts.")
+      raise ValueError(
+        f"config.data.folder={pattern!r} holds {len(files)} image file(s), fewer than the "
+        f"{process_count} processes; add images or use fewer hosts."
+      )
     # Every P-th file: disjoint shards of equal size (the last < P files are left out).
     self.files = np.asarray(files[process_index::process_count][:per_process])
     self.num_examples = per_process
@@ -110,12 +124,16 @@ def list_image_files(pattern: str) -> List[str]:
   elif tf.io.gfile.isdir(pattern):
     files = [tf.io.gfile.join(root, name) for root, _, names in tf.io.gfile.walk(pattern) for name in names]
   else:
-    raise DatasetNotFoundError(f"config.data.folder={pattern!r} is neither a directory nor a glob pattern "
-                               "that exists; point it at a folder of images or a pattern like '/data/*/*.jpg'.")
+    raise DatasetNotFoundError(
+      f"config.data.folder={pattern!r} is neither a directory nor a glob pattern "
+      "that exists; point it at a folder of images or a pattern like '/data/*/*.jpg'."
+    )
   files = sorted(f for f in files if f.lower().endswith(IMAGE_EXTENSIONS))
   if not files:
-    raise DatasetNotFoundError(f"config.data.folder={pattern!r} holds no image files ({', '.join(IMAGE_EXTENSIONS)})"
-                               "; point it at a folder of images.")
+    raise DatasetNotFoundError(
+      f"config.data.folder={pattern!r} holds no image files ({', '.join(IMAGE_EXTENSIONS)})"
+      "; point it at a folder of images."
+    )
   return files
 
 
@@ -126,9 +144,11 @@ def get_builder(data_config) -> tfds.core.DatasetBuilder:
     builder = tfds.builder(data_config.name, **kwargs)
   except tfds.core.registered.DatasetNotFoundError as e:
     hint = " ".join(line.strip() for line in str(e).splitlines() if "did you mean" in line.lower())
-    raise DatasetNotFoundError(f"config.data.name={data_config.name!r} is not a tfds dataset. {hint} Use a tfds "
-                               "name (imagenet2012, imagenette, stl10, cifar10, ...; `tfds.list_builders()` lists "
-                               "them), 'fashion_mnist', or 'folder' with config.data.folder.") from e
+    raise DatasetNotFoundError(
+      f"config.data.name={data_config.name!r} is not a tfds dataset. {hint} Use a tfds "
+      "name (imagenet2012, imagenette, stl10, cifar10, ...; `tfds.list_builders()` lists "
+      "them), 'fashion_mnist', or 'folder' with config.data.folder."
+    ) from e
   if _is_prepared(builder):
     return builder
   if data_config.manual_dir or data_config.allow_download:
@@ -138,11 +158,12 @@ def get_builder(data_config) -> tfds.core.DatasetBuilder:
     _barrier(f"prepare {data_config.name}")
     return tfds.builder(data_config.name, **kwargs)
   raise DatasetNotFoundError(
-      f"The tfds dataset {data_config.name!r} is not prepared in {builder.data_dir_root}. Prepare it once with\n"
-      f"    tfds build {data_config.name} --data_dir <dir> [--manual_dir <dir with the downloaded archives>]\n"
-      f"and pass --config.data.data_dir=<dir>; ImageNet needs its archives (ILSVRC2012_img_train.tar, "
-      f"ILSVRC2012_img_val.tar) in the manual directory (--config.data.manual_dir=<dir> prepares it on the "
-      f"first run). On a machine with internet access --config.data.allow_download=True downloads public ones.")
+    f"The tfds dataset {data_config.name!r} is not prepared in {builder.data_dir_root}. Prepare it once with\n"
+    f"    tfds build {data_config.name} --data_dir <dir> [--manual_dir <dir with the downloaded archives>]\n"
+    f"and pass --config.data.data_dir=<dir>; ImageNet needs its archives (ILSVRC2012_img_train.tar, "
+    f"ILSVRC2012_img_val.tar) in the manual directory (--config.data.manual_dir=<dir> prepares it on the "
+    f"first run). On a machine with internet access --config.data.allow_download=True downloads public ones."
+  )
 
 
 def _is_prepared(builder) -> bool:
@@ -159,6 +180,7 @@ def _is_prepared(builder) -> bool:
 def _barrier(name: str) -> None:
   if jax.process_count() > 1:
     from jax.experimental import multihost_utils  # pylint: disable=import-outside-toplevel
+
     multihost_utils.sync_global_devices(name)
 
 
@@ -167,9 +189,14 @@ def split_size(builder, split: str) -> int:
   try:
     return int(builder.info.splits[split].num_examples)
   except (KeyError, ValueError, TypeError, AssertionError):
-    ds = builder.as_dataset(split=split, decoders={k: tfds.decode.SkipDecoding()
-                                                   for k in builder.info.features.keys()
-                                                   if isinstance(builder.info.features[k], tfds.features.Image)})
+    ds = builder.as_dataset(
+      split=split,
+      decoders={
+        k: tfds.decode.SkipDecoding()
+        for k in builder.info.features.keys()
+        if isinstance(builder.info.features[k], tfds.features.Image)
+      },
+    )
     n = int(ds.cardinality())
     if n < 0:
       n = int(ds.reduce(0, lambda c, _: c + 1))

@@ -22,8 +22,14 @@ from simdis_jax import workdir as wf
 from simdis_jax.evaluation import embedding_map, figures
 from simdis_jax.models import archs
 from simdis_jax.evaluation.report_tables import MISSING, json_rows, markdown_report
-from simdis_jax.evaluation.report_workdirs import (LinearEval, PretrainRun, is_pretrain_dir, load_pretrain_run,
-                                                   load_workdirs, resolve_from)
+from simdis_jax.evaluation.report_workdirs import (
+  LinearEval,
+  PretrainRun,
+  is_pretrain_dir,
+  load_pretrain_run,
+  load_workdirs,
+  resolve_from,
+)
 
 RESULTS_MD = "results.md"
 RESULTS_JSON = "results.json"
@@ -41,8 +47,12 @@ def method_label(method: Optional[str], views: Sequence[str]) -> str:
   if not method:
     return MISSING
   label = METHOD_NAMES.get(method, method)
-  if (method in METHOD_NAMES and methods.about(method).uses_views and methods.about(method).teacher != "none"
-      and len(set(views)) == len(PAPER_VIEW_NAMES)):
+  if (
+    method in METHOD_NAMES
+    and methods.about(method).uses_views
+    and methods.about(method).teacher != "none"
+    and len(set(views)) == len(PAPER_VIEW_NAMES)
+  ):
     label += "-7v"
   return label
 
@@ -129,8 +139,14 @@ def _run_progress(run: PretrainRun) -> Dict[str, Any]:
   images_per_sec = summary.get("images_per_sec")
   if images_per_sec is None:
     images_per_sec = wf.last_value(run.metrics, "images_per_sec")
-  return {"step": step, "total_steps": total_steps, "steps_per_epoch": steps_per_epoch, "epochs": epochs,
-          "wall_time_s": summary.get("train_wall_time_s"), "images_per_sec": images_per_sec}
+  return {
+    "step": step,
+    "total_steps": total_steps,
+    "steps_per_epoch": steps_per_epoch,
+    "epochs": epochs,
+    "wall_time_s": summary.get("train_wall_time_s"),
+    "images_per_sec": images_per_sec,
+  }
 
 
 def status_note(run: PretrainRun) -> str:
@@ -179,8 +195,9 @@ def _protocol_cell(result: Dict[str, Any]) -> str:
   return "; ".join(([text] if text else []) + details)
 
 
-def _make_row(run: Optional[PretrainRun], network: str, linear: Optional[LinearEval],
-              fallback_name: str = "") -> Dict[str, Any]:
+def _make_row(
+  run: Optional[PretrainRun], network: str, linear: Optional[LinearEval], fallback_name: str = ""
+) -> Dict[str, Any]:
   """One table row (raw values and formatted cells) for a network of a run and an optional linear eval."""
   config = run.config if run else {}
   model = config.get("model", {})
@@ -194,39 +211,40 @@ def _make_row(run: Optional[PretrainRun], network: str, linear: Optional[LinearE
   name = run.name if run else fallback_name
 
   row = {
-      "run": name,
-      "workdir": run.workdir if run else None,
-      "finished": run.finished if run else None,
-      "step": progress.get("step"),
-      "total_steps": progress.get("total_steps"),
-      "method": method,
-      "method_label": method_label(method, views),
-      "views": views,
-      "view_names": [PAPER_VIEW_NAMES.get(v, v) for v in views],
-      "network": network,
-      "weights": result.get("weights"),
-      "teacher_arch": architecture(model.get("teacher")) if has_teacher else MISSING,
-      "encoder": architecture(encoder_cfg),
-      "epochs": _finite(progress.get("epochs")),
-      "batch_size": config.get("train", {}).get("batch_size"),
-      "data": config.get("data", {}).get("name"),
-      "optimizer": config.get("optim", {}).get("name"),
-      "seed": config.get("seed"),
-      "teacher_workdir": ((config.get("teacher", {}).get("workdir") or None)
-                          if methods.teacher_kind(config) == "offline" else None),
-      "knn_top1": _finite(knn_final),
-      "knn_top1_init": _finite(knn_init),
-      "linear_top1": _finite(result.get("top1")),
-      "linear_top5": _finite(result.get("top5")),
-      "linear_workdir": linear.workdir if linear else None,
-      "protocol": result.get("protocol"),
-      "mode": result.get("mode"),
-      "mode_name": result.get("mode_name"),
-      "linear_epochs": _finite(result.get("epochs")),
-      "linear_pretrained_step": result.get("pretrained_step"),
-      "linear_wall_time_s": _finite(result.get("wall_time_s")),
-      "wall_time_s": _finite(progress.get("wall_time_s")),
-      "images_per_sec": _finite(progress.get("images_per_sec")),
+    "run": name,
+    "workdir": run.workdir if run else None,
+    "finished": run.finished if run else None,
+    "step": progress.get("step"),
+    "total_steps": progress.get("total_steps"),
+    "method": method,
+    "method_label": method_label(method, views),
+    "views": views,
+    "view_names": [PAPER_VIEW_NAMES.get(v, v) for v in views],
+    "network": network,
+    "weights": result.get("weights"),
+    "teacher_arch": architecture(model.get("teacher")) if has_teacher else MISSING,
+    "encoder": architecture(encoder_cfg),
+    "epochs": _finite(progress.get("epochs")),
+    "batch_size": config.get("train", {}).get("batch_size"),
+    "data": config.get("data", {}).get("name"),
+    "optimizer": config.get("optim", {}).get("name"),
+    "seed": config.get("seed"),
+    "teacher_workdir": (
+      (config.get("teacher", {}).get("workdir") or None) if methods.teacher_kind(config) == "offline" else None
+    ),
+    "knn_top1": _finite(knn_final),
+    "knn_top1_init": _finite(knn_init),
+    "linear_top1": _finite(result.get("top1")),
+    "linear_top5": _finite(result.get("top5")),
+    "linear_workdir": linear.workdir if linear else None,
+    "protocol": result.get("protocol"),
+    "mode": result.get("mode"),
+    "mode_name": result.get("mode_name"),
+    "linear_epochs": _finite(result.get("epochs")),
+    "linear_pretrained_step": result.get("pretrained_step"),
+    "linear_wall_time_s": _finite(result.get("wall_time_s")),
+    "wall_time_s": _finite(progress.get("wall_time_s")),
+    "images_per_sec": _finite(progress.get("images_per_sec")),
   }
 
   run_cell = name
@@ -239,7 +257,8 @@ def _make_row(run: Optional[PretrainRun], network: str, linear: Optional[LinearE
   if row["knn_top1_init"] is not None:
     knn_cell += f" ({format_accuracy(row['knn_top1_init'])})"
   batch = row["batch_size"]
-  row.update({
+  row.update(
+    {
       "run_cell": run_cell,
       "views_cell": _views_cell(method, network, views, config),
       "network_cell": f"{network} ({weights})" if weights else network,
@@ -251,7 +270,8 @@ def _make_row(run: Optional[PretrainRun], network: str, linear: Optional[LinearE
       "protocol_cell": _protocol_cell(result),
       "wall_time_cell": format_duration(row["wall_time_s"]),
       "images_per_sec_cell": format_rate(row["images_per_sec"]),
-  })
+    }
+  )
   return row
 
 
@@ -284,8 +304,11 @@ def collect_rows(workdirs: Sequence[str]) -> Tuple[List[PretrainRun], List[Dict[
       network = str(ev.result.get("network") or "student")
       attached.setdefault((path, network), []).append(ev)
     else:
-      print(f"simdis_jax.report: warning: {ev.workdir}/{wf.LINEAR_EVAL_FILE} refers to pretraining workdir "
-            f"{target!r}, which was not found; its row has no pretraining details.", file=sys.stderr)
+      print(
+        f"simdis_jax.report: warning: {ev.workdir}/{wf.LINEAR_EVAL_FILE} refers to pretraining workdir "
+        f"{target!r}, which was not found; its row has no pretraining details.",
+        file=sys.stderr,
+      )
       orphans.setdefault(str(target or ev.workdir), []).append(ev)
 
   _give_unique_names(runs)
@@ -298,8 +321,11 @@ def collect_rows(workdirs: Sequence[str]) -> Tuple[List[PretrainRun], List[Dict[
         rows.append(_make_row(run, network, ev))
   for target, orphan_evals in orphans.items():
     for ev in orphan_evals:
-      rows.append(_make_row(None, str(ev.result.get("network") or "student"), ev,
-                            fallback_name=os.path.basename(os.path.normpath(target))))
+      rows.append(
+        _make_row(
+          None, str(ev.result.get("network") or "student"), ev, fallback_name=os.path.basename(os.path.normpath(target))
+        )
+      )
   return runs, rows
 
 
@@ -341,8 +367,9 @@ def _give_unique_names(runs: List[PretrainRun]) -> None:
 # --------------------------------------------------------------------------- entry points
 
 
-def write_report(workdirs: Sequence[str], out_dir: str, embeddings: bool = True,
-                 embedding_points: int = embedding_map.POINTS) -> str:
+def write_report(
+  workdirs: Sequence[str], out_dir: str, embeddings: bool = True, embedding_points: int = embedding_map.POINTS
+) -> str:
   """Writes results.md, results.json and the PNG figures for `workdirs` into `out_dir`; returns the markdown.
 
   With `embeddings`, each finished run's trained networks also get a 2-D map of their test-set embeddings
@@ -361,8 +388,13 @@ def write_report(workdirs: Sequence[str], out_dir: str, embeddings: bool = True,
     if not run.finished:
       title += f" ({status_note(run)})"
     frozen_teacher = methods.teacher_kind(run.config) == "offline"
-    figures.plot_curves(run.metrics, title, _run_progress(run)["steps_per_epoch"], os.path.join(out_dir, name),
-                        frozen_teacher=frozen_teacher)
+    figures.plot_curves(
+      run.metrics,
+      title,
+      _run_progress(run)["steps_per_epoch"],
+      os.path.join(out_dir, name),
+      frozen_teacher=frozen_teacher,
+    )
     written.append(name)
   if embeddings:
     written += embedding_map.write_maps(runs, out_dir, points=embedding_points)
@@ -373,6 +405,10 @@ def write_report(workdirs: Sequence[str], out_dir: str, embeddings: bool = True,
   with open(os.path.join(out_dir, RESULTS_MD), "w", encoding="utf-8") as f:
     f.write(markdown)
   with open(os.path.join(out_dir, RESULTS_JSON), "w", encoding="utf-8") as f:
-    json.dump({"workdirs": [os.path.realpath(str(w)) for w in workdirs], "figures": written,
-               "rows": json_rows(rows)}, f, indent=2, ensure_ascii=False)
+    json.dump(
+      {"workdirs": [os.path.realpath(str(w)) for w in workdirs], "figures": written, "rows": json_rows(rows)},
+      f,
+      indent=2,
+      ensure_ascii=False,
+    )
   return markdown

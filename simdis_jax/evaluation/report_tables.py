@@ -11,20 +11,20 @@ MISSING = "—"  # a cell without a value
 
 # (header, row key) of the markdown table; results.json holds these keys and more.
 COLUMNS = (
-    ("run", "run_cell"),
-    ("method", "method_label"),
-    ("views", "views_cell"),
-    ("network", "network_cell"),
-    ("teacher", "teacher_arch"),
-    ("encoder", "encoder"),
-    ("epochs", "epochs_cell"),
-    ("batch", "batch_cell"),
-    ("kNN top-1 (step 0)", "knn_cell"),
-    ("linear top-1", "linear_top1_cell"),
-    ("linear top-5", "linear_top5_cell"),
-    ("protocol", "protocol_cell"),
-    ("wall time", "wall_time_cell"),
-    ("images/s", "images_per_sec_cell"),
+  ("run", "run_cell"),
+  ("method", "method_label"),
+  ("views", "views_cell"),
+  ("network", "network_cell"),
+  ("teacher", "teacher_arch"),
+  ("encoder", "encoder"),
+  ("epochs", "epochs_cell"),
+  ("batch", "batch_cell"),
+  ("kNN top-1 (step 0)", "knn_cell"),
+  ("linear top-1", "linear_top1_cell"),
+  ("linear top-5", "linear_top5_cell"),
+  ("protocol", "protocol_cell"),
+  ("wall time", "wall_time_cell"),
+  ("images/s", "images_per_sec_cell"),
 )
 
 
@@ -34,8 +34,7 @@ def _escape(cell: str) -> str:
 
 def markdown_table(rows: Sequence[Dict[str, Any]]) -> str:
   """The rows as a GitHub-flavoured markdown table."""
-  lines = ["| " + " | ".join(h for h, _ in COLUMNS) + " |",
-           "|" + "|".join("---" for _ in COLUMNS) + "|"]
+  lines = ["| " + " | ".join(h for h, _ in COLUMNS) + " |", "|" + "|".join("---" for _ in COLUMNS) + "|"]
   for row in rows:
     lines.append("| " + " | ".join(_escape(row[key]) for _, key in COLUMNS) + " |")
   return "\n".join(lines) + "\n"
@@ -43,14 +42,17 @@ def markdown_table(rows: Sequence[Dict[str, Any]]) -> str:
 
 def markdown_report(rows: Sequence[Dict[str, Any]], figures: Sequence[str]) -> str:
   """results.md: the table, what its columns mean, and links to the figures."""
-  parts = ["# Results\n\n", markdown_table(rows),
-           "\nkNN top-1: weighted cosine kNN of the encoder at the end of the run (latest evaluation for "
-           "an unfinished run), its value at step 0 in brackets: the untrained network's, except for a teacher "
-           "restored trained and frozen (SimDis-Off, SEED). Views: the student's targets in the paper's "
-           "notation, or what the method trains on. Linear top-1/top-5: "
-           f"from {wf.LINEAR_EVAL_FILE}. Accuracies in %. Wall time and images/s: the pretraining process "
-           "that finished the run (the latest logged value for an unfinished run). "
-           f"{MISSING}: not available.\n"]
+  parts = [
+    "# Results\n\n",
+    markdown_table(rows),
+    "\nkNN top-1: weighted cosine kNN of the encoder at the end of the run (latest evaluation for "
+    "an unfinished run), its value at step 0 in brackets: the untrained network's, except for a teacher "
+    "restored trained and frozen (SimDis-Off, SEED). Views: the student's targets in the paper's "
+    "notation, or what the method trains on. Linear top-1/top-5: "
+    f"from {wf.LINEAR_EVAL_FILE}. Accuracies in %. Wall time and images/s: the pretraining process "
+    "that finished the run (the latest logged value for an unfinished run). "
+    f"{MISSING}: not available.\n",
+  ]
   if figures:
     parts.append("\n## Figures\n\n" + "\n".join(f"![{f}]({f})" for f in figures) + "\n")
   return "".join(parts)
@@ -90,7 +92,7 @@ def plain_text(markdown: str, drop: Sequence[str] = ("protocol",)) -> str:
       continue
     flush()
     if line.startswith("!["):  # a figure link: the console names the file
-      out.append("  " + line[line.index("](") + 2:].rstrip(")"))
+      out.append("  " + line[line.index("](") + 2 :].rstrip(")"))
       continue
     out.append(line.lstrip("#").strip() if line.startswith("#") else line)
   flush()
