@@ -61,6 +61,9 @@ setup(
   # CPU build that pip finds on this project's machines (a newer release would pull a CUDA build of GBs).
   # dm-haiku builds the reference forward of DeepMind's BYOL networks in the import tests (0.0.17 runs on
   # this jax; it installs no other version of anything already here). ruff lints the repository in the suite
-  # (tests/test_lint.py; the rules are in ruff.toml).
-  extras_require={"test": ["pytest>=8.0", "pytest-xdist>=3.5", "torch==2.13.0", "dm-haiku==0.0.17", "ruff>=0.17"]},
+  # and checks its formatting (tests/test_lint.py; the rules and format settings are in ruff.toml); its
+  # formatter's style changes only between minor releases, so the minor version is held.
+  extras_require={
+    "test": ["pytest>=8.0", "pytest-xdist>=3.5", "torch==2.13.0", "dm-haiku==0.0.17", "ruff>=0.17,<0.18"]
+  },
 )
