@@ -60,13 +60,19 @@ def build_network(config: ml_collections.ConfigDict, network: str) -> Any:
     extra["bn_running_var"] = config.model.bn_running_var
   extra["data_norm"] = (config.data.augment.mean, config.data.augment.std)  # an adopted teacher's own inputs
   extra.update(methods.shared_heads(config, network))  # a method's own projector module (SimSiam's), if any
-  return network_from_config(section, (), jnp.float32, conv_impl(config, section),
-                             depthwise_impl=depthwise.from_config(config), **extra)
+  return network_from_config(
+    section, (), jnp.float32, conv_impl(config, section), depthwise_impl=depthwise.from_config(config), **extra
+  )
 
 
-def restore_variables(workdir: str, config: ml_collections.ConfigDict, network: str = "student",
-                      weights: str = "online", step: Optional[int] = None,
-                      sharding: Optional[jax.sharding.Sharding] = None) -> Tuple[Dict[str, Any], int]:
+def restore_variables(
+  workdir: str,
+  config: ml_collections.ConfigDict,
+  network: str = "student",
+  weights: str = "online",
+  step: Optional[int] = None,
+  sharding: Optional[jax.sharding.Sharding] = None,
+) -> Tuple[Dict[str, Any], int]:
   """({'params', 'batch_stats'} of one network's encoder + projector, step), restored alone and verified.
 
   `step` None: the newest intact step (a damaged newer one is passed over with one warning line);
@@ -102,22 +108,29 @@ def check_images(images: Any, channels: int, value_range: Optional[Tuple[float, 
   images = np.asarray(images)
   if images.ndim == 3 and channels == 1:
     if images.shape[-1] == 1:  # one image [H, W, 1], or a batch of 1-pixel-wide images? Never guessed.
-      raise ValueError(f"Images of shape {images.shape} are ambiguous: pass a batch [N, H, W, 1] (one image: "
-                       "images[None]).")
+      raise ValueError(
+        f"Images of shape {images.shape} are ambiguous: pass a batch [N, H, W, 1] (one image: images[None])."
+      )
     images = images[..., None]
   if images.ndim != 4 or images.shape[-1] != channels:
-    raise ValueError(f"Images must be [N, H, W, {channels}] (this network was trained on {channels}-channel "
-                     f"images); got shape {images.shape}.")
+    raise ValueError(
+      f"Images must be [N, H, W, {channels}] (this network was trained on {channels}-channel "
+      f"images); got shape {images.shape}."
+    )
   if images.dtype == np.uint8:
     if value_range is not None and tuple(value_range) != (0, 255):
       raise ValueError(f"uint8 images are 0..255; value_range={tuple(value_range)} does not apply to them.")
     return images
   if not np.issubdtype(images.dtype, np.floating):
-    raise TypeError(f"Images of dtype {images.dtype} are ambiguous: pass uint8 (0..255), e.g. "
-                    "images.astype(np.uint8), or float images with value_range=(0, 1) or (0, 255).")
+    raise TypeError(
+      f"Images of dtype {images.dtype} are ambiguous: pass uint8 (0..255), e.g. "
+      "images.astype(np.uint8), or float images with value_range=(0, 1) or (0, 255)."
+    )
   if value_range is None:
-    raise ValueError(f"Float images ({images.dtype}) need their range: pass value_range=(0, 1) or (0, 255) "
-                     "(or uint8 images, which are 0..255).")
+    raise ValueError(
+      f"Float images ({images.dtype}) need their range: pass value_range=(0, 1) or (0, 255) "
+      "(or uint8 images, which are 0..255)."
+    )
   low, high = (float(v) for v in value_range)
   if not high > low:
     raise ValueError(f"value_range={tuple(value_range)} must be (low, high) with high > low, e.g. (0, 1).")
@@ -127,8 +140,10 @@ def check_images(images: Any, channels: int, value_range: Optional[Tuple[float, 
       raise ValueError("The images hold NaN or Inf values.")
     slack = 1e-3 * (high - low)
     if lo < low - slack or hi > high + slack:
-      raise ValueError(f"The images' values span [{lo:g}, {hi:g}], outside value_range={tuple(value_range)}: "
-                       "pass the range they are in (e.g. (0, 255)).")
+      raise ValueError(
+        f"The images' values span [{lo:g}, {hi:g}], outside value_range={tuple(value_range)}: "
+        "pass the range they are in (e.g. (0, 255))."
+      )
   return ((images.astype(np.float32) - np.float32(low)) / np.float32(high - low)).astype(np.float32)
 
 
@@ -149,6 +164,7 @@ class Encoder:
   `image_size`); `embed` / `__call__` do the evaluation preprocessing (centre crop, resize,
   normalise) themselves, exactly as the kNN monitor and the exports do.
   """
+
   module: Any
   variables: Dict[str, Any]
   config: ml_collections.ConfigDict
@@ -163,9 +179,11 @@ class Encoder:
     net = model_section(self.config, self.network)
     arch = net.get("arch", "resnet")
     what = f"{arch}-{net.depth} width {net.width}" if arch == "resnet" else arch
-    return (f"Encoder({self.network}/{self.weights} of {self.config.method} at step {self.step}: {what}, "
-            f"{self.image_size}x{self.image_size}x{self.channels} -> {self.num_features} "
-            f"{'projections' if self.project else 'features'}, workdir={self.workdir!r})")
+    return (
+      f"Encoder({self.network}/{self.weights} of {self.config.method} at step {self.step}: {what}, "
+      f"{self.image_size}x{self.image_size}x{self.channels} -> {self.num_features} "
+      f"{'projections' if self.project else 'features'}, workdir={self.workdir!r})"
+    )
 
   @property
   def image_size(self) -> int:
@@ -210,8 +228,9 @@ class Encoder:
     """Pure (variables, uint8 0..255 or float [0, 1] images) -> features: the kNN/linear feature function."""
     return features.feature_function(self.module, self.config.data.augment, self.image_size, self.project)
 
-  def embed(self, images: Any, value_range: Optional[Tuple[float, float]] = None,
-            batch_size: Optional[int] = None) -> np.ndarray:
+  def embed(
+    self, images: Any, value_range: Optional[Tuple[float, float]] = None, batch_size: Optional[int] = None
+  ) -> np.ndarray:
     """Features [N, num_features] (float32 NumPy) of images [N, H, W, C] (or [N, H, W] for 1 channel).
 
     Args:
@@ -227,7 +246,7 @@ class Encoder:
     size = batch_size or self.batch_size
     out = []
     for start in range(0, images.shape[0], size):
-      chunk = images[start:start + size]
+      chunk = images[start : start + size]
       n = chunk.shape[0]
       if n < size and images.shape[0] > size:  # pad the tail: one compiled shape for every chunk
         chunk = np.concatenate([chunk, np.zeros((size - n,) + chunk.shape[1:], chunk.dtype)])
@@ -236,8 +255,9 @@ class Encoder:
       return np.zeros((0, self.num_features), np.float32)
     return np.concatenate(out)
 
-  def __call__(self, images: Any, value_range: Optional[Tuple[float, float]] = None,
-               batch_size: Optional[int] = None) -> np.ndarray:
+  def __call__(
+    self, images: Any, value_range: Optional[Tuple[float, float]] = None, batch_size: Optional[int] = None
+  ) -> np.ndarray:
     """`embed(images, value_range, batch_size)`: features [N, num_features] as float32 NumPy."""
     return self.embed(images, value_range, batch_size)
 
@@ -247,15 +267,24 @@ def _run_config(workdir: str) -> ml_collections.ConfigDict:
   config = runs.read_run_config(workdir)
   if workdir_files.is_linear_eval(config):
     pretrained = config.get("pretrained", {}).get("workdir", "")
-    raise ValueError(f"{workdir} is a linear-evaluation workdir, not a pretraining run: load the encoder from "
-                     f"the run it evaluated{f' ({pretrained})' if pretrained else ''}.")
+    raise ValueError(
+      f"{workdir} is a linear-evaluation workdir, not a pretraining run: load the encoder from "
+      f"the run it evaluated{f' ({pretrained})' if pretrained else ''}."
+    )
   if "model" not in config or "student" not in config.model:
     raise ValueError(f"{workdir}'s config.json describes no pretraining run (no model.student).")
   return config
 
 
-def load_encoder(workdir: PathLike, *, network: str = "student", weights: str = "online",
-                 step: Optional[int] = None, project: bool = False, batch_size: int = 256) -> Encoder:
+def load_encoder(
+  workdir: PathLike,
+  *,
+  network: str = "student",
+  weights: str = "online",
+  step: Optional[int] = None,
+  project: bool = False,
+  batch_size: int = 256,
+) -> Encoder:
   """One network of a simdis_jax pretraining run (trained or imported) as an `Encoder`.
 
   Args:

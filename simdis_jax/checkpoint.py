@@ -1,4 +1,4 @@
-"""What a run keeps in its workdir and how it survives: orbax checkpoints, resume checks, preemption.
+"""What a run keeps in its workdir and how it survives: orbax checkpoints, resume checks (preemption: preemption.py).
 
 Crash consistency comes from orbax: a save is written into a temporary
 directory and renamed into place only when every process has finished, so
@@ -13,8 +13,6 @@ import logging
 import math
 import os
 import shutil
-import signal
-import threading
 import time
 import zlib
 from typing import Any, Dict, Optional
@@ -24,7 +22,6 @@ import numpy as np
 import orbax.checkpoint as ocp
 from absl import flags
 from etils import epath
-from jax._src import distributed as jax_distributed  # the preemption service has no public handle
 from jax.experimental import multihost_utils
 
 from simdis_jax import workdir as workdir_files
@@ -33,10 +30,6 @@ from simdis_jax.workdir import CONFIG_FILE
 CHECKSUM_DIR = "checkpoint_checksums"  # <workdir>/checkpoint_checksums/<step>.json: CRC32 per array
 DEFAULT_ITEM = "default"  # orbax's folder of a single-item checkpoint
 DAMAGED_DIR = "damaged_checkpoints"  # where restore moves steps it could not trust
-# Exit status of a run stopped by a preemption notice after saving its checkpoint: the
-# status a SIGTERM-killed process has (128 + 15), so schedulers that requeue terminated
-# jobs (SLURM --requeue, Kubernetes pod failure policies) treat it as before.
-PREEMPTED_EXIT_CODE = 143
 # orbax splits every replicated array into one slice per device ("replica-parallel"
 # writing), so that several hosts share a large write. For slices under this size the
 # split buys nothing and costs one dispatched slice op per array and device (and, at the
@@ -51,8 +44,9 @@ def _register_array_handler() -> None:
   if getattr(default, "_min_slice_bytes_for_replica_parallel", None) == MIN_REPLICA_PARALLEL_SLICE_BYTES:
     return
   handler = ocp.type_handlers.ArrayHandler(
-      array_metadata_store=getattr(default, "_array_metadata_store", None),
-      min_slice_bytes_for_replica_parallel=MIN_REPLICA_PARALLEL_SLICE_BYTES)
+    array_metadata_store=getattr(default, "_array_metadata_store", None),
+    min_slice_bytes_for_replica_parallel=MIN_REPLICA_PARALLEL_SLICE_BYTES,
+  )
   ocp.type_handlers.register_type_handler(jax.Array, handler, override=True)
 
 
@@ -116,8 +110,9 @@ def save(mgr: ocp.CheckpointManager, step: int, state: Any, force: bool = False)
   leaves = _host_leaves(state)
   bad = non_finite_leaves(leaves)
   if bad:
-    raise FloatingPointError(f"The state at step {step} holds NaN/Inf in {len(bad)} arrays (e.g. {bad[0]}); "
-                             f"it was not saved.")
+    raise FloatingPointError(
+      f"The state at step {step} holds NaN/Inf in {len(bad)} arrays (e.g. {bad[0]}); it was not saved."
+    )
   with _save_errors(mgr):
     if jax.process_index() == 0:
       path = _checksum_path(mgr, step)
@@ -147,9 +142,11 @@ def _save_errors(mgr: ocp.CheckpointManager):
     kept = f"the checkpoints saved before it (steps {steps}) are intact" if steps else "no checkpoint was saved yet"
     big = (isinstance(e, OSError) and e.errno == errno.EFBIG) or "File too large" in str(e)
     why = "a file outgrew the size limit (File too large)" if big else "the disk is full (no space left on device)"
-    raise OSError(f"Saving a checkpoint in {mgr.directory} failed: {why}; "
-                  f"{kept}. Free space (or lower --config.train.keep_checkpoints) and run the same command to "
-                  "resume.") from None
+    raise OSError(
+      f"Saving a checkpoint in {mgr.directory} failed: {why}; "
+      f"{kept}. Free space (or lower --config.train.keep_checkpoints) and run the same command to "
+      "resume."
+    ) from None
 
 
 def finish(mgr: ocp.CheckpointManager) -> None:
@@ -180,8 +177,10 @@ def _mismatch(mgr: ocp.CheckpointManager, step: int, abstract_state: Any, partia
   only_saved = [] if partial else sorted(set(saved) - set(wanted))
   only_wanted = sorted(set(wanted) - set(saved))
   if only_saved or only_wanted:
-    return (f"{len(only_saved)} arrays only in the checkpoint (e.g. {'/'.join(only_saved[0]) if only_saved else '-'}), "
-            f"{len(only_wanted)} only in this run (e.g. {'/'.join(only_wanted[0]) if only_wanted else '-'})")
+    return (
+      f"{len(only_saved)} arrays only in the checkpoint (e.g. {'/'.join(only_saved[0]) if only_saved else '-'}), "
+      f"{len(only_wanted)} only in this run (e.g. {'/'.join(only_wanted[0]) if only_wanted else '-'})"
+    )
   shapes = [k for k in wanted if saved[k] != wanted[k]]
   if shapes:
     k = shapes[0]
@@ -220,9 +219,14 @@ def has_checksums(mgr: ocp.CheckpointManager, step: Optional[int]) -> bool:
 
 def _warn_unverified(mgr: ocp.CheckpointManager, step: int) -> None:
   if not has_checksums(mgr, step):
-    logging.warning("Checkpoint step %d in %s has no checksum file (%s/%d.json; written before checksums existed?): "
-                    "restored UNVERIFIED (finite, but a bit flip in it cannot be detected).", step, mgr.directory,
-                    CHECKSUM_DIR, step)
+    logging.warning(
+      "Checkpoint step %d in %s has no checksum file (%s/%d.json; written before checksums existed?): "
+      "restored UNVERIFIED (finite, but a bit flip in it cannot be detected).",
+      step,
+      mgr.directory,
+      CHECKSUM_DIR,
+      step,
+    )
 
 
 def _quarantine(mgr: ocp.CheckpointManager, steps) -> None:
@@ -259,12 +263,14 @@ def _try_step(mgr: ocp.CheckpointManager, step: int, abstract_state: Any, partia
     return None, f"unreadable metadata ({type(e).__name__}: {_first_line(e)})"
   if mismatch:
     raise CheckpointMismatch(
-        f"The checkpoint at step {step} in {mgr.directory} was written by another model/method/optimizer: "
-        f"{mismatch}. Use a fresh --workdir, or the config that wrote it (saved as {CONFIG_FILE} beside it).")
+      f"The checkpoint at step {step} in {mgr.directory} was written by another model/method/optimizer: "
+      f"{mismatch}. Use a fresh --workdir, or the config that wrote it (saved as {CONFIG_FILE} beside it)."
+    )
   try:
     if partial:  # only the arrays asked for are read (e.g. one network's encoder for the embedding API)
-      args = ocp.args.PyTreeRestore(abstract_state, partial_restore=True,
-                                    restore_args=ocp.checkpoint_utils.construct_restore_args(abstract_state))
+      args = ocp.args.PyTreeRestore(
+        abstract_state, partial_restore=True, restore_args=ocp.checkpoint_utils.construct_restore_args(abstract_state)
+      )
     else:
       args = ocp.args.StandardRestore(abstract_state)
     state = mgr.restore(step, args=args)
@@ -302,19 +308,20 @@ def restore_latest(mgr: ocp.CheckpointManager, abstract_state: Any) -> Optional[
   if state is None:
     if skipped:
       raise NoIntactCheckpoint(
-          f"No checkpoint in {mgr.directory} restores intact: {_skipped_text(skipped)}. "
-          "Move the checkpoints folder away to start over in this --workdir, or use a fresh one.")
+        f"No checkpoint in {mgr.directory} restores intact: {_skipped_text(skipped)}. "
+        "Move the checkpoints folder away to start over in this --workdir, or use a fresh one."
+      )
     return None
   if skipped:
-    logging.warning("Restored step %d after skipping damaged checkpoints: %s.", step,
-                    _skipped_text(skipped))
+    logging.warning("Restored step %d after skipping damaged checkpoints: %s.", step, _skipped_text(skipped))
   _quarantine(mgr, list(skipped))
   _warn_unverified(mgr, step)
   return state
 
 
-def restore_verified(mgr: ocp.CheckpointManager, abstract_state: Any, step: Optional[int] = None,
-                     partial: bool = False):
+def restore_verified(
+  mgr: ocp.CheckpointManager, abstract_state: Any, step: Optional[int] = None, partial: bool = False
+):
   """(state, step) of a finished run for a reader (API, export, kNN, linear evaluation, offline teacher).
 
   The same checks as training's restore (tree, per-array CRC, finiteness). `step` None: the newest
@@ -331,13 +338,20 @@ def restore_verified(mgr: ocp.CheckpointManager, abstract_state: Any, step: Opti
     if state is None:
       raise NoIntactCheckpoint(f"No checkpoint in {mgr.directory} restores intact: {_skipped_text(skipped)}.")
     if skipped:
-      logging.warning("Checkpoint %s of %s is damaged (%s); using step %d, the newest intact one.",
-                      "step " + ", ".join(map(str, skipped)), where, _skipped_text(skipped), chosen)
+      logging.warning(
+        "Checkpoint %s of %s is damaged (%s); using step %d, the newest intact one.",
+        "step " + ", ".join(map(str, skipped)),
+        where,
+        _skipped_text(skipped),
+        chosen,
+      )
     _warn_unverified(mgr, chosen)
     return state, chosen
   if int(step) not in steps:
-    raise ValueError(f"{where} has no checkpoint at step {step}; its steps are {steps} "
-                     "(or leave the step unset for the newest intact one).")
+    raise ValueError(
+      f"{where} has no checkpoint at step {step}; its steps are {steps} "
+      "(or leave the step unset for the newest intact one)."
+    )
   return restore_step(mgr, int(step), abstract_state, partial), int(step)
 
 
@@ -350,12 +364,16 @@ def restore_step(mgr: ocp.CheckpointManager, step: int, abstract_state: Any, par
   try:
     state, why = _try_step(mgr, step, abstract_state, partial)
   except CheckpointMismatch as e:
-    raise CheckpointMismatch(f"The checkpoint at step {step} in {mgr.directory} does not hold this run's networks: "
-                             f"{str(e).split(': ', 1)[1].split('. Use a fresh')[0]}.") from None
+    raise CheckpointMismatch(
+      f"The checkpoint at step {step} in {mgr.directory} does not hold this run's networks: "
+      f"{str(e).split(': ', 1)[1].split('. Use a fresh')[0]}."
+    ) from None
   if why:
     others = [s for s in mgr.all_steps() if s != step]
-    raise NoIntactCheckpoint(f"The checkpoint at step {step} in {mgr.directory} is damaged: {why}. "
-                             + (f"Its other steps are {sorted(others)}." if others else "It has no other step."))
+    raise NoIntactCheckpoint(
+      f"The checkpoint at step {step} in {mgr.directory} is damaged: {why}. "
+      + (f"Its other steps are {sorted(others)}." if others else "It has no other step.")
+    )
   _warn_unverified(mgr, step)
   return state
 
@@ -367,21 +385,31 @@ def diverged(step: int, what: str, last_saved: Optional[int], advice: str, verif
   elif verified:
     kept = f"the last checkpoint (step {last_saved}, verified finite) is kept and a restart resumes from it"
   else:  # restored without a checksum record: a bit flip in it, not the learning rate, may be the cause
-    kept = (f"the last checkpoint (step {last_saved}) is kept but was restored UNVERIFIED (no checksum file): it "
-            "may be damaged, so if lowering the learning rate does not help, start afresh")
+    kept = (
+      f"the last checkpoint (step {last_saved}) is kept but was restored UNVERIFIED (no checksum file): it "
+      "may be damaged, so if lowering the learning rate does not help, start afresh"
+    )
   return FloatingPointError(f"{what} at step {step}: training stopped; {kept}. {advice}")
 
 
-def check_finite_metrics(step: int, values: Dict[str, float], last_saved: Optional[int], advice: str,
-                         verified: bool = True) -> None:
+def check_finite_metrics(
+  step: int, values: Dict[str, float], last_saved: Optional[int], advice: str, verified: bool = True
+) -> None:
   """Stops a run whose logged metrics hold a NaN/Inf (see `diverged`)."""
   bad = {k: v for k, v in values.items() if not math.isfinite(v)}
   if bad:
     raise diverged(step, f"Non-finite metrics {bad}", last_saved, advice, verified)
 
 
-def save_finite(mgr: ocp.CheckpointManager, step: int, state: Any, last_saved: Optional[int], advice: str,
-                force: bool = False, verified: bool = True) -> None:
+def save_finite(
+  mgr: ocp.CheckpointManager,
+  step: int,
+  state: Any,
+  last_saved: Optional[int],
+  advice: str,
+  force: bool = False,
+  verified: bool = True,
+) -> None:
   """`save`, turning a refused non-finite state into the run's divergence stop."""
   try:
     save(mgr, step, state, force=force)
@@ -413,64 +441,11 @@ def check_free_space(workdir: str, abstract_state: Any, keep: int, margin_bytes:
     have += sum(os.path.getsize(os.path.join(root, f)) for f in files)
   if have < need:
     raise OSError(
-        f"Not enough free disk for checkpoints in {workdir}: {have / 2**20:.0f} MiB available, "
-        f"{need / 2**20:.0f} MiB needed ({keep} kept + 1 in flight of {state_bytes(abstract_state) / 2**20:.1f} "
-        f"MiB each, plus a margin). Free space, choose another --workdir, or lower "
-        f"--config.train.keep_checkpoints.")
-
-
-class Preempted(Exception):
-  """Raised after a preemption checkpoint has been saved: the run stops cleanly and resumes on restart."""
-
-  def __init__(self, step: int, workdir: str):
-    self.step = step
-    super().__init__(f"Preempted: checkpoint saved at step {step} in {workdir}. Run the same command again "
-                     f"to resume from it (exit status {PREEMPTED_EXIT_CODE}).")
-
-
-class PreemptionWatch:
-  """Notices SIGTERM, Ctrl-C (SIGINT) and TPU maintenance events and tells every process the same step to stop at.
-
-  Multi-process runs use jax's preemption service: it catches SIGTERM (and TPU
-  maintenance notices) in any process and agrees, through the coordinator, on
-  the next step that all processes reach (multihost_utils.reached_preemption_sync_point).
-  Without that service a Python SIGTERM handler sets a flag, which is
-  all-gathered at each step boundary when there are several processes.
-  """
-
-  def __init__(self):
-    self._flag = threading.Event()
-    self._service = jax.process_count() > 1 and jax_distributed.global_state.preemption_sync_manager is not None
-    self._previous = {}
-    if not self._service and threading.current_thread() is threading.main_thread():
-      # Ctrl-C saves like SIGTERM. (Multi-process runs with jax's service: SIGTERM only, agreed without a
-      # per-step collective; Ctrl-C there stops at once.)
-      for sig in (signal.SIGTERM, signal.SIGINT):
-        self._previous[sig] = signal.signal(sig, self._on_signal)
-
-  def _on_signal(self, signum, frame):
-    del frame
-    name = signal.Signals(signum).name
-    if signum == signal.SIGINT and self._flag.is_set():
-      raise KeyboardInterrupt  # a second Ctrl-C: stop now, without the checkpoint
-    logging.warning("%s received: saving a checkpoint at the next step boundary, then stopping%s.", name,
-                    " (Ctrl-C again to stop without it)" if signum == signal.SIGINT else "")
-    self._flag.set()
-
-  def reached(self, step: int) -> bool:
-    """Whether all processes stop after `step` (call at every step boundary, on every process)."""
-    if self._service:
-      return multihost_utils.reached_preemption_sync_point(step)
-    if jax.process_count() == 1:
-      return self._flag.is_set()
-    flags = multihost_utils.process_allgather(np.asarray(self._flag.is_set()))
-    return bool(np.any(flags))
-
-  def close(self) -> None:
-    """Gives SIGTERM and SIGINT back their previous handlers."""
-    for sig, previous in self._previous.items():
-      signal.signal(sig, previous)
-    self._previous = {}
+      f"Not enough free disk for checkpoints in {workdir}: {have / 2**20:.0f} MiB available, "
+      f"{need / 2**20:.0f} MiB needed ({keep} kept + 1 in flight of {state_bytes(abstract_state) / 2**20:.1f} "
+      f"MiB each, plus a margin). Free space, choose another --workdir, or lower "
+      f"--config.train.keep_checkpoints."
+    )
 
 
 def remove_if_empty(workdir: str) -> None:

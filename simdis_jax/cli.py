@@ -18,9 +18,11 @@ from typing import Callable, List, Optional, Sequence
 from absl import flags
 
 HELP_FLAGS = ("--help", "-help", "-h", "--helpshort", "-?", "--helpfull", "-helpfull")
-CONFIG_KEYS_NOTE = ("Any key of the config can be overridden with --config.<key>=<value> (e.g. "
-                    "--config.train.epochs=10); the keys and their defaults are in README.md's "
-                    "\"Config keys\" table and in each config file's docstring.")
+CONFIG_KEYS_NOTE = (
+  "Any key of the config can be overridden with --config.<key>=<value> (e.g. "
+  "--config.train.epochs=10); the keys and their defaults are in README.md's "
+  "\"Config keys\" table and in each config file's docstring."
+)
 
 
 def wants_help(argv: Sequence[str]) -> bool:
@@ -49,8 +51,9 @@ def print_help(usage: str, flag_help: str, extra: str = "") -> None:
     sys.stderr.close()
 
 
-def parse(define: Callable[[flags.FlagValues], None], argv: Optional[Sequence[str]], usage: str,
-          positional: str = "") -> types.SimpleNamespace:
+def parse(
+  define: Callable[[flags.FlagValues], None], argv: Optional[Sequence[str]], usage: str, positional: str = ""
+) -> types.SimpleNamespace:
   """The values of `define`'s flags (defined on a fresh FlagValues), parsed from argv (default sys.argv[1:]).
 
   --help prints `usage` and the flags and exits 0; a bad or missing flag is reported by `fail`.
@@ -68,8 +71,9 @@ def parse(define: Callable[[flags.FlagValues], None], argv: Optional[Sequence[st
   except flags.Error as e:
     fail(str(e))
   if rest and not positional:
-    fail(f"unexpected argument(s) {rest}: every option is a --name=value flag (a list is comma separated, "
-         "e.g. --k=20,200)")
+    fail(
+      f"unexpected argument(s) {rest}: every option is a --name=value flag (a list is comma separated, e.g. --k=20,200)"
+    )
   if positional and not rest:
     fail(f"give {positional}")
   return types.SimpleNamespace(**fv.flag_values_dict(), positional=rest)
@@ -119,8 +123,11 @@ def config_keys(config, width: int = 100) -> str:
   lines = [("", top)] + sections
   out = []
   for section, keys in lines:
-    out.append(textwrap.fill(", ".join(keys), width, initial_indent=f"  {section or '(top level)'}: ",
-                             subsequent_indent="      "))
+    out.append(
+      textwrap.fill(
+        ", ".join(keys), width, initial_indent=f"  {section or '(top level)'}: ", subsequent_indent="      "
+      )
+    )
   return "\n".join(out)
 
 

@@ -24,8 +24,11 @@ class _OwnWarnings(logging.Filter):
   """simdis_jax's warnings and errors; libraries' (orbax, jax, absl) stay in the log file."""
 
   def filter(self, record):
-    return (record.levelno >= logging.WARNING and f"{os.sep}simdis_jax{os.sep}" in record.pathname
-            and getattr(record, "console", True))
+    return (
+      record.levelno >= logging.WARNING
+      and f"{os.sep}simdis_jax{os.sep}" in record.pathname
+      and getattr(record, "console", True)
+    )
 
 
 FILE_ONLY = {"console": False}  # logging's `extra=` for records meant for the log file only (tracebacks)
@@ -90,6 +93,7 @@ class Progress:
   On a terminal the line is redrawn in place (at most twice a second); into a
   file or pipe it is printed every tenth of the run, so logs stay short.
   """
+
   _drawn = [False]  # a bar line is on the terminal, not yet ended by a newline
 
   def __init__(self, total_steps: int, start_step: int, batch_size: int):
@@ -119,9 +123,11 @@ class Progress:
     width = 24
     filled = int(width * step / max(self.total, 1))
     speed = f"{rate * self.batch:.0f} img/s" if done else "measuring"
-    text = (f"[{'#' * filled}{'.' * (width - filled)}] step {step}/{self.total}  {speed}  "
-            f"ETA {_duration((self.total - step) / max(rate, 1e-9)) if done else '?'}"
-            + (f"  loss {self.loss:.3f}" if self.loss is not None else ""))
+    text = (
+      f"[{'#' * filled}{'.' * (width - filled)}] step {step}/{self.total}  {speed}  "
+      f"ETA {_duration((self.total - step) / max(rate, 1e-9)) if done else '?'}"
+      + (f"  loss {self.loss:.3f}" if self.loss is not None else "")
+    )
     if self.tty:
       print("\r" + text, end="" if not final else "\n", file=sys.stderr, flush=True)
       Progress._drawn[0] = not final

@@ -40,17 +40,20 @@ def tf_module(encoder: api.Encoder, input_hw: Tuple[int, int]):
   tf.Variables)."""
   import tensorflow as tf  # pylint: disable=import-outside-toplevel
   from jax.experimental import jax2tf  # pylint: disable=import-outside-toplevel
+
   height, width = input_hw
   channels = encoder.channels
   # The batch dimension is symbolic: one traced program serves every batch size.
-  fn = jax2tf.convert(encoder.features_fn(), polymorphic_shapes=[None, f"(b, {height}, {width}, {channels})"],
-                      with_gradient=False)
+  fn = jax2tf.convert(
+    encoder.features_fn(), polymorphic_shapes=[None, f"(b, {height}, {width}, {channels})"], with_gradient=False
+  )
   module = tf.Module()
   used = encoder.variables
   if not encoder.project:  # features need the encoder only: the projector's weights stay out of the model
     used = {k: {"encoder": v["encoder"]} for k, v in used.items()}
-  module.variables_tree = tf.nest.map_structure(lambda x: tf.Variable(np.asarray(x), trainable=False),
-                                                jax.device_get(used))
+  module.variables_tree = tf.nest.map_structure(
+    lambda x: tf.Variable(np.asarray(x), trainable=False), jax.device_get(used)
+  )
 
   spec = tf.TensorSpec([None, height, width, channels], tf.uint8, name="images")
 
@@ -65,8 +68,9 @@ def tf_module(encoder: api.Encoder, input_hw: Tuple[int, int]):
     # A SavedModel signature checks only the dtype; a wrong rank or size would reach the converted
     # program and fail there with pages of MLIR. Checked here first, in one message.
     shape = tf.shape(images)
-    ok = tf.logical_and(tf.equal(tf.size(shape), 4),
-                        tf.reduce_all(tf.equal(tf.pad(shape, [[0, 4]])[1:4], [height, width, channels])))
+    ok = tf.logical_and(
+      tf.equal(tf.size(shape), 4), tf.reduce_all(tf.equal(tf.pad(shape, [[0, 4]])[1:4], [height, width, channels]))
+    )
     check = tf.debugging.Assert(ok, [f"{expected}; got shape", shape], summarize=8)
     with tf.control_dependencies([check]):
       images = tf.ensure_shape(tf.identity(images), [None, height, width, channels])
@@ -79,6 +83,7 @@ def tf_module(encoder: api.Encoder, input_hw: Tuple[int, int]):
 def export_saved_model(encoder: api.Encoder, out: str, input_hw: Tuple[int, int]) -> str:
   """Writes a SavedModel with the 'serving_default' signature images -> features."""
   import tensorflow as tf  # pylint: disable=import-outside-toplevel
+
   module = tf_module(encoder, input_hw)
   tf.saved_model.save(module, out, signatures={SIGNATURE: module.serve_checked.get_concrete_function()})
   return out
@@ -87,6 +92,7 @@ def export_saved_model(encoder: api.Encoder, out: str, input_hw: Tuple[int, int]
 def export_tflite(encoder: api.Encoder, out: str, input_hw: Tuple[int, int]) -> str:
   """Writes a float32 TFLite flatbuffer (input uint8 [1, H, W, C], resizable batch) -> features."""
   import tensorflow as tf  # pylint: disable=import-outside-toplevel
+
   module = tf_module(encoder, input_hw)
   converter = tf.lite.TFLiteConverter.from_concrete_functions([module.serve.get_concrete_function()], module)
   with open(out, "wb") as f:
@@ -99,19 +105,26 @@ def architecture(encoder: api.Encoder, input_hw: Tuple[int, int]) -> dict:
   config = encoder.config
   aug = config.data.augment
   return {
-      "format": "simdis_jax.npz/1",
-      "network": encoder.network, "weights": encoder.weights, "step": encoder.step,
-      "model": api.model_section(config, encoder.network).to_dict(),
-      "arch": "resnet_v1.5" + ("_cifar_stem" if api.model_section(config, encoder.network).cifar_stem else ""),
-      "bn_running_var": config.model.get("bn_running_var", "biased"),
-      "bn_epsilon": 1e-5,
-      "layouts": {"conv kernel": "HWIO", "dense kernel": "[in, out]"},
-      "input": {"shape": [None, input_hw[0], input_hw[1], encoder.channels], "dtype": "uint8"},
-      "preprocessing": {"scale": "x / 255", "eval_crop_fraction": float(aug.eval_crop_fraction),
-                        "resize": "bilinear", "image_size": encoder.image_size,
-                        "mean": list(aug.mean), "std": list(aug.std)},
-      "feature_dim": encoder.feature_dim,
-      "keys": "'<collection>/<module path>/<name>', collection params or batch_stats",
+    "format": "simdis_jax.npz/1",
+    "network": encoder.network,
+    "weights": encoder.weights,
+    "step": encoder.step,
+    "model": api.model_section(config, encoder.network).to_dict(),
+    "arch": "resnet_v1.5" + ("_cifar_stem" if api.model_section(config, encoder.network).cifar_stem else ""),
+    "bn_running_var": config.model.get("bn_running_var", "biased"),
+    "bn_epsilon": 1e-5,
+    "layouts": {"conv kernel": "HWIO", "dense kernel": "[in, out]"},
+    "input": {"shape": [None, input_hw[0], input_hw[1], encoder.channels], "dtype": "uint8"},
+    "preprocessing": {
+      "scale": "x / 255",
+      "eval_crop_fraction": float(aug.eval_crop_fraction),
+      "resize": "bilinear",
+      "image_size": encoder.image_size,
+      "mean": list(aug.mean),
+      "std": list(aug.std),
+    },
+    "feature_dim": encoder.feature_dim,
+    "keys": "'<collection>/<module path>/<name>', collection params or batch_stats",
   }
 
 
@@ -133,6 +146,7 @@ def json_path(npz_path: str) -> str:
 def run_saved_model(path: str, images: np.ndarray) -> np.ndarray:
   """Features of a SavedModel export through its serving signature."""
   import tensorflow as tf  # pylint: disable=import-outside-toplevel
+
   serve = tf.saved_model.load(path).signatures[SIGNATURE]
   return serve(images=tf.constant(images))["features"].numpy()
 
@@ -140,6 +154,7 @@ def run_saved_model(path: str, images: np.ndarray) -> np.ndarray:
 def tflite_interpreter(path: str, batch: int):
   """A TFLite interpreter of an export, its input resized to `batch` images."""
   import tensorflow as tf  # pylint: disable=import-outside-toplevel
+
   interpreter = tf.lite.Interpreter(model_path=path)
   index = interpreter.get_input_details()[0]["index"]
   shape = list(interpreter.get_input_details()[0]["shape"])
@@ -189,9 +204,11 @@ def check_images(config, input_hw: Tuple[int, int], count: int = 100) -> Tuple[n
   dataset = datasets.get(config.data.name)
   if dataset.loader is None or tuple(input_hw) != (dataset.image_size,) * 2:
     known = ", ".join(f"{d.title}'s {d.image_size}×{d.image_size}" for d in datasets.DATASETS.values())
-    raise ValueError(f"--check compares on the test images of an in-memory dataset ({known}); this export "
-                     f"takes {input_hw} images of a {config.data.name!r} run. Check it with your own images "
-                     "through run_saved_model / run_tflite instead.")
+    raise ValueError(
+      f"--check compares on the test images of an in-memory dataset ({known}); this export "
+      f"takes {input_hw} images of a {config.data.name!r} run. Check it with your own images "
+      "through run_saved_model / run_tflite instead."
+    )
   return dataset.loader.load(config.data.data_dir)["test_images"][:count], f"{dataset.title} test"
 
 
@@ -223,8 +240,9 @@ def _written_whole(out: str) -> Iterator[str]:
       shutil.rmtree(out)  # an earlier SavedModel folder: os.replace cannot replace a non-empty one
     os.replace(tmp, out)
   except OSError as e:
-    raise OSError(f"Writing {out} failed ({e.strerror or e}); nothing was replaced: free space or choose "
-                  "another --out.") from None
+    raise OSError(
+      f"Writing {out} failed ({e.strerror or e}); nothing was replaced: free space or choose another --out."
+    ) from None
   finally:
     if os.path.isdir(tmp):
       shutil.rmtree(tmp, ignore_errors=True)
@@ -232,8 +250,16 @@ def _written_whole(out: str) -> Iterator[str]:
       os.remove(tmp)
 
 
-def export(workdir: str, network: str, fmt: str, out: str, weights: str = "online", step: Optional[int] = None,
-           input_size: int = 0, project: bool = False) -> Tuple[api.Encoder, Tuple[int, int]]:
+def export(
+  workdir: str,
+  network: str,
+  fmt: str,
+  out: str,
+  weights: str = "online",
+  step: Optional[int] = None,
+  input_size: int = 0,
+  project: bool = False,
+) -> Tuple[api.Encoder, Tuple[int, int]]:
   """Exports one network of a run in `fmt`; returns the encoder and the input size it was traced at.
 
   The weights come through the verified restore (a damaged newest step is passed over with one
@@ -258,6 +284,7 @@ def export(workdir: str, network: str, fmt: str, out: str, weights: str = "onlin
 def define_flags(fv) -> None:
   """The export's flags, on the FlagValues `fv`."""
   from absl import flags  # pylint: disable=import-outside-toplevel
+
   flags.DEFINE_string("workdir", None, "A simdis_jax run (trained or imported).", flag_values=fv, required=True)
   flags.DEFINE_enum("network", "student", list(api.NETWORKS), "Which network.", flag_values=fv)
   flags.DEFINE_enum("weights", "online", list(api.WEIGHTS), "Its online weights or their EMA.", flag_values=fv)
@@ -281,6 +308,7 @@ docs/export.md describes the formats, their input contract and --check.
 def main(argv=None) -> int:
   """Command line: export, then optionally --check the export against JAX on real test images."""
   from simdis_jax import cli  # pylint: disable=import-outside-toplevel
+
   args = cli.parse(define_flags, argv, USAGE)
   try:
     return _main(args)
@@ -291,22 +319,35 @@ def main(argv=None) -> int:
 
 def _main(args) -> int:
   """Export, print what was written, and --check it."""
-  encoder, input_hw = export(args.workdir, args.network, args.format, args.out, args.weights, args.step,
-                             args.input_size, args.project)
-  size = sum(os.path.getsize(os.path.join(r, f)) for r, _, fs in os.walk(args.out) for f in fs) \
-      if os.path.isdir(args.out) else os.path.getsize(args.out)
-  print(f"Wrote {args.format} of the {args.weights} {args.network} (step {encoder.step}) to {args.out} "
-        f"({size / 1024:.1f} KiB); input uint8 [batch, {input_hw[0]}, {input_hw[1]}, {encoder.channels}].")
+  encoder, input_hw = export(
+    args.workdir, args.network, args.format, args.out, args.weights, args.step, args.input_size, args.project
+  )
+  size = (
+    sum(os.path.getsize(os.path.join(r, f)) for r, _, fs in os.walk(args.out) for f in fs)
+    if os.path.isdir(args.out)
+    else os.path.getsize(args.out)
+  )
+  print(
+    f"Wrote {args.format} of the {args.weights} {args.network} (step {encoder.step}) to {args.out} "
+    f"({size / 1024:.1f} KiB); input uint8 [batch, {input_hw[0]}, {input_hw[1]}, {encoder.channels}]."
+  )
   if args.check:
     images, what = check_images(encoder.config, input_hw)
     want = encoder.embed(images)
-    got = {"saved_model": lambda: run_saved_model(args.out, images), "tflite": lambda: run_tflite(args.out, images),
-           "npz": lambda: run_npz(args.out, images, encoder)}[args.format]()
-    print(f"check: {len(images)} {what} images, max |{args.format} - JAX| = {np.max(np.abs(got - want)):.3g} "
-          f"(features up to {np.max(np.abs(want)):.3g})")
+    got = {
+      "saved_model": lambda: run_saved_model(args.out, images),
+      "tflite": lambda: run_tflite(args.out, images),
+      "npz": lambda: run_npz(args.out, images, encoder),
+    }[args.format]()
+    print(
+      f"check: {len(images)} {what} images, max |{args.format} - JAX| = {np.max(np.abs(got - want)):.3g} "
+      f"(features up to {np.max(np.abs(want)):.3g})"
+    )
     if args.format == "tflite":
-      print(f"TFLite CPU latency: {1e3 * tflite_latency(args.out, images):.3f} ms per image (batch 1, median "
-            "of 200, this machine)")
+      print(
+        f"TFLite CPU latency: {1e3 * tflite_latency(args.out, images):.3f} ms per image (batch 1, median "
+        "of 200, this machine)"
+      )
   return 0
 
 

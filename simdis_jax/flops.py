@@ -49,8 +49,9 @@ def build_step(config, mesh, conv_impl: Optional[str] = None, total_steps: int =
   return make_train_step(config, parts.networks, parts.tx, parts.schedule, total_steps, mesh)
 
 
-def step_flops(config, mesh, state, images, labels, train_step: Optional[Callable] = None,
-               conv_impl: Optional[str] = None) -> Optional[float]:
+def step_flops(
+  config, mesh, state, images, labels, train_step: Optional[Callable] = None, conv_impl: Optional[str] = None
+) -> Optional[float]:
   """One device's FLOPs of one train step of `config` (lowered, not compiled), counted on the CPU where need be.
 
   `train_step` is the step the caller already built (saves a trace; used when
@@ -91,8 +92,10 @@ def forward_flops(model_config, image_size: int, channels: int = 3, dtype=jnp.fl
   net = network_from_config(model_config, heads=("sema_dv",), dtype=dtype)
   x = jnp.zeros((1, image_size, image_size, channels), jnp.float32)
   variables = jax.eval_shape(lambda: net.init(jax.random.PRNGKey(0), x, train=False))
-  no_heads = {"params": {k: v for k, v in variables["params"].items() if not k.startswith("predictor")},
-              "batch_stats": {k: v for k, v in variables["batch_stats"].items() if not k.startswith("predictor")}}
+  no_heads = {
+    "params": {k: v for k, v in variables["params"].items() if not k.startswith("predictor")},
+    "batch_stats": {k: v for k, v in variables["batch_stats"].items() if not k.startswith("predictor")},
+  }
   encoder = jax.jit(lambda v, x: net.apply(v, x, train=False, features_only=True))
   projected = jax.jit(lambda v, x: net.clone(heads=()).apply(v, x, train=False))
   whole = jax.jit(lambda v, x: net.apply(v, x, train=False))
@@ -105,9 +108,12 @@ def forward_flops(model_config, image_size: int, channels: int = 3, dtype=jnp.fl
       v_cpu, x_cpu = jax.tree.map(lambda a: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=on_cpu), (v, x))
       lowered = flops_of(fn.lower(v_cpu, x_cpu))
     counts[name] = (lowered, count_macs(fn, v, x))
-  return {"encoder_flops": counts["encoder"][0], "encoder_macs": counts["encoder"][1],
-          "projector_macs": counts["projected"][1] - counts["encoder"][1],
-          "predictor_macs": counts["whole"][1] - counts["projected"][1]}
+  return {
+    "encoder_flops": counts["encoder"][0],
+    "encoder_macs": counts["encoder"][1],
+    "projector_macs": counts["projected"][1] - counts["encoder"][1],
+    "predictor_macs": counts["whole"][1] - counts["projected"][1],
+  }
 
 
 def count_macs(fn: Callable, *args) -> int:
@@ -116,6 +122,7 @@ def count_macs(fn: Callable, *args) -> int:
   XLA's cost analysis skips the taps that fall on a convolution's zero padding,
   which lowers a ResNet-18's count by ~6% at 224 px; this count includes them.
   """
+
   def walk(jaxpr) -> int:
     total = 0
     for eqn in jaxpr.eqns:
@@ -134,13 +141,14 @@ def count_macs(fn: Callable, *args) -> int:
       for sub in _sub_jaxprs(eqn):
         total += walk(sub)
     return total
+
   return walk(jax.make_jaxpr(fn)(*args).jaxpr)
 
 
 def _sub_jaxprs(eqn):
   """The jaxprs nested in an equation's parameters (pjit, custom_jvp, remat, ...)."""
   for value in eqn.params.values():
-    for v in (value if isinstance(value, (list, tuple)) else (value,)):
+    for v in value if isinstance(value, (list, tuple)) else (value,):
       if hasattr(v, "jaxpr") and hasattr(v.jaxpr, "eqns"):
         yield v.jaxpr
       elif hasattr(v, "eqns"):

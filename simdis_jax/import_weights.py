@@ -39,35 +39,49 @@ def read(fmt: str, path: str, network: str = "student") -> convert.Imported:
     raise FileNotFoundError(f"--in {path} does not exist.")
   if fmt in ("torchvision", "authors"):
     from simdis_jax.interop import torch_pickle  # pylint: disable=import-outside-toplevel
+
     sd = torch_pickle.state_dict(torch_pickle.load(path))
     return convert.from_torchvision(sd) if fmt == "torchvision" else convert.from_authors(sd, network)
   if fmt == "deepmind":
     from simdis_jax.interop import deepmind  # pylint: disable=import-outside-toplevel
+
     return deepmind.from_deepmind(deepmind.load(path))
   raise ValueError(f"--format={fmt!r}: choose one of {list(FORMATS)}.")
 
 
-def run_config(imported: convert.Imported, base: Optional[ml_collections.ConfigDict] = None,
-               hidden_dim: int = DEFAULT_HIDDEN, proj_dim: int = DEFAULT_PROJ) -> ml_collections.ConfigDict:
+def run_config(
+  imported: convert.Imported,
+  base: Optional[ml_collections.ConfigDict] = None,
+  hidden_dim: int = DEFAULT_HIDDEN,
+  proj_dim: int = DEFAULT_PROJ,
+) -> ml_collections.ConfigDict:
   """The config of the imported run: `base` (data, evaluation settings) as a one-step BYOL run of the network."""
   from simdis_jax import configuration, runs  # pylint: disable=import-outside-toplevel
   from simdis_jax.methods import recipes  # pylint: disable=import-outside-toplevel
+
   c = ml_collections.ConfigDict((base or configuration.base_config()).to_dict())
   a = imported.arch
   recipes.student_alone(c)  # a one-step run of the student alone, whose network can be a teacher
   c.teacher.workdir = ""
-  c.model.student = configuration.network_config(a["depth"], a["width"], a["cifar_stem"],
-                                                 a["hidden_dim"] or hidden_dim, a["proj_dim"] or proj_dim,
-                                                 style=a.get("style", "torchvision"),
-                                                 head_bias=a.get("head_bias", True))
+  c.model.student = configuration.network_config(
+    a["depth"],
+    a["width"],
+    a["cifar_stem"],
+    a["hidden_dim"] or hidden_dim,
+    a["proj_dim"] or proj_dim,
+    style=a.get("style", "torchvision"),
+    head_bias=a.get("head_bias", True),
+  )
   c.model.bn_running_var = imported.bn_running_var
   c.train.steps = 1
   c.probe.enabled = False
   c = configuration.validate(c)
   channels = runs.image_channels(c.data.name)
   if channels != imported.in_channels:
-    raise ValueError(f"The imported network takes {imported.in_channels}-channel images but config.data.name="
-                     f"{c.data.name!r} has {channels}; pass a --config whose dataset matches.")
+    raise ValueError(
+      f"The imported network takes {imported.in_channels}-channel images but config.data.name="
+      f"{c.data.name!r} has {channels}; pass a --config whose dataset matches."
+    )
   return c
 
 
@@ -93,6 +107,7 @@ def _merge(fresh, imported, what: str):
 def write_run(imported: convert.Imported, out: str, config: ml_collections.ConfigDict, source: dict) -> dict:
   """Writes the finished one-step BYOL workdir holding the imported network; returns run_info["imported"]."""
   from simdis_jax import checkpoint, runs, workdir as workdir_files  # pylint: disable=import-outside-toplevel
+
   out = workdir_files.absolute(out)
   if os.path.exists(os.path.join(out, "checkpoints")):
     raise FileExistsError(f"--out {out} already holds checkpoints; choose a fresh directory.")
@@ -108,27 +123,47 @@ def write_run(imported: convert.Imported, out: str, config: ml_collections.Confi
   else:  # no EMA in the file: the online network's encoder + projector, as the authors start one
     ema_params = {k: params[k] for k in s.ema_params}
     ema_stats = {k: stats[k] for k in s.ema_batch_stats}
-  state = state.replace(step=jnp.asarray(1, jnp.int32),
-                        student=s.replace(params=params, batch_stats=stats, ema_params=ema_params,
-                                          ema_batch_stats=ema_stats))
+  state = state.replace(
+    step=jnp.asarray(1, jnp.int32),
+    student=s.replace(params=params, batch_stats=stats, ema_params=ema_params, ema_batch_stats=ema_stats),
+  )
   fresh = sorted({m.split("/")[0] for m in missing_p + missing_s})
-  info = {"format": source["format"], "file": source["file"], "network": source.get("network", "student"),
-          "bn_running_var": imported.bn_running_var, "notes": list(imported.notes),
-          "freshly_initialised": fresh, "ema": "from the file" if imported.ema is not None else "copy of online"}
+  info = {
+    "format": source["format"],
+    "file": source["file"],
+    "network": source.get("network", "student"),
+    "bn_running_var": imported.bn_running_var,
+    "notes": list(imported.notes),
+    "freshly_initialised": fresh,
+    "ema": "from the file" if imported.ema is not None else "copy of online",
+  }
   mgr = checkpoint.manager(out)
   checkpoint.save(mgr, 1, state)
   mgr.wait_until_finished()
   mgr.close()
   workdir_files.write_config(out, config)
-  run_info = {"steps_per_epoch": 1, "total_steps": 1, "warmup_steps": 0, "num_train": 0, "devices": 1,
-              "processes": 1, "imported": info}
+  run_info = {
+    "steps_per_epoch": 1,
+    "total_steps": 1,
+    "warmup_steps": 0,
+    "num_train": 0,
+    "devices": 1,
+    "processes": 1,
+    "imported": info,
+  }
   workdir_files.write_json(out, workdir_files.RUN_INFO_FILE, run_info, indent=2)
   return info
 
 
-def import_checkpoint(fmt: str, path: str, out: str, config: Optional[ml_collections.ConfigDict] = None,
-                      network: str = "student", hidden_dim: int = DEFAULT_HIDDEN,
-                      proj_dim: int = DEFAULT_PROJ) -> dict:
+def import_checkpoint(
+  fmt: str,
+  path: str,
+  out: str,
+  config: Optional[ml_collections.ConfigDict] = None,
+  network: str = "student",
+  hidden_dim: int = DEFAULT_HIDDEN,
+  proj_dim: int = DEFAULT_PROJ,
+) -> dict:
   """Reads `path` in format `fmt` and writes the finished BYOL workdir `out`; returns what was imported."""
   imported = read(fmt, path, network)
   c = run_config(imported, config, hidden_dim, proj_dim)
@@ -138,14 +173,20 @@ def import_checkpoint(fmt: str, path: str, out: str, config: Optional[ml_collect
 def define_flags(fv) -> None:
   """The import's flags, on the FlagValues `fv`."""
   from absl import flags  # pylint: disable=import-outside-toplevel
+
   flags.DEFINE_enum("format", None, list(FORMATS), "The checkpoint's format.", flag_values=fv, required=True)
   flags.DEFINE_string("in", None, "The checkpoint file (.pth / .pth.tar / .pkl).", flag_values=fv, required=True)
-  flags.DEFINE_string("out", None, "The workdir to write (must not hold checkpoints).", flag_values=fv,
-                      required=True)
-  flags.DEFINE_string("config", "", "Config file[:arg] giving the dataset and evaluation settings of the run "
-                      "(default: the base config, ImageNet at 224 px).", flag_values=fv)
-  flags.DEFINE_enum("network", "student", ["student", "teacher"], "Authors format: which network of their "
-                    "checkpoint.", flag_values=fv)
+  flags.DEFINE_string("out", None, "The workdir to write (must not hold checkpoints).", flag_values=fv, required=True)
+  flags.DEFINE_string(
+    "config",
+    "",
+    "Config file[:arg] giving the dataset and evaluation settings of the run "
+    "(default: the base config, ImageNet at 224 px).",
+    flag_values=fv,
+  )
+  flags.DEFINE_enum(
+    "network", "student", ["student", "teacher"], "Authors format: which network of their checkpoint.", flag_values=fv
+  )
   flags.DEFINE_integer("hidden_dim", DEFAULT_HIDDEN, "Projector width if the file has none.", flag_values=fv)
   flags.DEFINE_integer("proj_dim", DEFAULT_PROJ, "Projection size if the file has none.", flag_values=fv)
 
@@ -153,6 +194,7 @@ def define_flags(fv) -> None:
 def main(argv=None) -> int:
   """Command line (see the module docstring)."""
   from simdis_jax import cli  # pylint: disable=import-outside-toplevel
+
   args = cli.parse(define_flags, argv, __doc__)
   args.path = getattr(args, "in")
   logging.getLogger("absl").setLevel(logging.WARNING)

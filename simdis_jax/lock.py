@@ -72,16 +72,25 @@ def acquire(workdir: str) -> str:
       holder = _holder(path)
       host, pid = holder.get("host"), holder.get("pid")
       if host == socket.gethostname() and isinstance(pid, int) and not _alive(pid):
-        logging.warning("Removing the stale lock %s of process %d on %s (since %s), which is no longer running.",
-                        path, pid, host, holder.get("since"))
+        logging.warning(
+          "Removing the stale lock %s of process %d on %s (since %s), which is no longer running.",
+          path,
+          pid,
+          host,
+          holder.get("since"),
+        )
         os.remove(path)
         continue
       if not holder:
-        error = (f"{path} exists but names no holder (a run killed while starting?). If no other run uses "
-                 f"{workdir}, delete {path} and start again.")
+        error = (
+          f"{path} exists but names no holder (a run killed while starting?). If no other run uses "
+          f"{workdir}, delete {path} and start again."
+        )
       else:
-        error = (f"Another run (pid {pid} on {host}, since {holder.get('since')}) is using {workdir}. Wait for it "
-                 f"to end, choose another --workdir, or, if that process is gone, delete {path}.")
+        error = (
+          f"Another run (pid {pid} on {host}, since {holder.get('since')}) is using {workdir}. Wait for it "
+          f"to end, choose another --workdir, or, if that process is gone, delete {path}."
+        )
       break
     else:  # the stale lock came back at once: another run is starting on this workdir right now
       error = f"Could not take {path}: another run is starting on {workdir}; wait for it or choose another --workdir."

@@ -28,18 +28,27 @@ from simdis_jax import cli, config_files  # noqa: E402  pylint: disable=wrong-im
 FLAGS = flags.FLAGS
 config_flags.DEFINE_config_file("config", None, "Experiment config file (configs/*.py).", lock_config=True)
 flags.DEFINE_string("workdir", None, "Where checkpoints, metrics and logs go; a run resumes from it.")
-flags.DEFINE_string("coordinator_address", None,
-                    "Multi-host: host:port of process 0 (auto-detected on TPU pods/SLURM).")
+flags.DEFINE_string(
+  "coordinator_address", None, "Multi-host: host:port of process 0 (auto-detected on TPU pods/SLURM)."
+)
 flags.DEFINE_integer("num_processes", None, "Multi-host: number of processes.")
 flags.DEFINE_integer("process_id", None, "Multi-host: this process's index.")
-flags.DEFINE_enum("distributed", "auto", ["auto", "yes", "no"],
-                  "Start jax.distributed: auto = when the flags above are given or a SLURM job of several "
-                  "tasks / TPU pod is detected; yes = always (let jax detect the cluster); no = never.")
-flags.DEFINE_bool("verbose", False, "Show the full traceback of an error on the console (it is always in "
-                  "<workdir>/log.txt).")
+flags.DEFINE_enum(
+  "distributed",
+  "auto",
+  ["auto", "yes", "no"],
+  "Start jax.distributed: auto = when the flags above are given or a SLURM job of several "
+  "tasks / TPU pod is detected; yes = always (let jax detect the cluster); no = never.",
+)
+flags.DEFINE_bool(
+  "verbose", False, "Show the full traceback of an error on the console (it is always in <workdir>/log.txt)."
+)
 flags.mark_flags_as_required(["config", "workdir"])
-flags.register_validator("workdir", lambda w: w is None or bool(w.strip()),
-                         "--workdir is empty (an unset shell variable?): give the directory for checkpoints and logs.")
+flags.register_validator(
+  "workdir",
+  lambda w: w is None or bool(w.strip()),
+  "--workdir is empty (an unset shell variable?): give the directory for checkpoints and logs.",
+)
 # Errors a user can fix from the message alone: printed as one line (the traceback goes to the log file).
 USER_ERRORS = (ValueError, OSError, FloatingPointError, RuntimeError, KeyError)
 
@@ -66,7 +75,7 @@ def unknown_config_key(argv) -> str:
   for arg in argv:
     if not arg.startswith("--config."):
       continue
-    key = arg[len("--config."):].split("=", 1)[0]
+    key = arg[len("--config.") :].split("=", 1)[0]
     section, prefix = config, "config"
     for part in key.split("."):
       keys = list(section.keys()) if hasattr(section, "keys") else []
@@ -87,10 +96,15 @@ def config_keys_help() -> str:
     keys = cli.config_keys(base_config())
   except ImportError as e:  # --help still prints without the training libraries
     keys = f"(the key list needs the training libraries: {e})"
-  note = cli.CONFIG_KEYS_NOTE if _TASK != "linear_eval" else (
+  note = (
+    cli.CONFIG_KEYS_NOTE
+    if _TASK != "linear_eval"
+    else (
       "Any key of the config can be overridden with --config.<key>=<value> (e.g. "
       "--config.pretrained.workdir=workdirs/demo); simdis_jax/evaluation/linear_config.py gives each key's "
-      "default and explains the protocols and modes.")
+      "default and explains the protocols and modes."
+    )
+  )
   return f"{textwrap.fill(note, 100)}\n\nconfig keys (--config.<key>=<value>):\n{keys}"
 
 
@@ -122,10 +136,12 @@ def _run(config, workdir: str) -> None:
   """Pretraining (+ its final evaluation), or a linear evaluation for configs with task="linear_eval"."""
   if config.get("task") == "linear_eval":
     from simdis_jax.evaluation import linear  # pylint: disable=g-import-not-at-top
+
     linear.run(config, workdir)
   else:
     from simdis_jax import train  # pylint: disable=g-import-not-at-top
     from simdis_jax.evaluation import final  # pylint: disable=g-import-not-at-top
+
     train.train_and_evaluate(config, workdir)
     fe = config.final_eval
     if fe.linear_networks or fe.report or fe.get("student_alone", False):
@@ -139,31 +155,41 @@ _TASK = None
 def main(argv):
   del argv
   if _TASK and FLAGS.config.get("task") != _TASK:
-    cli.fail(f"--config {FLAGS['config'].config_filename} is a pretraining config; simdis-linear takes a "
-             "linear-evaluation config (configs/*/linear_eval.py). Pretrain with simdis-train.")
+    cli.fail(
+      f"--config {FLAGS['config'].config_filename} is a pretraining config; simdis-linear takes a "
+      "linear-evaluation config (configs/*/linear_eval.py). Pretrain with simdis-train."
+    )
   logging.get_absl_handler().addFilter(_QuietLibraries())
   import jax  # pylint: disable=g-import-not-at-top
-  from simdis_jax import checkpoint, console, lock, parallel  # pylint: disable=g-import-not-at-top
+  from simdis_jax import console, lock, parallel, preemption  # pylint: disable=g-import-not-at-top
   from simdis_jax import workdir as workdir_files  # pylint: disable=g-import-not-at-top
-  parallel.initialize_distributed(FLAGS.coordinator_address, FLAGS.num_processes, FLAGS.process_id,
-                                  FLAGS.distributed)
+
+  parallel.initialize_distributed(FLAGS.coordinator_address, FLAGS.num_processes, FLAGS.process_id, FLAGS.distributed)
   log_file = None
   if not FLAGS["verbosity"].present and "://" not in FLAGS.workdir:  # --verbosity keeps absl's log on stderr
     log_file = console.setup(FLAGS.workdir, jax.process_index())
     console.import_tensorflow_quietly(log_file)
-    console.say(f"simdis_jax: {FLAGS.config.get('method', FLAGS.config.get('task'))} run in {FLAGS.workdir} "
-                f"(full log: {log_file}; --verbosity=0 shows it here)")
+    console.say(
+      f"simdis_jax: {FLAGS.config.get('method', FLAGS.config.get('task'))} run in {FLAGS.workdir} "
+      f"(full log: {log_file}; --verbosity=0 shows it here)"
+    )
   if jax.process_index() != 0:
     logging.set_verbosity(logging.WARNING)  # one host's log tells the story; others report only problems
-  logging.info("JAX process %d of %d, %d local / %d global devices (%s).", jax.process_index(),
-               jax.process_count(), jax.local_device_count(), jax.device_count(), jax.devices()[0].platform)
+  logging.info(
+    "JAX process %d of %d, %d local / %d global devices (%s).",
+    jax.process_index(),
+    jax.process_count(),
+    jax.local_device_count(),
+    jax.device_count(),
+    jax.devices()[0].platform,
+  )
   try:
     # One run per workdir, from start to the end of the final evaluation (train_and_evaluate re-enters it).
     with lock.held(workdir_files.absolute(FLAGS.workdir)):
       _run(FLAGS.config, FLAGS.workdir)
-  except checkpoint.Preempted as e:  # pretraining or linear evaluation saved its state and stopped
+  except preemption.Preempted as e:  # pretraining or linear evaluation saved its state and stopped
     logging.warning("%s", e)
-    sys.exit(checkpoint.PREEMPTED_EXIT_CODE)
+    sys.exit(preemption.PREEMPTED_EXIT_CODE)
   except USER_ERRORS as e:
     if FLAGS.verbose:
       raise

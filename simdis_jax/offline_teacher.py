@@ -30,11 +30,16 @@ def teacher_section(config, run: ml_collections.ConfigDict) -> ml_collections.Co
   own_std = tuple(net.input_std) or tuple(run.data.augment.std)
   channels = runs.image_channels(config.data.name)
   if own_channels != channels and not (own_channels == 3 and channels == 1):
-    raise ValueError(f"config.teacher.workdir={config.teacher.workdir!r} is a {own_channels}-channel network but "
-                     f"config.data.name={config.data.name!r} has {channels}-channel images: a grey image can go to "
-                     "a colour teacher (replicated to R = G = B), not colour to a grey one; use a matching teacher.")
-  same = (own_channels == channels and own_mean == tuple(config.data.augment.mean)
-          and own_std == tuple(config.data.augment.std))
+    raise ValueError(
+      f"config.teacher.workdir={config.teacher.workdir!r} is a {own_channels}-channel network but "
+      f"config.data.name={config.data.name!r} has {channels}-channel images: a grey image can go to "
+      "a colour teacher (replicated to R = G = B), not colour to a grey one; use a matching teacher."
+    )
+  same = (
+    own_channels == channels
+    and own_mean == tuple(config.data.augment.mean)
+    and own_std == tuple(config.data.augment.std)
+  )
   net.in_channels = 0 if same else own_channels
   net.input_mean = [] if same else list(own_mean)
   net.input_std = [] if same else list(own_std)
@@ -52,13 +57,16 @@ def adopt(config) -> ml_collections.ConfigDict:
   if run.get("method") not in methods.METHODS or not methods.about(run.get("method")).teacher_source:
     return config  # ditto
   net = teacher_section(config, run)
-  changed = {k: (config.model.teacher.get(k), v) for k, v in net.items()
-             if _plain(config.model.teacher.get(k)) != _plain(v)}
+  changed = {
+    k: (config.model.teacher.get(k), v) for k, v in net.items() if _plain(config.model.teacher.get(k)) != _plain(v)
+  }
   config = ml_collections.ConfigDict(config.to_dict())
   config.model.teacher = net
   if changed:
-    console.say("teacher network from config.teacher.workdir: "
-                + ", ".join(f"{k}={_plain(new)!r}" for k, (_, new) in sorted(changed.items())))
+    console.say(
+      "teacher network from config.teacher.workdir: "
+      + ", ".join(f"{k}={_plain(new)!r}" for k, (_, new) in sorted(changed.items()))
+    )
     logging.info("config.model.teacher adopted from %s: %s", config.teacher.workdir, changed)
   if config.model.student.proj_dim != net.proj_dim:
     console.say(f"student projection size {config.model.student.proj_dim} -> {net.proj_dim}, the teacher's")

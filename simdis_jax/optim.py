@@ -39,8 +39,14 @@ def steps_from_epochs(epochs: float, num_examples: int, batch_size: int) -> int:
   return int(math.floor(epochs * (num_examples // batch_size)))
 
 
-def warmup_cosine_schedule(base_lr: float, batch_size: int, total_steps: int, warmup_steps: int,
-                           warmup_init_lr: float = 1e-6, dtype: Any = jnp.float32) -> Callable[[Any], jnp.ndarray]:
+def warmup_cosine_schedule(
+  base_lr: float,
+  batch_size: int,
+  total_steps: int,
+  warmup_steps: int,
+  warmup_init_lr: float = 1e-6,
+  dtype: Any = jnp.float32,
+) -> Callable[[Any], jnp.ndarray]:
   """LR = base × batch/256, linear warm-up from `warmup_init_lr`, then cosine to 0; step k uses its own value.
 
   The rate is computed in `dtype`: float32 in training, float64 in a float64 research step.
@@ -58,8 +64,14 @@ def warmup_cosine_schedule(base_lr: float, batch_size: int, total_steps: int, wa
   return schedule
 
 
-def step_decay_schedule(base_lr: float, batch_size: int, decay_every_steps: int, warmup_steps: int = 0,
-                        warmup_init_lr: float = 1e-6, dtype: Any = jnp.float32) -> Callable[[Any], jnp.ndarray]:
+def step_decay_schedule(
+  base_lr: float,
+  batch_size: int,
+  decay_every_steps: int,
+  warmup_steps: int = 0,
+  warmup_init_lr: float = 1e-6,
+  dtype: Any = jnp.float32,
+) -> Callable[[Any], jnp.ndarray]:
   """LR = base × batch/256 × 0.1^floor(k / decay_every_steps), after an optional linear warm-up (torchvision's)."""
   peak = base_lr * batch_size / 256.0
   decay_every_steps = max(int(decay_every_steps), 1)
@@ -73,36 +85,50 @@ def step_decay_schedule(base_lr: float, batch_size: int, decay_every_steps: int,
   return schedule
 
 
-def make_schedule(config, total_steps: int, warmup_steps: int, steps_per_epoch: Optional[float] = None,
-                  dtype: Any = jnp.float32) -> Callable[[Any], jnp.ndarray]:
+def make_schedule(
+  config, total_steps: int, warmup_steps: int, steps_per_epoch: Optional[float] = None, dtype: Any = jnp.float32
+) -> Callable[[Any], jnp.ndarray]:
   """config.optim.schedule's LR schedule; `steps_per_epoch` None = total_steps / config.train.epochs."""
   o = config.optim
   name = o.get("schedule", "cosine")  # configs saved before the key: cosine
   if name == "cosine":
-    return warmup_cosine_schedule(o.base_lr, config.train.batch_size, total_steps, warmup_steps,
-                                  o.warmup_init_lr, dtype=dtype)
+    return warmup_cosine_schedule(
+      o.base_lr, config.train.batch_size, total_steps, warmup_steps, o.warmup_init_lr, dtype=dtype
+    )
   if name != "step":
     raise ValueError(f"Unknown config.optim.schedule {name!r}; choose one of {SCHEDULES}.")
   if steps_per_epoch is None:
     steps_per_epoch = total_steps / max(config.train.epochs, 1e-9)
-  return step_decay_schedule(o.base_lr, config.train.batch_size, int(round(o.step_epochs * steps_per_epoch)),
-                             warmup_steps, o.warmup_init_lr, dtype=dtype)
+  return step_decay_schedule(
+    o.base_lr,
+    config.train.batch_size,
+    int(round(o.step_epochs * steps_per_epoch)),
+    warmup_steps,
+    o.warmup_init_lr,
+    dtype=dtype,
+  )
 
 
 def kernel_mask(params):
   """True for weight matrices/filters (leaves named 'kernel'); False for biases and BN scale/offset."""
-  return jax.tree_util.tree_map_with_path(
-      lambda path, _: getattr(path[-1], "key", None) == "kernel", params)
+  return jax.tree_util.tree_map_with_path(lambda path, _: getattr(path[-1], "key", None) == "kernel", params)
 
 
 class AuthorsLarsState(NamedTuple):
   """Step count (for the schedule) and the momentum buffer."""
+
   count: jnp.ndarray
   buf: Any
 
 
-def authors_lars(learning_rate: Callable, momentum: float, trust_coefficient: float, weight_decay: float,
-                 weight_decay_mask: str = "all", zero_norm_fallback: bool = False) -> optax.GradientTransformation:
+def authors_lars(
+  learning_rate: Callable,
+  momentum: float,
+  trust_coefficient: float,
+  weight_decay: float,
+  weight_decay_mask: str = "all",
+  zero_norm_fallback: bool = False,
+) -> optax.GradientTransformation:
   """LARS as in the original paper and the SimDis authors' code (LR inside the momentum buffer).
 
   zero_norm_fallback: a kernel with a zero weight or gradient norm takes the plain rate
@@ -140,26 +166,37 @@ def make_optimizer(optim_config, schedule: Callable) -> optax.GradientTransforma
   wd_mask = kernel_mask if c.weight_decay_mask == "kernels" else None
   if c.name == "sgd":
     return optax.chain(
-        optax.add_decayed_weights(c.weight_decay, mask=wd_mask),
-        optax.trace(decay=c.momentum, nesterov=c.nesterov),
-        optax.scale_by_learning_rate(schedule))
+      optax.add_decayed_weights(c.weight_decay, mask=wd_mask),
+      optax.trace(decay=c.momentum, nesterov=c.nesterov),
+      optax.scale_by_learning_rate(schedule),
+    )
   if c.name == "adamw":
-    return optax.adamw(schedule, b1=c.momentum, b2=0.999, eps=1e-8, weight_decay=c.weight_decay,
-                       mask=wd_mask)
+    return optax.adamw(schedule, b1=c.momentum, b2=0.999, eps=1e-8, weight_decay=c.weight_decay, mask=wd_mask)
   if c.name != "lars":
     raise ValueError(f"Unknown config.optim.name {c.name!r}; choose one of {OPTIMIZERS}.")
   if c.lars_form in ("authors", "authors_fallback"):
-    return authors_lars(schedule, c.momentum, c.trust_coefficient, c.weight_decay, c.weight_decay_mask,
-                        zero_norm_fallback=c.lars_form == "authors_fallback")
+    return authors_lars(
+      schedule,
+      c.momentum,
+      c.trust_coefficient,
+      c.weight_decay,
+      c.weight_decay_mask,
+      zero_norm_fallback=c.lars_form == "authors_fallback",
+    )
   if c.lars_form == "deepmind":
     return optax.chain(
-        optax.add_decayed_weights(c.weight_decay, mask=wd_mask),
-        optax.masked(optax.scale_by_trust_ratio(trust_coefficient=c.trust_coefficient), kernel_mask),
-        optax.trace(decay=c.momentum),
-        optax.scale_by_learning_rate(schedule))
+      optax.add_decayed_weights(c.weight_decay, mask=wd_mask),
+      optax.masked(optax.scale_by_trust_ratio(trust_coefficient=c.trust_coefficient), kernel_mask),
+      optax.trace(decay=c.momentum),
+      optax.scale_by_learning_rate(schedule),
+    )
   if c.lars_form == "optax":
-    return optax.lars(schedule, weight_decay=c.weight_decay,
-                      weight_decay_mask=wd_mask if wd_mask is not None else True,
-                      trust_coefficient=c.trust_coefficient, trust_ratio_mask=kernel_mask,
-                      momentum=c.momentum)
+    return optax.lars(
+      schedule,
+      weight_decay=c.weight_decay,
+      weight_decay_mask=wd_mask if wd_mask is not None else True,
+      trust_coefficient=c.trust_coefficient,
+      trust_ratio_mask=kernel_mask,
+      momentum=c.momentum,
+    )
   raise ValueError(f"Unknown config.optim.lars_form {c.lars_form!r}; choose one of {LARS_FORMS}.")

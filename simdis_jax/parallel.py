@@ -30,8 +30,12 @@ def cluster_environment(env: Optional[Mapping[str, str]] = None) -> Optional[str
   return None
 
 
-def initialize_distributed(coordinator_address: Optional[str] = None, num_processes: Optional[int] = None,
-                           process_id: Optional[int] = None, mode: str = "auto") -> bool:
+def initialize_distributed(
+  coordinator_address: Optional[str] = None,
+  num_processes: Optional[int] = None,
+  process_id: Optional[int] = None,
+  mode: str = "auto",
+) -> bool:
   """Starts jax.distributed when this is a multi-process run; returns whether it did.
 
   Explicit arguments win (any cluster, or N processes on one machine). With
@@ -44,13 +48,21 @@ def initialize_distributed(coordinator_address: Optional[str] = None, num_proces
     raise ValueError(f"--distributed={mode!r}: choose one of {list(DISTRIBUTED_MODES)}.")
   explicit = coordinator_address is not None or num_processes is not None or process_id is not None
   if explicit:
-    missing = [name for name, value in (("--coordinator_address", coordinator_address),
-                                        ("--num_processes", num_processes), ("--process_id", process_id))
-               if value is None]
+    missing = [
+      name
+      for name, value in (
+        ("--coordinator_address", coordinator_address),
+        ("--num_processes", num_processes),
+        ("--process_id", process_id),
+      )
+      if value is None
+    ]
     if missing and cluster_environment() is None:
-      raise ValueError(f"Multi-process start-up outside SLURM/TPU pods needs {', '.join(missing)} as well "
-                       "(the same --coordinator_address and --num_processes on every process, "
-                       "--process_id=0..N-1).")
+      raise ValueError(
+        f"Multi-process start-up outside SLURM/TPU pods needs {', '.join(missing)} as well "
+        "(the same --coordinator_address and --num_processes on every process, "
+        "--process_id=0..N-1)."
+      )
     if num_processes is not None and process_id is not None and not 0 <= process_id < num_processes:
       raise ValueError(f"--process_id={process_id} must lie in [0, --num_processes={num_processes}).")
     jax.distributed.initialize(coordinator_address, num_processes, process_id)
@@ -105,8 +117,10 @@ def check_batch_size(batch_size: int, mesh: Mesh) -> None:
   """Raises a clear error when the global batch cannot be split evenly over devices and hosts."""
   devices, hosts = mesh.devices.size, jax.process_count()
   if batch_size % devices or batch_size % hosts:
-    raise ValueError(f"config.train.batch_size={batch_size} must be divisible by the number of devices "
-                     f"({devices}) and of processes ({hosts}); try {max(devices, 1) * max(1, batch_size // devices)}.")
+    raise ValueError(
+      f"config.train.batch_size={batch_size} must be divisible by the number of devices "
+      f"({devices}) and of processes ({hosts}); try {max(devices, 1) * max(1, batch_size // devices)}."
+    )
 
 
 def global_batch(local: np.ndarray, mesh: Mesh) -> jax.Array:

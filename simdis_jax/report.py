@@ -24,31 +24,37 @@ from simdis_jax import cli
 def define_flags(fv) -> None:
   """The report's flags, on the FlagValues `fv` (absl only: --help needs nothing else)."""
   from absl import flags  # pylint: disable=import-outside-toplevel
-  flags.DEFINE_string("out", None, "Directory for results.md, results.json and the PNG figures.", flag_values=fv,
-                      required=True)
-  flags.DEFINE_bool("embeddings", True, "Draw each finished run's embedding map (reads its checkpoint).",
-                    flag_values=fv)
-  flags.DEFINE_integer("embedding_points", 2000, "Held-out images per embedding map.", lower_bound=1,
-                       flag_values=fv)
+
+  flags.DEFINE_string(
+    "out", None, "Directory for results.md, results.json and the PNG figures.", flag_values=fv, required=True
+  )
+  flags.DEFINE_bool(
+    "embeddings", True, "Draw each finished run's embedding map (reads its checkpoint).", flag_values=fv
+  )
+  flags.DEFINE_integer("embedding_points", 2000, "Held-out images per embedding map.", lower_bound=1, flag_values=fv)
 
 
 def write_report(*args, **kwargs) -> str:
   """evaluation.report.write_report (kept here for callers of simdis_jax.report.write_report)."""
   from simdis_jax.evaluation import report  # pylint: disable=import-outside-toplevel
+
   return report.write_report(*args, **kwargs)
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
   """Command line (the module docstring); argv without the program name, default sys.argv[1:]."""
   args = cli.parse(define_flags, argv, __doc__, positional="one or more workdirs")
-  from simdis_jax.evaluation import report  # pylint: disable=import-outside-toplevel
+  from simdis_jax.evaluation import report, report_tables  # pylint: disable=import-outside-toplevel
+
   try:
     markdown = report.write_report(args.positional, args.out, args.embeddings, args.embedding_points)
   except ValueError as e:
     raise SystemExit(f"simdis_jax.report: error: {e}") from e
-  print(report.plain_text(markdown), end="")
-  print(f"\nWrote {os.path.join(args.out, report.RESULTS_MD)}, {report.RESULTS_JSON} and figures to {args.out}.",
-        file=sys.stderr)
+  print(report_tables.plain_text(markdown), end="")
+  print(
+    f"\nWrote {os.path.join(args.out, report.RESULTS_MD)}, {report.RESULTS_JSON} and figures to {args.out}.",
+    file=sys.stderr,
+  )
   return 0
 
 

@@ -16,10 +16,26 @@ from simdis_jax.workdir import CONFIG_FILE
 
 # Keys that fix what a checkpoint holds and means, or the data it continues with: resuming under
 # different values is a different experiment, even where the array shapes happen to agree.
-RESUME_KEYS = ("method", "views", "head_combination", "model.student", "model.teacher", "model.sync_bn",
-               "model.bn_running_var", "model.ema_init", "optim.name", "optim.lars_form", "data.name", "seed",
-               "data.image_size", "data.folder", "data.pretrain_split", "data.shuffle_buffer", "data.augment",
-               "train.batch_size")
+RESUME_KEYS = (
+  "method",
+  "views",
+  "head_combination",
+  "model.student",
+  "model.teacher",
+  "model.sync_bn",
+  "model.bn_running_var",
+  "model.ema_init",
+  "optim.name",
+  "optim.lars_form",
+  "data.name",
+  "seed",
+  "data.image_size",
+  "data.folder",
+  "data.pretrain_split",
+  "data.shuffle_buffer",
+  "data.augment",
+  "train.batch_size",
+)
 SEGMENTS_FILE = "config_segments.jsonl"  # one {"from_step", "config"} line per segment of a resumed run
 
 
@@ -62,8 +78,9 @@ def check_resume_config(workdir: str, config) -> None:
     else:
       advice, what = f"--config.{key}={_flag_value(old)}", f"config.{key}={old!r}, but this config has {new!r}"
     raise ValueError(
-        f"{workdir} holds checkpoints of a run with {what}. Resume it with {advice} (the config it was "
-        f"written with is {path}), or start this experiment in a fresh --workdir.")
+      f"{workdir} holds checkpoints of a run with {what}. Resume it with {advice} (the config it was "
+      f"written with is {path}), or start this experiment in a fresh --workdir."
+    )
 
 
 def record_config(workdir: str, config, start_step: int, is_main: bool = True) -> None:

@@ -28,8 +28,9 @@ def schedule_lengths(train_config, num_train: int, warmup_epochs: float = 0.0) -
   steps_per_epoch = num_train // batch
   if steps_per_epoch == 0:
     raise ValueError(f"config.train.batch_size={batch} exceeds the {num_train} training examples; lower it.")
-  total = train_config.steps if train_config.steps > 0 else optim.steps_from_epochs(
-      train_config.epochs, num_train, batch)
+  total = (
+    train_config.steps if train_config.steps > 0 else optim.steps_from_epochs(train_config.epochs, num_train, batch)
+  )
   if total <= 0:
     raise ValueError(f"config.train.epochs={train_config.epochs} gives no whole step at batch {batch}.")
   warmup = int(round(warmup_epochs * steps_per_epoch))
@@ -60,8 +61,10 @@ def check_image_size(config) -> None:
   """config.data.image_size within what every network of the run can use, or one line naming the fix."""
   size = config.data.image_size
   if size > MAX_IMAGE_SIZE:
-    raise ValueError(f"config.data.image_size={size} is absurdly large (at most {MAX_IMAGE_SIZE}; ImageNet uses "
-                     "224, Fashion-MNIST 28): set --config.data.image_size to the size the networks should see.")
+    raise ValueError(
+      f"config.data.image_size={size} is absurdly large (at most {MAX_IMAGE_SIZE}; ImageNet uses "
+      "224, Fashion-MNIST 28): set --config.data.image_size to the size the networks should see."
+    )
   for name in ("student", "teacher"):
     net = config.model.get(name)
     if net is None or (name == "teacher" and not configuration.uses_teacher(config)):
@@ -72,13 +75,16 @@ def check_image_size(config) -> None:
     need = stride if archs.spec(net.get("arch", "resnet")).patches else stride // 2
     if size < need:
       stem = f" (or --config.model.{name}.cifar_stem=True: 8x)" if stride == 32 else ""
-      raise ValueError(f"config.data.image_size={size} is too small for config.model.{name} (down-sampling "
-                       f"{stride}x: its last stages would see padding only); use --config.data.image_size>={need}"
-                       f"{stem}.")
+      raise ValueError(
+        f"config.data.image_size={size} is too small for config.model.{name} (down-sampling "
+        f"{stride}x: its last stages would see padding only); use --config.data.image_size>={need}"
+        f"{stem}."
+      )
 
 
 class Built(NamedTuple):
   """The parts of a run that its config determines; `create()` makes a fresh train state (pure)."""
+
   networks: Networks
   schedule: Callable
   tx: Any
@@ -96,6 +102,7 @@ def build(config, total_steps: int, warmup_steps: int, steps_per_epoch: Optional
 
 class Restored(NamedTuple):
   """A pretraining run read back from its workdir."""
+
   config: ml_collections.ConfigDict
   networks: Networks
   state: TrainState
@@ -103,8 +110,9 @@ class Restored(NamedTuple):
 
 
 # The network keys added with the arch choice, and what a section written without them means.
-NETWORK_DEFAULTS = dict(arch="resnet", patch_size=16, drop_path_rate=0.0, style="torchvision", projector="byol",
-                        head_bias=True)
+NETWORK_DEFAULTS = dict(
+  arch="resnet", patch_size=16, drop_path_rate=0.0, style="torchvision", projector="byol", head_bias=True
+)
 
 
 def with_network_defaults(run: dict) -> dict:
@@ -131,8 +139,14 @@ def checkpoint_steps(workdir: str) -> list:
     mgr.close()
 
 
-def check_finished(workdir: str, what: str, allow_unfinished: bool = False, step: Optional[int] = None,
-                   allow_flag: str = "", first: str = "") -> Tuple[ml_collections.ConfigDict, int]:
+def check_finished(
+  workdir: str,
+  what: str,
+  allow_unfinished: bool = False,
+  step: Optional[int] = None,
+  allow_flag: str = "",
+  first: str = "",
+) -> Tuple[ml_collections.ConfigDict, int]:
   """(run config, checkpoint step) of a pretraining workdir, or an error naming the fix; compiles nothing.
 
   `what` names the config key that points at the run (e.g. "config.teacher.workdir"); `step`
@@ -153,27 +167,34 @@ def check_finished(workdir: str, what: str, allow_unfinished: bool = False, step
   info = workdir_files.read_json(workdir, workdir_files.RUN_INFO_FILE)
   steps = checkpoint_steps(workdir_files.absolute(workdir))
   if not steps:
-    raise FileNotFoundError(f"The pretraining run {workdir!r} has no checkpoint yet: let it save one "
-                            "(resume it with its own command) first.")
+    raise FileNotFoundError(
+      f"The pretraining run {workdir!r} has no checkpoint yet: let it save one (resume it with its own command) first."
+    )
   chosen = steps[-1] if step is None else int(step)
   if chosen not in steps:
-    raise ValueError(f"{workdir!r} has no checkpoint at step {step}; its steps are {steps} "
-                     "(or leave the step unset for the latest).")
+    raise ValueError(
+      f"{workdir!r} has no checkpoint at step {step}; its steps are {steps} (or leave the step unset for the latest)."
+    )
   if info is None and not allow_unfinished:  # the run's length is unknown: finished or not cannot be told
     fix = f", or set {allow_flag}=True to use step {chosen} as it is" if allow_flag else ""
-    raise FileNotFoundError(f"The pretraining run {workdir!r} has checkpoints (steps {steps}) but its "
-                            f"{workdir_files.RUN_INFO_FILE} is missing, so whether it finished is unknown: resume it "
-                            f"with its own command to rewrite it{fix}.")
+    raise FileNotFoundError(
+      f"The pretraining run {workdir!r} has checkpoints (steps {steps}) but its "
+      f"{workdir_files.RUN_INFO_FILE} is missing, so whether it finished is unknown: resume it "
+      f"with its own command to rewrite it{fix}."
+    )
   total = int(info["total_steps"]) if info else chosen
   if chosen < total and not allow_unfinished:
     fix = f" or set {allow_flag}=True to use it anyway" if allow_flag else ""
-    raise ValueError(f"The pretraining run {workdir!r} is unfinished (checkpoint step {chosen} of {total}): "
-                     f"resume it with its own command until it finishes{fix}.")
+    raise ValueError(
+      f"The pretraining run {workdir!r} is unfinished (checkpoint step {chosen} of {total}): "
+      f"resume it with its own command until it finishes{fix}."
+    )
   return run_config, chosen
 
 
-def restore(workdir: str, mesh=None, step: Optional[int] = None,
-            run_config: Optional[ml_collections.ConfigDict] = None) -> Restored:
+def restore(
+  workdir: str, mesh=None, step: Optional[int] = None, run_config: Optional[ml_collections.ConfigDict] = None
+) -> Restored:
   """A pretraining run's networks and train state at `step` (default: the newest intact), replicated over `mesh`.
 
   Verified as training's own restore is (checkpoint.restore_verified): a damaged chosen step is an error

@@ -17,6 +17,7 @@ from simdis_jax.models.network import compute_dtype, conv_impl, network_from_con
 @flax.struct.dataclass
 class NetState:
   """One siamese pair: online params/BN statistics and its EMA copy (encoder + projector)."""
+
   params: Any
   batch_stats: Any
   ema_params: Any
@@ -26,12 +27,13 @@ class NetState:
 @dataclasses.dataclass(frozen=True)
 class TrainState:
   """Everything a run needs to continue, saved and restored as one pytree."""
-  step: jnp.ndarray           # int32 scalar: number of completed train steps
-  rng: jnp.ndarray            # raw uint32[2] key; step k uses fold_in(rng, k)
+
+  step: jnp.ndarray  # int32 scalar: number of completed train steps
+  rng: jnp.ndarray  # raw uint32[2] key; step k uses fold_in(rng, k)
   student: NetState
   teacher: Optional[NetState]  # None for BYOL runs
-  opt_state: Any              # one optimizer over trainable_params(state)
-  probe: Any = None           # online linear probe {network: {kernel, bias}} or None
+  opt_state: Any  # one optimizer over trainable_params(state)
+  probe: Any = None  # online linear probe {network: {kernel, bias}} or None
   probe_opt_state: Any = None
   # The method's extra state (methods/interface.py init_method_state), e.g. MoCo-v2's / SEED's
   # {"queue": float32 [K, dim] rows, "ptr": int32 scalar}; None for methods without one.
@@ -49,8 +51,11 @@ class TrainState:
     written, then rebuilt. Otherwise (self, identity).
     """
     fields = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
-    renamed = {new: old for new, old in FORMER_FIELD_NAMES.items()
-               if fields[new] is not None and new not in written and old in written}
+    renamed = {
+      new: old
+      for new, old in FORMER_FIELD_NAMES.items()
+      if fields[new] is not None and new not in written and old in written
+    }
     if not renamed:
       return self, lambda state: state
     tree = {renamed.get(name, name): value for name, value in fields.items()}  # None fields: empty nodes, as written
@@ -81,12 +86,16 @@ def _train_state_flatten(s: TrainState):
 
 
 jax.tree_util.register_pytree_with_keys(
-    TrainState, _train_state_children, lambda names, children: TrainState(**dict(zip(names, children))),
-    _train_state_flatten)
+  TrainState,
+  _train_state_children,
+  lambda names, children: TrainState(**dict(zip(names, children))),
+  _train_state_flatten,
+)
 
 
 class Networks(NamedTuple):
   """The flax modules of a run (stateless; parameters live in TrainState)."""
+
   student: nn.Module
   student_ema: nn.Module
   teacher: Optional[nn.Module]
@@ -111,11 +120,16 @@ def build_networks(config, dtype=None) -> Networks:
     ema_kwargs = methods.shared_heads(config, name)
     for network, kwargs in ((name, online_kwargs), (f"{name}_ema", ema_kwargs)):
       nets[network] = network_from_config(
-          model_config, dtype=dtype, conv_impl=impl, bn_running_var=config.model.get("bn_running_var", "biased"),
-          matmul_conv_vjp=config.model.get("matmul_conv_vjp", True),
-          matmul_max_pool=config.model.get("matmul_max_pool", True),
-          data_norm=(config.data.augment.mean, config.data.augment.std),
-          depthwise_impl=depthwise.from_config(config), **kwargs)
+        model_config,
+        dtype=dtype,
+        conv_impl=impl,
+        bn_running_var=config.model.get("bn_running_var", "biased"),
+        matmul_conv_vjp=config.model.get("matmul_conv_vjp", True),
+        matmul_max_pool=config.model.get("matmul_max_pool", True),
+        data_norm=(config.data.augment.mean, config.data.augment.std),
+        depthwise_impl=depthwise.from_config(config),
+        **kwargs,
+      )
   return Networks(*(nets.get(field) for field in Networks._fields))
 
 
@@ -137,7 +151,7 @@ def trainable_params(state: TrainState, config):
 
 def network_variables(state: TrainState, network: str):
   """(params, batch_stats) of a network of state.Networks: an online one's, or its pair's EMA copy."""
-  pair = getattr(state, network[:-len("_ema")] if network.endswith("_ema") else network)
+  pair = getattr(state, network[: -len("_ema")] if network.endswith("_ema") else network)
   if network.endswith("_ema"):
     return pair.ema_params, pair.ema_batch_stats
   return pair.params, pair.batch_stats
@@ -183,10 +197,13 @@ def init_probe(config, networks: Networks, image_shape):
   probe = {}
   for name in probe_networks(networks):
     net = getattr(networks, name)
-    dim = jax.eval_shape(lambda n=net: n.init_with_output(jax.random.PRNGKey(0), sample, train=False,
-                                                           features_only=True)[0]["feature"]).shape[-1]
-    probe[name] = {"kernel": jnp.zeros((dim, config.probe.num_classes), jnp.float32),
-                   "bias": jnp.zeros((config.probe.num_classes,), jnp.float32)}
+    dim = jax.eval_shape(
+      lambda n=net: n.init_with_output(jax.random.PRNGKey(0), sample, train=False, features_only=True)[0]["feature"]
+    ).shape[-1]
+    probe[name] = {
+      "kernel": jnp.zeros((dim, config.probe.num_classes), jnp.float32),
+      "bias": jnp.zeros((config.probe.num_classes,), jnp.float32),
+    }
   return probe
 
 

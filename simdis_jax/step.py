@@ -20,8 +20,16 @@ from simdis_jax import methods, optim
 from simdis_jax.data import augment
 from simdis_jax.methods import common, interface
 from simdis_jax.parallel import DATA_AXIS, batch_sharded, make_mesh, replicated
-from simdis_jax.state import (Networks, TrainState, build_networks, network_variables, probe_in_loss,
-                              probe_optimizer, trainable_params, with_updates)
+from simdis_jax.state import (
+  Networks,
+  TrainState,
+  build_networks,
+  network_variables,
+  probe_in_loss,
+  probe_optimizer,
+  trainable_params,
+  with_updates,
+)
 
 
 # Streams of the step's key fold_in(state.rng, state.step): the augmentations draw from the key itself,
@@ -34,8 +42,11 @@ def stochastic_depth_networks(config) -> Tuple[str, ...]:
 
   Frozen and EMA forwards (the targets) never do, nor does evaluation (it never asks).
   """
-  return tuple(f.network for f in methods.get(config.method).forwards(config)
-               if f.trainable and config.model[f.network].get("drop_path_rate", 0.0) > 0)
+  return tuple(
+    f.network
+    for f in methods.get(config.method).forwards(config)
+    if f.trainable and config.model[f.network].get("drop_path_rate", 0.0) > 0
+  )
 
 
 def dropout_key(rng, step):
@@ -57,8 +68,9 @@ def forward_views(net, params, batch_stats, views: Sequence, bn: str, update_sta
   for i, view in enumerate(views):
     variables = {"params": params, "batch_stats": batch_stats}
     # Without a key the calls are exactly those of a network without stochastic depth.
-    drop = {} if dropout_key is None else dict(stochastic_depth=True,
-                                               rngs={"dropout": jax.random.fold_in(dropout_key, i)})
+    drop = (
+      {} if dropout_key is None else dict(stochastic_depth=True, rngs={"dropout": jax.random.fold_in(dropout_key, i)})
+    )
     if bn == "train":
       out, mutated = net.apply(variables, view, train=True, bn_axis_name=axis, mutable=["batch_stats"], **drop)
       if update_stats:
@@ -69,8 +81,9 @@ def forward_views(net, params, batch_stats, views: Sequence, bn: str, update_sta
   return tuple(outputs), batch_stats
 
 
-def loss_fn(trainable, state: TrainState, v1, v2, labels=None, permutation=None, *, networks: Networks, config,
-            dropout_key=None):
+def loss_fn(
+  trainable, state: TrainState, v1, v2, labels=None, permutation=None, *, networks: Networks, config, dropout_key=None
+):
   """The method's loss from the forwards it asks for: loss, (metrics, new BN statistics, outputs).
 
   outputs[network] = (outputs of each view it saw); batch statistics only of the forwards that keep them.
@@ -83,8 +96,10 @@ def loss_fn(trainable, state: TrainState, v1, v2, labels=None, permutation=None,
   outputs, stats = {}, {}
   dropping = stochastic_depth_networks(config)
   if dropping and dropout_key is None:
-    raise ValueError(f"{list(dropping)} train with stochastic depth (drop_path_rate > 0) but the step was given "
-                     "no dropout_key; pass dropout_key=step.dropout_key(state.rng, state.step).")
+    raise ValueError(
+      f"{list(dropping)} train with stochastic depth (drop_path_rate > 0) but the step was given "
+      "no dropout_key; pass dropout_key=step.dropout_key(state.rng, state.step)."
+    )
   for f in method.forwards(config):
     params, batch_stats = network_variables(state, f.network)
     params = trainable[f.network] if f.trainable else jax.lax.stop_gradient(params)
@@ -96,11 +111,11 @@ def loss_fn(trainable, state: TrainState, v1, v2, labels=None, permutation=None,
     key = None
     if f.trainable and f.network in dropping:  # one stream per network (SimDis-On's teacher may drop too)
       key = jax.random.fold_in(dropout_key, interface.NETWORKS.index(f.network))
-    outs, new_stats = forward_views(getattr(networks, f.network), params, batch_stats, inputs, f.bn,
-                                    f.update_stats, axis, key)
+    outs, new_stats = forward_views(
+      getattr(networks, f.network), params, batch_stats, inputs, f.bn, f.update_stats, axis, key
+    )
     if f.shuffle:  # back to this device's own examples, in their order
-      outs = tuple(jax.tree.map(lambda y: common.unshuffle_from_devices(y, permutation, DATA_AXIS), o)
-                   for o in outs)
+      outs = tuple(jax.tree.map(lambda y: common.unshuffle_from_devices(y, permutation, DATA_AXIS), o) for o in outs)
     outputs[f.network] = outs
     if f.update_stats:
       stats[f.network] = new_stats
@@ -142,7 +157,8 @@ def probe_update(state: TrainState, features, labels, config):
   metrics, grads = {}, {}
   for name, probe_params in state.probe.items():
     (loss_sum, (correct, count)), grad_sum = jax.value_and_grad(probe_loss, has_aux=True)(
-        probe_params, features[name], labels)
+      probe_params, features[name], labels
+    )
     total = jnp.maximum(jax.lax.psum(count, DATA_AXIS), 1)
     grads[name] = jax.tree.map(lambda g: jax.lax.psum(g, DATA_AXIS) / total, grad_sum)
     metrics[f"probe_loss/{name}"] = jax.lax.psum(loss_sum, DATA_AXIS) / total
@@ -151,8 +167,19 @@ def probe_update(state: TrainState, features, labels, config):
   return state.replace(probe=optax.apply_updates(state.probe, updates), probe_opt_state=opt_state), metrics
 
 
-def update_on_views(state: TrainState, v1, v2, labels, permutation=None, *, config, networks: Networks,
-                    tx: optax.GradientTransformation, schedule: Callable, total_steps: int):
+def update_on_views(
+  state: TrainState,
+  v1,
+  v2,
+  labels,
+  permutation=None,
+  *,
+  config,
+  networks: Networks,
+  tx: optax.GradientTransformation,
+  schedule: Callable,
+  total_steps: int,
+):
   """One train step on augmented views, per device (inside shard_map): (new state, metrics, gradients, logits,
   outputs).
 
@@ -167,7 +194,8 @@ def update_on_views(state: TrainState, v1, v2, labels, permutation=None, *, conf
   params = trainable_params(state, config)
   objective = functools.partial(loss_fn, networks=networks, config=config, dropout_key=key)
   (_, (metrics, stats, outputs)), grads = jax.value_and_grad(objective, has_aux=True)(
-      params, state, v1, v2, labels, permutation)
+    params, state, v1, v2, labels, permutation
+  )
   logits = metrics.pop("logits", None)  # per example: not a metric to average
   grads = jax.lax.pmean(grads, DATA_AXIS)
   if not config.model.sync_bn:
@@ -179,16 +207,22 @@ def update_on_views(state: TrainState, v1, v2, labels, permutation=None, *, conf
   if config.probe.enabled and not probe_in_loss(config):
     unseen = [name for name in new_state.probe if name not in outputs]
     if unseen:
-      raise ValueError(f"config.probe.enabled: the online probe classifies {unseen}'s features, but this "
-                       f"method and config.views run no {unseen} forward; add such a view or disable the probe.")
+      raise ValueError(
+        f"config.probe.enabled: the online probe classifies {unseen}'s features, but this "
+        f"method and config.views run no {unseen} forward; add such a view or disable the probe."
+      )
     # Pooled features of view v for the online probe (stop-gradient there).
     features = {name: outputs[name][0]["feature"] for name in new_state.probe}
     new_state, probe_metrics = probe_update(new_state, features, labels, config)
     metrics.update(probe_metrics)
   new_state = method.after_update(new_state, outputs, config, total_steps)
   metrics = jax.lax.pmean(metrics, DATA_AXIS)
-  metrics.update(lr=schedule(state.step), **method_metrics, grad_norm=optax.tree.norm(grads["student"]),
-                 param_norm=optax.tree.norm(params["student"]))
+  metrics.update(
+    lr=schedule(state.step),
+    **method_metrics,
+    grad_norm=optax.tree.norm(grads["student"]),
+    param_norm=optax.tree.norm(params["student"]),
+  )
   return new_state.replace(step=state.step + 1), metrics, grads, logits, outputs
 
 
@@ -197,13 +231,15 @@ def uses_shuffle(config) -> bool:
   return any(f.shuffle for f in methods.get(config.method).forwards(config))
 
 
-def make_train_step(config, networks: Networks, tx: optax.GradientTransformation, schedule: Callable,
-                    total_steps: int, mesh) -> Callable:
+def make_train_step(
+  config, networks: Networks, tx: optax.GradientTransformation, schedule: Callable, total_steps: int, mesh
+) -> Callable:
   """Builds the jitted, state-donating train step for this config and mesh."""
   aug_config = config.data.augment
   image_size = config.data.image_size
-  step = functools.partial(update_on_views, config=config, networks=networks, tx=tx, schedule=schedule,
-                           total_steps=total_steps)
+  step = functools.partial(
+    update_on_views, config=config, networks=networks, tx=tx, schedule=schedule, total_steps=total_steps
+  )
 
   shuffle = uses_shuffle(config)
 
@@ -211,9 +247,13 @@ def make_train_step(config, networks: Networks, tx: optax.GradientTransformation
     new_state, metrics, *_ = step(state, v1, v2, labels, permutation if shuffle else None)
     return new_state, metrics
 
-  sharded_step = jax.shard_map(per_device_step, mesh=mesh,
-                               in_specs=(P(), P(DATA_AXIS), P(DATA_AXIS), P(DATA_AXIS), P()),
-                               out_specs=(P(), P()), check_vma=False)
+  sharded_step = jax.shard_map(
+    per_device_step,
+    mesh=mesh,
+    in_specs=(P(), P(DATA_AXIS), P(DATA_AXIS), P(DATA_AXIS), P()),
+    out_specs=(P(), P()),
+    check_vma=False,
+  )
 
   def train_step(state: TrainState, images, labels):
     key = jax.random.fold_in(state.rng, state.step)
@@ -226,26 +266,31 @@ def make_train_step(config, networks: Networks, tx: optax.GradientTransformation
     batch = v1.shape[0]
     # Shuffle BN: one permutation of the global batch per step, the same on every device and host
     # (a stream of its own, so that the augmentations' draws stay what they were).
-    permutation = (jax.random.permutation(jax.random.fold_in(key, 1), batch) if shuffle
-                   else jnp.arange(batch))
+    permutation = jax.random.permutation(jax.random.fold_in(key, 1), batch) if shuffle else jnp.arange(batch)
     return sharded_step(state, v1, v2, labels, permutation)
 
-  return jax.jit(train_step, in_shardings=(replicated(mesh), batch_sharded(mesh), batch_sharded(mesh)),
-                 out_shardings=(replicated(mesh), replicated(mesh)), donate_argnums=(0,))
+  return jax.jit(
+    train_step,
+    in_shardings=(replicated(mesh), batch_sharded(mesh), batch_sharded(mesh)),
+    out_shardings=(replicated(mesh), replicated(mesh)),
+    donate_argnums=(0,),
+  )
 
 
 # --- Research step: one step on the caller's views, in their dtype (docs/research_step.md) ---
 
+
 class ResearchResult(NamedTuple):
   """What research_step returns; every float in the views' dtype."""
-  loss: jnp.ndarray            # the total the gradients are of (SimDis-On: student + teacher term)
-  per_head: Dict[str, Any]     # {head: its loss}, e.g. {"sema_dv": ..., "tema_dv": ...}; {} for supervised
-  grads: Any                   # {online network: gradient tree}, averaged over the batch as the optimizer sees it
-  state: TrainState            # the state after the step (EMA, BN statistics, optimizer, step + 1)
-  metrics: Dict[str, Any]      # every metric of the train step (loss_student, loss_teacher, lr, tau, ...)
-  logits: Any = None           # MoCo-v2 / SEED: the loss's logits [B, 1 + K] (positive first), already / T
-  queue: Any = None            # MoCo-v2 / SEED: the queue [K, dim] after the step's enqueue (state.method_state's)
-  ptr: Any = None              # and its pointer
+
+  loss: jnp.ndarray  # the total the gradients are of (SimDis-On: student + teacher term)
+  per_head: Dict[str, Any]  # {head: its loss}, e.g. {"sema_dv": ..., "tema_dv": ...}; {} for supervised
+  grads: Any  # {online network: gradient tree}, averaged over the batch as the optimizer sees it
+  state: TrainState  # the state after the step (EMA, BN statistics, optimizer, step + 1)
+  metrics: Dict[str, Any]  # every metric of the train step (loss_student, loss_teacher, lr, tau, ...)
+  logits: Any = None  # MoCo-v2 / SEED: the loss's logits [B, 1 + K] (positive first), already / T
+  queue: Any = None  # MoCo-v2 / SEED: the queue [K, dim] after the step's enqueue (state.method_state's)
+  ptr: Any = None  # and its pointer
   # With outputs=True: {network: (output dict of each view it saw)}: "feature" (pooled), "projection",
   # "predictions" {head: ...} of every forward the method ran, in the order of its views (docs/research_step.md).
   outputs: Any = None
@@ -256,50 +301,87 @@ def cast_floats(tree, dtype):
   return jax.tree.map(lambda x: x.astype(dtype) if jnp.issubdtype(x.dtype, jnp.floating) else x, tree)
 
 
-def make_research_step(config, total_steps: Optional[int] = None, warmup_steps: Optional[int] = None,
-                       dtype: Any = jnp.float32, outputs: bool = False) -> Callable[..., ResearchResult]:
+def make_research_step(
+  config,
+  total_steps: Optional[int] = None,
+  warmup_steps: Optional[int] = None,
+  dtype: Any = jnp.float32,
+  outputs: bool = False,
+) -> Callable[..., ResearchResult]:
   """The jitted research step (state, v1, v2, labels) -> ResearchResult, computing in `dtype` on one device.
 
   outputs: also return the forwards' outputs (ResearchResult.outputs).
   """
   total_steps = config.train.steps if total_steps is None else total_steps
   if total_steps <= 0:
-    raise ValueError(f"research step: total_steps={total_steps} (the EMA and LR schedules need it); pass "
-                     "total_steps=K or set config.train.steps=K.")
+    raise ValueError(
+      f"research step: total_steps={total_steps} (the EMA and LR schedules need it); pass "
+      "total_steps=K or set config.train.steps=K."
+    )
   if warmup_steps is None:
     if config.optim.warmup_epochs != 0:
-      raise ValueError(f"research step: config.optim.warmup_epochs={config.optim.warmup_epochs} needs the "
-                       "dataset's size to become steps; pass warmup_steps=N.")
+      raise ValueError(
+        f"research step: config.optim.warmup_epochs={config.optim.warmup_epochs} needs the "
+        "dataset's size to become steps; pass warmup_steps=N."
+      )
     warmup_steps = 0
   networks = build_networks(config, dtype=dtype)
   schedule = optim.make_schedule(config, total_steps, warmup_steps, dtype=dtype)
   tx = methods.make_optimizer(config, schedule)
-  step = functools.partial(update_on_views, config=config, networks=networks, tx=tx, schedule=schedule,
-                           total_steps=total_steps)
+  step = functools.partial(
+    update_on_views, config=config, networks=networks, tx=tx, schedule=schedule, total_steps=total_steps
+  )
   shuffle = uses_shuffle(config)
+
   # The train step's own per-device code on a one-device mesh: its collectives become identities.
   def one_device(s, a, b, y, perm):
     result = step(s, a, b, y, perm if shuffle else None)
     return result if outputs else result[:4]
 
-  sharded = jax.jit(jax.shard_map(one_device, mesh=make_mesh(jax.devices()[:1]),
-                                  in_specs=(P(), P(DATA_AXIS), P(DATA_AXIS), P(DATA_AXIS), P()),
-                                  out_specs=(P(),) * (5 if outputs else 4), check_vma=False))
+  sharded = jax.jit(
+    jax.shard_map(
+      one_device,
+      mesh=make_mesh(jax.devices()[:1]),
+      in_specs=(P(), P(DATA_AXIS), P(DATA_AXIS), P(DATA_AXIS), P()),
+      out_specs=(P(),) * (5 if outputs else 4),
+      check_vma=False,
+    )
+  )
 
   def research(state: TrainState, v1, v2, labels, permutation=None) -> ResearchResult:
     perm = jnp.arange(v1.shape[0]) if permutation is None else jnp.asarray(permutation, jnp.int32)
-    new_state, metrics, grads, logits, *forward = sharded(cast_floats(state, dtype), v1.astype(dtype),
-                                                          v2.astype(dtype), labels, perm)
-    per_head = {k[len("loss_head/"):]: v for k, v in metrics.items() if k.startswith("loss_head/")}
+    new_state, metrics, grads, logits, *forward = sharded(
+      cast_floats(state, dtype), v1.astype(dtype), v2.astype(dtype), labels, perm
+    )
+    per_head = {k[len("loss_head/") :]: v for k, v in metrics.items() if k.startswith("loss_head/")}
     queue = new_state.method_state if isinstance(new_state.method_state, dict) else {}
-    return ResearchResult(metrics["loss"], per_head, grads, new_state, metrics, logits, queue.get("queue"),
-                          queue.get("ptr"), forward[0] if forward else None)
+    return ResearchResult(
+      metrics["loss"],
+      per_head,
+      grads,
+      new_state,
+      metrics,
+      logits,
+      queue.get("queue"),
+      queue.get("ptr"),
+      forward[0] if forward else None,
+    )
 
   return research
 
 
-def research_step(config, state: TrainState, v1, v2, labels=None, *, total_steps: Optional[int] = None,
-                  warmup_steps: Optional[int] = None, permutation=None, outputs: bool = False) -> ResearchResult:
+def research_step(
+  config,
+  state: TrainState,
+  v1,
+  v2,
+  labels=None,
+  *,
+  total_steps: Optional[int] = None,
+  warmup_steps: Optional[int] = None,
+  permutation=None,
+  outputs: bool = False,
+) -> ResearchResult:
   """One train step of config.method on already augmented float views [B, H, W, C], in the views' dtype.
 
   MoCo-v2: v1 is the query crop, v2 the key crop; `permutation` (int [B]) is the key encoder's
@@ -313,16 +395,22 @@ def research_step(config, state: TrainState, v1, v2, labels=None, *, total_steps
   """
   dtype = jnp.result_type(v1)
   if not jnp.issubdtype(dtype, jnp.floating) or jnp.result_type(v2) != dtype or v1.shape != v2.shape:
-    raise ValueError(f"research step: v1 and v2 must be float views of one shape and dtype (already augmented "
-                     f"and normalised); got {v1.shape} {dtype} and {v2.shape} {jnp.result_type(v2)}.")
+    raise ValueError(
+      f"research step: v1 and v2 must be float views of one shape and dtype (already augmented "
+      f"and normalised); got {v1.shape} {dtype} and {v2.shape} {jnp.result_type(v2)}."
+    )
   if v1.shape[0] != config.train.batch_size:
-    raise ValueError(f"research step: the views hold {v1.shape[0]} examples but config.train.batch_size="
-                     f"{config.train.batch_size} (the LR scales with it); set config.train.batch_size="
-                     f"{v1.shape[0]}.")
+    raise ValueError(
+      f"research step: the views hold {v1.shape[0]} examples but config.train.batch_size="
+      f"{config.train.batch_size} (the LR scales with it); set config.train.batch_size="
+      f"{v1.shape[0]}."
+    )
   if labels is None:
     if methods.about(config.method).needs_labels or config.probe.enabled:
-      raise ValueError(f"research step: method={config.method!r} / probe.enabled={config.probe.enabled} "
-                       "needs labels; pass labels=int32 [B] (negative = unlabelled).")
+      raise ValueError(
+        f"research step: method={config.method!r} / probe.enabled={config.probe.enabled} "
+        "needs labels; pass labels=int32 [B] (negative = unlabelled)."
+      )
     labels = jnp.full((v1.shape[0],), -1, jnp.int32)
   step = make_research_step(config, total_steps, warmup_steps, dtype, outputs)
   return step(state, v1, v2, jnp.asarray(labels, jnp.int32), permutation)

@@ -10,7 +10,7 @@ import jax
 import ml_collections
 from clu import periodic_actions
 
-from simdis_jax import checkpoint, configuration, console, flops, lock, methods, parallel, resume, runs
+from simdis_jax import checkpoint, configuration, console, flops, lock, methods, parallel, preemption, resume, runs
 from simdis_jax import workdir as workdir_files
 from simdis_jax.data import input as data_input
 from simdis_jax.evaluation import knn, supervised_top1
@@ -28,9 +28,10 @@ def _teacher_net_config_matches(teacher_run: dict, wanted) -> None:
   diffs = {k: (got.get(k), wanted[k]) for k in wanted.keys() if k not in INPUT_KEYS and got.get(k) != wanted[k]}
   if diffs:
     raise ValueError(
-        "The teacher run's network does not match config.model.teacher: "
-        + ", ".join(f"{k}: run has {a!r}, config wants {b!r}" for k, (a, b) in diffs.items())
-        + ". Point --config.teacher.workdir at a finished run of this architecture, or change config.model.teacher.")
+      "The teacher run's network does not match config.model.teacher: "
+      + ", ".join(f"{k}: run has {a!r}, config wants {b!r}" for k, (a, b) in diffs.items())
+      + ". Point --config.teacher.workdir at a finished run of this architecture, or change config.model.teacher."
+    )
 
 
 def check_offline_teacher(config) -> ml_collections.ConfigDict:
@@ -38,14 +39,22 @@ def check_offline_teacher(config) -> ml_collections.ConfigDict:
   method whose student can be a teacher (About.teacher_source: BYOL)."""
   sources = [m for m in methods.METHODS if methods.about(m).teacher_source]
   if not config.teacher.workdir:
-    raise ValueError(f"method {config.method!r} needs a finished teacher run: set --config.teacher.workdir=<workdir "
-                     f"of a method={sources[0]} run of the teacher network>.")
-  run, _ = runs.check_finished(config.teacher.workdir, "config.teacher.workdir", config.teacher.allow_unfinished,
-                               allow_flag="--config.teacher.allow_unfinished",
-                               first=f"train the teacher first with a method={sources[0]} config (--workdir <dir>)")
+    raise ValueError(
+      f"method {config.method!r} needs a finished teacher run: set --config.teacher.workdir=<workdir "
+      f"of a method={sources[0]} run of the teacher network>."
+    )
+  run, _ = runs.check_finished(
+    config.teacher.workdir,
+    "config.teacher.workdir",
+    config.teacher.allow_unfinished,
+    allow_flag="--config.teacher.allow_unfinished",
+    first=f"train the teacher first with a method={sources[0]} config (--workdir <dir>)",
+  )
   if run.get("method") not in sources:
-    raise ValueError(f"config.teacher.workdir={config.teacher.workdir!r} is a {run.get('method')!r} run; the "
-                     f"offline teacher must come from a method={'|'.join(sources)} run.")
+    raise ValueError(
+      f"config.teacher.workdir={config.teacher.workdir!r} is a {run.get('method')!r} run; the "
+      f"offline teacher must come from a method={'|'.join(sources)} run."
+    )
   _teacher_net_config_matches(run.to_dict(), config.model.teacher)
   return run
 
@@ -77,14 +86,16 @@ def run_knn(config, networks, state, dataset, mesh) -> Dict[str, float]:
     if net is None:
       continue
     variables = {"params": net_state.params, "batch_stats": net_state.batch_stats}
-    acc = knn.knn_accuracy(net, variables, dataset, config.knn, config.data.augment, config.data.image_size,
-                           mesh, seed=config.seed)
+    acc = knn.knn_accuracy(
+      net, variables, dataset, config.knn, config.data.augment, config.data.image_size, mesh, seed=config.seed
+    )
     results[f"knn_top1/{name}"] = acc["knn_top1"]
   return results
 
 
-def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
-                       stop_after_steps: Optional[int] = None) -> Dict[str, float]:
+def train_and_evaluate(
+  config: ml_collections.ConfigDict, workdir: str, stop_after_steps: Optional[int] = None
+) -> Dict[str, float]:
   """Pretrains as config says, resuming from <workdir>; returns the final metrics.
 
   `stop_after_steps` ends this process early (after a checkpoint) without
@@ -104,9 +115,10 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
 
 class _Run(NamedTuple):
   """A run's parts, built once before its first step (_set_up): what its loop and its end read."""
+
   config: ml_collections.ConfigDict
   workdir: str
-  mgr: Any                # its checkpoint manager
+  mgr: Any  # its checkpoint manager
   mesh: Any
   dataset: Any
   lengths: Dict[str, int]  # runs.schedule_lengths
@@ -123,17 +135,19 @@ class _Run(NamedTuple):
 @dataclasses.dataclass
 class _Loop:
   """Where the training loop got to: what the run's end reports."""
+
   state: Any
   start_step: int
-  t0: float                # when this process's training started (after the initial kNN)
+  t0: float  # when this process's training started (after the initial kNN)
   time_before: float = 0.0  # training seconds of earlier processes
   images_seen: int = 0
-  metrics: Any = None      # the last step's
+  metrics: Any = None  # the last step's
   final: Dict[str, float] = dataclasses.field(default_factory=dict)
 
 
-def _train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
-                        stop_after_steps: Optional[int]) -> Dict[str, float]:
+def _train_and_evaluate(
+  config: ml_collections.ConfigDict, workdir: str, stop_after_steps: Optional[int]
+) -> Dict[str, float]:
   run, state = _set_up(config, workdir)
   writer = workdir_files.metric_writer(workdir, run.is_main)
   loop = _train(run, state, writer, stop_after_steps)
@@ -158,10 +172,15 @@ def _set_up(config: ml_collections.ConfigDict, workdir: str) -> Tuple[_Run, Any]
   # --- Input ---
   dataset = data_input.load_dataset(config.data)
   lengths = runs.schedule_lengths(config.train, dataset.num_train, config.optim.warmup_epochs)
-  if ((config.probe.enabled or methods.about(config.method).needs_labels) and dataset.num_classes
-      and config.probe.num_classes != dataset.num_classes):
-    raise ValueError(f"config.probe.num_classes={config.probe.num_classes} but {config.data.name!r} has "
-                     f"{dataset.num_classes} classes; set --config.probe.num_classes={dataset.num_classes}.")
+  if (
+    (config.probe.enabled or methods.about(config.method).needs_labels)
+    and dataset.num_classes
+    and config.probe.num_classes != dataset.num_classes
+  ):
+    raise ValueError(
+      f"config.probe.num_classes={config.probe.num_classes} but {config.data.name!r} has "
+      f"{dataset.num_classes} classes; set --config.probe.num_classes={dataset.num_classes}."
+    )
   total_steps = lengths["total_steps"]
 
   # --- Model and optimizer ---
@@ -175,13 +194,17 @@ def _set_up(config: ml_collections.ConfigDict, workdir: str) -> Tuple[_Run, Any]
     state = jax.jit(create, out_shardings=parallel.replicated(mesh))()
     if offline_teacher:
       state = load_offline_teacher(teacher_run, config, state, mesh)
-    logging.info("Starting a new run in %s (%d steps, %d per epoch).", workdir, total_steps,
-                 lengths["steps_per_epoch"])
+    logging.info("Starting a new run in %s (%d steps, %d per epoch).", workdir, total_steps, lengths["steps_per_epoch"])
   else:
     logging.info("Resumed from %s at step %d.", workdir, int(state.step))
   resume.record_config(workdir, config, int(state.step), is_main)  # a changed config keeps the old one too
-  run_info = {**lengths, "num_train": dataset.num_train, "devices": jax.device_count(),
-              "processes": jax.process_count(), "versions": workdir_files.software_versions()}
+  run_info = {
+    **lengths,
+    "num_train": dataset.num_train,
+    "devices": jax.device_count(),
+    "processes": jax.process_count(),
+    "versions": workdir_files.software_versions(),
+  }
   previous_info = workdir_files.read_json(workdir, RUN_INFO_FILE) or {}
   if "step_flops" in previous_info:  # kept across restarts
     run_info["step_flops"] = previous_info["step_flops"]
@@ -209,13 +232,16 @@ def _train(run: _Run, state, writer, stop_after_steps: Optional[int]) -> _Loop:
   start_step = int(state.step)
   hooks = []
   if run.is_main:
-    hooks.append(periodic_actions.ReportProgress(num_train_steps=total_steps, writer=writer,
-                                                 every_steps=config.train.log_every_steps))
+    hooks.append(
+      periodic_actions.ReportProgress(
+        num_train_steps=total_steps, writer=writer, every_steps=config.train.log_every_steps
+      )
+    )
   last_saved = mgr.latest_step()
   verified = last_saved is None or checkpoint.has_checksums(mgr, last_saved)  # restored with its CRCs
 
   # A SIGTERM from here on (the first kNN included) is honoured at the next step boundary.
-  preemption = checkpoint.PreemptionWatch()
+  watch = preemption.PreemptionWatch()
   loop = _Loop(state, start_step, time.time())
   loop.time_before = _previous_train_time(run.workdir, start_step)  # training seconds of earlier processes
   in_flight = collections.deque()
@@ -246,19 +272,20 @@ def _train(run: _Run, state, writer, stop_after_steps: Optional[int]) -> _Loop:
       if done % config.train.log_every_steps == 0 or done == total_steps:
         progress.loss = _log_step(run, loop, writer, done, last_saved, verified)
       progress.update(done)
-      preempted = preemption.reached(done)  # every process gets the same answer at the same step
-      if (done % config.train.checkpoint_every_steps == 0 or done == total_steps
-          or done == stop_after_steps or preempted):
+      preempted = watch.reached(done)  # every process gets the same answer at the same step
+      if (
+        done % config.train.checkpoint_every_steps == 0 or done == total_steps or done == stop_after_steps or preempted
+      ):
         # Never save a state holding NaN/Inf (checkpoint.save checks every array): the last good one survives.
         checkpoint.save_finite(mgr, done, loop.state, last_saved, DIVERGED_ADVICE, force=preempted, verified=verified)
         last_saved, verified = done, True
       if preempted:
-        raise checkpoint.Preempted(done, run.workdir)
+        raise preemption.Preempted(done, run.workdir)
       if done == total_steps or (config.train.knn_every_steps and done % config.train.knn_every_steps == 0):
         loop.final.update(_evaluate(run, loop.state, writer, done))
   finally:
     # Whatever stopped the loop (a preemption included), finish the asynchronous saves already started.
-    preemption.close()
+    watch.close()
     writer.flush()
     checkpoint.finish(mgr)  # a save that ran out of disk: one line
   return loop
@@ -287,8 +314,16 @@ def _finish(run: _Run, loop: _Loop) -> Dict[str, float]:
     # The supervised network's own classifier on the held-out split (the linear protocol is final_eval's).
     variables = {"params": state.student.params, "batch_stats": state.student.batch_stats}
     final["classifier_top1"] = supervised_top1.classifier_top1(
-        run.networks.student, variables, run.dataset, config.data.augment, config.data.image_size, run.mesh,
-        config.knn.eval_examples, config.knn.batch_size, config.seed)
+      run.networks.student,
+      variables,
+      run.dataset,
+      config.data.augment,
+      config.data.image_size,
+      run.mesh,
+      config.knn.eval_examples,
+      config.knn.batch_size,
+      config.seed,
+    )
     console.say(f"classifier top-1 on the held-out split: {final['classifier_top1']:.2f}%")
   if loop.start_step >= total_steps:
     logging.info("Run in %s had already finished (step %d of %d).", run.workdir, loop.start_step, total_steps)
@@ -298,11 +333,22 @@ def _finish(run: _Run, loop: _Loop) -> Dict[str, float]:
   reached = int(state.step)
   if run.is_main and reached >= total_steps and loop.images_seen:
     # Wall time and images/s cover the process that finished the run (from its start step).
-    workdir_files.write_json(run.workdir, SUMMARY_FILE, {
-        **final, "images_seen": loop.images_seen, "images_per_sec": loop.images_seen / max(wall, 1e-9),
-        "train_time_s": loop.time_before + wall, "step_flops": run.run_info.get("step_flops"),
-        "start_step": loop.start_step, "steps": reached, "total_steps": total_steps,
-        "epochs": reached / run.lengths["steps_per_epoch"]}, indent=2)
+    workdir_files.write_json(
+      run.workdir,
+      SUMMARY_FILE,
+      {
+        **final,
+        "images_seen": loop.images_seen,
+        "images_per_sec": loop.images_seen / max(wall, 1e-9),
+        "train_time_s": loop.time_before + wall,
+        "step_flops": run.run_info.get("step_flops"),
+        "start_step": loop.start_step,
+        "steps": reached,
+        "total_steps": total_steps,
+        "epochs": reached / run.lengths["steps_per_epoch"],
+      },
+      indent=2,
+    )
   if run.is_main:
     summary = ", ".join(f"{k}={v:.2f}" for k, v in sorted(final.items()) if k.startswith("knn"))
     status = "Finished" if reached >= total_steps else f"Stopped at step {reached} of {total_steps}:"

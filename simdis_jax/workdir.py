@@ -21,11 +21,11 @@ from etils import epath
 CONFIG_FILE = "config.json"
 RUN_INFO_FILE = "run_info.json"
 METRICS_FILE = "metrics.jsonl"
-SUMMARY_FILE = "summary.json"            # written when a pretraining run reaches its last step
-LINEAR_EVAL_FILE = "linear_eval.json"    # a linear evaluation's results
-LINEAR_INFO_FILE = "linear_info.json"    # what a linear evaluation's checkpoints were trained on
+SUMMARY_FILE = "summary.json"  # written when a pretraining run reaches its last step
+LINEAR_EVAL_FILE = "linear_eval.json"  # a linear evaluation's results
+LINEAR_INFO_FILE = "linear_info.json"  # what a linear evaluation's checkpoints were trained on
 CHECKPOINT_DIR = "checkpoints"
-LINEAR_EVAL_TASK = "linear_eval"         # config.task of a linear-evaluation workdir
+LINEAR_EVAL_TASK = "linear_eval"  # config.task of a linear-evaluation workdir
 # The distributions whose versions decide a run's numbers (run_info.json "versions").
 VERSIONED = ("simdis_jax", "jax", "jaxlib", "flax", "optax", "orbax-checkpoint", "numpy")
 
@@ -139,8 +139,13 @@ def read_metrics(workdir: str) -> Dict[int, Dict[str, float]]:
   return dict(sorted(by_step.items()))
 
 
-def last_value(metrics: Mapping[int, Mapping[str, float]], key: str, up_to_step: Optional[int] = None,
-               finite_only: bool = False, from_step: int = 0) -> Optional[float]:
+def last_value(
+  metrics: Mapping[int, Mapping[str, float]],
+  key: str,
+  up_to_step: Optional[int] = None,
+  finite_only: bool = False,
+  from_step: int = 0,
+) -> Optional[float]:
   """The value of `key` at the latest step in [from_step, up_to_step] that logged it, or None."""
   for step in sorted(metrics, reverse=True):
     if (up_to_step is not None and step > up_to_step) or step < from_step:
@@ -154,6 +159,7 @@ def last_value(metrics: Mapping[int, Mapping[str, float]], key: str, up_to_step:
 def metric_writer(workdir: str, is_main: bool = True):
   """TensorBoard + console metrics on process 0; the other processes write nothing."""
   from clu import metric_writers  # pylint: disable=import-outside-toplevel  (clu's writers start TF)
+
   if is_main:
     return metric_writers.create_default_writer(workdir)
   return metric_writers.MultiWriter([])

@@ -56,14 +56,16 @@ def tiny_config(method="simdis_on", views="simdis_7v"):
 
 
 requires_fashion_mnist = pytest.mark.skipif(
-    not os.path.exists(os.path.join(fashion_mnist.DEBIAN_DIR, fashion_mnist.FILES["train_images"])),
-    reason="Debian's dataset-fashion-mnist is not installed (apt-get install dataset-fashion-mnist)")
+  not os.path.exists(os.path.join(fashion_mnist.DEBIAN_DIR, fashion_mnist.FILES["train_images"])),
+  reason="Debian's dataset-fashion-mnist is not installed (apt-get install dataset-fashion-mnist)",
+)
 
 
 @pytest.fixture(scope="module")
 def baseline(tmp_path_factory):
   """The uninterrupted tiny CLI run that fault and multi-host tests compare against (computed once)."""
   import run_helpers  # pylint: disable=import-outside-toplevel
+
   return run_helpers.baseline(tmp_path_factory)
 
 
@@ -74,6 +76,7 @@ def tiny_run(tmp_path_factory):
   Student (ResNet-10 width 4) and teacher (width 8) with online and EMA weights, checkpoints at steps 1 and 2.
   """
   from simdis_jax import train  # pylint: disable=import-outside-toplevel
+
   c = tiny_config("simdis_on", "simdis_2v")
   c.knn.networks = ()
   c.train.steps = 2
@@ -91,6 +94,7 @@ def byol_teacher(tmp_path_factory):
   beat the untrained network, so a test of distillation needs a teacher that has learnt something.
   """
   import run_helpers  # pylint: disable=import-outside-toplevel
+
   return run_helpers.trained_byol(str(tmp_path_factory.mktemp("byol_teacher")))
 
 

@@ -29,10 +29,19 @@ def modules():
       bottleneck = depth >= 50
       self.initial_conv = hk.Conv2D(width, 7, stride=2, with_bias=False, padding="SAME", name="initial_conv")
       self.initial_batchnorm = hk.BatchNorm(name="initial_batchnorm", **BN)
-      self.groups = [hk.nets.ResNet.BlockGroup(channels=width * 2 ** i * (4 if bottleneck else 1), num_blocks=n,
-                                               stride=1 if i == 0 else 2, bn_config=BN, resnet_v2=False,
-                                               bottleneck=bottleneck, use_projection=True, name=f"block_group_{i}")
-                     for i, n in enumerate(resnet.STAGE_SIZES[depth])]
+      self.groups = [
+        hk.nets.ResNet.BlockGroup(
+          channels=width * 2**i * (4 if bottleneck else 1),
+          num_blocks=n,
+          stride=1 if i == 0 else 2,
+          bn_config=BN,
+          resnet_v2=False,
+          bottleneck=bottleneck,
+          use_projection=True,
+          name=f"block_group_{i}",
+        )
+        for i, n in enumerate(resnet.STAGE_SIZES[depth])
+      ]
 
     def __call__(self, x, is_training):
       x = jax.nn.relu(self.initial_batchnorm(self.initial_conv(x), is_training))

@@ -65,6 +65,7 @@ def final_state(workdir):
 
 class TrainedRun(NamedTuple):
   """A finished run: where it is, its config and train_and_evaluate's final metrics."""
+
   workdir: str
   config: ml_collections.ConfigDict
   result: dict
@@ -174,8 +175,7 @@ def start(workdir, devices, process_id=None, num_processes=None, port=None, extr
   """Starts `python -m simdis_jax.main` on the tiny config (one process of a run of num_processes)."""
   cmd = [sys.executable, "-m", "simdis_jax.main", "--config", CONFIG, "--workdir", workdir, *extra]
   if num_processes:
-    cmd += [f"--coordinator_address=127.0.0.1:{port}", f"--num_processes={num_processes}",
-            f"--process_id={process_id}"]
+    cmd += [f"--coordinator_address=127.0.0.1:{port}", f"--num_processes={num_processes}", f"--process_id={process_id}"]
   env = dict(os.environ, XLA_FLAGS=xla_flags(devices), PYTHONPATH=ROOT)
   # Output goes to files: a full pipe would block a process that nobody reads until it ends.
   log = open(f"{workdir.rstrip('/')}.{len(_LOGS)}.log", "w+")  # pylint: disable=consider-using-with
@@ -228,8 +228,9 @@ def wait_for(predicate, procs, timeout=240, poll=0.005):
     if result:
       return result
     if any(p.poll() is not None for p in procs):
-      raise AssertionError(f"a process ended before the awaited moment: {[p.poll() for p in procs]}; "
-                           f"{output(procs[0])[-2000:]}")
+      raise AssertionError(
+        f"a process ended before the awaited moment: {[p.poll() for p in procs]}; {output(procs[0])[-2000:]}"
+      )
     time.sleep(poll)
   raise AssertionError("timed out waiting")
 

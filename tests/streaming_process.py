@@ -17,6 +17,7 @@ def main(port: str, process_id: str, folder: str, out: str) -> None:
   jax.distributed.initialize(f"127.0.0.1:{port}", num_processes=2, process_id=int(process_id))
   from simdis_jax import configuration, parallel  # pylint: disable=import-outside-toplevel
   from simdis_jax.data import pipeline  # pylint: disable=import-outside-toplevel
+
   data = configuration.data_config("folder")
   data.folder, data.image_size = folder, 16
   ds = pipeline.load(data)

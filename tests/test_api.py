@@ -34,8 +34,9 @@ def monitor_features(workdir, network, weights, images):
   nets = build_networks(config)
   module = getattr(nets, network if weights == "online" else f"{network}_ema")
   variables = {"params": net_state[f"{prefix}params"], "batch_stats": net_state[f"{prefix}batch_stats"]}
-  fn = features.make_feature_fn(module, config.data.augment, config.data.image_size,
-                                parallel.make_mesh(jax.devices()[:1]))
+  fn = features.make_feature_fn(
+    module, config.data.augment, config.data.image_size, parallel.make_mesh(jax.devices()[:1])
+  )
   return np.asarray(fn(variables, images))
 
 
@@ -58,8 +59,9 @@ def test_embed_is_independent_of_the_batch_size_and_input_dtype(tiny_run, test_i
   for size in (1, 7, 16):
     np.testing.assert_allclose(enc.embed(test_images, batch_size=size), whole, rtol=1e-6, atol=1e-6)
   np.testing.assert_allclose(enc.embed(test_images[:3, ..., 0]), whole[:3], rtol=1e-6, atol=1e-6)
-  np.testing.assert_allclose(enc.embed(test_images / np.float32(255.0), value_range=(0, 1)), whole, rtol=1e-5,
-                             atol=1e-5)
+  np.testing.assert_allclose(
+    enc.embed(test_images / np.float32(255.0), value_range=(0, 1)), whole, rtol=1e-5, atol=1e-5
+  )
   np.testing.assert_allclose(enc(test_images.astype(np.float64), value_range=(0, 255)), whole, rtol=1e-5, atol=1e-5)
   assert enc.embed(test_images[:0]).shape == (0, 32)
 
@@ -119,20 +121,25 @@ def test_a_missing_step_and_a_linear_eval_workdir_are_one_line(tiny_run, tmp_pat
     simdis_jax.load_encoder(tiny_run, step=999)
   linear = str(tmp_path / "linear")
   os.makedirs(linear)
-  workdir_files.write_json(linear, workdir_files.CONFIG_FILE,
-                           {"task": "linear_eval", "pretrained": {"workdir": tiny_run}})
+  workdir_files.write_json(
+    linear, workdir_files.CONFIG_FILE, {"task": "linear_eval", "pretrained": {"workdir": tiny_run}}
+  )
   with pytest.raises(ValueError) as e:
     simdis_jax.load_encoder(linear)
-  assert str(e.value) == (f"{linear} is a linear-evaluation workdir, not a pretraining run: load the encoder from "
-                          f"the run it evaluated ({tiny_run}).")
+  assert str(e.value) == (
+    f"{linear} is a linear-evaluation workdir, not a pretraining run: load the encoder from "
+    f"the run it evaluated ({tiny_run})."
+  )
 
 
 def flip_student_params(workdir, step):
   """Flips one byte in the middle of every array file of `step` (the student's params among them)."""
   import glob  # pylint: disable=import-outside-toplevel
+
   # The arrays are in the per-process OCDBT folder, or, once orbax has merged them, in the checkpoint's own d/.
-  paths = (glob.glob(f"{workdir}/checkpoints/{step}/default/ocdbt.process_*/d/*")
-           or glob.glob(f"{workdir}/checkpoints/{step}/default/d/*"))
+  paths = glob.glob(f"{workdir}/checkpoints/{step}/default/ocdbt.process_*/d/*") or glob.glob(
+    f"{workdir}/checkpoints/{step}/default/d/*"
+  )
   assert paths, f"no array files under {workdir}/checkpoints/{step}"  # a flip that touches nothing proves nothing
   for path in paths:
     data = bytearray(open(path, "rb").read())
@@ -140,9 +147,9 @@ def flip_student_params(workdir, step):
     open(path, "wb").write(bytes(data))
 
 
-def test_a_bit_flipped_latest_step_falls_back_to_the_previous_verified_one_with_one_warning(tiny_run, tmp_path,
-                                                                                          caplog):
+def test_a_bit_flipped_latest_step_falls_back_to_the_previous_verified_one_with_one_warning(tiny_run, tmp_path, caplog):
   import shutil  # pylint: disable=import-outside-toplevel
+
   workdir = str(tmp_path / "run")
   shutil.copytree(tiny_run, workdir)
   flip_student_params(workdir, 2)
@@ -160,12 +167,19 @@ def test_knn_of_a_damaged_chosen_step_is_one_line(tiny_run, tmp_path):
   import shutil  # pylint: disable=import-outside-toplevel
   import subprocess  # pylint: disable=import-outside-toplevel
   import sys  # pylint: disable=import-outside-toplevel
+
   workdir = str(tmp_path / "run")
   shutil.copytree(tiny_run, workdir)
   flip_student_params(workdir, 2)
   root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-  proc = subprocess.run([sys.executable, "-m", "simdis_jax.evaluation.knn", "--workdir", workdir, "--step", "2"],
-                        capture_output=True, text=True, timeout=300, cwd=root, env=dict(os.environ, PYTHONPATH=root))
+  proc = subprocess.run(
+    [sys.executable, "-m", "simdis_jax.evaluation.knn", "--workdir", workdir, "--step", "2"],
+    capture_output=True,
+    text=True,
+    timeout=300,
+    cwd=root,
+    env=dict(os.environ, PYTHONPATH=root),
+  )
   lines = [l for l in proc.stderr.splitlines() if l.startswith("knn: ")]
   assert proc.returncode == 2 and "Traceback" not in proc.stderr, proc.stderr[-2000:]
   assert len(lines) == 1 and "step 2" in lines[0] and "is damaged" in lines[0] and "other steps are [1]" in lines[0]

@@ -21,6 +21,7 @@ from simdis_jax.runs import with_network_defaults
 
 CONV_ARCHS = ("mobilenet_v3_large", "mobilenet_v3_small", "efficientnet_b0")
 
+
 # torchvision's model metadata (num_params) for the convolutional networks; timm's deit_tiny_patch16_224 and
 # vit_small_patch16_224 for the ViTs, which by hand are (width d, 12 blocks, 197 tokens at 224 px, 1000 classes):
 # patch conv 768d + d, class token d, position 197d, per block 12d^2 + 13d (qkv 3d^2+3d, proj d^2+d, MLP
@@ -30,11 +31,11 @@ def _vit_params(d):
 
 
 REFERENCE_PARAMS = {
-    "mobilenet_v3_large": 5_483_032,
-    "mobilenet_v3_small": 2_542_856,
-    "efficientnet_b0": 5_288_548,
-    "vit_tiny": 5_717_416,
-    "vit_small": 22_050_664,
+  "mobilenet_v3_large": 5_483_032,
+  "mobilenet_v3_small": 2_542_856,
+  "efficientnet_b0": 5_288_548,
+  "vit_tiny": 5_717_416,
+  "vit_small": 22_050_664,
 }
 
 
@@ -61,12 +62,22 @@ def test_parameter_counts_with_the_imagenet_classifier_equal_the_references(arch
   assert small_count == expected
 
 
-@pytest.mark.parametrize("arch,dim", [("mobilenet_v3_large", 1280), ("mobilenet_v3_small", 1024),
-                                      ("efficientnet_b0", 1280), ("vit_tiny", 192), ("vit_small", 384)])
+@pytest.mark.parametrize(
+  "arch,dim",
+  [
+    ("mobilenet_v3_large", 1280),
+    ("mobilenet_v3_small", 1024),
+    ("efficientnet_b0", 1280),
+    ("vit_tiny", 192),
+    ("vit_small", 384),
+  ],
+)
 def test_feature_shapes_at_224_and_at_small_sizes(arch, dim):
-  for size, options in ((224, encoders.EncoderOptions()),
-                        (32, encoders.EncoderOptions(cifar_stem=True, patch_size=4)),
-                        (28, encoders.EncoderOptions(cifar_stem=True, patch_size=4))):
+  for size, options in (
+    (224, encoders.EncoderOptions()),
+    (32, encoders.EncoderOptions(cifar_stem=True, patch_size=4)),
+    (28, encoders.EncoderOptions(cifar_stem=True, patch_size=4)),
+  ):
     net = encoders.encoder(arch, options)
     x = jax.ShapeDtypeStruct((3, size, size, 1 if size == 28 else 3), jnp.float32)
     out = jax.eval_shape(lambda x, n=net: n.init_with_output(jax.random.PRNGKey(0), x, train=False)[0], x)
@@ -102,8 +113,16 @@ def test_small_image_variant_downsamples_8x_instead_of_32x(arch):
   assert _last_map_size(arch, 28, True) == 4  # 28 -> 14 -> 7 -> 4 (PyTorch padding rounds up)
 
 
-@pytest.mark.parametrize("arch,published", [("mobilenet_v3_large", 0.217), ("mobilenet_v3_small", 0.057),
-                                            ("efficientnet_b0", 0.386), ("vit_tiny", 1.3), ("vit_small", 4.6)])
+@pytest.mark.parametrize(
+  "arch,published",
+  [
+    ("mobilenet_v3_large", 0.217),
+    ("mobilenet_v3_small", 0.057),
+    ("efficientnet_b0", 0.386),
+    ("vit_tiny", 1.3),
+    ("vit_small", 4.6),
+  ],
+)
 def test_forward_macs_per_224_px_image_are_the_published_figures(arch, published):
   cost = architectures.reference_cost(arch)
   assert cost["params"] == REFERENCE_PARAMS[arch]
@@ -143,13 +162,17 @@ def _network_params(arch, image_size=32):
 
 # Excluded from LARS adaptation (and from weight decay under weight_decay_mask='kernels'), per architecture:
 # the projector/predictor MLPs' Dense biases and BN scale/offset, plus the encoder's own set below.
-HEAD_EXCLUDED = {f"{mlp}/{leaf}" for mlp in ("projector", "predictor_sema_dv")
-                 for leaf in ("dense1/bias", "bn/scale", "bn/bias", "dense2/bias")}
+HEAD_EXCLUDED = {
+  f"{mlp}/{leaf}"
+  for mlp in ("projector", "predictor_sema_dv")
+  for leaf in ("dense1/bias", "bn/scale", "bn/bias", "dense2/bias")
+}
 
 
 def _expected_conv_excluded(arch):
   """BN scale/offset of every ConvBN, the squeeze-excite biases and MobileNet's head bias, by the tables."""
   from simdis_jax.models import efficientnet, mobilenet_v3  # pylint: disable=import-outside-toplevel
+
   bn = lambda prefix: {f"encoder/{prefix}/bn/scale", f"encoder/{prefix}/bn/bias"}
   out = bn("stem") | bn("last_conv")
   if arch.startswith("mobilenet"):
@@ -157,8 +180,11 @@ def _expected_conv_excluded(arch):
     names = [(f"block{i + 1}", row[1] != (16 if i == 0 else table[i - 1][2]), row[3]) for i, row in enumerate(table)]
     out |= {"encoder/head/bias"}
   else:
-    names = [(f"stage{s + 1}_block{r + 1}", expand != 1, True)
-             for s, (expand, _, _, _, repeats) in enumerate(efficientnet.B0_STAGES) for r in range(repeats)]
+    names = [
+      (f"stage{s + 1}_block{r + 1}", expand != 1, True)
+      for s, (expand, _, _, _, repeats) in enumerate(efficientnet.B0_STAGES)
+      for r in range(repeats)
+    ]
   for name, expands, se in names:
     out |= bn(f"{name}/depthwise") | bn(f"{name}/project") | (bn(f"{name}/expand") if expands else set())
     if se:
@@ -167,19 +193,40 @@ def _expected_conv_excluded(arch):
 
 
 def _expected_vit_excluded():
-  out = {"encoder/cls_token", "encoder/pos_embedding", "encoder/patch_embed/bias", "encoder/norm/scale",
-         "encoder/norm/bias"}
+  out = {
+    "encoder/cls_token",
+    "encoder/pos_embedding",
+    "encoder/patch_embed/bias",
+    "encoder/norm/scale",
+    "encoder/norm/bias",
+  }
   for i in range(12):
-    out |= {f"encoder/block{i + 1}/{leaf}" for leaf in (
-        "norm1/scale", "norm1/bias", "norm2/scale", "norm2/bias", "attn/qkv/bias", "attn/proj/bias",
-        "fc1/bias", "fc2/bias")}
+    out |= {
+      f"encoder/block{i + 1}/{leaf}"
+      for leaf in (
+        "norm1/scale",
+        "norm1/bias",
+        "norm2/scale",
+        "norm2/bias",
+        "attn/qkv/bias",
+        "attn/proj/bias",
+        "fc1/bias",
+        "fc2/bias",
+      )
+    }
   return out
 
 
-@pytest.mark.parametrize("arch,excluded_count", [("mobilenet_v3_large", 2 * 46 + 2 * 8 + 1 + 8),
-                                                 ("mobilenet_v3_small", 2 * 34 + 2 * 9 + 1 + 8),
-                                                 ("efficientnet_b0", 2 * 49 + 2 * 16 + 8),
-                                                 ("vit_tiny", 5 + 12 * 8 + 8), ("vit_small", 5 + 12 * 8 + 8)])
+@pytest.mark.parametrize(
+  "arch,excluded_count",
+  [
+    ("mobilenet_v3_large", 2 * 46 + 2 * 8 + 1 + 8),
+    ("mobilenet_v3_small", 2 * 34 + 2 * 9 + 1 + 8),
+    ("efficientnet_b0", 2 * 49 + 2 * 16 + 8),
+    ("vit_tiny", 5 + 12 * 8 + 8),
+    ("vit_small", 5 + 12 * 8 + 8),
+  ],
+)
 def test_lars_and_weight_decay_masks_exclude_exactly_norms_biases_and_embeddings(arch, excluded_count):
   params = _network_params(arch)
   flat = jax.tree_util.tree_flatten_with_path(optim.kernel_mask(params))[0]
@@ -242,8 +289,11 @@ def test_arch_keys_are_validated_with_one_clear_line():
     configuration.validate(c)
   c = tiny_config()
   c.model.teacher.arch, c.model.teacher.patch_size = "vit_tiny", 5
-  with pytest.raises(ValueError, match=r"config.model.teacher.patch_size=5 must be a positive divisor of "
-                                       r"config.data.image_size=16"):
+  with pytest.raises(
+    ValueError,
+    match=r"config.model.teacher.patch_size=5 must be a positive divisor of "
+    r"config.data.image_size=16",
+  ):
     configuration.validate(c)
   c = tiny_config()
   c.model.student.drop_path_rate = 0.1  # a ResNet has none (tests/test_stochastic_depth.py: the archs that do)
@@ -287,8 +337,11 @@ def test_the_arch_table_names_the_parameters_lars_leaves_out(arch):
 
 
 def test_the_arch_table_is_the_one_the_encoders_and_the_schema_read():
-  assert encoders.ARCHS == tuple(archs.SPECS) == ("resnet", "mobilenet_v3_large", "mobilenet_v3_small",
-                                                   "efficientnet_b0", "vit_tiny", "vit_small")
+  assert (
+    encoders.ARCHS
+    == tuple(archs.SPECS)
+    == ("resnet", "mobilenet_v3_large", "mobilenet_v3_small", "efficientnet_b0", "vit_tiny", "vit_small")
+  )
   assert encoders.VITS == ("vit_tiny", "vit_small")
   assert encoders.STOCHASTIC_DEPTH_ARCHS == ("efficientnet_b0", "vit_tiny", "vit_small")
   assert archs.SPECS["resnet"].depths == (10, 18, 34, 50, 101, 152, 200)
@@ -299,8 +352,9 @@ def test_the_arch_table_is_the_one_the_encoders_and_the_schema_read():
 
 def _imagenet_preset(arch):
   """configs/imagenet/simdis_off_arch.py's module (loaded by path: configs are not a package) and its config."""
-  path = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "configs", "imagenet",
-                      "simdis_off_arch.py")
+  path = os.path.join(
+    os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "configs", "imagenet", "simdis_off_arch.py"
+  )
   spec = importlib.util.spec_from_file_location("simdis_off_arch", path)
   module = importlib.util.module_from_spec(spec)
   spec.loader.exec_module(module)
@@ -312,13 +366,22 @@ def test_imagenet_presets_are_simdis_off_from_the_byol_r50_with_the_archs_optimi
   module, c = _imagenet_preset(arch)
   c = configuration.validate(c)
   assert module.ARCHS == encoders.ARCHS[1:] and "simdis_off_arch.py:<arch>" in module.__doc__
-  assert (c.method, tuple(c.views), c.teacher.workdir) == ("simdis_off", ("sema_dv", "tema_dv"),
-                                                           "workdirs/imagenet_byol_r50")
+  assert (c.method, tuple(c.views), c.teacher.workdir) == (
+    "simdis_off",
+    ("sema_dv", "tema_dv"),
+    "workdirs/imagenet_byol_r50",
+  )
   assert (c.model.student.arch, c.model.student.cifar_stem, c.model.student.drop_path_rate) == (arch, False, 0.0)
   assert (c.model.teacher.arch, c.model.teacher.depth, c.model.student.proj_dim) == ("resnet", 50, 256)
   if arch.startswith("vit"):
-    assert (c.optim.name, c.optim.base_lr, c.optim.weight_decay, c.optim.weight_decay_mask, c.train.batch_size,
-            c.model.student.patch_size) == ("adamw", 5e-4, 0.04, "kernels", 1024, 16)
+    assert (
+      c.optim.name,
+      c.optim.base_lr,
+      c.optim.weight_decay,
+      c.optim.weight_decay_mask,
+      c.train.batch_size,
+      c.model.student.patch_size,
+    ) == ("adamw", 5e-4, 0.04, "kernels", 1024, 16)
   else:
     assert (c.optim.name, c.optim.base_lr, c.train.batch_size, c.model.sync_bn) == ("lars", 0.3, 2048, True)
   with pytest.raises(ValueError, match=r"Unknown student arch 'resnet' .* configs/imagenet/simdis_off.py"):
@@ -352,6 +415,7 @@ def _knn_with_batch_statistics(config, weights, examples=(2000, 1000)):
   from simdis_jax.data import augment, fashion_mnist  # pylint: disable=import-outside-toplevel
   from simdis_jax.evaluation import knn  # pylint: disable=import-outside-toplevel
   from simdis_jax.state import build_networks  # pylint: disable=import-outside-toplevel
+
   net = build_networks(config).student
   data = fashion_mnist.load()
 
@@ -366,8 +430,10 @@ def _knn_with_batch_statistics(config, weights, examples=(2000, 1000)):
     variables, split = {"params": params, "batch_stats": batch_stats}, {}
     for name, n in zip(("train", "test"), examples):
       images, labels = data[f"{name}_images"][:n], data[f"{name}_labels"][:n]
-      split[name] = (np.concatenate([np.asarray(features(variables, images[i:i + 250]))
-                                     for i in range(0, n, 250)]), labels)
+      split[name] = (
+        np.concatenate([np.asarray(features(variables, images[i : i + 250])) for i in range(0, n, 250)]),
+        labels,
+      )
     pred, _ = knn.knn_classify(*split["train"], split["test"][0], 20, 0.07, 10)
     accuracies.append(100.0 * float(np.mean(pred == split["test"][1])))
   return accuracies
@@ -388,14 +454,16 @@ MIN_GAIN = 1.0  # points of kNN top-1 (10 of 1,000 queries)
 def test_simdis_off_into_mobilenet_v3_small_improves_knn(byol_teacher, tmp_path):
   from simdis_jax import optim as optim_module  # pylint: disable=import-outside-toplevel
   from simdis_jax.state import build_networks, create_train_state  # pylint: disable=import-outside-toplevel
+
   c, _, _ = _distil("mobilenet_v3_small", byol_teacher, str(tmp_path), 60, knn_networks=(), base_lr=2.0)
   # BN momentum 0.99 (torchvision's) leaves the running statistics far from the data after 60 steps, so kNN
   # normalises with each batch's statistics, the untrained and the trained network alike.
   tx = optim_module.make_optimizer(c.optim, lambda _: 0.0)
   init = jax.jit(lambda: create_train_state(c, build_networks(c), tx, (16, 16, 1)).student)()
   final = run_helpers.final_state(str(tmp_path))[1]["student"]
-  before, after = _knn_with_batch_statistics(c, [(init.params, init.batch_stats),
-                                                 (final["params"], final["batch_stats"])])
+  before, after = _knn_with_batch_statistics(
+    c, [(init.params, init.batch_stats), (final["params"], final["batch_stats"])]
+  )
   print(f"mobilenet_v3_small kNN with batch statistics: untrained {before:.1f}%, after 60 steps {after:.1f}%")
   assert after >= before + MIN_GAIN, (before, after)
 
@@ -403,6 +471,7 @@ def test_simdis_off_into_mobilenet_v3_small_improves_knn(byol_teacher, tmp_path)
 def test_student_presets_take_the_long_studys_schedule():
   """students.py:<arch>,<preset>_e<epochs>: the long study's preset (schedule, teacher) with the deployable student."""
   from simdis_jax import config_files  # pylint: disable=import-outside-toplevel
+
   students = config_files.load_module("configs/fashion_mnist/students.py")
   long = config_files.load_module("configs/fashion_mnist/long.py")
   for spec, method in (("mobilenet_v3_small,simdis_off_2v_e10", "simdis_off"), ("vit_tiny,byol_student_e10", "byol")):

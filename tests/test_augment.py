@@ -37,8 +37,7 @@ def random_images(shape, seed=0, dtype=np.float32):
 def ramp_images(batch, side=28, channels=1):
   """Each image holds side*side evenly spaced values in [0, 1], same in every channel."""
   ramp = np.linspace(0.0, 1.0, side * side, dtype=np.float32).reshape(side, side)
-  return jnp.asarray(np.broadcast_to(ramp[None, :, :, None],
-                                     (batch, side, side, channels)))
+  return jnp.asarray(np.broadcast_to(ramp[None, :, :, None], (batch, side, side, channels)))
 
 
 def run_view(config, images, view=0, seed=0, out_size=None):
@@ -49,8 +48,7 @@ def run_view(config, images, view=0, seed=0, out_size=None):
 def draws(config, view, count, seed=0):
   params = augment.view_params(config, view)
   keys = jax.random.split(jax.random.key(seed), count)
-  return jax.tree.map(np.asarray,
-                      jax.vmap(lambda k: augment._draw_decisions(k, params))(keys))
+  return jax.tree.map(np.asarray, jax.vmap(lambda k: augment._draw_decisions(k, params))(keys))
 
 
 def within_sigmas(fraction, p, count, sigmas=4.0):
@@ -64,8 +62,13 @@ def test_default_config_has_spec_values():
   config = augment.default_config(3)
   assert tuple(config.crop_scale) == (0.08, 1.0)
   assert tuple(config.crop_ratio) == pytest.approx((3 / 4, 4 / 3))
-  assert (config.jitter_prob, config.brightness, config.contrast,
-          config.saturation, config.hue) == (0.8, 0.4, 0.4, 0.2, 0.1)
+  assert (config.jitter_prob, config.brightness, config.contrast, config.saturation, config.hue) == (
+    0.8,
+    0.4,
+    0.4,
+    0.2,
+    0.1,
+  )
   assert config.grey_prob == 0.2
   assert tuple(config.blur_prob) == (1.0, 0.1)
   assert tuple(config.solarize_prob) == (0.0, 0.2)
@@ -132,8 +135,7 @@ def test_contrast_blends_with_mean_grey_level():
   np.testing.assert_allclose(flat, mean_grey, atol=1e-6)
   np.testing.assert_allclose(augment._adjust_contrast(image, 1.0), image, atol=1e-6)
   strong = np.asarray(augment._adjust_contrast(image, 1.4))
-  np.testing.assert_allclose(
-      strong, np.clip(1.4 * np.asarray(image) - 0.4 * mean_grey, 0, 1), atol=1e-6)
+  np.testing.assert_allclose(strong, np.clip(1.4 * np.asarray(image) - 0.4 * mean_grey, 0, 1), atol=1e-6)
   assert strong.min() >= 0.0 and strong.max() <= 1.0
 
 
@@ -143,8 +145,7 @@ def test_saturation_blends_with_greyscale_and_is_identity_for_one_channel():
   desat = np.asarray(augment._adjust_saturation(image, 0.0))
   np.testing.assert_allclose(desat, np.repeat(grey[..., None], 3, -1), atol=1e-6)
   sat = np.asarray(augment._adjust_saturation(image, 1.2))
-  np.testing.assert_allclose(
-      sat, np.clip(1.2 * np.asarray(image) - 0.2 * grey[..., None], 0, 1), atol=1e-6)
+  np.testing.assert_allclose(sat, np.clip(1.2 * np.asarray(image) - 0.2 * grey[..., None], 0, 1), atol=1e-6)
   one = random_images((8, 8, 1))
   np.testing.assert_array_equal(augment._adjust_saturation(one, 0.0), one)
 
@@ -160,8 +161,7 @@ def test_hue_rotation_moves_primaries_and_round_trips():
   shifted = np.asarray(augment._adjust_hue(image, 0.1))
   # A hue rotation keeps HSV value (max channel) and chroma (max - min).
   np.testing.assert_allclose(shifted.max(-1), np.asarray(image).max(-1), atol=1e-6)
-  np.testing.assert_allclose(np.ptp(shifted, -1), np.ptp(np.asarray(image), -1),
-                             atol=1e-5)
+  np.testing.assert_allclose(np.ptp(shifted, -1), np.ptp(np.asarray(image), -1), atol=1e-5)
   one = random_images((8, 8, 1))
   np.testing.assert_array_equal(augment._adjust_hue(one, 0.3), one)
 
@@ -171,25 +171,26 @@ def test_jitter_applies_ops_in_the_drawn_order():
   # and "flatten then brighten" give different constants.
   image = jnp.asarray(np.linspace(0.2, 0.9, 64, dtype=np.float32).reshape(8, 8, 1))
   x = np.asarray(image)
-  decisions = dict(jitter=True, brightness=2.0, contrast=0.0, saturation=1.0,
-                   hue=0.0)
-  brighten_first = augment._colour_jitter(
-      image, dict(decisions, order=jnp.asarray([0, 1, 2, 3])))
-  flatten_first = augment._colour_jitter(
-      image, dict(decisions, order=jnp.asarray([1, 0, 3, 2])))
+  decisions = dict(jitter=True, brightness=2.0, contrast=0.0, saturation=1.0, hue=0.0)
+  brighten_first = augment._colour_jitter(image, dict(decisions, order=jnp.asarray([0, 1, 2, 3])))
+  flatten_first = augment._colour_jitter(image, dict(decisions, order=jnp.asarray([1, 0, 3, 2])))
   np.testing.assert_allclose(brighten_first, np.mean(np.clip(2 * x, 0, 1)), atol=1e-6)
   np.testing.assert_allclose(flatten_first, min(1.0, 2 * x.mean()), atol=1e-6)
-  off = augment._colour_jitter(image, dict(decisions, jitter=False,
-                                           order=jnp.arange(4)))
+  off = augment._colour_jitter(image, dict(decisions, jitter=False, order=jnp.arange(4)))
   np.testing.assert_array_equal(off, image)
 
 
 def test_jitter_on_rgb_equals_the_four_ops_applied_in_order_for_every_permutation():
   import itertools  # pylint: disable=import-outside-toplevel
+
   image = jnp.asarray(np.random.RandomState(3).uniform(size=(6, 5, 3)).astype(np.float32))
   decisions = dict(jitter=True, brightness=1.3, contrast=0.6, saturation=1.7, hue=0.08)
-  ops = (lambda x: augment._adjust_brightness(x, 1.3), lambda x: augment._adjust_contrast(x, 0.6),
-         lambda x: augment._adjust_saturation(x, 1.7), lambda x: augment._adjust_hue(x, 0.08))
+  ops = (
+    lambda x: augment._adjust_brightness(x, 1.3),
+    lambda x: augment._adjust_contrast(x, 0.6),
+    lambda x: augment._adjust_saturation(x, 1.7),
+    lambda x: augment._adjust_hue(x, 0.08),
+  )
   results = set()
   for order in itertools.permutations(range(4)):
     expected = image
@@ -239,8 +240,7 @@ def test_blur_preserves_mean_smooths_and_tiny_sigma_is_identity():
 
 def test_crop_box_respects_scale_ratio_and_image_bounds():
   keys = jax.random.split(jax.random.key(1), 2000)
-  boxes = np.asarray(jax.vmap(
-      lambda k: augment._draw_crop_box(k, 64, 48, (0.08, 1.0), (3 / 4, 4 / 3)))(keys))
+  boxes = np.asarray(jax.vmap(lambda k: augment._draw_crop_box(k, 64, 48, (0.08, 1.0), (3 / 4, 4 / 3)))(keys))
   top, left, h, w = boxes.T
   assert np.all(top >= 0) and np.all(left >= 0)
   assert np.all(top + h <= 64) and np.all(left + w <= 48)
@@ -283,16 +283,19 @@ def test_crop_and_resize_samples_the_box_bilinearly():
 
 def test_decision_factors_stay_within_their_ranges():
   d = draws(augment.default_config(3), 1, 2000)
-  for name, low, high in (('brightness', 0.6, 1.4), ('contrast', 0.6, 1.4),
-                          ('saturation', 0.8, 1.2), ('hue', -0.1, 0.1),
-                          ('sigma', 0.1, 2.0)):
+  for name, low, high in (
+    ('brightness', 0.6, 1.4),
+    ('contrast', 0.6, 1.4),
+    ('saturation', 0.8, 1.2),
+    ('hue', -0.1, 0.1),
+    ('sigma', 0.1, 2.0),
+  ):
     values = d[name]
     assert values.min() >= low and values.max() <= high, name
     # ...and actually cover the range rather than sitting at one value.
     assert values.min() < low + 0.05 * (high - low), name
     assert values.max() > high - 0.05 * (high - low), name
-  np.testing.assert_array_equal(np.sort(d['order'], axis=1),
-                                np.broadcast_to(np.arange(4), (2000, 4)))
+  np.testing.assert_array_equal(np.sort(d['order'], axis=1), np.broadcast_to(np.arange(4), (2000, 4)))
   assert len({tuple(o) for o in d['order']}) == 24
 
 
@@ -321,8 +324,9 @@ def test_pipeline_uses_the_drawn_solarize_and_blur_decisions():
   out = run_view(config, images, view=1, seed=5)
   params = augment.view_params(config, 1)
   keys = jax.random.split(jax.random.key(5), batch)
-  d = jax.tree.map(np.asarray, jax.vmap(
-      lambda k: augment._draw_decisions(augment._split_example_key(k)[1], params))(keys))
+  d = jax.tree.map(
+    np.asarray, jax.vmap(lambda k: augment._draw_decisions(augment._split_example_key(k)[1], params))(keys)
+  )
   assert 0 < d['solarize'].sum() < batch and 0 < d['blur'].sum() < batch
   for i in range(batch):
     expected = images[i]
@@ -402,8 +406,7 @@ def test_two_views_shape_dtype_and_determinism(channels, side, out_size):
   assert not np.allclose(v0, v1)
   # two_views is augment_view on the two halves of a split key.
   rng0, _ = jax.random.split(jax.random.key(0))
-  direct = jax.jit(lambda r, x: augment.augment_view(r, x, config, 0, out_size))(
-      rng0, images)
+  direct = jax.jit(lambda r, x: augment.augment_view(r, x, config, 0, out_size))(rng0, images)
   np.testing.assert_allclose(direct, v0, atol=1e-6)
 
 

@@ -54,6 +54,7 @@ def test_step_flops_equal_xlas_count_of_the_lowered_step_and_the_cpu_fallback_gi
   def no_analysis_first(program):
     calls.append(program)
     return float("nan") if len(calls) == 1 else real(program)
+
   monkeypatch.setattr(flops, "flops_of", no_analysis_first)
   fallback = flops.step_flops(c, mesh, state, images, labels, train_step)
   assert len(calls) == 2
@@ -112,8 +113,9 @@ def test_train_step_compiles_once_across_steps():
 
 
 def test_table1_training_rule_gives_the_papers_offline_and_multiview_ratios():
-  p = table1.predicted_train_gflops(table1.PAPER_TEACHER_GMACS, table1.PAPER_STUDENT_GMACS,
-                                           table1.PAPER_MULTIVIEW_GMACS / 6)
+  p = table1.predicted_train_gflops(
+    table1.PAPER_TEACHER_GMACS, table1.PAPER_STUDENT_GMACS, table1.PAPER_MULTIVIEW_GMACS / 6
+  )
   assert p["SimDis-On"] == 16 * (4.1 + 1.8)
   assert abs(p["offline step"] / p["SimDis-On"] - (2 * 4.1 + 8 * 1.8) / (8 * 4.1 + 8 * 1.8)) < 1e-9
   assert 1.0 < p["SimDis-On-7v"] / p["SimDis-On"] < 1.01  # the extra views are nearly free
@@ -141,11 +143,15 @@ def test_compare_times_variants_alternately_and_reports_each():
 
 def test_overrides_parse_literals_and_reject_unknown_keys():
   assert compare.parse_overrides("model.conv_impl=xla; train.batch_size=64;config.seed=3") == {
-      "model.conv_impl": "xla", "train.batch_size": 64, "config.seed": 3}
+    "model.conv_impl": "xla",
+    "train.batch_size": 64,
+    "config.seed": 3,
+  }
   c = tiny_config()
   changed = compare.apply_overrides(c, {"model.conv_impl": "xla", "config.seed": 3})
   assert (changed.model.conv_impl, changed.seed, c.model.conv_impl) == ("xla", 3, "auto")
   import pytest  # pylint: disable=import-outside-toplevel
+
   for bad in ({"model.conv_implementation": "xla"}, {"resnet.MATMUL_CONV_VJP": False}, {"seed.x": 1}):
     with pytest.raises(ValueError, match="Unknown config key"):
       compare.apply_overrides(c, bad)

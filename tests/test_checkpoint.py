@@ -5,7 +5,6 @@ import glob
 import json
 import os
 import shutil
-import signal
 import subprocess
 import sys
 import zlib
@@ -24,8 +23,11 @@ ADVICE = "Lower --config.optim.base_lr."
 
 def _state(scale=1.0, width=64):
   rng = np.random.default_rng(0)
-  return {"w": jnp.asarray(rng.normal(size=(width, 300)).astype(np.float32) * scale),
-          "bn": {"var": jnp.ones((width,)), "mean": jnp.zeros((width,))}, "step": jnp.int32(0)}
+  return {
+    "w": jnp.asarray(rng.normal(size=(width, 300)).astype(np.float32) * scale),
+    "bn": {"var": jnp.ones((width,)), "mean": jnp.zeros((width,))},
+    "step": jnp.int32(0),
+  }
 
 
 def _abstract(state):
@@ -59,10 +61,10 @@ def flip_bit(workdir, step):
 
 
 DAMAGE = {
-    "truncated array file": (truncate, "unreadable"),
-    "deleted _METADATA": (lambda w, s: os.remove(f"{w}/checkpoints/{s}/default/_METADATA"), "unreadable metadata"),
-    "deleted manifest.ocdbt": (lambda w, s: os.remove(f"{w}/checkpoints/{s}/default/manifest.ocdbt"), "unreadable"),
-    "bit flip": (flip_bit, "checksum mismatch"),
+  "truncated array file": (truncate, "unreadable"),
+  "deleted _METADATA": (lambda w, s: os.remove(f"{w}/checkpoints/{s}/default/_METADATA"), "unreadable metadata"),
+  "deleted manifest.ocdbt": (lambda w, s: os.remove(f"{w}/checkpoints/{s}/default/manifest.ocdbt"), "unreadable"),
+  "bit flip": (flip_bit, "checksum mismatch"),
 }
 
 
@@ -74,10 +76,12 @@ def test_a_state_restores_exactly_with_one_crc32_per_array(tmp_path):
   mgr.wait_until_finished()
   assert mgr.all_steps() == [3] and checkpoint.has_checksums(mgr, 3) and not checkpoint.has_checksums(mgr, 4)
   record = json.load(open(tmp_path / checkpoint.CHECKSUM_DIR / "3.json"))
-  assert record == {"w": zlib.crc32(np.asarray(state["w"]).tobytes()),
-                    "bn/var": zlib.crc32(np.ones(64, np.float32).tobytes()),
-                    "bn/mean": zlib.crc32(np.zeros(64, np.float32).tobytes()),
-                    "step": zlib.crc32(np.int32(7).tobytes())}
+  assert record == {
+    "w": zlib.crc32(np.asarray(state["w"]).tobytes()),
+    "bn/var": zlib.crc32(np.ones(64, np.float32).tobytes()),
+    "bn/mean": zlib.crc32(np.zeros(64, np.float32).tobytes()),
+    "step": zlib.crc32(np.int32(7).tobytes()),
+  }
   restored = checkpoint.restore_latest(checkpoint.manager(str(tmp_path)), _abstract(state))
   assert jax.tree.structure(restored) == jax.tree.structure(state)
   for a, b in zip(jax.tree.leaves(restored), jax.tree.leaves(state)):
@@ -101,27 +105,36 @@ def test_rotation_keeps_the_newest_steps_and_drops_an_old_steps_crc_record_at_th
 
 
 def test_non_finite_leaves_names_the_float_arrays_holding_nan_or_inf():
-  leaves = {"a": np.asarray([1.0, np.nan]), "b": np.asarray([np.inf], np.float32), "c": np.ones(3, np.float32),
-            "d": np.asarray([7], np.int32)}
+  leaves = {
+    "a": np.asarray([1.0, np.nan]),
+    "b": np.asarray([np.inf], np.float32),
+    "c": np.ones(3, np.float32),
+    "d": np.asarray([7], np.int32),
+  }
   assert checkpoint.non_finite_leaves(leaves) == ["a", "b"]
   assert checkpoint.non_finite_leaves({"c": leaves["c"], "d": leaves["d"]}) == []
 
 
 def test_the_divergence_stop_says_which_checkpoint_is_kept():
   assert str(checkpoint.diverged(9, "Non-finite metrics", None, ADVICE)) == (
-      f"Non-finite metrics at step 9: training stopped; no checkpoint was saved. {ADVICE}")
+    f"Non-finite metrics at step 9: training stopped; no checkpoint was saved. {ADVICE}"
+  )
   assert str(checkpoint.diverged(9, "Non-finite metrics", 8, ADVICE)) == (
-      "Non-finite metrics at step 9: training stopped; the last checkpoint (step 8, verified finite) is kept and a "
-      f"restart resumes from it. {ADVICE}")
+    "Non-finite metrics at step 9: training stopped; the last checkpoint (step 8, verified finite) is kept and a "
+    f"restart resumes from it. {ADVICE}"
+  )
   assert str(checkpoint.diverged(9, "Non-finite metrics", 8, ADVICE, verified=False)) == (
-      "Non-finite metrics at step 9: training stopped; the last checkpoint (step 8) is kept but was restored "
-      "UNVERIFIED (no checksum file): it may be damaged, so if lowering the learning rate does not help, start "
-      f"afresh. {ADVICE}")
+    "Non-finite metrics at step 9: training stopped; the last checkpoint (step 8) is kept but was restored "
+    "UNVERIFIED (no checksum file): it may be damaged, so if lowering the learning rate does not help, start "
+    f"afresh. {ADVICE}"
+  )
   checkpoint.check_finite_metrics(5, {"loss": 1.5, "lr": 0.0}, 4, ADVICE)  # finite: no error
   with pytest.raises(FloatingPointError) as e:
     checkpoint.check_finite_metrics(5, {"loss": float("nan"), "lr": 0.1}, 4, ADVICE)
-  assert str(e.value) == ("Non-finite metrics {'loss': nan} at step 5: training stopped; the last checkpoint "
-                          f"(step 4, verified finite) is kept and a restart resumes from it. {ADVICE}")
+  assert str(e.value) == (
+    "Non-finite metrics {'loss': nan} at step 5: training stopped; the last checkpoint "
+    f"(step 4, verified finite) is kept and a restart resumes from it. {ADVICE}"
+  )
 
 
 def test_save_finite_turns_a_refused_state_into_the_divergence_stop(tmp_path):
@@ -131,8 +144,10 @@ def test_save_finite_turns_a_refused_state_into_the_divergence_stop(tmp_path):
   bad["w"] = bad["w"].at[0, 0].set(jnp.nan)
   with pytest.raises(FloatingPointError) as e:
     checkpoint.save_finite(mgr, 4, bad, 2, ADVICE)
-  assert str(e.value) == ("The state at step 4 holds NaN/Inf in 1 arrays (e.g. w) at step 4: training stopped; the "
-                          f"last checkpoint (step 2, verified finite) is kept and a restart resumes from it. {ADVICE}")
+  assert str(e.value) == (
+    "The state at step 4 holds NaN/Inf in 1 arrays (e.g. w) at step 4: training stopped; the "
+    f"last checkpoint (step 2, verified finite) is kept and a restart resumes from it. {ADVICE}"
+  )
   mgr.wait_until_finished()
   assert mgr.all_steps() == [2]
 
@@ -150,8 +165,9 @@ def test_free_space_counts_the_workdirs_own_checkpoints_as_available(tmp_path, m
   with pytest.raises(OSError) as e:
     checkpoint.check_free_space(workdir, abstract, keep=2, margin_bytes=1000)
   assert str(e.value) == (
-      f"Not enough free disk for checkpoints in {workdir}: 0 MiB available, 0 MiB needed (2 kept + 1 in flight of "
-      "0.1 MiB each, plus a margin). Free space, choose another --workdir, or lower --config.train.keep_checkpoints.")
+    f"Not enough free disk for checkpoints in {workdir}: 0 MiB available, 0 MiB needed (2 kept + 1 in flight of "
+    "0.1 MiB each, plus a margin). Free space, choose another --workdir, or lower --config.train.keep_checkpoints."
+  )
   os.makedirs(tmp_path / "checkpoints" / "1")
   (tmp_path / "checkpoints" / "1" / "array").write_bytes(b"x")  # one byte of old checkpoints, freed by rotation
   checkpoint.check_free_space(workdir, abstract, keep=2, margin_bytes=1000)
@@ -170,25 +186,12 @@ def test_a_failed_start_leaves_no_empty_checkpoints_folder_and_an_unwritable_wor
   checkpoint.check_writable(str(tmp_path / "new" / "run"))
   assert os.listdir(tmp_path / "new" / "run") == []  # created, and the probe file removed
   (tmp_path / "a_file").write_text("x")
-  with pytest.raises(OSError, match=rf"^--workdir {tmp_path}/a_file/run is not writable \(.*\); choose a "
-                                    r"directory you can write to\.$"):
+  with pytest.raises(
+    OSError,
+    match=rf"^--workdir {tmp_path}/a_file/run is not writable \(.*\); choose a "
+    r"directory you can write to\.$",
+  ):
     checkpoint.check_writable(str(tmp_path / "a_file" / "run"))
-
-
-def test_a_sigterm_stops_at_the_next_step_boundary_and_a_second_ctrl_c_stops_at_once():
-  before = signal.getsignal(signal.SIGTERM), signal.getsignal(signal.SIGINT)
-  watch = checkpoint.PreemptionWatch()
-  try:
-    assert not watch.reached(1)
-    os.kill(os.getpid(), signal.SIGTERM)
-    assert watch.reached(2) and watch.reached(3)
-    with pytest.raises(KeyboardInterrupt):
-      os.kill(os.getpid(), signal.SIGINT)  # the flag is set: a Ctrl-C now stops without the checkpoint
-  finally:
-    watch.close()
-  assert (signal.getsignal(signal.SIGTERM), signal.getsignal(signal.SIGINT)) == before
-  assert str(checkpoint.Preempted(12, "/w")) == ("Preempted: checkpoint saved at step 12 in /w. Run the same command "
-                                                 "again to resume from it (exit status 143).")
 
 
 def test_a_bit_flip_restores_silently_in_orbax_itself(tmp_path):
@@ -212,16 +215,22 @@ def test_a_damaged_latest_checkpoint_falls_back_to_the_newest_intact_step(tmp_pa
   # The damaged steps are moved aside (kept, not deleted), so training saves steps 4 and 5 anew.
   assert mgr.all_steps() == [1, 2, 3]
   assert sorted(os.listdir(glob.glob(f"{workdir}/{checkpoint.DAMAGED_DIR}/*")[0])) == [
-      "4", "4.checksums.json", "5", "5.checksums.json"]
+    "4",
+    "4.checksums.json",
+    "5",
+    "5.checksums.json",
+  ]
   checkpoint.save(mgr, 4, _state(4))
   mgr.wait_until_finished()
 
 
 def test_a_checkpoint_of_another_model_is_a_mismatch_not_damage(tmp_path):
   mgr = saved(str(tmp_path), steps=(1, 2))
-  with pytest.raises(checkpoint.CheckpointMismatch,
-                     match=r"step 2 .* another model/method/optimizer: 3 arrays of other shapes \(e.g. bn/mean: "
-                           r"checkpoint \(64,\), this run \(32,\)\)"):
+  with pytest.raises(
+    checkpoint.CheckpointMismatch,
+    match=r"step 2 .* another model/method/optimizer: 3 arrays of other shapes \(e.g. bn/mean: "
+    r"checkpoint \(64,\), this run \(32,\)\)",
+  ):
     checkpoint.restore_latest(mgr, _abstract(_state(width=32)))
   assert mgr.all_steps() == [1, 2]  # nothing moved
 
@@ -242,8 +251,9 @@ def test_a_chosen_step_is_verified_too_and_a_damaged_one_names_the_others(tmp_pa
   mgr = saved(workdir, steps=(1, 2, 3))
   flip_bit(workdir, 2)
   np.testing.assert_array_equal(checkpoint.restore_step(mgr, 3, _abstract(_state()))["w"], _state(3)["w"])
-  with pytest.raises(checkpoint.NoIntactCheckpoint,
-                     match=r"step 2 .* is damaged: checksum mismatch .* Its other steps are \[1, 3\]\."):
+  with pytest.raises(
+    checkpoint.NoIntactCheckpoint, match=r"step 2 .* is damaged: checksum mismatch .* Its other steps are \[1, 3\]\."
+  ):
     checkpoint.restore_step(mgr, 2, _abstract(_state()))
   with pytest.raises(checkpoint.CheckpointMismatch, match=r"step 3 .* does not hold this run's networks"):
     checkpoint.restore_step(mgr, 3, _abstract(_state(width=32)))
@@ -280,7 +290,7 @@ def test_a_damaged_checksum_file_is_a_damaged_step_and_the_run_falls_back(tmp_pa
   mgr = saved(workdir, steps=(1, 2, 3))
   path = f"{workdir}/{checkpoint.CHECKSUM_DIR}/3.json"
   text = open(path).read()
-  open(path, "w").write(text[:len(text) // 2] if harm == "truncated" else "[1, 2]")
+  open(path, "w").write(text[: len(text) // 2] if harm == "truncated" else "[1, 2]")
   restored = checkpoint.restore_latest(mgr, _abstract(_state()))
   np.testing.assert_array_equal(restored["w"], _state(2)["w"])
   warnings = [r.getMessage() for r in caplog.records if r.levelname == "WARNING" and "skipping" in r.getMessage()]
@@ -337,12 +347,19 @@ print(json.dumps({"error": error, "steps": mgr.all_steps(),
 
 def test_a_save_that_runs_out_of_disk_is_one_line_and_loses_nothing(tmp_path):
   """The async save's failure (tensorstore's 1.8 KB RESOURCE_EXHAUSTED line before) is one OSError naming the fix."""
-  proc = subprocess.run([sys.executable, "-c", FULL_DISK, str(tmp_path / "w")], capture_output=True, text=True,
-                        timeout=300, cwd=ROOT, env=dict(os.environ, PYTHONPATH=ROOT))
+  proc = subprocess.run(
+    [sys.executable, "-c", FULL_DISK, str(tmp_path / "w")],
+    capture_output=True,
+    text=True,
+    timeout=300,
+    cwd=ROOT,
+    env=dict(os.environ, PYTHONPATH=ROOT),
+  )
   assert proc.returncode == 0, proc.stderr[-3000:]
   result = json.loads(proc.stdout.strip().splitlines()[-1])
   assert result["error"] == (
-      f"Saving a checkpoint in {tmp_path / 'w' / 'checkpoints'} failed: a file outgrew the size limit (File too "
-      "large); the checkpoints saved before it (steps [1]) are intact. Free space (or lower "
-      "--config.train.keep_checkpoints) and run the same command to resume.")
+    f"Saving a checkpoint in {tmp_path / 'w' / 'checkpoints'} failed: a file outgrew the size limit (File too "
+    "large); the checkpoints saved before it (steps [1]) are intact. Free space (or lower "
+    "--config.train.keep_checkpoints) and run the same command to resume."
+  )
   assert result["steps"] == [1] and result["intact"]

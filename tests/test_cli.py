@@ -26,10 +26,18 @@ def start_script(command, target, *args, block=()):
   """Starts `target` as setup.py's console-script wrapper runs it (argv[0] = the command), optionally without
   modules."""
   module, function = target.split(":")
-  code = (f"import sys; sys.modules.update(dict.fromkeys({list(block)!r})); sys.argv = [{command!r}, *{list(args)!r}]; "
-          f"from {module} import {function}; sys.exit({function}())")
-  return subprocess.Popen([sys.executable, "-c", code], cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                          text=True, env=dict(os.environ, PYTHONPATH=ROOT))
+  code = (
+    f"import sys; sys.modules.update(dict.fromkeys({list(block)!r})); sys.argv = [{command!r}, *{list(args)!r}]; "
+    f"from {module} import {function}; sys.exit({function}())"
+  )
+  return subprocess.Popen(
+    [sys.executable, "-c", code],
+    cwd=ROOT,
+    stdout=subprocess.PIPE,
+    stderr=subprocess.PIPE,
+    text=True,
+    env=dict(os.environ, PYTHONPATH=ROOT),
+  )
 
 
 def finish(proc):
@@ -40,8 +48,17 @@ def finish(proc):
 
 def test_every_tool_has_a_console_script_and_each_resolves():
   scripts = console_scripts()
-  assert set(scripts) == {"simdis-train", "simdis-linear", "simdis-knn", "simdis-export", "simdis-import",
-                          "simdis-report", "simdis-study", "simdis-benchmark", "simdis-zoo"}
+  assert set(scripts) == {
+    "simdis-train",
+    "simdis-linear",
+    "simdis-knn",
+    "simdis-export",
+    "simdis-import",
+    "simdis-report",
+    "simdis-study",
+    "simdis-benchmark",
+    "simdis-zoo",
+  }
   for command, target in scripts.items():
     module, function = target.split(":")
     assert callable(getattr(importlib.import_module(module), function)), command
@@ -69,13 +86,15 @@ def test_help_of_report_and_study_needs_no_etils():
     code, out, err = finish(start_script(command, scripts[command], "--help", block=("etils",)))
     assert code == 0 and flag in out, err[-2000:]
   # The same block does stop what needs etils: the check above is not empty.
-  code, _, err = finish(start_script("simdis-report", scripts["simdis-report"], "/nowhere", "--out=/tmp/x",
-                                     block=("etils",)))
+  code, _, err = finish(
+    start_script("simdis-report", scripts["simdis-report"], "/nowhere", "--out=/tmp/x", block=("etils",))
+  )
   assert code != 0 and "etils" in err
 
 
 def test_flag_errors_are_one_message_in_every_style(capsys):
   from simdis_jax.evaluation import knn  # pylint: disable=import-outside-toplevel
+
   with pytest.raises(SystemExit) as e:
     knn.main(["--workdir", "x", "--k", "20", "200"])  # argparse's spelling of a list
   assert e.value.code == 1
@@ -90,5 +109,6 @@ def test_wants_help_and_config_keys():
   assert cli.wants_help(["--workdir", "x", "--help"]) and cli.wants_help(["-h"]) and cli.wants_help(["--helpfull"])
   assert not cli.wants_help(["--workdir", "--", "--help"]) and not cli.wants_help(["--help=false"])
   import ml_collections  # pylint: disable=import-outside-toplevel
+
   c = ml_collections.ConfigDict({"seed": 0, "model": {"student": {"depth": 18}, "sync_bn": True}})
   assert cli.config_keys(c) == "  (top level): seed\n  model: student.depth, sync_bn"

@@ -32,6 +32,7 @@ def test_offline_without_teacher_workdir_is_a_clear_error_when_training():
   c = tiny_config("simdis_off")
   configuration.validate(c)  # a research step or an evaluation of the config never reads the teacher run
   from simdis_jax import train  # pylint: disable=import-outside-toplevel
+
   with pytest.raises(ValueError, match=r"needs a finished teacher run: set --config.teacher.workdir=.*method=byol"):
     train.check_offline_teacher(c)
 
@@ -120,13 +121,19 @@ def test_imagenette_preset_is_deepminds_published_byol_setting():
 
 
 def test_deepmind_recipe_presets_take_deepminds_steps_network_and_classifier():
-  for path, images, batch, classes in (("configs/imagenet/byol_r50_deepmind.py", 1_281_167, 4096, 1000),
-                                       ("configs/imagenette/byol_r50_deepmind.py", 9_469, 256, 10)):
+  for path, images, batch, classes in (
+    ("configs/imagenet/byol_r50_deepmind.py", 1_281_167, 4096, 1000),
+    ("configs/imagenette/byol_r50_deepmind.py", 9_469, 256, 10),
+  ):
     c = configuration.validate(load_config_file(os.path.join(ROOT, path)))
     s = c.model.student
     assert (s.depth, s.width, s.style, s.head_bias, s.hidden_dim, s.proj_dim) == (50, 64, "haiku", False, 4096, 256)
     assert (c.optim.lars_form, c.optim.base_lr, c.optim.weight_decay, c.optim.weight_decay_mask) == (
-        "deepmind", 0.2, 1.5e-6, "kernels")
+      "deepmind",
+      0.2,
+      1.5e-6,
+      "kernels",
+    )
     assert (c.optim.warmup_init_lr, c.ema.base, c.ema.timing, c.model.ema_init) == (0.0, 0.996, "after", "separate")
     assert (c.probe.enabled, c.probe.optimizer, c.probe.num_classes) == (True, "main", classes)
     # DeepMind's step counts: images // batch over all epochs (configs/byol.py:36, :64).
@@ -143,7 +150,9 @@ def test_supervised_needs_labels_and_ignores_the_target_views():
     configuration.validate(c)
 
 
-@pytest.mark.parametrize("schema, key, value, message", [
+@pytest.mark.parametrize(
+  "schema, key, value, message",
+  [
     ("pretrain", "data.prefetch", -1, r"config.data.prefetch=-1 must be an integer >= 0\."),
     ("pretrain", "knn.temperature", 0.0, r"config.knn.temperature=0.0 is out of range: it must be > 0.0\."),
     ("pretrain", "knn.networks", ("student", "x"), r"config.knn.networks=.* has \['x'\]; use any of"),
@@ -151,7 +160,8 @@ def test_supervised_needs_labels_and_ignores_the_target_views():
     ("linear", "pretrained.step", -2, r"config.pretrained.step=-2 is out of range: it must be a whole number >= -1"),
     ("linear", "optim.momentum", 1.0, r"config.optim.momentum=1.0 is out of range: it must be >= 0.0 and < 1.0"),
     ("linear", "data.image_size", 0, r"config.data.image_size=0 must be a positive integer\."),
-])
+  ],
+)
 def test_one_table_walker_checks_both_schemas(schema, key, value, message):
   c = tiny_config() if schema == "pretrain" else linear_config.base_config()
   section, _, name = key.rpartition(".")
@@ -165,12 +175,19 @@ def test_one_table_walker_checks_both_schemas(schema, key, value, message):
 
 
 def test_a_table_row_passes_good_values_and_skips_absent_keys():
-  rules = (configuration.whole_number("a.n"), configuration.number("a.x", above=0.0, below=1.0),
-           configuration.one_of("a.s", ("p", "q")), configuration.whole_number("a.absent"))
+  rules = (
+    configuration.whole_number("a.n"),
+    configuration.number("a.x", above=0.0, below=1.0),
+    configuration.one_of("a.s", ("p", "q")),
+    configuration.whole_number("a.absent"),
+  )
   good = ml_collections.ConfigDict({"a": {"n": 3, "x": 0.5, "s": "q"}})
   configuration.check_rules(good, rules)
-  for bad, message in (({"n": 2.5}, r"a.n=2.5 must be a positive integer"), ({"x": 1.0}, r"a.x=1.0 .*< 1.0"),
-                       ({"s": "r"}, r"a.s='r' is not valid; choose one of \['p', 'q'\]")):
+  for bad, message in (
+    ({"n": 2.5}, r"a.n=2.5 must be a positive integer"),
+    ({"x": 1.0}, r"a.x=1.0 .*< 1.0"),
+    ({"s": "r"}, r"a.s='r' is not valid; choose one of \['p', 'q'\]"),
+  ):
     c = ml_collections.ConfigDict({"a": {"n": 3, "x": 0.5, "s": "q", **bad}})
     with pytest.raises(ValueError, match=message):
       configuration.check_rules(c, rules)

@@ -71,8 +71,11 @@ def test_the_queue_holds_the_last_keys_in_their_slots_and_the_pointer_wraps():
 
 def test_momentum_update_is_the_exact_convex_combination_over_the_key_encoders_params():
   key = {"encoder": {"w": jnp.array([1.0, 2.0])}, "projector": {"b": jnp.array([4.0])}}
-  query = {"encoder": {"w": jnp.array([3.0, 0.0])}, "projector": {"b": jnp.array([0.0])},
-           "predictor": {"b": jnp.array([9.0])}}
+  query = {
+    "encoder": {"w": jnp.array([3.0, 0.0])},
+    "projector": {"b": jnp.array([0.0])},
+    "predictor": {"b": jnp.array([9.0])},
+  }
   new = common.momentum_update(key, query, 0.75)
   np.testing.assert_array_equal(new["encoder"]["w"], [1.5, 1.5])
   np.testing.assert_array_equal(new["projector"]["b"], [3.0])
@@ -92,9 +95,11 @@ def test_shuffle_bn_gives_each_device_other_examples_and_unshuffle_restores_the_
     mean = jnp.broadcast_to(jnp.mean(shuffled), x_local.shape)
     return shuffled, mean, common.unshuffle_from_devices(shuffled * 10.0, perm, parallel.DATA_AXIS)
 
-  shuffled, means, back = jax.jit(jax.shard_map(
-      per_device, mesh=mesh, in_specs=(P(parallel.DATA_AXIS), P()), out_specs=P(parallel.DATA_AXIS),
-      check_vma=False))(x, perm)
+  shuffled, means, back = jax.jit(
+    jax.shard_map(
+      per_device, mesh=mesh, in_specs=(P(parallel.DATA_AXIS), P()), out_specs=P(parallel.DATA_AXIS), check_vma=False
+    )
+  )(x, perm)
   np.testing.assert_array_equal(np.asarray(shuffled)[:, 0], np.asarray(perm, np.float32))
   np.testing.assert_array_equal(np.asarray(back), np.asarray(x) * 10.0)
   local_means = np.asarray(x)[:, 0].reshape(8, 2).mean(1)

@@ -16,8 +16,10 @@ REFERENCES = os.path.join(ROOT, "results", "fashion_mnist_v3", "references")
 def test_the_raw_pixel_references_are_the_archived_measurements_of_their_command(holdout):
   with open(os.path.join(REFERENCES, f"raw_pixels_{holdout}.json"), encoding="utf-8") as f:
     record = json.load(f)
-  assert datasets.DATASETS["fashion_mnist"].raw_pixels[holdout] == {"knn": record["knn_top1/k20"],
-                                                                     "linear": record["linear_top1"]}
+  assert datasets.DATASETS["fashion_mnist"].raw_pixels[holdout] == {
+    "knn": record["knn_top1/k20"],
+    "linear": record["linear_top1"],
+  }
   assert record["command"].startswith(datasets.RAW_PIXELS_COMMAND.format(holdout=holdout) + " --out ")
 
 

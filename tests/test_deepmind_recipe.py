@@ -39,8 +39,13 @@ def dm_forward(depth, width, hidden, proj, classes):
     for view in ("view1", "view2"):
       embedding = net(inputs[view], is_training)
       projection = projector(embedding, is_training)
-      outputs.update({f"projection_{view}": projection, f"prediction_{view}": predictor(projection, is_training),
-                      f"logits_{view}": classifier(jax.lax.stop_gradient(embedding))})
+      outputs.update(
+        {
+          f"projection_{view}": projection,
+          f"prediction_{view}": predictor(projection, is_training),
+          f"logits_{view}": classifier(jax.lax.stop_gradient(embedding)),
+        }
+      )
     return outputs
 
   return hk.without_apply_rng(hk.transform_with_state(forward))
@@ -48,7 +53,7 @@ def dm_forward(depth, width, hidden, proj, classes):
 
 def dm_regression_loss(x, y):
   """helpers.py:74-82 and :109-112: || x / ||x|| - y / ||y|| ||^2 with rsqrt(max(sum of squares, 1e-12))."""
-  normed = [v * jax.lax.rsqrt(jnp.maximum(jnp.sum(v ** 2, -1, keepdims=True), 1e-12)) for v in (x, y)]
+  normed = [v * jax.lax.rsqrt(jnp.maximum(jnp.sum(v**2, -1, keepdims=True), 1e-12)) for v in (x, y)]
   return jnp.sum((normed[0] - normed[1]) ** 2, axis=-1)
 
 
@@ -62,10 +67,10 @@ def dm_update(forward, classes, batch, base_lr, weight_decay, base_ema, total_st
   def loss_fn(online, target, online_state, target_state, inputs):
     online_out, online_state = forward.apply(online, online_state, inputs, is_training=True)
     target_out, target_state = forward.apply(target, target_state, inputs, is_training=True)
-    repr_loss = jnp.mean(dm_regression_loss(online_out["prediction_view1"],
-                                            jax.lax.stop_gradient(target_out["projection_view2"]))
-                         + dm_regression_loss(online_out["prediction_view2"],
-                                              jax.lax.stop_gradient(target_out["projection_view1"])))
+    repr_loss = jnp.mean(
+      dm_regression_loss(online_out["prediction_view1"], jax.lax.stop_gradient(target_out["projection_view2"]))
+      + dm_regression_loss(online_out["prediction_view2"], jax.lax.stop_gradient(target_out["projection_view1"]))
+    )
     labels = jax.nn.one_hot(inputs["labels"], classes)
     classif = jnp.mean(-jnp.sum(labels * jax.nn.log_softmax(online_out["logits_view1"]), axis=-1))
     return repr_loss + classif, (online_state, target_state, repr_loss, classif)
@@ -82,7 +87,7 @@ def dm_update(forward, classes, batch, base_lr, weight_decay, base_ema, total_st
         else:
           u = g + weight_decay * p
           p_norm, u_norm = jnp.linalg.norm(p), jnp.linalg.norm(u)
-          u = u * jnp.where(p_norm > 0., jnp.where(u_norm > 0, 1e-3 * p_norm / u_norm, 1.0), 1.0)
+          u = u * jnp.where(p_norm > 0.0, jnp.where(u_norm > 0, 1e-3 * p_norm / u_norm, 1.0), 1.0)
         new_mu[module][name] = 0.9 * mu[module][name] + u
         updates[module][name] = -lr * new_mu[module][name]
     return updates, new_mu
@@ -90,13 +95,14 @@ def dm_update(forward, classes, batch, base_lr, weight_decay, base_ema, total_st
   def update(state, step, inputs):
     online, target, online_state, target_state, mu = state
     grads, (online_state, target_state, repr_loss, classif) = jax.grad(loss_fn, has_aux=True)(
-        online, target, online_state, target_state, inputs)
-    scaled = base_lr * batch / 256.
+      online, target, online_state, target_state, inputs
+    )
+    scaled = base_lr * batch / 256.0
     progress = jnp.pi * jnp.minimum(step, total_steps) / total_steps
     lr = scaled * (0.5 * (1 + jnp.cos(progress)))  # schedules.py:40-53 after (here: without) the warm-up
     updates, mu = lars(grads, mu, online, lr)
     online = optax.apply_updates(online, updates)
-    tau = 1. - (1. - base_ema) * (0.5 * (1 + jnp.cos(progress)))  # schedules.py:20-24
+    tau = 1.0 - (1.0 - base_ema) * (0.5 * (1 + jnp.cos(progress)))  # schedules.py:20-24
     target = jax.tree.map(lambda x, y: x + (1 - tau) * (y - x), target, online)  # byol_experiment.py:342
     return (online, target, online_state, target_state, mu), repr_loss + classif, repr_loss, classif, grads
 
@@ -106,9 +112,11 @@ def dm_update(forward, classes, batch, base_lr, weight_decay, base_ema, total_st
 def perturbed(params, seed):
   """BN scales / offsets and biases moved off their init (1, 0, 0), so that no term is trivially zero."""
   keys = iter(jax.random.split(jax.random.PRNGKey(seed), 1000))
-  noise = {"scale": lambda v: 1 + 0.2 * jax.random.normal(next(keys), v.shape, v.dtype),
-           "offset": lambda v: 0.1 * jax.random.normal(next(keys), v.shape, v.dtype),
-           "b": lambda v: 0.1 * jax.random.normal(next(keys), v.shape, v.dtype)}
+  noise = {
+    "scale": lambda v: 1 + 0.2 * jax.random.normal(next(keys), v.shape, v.dtype),
+    "offset": lambda v: 0.1 * jax.random.normal(next(keys), v.shape, v.dtype),
+    "b": lambda v: 0.1 * jax.random.normal(next(keys), v.shape, v.dtype),
+  }
   return {m: {k: noise.get(k, lambda v: v)(v) for k, v in d.items()} for m, d in params.items()}
 
 
@@ -127,8 +135,10 @@ def worst(got_tree, want_tree):
   training-mode BN, which subtracts it back out, is ~1e-17 on both sides): it counts relative to the tree.
   """
   assert jax.tree.structure(got_tree) == jax.tree.structure(want_tree)
-  pairs = [(np.asarray(a, np.float64), np.asarray(b, np.float64))
-           for a, b in zip(jax.tree.leaves(got_tree), jax.tree.leaves(want_tree))]
+  pairs = [
+    (np.asarray(a, np.float64), np.asarray(b, np.float64))
+    for a, b in zip(jax.tree.leaves(got_tree), jax.tree.leaves(want_tree))
+  ]
   top = max(np.max(np.abs(b)) for _, b in pairs if b.size)
   return max(relative(a, b) if np.max(np.abs(b)) >= 1e-12 * top else np.max(np.abs(a - b)) / top for a, b in pairs)
 
@@ -182,10 +192,16 @@ def test_deepmind_recipe_research_step_equals_deepminds_update_after_two_steps()
       return jax.tree.map(lambda a, b: np.asarray(b, a.dtype).reshape(a.shape), fresh_tree, new_tree)
 
     s = fresh.student
-    state = jax.device_get(fresh.replace(student=s.replace(
-        params=same_tree(s.params, imported["params"]), batch_stats=same_tree(s.batch_stats, imported["batch_stats"]),
-        ema_params=same_tree(s.ema_params, imported_target["params"]),
-        ema_batch_stats=same_tree(s.ema_batch_stats, imported_target["batch_stats"]))))
+    state = jax.device_get(
+      fresh.replace(
+        student=s.replace(
+          params=same_tree(s.params, imported["params"]),
+          batch_stats=same_tree(s.batch_stats, imported["batch_stats"]),
+          ema_params=same_tree(s.ema_params, imported_target["params"]),
+          ema_batch_stats=same_tree(s.ema_batch_stats, imported_target["batch_stats"]),
+        )
+      )
+    )
     ours = step_lib.make_research_step(c, TOTAL, 0, jnp.float64)
     theirs = dm_update(forward, CLASSES, BATCH, c.optim.base_lr, c.optim.weight_decay, c.ema.base, TOTAL)
     f64 = lambda tree: jax.tree.map(lambda x: x.astype(np.float64) if x.dtype == np.float32 else x, tree)
@@ -205,20 +221,23 @@ def test_deepmind_recipe_research_step_equals_deepminds_update_after_two_steps()
       grads_hk = deepmind.to_haiku({"params": result.grads["student"], "batch_stats": s.batch_stats}, net)[0]
       delta = lambda after, before: jax.tree.map(lambda a, b: np.asarray(a) - np.asarray(b), after, before)
       online_before = deepmind.to_haiku({"params": before_ours.params, "batch_stats": before_ours.batch_stats}, net)
-      target_before = deepmind.to_haiku({"params": before_ours.ema_params,
-                                         "batch_stats": before_ours.ema_batch_stats}, net)
+      target_before = deepmind.to_haiku(
+        {"params": before_ours.ema_params, "batch_stats": before_ours.ema_batch_stats}, net
+      )
       dm_target = without(dm_state[1], "predictor", "classifier")
       errors[k] = {
-          "loss": relative(result.loss, loss), "repr_loss": relative(result.per_head["sema_dv"], repr_loss),
-          "classifier_loss": relative(result.metrics["probe_loss/student"], classif),
-          "gradients": worst(grads_hk, grads),
-          "online_params": worst(online_hk[0], dm_state[0]),
-          "online_param_changes": worst(delta(online_hk[0], online_before[0]), delta(dm_state[0], before_dm[0])),
-          "target_params": worst(target_hk[0], dm_target),
-          "target_param_changes": worst(delta(target_hk[0], target_before[0]),
-                                        delta(dm_target, without(before_dm[1], "predictor", "classifier"))),
-          "online_bn_averages": worst(online_hk[1], dm_state[2]),
-          "target_bn_averages": worst(target_hk[1], without(dm_state[3], "predictor")),
+        "loss": relative(result.loss, loss),
+        "repr_loss": relative(result.per_head["sema_dv"], repr_loss),
+        "classifier_loss": relative(result.metrics["probe_loss/student"], classif),
+        "gradients": worst(grads_hk, grads),
+        "online_params": worst(online_hk[0], dm_state[0]),
+        "online_param_changes": worst(delta(online_hk[0], online_before[0]), delta(dm_state[0], before_dm[0])),
+        "target_params": worst(target_hk[0], dm_target),
+        "target_param_changes": worst(
+          delta(target_hk[0], target_before[0]), delta(dm_target, without(before_dm[1], "predictor", "classifier"))
+        ),
+        "online_bn_averages": worst(online_hk[1], dm_state[2]),
+        "target_bn_averages": worst(target_hk[1], without(dm_state[3], "predictor")),
       }
       # The counters are exact: two train-mode passes (the two views) per step.
       assert {int(v["counter"]) for v in online_hk[1].values()} == {int(v["counter"]) for v in dm_state[2].values()}
@@ -238,12 +257,16 @@ def truncated_normal_variance(bound=2.0):
 def test_haiku_style_has_deepminds_shapes_init_and_two_bn_averages():
   x = jnp.zeros((2, 32, 32, 3))
   for depth, width in ((18, 4), (50, 2)):
-    ours = Network(depth, width, False, HIDDEN, PROJ, heads=("sema_dv",), style="haiku", head_bias=False,
-                   probe_classes=CLASSES)
+    ours = Network(
+      depth, width, False, HIDDEN, PROJ, heads=("sema_dv",), style="haiku", head_bias=False, probe_classes=CLASSES
+    )
     variables = jax.jit(functools.partial(ours.init, train=False))(jax.random.PRNGKey(0), x)
     params, state = deepmind.to_haiku(variables, f"res_net{depth}")
-    want = jax.eval_shape(lambda: dm_forward(depth, width, HIDDEN, PROJ, CLASSES).init(
-        jax.random.PRNGKey(0), {"view1": x, "view2": x}, True))
+    want = jax.eval_shape(
+      lambda: dm_forward(depth, width, HIDDEN, PROJ, CLASSES).init(
+        jax.random.PRNGKey(0), {"view1": x, "view2": x}, True
+      )
+    )
     # Every parameter and BN statistic of DeepMind's network, by name and shape; no bias on linear_1.
     shapes = lambda tree: jax.tree.map(lambda v: tuple(v.shape), tree)
     assert shapes(params) == shapes(want[0]) and shapes(state) == shapes(want[1])
@@ -256,7 +279,7 @@ def test_haiku_style_has_deepminds_shapes_init_and_two_bn_averages():
   scaled = [np.ravel(v["w"]) * math.sqrt(np.prod(v["w"].shape[:-1])) for v in params.values() if "w" in v]
   scaled = np.concatenate(scaled)
   assert scaled.size > 500_000 and np.abs(scaled).max() <= 2.0
-  assert np.mean(scaled ** 2) == pytest.approx(truncated_normal_variance(), rel=0.01)  # 0.774, not 1
+  assert np.mean(scaled**2) == pytest.approx(truncated_normal_variance(), rel=0.01)  # 0.774, not 1
   assert all(not np.any(v["b"]) for v in params.values() if "b" in v)
   scales = {k: float(np.mean(v["scale"])) for k, v in params.items() if "scale" in v}
   assert {k for k, s in scales.items() if s == 0.0} == {k for k in scales if k.endswith("/~/batchnorm_2")}
@@ -272,8 +295,10 @@ def test_haiku_batch_norm_keeps_the_raw_and_the_debiased_average_and_evaluates_w
     bn = resnet.batch_norm(True, None, jnp.float64, "haiku")()
     frozen = resnet.batch_norm(False, None, jnp.float64, "haiku")()
     variables = bn.init(jax.random.PRNGKey(0), jnp.asarray(batches[0]))
-    variables = {"params": {"scale": jnp.asarray([1.0, 2.0, 0.5, 1.5]), "bias": jnp.asarray([0.1, -0.2, 0.0, 0.3])},
-                 "batch_stats": variables["batch_stats"]}
+    variables = {
+      "params": {"scale": jnp.asarray([1.0, 2.0, 0.5, 1.5]), "bias": jnp.asarray([0.1, -0.2, 0.0, 0.3])},
+      "batch_stats": variables["batch_stats"],
+    }
     hidden = {"mean": np.zeros(4), "var": np.zeros(4)}
     for k, x in enumerate(batches, 1):
       y, mutated = bn.apply(variables, jnp.asarray(x), mutable=["batch_stats"])
@@ -283,15 +308,23 @@ def test_haiku_batch_norm_keeps_the_raw_and_the_debiased_average_and_evaluates_w
       for key, value in (("mean", flat.mean(0)), ("var", flat.var(0))):
         hidden[key] = 0.9 * hidden[key] + 0.1 * value
         np.testing.assert_allclose(stats[f"{key}_hidden"], hidden[key], rtol=1e-13)
-        np.testing.assert_allclose(stats[key], hidden[key] / (1 - 0.9 ** k), rtol=1e-13)
+        np.testing.assert_allclose(stats[key], hidden[key] / (1 - 0.9**k), rtol=1e-13)
       assert float(stats["counter"]) == k
       # Training normalises by the batch's own statistics.
-      np.testing.assert_allclose(y, (x - flat.mean(0)) / np.sqrt(flat.var(0) + 1e-5) * [1.0, 2.0, 0.5, 1.5]
-                                 + [0.1, -0.2, 0.0, 0.3], rtol=1e-12, atol=1e-12)
+      np.testing.assert_allclose(
+        y,
+        (x - flat.mean(0)) / np.sqrt(flat.var(0) + 1e-5) * [1.0, 2.0, 0.5, 1.5] + [0.1, -0.2, 0.0, 0.3],
+        rtol=1e-12,
+        atol=1e-12,
+      )
     assert not np.allclose(stats["var"], stats["var_hidden"])  # 1 - 0.9^3 = 0.271: the two averages differ
     x = batches[0]
-    want = (x - np.asarray(stats["mean"])) / np.sqrt(np.asarray(stats["var"]) + 1e-5) * [1.0, 2.0, 0.5, 1.5] \
-        + [0.1, -0.2, 0.0, 0.3]
+    want = (x - np.asarray(stats["mean"])) / np.sqrt(np.asarray(stats["var"]) + 1e-5) * [1.0, 2.0, 0.5, 1.5] + [
+      0.1,
+      -0.2,
+      0.0,
+      0.3,
+    ]
     np.testing.assert_allclose(frozen.apply(variables, jnp.asarray(x)), want, rtol=1e-12, atol=1e-12)
 
 

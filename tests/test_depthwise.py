@@ -11,14 +11,28 @@ from simdis_jax import configuration
 from simdis_jax.models import blocks, depthwise, network
 
 # (batch, size, channels, kernel, stride): odd and even sizes, where stride 2 leaves a row unread or not.
-SHAPES = [(2, 7, 5, 3, 1), (2, 8, 5, 3, 2), (2, 9, 4, 5, 2), (3, 14, 6, 5, 1), (2, 5, 3, 3, 2), (1, 4, 2, 5, 2),
-          (2, 28, 3, 3, 2), (2, 12, 3, 5, 1)]
+SHAPES = [
+  (2, 7, 5, 3, 1),
+  (2, 8, 5, 3, 2),
+  (2, 9, 4, 5, 2),
+  (3, 14, 6, 5, 1),
+  (2, 5, 3, 3, 2),
+  (1, 4, 2, 5, 2),
+  (2, 28, 3, 3, 2),
+  (2, 12, 3, 5, 1),
+]
 
 
 def lax_depthwise(x, kernel, stride, pad):
   """The reference: lax's grouped convolution with one group per channel."""
-  return lax.conv_general_dilated(x, kernel, (stride, stride), ((pad, pad), (pad, pad)),
-                                  dimension_numbers=("NHWC", "HWIO", "NHWC"), feature_group_count=x.shape[-1])
+  return lax.conv_general_dilated(
+    x,
+    kernel,
+    (stride, stride),
+    ((pad, pad), (pad, pad)),
+    dimension_numbers=("NHWC", "HWIO", "NHWC"),
+    feature_group_count=x.shape[-1],
+  )
 
 
 def _value_and_grads(conv, x, kernel, stride, pad, cotangent):
@@ -53,8 +67,9 @@ def test_values_and_gradients_equal_lax_in_float64(shape):
 def test_values_and_gradients_equal_lax_in_float32(shape):
   x, kernel, cotangent = _inputs(shape, jnp.float32, seed=1)
   stride, pad = shape[4], (shape[3] - 1) // 2
-  ours = jax.jit(_value_and_grads, static_argnums=(0, 3, 4))(depthwise.depthwise_conv, x, kernel, stride, pad,
-                                                             cotangent)
+  ours = jax.jit(_value_and_grads, static_argnums=(0, 3, 4))(
+    depthwise.depthwise_conv, x, kernel, stride, pad, cotangent
+  )
   ref = jax.jit(_value_and_grads, static_argnums=(0, 3, 4))(lax_depthwise, x, kernel, stride, pad, cotangent)
   for name, a, b in zip(("output", "input gradient", "kernel gradient"), ours, ref):
     scale = float(jnp.max(jnp.abs(b)))
@@ -81,8 +96,9 @@ def test_module_rejects_a_grouped_convolution_that_is_not_depthwise():
 
 
 def _network(arch, impl, dtype=jnp.float32):
-  return network.Network(depth=10, width=8, cifar_stem=True, hidden_dim=16, proj_dim=8, arch=arch, dtype=dtype,
-                         depthwise_impl=impl)
+  return network.Network(
+    depth=10, width=8, cifar_stem=True, hidden_dim=16, proj_dim=8, arch=arch, dtype=dtype, depthwise_impl=impl
+  )
 
 
 def test_inverted_residual_gradients_equal_lax_in_float64():
@@ -92,15 +108,27 @@ def test_inverted_residual_gradients_equal_lax_in_float64():
     norm = blocks.batch_norm(True, None, jnp.float64, 0.99, 1e-3)
 
     def block(impl):
-      return blocks.InvertedResidual(12, 6, 5, 2, jax.nn.hard_swish, 4, nn.relu, jax.nn.hard_sigmoid,
-                                     blocks.conv_factory("xla", jnp.float64, impl), norm, dtype=jnp.float64)
+      return blocks.InvertedResidual(
+        12,
+        6,
+        5,
+        2,
+        jax.nn.hard_swish,
+        4,
+        nn.relu,
+        jax.nn.hard_sigmoid,
+        blocks.conv_factory("xla", jnp.float64, impl),
+        norm,
+        dtype=jnp.float64,
+      )
 
     variables = block("xla").init(jax.random.PRNGKey(1), x, True)
     params = jax.tree_util.tree_map(lambda p: p.astype(jnp.float64), variables["params"])
 
     def loss(impl, p, x):
-      out, _ = block(impl).apply({"params": p, "batch_stats": variables["batch_stats"]}, x, True,
-                                 mutable=["batch_stats"])
+      out, _ = block(impl).apply(
+        {"params": p, "batch_stats": variables["batch_stats"]}, x, True, mutable=["batch_stats"]
+      )
       return jnp.sum(jnp.sin(out))
 
     a = jax.grad(lambda p, x: loss("shifted", p, x), argnums=(0, 1))(params, x)

@@ -18,7 +18,7 @@ def readme_section(title):
   text = open(os.path.join(ROOT, "README.md"), encoding="utf-8").read()
   start = text.index(f"\n## {title}\n")
   end = text.find("\n## ", start + 1)
-  return text[start:end if end > 0 else None]
+  return text[start : end if end > 0 else None]
 
 
 def table_keys(section):
@@ -97,15 +97,20 @@ def test_run_info_versions_come_from_the_installed_distributions():
   assert set(versions) >= {"simdis_jax", "jax", "jaxlib", "flax", "optax", "orbax-checkpoint"}
   import jax  # pylint: disable=import-outside-toplevel
   import flax  # pylint: disable=import-outside-toplevel
+
   assert versions["jax"] == jax.__version__ and versions["flax"] == flax.__version__
 
 
 def design_modules():
   """The package modules docs/design.md's module table names (first cells, paths under simdis_jax/)."""
   text = open(os.path.join(ROOT, "docs", "design.md"), encoding="utf-8").read()
-  section = text[text.index("\n## Modules\n"):text.index("\n## ", text.index("\n## Modules\n") + 1)]
-  return {name for line in section.splitlines() if line.startswith("| `")
-          for name in re.findall(r"`([\w/]+\.py)`", line.split(" | ", 1)[0])}
+  section = text[text.index("\n## Modules\n") : text.index("\n## ", text.index("\n## Modules\n") + 1)]
+  return {
+    name
+    for line in section.splitlines()
+    if line.startswith("| `")
+    for name in re.findall(r"`([\w/]+\.py)`", line.split(" | ", 1)[0])
+  }
 
 
 def package_modules():

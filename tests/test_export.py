@@ -36,9 +36,11 @@ def test_tf_exports_match_jax(tiny_run, images, tmp_path, fmt):
   if fmt == "saved_model":  # dynamic batch: one image through the same signature
     np.testing.assert_allclose(export.run_saved_model(out, images[:1]), want[:1], atol=ATOL, rtol=RTOL)
     # A wrong rank, size or dtype is refused in a short message naming the expected input (not pages of MLIR).
-    for bad, expected in ((images[:, :, :, 0], "images must be uint8 [batch, 28, 28, 1]; got shape"),
-                          (images[:, :20], "images must be uint8 [batch, 28, 28, 1]; got shape"),
-                          (images.astype(np.float32), "expected to be a uint8 tensor but is a float tensor")):
+    for bad, expected in (
+      (images[:, :, :, 0], "images must be uint8 [batch, 28, 28, 1]; got shape"),
+      (images[:, :20], "images must be uint8 [batch, 28, 28, 1]; got shape"),
+      (images.astype(np.float32), "expected to be a uint8 tensor but is a float tensor"),
+    ):
       with pytest.raises(Exception) as e:
         export.run_saved_model(out, bad)
       assert expected in str(e.value) and len(str(e.value)) < 600, str(e.value)
@@ -52,8 +54,9 @@ def test_npz_holds_every_weight_and_describes_the_architecture(tiny_run, images,
   assert sorted(os.listdir(tmp_path / "exported" / "demo")) == ["student.json", "student.npz"]
   enc = simdis_jax.load_encoder(tiny_run)
   with np.load(out) as data:
-    np.testing.assert_array_equal(data["params/encoder/stem_conv/kernel"],
-                                  np.asarray(enc.variables["params"]["encoder"]["stem_conv"]["kernel"]))
+    np.testing.assert_array_equal(
+      data["params/encoder/stem_conv/kernel"], np.asarray(enc.variables["params"]["encoder"]["stem_conv"]["kernel"])
+    )
     assert data["params/encoder/stem_conv/kernel"].shape == (3, 3, 1, 4)  # HWIO, CIFAR stem
     assert "batch_stats/encoder/stem_bn/var" in data
   np.testing.assert_array_equal(export.run_npz(out, images, enc), enc.embed(images))
@@ -73,8 +76,12 @@ def test_check_prints_the_max_error(tiny_run, tmp_path, capsys):
 def test_bad_format_and_check_on_other_sizes_are_clear_errors(tiny_run, tmp_path, capsys):
   with pytest.raises(SystemExit):
     export.main(["--workdir", tiny_run, "--format", "onnx", "--out", str(tmp_path / "x")])
-  assert export.main(["--workdir", tiny_run, "--format", "npz", "--out", str(tmp_path / "x.npz"), "--input_size",
-                      "32", "--check"]) == 2
+  assert (
+    export.main(
+      ["--workdir", tiny_run, "--format", "npz", "--out", str(tmp_path / "x.npz"), "--input_size", "32", "--check"]
+    )
+    == 2
+  )
   assert "Fashion-MNIST's 28×28" in capsys.readouterr().err
   assert os.path.exists(tmp_path / "x.npz")
 
@@ -86,16 +93,16 @@ def _one_line_error(capsys, argv) -> str:
   return err
 
 
-def test_an_unwritable_out_or_a_missing_step_is_one_line_before_any_conversion(tiny_run, tmp_path, capsys,
-                                                                              monkeypatch):
+def test_an_unwritable_out_or_a_missing_step_is_one_line_before_any_conversion(tiny_run, tmp_path, capsys, monkeypatch):
   blocker = tmp_path / "a_file"
   blocker.write_text("not a directory")
   monkeypatch.setattr(export.api, "load_encoder", lambda *a, **k: pytest.fail("converted before checking --out"))
   err = _one_line_error(capsys, ["--workdir", tiny_run, "--format", "npz", "--out", str(blocker / "s.npz")])
   assert f"--out {blocker / 's.npz'} cannot be written (Not a directory): choose a writable place" in err
   monkeypatch.undo()
-  err = _one_line_error(capsys, ["--workdir", tiny_run, "--format", "npz", "--out", str(tmp_path / "new" / "s.npz"),
-                                 "--step", "999"])
+  err = _one_line_error(
+    capsys, ["--workdir", tiny_run, "--format", "npz", "--out", str(tmp_path / "new" / "s.npz"), "--step", "999"]
+  )
   assert "has no checkpoint at step 999; its steps are [1, 2]" in err
   assert os.listdir(tmp_path) == ["a_file"]  # nothing half-written, not even --out's missing folder
 
@@ -113,10 +120,12 @@ def test_a_full_disk_while_writing_replaces_nothing(tiny_run, tmp_path, capsys, 
   assert out.read_bytes() == b"an earlier export" and sorted(os.listdir(tmp_path)) == ["s.npz"]
 
 
-def test_a_bit_flipped_latest_step_is_exported_from_the_previous_verified_one_or_refused(tiny_run, tmp_path, capsys,
-                                                                                       caplog):
+def test_a_bit_flipped_latest_step_is_exported_from_the_previous_verified_one_or_refused(
+  tiny_run, tmp_path, capsys, caplog
+):
   import shutil  # pylint: disable=import-outside-toplevel
   from test_api import flip_student_params  # pylint: disable=import-outside-toplevel
+
   workdir = str(tmp_path / "run")
   shutil.copytree(tiny_run, workdir)
   flip_student_params(workdir, 2)

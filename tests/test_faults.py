@@ -10,7 +10,7 @@ import run_helpers
 import test_checkpoint
 import tiny_cli_config
 from conftest import requires_fashion_mnist
-from simdis_jax import checkpoint, lock, parallel, train
+from simdis_jax import checkpoint, lock, parallel, preemption, train
 from simdis_jax import workdir as workdir_files
 
 K = tiny_cli_config.STEPS
@@ -24,7 +24,7 @@ def test_sigterm_mid_run_saves_at_a_step_boundary_and_the_restart_ends_bit_ident
   run_helpers.wait_for(lambda: 1 in run_helpers.logged_steps(workdir), [proc])
   run_helpers.send(proc, signal.SIGTERM)
   (code,), (out,) = run_helpers.finish([proc])
-  assert code == checkpoint.PREEMPTED_EXIT_CODE, out
+  assert code == preemption.PREEMPTED_EXIT_CODE, out
   stopped = checkpoint.manager(workdir).latest_step()
   assert 1 <= stopped < K and f"checkpoint saved at step {stopped}" in out and "Run the same command" in out
   run_helpers.assert_same_state(run_helpers.state_at(workdir, stopped)[1], run_helpers.state_at(baseline, stopped)[1])
@@ -34,8 +34,7 @@ def test_sigterm_mid_run_saves_at_a_step_boundary_and_the_restart_ends_bit_ident
   run_helpers.assert_same_state(state, run_helpers.state_at(baseline)[1])
 
 
-def test_damaged_checkpoints_of_a_run_resume_from_the_intact_step_and_end_as_the_uninterrupted_run(baseline,
-                                                                                                    tmp_path):
+def test_damaged_checkpoints_of_a_run_resume_from_the_intact_step_and_end_as_the_uninterrupted_run(baseline, tmp_path):
   workdir = str(tmp_path / "run")
   shutil.copytree(baseline, workdir)
   test_checkpoint.truncate(workdir, K)
@@ -60,7 +59,7 @@ def test_ctrl_c_saves_like_sigterm_and_a_second_run_on_the_workdir_is_refused(ba
     train.train_and_evaluate(_config(seed=1), workdir)
   run_helpers.send(proc, signal.SIGINT)
   (code,), (out,) = run_helpers.finish([proc])
-  assert code == checkpoint.PREEMPTED_EXIT_CODE, out
+  assert code == preemption.PREEMPTED_EXIT_CODE, out
   assert "SIGINT received: saving a checkpoint at the next step boundary" in out
   stopped = checkpoint.manager(workdir).latest_step()
   assert 1 <= stopped < K and f"checkpoint saved at step {stopped}" in out
@@ -116,8 +115,10 @@ def test_kill_9_during_an_async_save_and_during_training_leaves_only_complete_ch
 @pytest.fixture
 def no_compile(monkeypatch):
   """Fails the test if training gets as far as building (and compiling) the train step."""
+
   def refuse(*args, **kwargs):
     raise AssertionError("the bad input was not caught before compilation")
+
   monkeypatch.setattr(train, "make_train_step", refuse)
 
 
@@ -133,7 +134,9 @@ def _config(**changes):
   return c
 
 
-@pytest.mark.parametrize("changes, message", [
+@pytest.mark.parametrize(
+  "changes, message",
+  [
     ({"train__batch_size": "16"}, r"config.train.batch_size must be a number, got '16'"),
     ({"train__batch_size": 16.5}, r"config.train.batch_size=16.5 must be a positive integer"),
     ({"optim__momentum": 1.5}, r"config.optim.momentum=1.5 is out of range: it must be >= 0.0 and <= 0.999999"),
@@ -143,22 +146,25 @@ def _config(**changes):
     ({"ema__base": 1.2}, r"config.ema.base=1.2 must lie in \[0, 1\]"),
     ({"method": "simdis"}, r"config.method='simdis' is not valid; choose one of"),
     ({"train__batch_size": 12}, r"config.train.batch_size=12 must be divisible by the number of devices \(8\)"),
-])
+  ],
+)
 def test_bad_config_values_are_clear_errors_before_compilation(tmp_path, no_compile, changes, message):
   with pytest.raises(ValueError, match=message):
     train.train_and_evaluate(_config(**changes), str(tmp_path))
 
 
 @requires_fashion_mnist
-@pytest.mark.parametrize("changes, key", [
+@pytest.mark.parametrize(
+  "changes, key",
+  [
     ({"method": "simdis_off", "teacher__workdir": "/elsewhere"}, "method"),  # same arrays, other method
     ({"head_combination": "sum"}, "head_combination"),
     ({"model__student__width": 8}, "model.student"),
     ({"data__image_size": 20}, "data.image_size"),  # same arrays, other images: accepted silently before
     ({"train__batch_size": 64}, "train.batch_size"),
-])
-def test_resuming_a_checkpoint_of_another_model_or_method_names_the_key(baseline, tmp_path, no_compile, changes,
-                                                                         key):
+  ],
+)
+def test_resuming_a_checkpoint_of_another_model_or_method_names_the_key(baseline, tmp_path, no_compile, changes, key):
   shutil.copytree(baseline, str(tmp_path), dirs_exist_ok=True)
   with pytest.raises(ValueError, match=rf"config.{key}[ =].*but this config has.*Resume it with --config.{key}[.=]"):
     train.train_and_evaluate(_config(**changes), str(tmp_path))
@@ -170,8 +176,9 @@ def test_an_unwritable_workdir_or_a_full_disk_fails_at_start_up(tmp_path, monkey
   blocker.write_text("not a directory")
   with pytest.raises(OSError, match="is not writable.*choose a directory you can write to"):
     train.train_and_evaluate(_config(), str(blocker / "workdir"))
-  monkeypatch.setattr(checkpoint.shutil, "disk_usage",
-                      lambda path: shutil._ntuple_diskusage(10 << 30, 10 << 30, 1 << 20))
+  monkeypatch.setattr(
+    checkpoint.shutil, "disk_usage", lambda path: shutil._ntuple_diskusage(10 << 30, 10 << 30, 1 << 20)
+  )
   with pytest.raises(OSError, match=r"Not enough free disk .*: 1 MiB available, \d+ MiB needed \(8 kept \+ 1"):
     train.train_and_evaluate(_config(), str(tmp_path / "full"))
 

@@ -88,8 +88,10 @@ def test_supervised_recipe_improves_knn_and_reports_its_classifier(tmp_path):
   c.probe.num_classes = 10
   result = train.train_and_evaluate(c, str(tmp_path))
   gain = result["knn_top1/student"] - result["knn_top1/student_init"]
-  print(f"supervised_standard: kNN {result['knn_top1/student_init']:.1f}% -> {result['knn_top1/student']:.1f}%, "
-        f"classifier {result['classifier_top1']:.1f}%")
+  print(
+    f"supervised_standard: kNN {result['knn_top1/student_init']:.1f}% -> {result['knn_top1/student']:.1f}%, "
+    f"classifier {result['classifier_top1']:.1f}%"
+  )
   assert gain > 2.0  # measured +4.4 points here (8 fake devices), +5.6 on 2 devices
   assert 40.0 < result["classifier_top1"] <= 100.0  # ten classes: chance is 10%
   assert result["train_top1"] > 10.0

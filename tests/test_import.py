@@ -67,8 +67,8 @@ class TorchResNet(nn.Module):
     for i, n in enumerate(layers):
       blocks = []
       for j in range(n):
-        blocks.append(Block(cin, width * 2 ** i, 2 if i > 0 and j == 0 else 1, bottleneck))
-        cin = width * 2 ** i * (4 if bottleneck else 1)
+        blocks.append(Block(cin, width * 2**i, 2 if i > 0 and j == 0 else 1, bottleneck))
+        cin = width * 2**i * (4 if bottleneck else 1)
       setattr(self, f"layer{i + 1}", nn.Sequential(*blocks))
     self.fc = nn.Linear(cin, classes)
 
@@ -110,8 +110,9 @@ def test_torchvision_resnet_imports_and_matches_torch(tmp_path, cifar, bottlenec
   net = randomise_bn(TorchResNet(layers, width=4, cifar=cifar, bottleneck=bottleneck))
   path = str(tmp_path / "resnet.pth")
   torch.save(net.state_dict(), path)
-  info = import_weights.import_checkpoint("torchvision", path, str(tmp_path / "run"), tiny_byol_config(),
-                                         hidden_dim=32, proj_dim=16)
+  info = import_weights.import_checkpoint(
+    "torchvision", path, str(tmp_path / "run"), tiny_byol_config(), hidden_dim=32, proj_dim=16
+  )
   assert info["freshly_initialised"] == ["predictor_sema_dv", "projector"] and info["ema"] == "copy of online"
   assert "classifier fc (10 classes)" in info["notes"][0]
   enc = simdis_jax.load_encoder(str(tmp_path / "run"))
@@ -126,8 +127,9 @@ def test_torchvision_resnet_imports_and_matches_torch(tmp_path, cifar, bottlenec
   # The EMA copy computes the same, and the running variance is PyTorch's value unchanged.
   ema = simdis_jax.load_encoder(str(tmp_path / "run"), weights="ema")
   np.testing.assert_array_equal(np.asarray(ema.apply_fn(ema.variables, x)), got)
-  np.testing.assert_array_equal(np.asarray(enc.variables["batch_stats"]["encoder"]["stem_bn"]["var"]),
-                                net.bn1.running_var.numpy())
+  np.testing.assert_array_equal(
+    np.asarray(enc.variables["batch_stats"]["encoder"]["stem_bn"]["var"]), net.bn1.running_var.numpy()
+  )
 
 
 # ------------------------------------------------------------------- the SimDis authors' layout
@@ -145,8 +147,11 @@ class AuthorsNet(nn.Module):
     feat = width * 8
     self.fc = nn.Sequential(nn.Linear(feat, hidden), nn.BatchNorm1d(hidden), nn.ReLU(), nn.Linear(hidden, proj))
     for h in heads:
-      setattr(self, f"pred_{h}", nn.Sequential(nn.Linear(proj, hidden), nn.BatchNorm1d(hidden), nn.ReLU(),
-                                               nn.Linear(hidden, proj)))
+      setattr(
+        self,
+        f"pred_{h}",
+        nn.Sequential(nn.Linear(proj, hidden), nn.BatchNorm1d(hidden), nn.ReLU(), nn.Linear(hidden, proj)),
+      )
 
   def features(self, x):
     return TorchResNet.features(self, x)
@@ -193,6 +198,7 @@ def test_authors_checkpoint_imports_online_and_ema_with_projector_and_predictor(
   head = getattr(model, network).pred_sema_dv if network == "student" else model.teacher.pred_ttemadv
   config = simdis_jax.load_encoder(out).config
   from simdis_jax.state import build_networks  # pylint: disable=import-outside-toplevel
+
   with open(os.path.join(out, "run_info.json")) as f:
     assert json.load(f)["total_steps"] == 1
   restored = runs.restore(out, _mesh1()).state.student
@@ -205,19 +211,27 @@ def test_authors_checkpoint_imports_online_and_ema_with_projector_and_predictor(
 
 def _mesh1():
   from simdis_jax import parallel  # pylint: disable=import-outside-toplevel
+
   return parallel.make_mesh(jax.devices()[:1])
 
 
 def test_pth_files_are_read_without_torch(authors_file):
   _, path = authors_file
-  code = ("import sys; sys.modules['torch'] = None\n"
-          "from simdis_jax.interop import torch_pickle\n"
-          f"obj = torch_pickle.load({path!r})\n"
-          "sd = torch_pickle.state_dict(obj)\n"
-          "print(obj['start_epoch'], len(sd), sd['module.student.conv1.weight'].shape, 'torch' in sys.modules and "
-          "sys.modules['torch'] is not None)")
-  out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
-                       cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+  code = (
+    "import sys; sys.modules['torch'] = None\n"
+    "from simdis_jax.interop import torch_pickle\n"
+    f"obj = torch_pickle.load({path!r})\n"
+    "sd = torch_pickle.state_dict(obj)\n"
+    "print(obj['start_epoch'], len(sd), sd['module.student.conv1.weight'].shape, 'torch' in sys.modules and "
+    "sys.modules['torch'] is not None)"
+  )
+  out = subprocess.run(
+    [sys.executable, "-c", code],
+    capture_output=True,
+    text=True,
+    check=True,
+    cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
+  )
   n = len(authors_file[0].state_dict())
   assert out.stdout.split() == ["300", str(n), "(4,", "1,", "3,", "3)", "False"]
 
@@ -234,8 +248,7 @@ def test_wrong_files_and_formats_are_clear_errors(authors_file, tmp_path):
   rgb = TorchResNet(channels=3)
   torch.save(rgb.state_dict(), str(tmp_path / "rgb.pth"))
   with pytest.raises(ValueError, match="takes 3-channel images but config.data.name='fashion_mnist'"):
-    import_weights.import_checkpoint("torchvision", str(tmp_path / "rgb.pth"), str(tmp_path / "d"),
-                                     tiny_byol_config())
+    import_weights.import_checkpoint("torchvision", str(tmp_path / "rgb.pth"), str(tmp_path / "d"), tiny_byol_config())
 
 
 # ------------------------------------------------------------------- BN running variance conventions
@@ -244,11 +257,13 @@ def test_wrong_files_and_formats_are_clear_errors(authors_file, tmp_path):
 @pytest.mark.parametrize("shape", [(2, 2, 2, 5), (8, 5)])
 def test_unbiased_running_variance_follows_torch_and_biased_is_flax(shape):
   import flax.linen as fnn  # pylint: disable=import-outside-toplevel
+
   rng = np.random.default_rng(0)
   xs = [rng.normal(size=shape).astype(np.float32) * 3 + 1 for _ in range(3)]
   tbn = (nn.BatchNorm2d if len(shape) == 4 else nn.BatchNorm1d)(shape[-1]).train()
-  ours, flax_bn = (m(use_running_average=False, momentum=0.9, epsilon=1e-5)
-                   for m in (batch_norm.BatchNorm, fnn.BatchNorm))
+  ours, flax_bn = (
+    m(use_running_average=False, momentum=0.9, epsilon=1e-5) for m in (batch_norm.BatchNorm, fnn.BatchNorm)
+  )
   v_ours = v_flax = ours.init(jax.random.PRNGKey(0), xs[0])
   for x in xs:
     y, upd = ours.apply(v_ours, x, mutable=["batch_stats"])
@@ -257,12 +272,10 @@ def test_unbiased_running_variance_follows_torch_and_biased_is_flax(shape):
     y_torch = tbn(torch.from_numpy(np.moveaxis(x, -1, 1) if len(shape) == 4 else x))
     np.testing.assert_array_equal(np.asarray(y), np.asarray(y_flax))  # the output is Flax's, bit for bit
     y_torch = y_torch.detach().numpy()
-    np.testing.assert_allclose(np.asarray(y), np.moveaxis(y_torch, 1, -1) if len(shape) == 4 else y_torch,
-                               atol=1e-5)
+    np.testing.assert_allclose(np.asarray(y), np.moveaxis(y_torch, 1, -1) if len(shape) == 4 else y_torch, atol=1e-5)
   n = int(np.prod(shape[:-1]))
   np.testing.assert_allclose(np.asarray(v_ours["batch_stats"]["var"]), tbn.running_var.numpy(), rtol=1e-5)
-  np.testing.assert_allclose(np.asarray(v_ours["batch_stats"]["mean"]), tbn.running_mean.numpy(), rtol=1e-5,
-                             atol=1e-6)
+  np.testing.assert_allclose(np.asarray(v_ours["batch_stats"]["mean"]), tbn.running_mean.numpy(), rtol=1e-5, atol=1e-6)
   # Flax's (biased) running variance is torch's with each batch's n / (n - 1) undone: 8 values per channel
   # put the two conventions 1/7 apart in every batch's contribution.
   want_biased = np.ones(shape[-1], np.float32)
@@ -275,11 +288,13 @@ def test_unbiased_running_variance_follows_torch_and_biased_is_flax(shape):
 def test_default_networks_still_use_flax_batchnorm():
   from simdis_jax.models import resnet  # pylint: disable=import-outside-toplevel
   import flax.linen as fnn  # pylint: disable=import-outside-toplevel
+
   assert resnet.batch_norm(True, None).func is fnn.BatchNorm
   assert resnet.batch_norm(True, None, running_var="unbiased").func is batch_norm.BatchNorm
   c = tiny_config()
   c.model.bn_running_var = "pytorch"
   from simdis_jax import configuration  # pylint: disable=import-outside-toplevel
+
   with pytest.raises(ValueError, match="bn_running_var='pytorch'"):
     configuration.validate(c)
 
@@ -334,10 +349,25 @@ def imported_teacher(tmp_path_factory):
   root = tmp_path_factory.mktemp("imported")
   teacher = randomise_bn(TorchResNet(width=8, cifar=True))
   torch.save(teacher.state_dict(), str(root / "teacher.pth"))
-  assert import_weights.main(["--format", "torchvision", "--in", str(root / "teacher.pth"),
-                              "--out", str(root / "teacher"), "--config", os.path.join(
-                                  os.path.dirname(__file__), "tiny_cli_config.py") + ":byol,byol",
-                              "--hidden_dim", "32", "--proj_dim", "16"]) == 0
+  assert (
+    import_weights.main(
+      [
+        "--format",
+        "torchvision",
+        "--in",
+        str(root / "teacher.pth"),
+        "--out",
+        str(root / "teacher"),
+        "--config",
+        os.path.join(os.path.dirname(__file__), "tiny_cli_config.py") + ":byol,byol",
+        "--hidden_dim",
+        "32",
+        "--proj_dim",
+        "16",
+      ]
+    )
+    == 0
+  )
   return teacher, str(root / "teacher")
 
 
@@ -361,6 +391,7 @@ def test_simdis_off_distils_from_an_imported_torchvision_teacher(imported_teache
 @requires_fashion_mnist
 def test_knn_and_linear_evaluation_accept_an_imported_run(imported_teacher, tmp_path):
   from simdis_jax.evaluation import knn, linear, linear_config  # pylint: disable=import-outside-toplevel
+
   _, workdir = imported_teacher
   result = knn.evaluate_checkpoint(workdir, ks=(5,), train_examples=200, eval_examples=100)
   assert result["step"] == 1 and 10.0 < result["knn_top1/k5"] <= 100.0  # above chance on 10 classes
@@ -384,8 +415,23 @@ def colour_teacher(tmp_path_factory):
   root = tmp_path_factory.mktemp("colour")
   teacher = randomise_bn(TorchResNet(width=8, channels=3, cifar=False), seed=1)
   torch.save(teacher.state_dict(), str(root / "teacher.pth"))
-  assert import_weights.main(["--format", "torchvision", "--in", str(root / "teacher.pth"), "--out",
-                              str(root / "teacher"), "--hidden_dim", "32", "--proj_dim", "16"]) == 0
+  assert (
+    import_weights.main(
+      [
+        "--format",
+        "torchvision",
+        "--in",
+        str(root / "teacher.pth"),
+        "--out",
+        str(root / "teacher"),
+        "--hidden_dim",
+        "32",
+        "--proj_dim",
+        "16",
+      ]
+    )
+    == 0
+  )
   return teacher, str(root / "teacher")
 
 
@@ -402,7 +448,11 @@ def test_a_colour_imagenet_teacher_distils_into_a_grey_student_with_one_flag(col
   saved = runs.read_run_config(str(tmp_path / "student")).model.teacher
   imagenet = configuration.base_config().data.augment
   assert (saved.cifar_stem, saved.in_channels, tuple(saved.input_mean), tuple(saved.input_std)) == (
-      False, 3, tuple(imagenet.mean), tuple(imagenet.std))
+    False,
+    3,
+    tuple(imagenet.mean),
+    tuple(imagenet.std),
+  )
   # The frozen teacher sees each grey view replicated to R = G = B and normalised with ImageNet's statistics.
   run = simdis_jax.load_encoder(str(tmp_path / "student"), network="teacher")
   x, _ = fixed_inputs(channels=1)
@@ -415,12 +465,16 @@ def test_a_colour_imagenet_teacher_distils_into_a_grey_student_with_one_flag(col
 
 def test_a_grey_teacher_on_colour_data_is_a_clear_error():
   from simdis_jax import offline_teacher  # pylint: disable=import-outside-toplevel
+
   run = tiny_config("byol", "byol")  # Fashion-MNIST: one channel
   c = tiny_config("simdis_off", "simdis_2v")
   c.data.name = "imagenette"
   c.teacher.workdir = "workdirs/grey_teacher"
-  with pytest.raises(ValueError, match=r"is a 1-channel network but config.data.name='imagenette' has 3-channel "
-                                       r"images: a grey image can go to a colour teacher"):
+  with pytest.raises(
+    ValueError,
+    match=r"is a 1-channel network but config.data.name='imagenette' has 3-channel "
+    r"images: a grey image can go to a colour teacher",
+  ):
     offline_teacher.teacher_section(c, run)
   c.data.name = "fashion_mnist"  # the same inputs: nothing to adapt, the section as trained
   section = offline_teacher.teacher_section(c, run)
@@ -429,6 +483,7 @@ def test_a_grey_teacher_on_colour_data_is_a_clear_error():
 
 def test_the_input_map_undoes_the_data_normalisation_and_applies_the_networks_own():
   from simdis_jax.models import input_adapter  # pylint: disable=import-outside-toplevel
+
   assert input_adapter.affine(configuration.network_config(10, 4, True, 32, 16), (0.286,), (0.353,)) == ()
   x = np.random.default_rng(0).normal(size=(2, 4, 4, 1)).astype(np.float32)
   assert input_adapter.apply(x, ()) is x
@@ -436,5 +491,6 @@ def test_the_input_map_undoes_the_data_normalisation_and_applies_the_networks_ow
   section.in_channels, section.input_mean, section.input_std = 3, (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
   got = np.asarray(input_adapter.apply(x, input_adapter.affine(section, (0.286,), (0.353,))))
   pixels = x * 0.353 + 0.286
-  np.testing.assert_allclose(got, (np.repeat(pixels, 3, -1) - section.input_mean) / section.input_std, rtol=1e-5,
-                             atol=1e-6)
+  np.testing.assert_allclose(
+    got, (np.repeat(pixels, 3, -1) - section.input_mean) / section.input_std, rtol=1e-5, atol=1e-6
+  )

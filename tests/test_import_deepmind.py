@@ -71,16 +71,18 @@ def test_haiku_style_basic_blocks_project_the_first_shortcut_of_every_stage():
   for style in resnet.STYLES:
     params = resnet.resnet(18, width=4, style=style).init(jax.random.PRNGKey(0), x)["params"]
     paths[style] = {"/".join(p.key for p in path) for path, _ in jax.tree_util.tree_leaves_with_path(params)}
-  assert paths["haiku"] - paths["torchvision"] == {"stage1_block1/proj_conv/kernel", "stage1_block1/proj_bn/scale",
-                                                   "stage1_block1/proj_bn/bias"}
+  assert paths["haiku"] - paths["torchvision"] == {
+    "stage1_block1/proj_conv/kernel",
+    "stage1_block1/proj_bn/scale",
+    "stage1_block1/proj_bn/bias",
+  }
   assert paths["torchvision"] <= paths["haiku"]
 
 
 def test_style_is_a_validated_network_key_and_old_configs_read_as_torchvision():
   c = tiny_config("byol", "byol")
   assert c.model.student.style == "torchvision"
-  assert runs.with_network_defaults({"model": {"student": {"depth": 18}}})["model"]["student"]["style"] \
-      == "torchvision"
+  assert runs.with_network_defaults({"model": {"student": {"depth": 18}}})["model"]["student"]["style"] == "torchvision"
   c.model.student.style = "haiku"
   configuration.validate(c)
   for arch, style in (("resnet", "tf"), ("mobilenet_v3_small", "haiku")):
@@ -91,6 +93,7 @@ def test_style_is_a_validated_network_key_and_old_configs_read_as_torchvision():
 
 # ------------------------------------------------ a BYOL network built with dm-haiku, pickled as DeepMind did
 
+
 def haiku_byol_forward(depth, width, hidden, proj, classes=5):
   """hk.transform_with_state of BYOL's network: ResNet v1 torso (all four stages project), projector, predictor."""
   hk = pytest.importorskip("haiku")
@@ -99,9 +102,12 @@ def haiku_byol_forward(depth, width, hidden, proj, classes=5):
   def forward(x, is_training):
     feature = Torso(depth, width, name=f"res_net{depth}")(x, is_training)
     projection = MLP(hidden, proj, name="projector")(feature, is_training)
-    return {"feature": feature, "projection": projection,
-            "prediction": MLP(hidden, proj, name="predictor")(projection, is_training),
-            "logits": hk.Linear(classes, name="classifier")(feature)}
+    return {
+      "feature": feature,
+      "projection": projection,
+      "prediction": MLP(hidden, proj, name="predictor")(projection, is_training),
+      "logits": hk.Linear(classes, name="classifier")(feature),
+    }
 
   return hk.transform_with_state(forward)
 
@@ -110,9 +116,11 @@ def trained_like(net, seed, x):
   """Params with non-trivial BN scales/offsets and biases, and BN EMAs accumulated over 3 training steps."""
   params, state = net.init(jax.random.PRNGKey(seed), x, True)
   keys = iter(jax.random.split(jax.random.PRNGKey(seed + 100), 1000))
-  noisy = {"scale": lambda v: 1 + 0.2 * jax.random.normal(next(keys), v.shape),
-           "offset": lambda v: 0.1 * jax.random.normal(next(keys), v.shape),
-           "b": lambda v: 0.1 * jax.random.normal(next(keys), v.shape)}
+  noisy = {
+    "scale": lambda v: 1 + 0.2 * jax.random.normal(next(keys), v.shape),
+    "offset": lambda v: 0.1 * jax.random.normal(next(keys), v.shape),
+    "b": lambda v: 0.1 * jax.random.normal(next(keys), v.shape),
+  }
   params = {m: {k: noisy.get(k, lambda v: v)(v) for k, v in d.items()} for m, d in params.items()}
   train_step = jax.jit(lambda p, s, b: net.apply(p, s, None, b, True)[1])
   for step in range(3):  # counter 3: `average` = hidden / (1 - 0.9^3), so reading `hidden` would be wrong
@@ -122,6 +130,7 @@ def trained_like(net, seed, x):
 
 class FlatMapping(dict):
   """Stands for haiku._src.data_structures.FlatMapping (2020), which pickles as (FlatMapping, (a dict,))."""
+
   pickle_as = ("haiku._src.data_structures", "FlatMapping")
 
   def __reduce__(self):
@@ -156,9 +165,13 @@ class DillLikePickler(pickle._Pickler):  # pylint: disable=protected-access
     if obj is ByolState:
       module, name = "byol.byol_experiment", "_ByolExperimentState"
     if module.startswith("numpy._core"):
-      module = "numpy.core" + module[len("numpy._core"):]
-    if module in ("byol.byol_experiment", "byol.utils.optimizers", "haiku._src.data_structures", "dill._dill") \
-        or module.startswith("numpy.core"):
+      module = "numpy.core" + module[len("numpy._core") :]
+    if module in (
+      "byol.byol_experiment",
+      "byol.utils.optimizers",
+      "haiku._src.data_structures",
+      "dill._dill",
+    ) or module.startswith("numpy.core"):
       self.write(pickle.GLOBAL + f"{module}\n{name}\n".encode())
       self.memoize(obj)
       return
@@ -170,14 +183,21 @@ class DillLikePickler(pickle._Pickler):  # pylint: disable=protected-access
 
 def write_deepmind_pickle(path, online, target, by_reference=False):
   """{'experiment_state', 'step', 'rng'} as byol/utils/checkpointing.py dumps it (one device's copy)."""
+
   def frozen(tree):
     return FlatMapping({m: FlatMapping({k: np.asarray(v) for k, v in d.items()}) for m, d in tree.items()})
 
-  state = ByolState(frozen(online[0]), frozen(target[0]), frozen(online[1]), frozen(target[1]),
-                    LarsState(frozen(jax.tree.map(np.zeros_like, online[0]))))
+  state = ByolState(
+    frozen(online[0]),
+    frozen(target[0]),
+    frozen(online[1]),
+    frozen(target[1]),
+    LarsState(frozen(jax.tree.map(np.zeros_like, online[0]))),
+  )
   with open(path, "wb") as f:
-    DillLikePickler(f, by_reference).dump({"experiment_state": state, "step": 1000,
-                                           "rng": np.array([0, 42], np.uint32)})
+    DillLikePickler(f, by_reference).dump(
+      {"experiment_state": state, "step": 1000, "rng": np.array([0, 42], np.uint32)}
+    )
 
 
 def rgb_config():
@@ -199,18 +219,20 @@ def test_deepmind_checkpoint_imports_and_matches_haikus_forward(tmp_path, depth,
   info = import_weights.import_checkpoint("deepmind", path, out, rgb_config())
   assert info["freshly_initialised"] == [] and info["ema"] == "from the file" and info["bn_running_var"] == "biased"
   enc = simdis_jax.load_encoder(out)
-  assert dict(enc.config.model.student) == dict(configuration.network_config(depth, width, False, 24, 8,
-                                                                             style="haiku", head_bias=False))
+  assert dict(enc.config.model.student) == dict(
+    configuration.network_config(depth, width, False, 24, 8, style="haiku", head_bias=False)
+  )
   assert enc.config.model.bn_running_var == "biased"
   evaluate = jax.jit(lambda p, s: net.apply(p, s, None, x, False)[0])
   for weights, (params, state) in (("online", online), ("ema", target)):
     want = evaluate(params, state)
     # The EMA's projection covers its encoder; the online network's features are checked on their own.
-    for project, key in ((False, "feature"), (True, "projection"))[weights == "ema":]:
+    for project, key in ((False, "feature"), (True, "projection"))[weights == "ema" :]:
       enc = simdis_jax.load_encoder(out, weights=weights, project=project)
       np.testing.assert_allclose(np.asarray(enc.apply_fn(enc.variables, x)), want[key], atol=ATOL, rtol=RTOL)
   # The online predictor becomes the student's BYOL head (sema_dv).
   from simdis_jax import parallel  # pylint: disable=import-outside-toplevel
+
   restored = runs.restore(out, parallel.make_mesh(jax.devices()[:1])).state.student
   online_net = Network(depth, width, False, 24, 8, heads=("sema_dv",), style="haiku", head_bias=False)
   outs = online_net.apply({"params": restored.params, "batch_stats": restored.batch_stats}, x, train=False)
@@ -231,8 +253,7 @@ def test_deepmind_checkpoint_imports_and_matches_haikus_forward(tmp_path, depth,
   assert float(stem["counter"]) == int(ema["counter"]) == 3
   assert "bias" not in restored.params["projector"]["dense2"]  # BYOL's last Linear has none (head_bias=False)
   # And back: to_haiku gives the file's online params and state under Haiku's names (predictor included).
-  params, state = deepmind.to_haiku({"params": restored.params, "batch_stats": restored.batch_stats},
-                                    f"res_net{depth}")
+  params, state = deepmind.to_haiku({"params": restored.params, "batch_stats": restored.batch_stats}, f"res_net{depth}")
   want_params = {k: v for k, v in online[0].items() if not k.startswith("classifier")}
   assert jax.tree.structure(params) == jax.tree.structure(want_params)
   for got, want in zip(jax.tree.leaves((params, state)), jax.tree.leaves((want_params, online[1]))):

@@ -28,8 +28,9 @@ def test_missing_data_says_how_to_get_it(tmp_path):
 def test_idx_reader_on_a_constructed_file(tmp_path):
   path = os.path.join(tmp_path, "x.gz")
   with gzip.open(path, "wb") as f:
-    f.write(bytes([0, 0, 8, 3]) + (2).to_bytes(4, "big") + (2).to_bytes(4, "big") + (3).to_bytes(4, "big")
-            + bytes(range(12)))
+    f.write(
+      bytes([0, 0, 8, 3]) + (2).to_bytes(4, "big") + (2).to_bytes(4, "big") + (3).to_bytes(4, "big") + bytes(range(12))
+    )
   np.testing.assert_array_equal(fashion_mnist.read_idx(path), np.arange(12).reshape(2, 2, 3))
   with gzip.open(path, "wb") as f:
     f.write(bytes([0, 0, 8, 1]) + (5).to_bytes(4, "big") + bytes(3))
@@ -57,10 +58,11 @@ def test_process_slices_are_disjoint_and_cover_the_batch():
 
 def test_an_unprepared_imagenet_is_a_clear_error_saying_how_to_prepare_it():
   from simdis_jax import configuration  # pylint: disable=import-outside-toplevel
-  from simdis_jax.data import pipeline  # pylint: disable=import-outside-toplevel
+  from simdis_jax.data import sources  # pylint: disable=import-outside-toplevel
+
   data = configuration.base_config().data
   data.data_dir = "/nonexistent/tfds"
-  with pytest.raises(pipeline.DatasetNotFoundError, match="tfds build imagenet2012.*manual_dir"):
+  with pytest.raises(sources.DatasetNotFoundError, match="tfds build imagenet2012.*manual_dir"):
     data_input.load_dataset(data)
 
 

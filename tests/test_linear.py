@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 
 from conftest import requires_fashion_mnist, tiny_config
-from simdis_jax import checkpoint, parallel, runs, train
+from simdis_jax import checkpoint, parallel, preemption, runs, train
 from simdis_jax import workdir as workdir_files
 from simdis_jax.data import input as data_input
 from simdis_jax.evaluation import classifier as classifier_lib
@@ -54,8 +54,9 @@ def test_classifier_separates_linearly_separable_features(protocol):
   assert ("bn" in state.params) == (protocol == "authors")
   # The same classifier before training is at chance: the accuracy above was learned.
   tx, _ = classifier_lib.make_optimizer(c, int(state.step))
-  untrained = classifier_lib.evaluate_features(classifier, classifier_lib.init_state(classifier, tx, 16, c.seed),
-                                               test_x, test_y)
+  untrained = classifier_lib.evaluate_features(
+    classifier, classifier_lib.init_state(classifier, tx, 16, c.seed), test_x, test_y
+  )
   assert untrained["top1"] < 40.0, untrained
 
 
@@ -103,7 +104,12 @@ def test_shipped_linear_configs_validate_and_document_their_command(path):
 def test_imagenet_preset_is_the_papers_setting():
   c, _ = load_config_file("configs/imagenet/linear_eval.py")
   assert (c.mode, c.train.epochs, c.optim.base_lr, c.optim.momentum, c.optim.weight_decay) == (
-      "full", 80.0, 0.001, 0.9, 0.0)
+    "full",
+    80.0,
+    0.001,
+    0.9,
+    0.0,
+  )
   assert (c.data.name, c.data.image_size, c.data.augment.eval_crop_fraction) == ("imagenet2012", 224, 0.875)
 
 
@@ -164,16 +170,21 @@ def rescored(linear_workdir, c):
   data = pre.config.data
   dataset = data_input.load_dataset(data)
   variables = features.encoder_variables(getattr(pre.state, c.pretrained.network), c.pretrained.weights)
-  fn = functools.partial(features.make_feature_fn(getattr(pre.networks, c.pretrained.network),
-                                                  dataset.device_augment_config(data.augment), data.image_size,
-                                                  mesh), variables)
+  fn = functools.partial(
+    features.make_feature_fn(
+      getattr(pre.networks, c.pretrained.network), dataset.device_augment_config(data.augment), data.image_size, mesh
+    ),
+    variables,
+  )
   feats, labels = features.extract_features(
-      fn, dataset.eval_batches("eval", c.data.eval_examples, c.eval.batch_size, mesh, c.seed))
+    fn, dataset.eval_batches("eval", c.data.eval_examples, c.eval.batch_size, mesh, c.seed)
+  )
   mgr = checkpoint.manager(linear_workdir)
   saved = mgr.restore(mgr.latest_step(), args=checkpoint.ocp.args.StandardRestore())
   mgr.close()
-  state = classifier_lib.ClassifierState(saved["step"], saved["rng"], saved["params"],
-                                         saved.get("batch_stats") or {}, None)
+  state = classifier_lib.ClassifierState(
+    saved["step"], saved["rng"], saved["params"], saved.get("batch_stats") or {}, None
+  )
   classifier = classifier_lib.make_classifier(c, dataset.num_classes)
   return classifier_lib.evaluate_features(classifier, state, feats, labels), labels.shape[0]
 
@@ -184,8 +195,7 @@ def fast_run(pretrained, tmp_path_factory):
   before = pretrained_encoder(pretrained["finished"])
   workdir = str(tmp_path_factory.mktemp("fast") / "linear")
   result = linear.run(small_config(pretrained["finished"]), workdir)
-  return {"workdir": workdir, "result": result, "before": before,
-          "after": pretrained_encoder(pretrained["finished"])}
+  return {"workdir": workdir, "result": result, "before": before, "after": pretrained_encoder(pretrained["finished"])}
 
 
 @requires_fashion_mnist
@@ -194,11 +204,28 @@ def test_fast_run_keeps_the_encoder_writes_results_and_reruns_only_the_evaluatio
     np.testing.assert_array_equal(x, y)
   workdir, result = fast_run["workdir"], fast_run["result"]
   saved = json.loads(open(os.path.join(workdir, workdir_files.LINEAR_EVAL_FILE)).read())
-  for key in ("pretrained_workdir", "network", "weights", "protocol", "mode", "mode_name", "epochs",
-              "batch_size", "top1", "top5", "train_top1", "wall_time_s", "feature_dim"):
+  for key in (
+    "pretrained_workdir",
+    "network",
+    "weights",
+    "protocol",
+    "mode",
+    "mode_name",
+    "epochs",
+    "batch_size",
+    "top1",
+    "top5",
+    "train_top1",
+    "wall_time_s",
+    "feature_dim",
+  ):
     assert key in saved, key
   assert (saved["network"], saved["weights"], saved["protocol"], saved["mode"]) == (
-      "student", "online", "authors", "fast")
+    "student",
+    "online",
+    "authors",
+    "fast",
+  )
   assert saved["mode_name"] == "fast (cached features, no augmentation)"
   assert (saved["steps"], saved["epochs"], saved["trained_steps"]) == (8, 1.0, 8)
   assert saved["feature_dim"] == 4 * 8  # ResNet-10 of width 4: 8x width after the last stage
@@ -230,7 +257,10 @@ def test_fast_run_resumed_after_a_stop_matches_a_straight_run(pretrained, fast_r
   assert resumed["trained_steps"] == 5
   straight = fast_run["result"]
   assert (resumed["top1"], resumed["top5"], resumed["train_top1"]) == (
-      straight["top1"], straight["top5"], straight["train_top1"])
+    straight["top1"],
+    straight["top5"],
+    straight["train_top1"],
+  )
 
 
 @requires_fashion_mnist
@@ -276,8 +306,8 @@ def test_a_preemption_during_full_mode_saves_at_that_step_and_the_rerun_finishes
   c.train.steps = 3
   c.train.checkpoint_every_steps = 10
   # SIGTERM noticed at the boundary after step 1 (not a log or checkpoint step).
-  monkeypatch.setattr(checkpoint.PreemptionWatch, "reached", lambda self, step: step == 1)
-  with pytest.raises(checkpoint.Preempted, match="checkpoint saved at step 1"):
+  monkeypatch.setattr(preemption.PreemptionWatch, "reached", lambda self, step: step == 1)
+  with pytest.raises(preemption.Preempted, match="checkpoint saved at step 1"):
     linear.run(c, str(tmp_path))
   assert checkpoint.manager(str(tmp_path)).all_steps() == [1]
   monkeypatch.undo()
@@ -288,10 +318,22 @@ def test_a_preemption_during_full_mode_saves_at_that_step_and_the_rerun_finishes
 def test_main_dispatches_linear_eval_configs(tmp_path):
   # Pretraining's schema would reject the 'task' key; reaching the input check proves the dispatch.
   proc = subprocess.run(
-      [sys.executable, "-m", "simdis_jax.main", "--config", "configs/imagenet/linear_eval.py",
-       "--workdir", str(tmp_path / "linear"), f"--config.pretrained.workdir={tmp_path / 'pretrained'}",
-       f"--config.data.data_dir={tmp_path / 'tfds'}"],
-      cwd=ROOT, capture_output=True, text=True, timeout=120,
-      env={**os.environ, "JAX_PLATFORMS": "cpu", "XLA_FLAGS": ""})
+    [
+      sys.executable,
+      "-m",
+      "simdis_jax.main",
+      "--config",
+      "configs/imagenet/linear_eval.py",
+      "--workdir",
+      str(tmp_path / "linear"),
+      f"--config.pretrained.workdir={tmp_path / 'pretrained'}",
+      f"--config.data.data_dir={tmp_path / 'tfds'}",
+    ],
+    cwd=ROOT,
+    capture_output=True,
+    text=True,
+    timeout=120,
+    env={**os.environ, "JAX_PLATFORMS": "cpu", "XLA_FLAGS": ""},
+  )
   assert proc.returncode != 0
   assert "DatasetNotFoundError" in proc.stderr and "tfds build imagenet2012" in proc.stderr, proc.stderr[-2000:]

@@ -52,8 +52,10 @@ def test_a_lock_held_from_another_host_is_left_in_place_and_named(tmp_path):
     json.dump({"host": "elsewhere", "pid": 1, "since": "2024-01-02 03:04:05"}, f)
   with pytest.raises(lock.WorkdirLocked) as e:
     lock.acquire(workdir)
-  assert str(e.value) == (f"Another run (pid 1 on elsewhere, since 2024-01-02 03:04:05) is using {workdir}. Wait for "
-                          f"it to end, choose another --workdir, or, if that process is gone, delete {path}.")
+  assert str(e.value) == (
+    f"Another run (pid 1 on elsewhere, since 2024-01-02 03:04:05) is using {workdir}. Wait for "
+    f"it to end, choose another --workdir, or, if that process is gone, delete {path}."
+  )
   assert json.load(open(path))["host"] == "elsewhere"  # not ours to remove
   lock.release(path)  # not held here: nothing happens
   assert os.path.exists(path)
@@ -66,8 +68,10 @@ def test_a_lock_file_naming_no_holder_says_to_delete_it(tmp_path, content):
     f.write(content)  # a process killed between creating and writing it
   with pytest.raises(lock.WorkdirLocked) as e:
     lock.acquire(workdir)
-  assert str(e.value) == (f"{path} exists but names no holder (a run killed while starting?). If no other run uses "
-                          f"{workdir}, delete {path} and start again.")
+  assert str(e.value) == (
+    f"{path} exists but names no holder (a run killed while starting?). If no other run uses "
+    f"{workdir}, delete {path} and start again."
+  )
   assert open(path).read() == content
 
 
@@ -84,8 +88,9 @@ def test_a_stale_lock_that_comes_back_at_once_is_another_run_starting(tmp_path, 
   monkeypatch.setattr(lock, "_try_create", another_run_creates_it_first)
   with pytest.raises(lock.WorkdirLocked) as e:
     lock.acquire(workdir)
-  assert str(e.value) == (f"Could not take {path}: another run is starting on {workdir}; wait for it or choose "
-                          "another --workdir.")
+  assert str(e.value) == (
+    f"Could not take {path}: another run is starting on {workdir}; wait for it or choose another --workdir."
+  )
 
 
 def test_the_lock_is_re_entrant_and_goes_with_the_outermost_release(tmp_path):

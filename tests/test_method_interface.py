@@ -11,19 +11,28 @@ import pytest
 
 from simdis_jax import checkpoint, configuration, methods
 from simdis_jax.methods import interface
-from test_moco_seed import (BATCH, TrainStateBeforeQueues, assert_next_step_is_the_same, build, moco_config,
-                            save_and_restore)
+from test_moco_seed import (
+  BATCH,
+  TrainStateBeforeQueues,
+  assert_next_step_is_the_same,
+  build,
+  moco_config,
+  save_and_restore,
+)
 from test_step import host, images
 
 PACKAGE = pathlib.Path(__file__).resolve().parent.parent / "simdis_jax"
 
 # Where a registry name may stand as a string outside methods/, and why it is not the method there.
 NOT_THE_METHOD = {
-    # The projector kind "byol" (Linear-BN-ReLU-Linear; models/heads.PROJECTORS), a value saved configs hold.
-    "models/heads.py": {"byol"}, "models/network.py": {"byol"}, "configuration.py": {"byol"},
-    "models/archs.py": {"byol"}, "runs.py": {"byol"},
-    # The config key `seed` (the random seed) among the keys a resumed run must keep.
-    "resume.py": {"seed"},
+  # The projector kind "byol" (Linear-BN-ReLU-Linear; models/heads.PROJECTORS), a value saved configs hold.
+  "models/heads.py": {"byol"},
+  "models/network.py": {"byol"},
+  "configuration.py": {"byol"},
+  "models/archs.py": {"byol"},
+  "runs.py": {"byol"},
+  # The config key `seed` (the random seed) among the keys a resumed run must keep.
+  "resume.py": {"seed"},
 }
 # Folders whose modules are plans of named runs, like configs/: the study's presets and the peer benchmark
 # of the authors' PyTorch code, which implements exactly the methods it names.
@@ -40,11 +49,18 @@ def method_name_strings(path: pathlib.Path):
       keys |= {id(k) for k in node.keys if k is not None}
     elif isinstance(node, ast.Subscript):
       keys.add(id(node.slice))
-    elif (isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute)
-          and node.func.attr in ("get", "pop", "setdefault") and node.args):
+    elif (
+      isinstance(node, ast.Call)
+      and isinstance(node.func, ast.Attribute)
+      and node.func.attr in ("get", "pop", "setdefault")
+      and node.args
+    ):
       keys.add(id(node.args[0]))
-  return [(node.lineno, node.value) for node in ast.walk(tree)
-          if isinstance(node, ast.Constant) and node.value in methods.METHODS and id(node) not in keys]
+  return [
+    (node.lineno, node.value)
+    for node in ast.walk(tree)
+    if isinstance(node, ast.Constant) and node.value in methods.METHODS and id(node) not in keys
+  ]
 
 
 def test_no_module_outside_methods_names_a_method():
@@ -54,8 +70,11 @@ def test_no_module_outside_methods_names_a_method():
     if relative.startswith("methods/") or relative.startswith(PLANS):
       continue
     scanned += 1
-    found += [f"{relative}:{line}: {value!r}" for line, value in method_name_strings(path)
-              if value not in NOT_THE_METHOD.get(relative, ())]
+    found += [
+      f"{relative}:{line}: {value!r}"
+      for line, value in method_name_strings(path)
+      if value not in NOT_THE_METHOD.get(relative, ())
+    ]
   assert scanned > 60  # the whole package outside methods/ was read
   assert not found, "method names outside simdis_jax/methods/ (ask the registry instead):\n" + "\n".join(found)
 
@@ -100,6 +119,7 @@ def test_the_base_config_holds_each_methods_section():
 @flax.struct.dataclass
 class TrainStateWithQueue(TrainStateBeforeQueues):
   """TrainState as it was when MoCo-v2's and SEED's state was the field `queue` (the tree their checkpoints hold)."""
+
   queue: object = None
 
 
@@ -108,8 +128,16 @@ def test_a_moco_checkpoint_written_with_the_queue_field_restores_into_method_sta
   mesh, _, create, state, step = build(c, devices=2)
   for i in range(2):
     state, _ = step(state, *images(mesh, BATCH, seed=i))
-  old = TrainStateWithQueue(state.step, state.rng, state.student, state.teacher, state.opt_state, state.probe,
-                            state.probe_opt_state, state.method_state)
+  old = TrainStateWithQueue(
+    state.step,
+    state.rng,
+    state.student,
+    state.teacher,
+    state.opt_state,
+    state.probe,
+    state.probe_opt_state,
+    state.method_state,
+  )
   restored = save_and_restore(str(tmp_path), 2, old, create, mesh)  # the checksums name the old tree's arrays
   assert "queue/queue" in open(os.path.join(tmp_path, checkpoint.CHECKSUM_DIR, "2.json")).read()
   assert type(restored).__name__ == "TrainState" and set(restored.method_state) == {"queue", "ptr"}

@@ -15,8 +15,16 @@ from simdis_jax.state import trainable_networks
 
 def test_registry_names_every_method_and_rejects_others():
   assert methods.METHODS == ("byol", "simdis_off", "simdis_on", "supervised", "moco_v2", "seed", "simclr", "simsiam")
-  assert [methods.get(m) for m in methods.METHODS] == [simdis, simdis, simdis, supervised, moco_v2, seed, simclr,
-                                                        simsiam]
+  assert [methods.get(m) for m in methods.METHODS] == [
+    simdis,
+    simdis,
+    simdis,
+    supervised,
+    moco_v2,
+    seed,
+    simclr,
+    simsiam,
+  ]
   with pytest.raises(ValueError, match="Unknown method 'moco'; choose one of"):
     methods.get("moco")
 
@@ -32,7 +40,9 @@ def test_forwards_say_which_networks_run_in_which_bn_mode():
   assert list(off) == ["student", "student_ema", "teacher"]  # T̂ is not a target of these views
   assert (off["teacher"].trainable, off["teacher"].bn, off["teacher"].update_stats) == (False, "eval", False)
   assert trainable_networks(c) == ("student",) and trainable_networks(tiny_config("simdis_on")) == (
-      "student", "teacher")
+    "student",
+    "teacher",
+  )
   with pytest.raises(ValueError, match="EMA networks are never trainable"):
     Forward("student_ema", trainable=True, bn="train", update_stats=True)
   with pytest.raises(ValueError, match="update_stats needs bn='train'"):
@@ -48,12 +58,12 @@ def test_ema_after_the_update_mixes_in_the_new_weights():
   state1, metrics = train_step(state, *images(mesh))
   assert float(metrics["tau"]) == 0.5
   online1, ema1 = host(state1.student.params), host(state1.student.ema_params)
-  expected = jax.tree.map(lambda e, o: np.float32(0.5) * e + np.float32(0.5) * o, ema0,
-                          {k: online1[k] for k in ema0})
+  expected = jax.tree.map(lambda e, o: np.float32(0.5) * e + np.float32(0.5) * o, ema0, {k: online1[k] for k in ema0})
   assert_trees_equal(ema1, expected)
   # The authors' "before" form mixes in the pre-update weights: with a copied EMA it leaves the copy as it was.
-  before_form = jax.tree.map(lambda e, o: np.float32(0.5) * e + np.float32(0.5) * o, ema0,
-                             {k: online0[k] for k in ema0})
+  before_form = jax.tree.map(
+    lambda e, o: np.float32(0.5) * e + np.float32(0.5) * o, ema0, {k: online0[k] for k in ema0}
+  )
   assert_trees_equal(before_form, ema0)
   kernel = ("encoder", "stem_conv", "kernel")
   moved = ema1[kernel[0]][kernel[1]][kernel[2]] - ema0[kernel[0]][kernel[1]][kernel[2]]
@@ -78,8 +88,11 @@ def test_ema_init_copies_the_online_net_or_is_an_independent_init(ema_init):
   assert jax.tree.structure(ema) == jax.tree.structure(independent)
   for a, b in zip(jax.tree.leaves(ema), jax.tree.leaves(independent)):
     np.testing.assert_allclose(a, b, rtol=2e-7, atol=1e-8)
-  kernels = [(a, b) for (path, a), b in zip(jax.tree_util.tree_leaves_with_path(ema), jax.tree.leaves(online_subtree))
-             if "kernel" in jax.tree_util.keystr(path)]
+  kernels = [
+    (a, b)
+    for (path, a), b in zip(jax.tree_util.tree_leaves_with_path(ema), jax.tree.leaves(online_subtree))
+    if "kernel" in jax.tree_util.keystr(path)
+  ]
   assert kernels and all(not np.array_equal(a, b) for a, b in kernels)
 
 
@@ -109,8 +122,13 @@ def test_offline_teacher_in_eval_mode_uses_its_running_statistics():
   assert "teacher" not in stats  # nothing to keep: the running statistics are only read
   # T-v: the student's head predicts the teacher's eval-mode projection of the same view.
   s = outputs["student"]
-  expected = simdis.head_loss(s[0]["predictions"]["t_sv"], s[1]["predictions"]["t_sv"], evaluated,
-                              nets.teacher.apply(variables, x[::-1], train=False)["projection"], same_view=True)
+  expected = simdis.head_loss(
+    s[0]["predictions"]["t_sv"],
+    s[1]["predictions"]["t_sv"],
+    evaluated,
+    nets.teacher.apply(variables, x[::-1], train=False)["projection"],
+    same_view=True,
+  )
   assert float(metrics["loss_head/t_sv"]) == pytest.approx(float(expected), rel=1e-5)
   # Whole steps: the teacher, its running statistics included, stays bit-identical.
   before = host(state.teacher)

@@ -17,21 +17,35 @@ from simdis_jax.methods import common
 pytestmark = requires_fashion_mnist
 STEPS = 2
 BATCH = 16
-FLAGS = ("--config.model.student.projector=moco", "--config.model.sync_bn=False", "--config.optim.name=sgd",
-         "--config.moco.queue_size=64", f"--config.train.steps={STEPS}", f"--config.train.batch_size={BATCH}",
-         f"--config.train.checkpoint_every_steps={STEPS}")
+FLAGS = (
+  "--config.model.student.projector=moco",
+  "--config.model.sync_bn=False",
+  "--config.optim.name=sgd",
+  "--config.moco.queue_size=64",
+  f"--config.train.steps={STEPS}",
+  f"--config.train.batch_size={BATCH}",
+  f"--config.train.checkpoint_every_steps={STEPS}",
+)
 
 
 def start(workdir, devices, process_id=None, num_processes=None, port=None):
   """`python -m simdis_jax.main` on the tiny config as MoCo-v2 (one process of a run of num_processes)."""
-  cmd = [sys.executable, "-m", "simdis_jax.main", "--config", f"{run_helpers.CONFIG}:moco_v2,byol",
-         "--workdir", workdir, *FLAGS]
+  cmd = [
+    sys.executable,
+    "-m",
+    "simdis_jax.main",
+    "--config",
+    f"{run_helpers.CONFIG}:moco_v2,byol",
+    "--workdir",
+    workdir,
+    *FLAGS,
+  ]
   if num_processes:
-    cmd += [f"--coordinator_address=127.0.0.1:{port}", f"--num_processes={num_processes}",
-            f"--process_id={process_id}"]
+    cmd += [f"--coordinator_address=127.0.0.1:{port}", f"--num_processes={num_processes}", f"--process_id={process_id}"]
   env = dict(os.environ, XLA_FLAGS=xla_flags(devices), PYTHONPATH=run_helpers.ROOT)
-  return subprocess.Popen(cmd, cwd=run_helpers.ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                          text=True)
+  return subprocess.Popen(
+    cmd, cwd=run_helpers.ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+  )
 
 
 def finish(procs):
@@ -61,10 +75,10 @@ def test_two_processes_enqueue_the_keys_of_both(tmp_path):
   assert ptr2 == ptr1 == STEPS * BATCH
   # Rows [0, 32): two global batches of keys; in each, examples 0-7 are process 0's and 8-15 process 1's.
   # Both halves equal the one-process run's keys (which gathers both devices in one process) ...
-  np.testing.assert_allclose(q2[:STEPS * BATCH], q1[:STEPS * BATCH], rtol=2e-4, atol=2e-5)
+  np.testing.assert_allclose(q2[: STEPS * BATCH], q1[: STEPS * BATCH], rtol=2e-4, atol=2e-5)
   # ... and no half is still the initial queue's rows: the keys of both processes went in.
   initial = np.asarray(common.init_queue(jax.random.fold_in(jax.random.PRNGKey(0), 17), 64, q2.shape[1]))
-  np.testing.assert_allclose(q2[STEPS * BATCH:], initial[STEPS * BATCH:], atol=1e-6)  # rows not reached yet
+  np.testing.assert_allclose(q2[STEPS * BATCH :], initial[STEPS * BATCH :], atol=1e-6)  # rows not reached yet
   for start_row in range(0, STEPS * BATCH, BATCH // 2):  # each process's half of each batch
     rows = slice(start_row, start_row + BATCH // 2)
     assert np.min(np.abs(q2[rows] - initial[rows]).max(-1)) > 1e-3, start_row

@@ -48,13 +48,18 @@ def keys_by_hand(config, nets, state_before, state_after, x, devices, shuffle):
   updated key encoder, each device's chunk (of the permuted batch if `shuffle`) with its own BN."""
   key = jax.random.fold_in(state_before.rng, state_before.step)
   _, v2 = augment.two_views(key, x, config.data.augment, out_size=config.data.image_size)
-  order = np.asarray(jax.random.permutation(jax.random.fold_in(key, 1), x.shape[0])) if shuffle \
-      else np.arange(x.shape[0])
+  order = (
+    np.asarray(jax.random.permutation(jax.random.fold_in(key, 1), x.shape[0])) if shuffle else np.arange(x.shape[0])
+  )
   variables = {"params": state_after.student.ema_params, "batch_stats": state_before.student.ema_batch_stats}
   n = x.shape[0] // devices
   shuffled = v2[order]
-  chunks = [nets.student_ema.apply(variables, shuffled[d * n:(d + 1) * n], train=True,
-                                   mutable=["batch_stats"])[0]["projection"] for d in range(devices)]
+  chunks = [
+    nets.student_ema.apply(variables, shuffled[d * n : (d + 1) * n], train=True, mutable=["batch_stats"])[0][
+      "projection"
+    ]
+    for d in range(devices)
+  ]
   keys = np.zeros((x.shape[0], config.model.student.proj_dim), np.float32)
   keys[order] = np.asarray(l2_normalize(jnp.concatenate(chunks)))
   return keys, order
@@ -75,7 +80,7 @@ def test_queue_holds_the_last_keys_in_their_slots_and_shuffle_bn_permutes_the_ke
     if i == 0:
       # Shuffle BN: each device's key batch is another subset of examples than its query batch ...
       n = BATCH // DEVICES
-      assert any(set(order[d * n:(d + 1) * n]) != set(range(d * n, (d + 1) * n)) for d in range(DEVICES))
+      assert any(set(order[d * n : (d + 1) * n]) != set(range(d * n, (d + 1) * n)) for d in range(DEVICES))
       # ... which changes the keys (per-device statistics of other examples) ...
       unshuffled, _ = keys_by_hand(c, nets, before, after, np.asarray(x), DEVICES, shuffle=False)
       assert np.max(np.abs(unshuffled - keys)) > 1e-2
@@ -126,6 +131,7 @@ def test_queue_restores_exactly_after_a_save(tmp_path):
 @flax.struct.dataclass
 class TrainStateBeforeQueues:
   """TrainState as it was before the queue field (the tree a BYOL checkpoint of then holds)."""
+
   step: jnp.ndarray
   rng: jnp.ndarray
   student: object
@@ -139,8 +145,9 @@ def test_a_byol_checkpoint_written_before_the_queue_field_restores(tmp_path):
   c = tiny_config("byol", "byol")
   mesh, _, create, state, _ = build(c, devices=1)
   assert state.queue is None
-  old = TrainStateBeforeQueues(state.step, state.rng, state.student, state.teacher, state.opt_state,
-                               state.probe, state.probe_opt_state)
+  old = TrainStateBeforeQueues(
+    state.step, state.rng, state.student, state.teacher, state.opt_state, state.probe, state.probe_opt_state
+  )
   mgr = checkpoint.manager(str(tmp_path))
   mgr.save(1, args=checkpoint.ocp.args.StandardSave(old))
   mgr.wait_until_finished()
@@ -164,6 +171,7 @@ def test_syncbn_moco_keys_are_the_global_batch_statistics_keys():
 
 def test_moco_config_checks():
   from simdis_jax import configuration  # pylint: disable=import-outside-toplevel
+
   c = moco_config()
   c.model.sync_bn = True
   with pytest.raises(ValueError, match="shuffle_bn=True needs per-device BN"):
@@ -179,6 +187,7 @@ def test_moco_config_checks():
 
 
 # --- Research step (float64): the numbers a user compares with the authors' PyTorch code ---
+
 
 def fresh_state(config):
   """A new float32 train state of `config` (unsharded)."""
@@ -212,12 +221,23 @@ def test_moco_research_step_in_float64_matches_infonce_by_hand_and_the_train_ste
     nets = build_networks(c, dtype=jnp.float64)
     s64 = step_lib.cast_floats(state, jnp.float64)
     # The key encoder after the momentum step, on the key crop, train-mode BN over the whole batch.
-    key_params = jax.tree.map(lambda k, q: 0.999 * k + 0.001 * q, s64.student.ema_params,
-                              {n: s64.student.params[n] for n in s64.student.ema_params})
-    k = nets.student_ema.apply({"params": key_params, "batch_stats": s64.student.ema_batch_stats},
-                               jnp.asarray(v2), train=True, mutable=["batch_stats"])[0]["projection"]
-    q = nets.student.apply({"params": s64.student.params, "batch_stats": s64.student.batch_stats},
-                           jnp.asarray(v1), train=True, mutable=["batch_stats"])[0]["projection"]
+    key_params = jax.tree.map(
+      lambda k, q: 0.999 * k + 0.001 * q,
+      s64.student.ema_params,
+      {n: s64.student.params[n] for n in s64.student.ema_params},
+    )
+    k = nets.student_ema.apply(
+      {"params": key_params, "batch_stats": s64.student.ema_batch_stats},
+      jnp.asarray(v2),
+      train=True,
+      mutable=["batch_stats"],
+    )[0]["projection"]
+    q = nets.student.apply(
+      {"params": s64.student.params, "batch_stats": s64.student.batch_stats},
+      jnp.asarray(v1),
+      train=True,
+      mutable=["batch_stats"],
+    )[0]["projection"]
   q, k = (unit_rows(x) for x in (q, k))
   queue0 = np.asarray(state.queue["queue"], np.float64)
   expected_logits = np.concatenate([(q * k).sum(-1, keepdims=True), q @ queue0.T], -1) / 0.2
@@ -258,10 +278,15 @@ def test_seed_research_step_in_float64_is_the_soft_cross_entropy_over_teacher_an
     nets = build_networks(c, dtype=jnp.float64)
     s64 = step_lib.cast_floats(state, jnp.float64)
     # The teacher in eval mode (running statistics), the student in train mode, both on view 1 only.
-    t = nets.teacher.apply({"params": s64.teacher.params, "batch_stats": s64.teacher.batch_stats},
-                           jnp.asarray(v1), train=False)["projection"]
-    s = nets.student.apply({"params": s64.student.params, "batch_stats": s64.student.batch_stats},
-                           jnp.asarray(v1), train=True, mutable=["batch_stats"])[0]["projection"]
+    t = nets.teacher.apply(
+      {"params": s64.teacher.params, "batch_stats": s64.teacher.batch_stats}, jnp.asarray(v1), train=False
+    )["projection"]
+    s = nets.student.apply(
+      {"params": s64.student.params, "batch_stats": s64.student.batch_stats},
+      jnp.asarray(v1),
+      train=True,
+      mutable=["batch_stats"],
+    )[0]["projection"]
   s, t = (unit_rows(x) for x in (s, t))
   queue0 = np.asarray(state.queue["queue"], np.float64)
   student_logits = np.concatenate([(s * t).sum(-1, keepdims=True), s @ queue0.T], -1) / 0.2
@@ -297,6 +322,7 @@ def test_step_schedule_decays_tenfold_every_step_epochs_and_cosine_is_unchanged(
 
 def test_supervised_views_1_runs_one_crop_per_image():
   from simdis_jax.methods import supervised  # pylint: disable=import-outside-toplevel
+
   c = tiny_config("supervised", "byol")
   assert [f.views for f in supervised.forwards(c)] == [(0, 1)]
   c.supervised.views = 1

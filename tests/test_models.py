@@ -23,8 +23,7 @@ def test_resnet_parameter_counts_match_torchvision_without_fc(depth, expected):
 @pytest.mark.parametrize("depth", [101, 152, 200])
 def test_deep_resnets_build_with_2048_features(depth):
   model = resnet.resnet(depth)
-  out = jax.eval_shape(lambda: model.init_with_output(jax.random.PRNGKey(0), jnp.zeros((2, 64, 64, 3)),
-                                                      train=False)[0])
+  out = jax.eval_shape(lambda: model.init_with_output(jax.random.PRNGKey(0), jnp.zeros((2, 64, 64, 3)), train=False)[0])
   assert out.shape == (2, 2048)
 
 
@@ -72,21 +71,23 @@ def test_network_heads_and_ema_subtree():
   v_ema = jax.eval_shape(lambda: ema.init(jax.random.PRNGKey(0), x, train=False))
   assert set(v_ema["params"]) == {"encoder", "projector"}
   # The EMA net runs on the online net's encoder + projector params.
-  sub = {"params": {k: v["params"][k] for k in ("encoder", "projector")},
-         "batch_stats": {k: v["batch_stats"][k] for k in ("encoder", "projector")}}
+  sub = {
+    "params": {k: v["params"][k] for k in ("encoder", "projector")},
+    "batch_stats": {k: v["batch_stats"][k] for k in ("encoder", "projector")},
+  }
   np.testing.assert_allclose(ema.apply(sub, x, train=False)["projection"], out["projection"], rtol=1e-6)
   # Predictors see the raw projection: hidden layer is 32 wide, output 16.
   assert v["params"]["predictor_sema_dv"]["dense1"]["kernel"].shape == (16, 32)
 
 
 CONV_CASES = [  # kernel, strides, padding, in, out, input size: ResNet's 3x3 (stride 1, 2), 1x1 (1, 2), 7x7/2 stem
-    ((3, 3), (1, 1), ((1, 1), (1, 1)), 8, 16, 9),
-    ((3, 3), (2, 2), ((1, 1), (1, 1)), 8, 16, 9),
-    ((3, 3), (2, 2), ((1, 1), (1, 1)), 8, 16, 8),
-    ((3, 3), (1, 1), ((1, 1), (1, 1)), 8, 16, 2),
-    ((1, 1), (1, 1), "VALID", 8, 16, 8),
-    ((1, 1), (2, 2), "VALID", 8, 16, 7),
-    ((7, 7), (2, 2), ((3, 3), (3, 3)), 3, 8, 16),
+  ((3, 3), (1, 1), ((1, 1), (1, 1)), 8, 16, 9),
+  ((3, 3), (2, 2), ((1, 1), (1, 1)), 8, 16, 9),
+  ((3, 3), (2, 2), ((1, 1), (1, 1)), 8, 16, 8),
+  ((3, 3), (1, 1), ((1, 1), (1, 1)), 8, 16, 2),
+  ((1, 1), (1, 1), "VALID", 8, 16, 8),
+  ((1, 1), (2, 2), "VALID", 8, 16, 7),
+  ((7, 7), (2, 2), ((3, 3), (3, 3)), 3, 8, 16),
 ]
 
 
@@ -95,6 +96,7 @@ CONV_CASES = [  # kernel, strides, padding, in, out, input size: ResNet's 3x3 (s
 def test_matmul_conv_matches_lax_conv_forward_and_gradients(case, vjp):
   kernel, strides, padding, cin, cout, size = case
   import flax.linen as nn  # pylint: disable=import-outside-toplevel
+
   ref = nn.Conv(cout, kernel, strides, padding=padding, use_bias=False)
   ours = resnet.Conv(cout, kernel, strides, padding=padding, custom_vjp=vjp)
   x = jax.random.normal(jax.random.PRNGKey(0), (3, size, size, cin))
@@ -120,12 +122,15 @@ def test_matmul_and_lax_resnets_share_parameters_and_outputs(impl):
   # Compiled whole, not op by op: run eagerly, each op of a ResNet-18 is dispatched apart (twice the CPU time).
   variables = jax.jit(lax_net.init)(jax.random.PRNGKey(1), x)
   assert jax.tree.map(jnp.shape, jax.eval_shape(mm_net.init, jax.random.PRNGKey(1), x)) == jax.tree.map(
-      jnp.shape, variables)
+    jnp.shape, variables
+  )
 
   # Inference-mode BN: train-mode BN over 2x1x1 maps of the last stage would amplify float rounding.
   def grads(net):
     return jax.jit(jax.value_and_grad(lambda p: jnp.sum(net.apply({**variables, "params": p}, x, train=False) ** 2)))(
-        variables["params"])
+      variables["params"]
+    )
+
   (loss_mm, g_mm), (loss_lax, g_lax) = grads(mm_net), grads(lax_net)
   np.testing.assert_allclose(loss_mm, loss_lax, rtol=1e-5)
   for a, b in zip(jax.tree.leaves(g_mm), jax.tree.leaves(g_lax)):
@@ -135,6 +140,7 @@ def test_matmul_and_lax_resnets_share_parameters_and_outputs(impl):
 @pytest.mark.parametrize("size", [8, 9, 32])
 def test_slice_max_pool_matches_flax_max_pool_with_ties(size):
   import flax.linen as nn  # pylint: disable=import-outside-toplevel
+
   x = jax.random.normal(jax.random.PRNGKey(0), (2, size, size, 5))
   x = jnp.round(jax.nn.relu(x) * 2) / 2  # ties, as after a ReLU: the gradient must go to the first maximum only
   ref = lambda x: nn.max_pool(x, (3, 3), strides=(2, 2), padding=((1, 1), (1, 1)))  # noqa: E731
@@ -142,14 +148,19 @@ def test_slice_max_pool_matches_flax_max_pool_with_ties(size):
   cotangent = jax.random.normal(jax.random.PRNGKey(1), ref(x).shape)
   np.testing.assert_array_equal(ours(x), ref(x))
   # Gradients compiled whole: op by op, the slices' VJPs dispatch dozens of tiny programs.
-  np.testing.assert_allclose(jax.jit(jax.grad(lambda x: jnp.sum(ours(x) * cotangent)))(x),
-                             jax.jit(jax.grad(lambda x: jnp.sum(ref(x) * cotangent)))(x), rtol=1e-6, atol=1e-6)
+  np.testing.assert_allclose(
+    jax.jit(jax.grad(lambda x: jnp.sum(ours(x) * cotangent)))(x),
+    jax.jit(jax.grad(lambda x: jnp.sum(ref(x) * cotangent)))(x),
+    rtol=1e-6,
+    atol=1e-6,
+  )
 
 
 @pytest.mark.parametrize("conv_vjp,slice_pool", [(True, True), (False, False), (True, False)])
 def test_matmul_switches_travel_from_the_config_into_the_resnet(conv_vjp, slice_pool):
   from conftest import tiny_config  # pylint: disable=import-outside-toplevel
   from simdis_jax.state import build_networks  # pylint: disable=import-outside-toplevel
+
   c = tiny_config("simdis_on", "simdis_2v")
   c.model.conv_impl = "matmul"
   c.model.matmul_conv_vjp, c.model.matmul_max_pool = conv_vjp, slice_pool
@@ -179,6 +190,7 @@ def test_mixed_convs_are_lax_on_large_maps_and_matmuls_on_small_ones():
 def test_mobile_networks_dense_convolutions_follow_mixed_too():
   import flax.linen as nn  # pylint: disable=import-outside-toplevel
   from simdis_jax.models import blocks  # pylint: disable=import-outside-toplevel
+
   conv = blocks.conv_factory("mixed", jnp.float32)
   dense, depthwise = conv(16, 3), conv(16, 3, groups=16)
   assert isinstance(dense, resnet.Conv) and dense.lax_min_size == resnet.LAX_MIN_SIZE

@@ -9,7 +9,7 @@ import pytest
 import run_helpers
 import tiny_cli_config
 from conftest import requires_fashion_mnist
-from simdis_jax import checkpoint, parallel, train
+from simdis_jax import checkpoint, parallel, preemption, train
 from simdis_jax import workdir as workdir_files
 
 pytestmark = requires_fashion_mnist
@@ -24,13 +24,14 @@ def test_two_processes_equal_one_process_and_agree_on_the_preemption_step(baseli
   run_helpers.wait_for(lambda: 1 in run_helpers.logged_steps(workdir), procs)
   run_helpers.send(procs[1])  # as when Kubernetes/SLURM evicts one host first
   codes, errs = run_helpers.finish(procs)
-  assert codes == [checkpoint.PREEMPTED_EXIT_CODE] * 2, errs
+  assert codes == [preemption.PREEMPTED_EXIT_CODE] * 2, errs
   stopped = checkpoint.manager(workdir).latest_step()
   assert 1 <= stopped < K
   assert all(f"Preempted: checkpoint saved at step {stopped}" in e for e in errs), errs
   # The state at the agreed step equals the one-process run's state at that step.
-  run_helpers.assert_same_state(run_helpers.state_at(workdir, stopped)[1], run_helpers.state_at(baseline, stopped)[1],
-                                exact=False)
+  run_helpers.assert_same_state(
+    run_helpers.state_at(workdir, stopped)[1], run_helpers.state_at(baseline, stopped)[1], exact=False
+  )
 
   codes, errs = run_helpers.finish(run_helpers.start_group(workdir, num_processes=2, devices_each=2))
   assert codes == [0, 0], errs

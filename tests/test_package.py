@@ -16,7 +16,7 @@ def modules():
       if name.endswith(".py"):
         path = os.path.join(folder, name)
         dotted = os.path.relpath(path, ROOT)[:-3].replace(os.sep, ".")
-        found[dotted[:-len(".__init__")] if dotted.endswith(".__init__") else dotted] = path
+        found[dotted[: -len(".__init__")] if dotted.endswith(".__init__") else dotted] = path
   return found
 
 
@@ -49,7 +49,7 @@ def find_cycle(graph):
     stack.append(node)
     for nxt in sorted(graph[node]):
       if state.get(nxt) == 1:
-        return stack[stack.index(nxt):] + [nxt]
+        return stack[stack.index(nxt) :] + [nxt]
       if nxt not in state:
         cycle = visit(nxt, stack)
         if cycle:

@@ -1,5 +1,5 @@
-"""Streaming input (simdis_jax.data.pipeline): host crops, exact resume, per-host shards, image folders, ImageNet on
-mock data."""
+"""Streaming input (simdis_jax.data.pipeline and data.sources): host crops, exact resume, per-host shards, image
+folders, ImageNet on mock data."""
 
 import io
 import logging
@@ -14,7 +14,7 @@ from PIL import Image
 import tiny_tfds
 from conftest import tiny_config
 from simdis_jax import configuration, parallel, train
-from simdis_jax.data import augment, host_crops, pipeline
+from simdis_jax.data import augment, host_crops, pipeline, sources
 from simdis_jax.evaluation import knn, linear, linear_config
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -98,6 +98,7 @@ def test_train_crops_are_uint8_views_of_the_right_size_and_differ_between_views(
 
 def test_device_side_of_host_crops_skips_the_crop_and_keeps_the_other_ops():
   import jax  # pylint: disable=import-outside-toplevel
+
   crops = np.random.default_rng(0).integers(0, 256, (4, 2, 16, 16, 3), dtype=np.uint8)
   config = augment.default_config(3)
   v1, v2 = augment.two_views_of_crops(jax.random.PRNGKey(0), crops, config)
@@ -131,13 +132,13 @@ def test_batches_are_a_function_of_seed_and_step_and_resume_bitwise(tiny_dir):
   assert [s for s, _, _ in run] == list(range(14))
   assert run[0][1].shape == (16, 2, 24, 24, 3) and run[0][1].dtype == np.uint8
   for epoch in (0, 1):
-    seen = np.concatenate([labels for _, _, labels in run[6 * epoch:6 * epoch + 6]])
+    seen = np.concatenate([labels for _, _, labels in run[6 * epoch : 6 * epoch + 6]])
     np.testing.assert_array_equal(np.sort(seen), np.arange(96))  # every example once per epoch
   assert not np.array_equal(run[0][2], run[6][2])  # a new order each epoch
   # A restart at step 8 (mid-epoch 1) and at 12 (an epoch boundary) sees exactly the same batches.
   for start in (8, 12):
     resumed = collect(ds.train_batches(0, start, 16, mesh), 2)
-    for (s, images, labels), (s0, images0, labels0) in zip(resumed, run[start:start + 2]):
+    for (s, images, labels), (s0, images0, labels0) in zip(resumed, run[start : start + 2]):
       assert s == s0
       np.testing.assert_array_equal(labels, labels0)
       np.testing.assert_array_equal(images, images0)
@@ -151,13 +152,13 @@ def read_positions(source, seed=0, epoch=0):
 
 def test_process_shards_are_disjoint_and_cover_the_split(tiny_dir):
   data = tiny_data(tiny_dir, label_key="index")
-  shards = [pipeline.TfdsSource(data, "train", p, 2) for p in range(2)]
+  shards = [sources.TfdsSource(data, "train", p, 2) for p in range(2)]
   indices = [sorted(label for _, label in read_positions(s)) for s in shards]
   assert [len(i) for i in indices] == [48, 48] and [s.num_examples for s in shards] == [48, 48]
   assert not set(indices[0]) & set(indices[1])
   assert sorted(indices[0] + indices[1]) == list(range(96))
   # Three hosts: equal shards of 32, still disjoint.
-  thirds = [set(label for _, label in read_positions(pipeline.TfdsSource(data, "train", p, 3))) for p in range(3)]
+  thirds = [set(label for _, label in read_positions(sources.TfdsSource(data, "train", p, 3))) for p in range(3)]
   assert [len(t) for t in thirds] == [32] * 3 and len(set.union(*thirds)) == 96
 
 
@@ -187,8 +188,9 @@ def make_folder(root, good=30, bad=()):
     h, w = rng.integers(40, 90, size=2)
     (root / ("sub" if i % 2 else "") / f"img{i:03d}.{ext}").write_bytes(encode(smooth_image(h, w, i), fmt))
   for name in bad:
-    (root / name).write_bytes(b"not an image at all" if "garbage" in name
-                              else encode(smooth_image(64, 64), "JPEG")[:120])
+    (root / name).write_bytes(
+      b"not an image at all" if "garbage" in name else encode(smooth_image(64, 64), "JPEG")[:120]
+    )
   (root / "notes.txt").write_text("ignored: not an image")
   return root
 
@@ -211,17 +213,17 @@ def test_folder_skips_unreadable_files_counts_and_logs_them(tmp_path, caplog):
   resumed = collect(pipeline.load(data).train_batches(0, 3, 16, mesh), 1)
   np.testing.assert_array_equal(resumed[0][1], run[3][1])
   # Two hosts read disjoint halves of the files.
-  shards = [set(pipeline.FolderSource(str(folder), p, 2).files) for p in range(2)]
+  shards = [set(sources.FolderSource(str(folder), p, 2).files) for p in range(2)]
   assert len(shards[0]) == len(shards[1]) == 16 and not shards[0] & shards[1]
 
 
 def test_an_empty_or_missing_folder_is_a_clear_error(tmp_path):
   (tmp_path / "empty").mkdir()
   (tmp_path / "empty" / "readme.txt").write_text("no images here")
-  with pytest.raises(pipeline.DatasetNotFoundError, match="holds no image files"):
-    pipeline.FolderSource(str(tmp_path / "empty"), 0, 1)
-  with pytest.raises(pipeline.DatasetNotFoundError, match="neither a directory nor a glob"):
-    pipeline.FolderSource(str(tmp_path / "missing"), 0, 1)
+  with pytest.raises(sources.DatasetNotFoundError, match="holds no image files"):
+    sources.FolderSource(str(tmp_path / "empty"), 0, 1)
+  with pytest.raises(sources.DatasetNotFoundError, match="neither a directory nor a glob"):
+    sources.FolderSource(str(tmp_path / "missing"), 0, 1)
   c = tiny_config("byol", "byol")
   c.data.name = "folder"
   with pytest.raises(ValueError, match="needs config.data.folder"):
@@ -267,6 +269,7 @@ def test_folder_pretraining_with_labelled_tfds_evaluation_and_full_linear_eval(t
 
 def load_config(path):
   import importlib.util  # pylint: disable=import-outside-toplevel
+
   spec = importlib.util.spec_from_file_location("cfg", os.path.join(ROOT, path))
   module = importlib.util.module_from_spec(spec)
   spec.loader.exec_module(module)
@@ -276,7 +279,11 @@ def load_config(path):
 def test_imagenet_preset_trains_on_mock_imagenet_through_the_real_pipeline(tmp_path):
   c = load_config("configs/imagenet/byol_r18.py")
   assert (c.data.name, c.data.pretrain_split, c.data.eval_split, c.data.image_size) == (
-      "imagenet2012", "train", "validation", 224)
+    "imagenet2012",
+    "train",
+    "validation",
+    224,
+  )
   with tfds.testing.mock_data(num_examples=48):
     ds = pipeline.load(c.data)
     step, images, _ = next(ds.train_batches(0, 0, 16, parallel.make_mesh()))
@@ -299,14 +306,24 @@ def test_two_processes_read_disjoint_shards_into_one_global_batch(tmp_path):
   import socket  # pylint: disable=import-outside-toplevel
   import subprocess  # pylint: disable=import-outside-toplevel
   import sys  # pylint: disable=import-outside-toplevel
+
   folder = make_folder(tmp_path / "frames", good=24)
   with socket.socket() as s:
     s.bind(("127.0.0.1", 0))
     port = s.getsockname()[1]
   script = os.path.join(ROOT, "tests", "streaming_process.py")
   env = dict(os.environ, PYTHONPATH=ROOT)
-  procs = [subprocess.Popen([sys.executable, script, str(port), str(i), str(folder), str(tmp_path)], cwd=ROOT,
-                            env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for i in range(2)]
+  procs = [
+    subprocess.Popen(
+      [sys.executable, script, str(port), str(i), str(folder), str(tmp_path)],
+      cwd=ROOT,
+      env=env,
+      stdout=subprocess.PIPE,
+      stderr=subprocess.PIPE,
+      text=True,
+    )
+    for i in range(2)
+  ]
   for p in procs:
     _, err = p.communicate(timeout=300)
     assert p.returncode == 0, err[-3000:]
@@ -322,5 +339,5 @@ def test_two_processes_read_disjoint_shards_into_one_global_batch(tmp_path):
 
 def test_a_misspelt_tfds_name_is_a_clear_error_with_the_suggestion():
   data = configuration.data_config("imagnet2012")
-  with pytest.raises(pipeline.DatasetNotFoundError, match="not a tfds dataset.*imagenet2012.*folder"):
+  with pytest.raises(sources.DatasetNotFoundError, match="not a tfds dataset.*imagenet2012.*folder"):
     pipeline.load(data)

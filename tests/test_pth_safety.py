@@ -22,9 +22,12 @@ CASES = 300  # mutated files: each a few ms to read
 def _small_pth(path) -> None:
   """A real torch.save of a small state_dict whose values are distinctive (no accidental matches with 0 or 1)."""
   g = torch.Generator().manual_seed(0)
-  sd = {"conv1.weight": torch.randn(4, 1, 3, 3, generator=g) + 7.25,
-        "bn1.running_var": torch.rand(4, generator=g) + 3.5,
-        "fc.weight": torch.randn(3, 4, generator=g) - 9.5, "fc.bias": torch.arange(3, dtype=torch.float64) + 0.125}
+  sd = {
+    "conv1.weight": torch.randn(4, 1, 3, 3, generator=g) + 7.25,
+    "bn1.running_var": torch.rand(4, generator=g) + 3.5,
+    "fc.weight": torch.randn(3, 4, generator=g) - 9.5,
+    "fc.bias": torch.arange(3, dtype=torch.float64) + 0.125,
+  }
   torch.save(sd, str(path))
 
 
@@ -54,8 +57,11 @@ def test_a_tensor_larger_than_its_storage_is_named_and_never_read(tmp_path):
   """A 16-byte storage declared 64×3×7×7 (which read 8,424 heap values before) is refused, naming the tensor."""
   bad = tmp_path / "big.pth"
   _with_record(bad, 4, (64, 3, 7, 7), (147, 49, 7, 1))
-  with pytest.raises(ValueError, match=r"tensor 'conv1.weight' is damaged: shape \(64, 3, 7, 7\) with stride "
-                                       r"\(147, 49, 7, 1\) at offset 0 needs 9408 elements, but its storage holds 4"):
+  with pytest.raises(
+    ValueError,
+    match=r"tensor 'conv1.weight' is damaged: shape \(64, 3, 7, 7\) with stride "
+    r"\(147, 49, 7, 1\) at offset 0 needs 9408 elements, but its storage holds 4",
+  ):
     torch_pickle.state_dict(torch_pickle.load(str(bad)))
   _with_record(bad, 4, (2, 2), (1 << 60, 1))  # huge strides: segfaulted import_weights
   with pytest.raises(ValueError, match=r"'conv1.weight' is damaged: shape \(2, 2\) with stride"):
@@ -68,7 +74,7 @@ def test_a_tensor_larger_than_its_storage_is_named_and_never_read(tmp_path):
 def test_damaged_and_truncated_files_and_wrong_ranks_are_one_line(tmp_path):
   _small_pth(tmp_path / "ok.pth")
   data = (tmp_path / "ok.pth").read_bytes()
-  (tmp_path / "cut.pth").write_bytes(data[:len(data) // 2])
+  (tmp_path / "cut.pth").write_bytes(data[: len(data) // 2])
   with pytest.raises(ValueError, match=r"cut.pth is a damaged or truncated zip file"):
     torch_pickle.load(str(tmp_path / "cut.pth"))
   storage = data.index(np.float32(torch.load(str(tmp_path / "ok.pth"))["conv1.weight"][0, 0, 0, 0]).tobytes())
@@ -78,8 +84,11 @@ def test_damaged_and_truncated_files_and_wrong_ranks_are_one_line(tmp_path):
   with pytest.raises(ValueError, match=r"flip.pth is damaged \(BadZipFile: Bad CRC-32 .*\): copy or download it"):
     torch_pickle.load(str(tmp_path / "flip.pth"))
   torch.save({"conv1.weight": torch.zeros(8)}, str(tmp_path / "flat.pth"))  # IndexError in convert before
-  with pytest.raises(ValueError, match=r"tensor 'conv1.weight' has shape \(8,\) \(float32\); the stem convolution "
-                                       r"\[out, in, kh, kw\] needs a 4-D number array"):
+  with pytest.raises(
+    ValueError,
+    match=r"tensor 'conv1.weight' has shape \(8,\) \(float32\); the stem convolution "
+    r"\[out, in, kh, kw\] needs a 4-D number array",
+  ):
     import_weights.read("torchvision", str(tmp_path / "flat.pth"))
   with pytest.raises(ValueError, match="lacks 'bn1.weight'"):
     convert.from_torchvision({"conv1.weight": np.zeros((4, 1, 3, 3), np.float32)})
@@ -146,11 +155,19 @@ def test_fuzzed_pth_files_never_crash_and_never_read_outside_the_file(tmp_path):
   """Hundreds of byte-flipped / truncated copies of a real torch .pth, read in a subprocess (a segfault shows as
   its exit status): each is read or refused with a ValueError, and every value read lies in the file's bytes."""
   _small_pth(tmp_path / "ok.pth")
-  proc = subprocess.run([sys.executable, "-c", FUZZ, str(tmp_path / "ok.pth"), str(CASES), str(tmp_path)],
-                        capture_output=True, text=True, timeout=300, cwd=ROOT, env=dict(os.environ, PYTHONPATH=ROOT))
+  proc = subprocess.run(
+    [sys.executable, "-c", FUZZ, str(tmp_path / "ok.pth"), str(CASES), str(tmp_path)],
+    capture_output=True,
+    text=True,
+    timeout=300,
+    cwd=ROOT,
+    env=dict(os.environ, PYTHONPATH=ROOT),
+  )
   assert proc.returncode == 0, f"the reader crashed (exit {proc.returncode}): {proc.stderr[-2000:]}"
   result = json.loads(proc.stdout.strip().splitlines()[-1])
-  print(f"fuzz: {result['cases']} mutated .pth files: {result['loaded']} read, {result['refused']} refused in one "
-        f"ValueError, {len(result['other'])} other errors, {result['foreign']} tensors with out-of-file values")
+  print(
+    f"fuzz: {result['cases']} mutated .pth files: {result['loaded']} read, {result['refused']} refused in one "
+    f"ValueError, {len(result['other'])} other errors, {result['foreign']} tensors with out-of-file values"
+  )
   assert result["cases"] == CASES and result["other"] == [] and result["foreign"] == 0
   assert result["loaded"] > 0 and result["refused"] > 0  # both paths exercised

@@ -49,7 +49,8 @@ def test_resume_advice_is_a_flag_that_parses(tmp_path):
 def test_a_corrupt_fashion_mnist_file_is_named(tmp_path):
   for name in fashion_mnist.FILES.values():
     shutil.copy(os.path.join(fashion_mnist.DEBIAN_DIR, name), tmp_path / name) if name.startswith("t10k") else (
-        tmp_path / name).write_bytes(open(os.path.join(fashion_mnist.DEBIAN_DIR, name), "rb").read()[:5000])
+      tmp_path / name
+    ).write_bytes(open(os.path.join(fashion_mnist.DEBIAN_DIR, name), "rb").read()[:5000])
   with pytest.raises(ValueError, match=r"train-images-idx3-ubyte.gz is damaged .*Reinstall"):
     fashion_mnist.load(str(tmp_path))
 
@@ -70,16 +71,23 @@ def test_a_diverging_run_stops_naming_a_finite_kept_step(tmp_path):
 
 
 def _cli(*args, module="simdis_jax.main"):
-  return subprocess.run([sys.executable, "-m", module, *args], cwd=run_helpers.ROOT, capture_output=True, text=True,
-                        timeout=300, env=dict(os.environ, PYTHONPATH=run_helpers.ROOT))
+  return subprocess.run(
+    [sys.executable, "-m", module, *args],
+    cwd=run_helpers.ROOT,
+    capture_output=True,
+    text=True,
+    timeout=300,
+    env=dict(os.environ, PYTHONPATH=run_helpers.ROOT),
+  )
 
 
 def test_an_unknown_config_key_or_an_empty_workdir_is_one_line_naming_the_fix(tmp_path):
   proc = _cli("--config", run_helpers.CONFIG, "--workdir", str(tmp_path), "--config.train.foo=1")
   assert proc.returncode == 1 and "Traceback" not in proc.stderr, proc.stderr
   assert proc.stderr.strip().splitlines() == [
-      "FATAL Flags parsing error: --config.train.foo: config.train has no key 'foo'. Valid keys of config.train: "
-      "batch_size, checkpoint_every_steps, epochs, keep_checkpoints, knn_every_steps, log_every_steps, steps."]
+    "FATAL Flags parsing error: --config.train.foo: config.train has no key 'foo'. Valid keys of config.train: "
+    "batch_size, checkpoint_every_steps, epochs, keep_checkpoints, knn_every_steps, log_every_steps, steps."
+  ]
   proc = _cli("--config", run_helpers.CONFIG, "--workdir=")
   assert proc.returncode == 1 and "Traceback" not in proc.stderr
   assert "--workdir is empty (an unset shell variable?)" in proc.stderr
@@ -108,6 +116,7 @@ def test_folder_warnings_name_each_unreadable_file_once_and_an_all_corrupt_folde
   from test_pipeline import collect, make_folder  # pylint: disable=import-outside-toplevel
   from simdis_jax import configuration, parallel  # pylint: disable=import-outside-toplevel
   from simdis_jax.data import pipeline  # pylint: disable=import-outside-toplevel
+
   data = configuration.data_config("folder")
   data.folder = str(make_folder(tmp_path / "frames", good=30, bad=("garbage.jpg", "truncated.jpg")))
   data.image_size = 24
@@ -115,27 +124,37 @@ def test_folder_warnings_name_each_unreadable_file_once_and_an_all_corrupt_folde
     collect(pipeline.load(data).train_batches(0, 0, 16, parallel.make_mesh()), 4)  # two epochs
   assert caplog.text.count("garbage.jpg") == 1 and caplog.text.count("truncated.jpg") == 1
   data.folder = str(make_folder(tmp_path / "bad", good=0, bad=[f"garbage{i}.jpg" for i in range(16)]))
-  with pytest.raises(RuntimeError, match=r"Every example of a batch .* failed to decode, e.g. .*garbage\d+.jpg, "
-                                         r".*garbage\d+.jpg, .*garbage\d+.jpg: check that these are readable"):
+  with pytest.raises(
+    RuntimeError,
+    match=r"Every example of a batch .* failed to decode, e.g. .*garbage\d+.jpg, "
+    r".*garbage\d+.jpg, .*garbage\d+.jpg: check that these are readable",
+  ):
     collect(pipeline.load(data).train_batches(0, 0, 16, parallel.make_mesh()), 1)
 
 
 def test_the_final_table_puts_the_raw_pixel_baselines_beside_the_figures(tmp_path):
   from simdis_jax.evaluation import final  # pylint: disable=import-outside-toplevel
-  workdir_files.write_json(str(tmp_path), workdir_files.SUMMARY_FILE,
-                           {"knn_top1/student": 80.04, "knn_top1/teacher": 81.0})
+
+  workdir_files.write_json(
+    str(tmp_path), workdir_files.SUMMARY_FILE, {"knn_top1/student": 80.04, "knn_top1/teacher": 81.0}
+  )
   table = final.what_the_numbers_mean(tiny_cli_config.get_config(), str(tmp_path), {"student": {"top1": 82.26}})
-  assert table.splitlines()[-3:] == ["| student | 80.0 | 82.3 |", "| teacher | 81.0 | - |",
-                                     "| raw pixels, no training (python -m simdis_jax.evaluation.raw_pixels "
-                                     "--holdout none) | 85.7 | 83.1 |"]
+  assert table.splitlines()[-3:] == [
+    "| student | 80.0 | 82.3 |",
+    "| teacher | 81.0 | - |",
+    "| raw pixels, no training (python -m simdis_jax.evaluation.raw_pixels --holdout none) | 85.7 | 83.1 |",
+  ]
 
 
 def test_a_missing_run_info_is_named_not_called_no_checkpoint(tmp_path):
   workdir = str(tmp_path)
   saved(workdir, steps=(1, 2, 3))
   workdir_files.write_config(workdir, tiny_cli_config.get_config())
-  with pytest.raises(FileNotFoundError, match=r"has checkpoints \(steps \[1, 2, 3\]\) but its run_info.json is "
-                                              r"missing.*--config.pretrained.allow_unfinished=True"):
+  with pytest.raises(
+    FileNotFoundError,
+    match=r"has checkpoints \(steps \[1, 2, 3\]\) but its run_info.json is "
+    r"missing.*--config.pretrained.allow_unfinished=True",
+  ):
     runs_lib.check_finished(workdir, "config.pretrained.workdir", allow_flag="--config.pretrained.allow_unfinished")
   assert runs_lib.check_finished(workdir, "x", allow_unfinished=True)[1] == 3
 
@@ -166,8 +185,10 @@ def test_a_resume_under_an_allowed_change_keeps_each_segments_config(tmp_path):
 
 def test_image_sizes_are_bounded_by_the_network(tmp_path):
   config = tiny_cli_config.get_config()
-  for size, message in ((1, r"image_size=1 is too small for config.model.student \(down-sampling 8x"),
-                        (100000, r"image_size=100000 is absurdly large \(at most 2048")):
+  for size, message in (
+    (1, r"image_size=1 is too small for config.model.student \(down-sampling 8x"),
+    (100000, r"image_size=100000 is absurdly large \(at most 2048"),
+  ):
     config.data.image_size = size
     with pytest.raises(ValueError, match=message):
       train.train_and_evaluate(config, str(tmp_path / str(size)))

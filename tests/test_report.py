@@ -13,7 +13,7 @@ from simdis_jax import labels, methods
 from simdis_jax import report as report_cli
 from simdis_jax import workdir as workdir_files
 from simdis_jax.methods import simdis
-from simdis_jax.evaluation import report
+from simdis_jax.evaluation import report, report_tables
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
@@ -25,25 +25,61 @@ def write_json(path, obj):
   path.write_text(json.dumps(obj), encoding="utf-8")
 
 
-def fake_run(root, name, method, views, batch, epochs, steps_per_epoch, knn, knn_init, finished=True,
-             last_step=None, wall=9000.0, rate=1234.5):
+def fake_run(
+  root,
+  name,
+  method,
+  views,
+  batch,
+  epochs,
+  steps_per_epoch,
+  knn,
+  knn_init,
+  finished=True,
+  last_step=None,
+  wall=9000.0,
+  rate=1234.5,
+):
   """A pretraining workdir as train.py leaves it; `knn` / `knn_init` map network -> top-1."""
   wd = root / name
   wd.mkdir()
   net = lambda width: {"depth": 10, "width": width, "cifar_stem": True, "hidden_dim": 32, "proj_dim": 16}
-  write_json(wd / "config.json", {
-      "method": method, "views": views, "seed": 0,
+  write_json(
+    wd / "config.json",
+    {
+      "method": method,
+      "views": views,
+      "seed": 0,
       "model": {"student": net(8), "teacher": net(16), "sync_bn": True},
       "train": {"batch_size": batch, "epochs": float(epochs), "steps": 0},
-      "data": {"name": "fashion_mnist"}, "optim": {"name": "lars"}, "teacher": {"workdir": ""}})
+      "data": {"name": "fashion_mnist"},
+      "optim": {"name": "lars"},
+      "teacher": {"workdir": ""},
+    },
+  )
   total = epochs * steps_per_epoch
-  write_json(wd / "run_info.json", {"steps_per_epoch": steps_per_epoch, "total_steps": total,
-                                    "warmup_steps": 0, "num_train": 60000, "devices": 1, "processes": 1})
+  write_json(
+    wd / "run_info.json",
+    {
+      "steps_per_epoch": steps_per_epoch,
+      "total_steps": total,
+      "warmup_steps": 0,
+      "num_train": 60000,
+      "devices": 1,
+      "processes": 1,
+    },
+  )
   last = total if last_step is None else last_step
   lines = [{"step": 0, **{f"knn_top1/{n}": v for n, v in knn_init.items()}}]
   for step in range(steps_per_epoch, last + 1, steps_per_epoch):
-    values = {"loss": 4.0 - step / total, "loss_student": 2.0 - step / (2 * total), "lr": 0.1, "tau": 0.99,
-              "images_per_sec": rate, "epoch": step / steps_per_epoch}
+    values = {
+      "loss": 4.0 - step / total,
+      "loss_student": 2.0 - step / (2 * total),
+      "lr": 0.1,
+      "tau": 0.99,
+      "images_per_sec": rate,
+      "epoch": step / steps_per_epoch,
+    }
     if method == "simdis_on":
       values["loss_teacher"] = 1.5
     values.update({f"loss_head/{v}": 2.0 for v in views})
@@ -53,15 +89,22 @@ def fake_run(root, name, method, views, batch, epochs, steps_per_epoch, knn, knn
   lines.append({"step": last, **{f"knn_top1/{n}": v for n, v in knn.items()}})
   (wd / "metrics.jsonl").write_text("".join(json.dumps(l) + "\n" for l in lines), encoding="utf-8")
   if finished:
-    write_json(wd / "summary.json", {
-        **{f"knn_top1/{n}": v for n, v in knn.items()}, **{f"knn_top1/{n}_init": v for n, v in knn_init.items()},
-        "train_wall_time_s": wall, "images_per_sec": rate, "steps": total, "total_steps": total,
-        "epochs": float(epochs)})
+    write_json(
+      wd / "summary.json",
+      {
+        **{f"knn_top1/{n}": v for n, v in knn.items()},
+        **{f"knn_top1/{n}_init": v for n, v in knn_init.items()},
+        "train_wall_time_s": wall,
+        "images_per_sec": rate,
+        "steps": total,
+        "total_steps": total,
+        "epochs": float(epochs),
+      },
+    )
   return wd
 
 
-def fake_linear(root, name, pretrained, network="student", top1=70.456, top5=90.123, finished=True,
-                recorded_as=None):
+def fake_linear(root, name, pretrained, network="student", top1=70.456, top5=90.123, finished=True, recorded_as=None):
   """A linear-evaluation workdir as evaluation/linear.py leaves it (its own config.json and metrics too).
 
   `recorded_as` is the pretrained workdir as typed on linear.py's command line (may be relative);
@@ -69,29 +112,61 @@ def fake_linear(root, name, pretrained, network="student", top1=70.456, top5=90.
   """
   wd = root / name
   wd.mkdir()
-  write_json(wd / "config.json", {"task": "linear_eval", "protocol": "authors", "mode": "fast",
-                                  "pretrained": {"workdir": str(recorded_as or pretrained), "network": network},
-                                  "train": {"batch_size": 256, "epochs": 80.0}})
-  write_json(wd / "linear_info.json", {"pretrained_workdir": os.path.abspath(pretrained), "network": network,
-                                       "steps_per_epoch": 10, "total_steps": 800})
+  write_json(
+    wd / "config.json",
+    {
+      "task": "linear_eval",
+      "protocol": "authors",
+      "mode": "fast",
+      "pretrained": {"workdir": str(recorded_as or pretrained), "network": network},
+      "train": {"batch_size": 256, "epochs": 80.0},
+    },
+  )
+  write_json(
+    wd / "linear_info.json",
+    {"pretrained_workdir": os.path.abspath(pretrained), "network": network, "steps_per_epoch": 10, "total_steps": 800},
+  )
   (wd / "metrics.jsonl").write_text(json.dumps({"step": 800, "eval_top1": top1}) + "\n", encoding="utf-8")
   if finished:
-    write_json(wd / "linear_eval.json", {
-        "pretrained_workdir": str(recorded_as or pretrained), "pretrained_step": 1000, "network": network,
-        "weights": "online", "protocol": "authors", "mode": "fast",
-        "mode_name": "fast (cached features, no augmentation)", "epochs": 80.0, "top1": top1, "top5": top5,
-        "finished": True, "wall_time_s": 321.0})
+    write_json(
+      wd / "linear_eval.json",
+      {
+        "pretrained_workdir": str(recorded_as or pretrained),
+        "pretrained_step": 1000,
+        "network": network,
+        "weights": "online",
+        "protocol": "authors",
+        "mode": "fast",
+        "mode_name": "fast (cached features, no augmentation)",
+        "epochs": 80.0,
+        "top1": top1,
+        "top5": top5,
+        "finished": True,
+        "wall_time_s": 321.0,
+      },
+    )
   return wd
 
 
 @pytest.fixture
 def workdirs(tmp_path):
   """Two finished runs (BYOL, SimDis-On-7v) and a linear eval of the BYOL student."""
-  byol = fake_run(tmp_path, "byol_r10", "byol", ["sema_dv"], 256, 100, 10,
-                  knn={"student": 61.234}, knn_init={"student": 10.5})
-  on7 = fake_run(tmp_path, "on7v_r10", "simdis_on", ALL_VIEWS, 512, 200, 5,
-                 knn={"student": 65.0, "teacher": 68.75}, knn_init={"student": 11.0, "teacher": 9.0},
-                 wall=50.0, rate=42.25)
+  byol = fake_run(
+    tmp_path, "byol_r10", "byol", ["sema_dv"], 256, 100, 10, knn={"student": 61.234}, knn_init={"student": 10.5}
+  )
+  on7 = fake_run(
+    tmp_path,
+    "on7v_r10",
+    "simdis_on",
+    ALL_VIEWS,
+    512,
+    200,
+    5,
+    knn={"student": 65.0, "teacher": 68.75},
+    knn_init={"student": 11.0, "teacher": 9.0},
+    wall=50.0,
+    rate=42.25,
+  )
   lin = fake_linear(tmp_path, "byol_r10_linear", byol)
   return byol, on7, lin
 
@@ -163,8 +238,13 @@ def test_write_report_tables_and_figures(workdirs, tmp_path):
 def test_cli_prints_the_table_and_writes_the_files(workdirs, tmp_path):
   byol, on7, lin = workdirs
   out = tmp_path / "cli_out"
-  proc = subprocess.run([sys.executable, "-m", "simdis_jax.report", str(byol), str(lin), str(on7),
-                         "--out", str(out), "--noembeddings"], cwd=ROOT, capture_output=True, text=True, timeout=120)
+  proc = subprocess.run(
+    [sys.executable, "-m", "simdis_jax.report", str(byol), str(lin), str(on7), "--out", str(out), "--noembeddings"],
+    cwd=ROOT,
+    capture_output=True,
+    text=True,
+    timeout=120,
+  )
   assert proc.returncode == 0, proc.stderr
   markdown = (out / "results.md").read_text(encoding="utf-8")
   check_report(out, markdown)
@@ -184,7 +264,10 @@ def test_teacher_linear_eval_adds_a_teacher_row(workdirs, tmp_path):
   markdown = report.write_report([str(byol), str(on7), str(lin), str(teacher_lin)], str(tmp_path / "out"))
   rows = table(markdown)
   assert [(r["run"], r["network"]) for r in rows] == [
-      ("byol_r10", "student (online)"), ("on7v_r10", "student"), ("on7v_r10", "teacher (online)")]
+    ("byol_r10", "student (online)"),
+    ("on7v_r10", "student"),
+    ("on7v_r10", "teacher (online)"),
+  ]
   teacher = rows[2]
   assert teacher["encoder"] == "ResNet-10 w16" and teacher["teacher"] == "—"
   assert teacher["kNN top-1 (step 0)"] == "68.75 (9.00)"
@@ -198,8 +281,20 @@ def test_linear_eval_alone_pulls_in_its_run(workdirs, tmp_path):
 
 
 def test_unfinished_run_is_marked_and_uses_the_last_metrics(tmp_path):
-  wd = fake_run(tmp_path, "half", "simdis_off", ["sema_dv", "tema_dv"], 16, 4, 1,
-                knn={"student": 30.0}, knn_init={"student": 10.0}, finished=False, last_step=2, rate=7.5)
+  wd = fake_run(
+    tmp_path,
+    "half",
+    "simdis_off",
+    ["sema_dv", "tema_dv"],
+    16,
+    4,
+    1,
+    knn={"student": 30.0},
+    knn_init={"student": 10.0},
+    finished=False,
+    last_step=2,
+    rate=7.5,
+  )
   markdown = report.write_report([str(wd)], str(tmp_path / "out"))
   (row,) = table(markdown)
   assert row["run"] == "half (unfinished, step 2 of 4)"
@@ -243,8 +338,10 @@ def test_names_match_the_method_module():
 def test_same_basename_gets_separate_figures_and_orphan_eval_is_kept(tmp_path, capsys):
   (tmp_path / "a").mkdir()
   (tmp_path / "b").mkdir()
-  runs = [fake_run(tmp_path / d, "run", "byol", ["sema_dv"], 32, 2, 3, knn={"student": 20.0},
-                   knn_init={"student": 10.0}) for d in ("a", "b")]
+  runs = [
+    fake_run(tmp_path / d, "run", "byol", ["sema_dv"], 32, 2, 3, knn={"student": 20.0}, knn_init={"student": 10.0})
+    for d in ("a", "b")
+  ]
   orphan = fake_linear(tmp_path, "lost_linear", tmp_path / "deleted_run", top1=55.0)
   out = tmp_path / "out"
   rows = table(report.write_report([str(runs[0]), str(runs[1]), str(orphan)], str(out)))
@@ -268,13 +365,24 @@ def test_linear_eval_with_a_relative_path_and_an_unfinished_one(workdirs, tmp_pa
 
 def test_a_pretraining_workdir_brings_its_own_linear_evaluations(tmp_path):
   # As final_eval writes them: <run>/linear_student and <run>/linear_teacher; only the run is given.
-  run = fake_run(tmp_path, "demo", "simdis_on", ALL_VIEWS, 128, 2, 5, knn={"student": 70.0, "teacher": 72.0},
-                 knn_init={"student": 60.0, "teacher": 61.0})
+  run = fake_run(
+    tmp_path,
+    "demo",
+    "simdis_on",
+    ALL_VIEWS,
+    128,
+    2,
+    5,
+    knn={"student": 70.0, "teacher": 72.0},
+    knn_init={"student": 60.0, "teacher": 61.0},
+  )
   fake_linear(run, "linear_student", run, top1=75.5)
   fake_linear(run, "linear_teacher", run, network="teacher", top1=77.25)
   rows = table(report.write_report([str(run)], str(tmp_path / "out"), embeddings=False))
-  assert [(r["network"], r["linear top-1"]) for r in rows] == [("student (online)", "75.50"),
-                                                               ("teacher (online)", "77.25")]
+  assert [(r["network"], r["linear top-1"]) for r in rows] == [
+    ("student (online)", "75.50"),
+    ("teacher (online)", "77.25"),
+  ]
   assert rows[1]["views"] == "T̂-v' (BYOL)"  # the teacher's own target, not the student's seven
   # Moved (archived) with its linear evaluations, which still name the old place: still its own.
   moved = tmp_path / "archive"
@@ -286,21 +394,35 @@ def test_a_pretraining_workdir_brings_its_own_linear_evaluations(tmp_path):
 
 def test_a_distilling_workdir_brings_its_student_trained_alone(tmp_path):
   # As the demo leaves it (config.final_eval.student_alone): <run>/alone is BYOL on the same student.
-  run = fake_run(tmp_path, "demo", "simdis_off", ALL_VIEWS, 128, 2, 5, knn={"student": 82.5, "teacher": 85.4},
-                 knn_init={"student": 73.1, "teacher": 85.4})
+  run = fake_run(
+    tmp_path,
+    "demo",
+    "simdis_off",
+    ALL_VIEWS,
+    128,
+    2,
+    5,
+    knn={"student": 82.5, "teacher": 85.4},
+    knn_init={"student": 73.1, "teacher": 85.4},
+  )
   fake_run(run, "alone", "byol", ["sema_dv"], 128, 2, 5, knn={"student": 76.6}, knn_init={"student": 73.1})
   rows = table(report.write_report([str(run)], str(tmp_path / "out"), embeddings=False))
   assert [(r["run"], r["method"], r["kNN top-1 (step 0)"]) for r in rows] == [
-      ("demo", "SimDis-Off-7v", "82.50 (73.10)"), ("alone", "BYOL", "76.60 (73.10)")]
+    ("demo", "SimDis-Off-7v", "82.50 (73.10)"),
+    ("alone", "BYOL", "76.60 (73.10)"),
+  ]
   rows = table(report.write_report([str(run), str(run / "alone")], str(tmp_path / "out2"), embeddings=False))
   assert [r["run"] for r in rows] == ["demo", "alone"]  # given twice: one row
 
 
 def test_views_and_teacher_columns_say_what_each_method_uses(tmp_path):
-  runs = [fake_run(tmp_path, m, m, ["sema_dv"], 64, 2, 5, knn={"student": 50.0}, knn_init={"student": 40.0})
-          for m in ("moco_v2", "seed", "supervised", "byol")]
-  rows = {r["run"]: r for r in table(report.write_report([str(r) for r in runs], str(tmp_path / "out"),
-                                                         embeddings=False))}
+  runs = [
+    fake_run(tmp_path, m, m, ["sema_dv"], 64, 2, 5, knn={"student": 50.0}, knn_init={"student": 40.0})
+    for m in ("moco_v2", "seed", "supervised", "byol")
+  ]
+  rows = {
+    r["run"]: r for r in table(report.write_report([str(r) for r in runs], str(tmp_path / "out"), embeddings=False))
+  }
   assert rows["moco_v2"]["views"] == "query v, key v' (queue)" and rows["moco_v2"]["teacher"] == "—"
   assert rows["seed"]["views"] == "one view; teacher similarities (queue)"
   assert rows["seed"]["teacher"] == "ResNet-10 w16"  # SEED distils from a teacher: its architecture is shown
@@ -311,6 +433,7 @@ def test_views_and_teacher_columns_say_what_each_method_uses(tmp_path):
 
 def test_accuracy_series_keep_architectures_apart(tmp_path):
   from simdis_jax.evaluation import figures  # pylint: disable=import-outside-toplevel
+
   small = fake_run(tmp_path, "small", "byol", ["sema_dv"], 64, 2, 5, knn={"student": 50.0}, knn_init={"student": 1})
   wide = fake_run(tmp_path, "wide", "byol", ["sema_dv"], 64, 4, 5, knn={"student": 60.0}, knn_init={"student": 1})
   config = json.loads((wide / "config.json").read_text())
@@ -318,8 +441,10 @@ def test_accuracy_series_keep_architectures_apart(tmp_path):
   write_json(wide / "config.json", config)
   _, rows = report.collect_rows([str(small), str(wide)])
   series = figures.accuracy_series(rows)
-  assert series == {("BYOL", "student", "kNN", "ResNet-10 w8"): [(2.0, 50.0)],
-                    ("BYOL", "student", "kNN", "ResNet-10 w16"): [(4.0, 60.0)]}
+  assert series == {
+    ("BYOL", "student", "kNN", "ResNet-10 w8"): [(2.0, 50.0)],
+    ("BYOL", "student", "kNN", "ResNet-10 w16"): [(4.0, 60.0)],
+  }
 
 
 def test_architecture_names_each_arch_of_a_network_section():
@@ -330,13 +455,16 @@ def test_architecture_names_each_arch_of_a_network_section():
   assert report.architecture(dict(resnet, arch="vit_tiny", patch_size=16)) == "vit_tiny patch 16"
   assert report.architecture(dict(resnet, arch="mobilenet_v3_small", patch_size=16)) == "mobilenet_v3_small"
   assert report.architecture(dict(resnet, arch="efficientnet_b0")) == "efficientnet_b0"
-  assert report.architecture({"width": 64}) == report.architecture(None) == report.MISSING == "—"
+  assert report.architecture({"width": 64}) == report.architecture(None) == report_tables.MISSING == "—"
 
 
 def test_loss_panel_shows_every_curve_and_the_knn_panel_says_what_step_0_is(tmp_path):
   from simdis_jax.evaluation import figures  # pylint: disable=import-outside-toplevel
-  metrics = {s: {"loss": 4.0 - s / 10, "loss_student": 4.0 - s / 10, **{f"loss_head/{v}": 2.0 for v in ALL_VIEWS}}
-             for s in range(1, 6)}
+
+  metrics = {
+    s: {"loss": 4.0 - s / 10, "loss_student": 4.0 - s / 10, **{f"loss_head/{v}": 2.0 for v in ALL_VIEWS}}
+    for s in range(1, 6)
+  }
   online = {s: {**m, "loss_teacher": 1.0, "loss": m["loss"] + 1.0} for s, m in metrics.items()}
   ax_online = figures.plot_curves(online, "t", 5, str(tmp_path / "o.png")).axes[0]
   colours = [tuple(matplotlib.colors.to_rgba(line.get_color())) for line in ax_online.lines]
@@ -356,8 +484,20 @@ def test_loss_panel_shows_every_curve_and_the_knn_panel_says_what_step_0_is(tmp_
 
 
 def test_plain_text_aligns_tables_and_names_figures():
-  markdown = ("# Results\n\n| run | views | protocol |\n|---|---|---|\n| a | T̂-v', Ŝ-v | x |\n| bb\\|c | — | y |\n\n"
-              "## Figures\n\n![curves_a.png](curves_a.png)\n")
-  text = report.plain_text(markdown)
-  assert text.splitlines() == ["Results", "", "run   views", "----  ---------", "a     T̂-v', Ŝ-v", "bb|c  —", "",
-                               "Figures", "", "  curves_a.png"]
+  markdown = (
+    "# Results\n\n| run | views | protocol |\n|---|---|---|\n| a | T̂-v', Ŝ-v | x |\n| bb\\|c | — | y |\n\n"
+    "## Figures\n\n![curves_a.png](curves_a.png)\n"
+  )
+  text = report_tables.plain_text(markdown)
+  assert text.splitlines() == [
+    "Results",
+    "",
+    "run   views",
+    "----  ---------",
+    "a     T̂-v', Ŝ-v",
+    "bb|c  —",
+    "",
+    "Figures",
+    "",
+    "  curves_a.png",
+  ]

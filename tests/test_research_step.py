@@ -41,15 +41,18 @@ def test_research_step_is_the_train_step_on_the_same_views():
   y = rng.integers(0, 10, (16,), dtype=np.int32)
   state = fresh_state(c)
   # The views the train step draws for step 0.
-  v1, v2 = augment.two_views(jax.random.fold_in(state.rng, state.step), jnp.asarray(x), c.data.augment,
-                             out_size=c.data.image_size)
+  v1, v2 = augment.two_views(
+    jax.random.fold_in(state.rng, state.step), jnp.asarray(x), c.data.augment, out_size=c.data.image_size
+  )
   result = step_lib.research_step(c, state, v1, v2, y, total_steps=TOTAL_STEPS)
-  trained, metrics = train_step(jax.device_put(state, parallel.replicated(mesh)), parallel.global_batch(x, mesh),
-                                parallel.global_batch(y, mesh))
+  trained, metrics = train_step(
+    jax.device_put(state, parallel.replicated(mesh)), parallel.global_batch(x, mesh), parallel.global_batch(y, mesh)
+  )
   assert set(result.per_head) == {"sema_dv", "tema_dv"}
   assert float(result.loss) == pytest.approx(float(metrics["loss"]), rel=1e-6)
-  assert float(result.loss) == pytest.approx(float(result.metrics["loss_student"] + result.metrics["loss_teacher"]),
-                                             rel=1e-6)
+  assert float(result.loss) == pytest.approx(
+    float(result.metrics["loss_student"] + result.metrics["loss_teacher"]), rel=1e-6
+  )
   assert float(result.per_head["tema_dv"]) == pytest.approx(float(metrics["loss_head/tema_dv"]), rel=1e-6)
   assert set(result.grads) == {"student", "teacher"}
   assert jax.tree.structure(result.grads["student"]) == jax.tree.structure(state.student.params)
@@ -81,13 +84,20 @@ def test_research_step_computes_in_float64_when_x64_is_on():
     state = fresh_state(c)
     floats = {x.dtype for x in jax.tree.leaves(state) if jnp.issubdtype(x.dtype, jnp.floating)}
     assert floats == {jnp.dtype(jnp.float32)}  # params, statistics and optimizer state stay float32
-    r64 = step_lib.research_step(c, state, jnp.asarray(views[0]), jnp.asarray(views[1]), labels,
-                                 total_steps=TOTAL_STEPS)
-    r32 = step_lib.research_step(c, state, jnp.asarray(views[0], jnp.float32), jnp.asarray(views[1], jnp.float32),
-                                 labels, total_steps=TOTAL_STEPS)
+    r64 = step_lib.research_step(
+      c, state, jnp.asarray(views[0]), jnp.asarray(views[1]), labels, total_steps=TOTAL_STEPS
+    )
+    r32 = step_lib.research_step(
+      c, state, jnp.asarray(views[0], jnp.float32), jnp.asarray(views[1], jnp.float32), labels, total_steps=TOTAL_STEPS
+    )
   assert jnp.zeros(1).dtype == jnp.dtype(jnp.float32)  # nothing leaked out of the scope
-  floats64 = [r64.loss, *r64.per_head.values(), *r64.metrics.values(), *jax.tree.leaves(r64.grads),
-              *[x for x in jax.tree.leaves(r64.state) if not jnp.issubdtype(x.dtype, jnp.integer)]]
+  floats64 = [
+    r64.loss,
+    *r64.per_head.values(),
+    *r64.metrics.values(),
+    *jax.tree.leaves(r64.grads),
+    *[x for x in jax.tree.leaves(r64.state) if not jnp.issubdtype(x.dtype, jnp.integer)],
+  ]
   assert {x.dtype for x in floats64} == {jnp.dtype(jnp.float64)}
   assert {x.dtype for x in jax.tree.leaves(r32.grads)} == {jnp.dtype(jnp.float32)}
   assert float(r64.loss) == pytest.approx(float(r32.loss), rel=1e-5)

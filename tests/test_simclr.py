@@ -37,7 +37,8 @@ def test_nt_xent_by_hand_on_one_hot_projections():
   assert float(simclr.nt_xent(e[:2], e[2:], 1.0, axis_name=None)[0]) == pytest.approx(2 * math.log(3), rel=1e-6)
   # The temperature divides every similarity: T = 0.5 doubles the positive's logit.
   assert float(simclr.nt_xent(e[:2], e[:2], 0.5, axis_name=None)[0]) == pytest.approx(
-      2 * math.log(1 + 2 / math.e ** 2), rel=1e-6)
+    2 * math.log(1 + 2 / math.e**2), rel=1e-6
+  )
 
 
 def official_loss(z1, z2, temperature):
@@ -67,14 +68,17 @@ def test_research_step_in_float64_is_the_official_loss_and_gradient():
 
     def forward(params):
       variables = {"params": params, "batch_stats": s64.student.batch_stats}
-      return [nets.student.apply(variables, jnp.asarray(v), train=True, mutable=["batch_stats"])[0]["projection"]
-              for v in (v1, v2)]
+      return [
+        nets.student.apply(variables, jnp.asarray(v), train=True, mutable=["batch_stats"])[0]["projection"]
+        for v in (v1, v2)
+      ]
 
     ours, vjp = jax.vjp(forward, s64.student.params)
   for i in (0, 1):
     # The step's compiled forward fuses differently from this one: float64 rounding apart, the same values.
-    np.testing.assert_allclose(np.asarray(ours[i]), np.asarray(r.outputs["student"][i]["projection"]),
-                               rtol=1e-12, atol=1e-14)
+    np.testing.assert_allclose(
+      np.asarray(ours[i]), np.asarray(r.outputs["student"][i]["projection"]), rtol=1e-12, atol=1e-14
+    )
   z1, z2 = (torch.tensor(np.asarray(z), dtype=torch.float64, requires_grad=True) for z in ours)
   loss, logits_a = official_loss(z1, z2, c.simclr.temperature)
   loss.backward()

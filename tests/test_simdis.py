@@ -13,21 +13,20 @@ from simdis_jax.methods import simdis
 NETWORKS = ("student", "student_ema", "teacher", "teacher_ema")
 # docs/spec.md's table: the target for the prediction of v and of v'.
 SPEC_TABLE = {
-    "s_dv": (("student", 1), ("student", 0)),
-    "sema_sv": (("student_ema", 0), ("student_ema", 1)),
-    "sema_dv": (("student_ema", 1), ("student_ema", 0)),
-    "t_sv": (("teacher", 0), ("teacher", 1)),
-    "t_dv": (("teacher", 1), ("teacher", 0)),
-    "tema_sv": (("teacher_ema", 0), ("teacher_ema", 1)),
-    "tema_dv": (("teacher_ema", 1), ("teacher_ema", 0)),
+  "s_dv": (("student", 1), ("student", 0)),
+  "sema_sv": (("student_ema", 0), ("student_ema", 1)),
+  "sema_dv": (("student_ema", 1), ("student_ema", 0)),
+  "t_sv": (("teacher", 0), ("teacher", 1)),
+  "t_dv": (("teacher", 1), ("teacher", 0)),
+  "tema_sv": (("teacher_ema", 0), ("teacher_ema", 1)),
+  "tema_dv": (("teacher_ema", 1), ("teacher_ema", 0)),
 }
 
 
 def _distinct_targets(dim=8):
   """Each (network, view) projects to its own one-hot direction (scaled: targets are normalised)."""
   eye = np.eye(dim, dtype=np.float32)
-  return {net: (jnp.asarray(3.0 * eye[[2 * i]]), jnp.asarray(5.0 * eye[[2 * i + 1]]))
-          for i, net in enumerate(NETWORKS)}
+  return {net: (jnp.asarray(3.0 * eye[[2 * i]]), jnp.asarray(5.0 * eye[[2 * i + 1]])) for i, net in enumerate(NETWORKS)}
 
 
 @pytest.mark.parametrize("view", list(simdis.VIEWS))
@@ -116,8 +115,11 @@ def test_ema_schedule_at_start_middle_and_end():
 
 def test_ema_update_rule_covers_encoder_and_projector_only():
   ema = {"encoder": {"w": jnp.array([1.0, 2.0])}, "projector": {"w": jnp.array([0.0])}}
-  online = {"encoder": {"w": jnp.array([3.0, 4.0])}, "projector": {"w": jnp.array([10.0])},
-            "predictor_sema_dv": {"w": jnp.array([7.0])}}
+  online = {
+    "encoder": {"w": jnp.array([3.0, 4.0])},
+    "projector": {"w": jnp.array([10.0])},
+    "predictor_sema_dv": {"w": jnp.array([7.0])},
+  }
   new = simdis.ema_update(ema, online, 0.9)
   np.testing.assert_allclose(new["encoder"]["w"], [0.9 * 1 + 0.1 * 3, 0.9 * 2 + 0.1 * 4], rtol=1e-6)
   np.testing.assert_allclose(new["projector"]["w"], [1.0], rtol=1e-6)

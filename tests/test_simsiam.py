@@ -1,7 +1,6 @@
 """SimSiam: its loss by hand, the research step against the official formulas in float64 (torch), its optimizer,
 and a SimSiam teacher inside SimDis-On."""
 
-
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -33,8 +32,7 @@ def test_negative_cosine_by_hand():
   np.testing.assert_array_equal(jax.grad(lambda z: simsiam.negative_cosine(e1, z))(e2), [[0.0, 0.0]])
   np.testing.assert_allclose(jax.grad(lambda p: simsiam.negative_cosine(p, e2))(e1), [[0.0, -1.0]], atol=1e-7)
   # Symmetric: p1 = z2 (cos 1), p2 ⟂ z1 (cos 0): L = (-1 + 0) / 2.
-  outs = ({"predictions": {simsiam.HEAD: e1}, "projection": e1},
-          {"predictions": {simsiam.HEAD: e2}, "projection": e1})
+  outs = ({"predictions": {simsiam.HEAD: e1}, "projection": e1}, {"predictions": {simsiam.HEAD: e2}, "projection": e1})
   assert float(simsiam.symmetric_loss(outs)) == -0.5
 
 
@@ -55,8 +53,7 @@ def test_research_step_in_float64_is_the_official_loss_gradient_and_update():
   state = run_helpers.fresh_state(c)
   # 2 warm-up steps: the scheduled rate starts at warmup_init_lr, the predictor's at the peak
   with jax.enable_x64(True):
-    r = step_lib.research_step(c, state, jnp.asarray(v1), jnp.asarray(v2), total_steps=10, warmup_steps=2,
-                               outputs=True)
+    r = step_lib.research_step(c, state, jnp.asarray(v1), jnp.asarray(v2), total_steps=10, warmup_steps=2, outputs=True)
     nets = build_networks(c, dtype=jnp.float64)
     s64 = step_lib.cast_floats(state, jnp.float64)
 
@@ -67,9 +64,15 @@ def test_research_step_in_float64_is_the_official_loss_gradient_and_update():
 
     ours, vjp = jax.vjp(forward, s64.student.params)
   assert set(r.outputs) == {"student"} and r.loss.dtype == jnp.float64
-  for a, b in zip(ours, [r.outputs["student"][0]["predictions"][simsiam.HEAD],
-                         r.outputs["student"][1]["predictions"][simsiam.HEAD],
-                         r.outputs["student"][0]["projection"], r.outputs["student"][1]["projection"]]):
+  for a, b in zip(
+    ours,
+    [
+      r.outputs["student"][0]["predictions"][simsiam.HEAD],
+      r.outputs["student"][1]["predictions"][simsiam.HEAD],
+      r.outputs["student"][0]["projection"],
+      r.outputs["student"][1]["projection"],
+    ],
+  ):
     # The outputs the step returns are the forward's (its compiled fusions differ: float64 rounding apart).
     np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-12, atol=1e-14)
   p1, p2, z1, z2 = torch_leaves(*ours)
@@ -86,8 +89,9 @@ def test_research_step_in_float64_is_the_official_loss_gradient_and_update():
   peak, start = c.optim.base_lr * c.train.batch_size / 256, c.optim.warmup_init_lr
   assert start != peak
   for name, lr in (("predictor_simsiam", peak), ("encoder", start), ("projector", start)):
-    old, grad, new = (jax.tree.leaves(t[name]) for t in (s64.student.params, r.grads["student"],
-                                                         r.state.student.params))
+    old, grad, new = (
+      jax.tree.leaves(t[name]) for t in (s64.student.params, r.grads["student"], r.state.student.params)
+    )
     for w, g, w_new in zip(old, grad, new):
       w, g = np.asarray(w), np.asarray(g)
       np.testing.assert_allclose(np.asarray(w_new), w - lr * (g + 1e-4 * w), rtol=1e-12, atol=1e-15)
@@ -125,8 +129,9 @@ def test_simdis_on_with_a_simsiam_teacher_adds_its_loss_and_moves_no_teacher_ema
     r = step_lib.research_step(c, state, jnp.asarray(v1), jnp.asarray(v2), total_steps=10, outputs=True)
   assert set(r.outputs) == {"student", "student_ema", "teacher"}  # no T̂ forward
   t = r.outputs["teacher"]
-  p1, p2, z1, z2 = torch_leaves(*(t[i]["predictions"][simsiam.HEAD] for i in (0, 1)),
-                                *(t[i]["projection"] for i in (0, 1)))
+  p1, p2, z1, z2 = torch_leaves(
+    *(t[i]["predictions"][simsiam.HEAD] for i in (0, 1)), *(t[i]["projection"] for i in (0, 1))
+  )
   assert float(r.metrics["loss_teacher"]) == pytest.approx(official_loss(p1, p2, z1, z2).item(), rel=1e-12)
   assert float(r.loss) == pytest.approx(float(r.metrics["loss_student"] + r.metrics["loss_teacher"]), rel=1e-12)
   assert set(r.grads) == {"student", "teacher"}

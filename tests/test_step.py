@@ -22,8 +22,9 @@ def build(config, devices=1, total_steps=10):
   nets = build_networks(config)
   sched = optim.warmup_cosine_schedule(config.optim.base_lr, config.train.batch_size, total_steps, 0)
   tx = optim.make_optimizer(config.optim, sched)
-  state = jax.jit(functools.partial(create_train_state, config, nets, tx, IMAGE_SHAPE),
-                  out_shardings=parallel.replicated(mesh))()
+  state = jax.jit(
+    functools.partial(create_train_state, config, nets, tx, IMAGE_SHAPE), out_shardings=parallel.replicated(mesh)
+  )()
   return mesh, nets, tx, state, step_lib.make_train_step(config, nets, tx, sched, total_steps, mesh)
 
 
@@ -75,8 +76,10 @@ def test_offline_teacher_and_its_ema_stay_bit_identical():
     state, metrics = train_step(state, *images(mesh, seed=i))
   assert np.isfinite(float(metrics["loss"]))
   assert_trees_equal(host(state.teacher), before)
-  changed = [not np.array_equal(a, b) for a, b in zip(jax.tree.leaves(student_before),
-                                                      jax.tree.leaves(host(state.student.params)))]
+  changed = [
+    not np.array_equal(a, b)
+    for a, b in zip(jax.tree.leaves(student_before), jax.tree.leaves(host(state.student.params)))
+  ]
   assert all(changed)
 
 
@@ -87,8 +90,9 @@ def test_online_teacher_update_equals_a_teacher_only_byol_step():
   c_byol.model.student = c_on.model.teacher
   _, _, tx_b, _, step_b = build(c_byol)
   teacher = jax.tree.map(jnp.copy, state_on.teacher)
-  state_b = TrainState(jnp.copy(state_on.step), jnp.copy(state_on.rng), teacher, None,
-                       tx_b.init({"student": teacher.params}))
+  state_b = TrainState(
+    jnp.copy(state_on.step), jnp.copy(state_on.rng), teacher, None, tx_b.init({"student": teacher.params})
+  )
   for i in range(2):
     state_on, m_on = step_on(state_on, *images(mesh, seed=i))
     state_b, m_b = step_b(state_b, *images(mesh, seed=i))
@@ -125,12 +129,17 @@ def test_per_device_bn_equals_bn_computed_shard_by_shard():
     return out["projection"], jax.lax.pmean(mutated["batch_stats"], parallel.DATA_AXIS)
 
   def run(axis):
-    f = jax.shard_map(functools.partial(per_device, axis=axis), mesh=mesh, in_specs=(P(), P("data")),
-                      out_specs=(P("data"), P()), check_vma=False)
+    f = jax.shard_map(
+      functools.partial(per_device, axis=axis),
+      mesh=mesh,
+      in_specs=(P(), P("data")),
+      out_specs=(P("data"), P()),
+      check_vma=False,
+    )
     return jax.jit(f)(variables, x)
 
   proj, stats = run(None)
-  shards = [net.apply(variables, x[2 * i:2 * i + 2], train=True, mutable=["batch_stats"]) for i in range(8)]
+  shards = [net.apply(variables, x[2 * i : 2 * i + 2], train=True, mutable=["batch_stats"]) for i in range(8)]
   np.testing.assert_allclose(proj, np.concatenate([s[0]["projection"] for s in shards]), rtol=1e-3, atol=2e-4)
   mean_stats = jax.tree.map(lambda *s: sum(s) / 8, *[s[1]["batch_stats"] for s in shards])
   assert_trees_close(host(stats), host(mean_stats), rtol=1e-4, atol=1e-6)
@@ -212,11 +221,13 @@ def test_supervised_student_fits_labels_and_its_first_loss_is_the_cross_entropy(
   # recompute it for view 1 from the same augmented views the step sees.
   key = jax.random.fold_in(state.rng, 0)
   from simdis_jax.data import augment  # pylint: disable=import-outside-toplevel
+
   v1, v2 = augment.two_views(key, x, c.data.augment, out_size=c.data.image_size)
   expected = []
   for v in (v1, v2):
-    out, _ = nets.student.apply({"params": state.student.params, "batch_stats": state.student.batch_stats}, v,
-                                train=True, mutable=["batch_stats"])
+    out, _ = nets.student.apply(
+      {"params": state.student.params, "batch_stats": state.student.batch_stats}, v, train=True, mutable=["batch_stats"]
+    )
     expected.append(float(jnp.mean(-jax.nn.log_softmax(out["logits"])[jnp.arange(16), y])))
   losses = []
   for _ in range(25):

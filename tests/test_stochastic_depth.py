@@ -44,8 +44,9 @@ def fresh_state(config, mesh, total_steps=10):
   nets = build_networks(config)
   sched = optim.warmup_cosine_schedule(config.optim.base_lr, config.train.batch_size, total_steps, 0)
   tx = optim.make_optimizer(config.optim, sched)
-  create = jax.jit(functools.partial(create_train_state, config, nets, tx, IMAGE_SHAPE),
-                   out_shardings=parallel.replicated(mesh))
+  create = jax.jit(
+    functools.partial(create_train_state, config, nets, tx, IMAGE_SHAPE), out_shardings=parallel.replicated(mesh)
+  )
   return nets, tx, sched, create
 
 
@@ -70,8 +71,11 @@ def test_only_trainable_networks_with_a_rate_drop_branches():
 
 
 def test_drop_path_rate_is_validated_with_one_clear_line():
-  with pytest.raises(ValueError, match=r"config.model.student.drop_path_rate=0.1: arch='resnet' has no "
-                                       r"stochastic depth; set it to 0 or use one of"):
+  with pytest.raises(
+    ValueError,
+    match=r"config.model.student.drop_path_rate=0.1: arch='resnet' has no "
+    r"stochastic depth; set it to 0 or use one of",
+  ):
     c = tiny_config()
     c.model.student.drop_path_rate = 0.1
     configuration.validate(c)
@@ -82,8 +86,15 @@ def test_drop_path_rate_is_validated_with_one_clear_line():
 
 def test_dropout_key_differs_per_device_and_depends_only_on_rng_and_step():
   mesh = parallel.make_mesh(jax.devices()[:2])
-  keys = jax.jit(jax.shard_map(lambda r, s: step_lib.dropout_key(r, s)[None], mesh=mesh, in_specs=(P(), P()),
-                               out_specs=P(parallel.DATA_AXIS), check_vma=False))
+  keys = jax.jit(
+    jax.shard_map(
+      lambda r, s: step_lib.dropout_key(r, s)[None],
+      mesh=mesh,
+      in_specs=(P(), P()),
+      out_specs=P(parallel.DATA_AXIS),
+      check_vma=False,
+    )
+  )
   rng = jax.random.PRNGKey(3)
   a = np.asarray(keys(rng, jnp.int32(5)))
   assert a.shape == (2, 2) and not np.array_equal(a[0], a[1])
@@ -113,8 +124,10 @@ def test_the_step_rng_draws_the_masks_and_the_same_rng_repeats_them(vit_run):
   assert trees_equal(a.grads, again.grads) and trees_equal(a.state, again.state)
   # The views are the caller's, so the state's RNG reaches the update only through the dropped branches.
   assert not np.array_equal(np.asarray(a.loss), np.asarray(other.loss))
-  differ = [not np.array_equal(x, y) for x, y in zip(jax.tree.leaves(host(a.state.student.params)),
-                                                     jax.tree.leaves(host(other.state.student.params)))]
+  differ = [
+    not np.array_equal(x, y)
+    for x, y in zip(jax.tree.leaves(host(a.state.student.params)), jax.tree.leaves(host(other.state.student.params)))
+  ]
   assert np.mean(differ) > 0.9
 
 
@@ -122,13 +135,17 @@ def test_targets_and_evaluation_are_deterministic(vit_run):
   c, nets, state, v1, v2 = vit_run
   c = c.copy_and_resolve_references()
   c.model.sync_bn = False  # loss_fn outside shard_map
-  run = jax.jit(lambda key: step_lib.loss_fn(trainable_params(state, c), state, v1, v2, networks=nets, config=c,
-                                             dropout_key=key)[1][2])
+  run = jax.jit(
+    lambda key: step_lib.loss_fn(trainable_params(state, c), state, v1, v2, networks=nets, config=c, dropout_key=key)[
+      1
+    ][2]
+  )
   outputs = run(jax.random.PRNGKey(7))
 
   def plain(network, params, stats, x):  # a train-mode BN forward with no stochastic depth asked for
-    return getattr(nets, network).apply({"params": params, "batch_stats": stats}, x, train=True,
-                                        mutable=["batch_stats"])[0]["projection"]
+    return getattr(nets, network).apply(
+      {"params": params, "batch_stats": stats}, x, train=True, mutable=["batch_stats"]
+    )[0]["projection"]
 
   s = state.student
   # The student's training forward drops branches; its EMA target (built with the same rate) does not: it
@@ -136,8 +153,12 @@ def test_targets_and_evaluation_are_deterministic(vit_run):
   dropped = np.abs(outputs["student"][0]["projection"] - plain("student", s.params, s.batch_stats, v1)).max()
   assert dropped > 1e-2
   for i, x in enumerate((v1, v2)):
-    np.testing.assert_allclose(outputs["student_ema"][i]["projection"],
-                               plain("student_ema", s.ema_params, s.ema_batch_stats, x), rtol=1e-4, atol=2e-5)
+    np.testing.assert_allclose(
+      outputs["student_ema"][i]["projection"],
+      plain("student_ema", s.ema_params, s.ema_batch_stats, x),
+      rtol=1e-4,
+      atol=2e-5,
+    )
   other_key = run(jax.random.PRNGKey(8))["student"][0]["projection"]
   assert not np.array_equal(other_key, outputs["student"][0]["projection"])
   with pytest.raises(ValueError, match=r"\['student'\] train with stochastic depth .* no dropout_key"):
@@ -156,8 +177,13 @@ def test_resume_from_a_checkpoint_equals_the_uninterrupted_run(tmp_path):
   nets, tx, sched, create = fresh_state(c, mesh)
   train_step = step_lib.make_train_step(c, nets, tx, sched, 10, mesh)
   rng = np.random.default_rng(0)
-  batches = [(parallel.global_batch(rng.integers(0, 256, (8, 28, 28, 1), dtype=np.uint8), mesh),
-              parallel.global_batch(rng.integers(0, 10, (8,), dtype=np.int32), mesh)) for _ in range(3)]
+  batches = [
+    (
+      parallel.global_batch(rng.integers(0, 256, (8, 28, 28, 1), dtype=np.uint8), mesh),
+      parallel.global_batch(rng.integers(0, 10, (8,), dtype=np.int32), mesh),
+    )
+    for _ in range(3)
+  ]
   straight = create()
   for x, y in batches:
     straight, _ = train_step(straight, x, y)

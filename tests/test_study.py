@@ -47,36 +47,72 @@ def test_every_preset_parses_and_validates():
 def test_student_presets_differ_from_the_student_alone_only_in_method_views_and_teacher():
   base = presets.get_config("byol_student")
   expected = {
-      "simdis_off_2v": {"method", "views", "teacher.workdir"},
-      "simdis_off_7v": {"method", "views", "teacher.workdir"},
-      "off_t_sv": {"method", "views", "teacher.workdir"},
-      "off_t_dv": {"method", "views", "teacher.workdir"},
-      "off_tema_sv": {"method", "views", "teacher.workdir"},
-      "simdis_on_2v": {"method", "views"},
-      "simdis_on_7v": {"method", "views"},
-      "supervised": {"method"},
-      "untrained_student": {"train.steps", "optim.warmup_init_lr"},
-      # The teacher run is BYOL on the teacher network: only the trained network differs.
-      "byol_teacher": {"model.student.depth", "model.student.width"},
-      # Figure 3's other systems: their authors' recipes (simdis_jax/methods/recipes.py), same student.
-      "moco_v2": {"method", "data.augment.blur_prob", "data.augment.saturation", "data.augment.solarize_prob",
-                  "knn.networks", "moco.queue_size", "model.student.hidden_dim", "model.student.projector",
-                  "model.sync_bn", "optim.base_lr", "optim.name", "optim.warmup_epochs", "optim.weight_decay"},
-      "seed": {"method", "data.augment.blur_prob", "data.augment.saturation", "data.augment.solarize_prob",
-               "model.student.hidden_dim", "model.student.projector", "model.sync_bn", "optim.base_lr",
-               "optim.name", "optim.warmup_init_lr", "optim.weight_decay", "seed_distill.queue_size",
-               "teacher.bn_mode", "teacher.workdir"},
-      "supervised_standard": {"method", "data.augment.blur_prob", "data.augment.grey_prob",
-                              "data.augment.jitter_prob", "data.augment.solarize_prob", "knn.networks",
-                              "optim.base_lr", "optim.name", "optim.schedule", "optim.step_epochs",
-                              "optim.warmup_epochs", "optim.weight_decay", "supervised.views"},
+    "simdis_off_2v": {"method", "views", "teacher.workdir"},
+    "simdis_off_7v": {"method", "views", "teacher.workdir"},
+    "off_t_sv": {"method", "views", "teacher.workdir"},
+    "off_t_dv": {"method", "views", "teacher.workdir"},
+    "off_tema_sv": {"method", "views", "teacher.workdir"},
+    "simdis_on_2v": {"method", "views"},
+    "simdis_on_7v": {"method", "views"},
+    "supervised": {"method"},
+    "untrained_student": {"train.steps", "optim.warmup_init_lr"},
+    # The teacher run is BYOL on the teacher network: only the trained network differs.
+    "byol_teacher": {"model.student.depth", "model.student.width"},
+    # Figure 3's other systems: their authors' recipes (simdis_jax/methods/recipes.py), same student.
+    "moco_v2": {
+      "method",
+      "data.augment.blur_prob",
+      "data.augment.saturation",
+      "data.augment.solarize_prob",
+      "knn.networks",
+      "moco.queue_size",
+      "model.student.hidden_dim",
+      "model.student.projector",
+      "model.sync_bn",
+      "optim.base_lr",
+      "optim.name",
+      "optim.warmup_epochs",
+      "optim.weight_decay",
+    },
+    "seed": {
+      "method",
+      "data.augment.blur_prob",
+      "data.augment.saturation",
+      "data.augment.solarize_prob",
+      "model.student.hidden_dim",
+      "model.student.projector",
+      "model.sync_bn",
+      "optim.base_lr",
+      "optim.name",
+      "optim.warmup_init_lr",
+      "optim.weight_decay",
+      "seed_distill.queue_size",
+      "teacher.bn_mode",
+      "teacher.workdir",
+    },
+    "supervised_standard": {
+      "method",
+      "data.augment.blur_prob",
+      "data.augment.grey_prob",
+      "data.augment.jitter_prob",
+      "data.augment.solarize_prob",
+      "knn.networks",
+      "optim.base_lr",
+      "optim.name",
+      "optim.schedule",
+      "optim.step_epochs",
+      "optim.warmup_epochs",
+      "optim.weight_decay",
+      "supervised.views",
+    },
   }
   assert set(expected) == set(presets.PRESETS) - {"byol_student"}
   for name, keys in expected.items():
     assert differing_keys(base, presets.get_config(name)) == keys, name
   # The offline students' teacher network is the BYOL teacher run's network.
-  assert (dict(presets.get_config("simdis_off_7v").model.teacher)
-          == dict(presets.get_config("byol_teacher").model.student))
+  assert dict(presets.get_config("simdis_off_7v").model.teacher) == dict(
+    presets.get_config("byol_teacher").model.student
+  )
   assert presets.get_config("simdis_on_7v").views == tuple(configuration.VIEW_PRESETS["simdis_7v"])
 
 
@@ -94,21 +130,41 @@ def test_the_study_lists_known_presets_with_three_seeds_for_the_central_comparis
     with pytest.raises(ValueError, match="Study entry .*byol_student:0,1,2"):
       plan.parse_runs([bad])
   fast = plan.commands(c, "w", "byol_student", 1)[1]
-  assert fast[1:] == ["-m", "simdis_jax.main", "--config=configs/fashion_mnist/linear_eval.py:authors,fast",
-                      "--config.seed=1", f"--workdir={os.path.join('w', 'byol_student', 'seed1', 'linear_fast')}",
-                      f"--config.pretrained.workdir={os.path.join('w', 'byol_student', 'seed1')}"]
+  assert fast[1:] == [
+    "-m",
+    "simdis_jax.main",
+    "--config=configs/fashion_mnist/linear_eval.py:authors,fast",
+    "--config.seed=1",
+    f"--workdir={os.path.join('w', 'byol_student', 'seed1', 'linear_fast')}",
+    f"--config.pretrained.workdir={os.path.join('w', 'byol_student', 'seed1')}",
+  ]
   cmd = plan.command(c, "w", "simdis_off_7v", 2)
-  assert cmd[1:] == ["-m", "simdis_jax.main", "--config=configs/fashion_mnist/presets.py:simdis_off_7v",
-                     "--config.seed=2", f"--workdir={os.path.join('w', 'simdis_off_7v', 'seed2')}",
-                     f"--config.teacher.workdir={os.path.join('w', 'byol_teacher', 'seed0')}"]
+  assert cmd[1:] == [
+    "-m",
+    "simdis_jax.main",
+    "--config=configs/fashion_mnist/presets.py:simdis_off_7v",
+    "--config.seed=2",
+    f"--workdir={os.path.join('w', 'simdis_off_7v', 'seed2')}",
+    f"--config.teacher.workdir={os.path.join('w', 'byol_teacher', 'seed0')}",
+  ]
 
 
 def fake_run(workdir, preset, seed, linear, knn, minutes=2.0, **summary):
   d = os.path.join(workdir, preset, f"seed{seed}")
   os.makedirs(os.path.join(d, "linear_student"))
   with open(os.path.join(d, "summary.json"), "w") as f:
-    json.dump({"knn_top1/student": knn, "knn_top1/student_init": 70.0, "train_time_s": 60 * minutes,
-               "step_flops": 2.5e9, "epochs": 3.0, "steps": 1404, **summary}, f)
+    json.dump(
+      {
+        "knn_top1/student": knn,
+        "knn_top1/student_init": 70.0,
+        "train_time_s": 60 * minutes,
+        "step_flops": 2.5e9,
+        "epochs": 3.0,
+        "steps": 1404,
+        **summary,
+      },
+      f,
+    )
   with open(os.path.join(d, "linear_student", "linear_eval.json"), "w") as f:
     json.dump({"top1": linear, "top5": 99.0, "wall_time_s": 60.0, "epochs": 10.0}, f)
   os.makedirs(os.path.join(d, plan.FAST_LINEAR_DIR))
@@ -142,17 +198,23 @@ def test_report_gives_mean_and_sample_std_over_seeds_and_keeps_text_outside_its_
   # Off-7v - student: linear +3.00 with s.e. sqrt(1/3 + 1/3) = 0.82, Welch t = 3.67 on 4 dof -> p = 0.02, beyond.
   # kNN: +0.10 with s.e. sqrt(1/3 + 1.21/3) = 0.86 -> p = 0.91, within.
   # Paired by seed: linear +3.00 on every seed (s.e. 0, p = 0); kNN +0.0, +0.1, +0.2 -> t = 1.73 on 2 dof, p = 0.225.
-  assert ("SimDis-Off-7v (claim 1): linear (full) +3.00 ± 0.82 (beyond seed noise, p = 0.021; paired by seed over 3: "
-          "+3.00 ± 0.00, p = 0.000); linear (fast) +3.00 ± 0.82 (beyond seed noise, p = 0.021; paired by seed "
-          "over 3: +3.00 ± 0.00, p = 0.000); kNN +0.10 ± 0.86 (within seed noise, p = 0.913; paired by seed over 3: "
-          "+0.10 ± 0.06, p = 0.225)") in text
-  assert ("SimDis-On-7v (claim 1): linear (full) +3.00 (3 seeds vs 1: no seed spread to test; "
-          "seed 0 alone: +4.00)") in text
-  assert ("SimDis-Off-7v − SimDis-On-7v (claim 2, 7 views): linear (full) +0.00 (1 seed vs 3: no seed spread to test; "
-          "seed 0 alone: -1.00)") in text
+  assert (
+    "SimDis-Off-7v (claim 1): linear (full) +3.00 ± 0.82 (beyond seed noise, p = 0.021; paired by seed over 3: "
+    "+3.00 ± 0.00, p = 0.000); linear (fast) +3.00 ± 0.82 (beyond seed noise, p = 0.021; paired by seed "
+    "over 3: +3.00 ± 0.00, p = 0.000); kNN +0.10 ± 0.86 (within seed noise, p = 0.913; paired by seed over 3: "
+    "+0.10 ± 0.06, p = 0.225)"
+  ) in text
+  assert (
+    "SimDis-On-7v (claim 1): linear (full) +3.00 (3 seeds vs 1: no seed spread to test; seed 0 alone: +4.00)"
+  ) in text
+  assert (
+    "SimDis-Off-7v − SimDis-On-7v (claim 2, 7 views): linear (full) +0.00 (1 seed vs 3: no seed spread to test; "
+    "seed 0 alone: -1.00)"
+  ) in text
   # The offline teacher is named by its label (its schedule may differ from the online run's); not run here.
-  assert ("\nThe online teachers of SimDis-On-7v reached kNN top-1 83.50; the offline teacher (BYOL teacher (R18 w16)) "
-          "—.\n") in text
+  assert (
+    "\nThe online teachers of SimDis-On-7v reached kNN top-1 83.50; the offline teacher (BYOL teacher (R18 w16)) —.\n"
+  ) in text
   assert "Runs finished**: 7 of 8" in text
   assert "**Code**: " in text
   assert (tmp_path / "fig" / "study_top1.png").read_bytes()[:4] == b"\x89PNG"
@@ -164,6 +226,7 @@ def test_seed_differences_are_welch_t_tests_on_the_seeds():
   """difference() agrees with scipy's Welch test on raw per-seed figures; one seed gives no p-value."""
   import numpy as np  # pylint: disable=import-outside-toplevel
   import scipy.stats  # pylint: disable=import-outside-toplevel
+
   student, distilled = [81.91, 83.45, 80.2], [86.02, 85.1, 86.9]
   summary = lambda xs: (float(np.mean(xs)), float(np.std(xs, ddof=1)), len(xs))  # noqa: E731
   d, se, p = significance.difference(summary(student), summary(distilled))
@@ -196,9 +259,13 @@ def test_the_archive_carries_finished_runs_and_the_teachers_checkpoint_to_a_fres
       f.write(f"weights of step {step}")
     if finished:
       open(os.path.join(teacher, "checkpoints", str(step), "commit_success.txt"), "w").close()
-  status = {"failed": {},
-            "segments": [{"run": "byol_student/seed0", "seconds": 600.0, "exit": 0, "commit": "abc1234"},
-                         {"run": "byol_teacher/seed0", "seconds": 1800.0, "exit": 0, "commit": "abc1234"}]}
+  status = {
+    "failed": {},
+    "segments": [
+      {"run": "byol_student/seed0", "seconds": 600.0, "exit": 0, "commit": "abc1234"},
+      {"run": "byol_teacher/seed0", "seconds": 1800.0, "exit": 0, "commit": "abc1234"},
+    ],
+  }
   archive.sync_archive(c, work, store, status)
   stored = os.path.join(store, "byol_teacher", "seed0")
   assert sorted(os.listdir(os.path.join(stored, "checkpoints"))) == ["1406"]  # the final one alone
@@ -210,8 +277,9 @@ def test_the_archive_carries_finished_runs_and_the_teachers_checkpoint_to_a_fres
   archive.sync_archive(c, fresh, store, fresh_status)
   for preset in ("byol_teacher", "byol_student"):
     assert plan.is_done(c, os.path.join(fresh, preset, "seed0"))
-    same = [json.dumps(study_results.collect(c, os.path.join(w, preset, "seed0")), sort_keys=True)
-            for w in (fresh, work)]
+    same = [
+      json.dumps(study_results.collect(c, os.path.join(w, preset, "seed0")), sort_keys=True) for w in (fresh, work)
+    ]
     assert same[0] == same[1] and '"linear_top1": 7' in same[0]  # NaN-safe equality of the figures
   with open(os.path.join(fresh, "byol_teacher", "seed0", "checkpoints", "1406", "default", "data")) as f:
     assert f.read() == "weights of step 1406"
@@ -225,8 +293,21 @@ def test_the_archive_carries_finished_runs_and_the_teachers_checkpoint_to_a_fres
 @pytest.mark.slow
 def test_the_study_command_runs_a_preset_end_to_end_then_skips_it(tmp_path):
   work, results = tmp_path / "w", tmp_path / "RESULTS.md"
-  cmd = [sys.executable, "-m", "simdis_jax.study", "--config", "tests/tiny_study.py", "--workdir", str(work),
-         "--results", str(results), "--figures", str(tmp_path / "fig"), "--archive", str(tmp_path / "archive")]
+  cmd = [
+    sys.executable,
+    "-m",
+    "simdis_jax.study",
+    "--config",
+    "tests/tiny_study.py",
+    "--workdir",
+    str(work),
+    "--results",
+    str(results),
+    "--figures",
+    str(tmp_path / "fig"),
+    "--archive",
+    str(tmp_path / "archive"),
+  ]
   env = dict(os.environ, XLA_FLAGS=xla_flags(2))
   proc = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
   run = work / "supervised" / "seed3"
@@ -235,8 +316,12 @@ def test_the_study_command_runs_a_preset_end_to_end_then_skips_it(tmp_path):
   summary = json.loads((run / "summary.json").read_text())
   assert summary["steps"] == 3 and summary["step_flops"] > 0 and summary["train_time_s"] > 0
   linear = json.loads((run / "linear_student" / "linear_eval.json").read_text())
-  assert (linear["pretrained_method"] == "supervised" and linear["mode"] == "full"
-          and linear["protocol"] == "deepmind" and 0 <= linear["top1"] <= 100)
+  assert (
+    linear["pretrained_method"] == "supervised"
+    and linear["mode"] == "full"
+    and linear["protocol"] == "deepmind"
+    and 0 <= linear["top1"] <= 100
+  )
   fast = json.loads((run / plan.FAST_LINEAR_DIR / "linear_eval.json").read_text())
   assert (fast["mode"], fast["protocol"], fast["epochs"]) == ("fast", "authors", 2.0)
   label = study_config.get_config().labels["supervised"]
@@ -252,23 +337,27 @@ def test_the_study_command_runs_a_preset_end_to_end_then_skips_it(tmp_path):
   dry = subprocess.run(elsewhere + ["--dry_run"], cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
   assert dry.returncode == 0 and dry.stdout.startswith("[archived] supervised seed 3"), dry.stdout
   moved = subprocess.run(elsewhere, cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
-  assert (moved.returncode == 0 and "restored 1 finished run" in moved.stdout
-          and "Study: supervised seed" not in moved.stdout)
+  assert (
+    moved.returncode == 0 and "restored 1 finished run" in moved.stdout and "Study: supervised seed" not in moved.stdout
+  )
   assert json.loads((tmp_path / "w2" / "supervised" / "seed3" / "summary.json").read_text()) == summary
 
 
 def test_the_commit_of_a_run_is_dirty_only_when_the_code_differs(tmp_path):
   """The runner rewrites RESULTS.md and results/ in its own checkout after every run: that is not a code change."""
+
   def git(*args):
     subprocess.run(["git", *args], cwd=tmp_path, check=True, capture_output=True)
+
   for path in ("simdis_jax/train.py", "configs/x.py", "RESULTS.md", "results/r.json"):
     (tmp_path / path).parent.mkdir(parents=True, exist_ok=True)
     (tmp_path / path).write_text("a\n")
   git("init", "-q")
   git("add", ".")
   git("-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "c")
-  sha = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=tmp_path, capture_output=True, text=True,
-                       check=True).stdout.strip()
+  sha = subprocess.run(
+    ["git", "rev-parse", "--short", "HEAD"], cwd=tmp_path, capture_output=True, text=True, check=True
+  ).stdout.strip()
   where = str(tmp_path / "results")  # asked from a subfolder, as the package asks from simdis_jax/tools/study
   (tmp_path / "RESULTS.md").write_text("rewritten by the study\n")
   (tmp_path / "results" / "r.json").write_text("b\n")

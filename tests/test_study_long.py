@@ -50,9 +50,13 @@ def test_long_presets_are_the_short_ones_on_a_longer_schedule_with_the_resnet10_
   teacher = long_presets.get_config("byol_teacher_e20")
   assert teacher.model.student.to_dict() == teacher.model.teacher.to_dict()
   assert differing_keys(presets.get_config("untrained_student"), long_presets.get_config("untrained_student")) == (
-      TEACHER_KEYS)
-  for bad, message in (("byol_student", "must look like '<preset>_e<epochs>'"), ("byol_student_e7", r"\(5, 10, 20\)"),
-                       ("byol_studnet_e20", "Unknown preset 'byol_studnet'")):
+    TEACHER_KEYS
+  )
+  for bad, message in (
+    ("byol_student", "must look like '<preset>_e<epochs>'"),
+    ("byol_student_e7", r"\(5, 10, 20\)"),
+    ("byol_studnet_e20", "Unknown preset 'byol_studnet'"),
+  ):
     with pytest.raises(ValueError, match=message):
       long_presets.get_config(bad)
 
@@ -64,9 +68,13 @@ def test_the_long_study_runs_the_teacher_then_the_central_comparison_on_three_se
   assert study_long.CENTRAL == ("byol_student_e10", "simdis_off_7v_e10", "simdis_on_7v_e10", "seed_e10")
   # The teacher, then the student alone at 10 epochs (it decides whether 10 epochs is the regime), the
   # untrained student and the pilot's 20-epoch student (both cheap), then the rest of the central comparison.
-  assert runs[:4] == [("byol_teacher_e20", 0), ("byol_student_e10", 0), ("untrained_student", 0),
-                      ("byol_student_e20", 0)]
-  central = [runs[1]] + runs[4:4 + 3 * len(study_long.CENTRAL) - 1]
+  assert runs[:4] == [
+    ("byol_teacher_e20", 0),
+    ("byol_student_e10", 0),
+    ("untrained_student", 0),
+    ("byol_student_e20", 0),
+  ]
+  central = [runs[1]] + runs[4 : 4 + 3 * len(study_long.CENTRAL) - 1]
   assert central == [(p, s) for s in (0, 1, 2) for p in study_long.CENTRAL]  # seed by seed, first of all
   for preset, _ in runs:
     long_presets.get_config(preset)  # every run is a preset
@@ -82,8 +90,9 @@ def test_the_long_study_runs_the_teacher_then_the_central_comparison_on_three_se
   assert all(a.endswith("_e10") or a.endswith("_e5") for a, _, _ in c.comparisons), c.comparisons
   cmd = plan.command(c, "w", "seed_e10", 1)
   assert cmd[-1] == f"--config.teacher.workdir={os.path.join('w', 'byol_teacher_e20', 'seed0')}"
-  assert (plan.command(c, "w", "simdis_on_7v_e10", 1)[-1]
-          == f"--workdir={os.path.join('w', 'simdis_on_7v_e10', 'seed1')}")
+  assert (
+    plan.command(c, "w", "simdis_on_7v_e10", 1)[-1] == f"--workdir={os.path.join('w', 'simdis_on_7v_e10', 'seed1')}"
+  )
 
 
 def fake_long_run(work, preset, seed, linear, knn, knn_curve=()):
@@ -103,8 +112,13 @@ def fake_long_run(work, preset, seed, linear, knn, knn_curve=()):
 
 def test_epoch_figures_and_two_studies_sharing_one_results_file(tmp_path):
   long = study_long.get_config()
-  long.runs = ("byol_teacher_e20:0", "untrained_student:0", "byol_student_e5:0", "byol_student_e20:0,1",
-               "simdis_off_7v_e20:0")
+  long.runs = (
+    "byol_teacher_e20:0",
+    "untrained_student:0",
+    "byol_student_e5:0",
+    "byol_student_e20:0,1",
+    "simdis_off_7v_e20:0",
+  )
   work = str(tmp_path / "long")
   fake_long_run(work, "byol_teacher_e20", 0, 85.0, 89.0, [(0, 78.0), (936, 85.0), (9360, 89.0)])
   fake_long_run(work, "untrained_student", 0, 43.0, 77.0)
@@ -113,21 +127,32 @@ def test_epoch_figures_and_two_studies_sharing_one_results_file(tmp_path):
   fake_long_run(work, "byol_student_e20", 1, 84.0, 88.0)
   fake_long_run(work, "simdis_off_7v_e20", 0, 85.0, 88.5)
   from simdis_jax.tools.study.results import aggregate  # pylint: disable=import-outside-toplevel
+
   agg = aggregate(long, work)
-  assert curves.method_points(agg, "byol_student", "knn_top1") == [(5, 85.0, 0.0, [85.0]),
-                                                                   (20, 87.5, pytest.approx(0.7071, abs=1e-4),
-                                                                    [87.0, 88.0])]
+  assert curves.method_points(agg, "byol_student", "knn_top1") == [
+    (5, 85.0, 0.0, [85.0]),
+    (20, 87.5, pytest.approx(0.7071, abs=1e-4), [87.0, 88.0]),
+  ]
   assert curves.method_points(agg, "byol_student", "fast_linear_top1")[1][1] == 88.0  # fake_run: linear + 5
   assert curves.method_points(agg, "moco_v2", "knn_top1") == []
-  assert curves.monitored_knn(os.path.join(work, "byol_teacher_e20", "seed0")) == [(0.0, 78.0), (2.0, 85.0),
-                                                                                  (20.0, 89.0)]
+  assert curves.monitored_knn(os.path.join(work, "byol_teacher_e20", "seed0")) == [
+    (0.0, 78.0),
+    (2.0, 85.0),
+    (20.0, 89.0),
+  ]
   assert curves.baselines(long, agg, "knn_top1") == [(84.6, "pixels, kNN"), (77.0, "untrained student")]
   assert curves.baselines(long, agg, "linear_top1")[-1] == (43.0, "untrained student")
   # The untrained student is a line when within 10 points under the range (kNN 77 here), named at the edge below.
   assert curves.y_limits([85.0, 88.5], curves.baselines(long, agg, "knn_top1")) == (
-      76.0, 90.0, [(84.6, "pixels, kNN"), (77.0, "untrained student")])
+    76.0,
+    90.0,
+    [(84.6, "pixels, kNN"), (77.0, "untrained student")],
+  )
   assert curves.y_limits([80.0, 85.0], [(84.4, "pixels, logistic"), (43.0, "untrained student")]) == (
-      78.0, 86.5, [(84.4, "pixels, logistic")])
+    78.0,
+    86.5,
+    [(84.4, "pixels, logistic")],
+  )
   # The 3-epoch study's section and the long study's live in one file; each rewrite keeps the other's.
   short = short_study.get_config()
   short.runs = ("byol_student:0",)
@@ -174,14 +199,17 @@ def test_the_long_discussions_numbers_are_its_records():
   std = (sum((x - mean) ** 2 for x in fast) / 2) ** 0.5
   assert f"SimDis-On-7v's 0.29, 0.06 and {std:.2f}." in text
   alone = [_archived("byol_student_e10", s)["knn_top1/student"] for s in (0, 1, 2)]
-  assert "the student alone ends " + ", ".join(f"{a - 84.6:.2f}" for a in alone[:2]) + f" and {alone[2] - 84.6:.2f}" \
-      in text.replace("\n  ", " ")
+  assert "the student alone ends " + ", ".join(
+    f"{a - 84.6:.2f}" for a in alone[:2]
+  ) + f" and {alone[2] - 84.6:.2f}" in text.replace("\n  ", " ")
   last_two = [_knn_at("byol_student_e10", s, 4680) - _knn_at("byol_student_e10", s, 3744) for s in (0, 1, 2)]
-  assert (f"rises on seed 1 ({last_two[1]:+.2f}) and is flat on seeds 0 and 2 ({last_two[0]:+.2f}, "
-          f"{last_two[2]:+.2f})").replace("-", "−") in text.replace("\n  ", " ")
+  assert (
+    f"rises on seed 1 ({last_two[1]:+.2f}) and is flat on seeds 0 and 2 ({last_two[0]:+.2f}, {last_two[2]:+.2f})"
+  ).replace("-", "−") in text.replace("\n  ", " ")
   early = [_knn_at("simdis_off_7v_e10", s, 936) for s in (0, 1, 2)]
   assert "86.8–87.1 kNN" in text and round(min(early), 1) == 86.8 and round(max(early), 1) == 87.1
-  assert (f"above where the student alone ends after 10 on seeds 0 and 1 ({alone[0]:.2f}, {alone[1]:.2f}), "
-          f"{alone[2] - early[2]:.2f} below it on seed 2 ({early[2]:.2f} against {alone[2]:.2f})") in text.replace(
-              "\n  ", " ")
+  assert (
+    f"above where the student alone ends after 10 on seeds 0 and 1 ({alone[0]:.2f}, {alone[1]:.2f}), "
+    f"{alone[2] - early[2]:.2f} below it on seed 2 ({early[2]:.2f} against {alone[2]:.2f})"
+  ) in text.replace("\n  ", " ")
   assert early[0] > alone[0] and early[1] > alone[1] and early[2] < alone[2]

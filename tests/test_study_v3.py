@@ -34,12 +34,15 @@ def test_paired_interval_by_hand():
   assert one["mean"] == 2.0 and math.isnan(one["low"]) and math.isnan(one["p"])
 
 
-@pytest.mark.parametrize("name, method, lr, holdout", [
+@pytest.mark.parametrize(
+  "name, method, lr, holdout",
+  [
     ("byol_teacher_lr0.3_e5", "byol", 1.8, "validation"),
     ("simdis_off_7v_lr3_e10", "simdis_off", 18.0, "validation"),
     ("seed_lr1_e5", "seed", 0.03, "validation"),
     ("moco_v2_lr9_e10", "moco_v2", 0.27, "validation"),
-])
+  ],
+)
 def test_v3_presets_are_valid_and_scale_the_recipe_rate(name, method, lr, holdout):
   c = configuration.validate(config_files.load_config(f"configs/fashion_mnist/v3.py:{name}"))
   assert (c.method, c.data.holdout, c.final_eval.linear_networks) == (method, holdout, ())
@@ -98,12 +101,22 @@ def test_the_v3_report_reads_the_sweep_and_the_family_from_records(tmp_path):
   study = config_files.load_config(STUDY)
   study.references_dir = str(tmp_path / "refs")
   study.chosen = {"byol_student": "1", "simdis_off_7v": "3"}
-  study.runs = ("byol_student_lr1_e5:0", "byol_student_lr3_e5:0", "byol_student_lr1_e10:0,1,2",
-                "simdis_off_7v_lr3_e10:0,1,2")
-  for preset, seed, val, test in [("byol_student_lr1_e5", 0, 85.5, None), ("byol_student_lr3_e5", 0, 84.25, None),
-                                  ("byol_student_lr1_e10", 0, 86.0, 85.0), ("byol_student_lr1_e10", 1, 86.0, 86.0),
-                                  ("byol_student_lr1_e10", 2, 86.0, 85.5), ("simdis_off_7v_lr3_e10", 0, 88, 86.0),
-                                  ("simdis_off_7v_lr3_e10", 1, 88, 88.0), ("simdis_off_7v_lr3_e10", 2, 88, 87.0)]:
+  study.runs = (
+    "byol_student_lr1_e5:0",
+    "byol_student_lr3_e5:0",
+    "byol_student_lr1_e10:0,1,2",
+    "simdis_off_7v_lr3_e10:0,1,2",
+  )
+  for preset, seed, val, test in [
+    ("byol_student_lr1_e5", 0, 85.5, None),
+    ("byol_student_lr3_e5", 0, 84.25, None),
+    ("byol_student_lr1_e10", 0, 86.0, 85.0),
+    ("byol_student_lr1_e10", 1, 86.0, 86.0),
+    ("byol_student_lr1_e10", 2, 86.0, 85.5),
+    ("simdis_off_7v_lr3_e10", 0, 88, 86.0),
+    ("simdis_off_7v_lr3_e10", 1, 88, 88.0),
+    ("simdis_off_7v_lr3_e10", 2, 88, 87.0),
+  ]:
     d = tmp_path / "w" / preset / f"seed{seed}"
     (d / "test").mkdir(parents=True)
     (d / "summary.json").write_text(f'{{"knn_top1/student": {val}, "train_time_s": 600, "steps": 1950}}')
@@ -111,7 +124,8 @@ def test_the_v3_report_reads_the_sweep_and_the_family_from_records(tmp_path):
       (d / "test" / "knn_student.json").write_text(f'{{"knn_top1/k20": {test}}}')
   text = v3_report.v3_markdown(study, str(tmp_path / "w"))
   assert "| BYOL student alone | — | — | **85.50** | 84.25 | — | ×1 | 10.0 |" in text.replace(
-      study.labels.get("byol_student", "byol_student"), "BYOL student alone")
+    study.labels.get("byol_student", "byol_student"), "BYOL student alone"
+  )
   # claim 1 offline: differences 1, 2, 1.5 over three seeds
   row = next(line for line in text.splitlines() if line.startswith("| claim 1, offline"))
   assert "| 3 | 1.50 |" in row and "| 3/0 |" in row
@@ -123,7 +137,8 @@ def _fake_runs(root, rows):
     d = root / preset / f"seed{seed}"
     (d / "test" / "linear_fast").mkdir(parents=True)
     (d / "summary.json").write_text(
-        f'{{"knn_top1/student": {val}, "train_time_s": 60, "steps": {steps}, "step_flops": {gflop * 1e9}}}')
+      f'{{"knn_top1/student": {val}, "train_time_s": 60, "steps": {steps}, "step_flops": {gflop * 1e9}}}'
+    )
     (d / "test" / "knn_student.json").write_text(f'{{"knn_top1/k20": {test}}}')
     (d / "test" / "linear_fast" / "linear_eval.json").write_text(f'{{"top1": {linear}}}')
 
@@ -131,13 +146,22 @@ def _fake_runs(root, rows):
 def test_figure1_counts_the_offline_teachers_run_and_draws_intervals(tmp_path):
   study = config_files.load_config(STUDY)
   study.chosen = {"byol_teacher": "1", "simdis_off_7v": "3", "byol_student": "1"}
-  _fake_runs(tmp_path, [("byol_teacher_lr1_e10", 0, 88, 87.5, 85, 24.0, 3900),
-                        ("simdis_off_7v_lr3_e10", 0, 88, 87.0, 84, 20.0, 3900),
-                        ("simdis_off_7v_lr3_e10", 1, 88, 88.0, 85, 20.0, 3900),
-                        ("byol_student_lr1_e10", 0, 86, 86.0, 82, 6.0, 3900),
-                        ("byol_student_lr1_e5", 0, 85, 85.0, 81, 6.0, 1950)])
-  study.runs = ("byol_teacher_lr1_e10:0", "simdis_off_7v_lr3_e10:0,1", "byol_student_lr1_e10:0",
-                "byol_student_lr1_e5:0")
+  _fake_runs(
+    tmp_path,
+    [
+      ("byol_teacher_lr1_e10", 0, 88, 87.5, 85, 24.0, 3900),
+      ("simdis_off_7v_lr3_e10", 0, 88, 87.0, 84, 20.0, 3900),
+      ("simdis_off_7v_lr3_e10", 1, 88, 88.0, 85, 20.0, 3900),
+      ("byol_student_lr1_e10", 0, 86, 86.0, 82, 6.0, 3900),
+      ("byol_student_lr1_e5", 0, 85, 85.0, 81, 6.0, 1950),
+    ],
+  )
+  study.runs = (
+    "byol_teacher_lr1_e10:0",
+    "simdis_off_7v_lr3_e10:0,1",
+    "byol_student_lr1_e10:0",
+    "byol_student_lr1_e5:0",
+  )
   recs = v3_report.records(study, str(tmp_path))
   off = v3_figures.arm_points(study, recs, "simdis_off_7v")
   # the student's 20 GFLOP x 3900 steps plus the teacher's 24 x 3900: 0.078 + 0.0936 PFLOP
@@ -145,12 +169,16 @@ def test_figure1_counts_the_offline_teachers_run_and_draws_intervals(tmp_path):
   assert off[0]["mean"] == pytest.approx(87.5) and off[0]["n"] == 2
   assert off[0]["high"] - off[0]["mean"] == pytest.approx(12.706205 * math.sqrt(0.5) / math.sqrt(2), rel=1e-6)
   alone = v3_figures.arm_points(study, recs, "byol_student")
-  assert [(p["epochs"], p["pflop"], p["n"]) for p in alone] == [(5, pytest.approx(6 * 1950 / 1e6), 1),
-                                                                 (10, pytest.approx(6 * 3900 / 1e6), 1)]
+  assert [(p["epochs"], p["pflop"], p["n"]) for p in alone] == [
+    (5, pytest.approx(6 * 1950 / 1e6), 1),
+    (10, pytest.approx(6 * 3900 / 1e6), 1),
+  ]
   assert math.isnan(alone[0]["low"])  # one seed: no interval, drawn hollow
-  path = v3_figures.write_figure1(study, recs, {"knn": 85.29, "untrained": 77.0}, str(tmp_path / "f1.png"),
-                                  ("simdis_off_7v", "byol_student"))
-  path3 = v3_figures.write_figure3(study, recs, {"knn": 85.29, "linear": 83.0}, str(tmp_path / "f3.png"),
-                                   ("byol_student", "simdis_off_7v"))
+  path = v3_figures.write_figure1(
+    study, recs, {"knn": 85.29, "untrained": 77.0}, str(tmp_path / "f1.png"), ("simdis_off_7v", "byol_student")
+  )
+  path3 = v3_figures.write_figure3(
+    study, recs, {"knn": 85.29, "linear": 83.0}, str(tmp_path / "f3.png"), ("byol_student", "simdis_off_7v")
+  )
   assert os.path.getsize(path) > 10_000 and os.path.getsize(path3) > 10_000
   assert v3_figures.write_figure1(study, recs, {}, str(tmp_path / "none.png"), ("moco_v2",)) is None

@@ -11,8 +11,10 @@ torch = pytest.importorskip("torch")
 from simdis_jax.tools.benchmark import torch_students  # noqa: E402  # pylint: disable=g-import-not-at-top,wrong-import-position
 
 
-@pytest.mark.parametrize("arch,size,channels", [("mobilenet_v3_small", 28, 1), ("mobilenet_v3_large", 224, 3),
-                                                ("efficientnet_b0", 28, 1), ("vit_tiny", 28, 1)])
+@pytest.mark.parametrize(
+  "arch,size,channels",
+  [("mobilenet_v3_small", 28, 1), ("mobilenet_v3_large", 224, 3), ("efficientnet_b0", 28, 1), ("vit_tiny", 28, 1)],
+)
 def test_parameter_counts_and_feature_shapes_equal_the_jax_encoders(arch, size, channels):
   small = size < 64
   net = encoders.encoder(arch, encoders.EncoderOptions(cifar_stem=small, patch_size=4 if small else 16))

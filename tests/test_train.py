@@ -42,8 +42,9 @@ def test_resume_after_a_stop_gives_the_same_final_state(tmp_path):
   assert sorted(times) == [2, 4] and 0 < times[2] < times[4]
   summary = json.loads((tmp_path / "resumed" / workdir_files.SUMMARY_FILE).read_text())
   assert summary["start_step"] == 2 and summary["train_time_s"] >= times[4]
-  info = {name: json.loads((tmp_path / name / workdir_files.RUN_INFO_FILE).read_text())
-          for name in ("straight", "resumed")}
+  info = {
+    name: json.loads((tmp_path / name / workdir_files.RUN_INFO_FILE).read_text()) for name in ("straight", "resumed")
+  }
   assert info["resumed"]["step_flops"] == info["straight"]["step_flops"] > 1e6
   # The libraries that computed the run are on record (a result can be traced to its versions).
   assert info["resumed"]["versions"]["jax"] == jax.__version__ and info["resumed"]["versions"]["simdis_jax"]
@@ -66,6 +67,7 @@ def test_nan_loss_stops_with_a_clear_error_and_keeps_the_last_good_checkpoint(tm
       if bad:
         metrics = dict(metrics, loss=metrics["loss"] * np.nan)
       return state, metrics
+
     return wrapped
 
   monkeypatch.setattr(train, "make_train_step", poisoned)
@@ -127,8 +129,9 @@ def test_offline_student_distils_from_a_finished_byol_teacher(tmp_path):
 def test_a_checkpoint_of_another_method_is_a_clear_error(tiny_run, tmp_path):
   shutil.copytree(tiny_run, str(tmp_path), dirs_exist_ok=True)  # conftest's finished 2-step SimDis-On run
   other = tiny_config("byol", "byol")
-  with pytest.raises(ValueError,
-                     match=r"config.method='simdis_on', but this config has 'byol'.*--config.method=simdis_on "):
+  with pytest.raises(
+    ValueError, match=r"config.method='simdis_on', but this config has 'byol'.*--config.method=simdis_on "
+  ):
     train.train_and_evaluate(other, str(tmp_path))
   assert checkpoint.manager(str(tmp_path)).all_steps() == [1, 2]
 
@@ -136,13 +139,23 @@ def test_a_checkpoint_of_another_method_is_a_clear_error(tiny_run, tmp_path):
 @requires_fashion_mnist
 def test_cli_runs_the_demo_config_for_a_few_steps(tmp_path):
   """The demo, shortened: SimDis-Off-7v from the zoo's teacher, the student alone beside it, and the table."""
-  overrides = ["--config.train.steps=3", "--config.train.batch_size=32", "--config.model.student.width=4",
-               "--config.knn.train_examples=300", "--config.knn.eval_examples=100",
-               "--config.train.log_every_steps=1"]
+  overrides = [
+    "--config.train.steps=3",
+    "--config.train.batch_size=32",
+    "--config.model.student.width=4",
+    "--config.knn.train_examples=300",
+    "--config.knn.eval_examples=100",
+    "--config.train.log_every_steps=1",
+  ]
   env = dict(os.environ, XLA_FLAGS=xla_flags(2))
-  proc = subprocess.run([sys.executable, "-m", "simdis_jax.main", "--config", "configs/demo.py",
-                         "--workdir", str(tmp_path)] + overrides,
-                        cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
+  proc = subprocess.run(
+    [sys.executable, "-m", "simdis_jax.main", "--config", "configs/demo.py", "--workdir", str(tmp_path)] + overrides,
+    cwd=ROOT,
+    env=env,
+    capture_output=True,
+    text=True,
+    timeout=600,
+  )
   assert proc.returncode == 0, proc.stderr[-3000:]
   assert "Finished simdis_off" in proc.stdout and "Finished byol" in proc.stdout
   for workdir in (tmp_path, tmp_path / "alone"):
@@ -156,7 +169,7 @@ def test_cli_runs_the_demo_config_for_a_few_steps(tmp_path):
   assert saved["method"] == "byol" and saved["model"]["student"]["width"] == 4 and saved["train"]["steps"] == 3
   # The frozen teacher is the zoo's network: the same kNN before and after the student's steps.
   assert distilled["knn_top1/teacher_init"] == distilled["knn_top1/teacher"]
-  table = proc.stdout[proc.stdout.index("fashion_mnist test top-1 (%), kNN k=20 on 300 training / 100 test"):]
+  table = proc.stdout[proc.stdout.index("fashion_mnist test top-1 (%), kNN k=20 on 300 training / 100 test") :]
   rows = {line.split("  ")[0]: line.split()[-1] for line in table.splitlines()[3:] if line.strip()}
   assert rows["student distilled (SimDis-Off-7v, 3 steps)"] == f"{distilled['knn_top1/student']:.1f}"
   assert rows["student alone (BYOL, 3 steps)"] == f"{alone['knn_top1/student']:.1f}"
@@ -181,7 +194,8 @@ def test_the_demo_table_names_the_split_its_queries_come_from(tmp_path):
   workdir_files.write_json(str(tmp_path), workdir_files.SUMMARY_FILE, {"knn_top1/student": 82.8, "steps": 400})
   raw = {"normalised": 82.75}
   assert alone_lib.table(demo, str(tmp_path), raw_knn=raw).splitlines()[1] == (
-      "fashion_mnist test top-1 (%), kNN k=20 on 10,000 training / 5,000 test images:")
+    "fashion_mnist test top-1 (%), kNN k=20 on 10,000 training / 5,000 test images:"
+  )
   demo.data.holdout = "validation"  # the recipe checks: the queries are the 10k held-out training images
   lines = alone_lib.table(demo, str(tmp_path), raw_knn=raw).splitlines()
   assert lines[1] == "fashion_mnist validation top-1 (%), kNN k=20 on 10,000 training / 5,000 validation images:"
@@ -193,7 +207,12 @@ def test_the_online_demo_keeps_its_settings():
   """configs/demo_online.py is the SimDis-On-7v demo as it was (its figures in README depend on these values)."""
   c = config_files.load_config(os.path.join(ROOT, "configs", "demo_online.py"))
   assert (c.method, tuple(c.views), c.train.steps, c.train.batch_size, c.seed) == (
-      "simdis_on", configuration.VIEW_PRESETS["simdis_7v"], 500, 128, 0)
+    "simdis_on",
+    configuration.VIEW_PRESETS["simdis_7v"],
+    500,
+    128,
+    0,
+  )
   assert (c.model.student.width, c.model.teacher.width, c.model.student.depth, c.model.teacher.depth) == (8, 12, 10, 10)
   assert (c.optim.name, c.optim.base_lr, c.optim.warmup_epochs, c.optim.weight_decay) == ("lars", 6.0, 0.05, 1e-5)
   assert tuple(c.final_eval.linear_networks) == ("student", "teacher") and not c.final_eval.student_alone
@@ -201,8 +220,21 @@ def test_the_online_demo_keeps_its_settings():
 
 
 def test_cli_imagenet_preset_without_imagenet_says_how_to_prepare_it(tmp_path):
-  proc = subprocess.run([sys.executable, "-m", "simdis_jax.main", "--config", "configs/imagenet/byol_r18.py",
-                         "--workdir", str(tmp_path / "run"), f"--config.data.data_dir={tmp_path / 'tfds'}"],
-                        cwd=ROOT, capture_output=True, text=True, timeout=300)
+  proc = subprocess.run(
+    [
+      sys.executable,
+      "-m",
+      "simdis_jax.main",
+      "--config",
+      "configs/imagenet/byol_r18.py",
+      "--workdir",
+      str(tmp_path / "run"),
+      f"--config.data.data_dir={tmp_path / 'tfds'}",
+    ],
+    cwd=ROOT,
+    capture_output=True,
+    text=True,
+    timeout=300,
+  )
   assert proc.returncode != 0
   assert "imagenet2012" in proc.stderr and "tfds build imagenet2012" in proc.stderr

@@ -24,8 +24,11 @@ def test_the_manifest_holds_the_committed_records_and_every_file_passes_its_chec
     summary = json.load(f)
   with open(os.path.join(TEACHER_RUN, "linear_student", "linear_eval.json"), encoding="utf-8") as f:
     linear = json.load(f)
-  assert (entry["knn_top1"], entry["linear_top1"], entry["step"]) == (
-      summary["knn_top1/student"], linear["top1"], summary["steps"]) == (88.25, linear["top1"], 9360)
+  assert (
+    (entry["knn_top1"], entry["linear_top1"], entry["step"])
+    == (summary["knn_top1/student"], linear["top1"], summary["steps"])
+    == (88.25, linear["top1"], 9360)
+  )
   assert entry["params"] == 307248  # ResNet-10 w16, CIFAR stem, one grey channel: the encoder alone
   for rel, digest in entry["files"].items():  # the shipped checkpoint is the committed run's, byte for byte
     if rel.startswith("checkpoint_checksums/"):
@@ -97,6 +100,7 @@ def test_load_encoder_by_name_embeds_as_the_committed_run_does():
 
 def test_a_zoo_name_is_an_offline_teacher_for_simdis_off_and_seed_with_its_network():
   from simdis_jax import configuration, offline_teacher, train  # pylint: disable=import-outside-toplevel
+
   for method in ("simdis_off", "seed"):
     c = configuration.base_config()  # model.teacher: the base config's ResNet-50, not the zoo network
     c.method, c.teacher.workdir = method, TEACHER
@@ -115,6 +119,7 @@ def test_a_zoo_name_is_an_offline_teacher_for_simdis_off_and_seed_with_its_netwo
 
 def test_every_shipped_step_has_its_checksums_so_loads_are_verified():
   from simdis_jax import checkpoint  # pylint: disable=import-outside-toplevel
+
   for name in zoo.names():
     entry = zoo.manifest()[name]
     mgr = checkpoint.manager(zoo.entry_dir(name))
@@ -124,6 +129,7 @@ def test_every_shipped_step_has_its_checksums_so_loads_are_verified():
 
 def test_standalone_knn_takes_a_zoo_name_with_a_step(tmp_path, monkeypatch, capsys):
   from simdis_jax.evaluation import knn  # pylint: disable=import-outside-toplevel
+
   monkeypatch.chdir(tmp_path)  # a zoo name is not a folder here, and none is created for it
   step = zoo.manifest()[TEACHER]["step"]
   assert knn.main(["--workdir", TEACHER, "--step", "7"]) == 2

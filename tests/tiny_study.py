@@ -13,10 +13,21 @@ def get_config():
   c = study.get_config()
   c.runs = ("supervised:3",)
   c.archive = ""  # the test passes --archive
-  c.overrides = ("--config.train.steps=3", "--config.train.batch_size=32", "--config.model.student.width=4",
-                 "--config.knn.train_examples=256", "--config.knn.eval_examples=128",
-                 "--config.final_eval.linear_epochs=1", "--config.final_eval.linear_batch_size=64",
-                 "--config.final_eval.linear_train_examples=256", "--config.final_eval.linear_eval_examples=128")
-  c.fast_linear_overrides = ("--config.train.epochs=2", "--config.data.train_examples=256",
-                             "--config.data.eval_examples=128", "--config.eval.batch_size=64")
+  c.overrides = (
+    "--config.train.steps=3",
+    "--config.train.batch_size=32",
+    "--config.model.student.width=4",
+    "--config.knn.train_examples=256",
+    "--config.knn.eval_examples=128",
+    "--config.final_eval.linear_epochs=1",
+    "--config.final_eval.linear_batch_size=64",
+    "--config.final_eval.linear_train_examples=256",
+    "--config.final_eval.linear_eval_examples=128",
+  )
+  c.fast_linear_overrides = (
+    "--config.train.epochs=2",
+    "--config.data.train_examples=256",
+    "--config.data.eval_examples=128",
+    "--config.eval.batch_size=64",
+  )
   return c

@@ -9,16 +9,20 @@ SIZES = {"train": 96, "test": 40}
 
 class TinyImages(tfds.core.GeneratorBasedBuilder):
   """Random-size RGB images whose pixel mean encodes the example index; label = index % 4."""
+
   VERSION = tfds.core.Version("1.0.0")
 
   def _info(self):
     return tfds.core.DatasetInfo(
-        builder=self,
-        features=tfds.features.FeaturesDict({
-            "image": tfds.features.Image(shape=(None, None, 3), encoding_format="jpeg"),
-            "label": tfds.features.ClassLabel(num_classes=NUM_CLASSES),
-            "index": np.int64,
-        }))
+      builder=self,
+      features=tfds.features.FeaturesDict(
+        {
+          "image": tfds.features.Image(shape=(None, None, 3), encoding_format="jpeg"),
+          "label": tfds.features.ClassLabel(num_classes=NUM_CLASSES),
+          "index": np.int64,
+        }
+      ),
+    )
 
   def _split_generators(self, dl_manager):
     del dl_manager

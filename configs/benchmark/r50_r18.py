@@ -19,11 +19,11 @@ trains (it needs the ImageNet input pipeline, docs/input.md):
 from simdis_jax import configuration
 
 VARIANTS = {  # variant: (method, views preset, student depth)
-    "on_7v": ("simdis_on", "simdis_7v", 18),
-    "on": ("simdis_on", "simdis_2v", 18),
-    "off": ("simdis_off", "simdis_2v", 18),
-    "byol_r50": ("byol", "byol", 50),
-    "byol_r18": ("byol", "byol", 18),
+  "on_7v": ("simdis_on", "simdis_7v", 18),
+  "on": ("simdis_on", "simdis_2v", 18),
+  "off": ("simdis_off", "simdis_2v", 18),
+  "byol_r50": ("byol", "byol", 50),
+  "byol_r18": ("byol", "byol", 18),
 }
 
 

@@ -37,8 +37,10 @@ def get_config(arg: str = "authors,fast"):
   """The config for '<protocol>,<mode>'."""
   protocol, _, mode = arg.partition(",")
   if protocol not in linear_config.PROTOCOLS or mode not in linear_config.MODES:
-    raise ValueError(f"linear_eval.py takes '<protocol>,<mode>' with protocol in {sorted(linear_config.PROTOCOLS)} "
-                     f"and mode in {list(linear_config.MODES)}; got {arg!r}.")
+    raise ValueError(
+      f"linear_eval.py takes '<protocol>,<mode>' with protocol in {sorted(linear_config.PROTOCOLS)} "
+      f"and mode in {list(linear_config.MODES)}; got {arg!r}."
+    )
   c = linear_config.apply_protocol(linear_config.base_config(), protocol)
   c.mode = mode
   c.pretrained.workdir = "workdirs/demo"

@@ -52,22 +52,22 @@ V = configuration.VIEW_PRESETS
 
 # preset -> (method, student target views)
 PRESETS = {
-    "byol_teacher": ("byol", V["byol"]),
-    "byol_student": ("byol", V["byol"]),
-    "simdis_off_2v": ("simdis_off", V["simdis_2v"]),
-    "simdis_off_7v": ("simdis_off", V["simdis_7v"]),
-    "simdis_on_2v": ("simdis_on", V["simdis_2v"]),
-    "simdis_on_7v": ("simdis_on", V["simdis_7v"]),
-    "off_t_sv": ("simdis_off", V["table2_t_sv"]),
-    "off_t_dv": ("simdis_off", V["table2_t_dv"]),
-    "off_tema_sv": ("simdis_off", V["table2_tema_sv"]),
-    "supervised": ("supervised", V["byol"]),
-    "untrained_student": ("byol", V["byol"]),
-    # Figure 3's other systems by their authors' recipes (simdis_jax/methods/recipes.py), same student,
-    # schedule length and batch; views are not used by these methods.
-    "moco_v2": ("moco_v2", V["byol"]),
-    "seed": ("seed", V["byol"]),
-    "supervised_standard": ("supervised", V["byol"]),
+  "byol_teacher": ("byol", V["byol"]),
+  "byol_student": ("byol", V["byol"]),
+  "simdis_off_2v": ("simdis_off", V["simdis_2v"]),
+  "simdis_off_7v": ("simdis_off", V["simdis_7v"]),
+  "simdis_on_2v": ("simdis_on", V["simdis_2v"]),
+  "simdis_on_7v": ("simdis_on", V["simdis_7v"]),
+  "off_t_sv": ("simdis_off", V["table2_t_sv"]),
+  "off_t_dv": ("simdis_off", V["table2_t_dv"]),
+  "off_tema_sv": ("simdis_off", V["table2_tema_sv"]),
+  "supervised": ("supervised", V["byol"]),
+  "untrained_student": ("byol", V["byol"]),
+  # Figure 3's other systems by their authors' recipes (simdis_jax/methods/recipes.py), same student,
+  # schedule length and batch; views are not used by these methods.
+  "moco_v2": ("moco_v2", V["byol"]),
+  "seed": ("seed", V["byol"]),
+  "supervised_standard": ("supervised", V["byol"]),
 }
 # Queue of MoCo-v2 / SEED here: 65,536 would exceed the 60k training images; 4,096 (32 batches) as
 # the CIFAR-scale MoCo reproductions use.
@@ -101,7 +101,7 @@ def get_config(preset: str = "simdis_on_7v"):
   c.data.augment = configuration.fashion_mnist_augment()
   c.probe.num_classes = 10
   c.knn.train_examples = 0  # all 60k train images as the memory bank
-  c.knn.eval_examples = 0   # all 10k test images as queries
+  c.knn.eval_examples = 0  # all 10k test images as queries
   c.final_eval.linear_networks = ("student",)
   # DeepMind's protocol (plain linear layer, Nesterov, LR 0.2 x batch/256): the authors' (LR 0.001 x
   # batch/256, BN head) underfits in 10 epochs here (teacher: 79.1% vs 85.7% for both protocols given

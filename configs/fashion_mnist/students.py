@@ -41,8 +41,9 @@ def get_config(spec: str = "mobilenet_v3_small"):
     long = config_files.sibling(__file__, "long.py")
     base, _ = long.split(long_preset)
     if base in ("byol_teacher", "untrained_student"):
-      raise ValueError(f"{spec!r}: {base} does not train a student; use e.g. {arch},simdis_off_2v_e10 or "
-                       f"{arch},byol_student_e10.")
+      raise ValueError(
+        f"{spec!r}: {base} does not train a student; use e.g. {arch},simdis_off_2v_e10 or {arch},byol_student_e10."
+      )
     c = long.get_config(long_preset)
   else:
     c = config_files.sibling(__file__, "presets.py").get_config("simdis_off_2v")

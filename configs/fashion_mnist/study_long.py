@@ -35,16 +35,23 @@ def get_config():
   c = config_files.sibling(__file__, "study.py").get_config()  # the 3-epoch study's report data
   c.presets = "configs/fashion_mnist/long.py"
   c.runs = (
-      "byol_teacher_e20:0", CENTRAL[0] + ":0", "untrained_student:0", "byol_student_e20:0",
-      *(f"{p}:0" for p in CENTRAL[1:]),
-      *(f"{p}:1" for p in CENTRAL),
-      *(f"{p}:2" for p in CENTRAL),
-      # Figure 3's other systems, one seed
-      *(f"{p}_e{LONGEST}:0" for p in ("moco_v2", "supervised_standard", "simdis_off_2v", "simdis_on_2v")),
-      # Figure 1's shorter schedule, one seed
-      "byol_student_e5:0", "simdis_off_7v_e5:0", "simdis_on_7v_e5:0", "simdis_off_2v_e5:0", "simdis_on_2v_e5:0",
-      # Table 2's other single teacher views (T-v, T-v', T̂-v; T̂-v' is simdis_off_2v) offline, one seed
-      *(f"{p}_e{LONGEST}:0" for p in ("off_t_sv", "off_t_dv", "off_tema_sv")),
+    "byol_teacher_e20:0",
+    CENTRAL[0] + ":0",
+    "untrained_student:0",
+    "byol_student_e20:0",
+    *(f"{p}:0" for p in CENTRAL[1:]),
+    *(f"{p}:1" for p in CENTRAL),
+    *(f"{p}:2" for p in CENTRAL),
+    # Figure 3's other systems, one seed
+    *(f"{p}_e{LONGEST}:0" for p in ("moco_v2", "supervised_standard", "simdis_off_2v", "simdis_on_2v")),
+    # Figure 1's shorter schedule, one seed
+    "byol_student_e5:0",
+    "simdis_off_7v_e5:0",
+    "simdis_on_7v_e5:0",
+    "simdis_off_2v_e5:0",
+    "simdis_on_2v_e5:0",
+    # Table 2's other single teacher views (T-v, T-v', T̂-v; T̂-v' is simdis_off_2v) offline, one seed
+    *(f"{p}_e{LONGEST}:0" for p in ("off_t_sv", "off_t_dv", "off_tema_sv")),
   )
   c.teacher_run = "byol_teacher_e20:0"
   c.name = "long"  # its own markers in RESULTS.md, beside the 3-epoch study's section
@@ -63,31 +70,47 @@ def get_config():
   c.central = CENTRAL[:3]
   e = LONGEST
   c.comparisons = tuple((f"{a}_e{e}", f"{b}_e{e}", claim) for a, b, claim in c.comparisons) + (
-      (f"seed_e{e}", f"simdis_off_7v_e{e}", "Fig. 3: SimDis vs SEED"),
-      (f"byol_student_e{e}", f"seed_e{e}", "Fig. 3: SEED vs BYOL"),
-      (f"moco_v2_e{e}", f"byol_student_e{e}", "Fig. 3: BYOL vs MoCo-v2"),
-      ("byol_student_e5", "simdis_off_7v_e5", "claim 1, 5 epochs"),
-      ("simdis_on_7v_e5", "simdis_off_7v_e5", "claim 2, 5 epochs"),
-      # Table 2's view ranking offline: the other view's target against the same view's, for T and T̂
-      (f"off_t_sv_e{e}", f"off_t_dv_e{e}", "Table 2: T-v' vs T-v"),
-      (f"off_tema_sv_e{e}", f"simdis_off_2v_e{e}", "Table 2: T̂-v' vs T̂-v"),
+    (f"seed_e{e}", f"simdis_off_7v_e{e}", "Fig. 3: SimDis vs SEED"),
+    (f"byol_student_e{e}", f"seed_e{e}", "Fig. 3: SEED vs BYOL"),
+    (f"moco_v2_e{e}", f"byol_student_e{e}", "Fig. 3: BYOL vs MoCo-v2"),
+    ("byol_student_e5", "simdis_off_7v_e5", "claim 1, 5 epochs"),
+    ("simdis_on_7v_e5", "simdis_off_7v_e5", "claim 2, 5 epochs"),
+    # Table 2's view ranking offline: the other view's target against the same view's, for T and T̂
+    (f"off_t_sv_e{e}", f"off_t_dv_e{e}", "Table 2: T-v' vs T-v"),
+    (f"off_tema_sv_e{e}", f"simdis_off_2v_e{e}", "Table 2: T̂-v' vs T̂-v"),
   )
   c.online_teacher_preset = f"simdis_on_7v_e{e}"
   c.figure_colors = {f"supervised_e{e}": "C2", f"supervised_standard_e{e}": "C2"}
-  c.figure_title = ("Fashion-MNIST study, long schedules: student ResNet-10 w8, teacher ResNet-10 w16 "
-                    "(20 epochs; bars: mean ± std; dots: seeds)")
+  c.figure_title = (
+    "Fashion-MNIST study, long schedules: student ResNet-10 w8, teacher ResNet-10 w16 "
+    "(20 epochs; bars: mean ± std; dots: seeds)"
+  )
   c.untrained_preset = "untrained_student"
   # The paper's Figures 1 and 3 on this data: top-1 vs schedule length, one line per method
   # (simdis_jax/tools/study/curves.py); the raw-pixel references and the untrained student as horizontal lines.
   c.epoch_figures = (
-      {"file": "figure1_top1_vs_epochs.png", "with_teacher": True,
-       "methods": ("simdis_off_7v", "simdis_on_7v", "simdis_off_2v", "simdis_on_2v", "byol_student"),
-       "title": "Figure 1 on Fashion-MNIST: SimDis-Off/On (2 and 7 views) and the student alone vs schedule length "
-                "(student R10 w8; teacher R10 w16, 20 epochs; dashed: the teacher's kNN during its run)"},
-      {"file": "figure3_top1_vs_epochs.png", "with_teacher": False,
-       "methods": ("moco_v2", "byol_student", "seed", "simdis_off_7v", "simdis_on_7v", "simdis_off_2v",
-                   "simdis_on_2v", "supervised_standard"),
-       "title": "Figure 3 on Fashion-MNIST: MoCo-v2, BYOL, SEED, SimDis and supervised ResNet-10 w8 students "
-                "vs schedule length"},
+    {
+      "file": "figure1_top1_vs_epochs.png",
+      "with_teacher": True,
+      "methods": ("simdis_off_7v", "simdis_on_7v", "simdis_off_2v", "simdis_on_2v", "byol_student"),
+      "title": "Figure 1 on Fashion-MNIST: SimDis-Off/On (2 and 7 views) and the student alone vs schedule length "
+      "(student R10 w8; teacher R10 w16, 20 epochs; dashed: the teacher's kNN during its run)",
+    },
+    {
+      "file": "figure3_top1_vs_epochs.png",
+      "with_teacher": False,
+      "methods": (
+        "moco_v2",
+        "byol_student",
+        "seed",
+        "simdis_off_7v",
+        "simdis_on_7v",
+        "simdis_off_2v",
+        "simdis_on_2v",
+        "supervised_standard",
+      ),
+      "title": "Figure 3 on Fashion-MNIST: MoCo-v2, BYOL, SEED, SimDis and supervised ResNet-10 w8 students "
+      "vs schedule length",
+    },
   )
   return c

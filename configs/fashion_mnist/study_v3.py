@@ -54,14 +54,14 @@ SWEEP_EPOCHS = 5
 SWEEP = ("byol_teacher", "byol_student", "moco_v2", "supervised_standard", "simdis_on_7v", "simdis_off_7v", "seed")
 OFFLINE = ("simdis_off_7v", "seed", "simdis_off_2v")
 FAMILY = (
-    ("byol_student", "simdis_off_7v", "claim 1, offline"),
-    ("byol_student", "simdis_on_7v", "claim 1, online"),
-    ("simdis_on_7v", "simdis_off_7v", "claim 2"),
-    ("simdis_on_2v", "simdis_on_7v", "claim 3"),
-    ("seed", "simdis_off_7v", "Fig. 3: SimDis vs SEED"),
-    ("byol_student", "seed", "Fig. 3: SEED vs BYOL"),
-    ("moco_v2", "byol_student", "Fig. 3: BYOL vs MoCo-v2"),
-    ("simdis_off_7v", "supervised_standard", "Fig. 3: supervised vs SimDis"),
+  ("byol_student", "simdis_off_7v", "claim 1, offline"),
+  ("byol_student", "simdis_on_7v", "claim 1, online"),
+  ("simdis_on_7v", "simdis_off_7v", "claim 2"),
+  ("simdis_on_2v", "simdis_on_7v", "claim 3"),
+  ("seed", "simdis_off_7v", "Fig. 3: SimDis vs SEED"),
+  ("byol_student", "seed", "Fig. 3: SEED vs BYOL"),
+  ("moco_v2", "byol_student", "Fig. 3: BYOL vs MoCo-v2"),
+  ("simdis_off_7v", "supervised_standard", "Fig. 3: supervised vs SimDis"),
 )
 # The sweep's choices: base -> multiplier, written here (with the sweep table in RESULTS.md) once a method's
 # sweep has finished. Phase 2's runs are listed only for chosen methods.

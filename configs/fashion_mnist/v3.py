@@ -36,7 +36,7 @@ from simdis_jax import config_files
 EPOCHS = (5, 10)
 STEPS_PER_EPOCH = 390  # 50,000 // 128
 SWEEP_MULTIPLIERS = ("0.3", "1", "3")  # the grid every method is swept on (spans 10x)
-EDGE_MULTIPLIERS = ("0.1", "9")        # one more point where the best of the grid lies at its edge
+EDGE_MULTIPLIERS = ("0.1", "9")  # one more point where the best of the grid lies at its edge
 MOCO_DEVICES = 8
 # The recipe's base learning rate (× batch/256) that <m> multiplies.
 RECIPE_LR = {"lars": 6.0, "moco_v2": 0.03, "seed": 0.03, "supervised_standard": 0.1}
@@ -49,8 +49,7 @@ def split(name: str):
     return name, "", 0
   match = re.fullmatch(r"(.+)_lr(\d+(?:\.\d+)?)_e(\d+)", name)
   if not match:
-    raise ValueError(f"Study v3 preset {name!r} must look like '<base>_lr<m>_e<epochs>', e.g. "
-                     "'simdis_off_7v_lr1_e10'.")
+    raise ValueError(f"Study v3 preset {name!r} must look like '<base>_lr<m>_e<epochs>', e.g. 'simdis_off_7v_lr1_e10'.")
   return match.group(1), match.group(2), int(match.group(3))
 
 
@@ -68,8 +67,7 @@ def get_config(name: str = "simdis_off_7v_lr1_e10"):
   base, multiplier, epochs = split(name)
   if base != "untrained_student":
     if multiplier not in SWEEP_MULTIPLIERS + EDGE_MULTIPLIERS:
-      raise ValueError(f"{name!r}: the learning-rate multiplier must be one of "
-                       f"{SWEEP_MULTIPLIERS + EDGE_MULTIPLIERS}.")
+      raise ValueError(f"{name!r}: the learning-rate multiplier must be one of {SWEEP_MULTIPLIERS + EDGE_MULTIPLIERS}.")
     if epochs not in EPOCHS:
       raise ValueError(f"{name!r}: study v3's schedules are {EPOCHS} epochs.")
   long = config_files.sibling(__file__, "long.py")

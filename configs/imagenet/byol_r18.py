@@ -1,6 +1,6 @@
 """BYOL ResNet-18 alone on ImageNet-1k (the no-distillation baseline), standard setting.
 
-    python -m simdis_jax.main --config configs/imagenet/byol_r18.py --workdir workdirs/imagenet_byol_r18
+python -m simdis_jax.main --config configs/imagenet/byol_r18.py --workdir workdirs/imagenet_byol_r18
 """
 
 from simdis_jax import configuration

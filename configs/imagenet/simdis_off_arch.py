@@ -30,8 +30,10 @@ ARCHS = ("mobilenet_v3_large", "mobilenet_v3_small", "efficientnet_b0", "vit_tin
 def get_config(arch: str = "mobilenet_v3_small"):
   """SimDis-Off from the BYOL ResNet-50 into `arch` (one of ARCHS)."""
   if arch not in ARCHS:
-    raise ValueError(f"Unknown student arch {arch!r} for configs/imagenet/simdis_off_arch.py; choose one of {ARCHS} "
-                     "(the ResNet-18 student is configs/imagenet/simdis_off.py).")
+    raise ValueError(
+      f"Unknown student arch {arch!r} for configs/imagenet/simdis_off_arch.py; choose one of {ARCHS} "
+      "(the ResNet-18 student is configs/imagenet/simdis_off.py)."
+    )
   c = configuration.base_config()
   c.method = "simdis_off"
   c.views = configuration.VIEW_PRESETS["simdis_2v"]

@@ -1,6 +1,6 @@
 """SimDis-On-7v (Table 1): online distillation predicting all seven target views.
 
-    python -m simdis_jax.main --config configs/imagenet/simdis_on_7v.py --workdir workdirs/imagenet_simdis_on_7v
+python -m simdis_jax.main --config configs/imagenet/simdis_on_7v.py --workdir workdirs/imagenet_simdis_on_7v
 """
 
 from simdis_jax import configuration

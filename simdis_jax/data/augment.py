@@ -63,22 +63,22 @@ def view_params(config, view: int) -> dict:
   if view not in (0, 1):
     raise ValueError(f'view must be 0 or 1, got {view}')
   return dict(
-      crop=bool(config.crop),
-      crop_scale=_pair(config.crop_scale),
-      crop_ratio=_pair(config.crop_ratio),
-      flip=bool(config.flip),
-      jitter_prob=float(config.jitter_prob),
-      brightness=float(config.brightness),
-      contrast=float(config.contrast),
-      saturation=float(config.saturation),
-      hue=float(config.hue),
-      grey_prob=float(config.grey_prob),
-      blur_prob=_per_view(config.blur_prob, view),
-      blur_sigma=_pair(config.blur_sigma),
-      blur_kernel_fraction=float(config.blur_kernel_fraction),
-      solarize_prob=_per_view(config.solarize_prob, view),
-      mean=tuple(float(m) for m in config.mean),
-      std=tuple(float(s) for s in config.std),
+    crop=bool(config.crop),
+    crop_scale=_pair(config.crop_scale),
+    crop_ratio=_pair(config.crop_ratio),
+    flip=bool(config.flip),
+    jitter_prob=float(config.jitter_prob),
+    brightness=float(config.brightness),
+    contrast=float(config.contrast),
+    saturation=float(config.saturation),
+    hue=float(config.hue),
+    grey_prob=float(config.grey_prob),
+    blur_prob=_per_view(config.blur_prob, view),
+    blur_sigma=_pair(config.blur_sigma),
+    blur_kernel_fraction=float(config.blur_kernel_fraction),
+    solarize_prob=_per_view(config.solarize_prob, view),
+    mean=tuple(float(m) for m in config.mean),
+    std=tuple(float(s) for s in config.std),
   )
 
 
@@ -104,25 +104,24 @@ def _draw_decisions(key: jax.Array, params: dict) -> dict:
     return low + (high - low) * value
 
   return dict(
-      flip=(u[0] < 0.5) & params['flip'],
-      jitter=u[1] < params['jitter_prob'],
-      grey=u[2] < params['grey_prob'],
-      blur=u[3] < params['blur_prob'],
-      solarize=u[4] < params['solarize_prob'],
-      # torchvision's ranges: factors are non-negative, hue is in turns.
-      brightness=between(u[5], max(0.0, 1 - b), 1 + b),
-      contrast=between(u[6], max(0.0, 1 - c), 1 + c),
-      saturation=between(u[7], max(0.0, 1 - s), 1 + s),
-      hue=between(u[8], -h, h),
-      sigma=between(u[9], sigma_low, sigma_high),
-      # docs/spec.md: the four jitter ops are applied in a random order per
-      # example; ranking i.i.d. uniforms gives a uniform permutation.
-      order=jnp.argsort(u[10:14]),
+    flip=(u[0] < 0.5) & params['flip'],
+    jitter=u[1] < params['jitter_prob'],
+    grey=u[2] < params['grey_prob'],
+    blur=u[3] < params['blur_prob'],
+    solarize=u[4] < params['solarize_prob'],
+    # torchvision's ranges: factors are non-negative, hue is in turns.
+    brightness=between(u[5], max(0.0, 1 - b), 1 + b),
+    contrast=between(u[6], max(0.0, 1 - c), 1 + c),
+    saturation=between(u[7], max(0.0, 1 - s), 1 + s),
+    hue=between(u[8], -h, h),
+    sigma=between(u[9], sigma_low, sigma_high),
+    # docs/spec.md: the four jitter ops are applied in a random order per
+    # example; ranking i.i.d. uniforms gives a uniform permutation.
+    order=jnp.argsort(u[10:14]),
   )
 
 
-def _fallback_crop(height: int, width: int,
-                   ratio: tuple[float, float]) -> tuple[int, int]:
+def _fallback_crop(height: int, width: int, ratio: tuple[float, float]) -> tuple[int, int]:
   """torchvision's fallback: the largest centred crop whose aspect is clamped into `ratio`."""
   in_ratio = width / height
   if in_ratio < ratio[0]:
@@ -132,12 +131,12 @@ def _fallback_crop(height: int, width: int,
   return height, width
 
 
-def _draw_crop_box(key: jax.Array, height: int, width: int,
-                   scale: tuple[float, float],
-                   ratio: tuple[float, float]) -> jax.Array:
+def _draw_crop_box(
+  key: jax.Array, height: int, width: int, scale: tuple[float, float], ratio: tuple[float, float]
+) -> jax.Array:
   """Random resized crop box [top, left, h, w] (integer-valued float32), torchvision's rule."""
   u = jax.random.uniform(key, (2 * _CROP_TRIES + 2,))
-  area_u, ratio_u = u[:_CROP_TRIES], u[_CROP_TRIES:2 * _CROP_TRIES]
+  area_u, ratio_u = u[:_CROP_TRIES], u[_CROP_TRIES : 2 * _CROP_TRIES]
   top_u, left_u = u[-2], u[-1]
   area = height * width * (scale[0] + (scale[1] - scale[0]) * area_u)
   # Aspect ratio is drawn uniformly in log space so r and 1/r are equally likely.
@@ -174,8 +173,7 @@ def _interpolation_matrix(start, length, in_size: int, out_size: int):
   frac = centres - lower
   upper = jnp.minimum(lower + 1, start + length - 1)
   pixels = jnp.arange(in_size)
-  return ((pixels[None, :] == lower[:, None]) * (1 - frac)[:, None]
-          + (pixels[None, :] == upper[:, None]) * frac[:, None])
+  return (pixels[None, :] == lower[:, None]) * (1 - frac)[:, None] + (pixels[None, :] == upper[:, None]) * frac[:, None]
 
 
 def _crop_and_resize(image: jax.Array, box: jax.Array, out_size: int) -> jax.Array:
@@ -185,8 +183,7 @@ def _crop_and_resize(image: jax.Array, box: jax.Array, out_size: int) -> jax.Arr
   cols = _interpolation_matrix(box[1], box[3], width, out_size)
   # Bilinear is separable, so two small matmuls replace a 2-D gather; this is
   # much faster than map_coordinates on CPU and exact for bilinear weights.
-  return jnp.einsum('oh,hwc,pw->opc', rows, image, cols,
-                    precision=jax.lax.Precision.HIGHEST)
+  return jnp.einsum('oh,hwc,pw->opc', rows, image, cols, precision=jax.lax.Precision.HIGHEST)
 
 
 def _flip(image: jax.Array, do_flip) -> jax.Array:
@@ -198,14 +195,12 @@ def _greyscale(image: jax.Array) -> jax.Array:
   """BT.601 luma [H, W, 1]; a one-channel image is already grey."""
   if image.shape[-1] == 1:
     return image
-  return jnp.tensordot(image, jnp.asarray(LUMA_WEIGHTS, image.dtype),
-                       axes=1)[..., None]
+  return jnp.tensordot(image, jnp.asarray(LUMA_WEIGHTS, image.dtype), axes=1)[..., None]
 
 
 def _to_grey(image: jax.Array, do_grey) -> jax.Array:
   """Replace every channel by the luma where `do_grey` is true."""
-  return jnp.where(do_grey, jnp.broadcast_to(_greyscale(image), image.shape),
-                   image)
+  return jnp.where(do_grey, jnp.broadcast_to(_greyscale(image), image.shape), image)
 
 
 def _adjust_brightness(image: jax.Array, factor) -> jax.Array:
@@ -233,9 +228,9 @@ def _rgb_to_hsv(image: jax.Array) -> jax.Array:
   chroma = value - jnp.min(image, axis=-1)
   saturation = jnp.where(value > 0, chroma / jnp.where(value > 0, value, 1.0), 0.0)
   safe_chroma = jnp.where(chroma > 0, chroma, 1.0)
-  hue = jnp.where(value == r, (g - b) / safe_chroma,
-                  jnp.where(value == g, 2.0 + (b - r) / safe_chroma,
-                            4.0 + (r - g) / safe_chroma))
+  hue = jnp.where(
+    value == r, (g - b) / safe_chroma, jnp.where(value == g, 2.0 + (b - r) / safe_chroma, 4.0 + (r - g) / safe_chroma)
+  )
   hue = jnp.where(chroma > 0, jnp.mod(hue / 6.0, 1.0), 0.0)
   return jnp.stack([hue, saturation, value], axis=-1)
 
@@ -263,9 +258,9 @@ def _colour_jitter(image: jax.Array, decisions: dict) -> jax.Array:
   """Brightness, contrast, saturation and hue in the per-example order `decisions['order']`."""
   order = decisions['order']  # a permutation of 0..3: brightness, contrast, saturation, hue
   cheap = (
-      lambda x: _adjust_brightness(x, decisions['brightness']),
-      lambda x: _adjust_contrast(x, decisions['contrast']),
-      lambda x: _adjust_saturation(x, decisions['saturation']),
+    lambda x: _adjust_brightness(x, decisions['brightness']),
+    lambda x: _adjust_contrast(x, decisions['contrast']),
+    lambda x: _adjust_saturation(x, decisions['saturation']),
   )
   hue_position = jnp.argmax(order == 3)
 
@@ -304,9 +299,9 @@ def _gaussian_blur(image: jax.Array, sigma, kernel_size: int) -> jax.Array:
   # The kernel is traced (sigma is drawn per example), so the convolution is a
   # static loop of shifted slices; kernels are ~10% of the side, so this is cheap.
   padded = jnp.pad(image, ((radius, radius), (0, 0), (0, 0)), mode='reflect')
-  image = sum(weights[i] * padded[i:i + height] for i in range(kernel_size))
+  image = sum(weights[i] * padded[i : i + height] for i in range(kernel_size))
   padded = jnp.pad(image, ((0, 0), (radius, radius), (0, 0)), mode='reflect')
-  return sum(weights[i] * padded[:, i:i + width] for i in range(kernel_size))
+  return sum(weights[i] * padded[:, i : i + width] for i in range(kernel_size))
 
 
 def _solarize(image: jax.Array, do_solarize) -> jax.Array:
@@ -334,15 +329,13 @@ def _to_unit_float(images: jax.Array) -> jax.Array:
 # ------------------------------------------------------------------- pipeline
 
 
-def _augment_example(key: jax.Array, image: jax.Array, params: dict,
-                     out_size: int) -> jax.Array:
+def _augment_example(key: jax.Array, image: jax.Array, params: dict, out_size: int) -> jax.Array:
   """One example [H, W, C] in [0, 1] to one augmented view [out, out, C], not yet normalised."""
   height, width, _ = image.shape
   crop_key, decision_key = _split_example_key(key)
   decisions = _draw_decisions(decision_key, params)
   if params['crop']:
-    box = _draw_crop_box(crop_key, height, width, params['crop_scale'],
-                         params['crop_ratio'])
+    box = _draw_crop_box(crop_key, height, width, params['crop_scale'], params['crop_ratio'])
     image = _crop_and_resize(image, box, out_size)
   elif (height, width) != (out_size, out_size):
     box = jnp.asarray([0, 0, height, width], jnp.float32)
@@ -351,9 +344,7 @@ def _augment_example(key: jax.Array, image: jax.Array, params: dict,
   image = _colour_jitter(image, decisions)
   image = _to_grey(image, decisions['grey'])
   kernel_size = blur_kernel_size(out_size, params['blur_kernel_fraction'])
-  image = jnp.where(decisions['blur'],
-                    _gaussian_blur(image, decisions['sigma'], kernel_size),
-                    image)
+  image = jnp.where(decisions['blur'], _gaussian_blur(image, decisions['sigma'], kernel_size), image)
   return _solarize(image, decisions['solarize'])
 
 
@@ -361,22 +352,19 @@ def _default_out_size(images: jax.Array, out_size: int | None) -> int:
   return min(images.shape[1], images.shape[2]) if out_size is None else out_size
 
 
-def augment_view(rng, images, config, view: int,
-                 out_size: int | None = None) -> jnp.ndarray:
+def augment_view(rng, images, config, view: int, out_size: int | None = None) -> jnp.ndarray:
   """One BYOL view of a [B, H, W, C] batch: float32 [B, out, out, C], normalised."""
   params = view_params(config, view)
   out_size = _default_out_size(images, out_size)
   keys = jax.random.split(rng, images.shape[0])
-  views = jax.vmap(_augment_example, in_axes=(0, 0, None, None))(
-      keys, _to_unit_float(images), params, out_size)
+  views = jax.vmap(_augment_example, in_axes=(0, 0, None, None))(keys, _to_unit_float(images), params, out_size)
   return _normalise(views, params['mean'], params['std'])
 
 
 def two_views(rng, images, config, out_size=None) -> tuple[jnp.ndarray, jnp.ndarray]:
   """Views v (view 0) and v' (view 1) of the same batch, with independent keys."""
   rng0, rng1 = jax.random.split(rng)
-  return (augment_view(rng0, images, config, 0, out_size),
-          augment_view(rng1, images, config, 1, out_size))
+  return (augment_view(rng0, images, config, 0, out_size), augment_view(rng1, images, config, 1, out_size))
 
 
 def two_views_of_crops(rng, crops, config) -> tuple[jnp.ndarray, jnp.ndarray]:
@@ -394,10 +382,7 @@ def eval_view(images, config, out_size=None) -> jnp.ndarray:
   # A centred square of fraction f of the short side, resized to out_size, is
   # "resize short side to out/f, centre-crop out" (224 / 256 for ImageNet).
   side = max(1, int(round(float(config.eval_crop_fraction) * min(height, width))))
-  box = jnp.asarray([(height - side) // 2, (width - side) // 2, side, side],
-                    jnp.float32)
+  box = jnp.asarray([(height - side) // 2, (width - side) // 2, side, side], jnp.float32)
   if (side, side) != (height, width) or side != out_size:
-    images = jax.vmap(_crop_and_resize, in_axes=(0, None, None))(
-        images, box, out_size)
+    images = jax.vmap(_crop_and_resize, in_axes=(0, None, None))(images, box, out_size)
   return _normalise(images, tuple(config.mean), tuple(config.std))
-

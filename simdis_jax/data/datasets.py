@@ -19,15 +19,16 @@ RAW_PIXELS_COMMAND = "python -m simdis_jax.evaluation.raw_pixels --holdout {hold
 
 class Dataset(NamedTuple):
   """One dataset's facts."""
-  title: str                         # its name in prose
-  channels: int                      # of the images as the networks see them
-  mean: Tuple[float, ...]            # per-channel statistics of the pixels scaled to [0, 1]
+
+  title: str  # its name in prose
+  channels: int  # of the images as the networks see them
+  mean: Tuple[float, ...]  # per-channel statistics of the pixels scaled to [0, 1]
   std: Tuple[float, ...]
   # In memory: the data/ module whose load(data_dir, allow_download) gives the train / test arrays and
   # validation_split(num_train) the fixed validation split; None = streamed (tfds, folder).
   loader: Optional[ModuleType] = None
-  image_size: int = 0                # in memory: the images' own side (the device crops them); 0 = streamed
-  num_classes: int = 0               # 0 = config.probe.num_classes / tfds's metadata
+  image_size: int = 0  # in memory: the images' own side (the device crops them); 0 = streamed
+  num_classes: int = 0  # 0 = config.probe.num_classes / tfds's metadata
   class_names: Tuple[str, ...] = ()  # in label order; () = the figures show class indices
   crop_scale: Tuple[float, float] = (0.08, 1.0)  # its augmentation preset's RandomResizedCrop scale
   # config.data.holdout -> raw-pixel top-1 (%): weighted cosine kNN (k=20, T=0.07) and the fast linear
@@ -40,14 +41,33 @@ class Dataset(NamedTuple):
 STREAMED = Dataset("a streamed dataset", 3, (0.485, 0.456, 0.406), (0.229, 0.224, 0.225))
 
 DATASETS = {
-    "fashion_mnist": Dataset(
-        "Fashion-MNIST", 1, (0.2860,), (0.3530,), loader=fashion_mnist, image_size=28,
-        num_classes=fashion_mnist.NUM_CLASSES,
-        class_names=("T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker", "Bag",
-                     "Ankle boot"),
-        crop_scale=(0.2, 1.0),  # 8% of 28×28 is an 8-pixel patch: too little of a garment
-        raw_pixels={"none": {"knn": 85.69, "linear": 83.1}, "validation": {"knn": 86.2, "linear": 84.34},
-                    "test": {"knn": 85.29, "linear": 83.0}}),
+  "fashion_mnist": Dataset(
+    "Fashion-MNIST",
+    1,
+    (0.2860,),
+    (0.3530,),
+    loader=fashion_mnist,
+    image_size=28,
+    num_classes=fashion_mnist.NUM_CLASSES,
+    class_names=(
+      "T-shirt/top",
+      "Trouser",
+      "Pullover",
+      "Dress",
+      "Coat",
+      "Sandal",
+      "Shirt",
+      "Sneaker",
+      "Bag",
+      "Ankle boot",
+    ),
+    crop_scale=(0.2, 1.0),  # 8% of 28×28 is an 8-pixel patch: too little of a garment
+    raw_pixels={
+      "none": {"knn": 85.69, "linear": 83.1},
+      "validation": {"knn": 86.2, "linear": 84.34},
+      "test": {"knn": 85.29, "linear": 83.0},
+    },
+  ),
 }
 
 

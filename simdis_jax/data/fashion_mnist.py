@@ -10,18 +10,19 @@ import numpy as np
 
 DEBIAN_DIR = "/usr/share/datasets/fashion-mnist"
 FILES = {
-    "train_images": "train-images-idx3-ubyte.gz",
-    "train_labels": "train-labels-idx1-ubyte.gz",
-    "test_images": "t10k-images-idx3-ubyte.gz",
-    "test_labels": "t10k-labels-idx1-ubyte.gz",
+  "train_images": "train-images-idx3-ubyte.gz",
+  "train_labels": "train-labels-idx1-ubyte.gz",
+  "test_images": "t10k-images-idx3-ubyte.gz",
+  "test_labels": "t10k-labels-idx1-ubyte.gz",
 }
 NUM_CLASSES = 10
 MISSING_HELP = (
-    "Fashion-MNIST was not found in {where}. Install Debian's copy with\n"
-    "    sudo apt-get install dataset-fashion-mnist\n"
-    "(it installs to " + DEBIAN_DIR + "), point --config.data.data_dir at a folder holding the four "
-    "*-ubyte.gz files, or, on a machine with internet access, set --config.data.allow_download=True "
-    "to fall back to tfds's own `fashion_mnist` download.")
+  "Fashion-MNIST was not found in {where}. Install Debian's copy with\n"
+  "    sudo apt-get install dataset-fashion-mnist\n"
+  "(it installs to " + DEBIAN_DIR + "), point --config.data.data_dir at a folder holding the four "
+  "*-ubyte.gz files, or, on a machine with internet access, set --config.data.allow_download=True "
+  "to fall back to tfds's own `fashion_mnist` download."
+)
 
 
 # The validation split (config.data.holdout): VALIDATION_SIZE training images drawn once with this fixed seed
@@ -33,8 +34,10 @@ VALIDATION_SEED = 20261207
 def validation_split(num_train: int) -> Tuple[np.ndarray, np.ndarray]:
   """(train, validation) indices into the training images, both sorted: the fixed 50k/10k split."""
   if num_train <= VALIDATION_SIZE:
-    raise ValueError(f"Fashion-MNIST's training split has {num_train} images; the validation split holds out "
-                     f"{VALIDATION_SIZE}: use config.data.holdout='none' with so few images.")
+    raise ValueError(
+      f"Fashion-MNIST's training split has {num_train} images; the validation split holds out "
+      f"{VALIDATION_SIZE}: use config.data.holdout='none' with so few images."
+    )
   order = np.random.default_rng(VALIDATION_SEED).permutation(num_train)
   return np.sort(order[VALIDATION_SIZE:]), np.sort(order[:VALIDATION_SIZE])
 
@@ -50,12 +53,14 @@ def read_idx(path: str) -> np.ndarray:
     with opener(path, "rb") as f:
       data = f.read()
   except (EOFError, OSError, zlib.error) as e:  # truncated or corrupted download / disk
-    raise ValueError(f"{path} is damaged ({type(e).__name__}: {e}). Reinstall it (sudo apt-get install "
-                     f"--reinstall dataset-fashion-mnist) or replace the file.") from e
+    raise ValueError(
+      f"{path} is damaged ({type(e).__name__}: {e}). Reinstall it (sudo apt-get install "
+      f"--reinstall dataset-fashion-mnist) or replace the file."
+    ) from e
   if len(data) < 4 or data[0] != 0 or data[1] != 0 or data[2] != 0x08:
     raise ValueError(f"{path} is not an unsigned-byte IDX file (bad magic number).")
   ndim = data[3]
-  shape = tuple(int.from_bytes(data[4 + 4 * i:8 + 4 * i], "big") for i in range(ndim))
+  shape = tuple(int.from_bytes(data[4 + 4 * i : 8 + 4 * i], "big") for i in range(ndim))
   array = np.frombuffer(data, np.uint8, offset=4 + 4 * ndim)
   if array.size != int(np.prod(shape)):
     raise ValueError(f"{path} is truncated: header says {shape}, found {array.size} values.")
@@ -64,6 +69,7 @@ def read_idx(path: str) -> np.ndarray:
 
 def _from_tfds() -> Dict[str, np.ndarray]:
   import tensorflow_datasets as tfds  # pylint: disable=g-import-not-at-top
+
   out = {}
   for split in ("train", "test"):
     ds = tfds.as_numpy(tfds.load("fashion_mnist", split=split, batch_size=-1))

@@ -29,12 +29,20 @@ def _decode_window(encoded: tf.Tensor, window_fn: Callable[[tf.Tensor], tf.Tenso
   return tf.cond(tf.io.is_jpeg(encoded), jpeg, other)
 
 
-def random_crop_window(shape: tf.Tensor, seed: tf.Tensor, scale: Tuple[float, float],
-                       ratio: Tuple[float, float]) -> tf.Tensor:
+def random_crop_window(
+  shape: tf.Tensor, seed: tf.Tensor, scale: Tuple[float, float], ratio: Tuple[float, float]
+) -> tf.Tensor:
   """Random resized crop window [top, left, h, w]: area in `scale`, aspect in `ratio` (10 tries, else whole image)."""
   begin, size, _ = tf.image.stateless_sample_distorted_bounding_box(
-      tf.concat([shape, [1]], 0), bounding_boxes=_FULL_BOX, seed=seed, min_object_covered=0.0,
-      aspect_ratio_range=ratio, area_range=scale, max_attempts=10, use_image_if_no_bounding_boxes=True)
+    tf.concat([shape, [1]], 0),
+    bounding_boxes=_FULL_BOX,
+    seed=seed,
+    min_object_covered=0.0,
+    aspect_ratio_range=ratio,
+    area_range=scale,
+    max_attempts=10,
+    use_image_if_no_bounding_boxes=True,
+  )
   return tf.stack([begin[0], begin[1], size[0], size[1]])
 
 
@@ -50,8 +58,9 @@ def _resize(image: tf.Tensor, size: int) -> tf.Tensor:
   return tf.cast(tf.round(tf.clip_by_value(image, 0.0, 255.0)), tf.uint8)
 
 
-def train_crops(encoded: tf.Tensor, example_seed: tf.Tensor, views: int, size: int, scale, ratio,
-                channels: int = 3) -> tf.Tensor:
+def train_crops(
+  encoded: tf.Tensor, example_seed: tf.Tensor, views: int, size: int, scale, ratio, channels: int = 3
+) -> tf.Tensor:
   """`views` independent random resized crops of one encoded image: uint8 [views, size, size, C]."""
   crops = []
   for view in range(views):

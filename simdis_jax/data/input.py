@@ -28,6 +28,7 @@ from simdis_jax.data import datasets
 @dataclasses.dataclass
 class InMemoryDataset:
   """A labelled image dataset held in host memory (small datasets such as Fashion-MNIST)."""
+
   train_images: np.ndarray
   train_labels: np.ndarray
   eval_images: np.ndarray
@@ -57,8 +58,9 @@ class InMemoryDataset:
     """Examples of a split ('train' / 'eval')."""
     return int(self.split(split)[0].shape[0])
 
-  def train_batches(self, seed: int, start_step: int, batch_size: int, mesh, views: int = 2,
-                    aug=None, source=None) -> Iterator[Tuple[int, jax.Array, jax.Array]]:
+  def train_batches(
+    self, seed: int, start_step: int, batch_size: int, mesh, views: int = 2, aug=None, source=None
+  ) -> Iterator[Tuple[int, jax.Array, jax.Array]]:
     """Yields (step, global uint8 images [B, H, W, C], labels) from `start_step` on (views/aug: the device's job)."""
     del views, aug, source
     return train_batches(self, seed, start_step, batch_size, mesh)
@@ -85,13 +87,18 @@ def load_dataset(data_config):
     raw = dataset.loader.load(data_config.data_dir, data_config.allow_download)
     holdout = data_config.get("holdout", "none")
     if holdout == "none":
-      return InMemoryDataset(raw["train_images"], raw["train_labels"], raw["test_images"], raw["test_labels"],
-                             dataset.num_classes)
+      return InMemoryDataset(
+        raw["train_images"], raw["train_labels"], raw["test_images"], raw["test_labels"], dataset.num_classes
+      )
     train, validation = dataset.loader.validation_split(len(raw["train_labels"]))
-    held = (raw["train_images"][validation], raw["train_labels"][validation]) if holdout == "validation" else (
-        raw["test_images"], raw["test_labels"])
+    held = (
+      (raw["train_images"][validation], raw["train_labels"][validation])
+      if holdout == "validation"
+      else (raw["test_images"], raw["test_labels"])
+    )
     return InMemoryDataset(raw["train_images"][train], raw["train_labels"][train], *held, dataset.num_classes)
   from simdis_jax.data import pipeline  # pylint: disable=import-outside-toplevel  (tf.data only when streaming)
+
   return pipeline.load(data_config)
 
 
@@ -119,7 +126,7 @@ class EpochOrder:
     epoch, slot = divmod(step, self.steps_per_epoch)
     if epoch != self._epoch:
       self._epoch, self._permutation = epoch, epoch_permutation(self.seed, epoch, self.num_examples)
-    return self._permutation[slot * self.batch_size:(slot + 1) * self.batch_size]
+    return self._permutation[slot * self.batch_size : (slot + 1) * self.batch_size]
 
   def batches(self, start: int, stop: int) -> np.ndarray:
     """int32 [stop - start, batch] indices of global batches start .. stop - 1."""
@@ -134,19 +141,23 @@ def global_batch_indices(seed: int, step: int, num_examples: int, batch_size: in
 def process_slice(indices: np.ndarray, process_index: int, process_count: int) -> np.ndarray:
   """This process's contiguous share of a global batch."""
   per_process = len(indices) // process_count
-  return indices[process_index * per_process:(process_index + 1) * per_process]
+  return indices[process_index * per_process : (process_index + 1) * per_process]
 
 
-def train_batches(dataset: InMemoryDataset, seed: int, start_step: int, batch_size: int,
-                  mesh) -> Iterator[Tuple[int, jax.Array, jax.Array]]:
+def train_batches(
+  dataset: InMemoryDataset, seed: int, start_step: int, batch_size: int, mesh
+) -> Iterator[Tuple[int, jax.Array, jax.Array]]:
   """Yields (step, global uint8 images, global labels) from `start_step` on, sharded over the data axis."""
   order = EpochOrder(seed, dataset.num_train, batch_size)
   step = start_step
   while True:
     indices = order.batch(step)
     local = process_slice(indices, jax.process_index(), jax.process_count())
-    yield (step, parallel.global_batch(dataset.train_images[local], mesh),
-           parallel.global_batch(dataset.train_labels[local], mesh))
+    yield (
+      step,
+      parallel.global_batch(dataset.train_images[local], mesh),
+      parallel.global_batch(dataset.train_labels[local], mesh),
+    )
     step += 1
 
 
@@ -160,6 +171,8 @@ def eval_batches(images: np.ndarray, labels: np.ndarray, batch_size: int, mesh) 
     idx = np.where(mask, idx, 0)
     local = process_slice(idx, jax.process_index(), count)
     local_mask = process_slice(mask, jax.process_index(), count)
-    yield {"images": parallel.global_batch(images[local], mesh),
-           "labels": parallel.global_batch(labels[local], mesh),
-           "mask": parallel.global_batch(local_mask, mesh)}
+    yield {
+      "images": parallel.global_batch(images[local], mesh),
+      "labels": parallel.global_batch(labels[local], mesh),
+      "mask": parallel.global_batch(local_mask, mesh),
+    }

@@ -13,7 +13,7 @@ side, decoded the same way and resized to ``image_size``.
 
 Exactness (batch k is a function of (seed, step) alone). Each process reads
 its own equal-sized shard of the split (``tfds.even_splits`` /
-every P-th file), so no example is read by two hosts. Epoch e reads the shard
+every P-th file; ``sources.py``), so no example is read by two hosts. Epoch e reads the shard
 in an order drawn from (seed, e, process): tfds shards are shuffled with that
 seed and streamed through a seeded shuffle buffer; folder files are permuted
 outright. Every crop is drawn from a stateless seed of (seed, step, global
@@ -46,183 +46,12 @@ import tensorflow as tf
 import tensorflow_datasets as tfds
 
 from simdis_jax import parallel
-from simdis_jax.data import augment, host_crops
+from simdis_jax.data import augment, host_crops, sources
 
 # tf.data must not take the accelerator's memory (TF sees GPUs too).
 tf.config.set_visible_devices([], "GPU")
 
-IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp")
 FOLDER = "folder"
-
-
-class DatasetNotFoundError(FileNotFoundError):
-  """The dataset is not on disk; the message says how to get it."""
-
-
-# ---------------------------------------------------------------------- sources
-
-
-def _epoch_seed(seed: int, epoch: int, process_index: int) -> int:
-  return int(np.random.default_rng([seed, epoch, process_index, 0x5D]).integers(2**31 - 1))
-
-
-class TfdsSource:
-  """One process's shard of a tfds split, read as (encoded image, label) records."""
-
-  def __init__(self, data_config, split: str, process_index: int, process_count: int,
-               builder: Optional[tfds.core.DatasetBuilder] = None):
-    self.builder = builder or get_builder(data_config)
-    self.data_config = data_config
-    self.image_key, self.label_key = data_config.image_key, data_config.label_key
-    self.shuffle_buffer = int(data_config.shuffle_buffer)
-    self.split = split
-    self.process_index = process_index
-    features = self.builder.info.features
-    if self.image_key not in features:
-      raise ValueError(f"config.data.image_key={self.image_key!r} is not a feature of {self.builder.name} "
-                       f"(features: {sorted(features.keys())}).")
-    self.has_labels = self.label_key in features
-    self.num_classes = int(getattr(features[self.label_key], "num_classes", 0) or 0) if self.has_labels else 0
-    # Equal shards (drop_remainder): every host runs the same number of steps per epoch.
-    self.host_split = tfds.even_splits(split, n=process_count, drop_remainder=True)[process_index]
-    self.num_examples = split_size(self.builder, self.host_split)
-    self.label = f"{self.builder.name}:{split}"
-
-  def _read(self, shuffle_seed: Optional[int]) -> tf.data.Dataset:
-    read_config = tfds.ReadConfig(shuffle_seed=shuffle_seed, try_autocache=False, interleave_cycle_length=16,
-                                  interleave_block_length=1)
-    ds = self.builder.as_dataset(split=self.host_split, shuffle_files=shuffle_seed is not None,
-                                 read_config=read_config,
-                                 decoders={self.image_key: tfds.decode.SkipDecoding()})
-    label_key, image_key = self.label_key, self.image_key
-    if self.has_labels:
-      return ds.map(lambda ex: (ex[image_key], tf.cast(ex[label_key], tf.int32)))
-    return ds.map(lambda ex: (ex[image_key], tf.constant(-1, tf.int32)))
-
-  def records(self, seed: int, epoch: int, start: int, shuffle: bool = True) -> tf.data.Dataset:
-    """(position, encoded, label) of epoch `epoch` from position `start` on; the order is a function of
-    (seed, epoch)."""
-    eseed = _epoch_seed(seed, epoch, self.process_index) if shuffle else None
-    ds = self._read(eseed)
-    if shuffle:
-      ds = ds.shuffle(self.shuffle_buffer, seed=eseed, reshuffle_each_iteration=False)
-    # Skip before decoding: the skipped records are read, never decoded.
-    ds = ds.enumerate().skip(start)
-    return ds.map(lambda i, r: (i, r[0], r[1]))
-
-  def describe(self, seed: int, epoch: int, position: int) -> str:
-    del seed
-    return f"{self.label} example at position {position} of this process's epoch {epoch}"
-
-
-class FolderSource:
-  """One process's shard of a folder (or glob) of unlabelled image files."""
-
-  def __init__(self, pattern: str, process_index: int, process_count: int):
-    files = list_image_files(pattern)
-    per_process = len(files) // process_count
-    if per_process == 0:
-      raise ValueError(f"config.data.folder={pattern!r} holds {len(files)} image file(s), fewer than the "
-                       f"{process_count} processes; add images or use fewer hosts.")
-    # Every P-th file: disjoint shards of equal size (the last < P files are left out).
-    self.files = np.asarray(files[process_index::process_count][:per_process])
-    self.num_examples = per_process
-    self.num_classes = 0
-    self.has_labels = False
-    self.process_index = process_index
-    self.label = pattern
-
-  def order(self, seed: int, epoch: int, shuffle: bool = True) -> np.ndarray:
-    if not shuffle:
-      return np.arange(self.num_examples)
-    return np.random.default_rng([seed, epoch, self.process_index]).permutation(self.num_examples)
-
-  def records(self, seed: int, epoch: int, start: int, shuffle: bool = True) -> tf.data.Dataset:
-    """(position, encoded, -1) of epoch `epoch` from `start`; the skip is an index into the permutation."""
-    paths = self.files[self.order(seed, epoch, shuffle)][start:]
-    ds = tf.data.Dataset.from_tensor_slices((np.arange(start, self.num_examples, dtype=np.int64), paths))
-    return ds.map(lambda i, p: (i, tf.io.read_file(p), tf.constant(-1, tf.int32)))
-
-  def describe(self, seed: int, epoch: int, position: int) -> str:
-    return str(self.files[self.order(seed, epoch)[position]])
-
-
-def list_image_files(pattern: str) -> List[str]:
-  """Sorted image files of a directory tree (recursively) or a glob; local paths or gs://."""
-  if any(ch in pattern for ch in "*?["):
-    files = tf.io.gfile.glob(pattern)
-  elif tf.io.gfile.isdir(pattern):
-    files = [tf.io.gfile.join(root, name) for root, _, names in tf.io.gfile.walk(pattern) for name in names]
-  else:
-    raise DatasetNotFoundError(f"config.data.folder={pattern!r} is neither a directory nor a glob pattern "
-                               "that exists; point it at a folder of images or a pattern like '/data/*/*.jpg'.")
-  files = sorted(f for f in files if f.lower().endswith(IMAGE_EXTENSIONS))
-  if not files:
-    raise DatasetNotFoundError(f"config.data.folder={pattern!r} holds no image files ({', '.join(IMAGE_EXTENSIONS)})"
-                               "; point it at a folder of images.")
-  return files
-
-
-def _first(split: str, count: int) -> str:
-  """The tfds split expression of the first `count` examples of `split` (all of it when count is 0)."""
-  return f"{split}[:{int(count)}]" if count else split
-
-
-def get_builder(data_config) -> tfds.core.DatasetBuilder:
-  """The tfds builder of config.data.name, prepared (ImageNet from its manual directory), or a clear error."""
-  kwargs = {"data_dir": data_config.data_dir} if data_config.data_dir else {}
-  try:
-    builder = tfds.builder(data_config.name, **kwargs)
-  except tfds.core.registered.DatasetNotFoundError as e:
-    hint = " ".join(line.strip() for line in str(e).splitlines() if "did you mean" in line.lower())
-    raise DatasetNotFoundError(f"config.data.name={data_config.name!r} is not a tfds dataset. {hint} Use a tfds "
-                               "name (imagenet2012, imagenette, stl10, cifar10, ...; `tfds.list_builders()` lists "
-                               "them), 'fashion_mnist', or 'folder' with config.data.folder.") from e
-  if _is_prepared(builder):
-    return builder
-  if data_config.manual_dir or data_config.allow_download:
-    if jax.process_index() == 0:
-      config = tfds.download.DownloadConfig(manual_dir=data_config.manual_dir or None)
-      builder.download_and_prepare(download_config=config)
-    _barrier(f"prepare {data_config.name}")
-    return tfds.builder(data_config.name, **kwargs)
-  raise DatasetNotFoundError(
-      f"The tfds dataset {data_config.name!r} is not prepared in {builder.data_dir_root}. Prepare it once with\n"
-      f"    tfds build {data_config.name} --data_dir <dir> [--manual_dir <dir with the downloaded archives>]\n"
-      f"and pass --config.data.data_dir=<dir>; ImageNet needs its archives (ILSVRC2012_img_train.tar, "
-      f"ILSVRC2012_img_val.tar) in the manual directory (--config.data.manual_dir=<dir> prepares it on the "
-      f"first run). On a machine with internet access --config.data.allow_download=True downloads public ones.")
-
-
-def _is_prepared(builder) -> bool:
-  if builder.is_prepared():
-    return True
-  # Readable without being prepared here: tfds.testing.mock_data (tests) patches reading, not is_prepared.
-  try:
-    builder.as_dataset(split="train")
-    return True
-  except Exception:  # pylint: disable=broad-except
-    return False
-
-
-def _barrier(name: str) -> None:
-  if jax.process_count() > 1:
-    from jax.experimental import multihost_utils  # pylint: disable=import-outside-toplevel
-    multihost_utils.sync_global_devices(name)
-
-
-def split_size(builder, split: str) -> int:
-  """Examples in `split` (any tfds split expression): from the dataset info, else by the dataset's cardinality."""
-  try:
-    return int(builder.info.splits[split].num_examples)
-  except (KeyError, ValueError, TypeError, AssertionError):
-    ds = builder.as_dataset(split=split, decoders={k: tfds.decode.SkipDecoding()
-                                                   for k in builder.info.features.keys()
-                                                   if isinstance(builder.info.features[k], tfds.features.Image)})
-    n = int(ds.cardinality())
-    if n < 0:
-      n = int(ds.reduce(0, lambda c, _: c + 1))
-    return n
 
 
 # ------------------------------------------------------------ batch assembly
@@ -231,8 +60,9 @@ def split_size(builder, split: str) -> int:
 _WARNED = set()  # unreadable files already reported in this process
 
 
-def aligned_batches(batches: Iterator, first: int, count: int, local_batch: int, describe: Callable[[int], str]
-                    ) -> Iterator[Tuple[int, np.ndarray, np.ndarray, int]]:
+def aligned_batches(
+  batches: Iterator, first: int, count: int, local_batch: int, describe: Callable[[int], str]
+) -> Iterator[Tuple[int, np.ndarray, np.ndarray, int]]:
   """Re-forms tf.data batches that lost failed examples into the fixed slots of each step.
 
   `batches` yields (positions, images, labels) in position order, some
@@ -262,9 +92,11 @@ def aligned_batches(batches: Iterator, first: int, count: int, local_batch: int,
       carry = tuple(np.concatenate([p[i] for p in parts])[~inside] for i in range(3))
     if not inside.any():
       shown = [describe(p) for p in range(lo, min(hi, lo + 3))]
-      raise RuntimeError(f"Every example of a batch (positions {lo}..{hi - 1}) failed to decode, e.g. "
-                         f"{', '.join(shown)}: check that these are readable JPEG/PNG/GIF/BMP images, or "
-                         "remove them.")
+      raise RuntimeError(
+        f"Every example of a batch (positions {lo}..{hi - 1}) failed to decode, e.g. "
+        f"{', '.join(shown)}: check that these are readable JPEG/PNG/GIF/BMP images, or "
+        "remove them."
+      )
     images_in = np.concatenate([p[1] for p in parts])[inside]
     labels_in = np.concatenate([p[2] for p in parts])[inside]
     slots = positions[inside] - lo
@@ -276,8 +108,11 @@ def aligned_batches(batches: Iterator, first: int, count: int, local_batch: int,
       what = describe(lo + int(i))
       if what not in _WARNED:  # once per file, not again every epoch
         _WARNED.add(what)
-        logging.warning("Skipped an unreadable image (%s); its batch slot reuses another example of the batch "
-                        "(each such file is reported once).", what)
+        logging.warning(
+          "Skipped an unreadable image (%s); its batch slot reuses another example of the batch "
+          "(each such file is reported once).",
+          what,
+        )
       donor = slots[j % slots.size]
       images[i], labels[i] = images[donor], labels[donor]
     yield b, images, labels, int(missing.size)
@@ -327,6 +162,11 @@ def prefetch(iterator: Iterator, size: int) -> Iterator:
 # ------------------------------------------------------------------ dataset
 
 
+def _first(split: str, count: int) -> str:
+  """The tfds split expression of the first `count` examples of `split` (all of it when count is 0)."""
+  return f"{split}[:{int(count)}]" if count else split
+
+
 def _options(threads: int = 0) -> tf.data.Options:
   options = tf.data.Options()
   if threads:
@@ -341,9 +181,10 @@ def _options(threads: int = 0) -> tf.data.Options:
 @dataclasses.dataclass
 class StreamingDataset:
   """A dataset read from disk on every step: pretraining batches of host crops, evaluation batches of centre crops."""
+
   data_config: ml_collections.ConfigDict
-  train: Any                      # TfdsSource | FolderSource: the pretraining split
-  labelled: Dict[str, Any]        # "train"/"eval" -> TfdsSource of the labelled splits (kNN, linear eval)
+  train: Any  # TfdsSource | FolderSource: the pretraining split
+  labelled: Dict[str, Any]  # "train"/"eval" -> TfdsSource of the labelled splits (kNN, linear eval)
   num_classes: int
   host_crops: bool = True
   stats: Dict[str, int] = dataclasses.field(default_factory=lambda: {"skipped": 0})
@@ -362,8 +203,7 @@ class StreamingDataset:
     """Shape of one evaluation image as batches deliver it."""
     return (int(self.data_config.image_size),) * 2 + (3,)
 
-  def _stream(self, source, seed, epoch, start, local_batch, steps_per_epoch, views, aug,
-              process_index, global_batch):
+  def _stream(self, source, seed, epoch, start, local_batch, steps_per_epoch, views, aug, process_index, global_batch):
     size, channels = int(self.data_config.image_size), 3
     scale, ratio = tuple(aug.crop_scale), tuple(aug.crop_ratio)
 
@@ -371,7 +211,8 @@ class StreamingDataset:
       step = epoch * steps_per_epoch + pos // local_batch
       slot = process_index * local_batch + pos % local_batch
       example_seed = tf.random.experimental.stateless_fold_in(
-          tf.constant([seed, 0x51D15], tf.int64), step * global_batch + slot)
+        tf.constant([seed, 0x51D15], tf.int64), step * global_batch + slot
+      )
       return pos, host_crops.train_crops(encoded, example_seed, views, size, scale, ratio, channels), label
 
     ds = source.records(seed, epoch, start).take(steps_per_epoch * local_batch - start)
@@ -381,9 +222,16 @@ class StreamingDataset:
     ds = ds.batch(local_batch).prefetch(2).with_options(_options(self.data_config.host_threads))
     return ds.as_numpy_iterator()
 
-  def train_batches(self, seed: int, start_step: int, batch_size: int, mesh, views: int = 2,
-                    aug: Optional[ml_collections.ConfigDict] = None,
-                    source=None) -> Iterator[Tuple[int, jax.Array, jax.Array]]:
+  def train_batches(
+    self,
+    seed: int,
+    start_step: int,
+    batch_size: int,
+    mesh,
+    views: int = 2,
+    aug: Optional[ml_collections.ConfigDict] = None,
+    source=None,
+  ) -> Iterator[Tuple[int, jax.Array, jax.Array]]:
     """Yields (step, uint8 crops [B, views, S, S, C], labels [B]) from `start_step` on, as global arrays."""
     source = source or self.train
     aug = aug or self.data_config.augment
@@ -391,14 +239,17 @@ class StreamingDataset:
     local_batch = batch_size // pc
     steps_per_epoch = source.num_examples // local_batch
     if steps_per_epoch == 0:
-      raise ValueError(f"The global batch {batch_size} is larger than the {source.num_examples * pc} examples "
-                       f"of {source.label}; lower config.train.batch_size.")
+      raise ValueError(
+        f"The global batch {batch_size} is larger than the {source.num_examples * pc} examples "
+        f"of {source.label}; lower config.train.batch_size."
+      )
 
     def host_batches():
       epoch, first = divmod(start_step, steps_per_epoch)
       while True:
-        elements = self._stream(source, seed, epoch, first * local_batch, local_batch, steps_per_epoch, views,
-                                aug, pi, batch_size)
+        elements = self._stream(
+          source, seed, epoch, first * local_batch, local_batch, steps_per_epoch, views, aug, pi, batch_size
+        )
         describe = functools.partial(source.describe, seed, epoch)
         for b, images, labels, skipped in aligned_batches(elements, first, steps_per_epoch, local_batch, describe):
           yield epoch * steps_per_epoch + b, images, labels, skipped
@@ -415,31 +266,35 @@ class StreamingDataset:
 
   def _labelled(self, split: str):
     if split not in self.labelled:
-      raise ValueError(f"{self.train.label} has no labelled {split!r} split for kNN / linear evaluation; set "
-                       "config.data.eval_name (a labelled tfds dataset) or disable config.knn.networks / "
-                       "config.probe / config.final_eval.")
+      raise ValueError(
+        f"{self.train.label} has no labelled {split!r} split for kNN / linear evaluation; set "
+        "config.data.eval_name (a labelled tfds dataset) or disable config.knn.networks / "
+        "config.probe / config.final_eval."
+      )
     return self.labelled[split]
 
-  def labelled_source(self, split: str, count: int = 0) -> TfdsSource:
+  def labelled_source(self, split: str, count: int = 0) -> sources.TfdsSource:
     """This process's shard of the first `count` (0 = all) examples of a labelled split, in tfds order."""
     source = self._labelled(split)
     if not count:
       return source
-    return TfdsSource(source.data_config, _first(source.split, count), jax.process_index(),
-                      jax.process_count(), builder=source.builder)
+    return sources.TfdsSource(
+      source.data_config, _first(source.split, count), jax.process_index(), jax.process_count(), builder=source.builder
+    )
 
   def _host_shares(self, split: str, count: int = 0) -> Tuple[Any, List[str], List[int]]:
     """(source, every process's share of the first `count` examples of a labelled split, their sizes)."""
     source = self._labelled(split)
     shares = tfds.even_splits(_first(source.split, count), n=jax.process_count(), drop_remainder=False)
-    return source, shares, [split_size(source.builder, s) for s in shares]
+    return source, shares, [sources.split_size(source.builder, s) for s in shares]
 
   def num_examples(self, split: str) -> int:
     """Examples of a labelled split over all processes (counting each host's even share)."""
     return sum(self._host_shares(split)[2])
 
-  def eval_batches(self, split: str, count: int, batch_size: int, mesh,
-                   seed: int = 0) -> Iterator[Dict[str, jax.Array]]:
+  def eval_batches(
+    self, split: str, count: int, batch_size: int, mesh, seed: int = 0
+  ) -> Iterator[Dict[str, jax.Array]]:
     """Every example of the first `count` (0 = all) of a labelled split once, centre-cropped; tail padded and masked."""
     del seed  # tfds order: the first `count` examples
     source, host_splits, sizes = self._host_shares(split, count)
@@ -448,11 +303,17 @@ class StreamingDataset:
     num_batches = -(-max(sizes) // local_batch)
     size, fraction = int(self.data_config.image_size), float(self.data_config.augment.eval_crop_fraction)
     image_key, label_key = source.image_key, source.label_key
-    ds = source.builder.as_dataset(split=host_splits[pi], shuffle_files=False,
-                                   read_config=tfds.ReadConfig(try_autocache=False),
-                                   decoders={image_key: tfds.decode.SkipDecoding()})
-    ds = ds.map(lambda ex: (host_crops.eval_crop(ex[image_key], size, fraction), tf.cast(ex[label_key], tf.int32)),
-                num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+    ds = source.builder.as_dataset(
+      split=host_splits[pi],
+      shuffle_files=False,
+      read_config=tfds.ReadConfig(try_autocache=False),
+      decoders={image_key: tfds.decode.SkipDecoding()},
+    )
+    ds = ds.map(
+      lambda ex: (host_crops.eval_crop(ex[image_key], size, fraction), tf.cast(ex[label_key], tf.int32)),
+      num_parallel_calls=tf.data.AUTOTUNE,
+      deterministic=True,
+    )
     ds = ds.batch(local_batch).prefetch(tf.data.AUTOTUNE).with_options(_options(self.data_config.host_threads))
 
     def host_batches():
@@ -467,8 +328,11 @@ class StreamingDataset:
         if pad:
           images = np.concatenate([images, np.zeros((pad,) + images.shape[1:], images.dtype)])
           labels = np.concatenate([labels, np.zeros((pad,), labels.dtype)])
-        yield {"images": parallel.global_batch(images, mesh), "labels": parallel.global_batch(labels, mesh),
-               "mask": parallel.global_batch(mask, mesh)}
+        yield {
+          "images": parallel.global_batch(images, mesh),
+          "labels": parallel.global_batch(labels, mesh),
+          "mask": parallel.global_batch(mask, mesh),
+        }
 
     yield from prefetch(host_batches(), int(self.data_config.prefetch))
 
@@ -476,25 +340,29 @@ class StreamingDataset:
 def load(data_config) -> StreamingDataset:
   """The streaming dataset config.data names: a tfds name, or 'folder' (+ config.data.eval_name for labels)."""
   pi, pc = jax.process_index(), jax.process_count()
-  labelled: Dict[str, TfdsSource] = {}
+  labelled: Dict[str, sources.TfdsSource] = {}
   if data_config.name == FOLDER:
     if not data_config.folder:
       raise ValueError("config.data.name='folder' needs config.data.folder: a directory of images or a glob.")
-    train = FolderSource(data_config.folder, pi, pc)
+    train = sources.FolderSource(data_config.folder, pi, pc)
     eval_name = data_config.eval_name
   else:
-    train = TfdsSource(data_config, data_config.pretrain_split, pi, pc)
+    train = sources.TfdsSource(data_config, data_config.pretrain_split, pi, pc)
     eval_name = data_config.eval_name or data_config.name
   num_classes = 0
   if eval_name:
     eval_config = ml_collections.ConfigDict(data_config.to_dict())
     eval_config.name = eval_name
-    builder = train.builder if isinstance(train, TfdsSource) and eval_name == data_config.name else None
+    builder = train.builder if isinstance(train, sources.TfdsSource) and eval_name == data_config.name else None
     for split, split_name in (("train", data_config.train_split), ("eval", data_config.eval_split)):
       if split_name:
-        labelled[split] = TfdsSource(eval_config, split_name, pi, pc, builder=builder)
+        labelled[split] = sources.TfdsSource(eval_config, split_name, pi, pc, builder=builder)
         builder = labelled[split].builder
     num_classes = max((s.num_classes for s in labelled.values()), default=0)
-  logging.info("Streaming input: %s, %d examples per process for pretraining%s.", train.label, train.num_examples,
-               f"; labelled splits {sorted(labelled)} of {eval_name}" if labelled else "")
+  logging.info(
+    "Streaming input: %s, %d examples per process for pretraining%s.",
+    train.label,
+    train.num_examples,
+    f"; labelled splits {sorted(labelled)} of {eval_name}" if labelled else "",
+  )
   return StreamingDataset(data_config, train, labelled, num_classes)

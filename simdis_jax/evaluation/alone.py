@@ -34,6 +34,7 @@ def alone_config(config) -> ml_collections.ConfigDict:
 def train_alone(config, workdir: str) -> Dict[str, float]:
   """Pretrains the student alone in <workdir>/alone (resumes or just reads back a finished run)."""
   from simdis_jax import train  # pylint: disable=import-outside-toplevel
+
   return train.train_and_evaluate(alone_config(config), os.path.join(workdir, ALONE_DIR))
 
 
@@ -47,6 +48,7 @@ def raw_pixel_knn(config) -> Dict[str, float]:
   from simdis_jax.evaluation import raw_pixels  # pylint: disable=import-outside-toplevel
   from simdis_jax.data import input as data_input  # pylint: disable=import-outside-toplevel
   from simdis_jax.evaluation import knn  # pylint: disable=import-outside-toplevel
+
   dataset = data_input.load_dataset(config.data)
   if not hasattr(dataset, "split"):
     raise ValueError(f"The raw-pixel kNN needs an in-memory dataset; {config.data.name!r} is streamed.")
@@ -55,11 +57,18 @@ def raw_pixel_knn(config) -> Dict[str, float]:
   queries, query_y = data_input.subset(*dataset.split("eval"), k.eval_examples, config.seed + 1)
   channels = len(config.data.augment.mean)
   out = {}
-  for name, (mean, std) in (("normalised", (config.data.augment.mean, config.data.augment.std)),
-                            ("0..1", ((0.0,) * channels, (1.0,) * channels))):
-    pred, _ = knn.knn_classify(raw_pixels.pixel_features(np.asarray(bank), mean, std), np.asarray(bank_y),
-                               raw_pixels.pixel_features(np.asarray(queries), mean, std), k.k, k.temperature,
-                               dataset.num_classes)
+  for name, (mean, std) in (
+    ("normalised", (config.data.augment.mean, config.data.augment.std)),
+    ("0..1", ((0.0,) * channels, (1.0,) * channels)),
+  ):
+    pred, _ = knn.knn_classify(
+      raw_pixels.pixel_features(np.asarray(bank), mean, std),
+      np.asarray(bank_y),
+      raw_pixels.pixel_features(np.asarray(queries), mean, std),
+      k.k,
+      k.temperature,
+      dataset.num_classes,
+    )
     out[name] = float(100.0 * np.mean(pred == np.asarray(query_y)))
   return out
 
@@ -68,8 +77,9 @@ def _subset(n: int, split: str) -> str:
   return f"all {split}" if not n else f"{n:,} {split}"
 
 
-def table(config, workdir: str, linear_results: Optional[Dict[str, Dict]] = None,
-          raw_knn: Optional[Dict[str, float]] = None) -> str:
+def table(
+  config, workdir: str, linear_results: Optional[Dict[str, Dict]] = None, raw_knn: Optional[Dict[str, float]] = None
+) -> str:
   """Plain-text table: distilled student, student alone, teacher, raw pixels (kNN, linear where run)."""
   linear_results = linear_results or {}
   distilled = workdir_files.read_json(workdir, workdir_files.SUMMARY_FILE) or {}
@@ -77,30 +87,46 @@ def table(config, workdir: str, linear_results: Optional[Dict[str, Dict]] = None
   alone = workdir_files.read_json(alone_dir, workdir_files.SUMMARY_FILE) or {}
   alone_linear = workdir_files.read_json(os.path.join(alone_dir, "linear_student"), workdir_files.LINEAR_EVAL_FILE)
   from simdis_jax.evaluation.report import method_label  # pylint: disable=import-outside-toplevel
+
   method = method_label(config.method, config.views)
   steps = distilled.get("steps", config.train.steps)
-  rows = [("network", "kNN top-1", "linear top-1"),
-          (f"student distilled ({method}, {steps} steps)", distilled.get("knn_top1/student"),
-           linear_results.get("student", {}).get("top1")),
-          (f"student alone (BYOL, {alone.get('steps', steps)} steps)", alone.get("knn_top1/student"),
-           (alone_linear or {}).get("top1")),
-          ("student untrained (step 0)", distilled.get("knn_top1/student_init"), None),
-          ("teacher (frozen)" if methods.teacher_kind(config) == "offline" else "teacher",
-           distilled.get("knn_top1/teacher"), linear_results.get("teacher", {}).get("top1")),
-          *((f"raw pixels ({name}), no network", value, None) for name, value in (raw_knn or {}).items())]
+  rows = [
+    ("network", "kNN top-1", "linear top-1"),
+    (
+      f"student distilled ({method}, {steps} steps)",
+      distilled.get("knn_top1/student"),
+      linear_results.get("student", {}).get("top1"),
+    ),
+    (
+      f"student alone (BYOL, {alone.get('steps', steps)} steps)",
+      alone.get("knn_top1/student"),
+      (alone_linear or {}).get("top1"),
+    ),
+    ("student untrained (step 0)", distilled.get("knn_top1/student_init"), None),
+    (
+      "teacher (frozen)" if methods.teacher_kind(config) == "offline" else "teacher",
+      distilled.get("knn_top1/teacher"),
+      linear_results.get("teacher", {}).get("top1"),
+    ),
+    *((f"raw pixels ({name}), no network", value, None) for name, value in (raw_knn or {}).items()),
+  ]
   rows = [r for r in rows[:1] + [r for r in rows[1:] if r[1] is not None or r[2] is not None]]
   cells = [rows[0]] + [(n, _cell(a), _cell(b)) for n, a, b in rows[1:]]
   if all(c[2] == "-" for c in cells[1:]):
     cells = [c[:2] for c in cells]
   widths = [max(len(c[i]) for c in cells) for i in range(len(cells[0]))]
-  lines = ["  ".join(v.ljust(w) if i == 0 else v.rjust(w) for i, (v, w) in enumerate(zip(c, widths)))
-           for c in cells]
+  lines = ["  ".join(v.ljust(w) if i == 0 else v.rjust(w) for i, (v, w) in enumerate(zip(c, widths))) for c in cells]
   lines.insert(1, "  ".join("-" * w for w in widths))
   k = config.knn
   held_out = "validation" if config.data.get("holdout", "none") == "validation" else "test"  # the kNN's queries
-  return "\n".join(["", f"{config.data.name} {held_out} top-1 (%), kNN k={k.k} on "
-                        f"{_subset(k.train_examples, 'training')} / {_subset(k.eval_examples, held_out)} images:",
-                     *lines])
+  return "\n".join(
+    [
+      "",
+      f"{config.data.name} {held_out} top-1 (%), kNN k={k.k} on "
+      f"{_subset(k.train_examples, 'training')} / {_subset(k.eval_examples, held_out)} images:",
+      *lines,
+    ]
+  )
 
 
 def _cell(value) -> str:

@@ -27,6 +27,7 @@ from simdis_jax.evaluation import linear_config
 
 class LinearClassifier(nn.Module):
   """Linear layer, optionally followed by an affine BatchNorm1d (the authors' head)."""
+
   num_classes: int
   batch_norm: bool
 
@@ -43,10 +44,11 @@ class LinearClassifier(nn.Module):
 @flax.struct.dataclass
 class ClassifierState:
   """The whole linear-eval train state (the frozen encoder is not part of it)."""
-  step: jnp.ndarray   # int32: completed classifier steps
-  rng: jnp.ndarray    # raw uint32[2] key; full mode augments step k with fold_in(rng, k)
+
+  step: jnp.ndarray  # int32: completed classifier steps
+  rng: jnp.ndarray  # raw uint32[2] key; full mode augments step k with fold_in(rng, k)
   params: Any
-  batch_stats: Any    # {} without the BN head
+  batch_stats: Any  # {} without the BN head
   opt_state: Any
 
 
@@ -58,8 +60,15 @@ def make_classifier(config, num_classes: int) -> LinearClassifier:
 def make_optimizer(config, total_steps: int) -> Tuple[optax.GradientTransformation, Callable]:
   """SGD (momentum / Nesterov, weight decay on all params), LR base x batch/256 cosine to 0, no warm-up."""
   schedule = optim.warmup_cosine_schedule(config.optim.base_lr, config.train.batch_size, total_steps, 0, 0.0)
-  sgd = ml_collections.ConfigDict(dict(name="sgd", momentum=config.optim.momentum, nesterov=config.optim.nesterov,
-                                       weight_decay=config.optim.weight_decay, weight_decay_mask="all"))
+  sgd = ml_collections.ConfigDict(
+    dict(
+      name="sgd",
+      momentum=config.optim.momentum,
+      nesterov=config.optim.nesterov,
+      weight_decay=config.optim.weight_decay,
+      weight_decay_mask="all",
+    )
+  )
   return optim.make_optimizer(sgd, schedule), schedule
 
 
@@ -68,25 +77,29 @@ def init_state(classifier: LinearClassifier, tx, feature_dim: int, seed: int) ->
   rng = jax.random.PRNGKey(seed)
   variables = classifier.init(jax.random.fold_in(rng, 1), jnp.zeros((2, feature_dim), jnp.float32))
   params = variables["params"]
-  return ClassifierState(jnp.zeros([], jnp.int32), rng, params, variables.get("batch_stats", {}),
-                         tx.init(params))
+  return ClassifierState(jnp.zeros([], jnp.int32), rng, params, variables.get("batch_stats", {}), tx.init(params))
 
 
 def sgd_step(classifier, tx, schedule, state: ClassifierState, features, labels):
   """One classifier update on a batch of (stop-gradient) features; returns (state, metrics)."""
 
   def loss_fn(params):
-    logits, updates = classifier.apply({"params": params, "batch_stats": state.batch_stats}, features,
-                                       train=True, mutable=["batch_stats"])
+    logits, updates = classifier.apply(
+      {"params": params, "batch_stats": state.batch_stats}, features, train=True, mutable=["batch_stats"]
+    )
     loss = optax.softmax_cross_entropy_with_integer_labels(logits, labels).mean()
     return loss, (logits, updates.get("batch_stats", {}))
 
   (loss, (logits, batch_stats)), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
   updates, opt_state = tx.update(grads, state.opt_state, state.params)
-  metrics = {"loss": loss, "train_batch_top1": 100.0 * jnp.mean(jnp.argmax(logits, -1) == labels),
-             "lr": schedule(state.step)}
-  new = state.replace(step=state.step + 1, params=optax.apply_updates(state.params, updates),
-                      batch_stats=batch_stats, opt_state=opt_state)
+  metrics = {
+    "loss": loss,
+    "train_batch_top1": 100.0 * jnp.mean(jnp.argmax(logits, -1) == labels),
+    "lr": schedule(state.step),
+  }
+  new = state.replace(
+    step=state.step + 1, params=optax.apply_updates(state.params, updates), batch_stats=batch_stats, opt_state=opt_state
+  )
   return new, metrics
 
 
@@ -103,6 +116,7 @@ def make_feature_chunk_fn(classifier, tx, schedule, mesh) -> Callable:
   def chunk(state, features, labels, idx):
     def body(state, batch_idx):
       return sgd_step(classifier, tx, schedule, state, features[batch_idx], labels[batch_idx])
+
     state, metrics = jax.lax.scan(body, state, idx)
     # The chunk's mean loss/accuracy, and the LR of its last step.
     return state, {k: (v[-1] if k == "lr" else jnp.mean(v)) for k, v in metrics.items()}
@@ -138,16 +152,19 @@ def make_full_step(network, classifier, tx, schedule, aug_config, image_size: in
   return jax.jit(step, in_shardings=(rep, rep, batch, batch), out_shardings=(rep, rep), donate_argnums=(0,))
 
 
-def train_on_features(config, features: np.ndarray, labels: np.ndarray, num_classes: int,
-                      mesh=None) -> Tuple[LinearClassifier, ClassifierState]:
+def train_on_features(
+  config, features: np.ndarray, labels: np.ndarray, num_classes: int, mesh=None
+) -> Tuple[LinearClassifier, ClassifierState]:
   """Trains a fresh classifier on cached features for config's whole schedule; returns (module, state)."""
   mesh = parallel.make_mesh() if mesh is None else mesh
   parallel.check_batch_size(config.train.batch_size, mesh)
   total = runs.schedule_lengths(config.train, features.shape[0])["total_steps"]
   classifier = make_classifier(config, num_classes)
   tx, schedule = make_optimizer(config, total)
-  state = jax.jit(functools.partial(init_state, classifier, tx, features.shape[1], config.seed),
-                  out_shardings=parallel.replicated(mesh))()
+  state = jax.jit(
+    functools.partial(init_state, classifier, tx, features.shape[1], config.seed),
+    out_shardings=parallel.replicated(mesh),
+  )()
   chunk_fn = make_feature_chunk_fn(classifier, tx, schedule, mesh)
   feats, labs = replicate(features.astype(np.float32), mesh), replicate(labels.astype(np.int32), mesh)
   order = data_input.EpochOrder(config.seed, features.shape[0], config.train.batch_size)
@@ -161,8 +178,9 @@ def predict_scores(classifier, state: ClassifierState, features: np.ndarray, bat
   # Host copies keep this a per-process computation (replicated arrays would pull in every host's devices).
   variables = jax.device_get({"params": state.params, "batch_stats": state.batch_stats})
   apply = jax.jit(lambda v, x: classifier.apply(v, x, train=False))
-  return np.concatenate([np.asarray(apply(variables, features[i:i + batch_size]))
-                         for i in range(0, features.shape[0], batch_size)])
+  return np.concatenate(
+    [np.asarray(apply(variables, features[i : i + batch_size])) for i in range(0, features.shape[0], batch_size)]
+  )
 
 
 def topk_accuracy(scores: np.ndarray, labels: np.ndarray) -> Dict[str, float]:
@@ -173,7 +191,6 @@ def topk_accuracy(scores: np.ndarray, labels: np.ndarray) -> Dict[str, float]:
   return {"top1": float(100.0 * hits[:, 0].mean()), "top5": float(100.0 * hits.any(axis=1).mean())}
 
 
-def evaluate_features(classifier, state: ClassifierState, features: np.ndarray,
-                      labels: np.ndarray) -> Dict[str, float]:
+def evaluate_features(classifier, state: ClassifierState, features: np.ndarray, labels: np.ndarray) -> Dict[str, float]:
   """Top-1/top-5 (%) of the trained classifier on cached features."""
   return topk_accuracy(predict_scores(classifier, state, features), labels)

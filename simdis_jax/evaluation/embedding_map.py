@@ -31,6 +31,7 @@ TSNE_ITERATIONS = 500
 def trained_networks(config: dict) -> Tuple[str, ...]:
   """The networks a run trained: the student, and SimDis-On's teacher (SimDis-Off's and SEED's are frozen)."""
   from simdis_jax import methods  # pylint: disable=import-outside-toplevel
+
   return ("student", "teacher") if methods.teacher_kind(config) == "online" else ("student",)
 
 
@@ -45,6 +46,7 @@ def tsne_2d(feats: np.ndarray, seed: int = 0) -> np.ndarray:
   import threadpoolctl
   from sklearn.decomposition import PCA
   from sklearn.manifold import TSNE
+
   # pylint: enable=import-outside-toplevel
   x = feats.astype(np.float64)
   x /= np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12)
@@ -54,18 +56,21 @@ def tsne_2d(feats: np.ndarray, seed: int = 0) -> np.ndarray:
   with threadpoolctl.threadpool_limits(1):
     if x.shape[1] > PCA_DIMS and x.shape[0] > PCA_DIMS:
       x = PCA(PCA_DIMS, random_state=seed).fit_transform(x)
-    return TSNE(2, perplexity=perplexity, init="pca", learning_rate="auto", max_iter=TSNE_ITERATIONS,
-                random_state=seed).fit_transform(x)
+    return TSNE(
+      2, perplexity=perplexity, init="pca", learning_rate="auto", max_iter=TSNE_ITERATIONS, random_state=seed
+    ).fit_transform(x)
 
 
 def heldout_features(workdir: str, networks: Sequence[str], points: int):
   """{network: (features [N, d], labels [N])} of a run's last checkpoint on `points` held-out images (at most)."""
   # pylint: disable=import-outside-toplevel
   import logging
+
   logging.getLogger("absl").setLevel(logging.ERROR)  # orbax's import-time notices are not the report's business
   from simdis_jax import parallel, runs
   from simdis_jax.data import input as data_input
   from simdis_jax.evaluation import features
+
   # pylint: enable=import-outside-toplevel
   mesh = parallel.make_mesh()
   config, nets, state, _ = runs.restore(workdir, mesh)
@@ -77,11 +82,11 @@ def heldout_features(workdir: str, networks: Sequence[str], points: int):
     net, net_state = getattr(nets, name, None), getattr(state, name, None)
     if net is None or net_state is None:
       continue
-    fn = features.make_feature_fn(net, dataset.device_augment_config(config.data.augment), config.data.image_size,
-                                  mesh)
+    fn = features.make_feature_fn(net, dataset.device_augment_config(config.data.augment), config.data.image_size, mesh)
     batches = dataset.eval_batches("eval", points, config.knn.batch_size, mesh, config.seed)
-    out[name] = features.extract_features(lambda images, fn=fn, v=features.encoder_variables(net_state): fn(v, images),
-                                          batches)
+    out[name] = features.extract_features(
+      lambda images, fn=fn, v=features.encoder_variables(net_state): fn(v, images), batches
+    )
   return out
 
 
@@ -116,6 +121,10 @@ def _draw(run, out_dir: str, points: int) -> Optional[str]:
     return "no trained network found in its checkpoint"
   maps = {name: (tsne_2d(f), labels) for name, (f, labels) in feats.items()}
   data = run.config.get("data", {}).get("name")
-  figures.plot_embedding_maps(maps, datasets.get(data).class_names or None, f"{run.name}: test-set embeddings (t-SNE)",
-                              os.path.join(out_dir, file_name(run.name)))
+  figures.plot_embedding_maps(
+    maps,
+    datasets.get(data).class_names or None,
+    f"{run.name}: test-set embeddings (t-SNE)",
+    os.path.join(out_dir, file_name(run.name)),
+  )
   return None

@@ -51,8 +51,10 @@ def extract_features(feature_fn: Callable, batches: Iterable[Dict[str, jax.Array
   """Runs `feature_fn(images)` over masked global batches (every process) -> host numpy features and labels."""
   feats, labs = [], []
   for batch in batches:
-    f, l, m = (multihost_utils.process_allgather(x, tiled=True)
-               for x in (feature_fn(batch["images"]), batch["labels"], batch["mask"]))
+    f, l, m = (
+      multihost_utils.process_allgather(x, tiled=True)
+      for x in (feature_fn(batch["images"]), batch["labels"], batch["mask"])
+    )
     feats.append(f[m.astype(bool)])
     labs.append(l[m.astype(bool)])
   return np.concatenate(feats), np.concatenate(labs)

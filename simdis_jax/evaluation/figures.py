@@ -33,8 +33,13 @@ def figure_file_name(run_name: str) -> str:
   return f"curves_{re.sub(r'[^A-Za-z0-9._-]+', '_', run_name) or 'run'}.png"
 
 
-def plot_curves(metrics: Dict[int, Dict[str, float]], title: str, steps_per_epoch: Optional[float],
-                path: str, frozen_teacher: bool = False) -> Figure:
+def plot_curves(
+  metrics: Dict[int, Dict[str, float]],
+  title: str,
+  steps_per_epoch: Optional[float],
+  path: str,
+  frozen_teacher: bool = False,
+) -> Figure:
   """Losses (total, student, teacher, per head) and kNN top-1 over steps of one run, as a PNG.
 
   `frozen_teacher`: the run's teacher was restored trained and never moves (SimDis-Off, SEED), so its kNN
@@ -50,16 +55,18 @@ def plot_curves(metrics: Dict[int, Dict[str, float]], title: str, steps_per_epoc
   for i, key in enumerate(heads):
     steps, values = _series(metrics, key)
     head = key.split("/", 1)[1]
-    ax_loss.plot(steps, values, linewidth=0.9, alpha=0.85, color=palette(i % 10),
-                 label=f"head {labels.VIEW_NAMES.get(head, head)}")
+    ax_loss.plot(
+      steps, values, linewidth=0.9, alpha=0.85, color=palette(i % 10), label=f"head {labels.VIEW_NAMES.get(head, head)}"
+    )
   total = _series(metrics, "loss")
   student = _series(metrics, "loss_student")
   # BYOL and SimDis-Off train the student alone: total == student, drawn dashed on top so both stay visible.
   same = total[0].size and np.array_equal(total[0], student[0]) and np.allclose(total[1], student[1])
-  for key, label, style in (("loss_student", "student", dict(color="dimgrey", linewidth=2.5)),
-                            ("loss_teacher", "teacher", dict(color="tab:olive", linewidth=2.0)),
-                            ("loss", "total (= student)" if same else "total",
-                             dict(color="black", linewidth=1.6, linestyle="--", zorder=5))):
+  for key, label, style in (
+    ("loss_student", "student", dict(color="dimgrey", linewidth=2.5)),
+    ("loss_teacher", "teacher", dict(color="tab:olive", linewidth=2.0)),
+    ("loss", "total (= student)" if same else "total", dict(color="black", linewidth=1.6, linestyle="--", zorder=5)),
+  ):
     steps, values = _series(metrics, key)
     if steps.size:
       ax_loss.plot(steps, values, marker="." if steps.size < 30 else None, label=label, **style)
@@ -83,8 +90,9 @@ def plot_curves(metrics: Dict[int, Dict[str, float]], title: str, steps_per_epoc
       ax.grid(alpha=0.3)
       if steps_per_epoch:
         # Epochs on the top axis: the paper's schedules are stated in epochs, the logs in steps.
-        ax.secondary_xaxis("top", functions=(lambda s: s / steps_per_epoch,
-                                             lambda e: e * steps_per_epoch)).set_xlabel("epoch")
+        ax.secondary_xaxis("top", functions=(lambda s: s / steps_per_epoch, lambda e: e * steps_per_epoch)).set_xlabel(
+          "epoch"
+        )
     else:
       ax.text(0.5, 0.5, "nothing logged yet", ha="center", va="center", transform=ax.transAxes)
   fig.tight_layout()
@@ -94,12 +102,14 @@ def plot_curves(metrics: Dict[int, Dict[str, float]], title: str, steps_per_epoc
 
 def knn_panel_title(frozen_teacher: bool) -> str:
   """The kNN panel's title: what step 0 is (a teacher restored trained and frozen is not untrained there)."""
-  return "kNN top-1 (step 0 = the student untrained" + ("; the teacher is trained and frozen)" if frozen_teacher
-                                                        else ")")
+  return "kNN top-1 (step 0 = the student untrained" + (
+    "; the teacher is trained and frozen)" if frozen_teacher else ")"
+  )
 
 
-def plot_embedding_maps(maps: Dict[str, Tuple[np.ndarray, np.ndarray]], class_names: Optional[Sequence[str]],
-                        title: str, path: str) -> None:
+def plot_embedding_maps(
+  maps: Dict[str, Tuple[np.ndarray, np.ndarray]], class_names: Optional[Sequence[str]], title: str, path: str
+) -> None:
   """One panel per network: its 2-D points ({network: (xy [N, 2], labels [N])}) coloured by class, as a PNG."""
   fig, axes = _new_figure(6 * len(maps) + 2, 5.5, ncols=len(maps))
   fig.suptitle(title)
@@ -113,8 +123,7 @@ def plot_embedding_maps(maps: Dict[str, Tuple[np.ndarray, np.ndarray]], class_na
     ax.set_title(f"{network} ({len(classes)} test images)")
     ax.set_xticks([])
     ax.set_yticks([])
-  axes[-1].legend(fontsize="small", markerscale=3, loc="upper left", bbox_to_anchor=(1.01, 1.0),
-                  borderaxespad=0.0)
+  axes[-1].legend(fontsize="small", markerscale=3, loc="upper left", bbox_to_anchor=(1.01, 1.0), borderaxespad=0.0)
   fig.tight_layout()
   fig.savefig(path)
 
@@ -140,8 +149,9 @@ def accuracy_series(rows: Sequence[Dict[str, Any]]) -> Dict[Tuple[str, str, str,
     else:
       continue
     # The architecture is part of the series: runs of different networks are not one curve.
-    series.setdefault((row["method_label"], row["network"], metric, row.get("encoder") or ""),
-                      []).append((row["epochs"], value))
+    series.setdefault((row["method_label"], row["network"], metric, row.get("encoder") or ""), []).append(
+      (row["epochs"], value)
+    )
   return series
 
 
@@ -153,14 +163,21 @@ def plot_accuracy_vs_epochs(rows: Sequence[Dict[str, Any]], path: str) -> None:
     value = row["linear_top1"] if row["linear_top1"] is not None else row["knn_top1"]
     if row["epochs"] is not None and value is not None and row["finished"] is False:
       # An unfinished run's point is not comparable to the finished ones at the same epochs: say so.
-      ax.annotate("unfinished", (row["epochs"], value), textcoords="offset points", xytext=(4, 4),
-                  fontsize="x-small", color="grey")
+      ax.annotate(
+        "unfinished",
+        (row["epochs"], value),
+        textcoords="offset points",
+        xytext=(4, 4),
+        fontsize="x-small",
+        color="grey",
+      )
   for (method, network, metric, arch), points in sorted(series.items(), key=figure3_key):
     points.sort()
     xs, ys = zip(*points)
     label = f"{method} {network} {arch} ({metric} top-1)".replace("  ", " ")
-    ax.plot(xs, ys, marker="o" if metric == "linear" else "s",
-            linestyle="-" if metric == "linear" else "--", label=label)
+    ax.plot(
+      xs, ys, marker="o" if metric == "linear" else "s", linestyle="-" if metric == "linear" else "--", label=label
+    )
   ax.set_xlabel("pretraining epochs")
   ax.set_ylabel("top-1 accuracy (%)")
   ax.set_title("Top-1 vs pretraining epochs (linear eval where available, else kNN)")

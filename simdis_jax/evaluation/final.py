@@ -16,7 +16,7 @@ import ml_collections
 from simdis_jax import configuration
 from simdis_jax import workdir as workdir_files
 from simdis_jax.data import datasets
-from simdis_jax.evaluation import alone, linear, report
+from simdis_jax.evaluation import alone, linear, report, report_tables
 from simdis_jax.evaluation.linear_config import apply_protocol, base_config
 
 
@@ -57,9 +57,9 @@ def evaluate_after_pretraining(config, workdir: str) -> Dict[str, Dict]:
   if fe.report and jax.process_index() == 0:
     markdown = report.write_report(dirs, os.path.join(workdir, "report"))
     # The console gets plain text; the markdown (with its figure links) is in <workdir>/report/results.md.
-    print(report.plain_text(markdown), flush=True)
+    print(report_tables.plain_text(markdown), flush=True)
     if not student_alone:
-      print(report.plain_text(what_the_numbers_mean(config, workdir, results)), flush=True)
+      print(report_tables.plain_text(what_the_numbers_mean(config, workdir, results)), flush=True)
     print(f"The report, with its figures: {os.path.join(workdir, 'report', report.RESULTS_MD)}", flush=True)
     logging.info("Report written to %s.", os.path.join(workdir, "report"))
   if student_alone and jax.process_index() == 0:

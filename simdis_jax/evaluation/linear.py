@@ -34,7 +34,7 @@ import jax
 import ml_collections
 import numpy as np
 
-from simdis_jax import checkpoint, configuration, parallel, runs
+from simdis_jax import checkpoint, configuration, parallel, preemption, runs
 from simdis_jax import workdir as workdir_files
 from simdis_jax.data import input as data_input
 from simdis_jax.evaluation import classifier as classifier_lib
@@ -49,14 +49,22 @@ def check_pretrained(config) -> Tuple[ml_collections.ConfigDict, int]:
   """(pretraining config, checkpoint step to use), or an error naming the fix; runs before anything compiles."""
   p = config.pretrained
   if not p.workdir:
-    raise ValueError("config.pretrained.workdir is not set: pretrain first (python -m simdis_jax.main --config "
-                     "configs/<experiment>.py --workdir <dir>) and pass --config.pretrained.workdir=<dir>.")
-  run_config, step = runs.check_finished(p.workdir, "config.pretrained.workdir", p.allow_unfinished,
-                                         step=None if p.step == -1 else p.step,
-                                         allow_flag="--config.pretrained.allow_unfinished")
+    raise ValueError(
+      "config.pretrained.workdir is not set: pretrain first (python -m simdis_jax.main --config "
+      "configs/<experiment>.py --workdir <dir>) and pass --config.pretrained.workdir=<dir>."
+    )
+  run_config, step = runs.check_finished(
+    p.workdir,
+    "config.pretrained.workdir",
+    p.allow_unfinished,
+    step=None if p.step == -1 else p.step,
+    allow_flag="--config.pretrained.allow_unfinished",
+  )
   if p.network == "teacher" and not configuration.uses_teacher(run_config):
-    raise ValueError(f"The pretraining run {p.workdir!r} is method={run_config.method!r} and has no teacher; "
-                     "use --config.pretrained.network=student.")
+    raise ValueError(
+      f"The pretraining run {p.workdir!r} is method={run_config.method!r} and has no teacher; "
+      "use --config.pretrained.network=student."
+    )
   return run_config, step
 
 
@@ -65,13 +73,17 @@ def _check_resume_info(workdir: str, info: Dict[str, Any], has_checkpoint: bool)
   old = workdir_files.read_json(workdir, workdir_files.LINEAR_INFO_FILE) if has_checkpoint else None
   if old is None:
     return info
-  diffs = [f"{k}: workdir has {old.get(k)!r}, config wants {info[k]!r}" for k in _IDENTITY_KEYS
-           if old.get(k) != info[k]]
+  diffs = [
+    f"{k}: workdir has {old.get(k)!r}, config wants {info[k]!r}" for k in _IDENTITY_KEYS if old.get(k) != info[k]
+  ]
   if info["requested_step"] != -1 and info["pretrained_step"] != old["pretrained_step"]:
     diffs.append(f"pretrained step: workdir has {old['pretrained_step']}, config wants {info['pretrained_step']}")
   if diffs:
-    raise ValueError(f"--workdir {workdir} holds a linear evaluation of something else (" + "; ".join(diffs)
-                     + "). Use a fresh --workdir.")
+    raise ValueError(
+      f"--workdir {workdir} holds a linear evaluation of something else ("
+      + "; ".join(diffs)
+      + "). Use a fresh --workdir."
+    )
   return old
 
 
@@ -81,13 +93,22 @@ DIVERGED_ADVICE = "Lower --config.optim.base_lr."
 class _Progress:
   """What happens after a training step: metrics at log steps, checkpoints, and stopping for a preemption."""
 
-  def __init__(self, config, workdir: str, mgr, writer, total: int, steps_per_epoch: int,
-               stop_after_steps: Optional[int], start_step: int):
+  def __init__(
+    self,
+    config,
+    workdir: str,
+    mgr,
+    writer,
+    total: int,
+    steps_per_epoch: int,
+    stop_after_steps: Optional[int],
+    start_step: int,
+  ):
     self.config, self.workdir, self.mgr, self.writer = config, workdir, mgr, writer
     self.total, self.steps_per_epoch, self.stop_after = total, steps_per_epoch, stop_after_steps
     self.last_saved = mgr.latest_step()
     self.last_log = (time.time(), start_step)
-    self.preemption = checkpoint.PreemptionWatch()  # a SIGTERM from here on stops at the next step boundary
+    self.preemption = preemption.PreemptionWatch()  # a SIGTERM from here on stops at the next step boundary
     self.is_main = jax.process_index() == 0
 
   def after(self, done: int, state, metrics) -> None:
@@ -112,7 +133,7 @@ class _Progress:
     if done < self.total and self.preemption.reached(done):  # SIGTERM / maintenance: save here, exit 143
       if self.last_saved != done:
         checkpoint.save(self.mgr, done, state, force=True)
-      raise checkpoint.Preempted(done, self.workdir)
+      raise preemption.Preempted(done, self.workdir)
 
   def close(self) -> None:
     """Stops watching for a preemption and finishes the asynchronous saves already started."""
@@ -123,9 +144,10 @@ class _Progress:
 
 class _Inputs(NamedTuple):
   """What a linear evaluation reads: the dataset, the pretraining run and the data config resolved from it."""
+
   dataset: Any
   run_config: ml_collections.ConfigDict  # the pretraining run's config
-  pre_step: int                          # the pretraining checkpoint step to use
+  pre_step: int  # the pretraining checkpoint step to use
   data_config: ml_collections.ConfigDict  # linear_config.resolve_data_config
   num_train: int
   num_eval: int
@@ -133,6 +155,7 @@ class _Inputs(NamedTuple):
 
 class _Encoder(NamedTuple):
   """The frozen pretrained encoder: its network, its variables, and the feature function with them bound."""
+
   network: Any
   variables: Any
   feature_fn: Callable[..., Any]
@@ -151,8 +174,10 @@ def run(config: ml_collections.ConfigDict, workdir: str, stop_after_steps: Optio
   parallel.check_batch_size(config.train.batch_size, mesh)
   eb = config.eval.batch_size
   if eb % mesh.devices.size or eb % jax.process_count():
-    raise ValueError(f"config.eval.batch_size={eb} must be divisible by the number of devices "
-                     f"({mesh.devices.size}) and processes ({jax.process_count()}).")
+    raise ValueError(
+      f"config.eval.batch_size={eb} must be divisible by the number of devices "
+      f"({mesh.devices.size}) and processes ({jax.process_count()})."
+    )
 
   # --- Input: the dataset, the pretraining run, the data config resolved from both ---
   inputs = _open_inputs(config)
@@ -162,10 +187,16 @@ def run(config: ml_collections.ConfigDict, workdir: str, stop_after_steps: Optio
 
   # --- Run identity: a resumed workdir keeps the pretrained step it started from ---
   mgr = checkpoint.manager(workdir, config.train.keep_checkpoints)
-  info = {"pretrained_workdir": workdir_files.absolute(config.pretrained.workdir), "network": config.pretrained.network,
-          "weights": config.pretrained.weights, "protocol": config.protocol, "mode": config.mode,
-          "dataset": inputs.data_config.name, "requested_step": int(config.pretrained.step),
-          "pretrained_step": inputs.pre_step}
+  info = {
+    "pretrained_workdir": workdir_files.absolute(config.pretrained.workdir),
+    "network": config.pretrained.network,
+    "weights": config.pretrained.weights,
+    "protocol": config.protocol,
+    "mode": config.mode,
+    "dataset": inputs.data_config.name,
+    "requested_step": int(config.pretrained.step),
+    "pretrained_step": inputs.pre_step,
+  }
   info = _check_resume_info(workdir, info, mgr.latest_step() is not None)
   inputs = inputs._replace(pre_step=int(info["pretrained_step"]))
 
@@ -187,19 +218,31 @@ def run(config: ml_collections.ConfigDict, workdir: str, stop_after_steps: Optio
     state = jax.jit(create, out_shardings=parallel.replicated(mesh))()
   start_step = int(state.step)
   workdir_files.write_config(workdir, config, is_main)
-  workdir_files.write_json(workdir, workdir_files.LINEAR_INFO_FILE, {
-      **info, **lengths, "num_train": inputs.num_train, "feature_dim": feature_dim}, is_main, indent=2)
-  logging.info("Linear eval (%s, %s) of %s/%s at step %d: %s from step %d of %d.", config.protocol,
-               MODE_NAMES[config.mode], config.pretrained.network, config.pretrained.weights, inputs.pre_step,
-               "resuming" if start_step else "starting", start_step, total)
+  workdir_files.write_json(
+    workdir,
+    workdir_files.LINEAR_INFO_FILE,
+    {**info, **lengths, "num_train": inputs.num_train, "feature_dim": feature_dim},
+    is_main,
+    indent=2,
+  )
+  logging.info(
+    "Linear eval (%s, %s) of %s/%s at step %d: %s from step %d of %d.",
+    config.protocol,
+    MODE_NAMES[config.mode],
+    config.pretrained.network,
+    config.pretrained.weights,
+    inputs.pre_step,
+    "resuming" if start_step else "starting",
+    start_step,
+    total,
+  )
 
   # --- Loop: one per mode ---
   writer = workdir_files.metric_writer(workdir, is_main)
   progress = _Progress(config, workdir, mgr, writer, total, lengths["steps_per_epoch"], stop_after_steps, start_step)
   t_train = time.time()
   try:
-    state = _train(config, inputs, encoder, (classifier, tx, schedule), state, cached, progress, mesh,
-                   stop_after_steps)
+    state = _train(config, inputs, encoder, (classifier, tx, schedule), state, cached, progress, mesh, stop_after_steps)
   finally:
     progress.close()
   train_time = time.time() - t_train
@@ -207,11 +250,23 @@ def run(config: ml_collections.ConfigDict, workdir: str, stop_after_steps: Optio
   # --- Evaluation (also the whole of a rerun of a finished workdir) ---
   if cached is None:
     t_feat = time.time()
-    cached = {"train": _features(config, inputs, encoder, "train", mesh),
-              "eval": _features(config, inputs, encoder, "eval", mesh)}
+    cached = {
+      "train": _features(config, inputs, encoder, "train", mesh),
+      "eval": _features(config, inputs, encoder, "eval", mesh),
+    }
     feature_time += time.time() - t_feat
-  results = _results(config, inputs, classifier, state, cached, lengths, start_step, feature_dim,
-                     {"feature_time_s": feature_time, "train_time_s": train_time}, t_start)
+  results = _results(
+    config,
+    inputs,
+    classifier,
+    state,
+    cached,
+    lengths,
+    start_step,
+    feature_dim,
+    {"feature_time_s": feature_time, "train_time_s": train_time},
+    t_start,
+  )
   _record(config, workdir, writer, results, inputs, is_main)
   return results
 
@@ -233,12 +288,17 @@ def _frozen_encoder(config, inputs: _Inputs, mesh) -> _Encoder:
   """The pretrained network's encoder (config.pretrained.network and weights), restored alone and frozen."""
   pretrained = runs.restore(config.pretrained.workdir, mesh, inputs.pre_step, inputs.run_config)
   network = getattr(pretrained.networks, config.pretrained.network)
-  encoder_vars = features.encoder_variables(getattr(pretrained.state, config.pretrained.network),
-                                            config.pretrained.weights)
+  encoder_vars = features.encoder_variables(
+    getattr(pretrained.state, config.pretrained.network), config.pretrained.weights
+  )
   del pretrained  # optimizer state and the other networks are not needed
   data_config = inputs.data_config
-  feature_fn = functools.partial(features.make_feature_fn(
-      network, inputs.dataset.device_augment_config(data_config.augment), data_config.image_size, mesh), encoder_vars)
+  feature_fn = functools.partial(
+    features.make_feature_fn(
+      network, inputs.dataset.device_augment_config(data_config.augment), data_config.image_size, mesh
+    ),
+    encoder_vars,
+  )
   return _Encoder(network, encoder_vars, feature_fn)
 
 
@@ -252,16 +312,31 @@ def _features(config, inputs: _Inputs, encoder: _Encoder, split: str, mesh):
 def _cached_features(config, inputs: _Inputs, encoder: _Encoder, mesh):
   """Fast mode: both splits' features, extracted once, and the feature size; full mode: (None, the size)."""
   if config.mode == "fast":
-    cached = {"train": _features(config, inputs, encoder, "train", mesh),
-              "eval": _features(config, inputs, encoder, "eval", mesh)}
+    cached = {
+      "train": _features(config, inputs, encoder, "train", mesh),
+      "eval": _features(config, inputs, encoder, "eval", mesh),
+    }
     return cached, int(cached["train"][0].shape[1])
-  shape = jax.eval_shape(encoder.feature_fn, jax.ShapeDtypeStruct(
-      (config.eval.batch_size,) + inputs.dataset.image_shape, np.uint8, sharding=parallel.batch_sharded(mesh))).shape
+  shape = jax.eval_shape(
+    encoder.feature_fn,
+    jax.ShapeDtypeStruct(
+      (config.eval.batch_size,) + inputs.dataset.image_shape, np.uint8, sharding=parallel.batch_sharded(mesh)
+    ),
+  ).shape
   return None, int(shape[1])
 
 
-def _train(config, inputs: _Inputs, encoder: _Encoder, head, state, cached, progress: _Progress, mesh,
-           stop_after_steps: Optional[int]):
+def _train(
+  config,
+  inputs: _Inputs,
+  encoder: _Encoder,
+  head,
+  state,
+  cached,
+  progress: _Progress,
+  mesh,
+  stop_after_steps: Optional[int],
+):
   """Trains the classifier (head: classifier, optimizer, schedule) from the state's step; the trained state."""
   classifier, tx, schedule = head
   start_step, total = int(state.step), progress.total
@@ -269,8 +344,9 @@ def _train(config, inputs: _Inputs, encoder: _Encoder, head, state, cached, prog
   if config.mode == "fast" and start_step < end:
     # Cached features: the steps between two log / checkpoint steps run as one jitted scan.
     chunk_fn = classifier_lib.make_feature_chunk_fn(classifier, tx, schedule, mesh)
-    feats, labels = (classifier_lib.replicate(x.astype(t), mesh) for x, t in zip(cached["train"],
-                                                                               (np.float32, np.int32)))
+    feats, labels = (
+      classifier_lib.replicate(x.astype(t), mesh) for x, t in zip(cached["train"], (np.float32, np.int32))
+    )
     order = data_input.EpochOrder(config.seed, inputs.num_train, config.train.batch_size)
     every = (config.train.log_every_steps, config.train.checkpoint_every_steps)
     step = start_step
@@ -282,8 +358,9 @@ def _train(config, inputs: _Inputs, encoder: _Encoder, head, state, cached, prog
   elif config.mode == "full" and start_step < end:
     # Augmented images through the frozen encoder, one classifier step at a time.
     data_config = inputs.data_config
-    step_fn = classifier_lib.make_full_step(encoder.network, classifier, tx, schedule, data_config.augment,
-                                            data_config.image_size, mesh)
+    step_fn = classifier_lib.make_full_step(
+      encoder.network, classifier, tx, schedule, data_config.augment, data_config.image_size, mesh
+    )
     for step, images, labels in _full_batches(config, inputs.dataset, data_config, start_step, mesh):
       state, metrics = step_fn(state, encoder.variables, images, labels)
       progress.after(step + 1, state, metrics)
@@ -292,27 +369,55 @@ def _train(config, inputs: _Inputs, encoder: _Encoder, head, state, cached, prog
   return state
 
 
-def _results(config, inputs: _Inputs, classifier, state, cached, lengths, start_step: int, feature_dim: int,
-             times: Dict[str, float], t_start: float) -> Dict[str, Any]:
+def _results(
+  config,
+  inputs: _Inputs,
+  classifier,
+  state,
+  cached,
+  lengths,
+  start_step: int,
+  feature_dim: int,
+  times: Dict[str, float],
+  t_start: float,
+) -> Dict[str, Any]:
   """linear_eval.json's content: the classifier scored on both splits' cached features, and what was run (times:
   feature extraction's and training's seconds; the wall time runs from t_start to the scores)."""
   held_out = classifier_lib.evaluate_features(classifier, state, *cached["eval"])
   train_acc = classifier_lib.evaluate_features(classifier, state, *cached["train"])
   reached, total, data_config = int(state.step), lengths["total_steps"], inputs.data_config
   return {
-      "pretrained_workdir": config.pretrained.workdir, "pretrained_step": inputs.pre_step,
-      "pretrained_method": inputs.run_config.method, "network": config.pretrained.network,
-      "weights": config.pretrained.weights, "protocol": config.protocol, "mode": config.mode,
-      "mode_name": MODE_NAMES[config.mode], "dataset": data_config.name, "image_size": data_config.image_size,
-      "epochs": reached / lengths["steps_per_epoch"], "configured_epochs": float(config.train.epochs),
-      "steps": reached, "total_steps": total, "steps_per_epoch": lengths["steps_per_epoch"],
-      "batch_size": config.train.batch_size, "lr": config.optim.base_lr * config.train.batch_size / 256,
-      "batch_norm_head": bool(config.classifier.batch_norm), "nesterov": bool(config.optim.nesterov),
-      "train_examples": inputs.num_train, "eval_examples": inputs.num_eval,
-      "num_classes": inputs.dataset.num_classes, "feature_dim": feature_dim, "finished": reached >= total,
-      "top1": held_out["top1"], "top5": held_out["top5"], "train_top1": train_acc["top1"],
-      "trained_steps": reached - start_step, **times, "wall_time_s": time.time() - t_start,
-      "devices": jax.device_count(),
+    "pretrained_workdir": config.pretrained.workdir,
+    "pretrained_step": inputs.pre_step,
+    "pretrained_method": inputs.run_config.method,
+    "network": config.pretrained.network,
+    "weights": config.pretrained.weights,
+    "protocol": config.protocol,
+    "mode": config.mode,
+    "mode_name": MODE_NAMES[config.mode],
+    "dataset": data_config.name,
+    "image_size": data_config.image_size,
+    "epochs": reached / lengths["steps_per_epoch"],
+    "configured_epochs": float(config.train.epochs),
+    "steps": reached,
+    "total_steps": total,
+    "steps_per_epoch": lengths["steps_per_epoch"],
+    "batch_size": config.train.batch_size,
+    "lr": config.optim.base_lr * config.train.batch_size / 256,
+    "batch_norm_head": bool(config.classifier.batch_norm),
+    "nesterov": bool(config.optim.nesterov),
+    "train_examples": inputs.num_train,
+    "eval_examples": inputs.num_eval,
+    "num_classes": inputs.dataset.num_classes,
+    "feature_dim": feature_dim,
+    "finished": reached >= total,
+    "top1": held_out["top1"],
+    "top5": held_out["top5"],
+    "train_top1": train_acc["top1"],
+    "trained_steps": reached - start_step,
+    **times,
+    "wall_time_s": time.time() - t_start,
+    "devices": jax.device_count(),
   }
 
 
@@ -327,10 +432,13 @@ def _record(config, workdir: str, writer, results: Dict[str, Any], inputs: _Inpu
     workdir_files.write_json(workdir, workdir_files.LINEAR_EVAL_FILE, results, is_main, indent=2)
   if is_main:
     status = "Linear eval" if results["finished"] else f"Linear eval stopped at step {reached} of {total}"
-    print(f"{status} [{config.protocol}, {MODE_NAMES[config.mode]}] of {config.pretrained.network}/"
-          f"{config.pretrained.weights} ({inputs.run_config.method}, step {inputs.pre_step}): "
-          f"top1={results['top1']:.2f}% top5={results['top5']:.2f}% (train top1={results['train_top1']:.2f}%) in "
-          f"{results['wall_time_s']:.0f}s", flush=True)
+    print(
+      f"{status} [{config.protocol}, {MODE_NAMES[config.mode]}] of {config.pretrained.network}/"
+      f"{config.pretrained.weights} ({inputs.run_config.method}, step {inputs.pre_step}): "
+      f"top1={results['top1']:.2f}% top5={results['top5']:.2f}% (train top1={results['train_top1']:.2f}%) in "
+      f"{results['wall_time_s']:.0f}s",
+      flush=True,
+    )
 
 
 def _count(dataset, split: str, count: int) -> int:
@@ -344,14 +452,20 @@ def _full_batches(config, dataset, data_config, start: int, mesh) -> Iterator[Tu
   batch = config.train.batch_size
   if dataset.host_crops:  # streaming: one host crop per example, flipped on the device
     source = dataset.labelled_source("train", data_config.train_examples)
-    yield from dataset.train_batches(config.seed, start, batch, mesh, views=1,
-                                     aug=linear_config.train_augment_config(data_config.augment), source=source)
+    yield from dataset.train_batches(
+      config.seed,
+      start,
+      batch,
+      mesh,
+      views=1,
+      aug=linear_config.train_augment_config(data_config.augment),
+      source=source,
+    )
     return
   train_x, train_y = data_input.subset(*dataset.split("train"), data_config.train_examples, config.seed)
   order = data_input.EpochOrder(config.seed, train_x.shape[0], batch)
   step = start
   while True:
     idx = data_input.process_slice(order.batch(step), jax.process_index(), jax.process_count())
-    yield (step, parallel.global_batch(train_x[idx], mesh),
-           parallel.global_batch(train_y[idx].astype(np.int32), mesh))
+    yield (step, parallel.global_batch(train_x[idx], mesh), parallel.global_batch(train_y[idx].astype(np.int32), mesh))
     step += 1

@@ -34,8 +34,9 @@ def pixel_features(images: np.ndarray, mean, std) -> np.ndarray:
   return x.reshape(x.shape[0], -1)
 
 
-def references(holdout: str = "validation", k: int = 20, temperature: float = 0.07,
-               protocol: str = "deepmind") -> Dict[str, float]:
+def references(
+  holdout: str = "validation", k: int = 20, temperature: float = 0.07, protocol: str = "deepmind"
+) -> Dict[str, float]:
   """kNN and linear top-1 (%) of raw pixels on Fashion-MNIST's split `holdout` (none | validation | test)."""
   data = configuration.data_config("fashion_mnist")
   data.holdout = holdout
@@ -48,19 +49,30 @@ def references(holdout: str = "validation", k: int = 20, temperature: float = 0.
   linear_config = config_files.load_config(f"{LINEAR_CONFIG}:{protocol},fast")
   model, state = classifier.train_on_features(linear_config, bank, bank_y, dataset.num_classes)
   linear = classifier.evaluate_features(model, state, queries, query_y)
-  return {"holdout": holdout, "train_examples": int(bank.shape[0]), "eval_examples": int(queries.shape[0]),
-          f"knn_top1/k{k}": round(float(100.0 * np.mean(pred == query_y)), 4), "knn_temperature": temperature,
-          "linear_top1": round(linear["top1"], 4), "linear_top5": round(linear["top5"], 4),
-          "linear_protocol": f"{protocol},fast",
-          "linear_epochs": float(linear_config.train.epochs)}
+  return {
+    "holdout": holdout,
+    "train_examples": int(bank.shape[0]),
+    "eval_examples": int(queries.shape[0]),
+    f"knn_top1/k{k}": round(float(100.0 * np.mean(pred == query_y)), 4),
+    "knn_temperature": temperature,
+    "linear_top1": round(linear["top1"], 4),
+    "linear_top5": round(linear["top5"], 4),
+    "linear_protocol": f"{protocol},fast",
+    "linear_epochs": float(linear_config.train.epochs),
+  }
 
 
 def main(argv=None) -> int:
   """python -m simdis_jax.evaluation.raw_pixels [--holdout validation] [--out FILE]: prints the JSON."""
   import argparse  # pylint: disable=import-outside-toplevel
+
   parser = argparse.ArgumentParser(description="kNN and linear top-1 of raw pixels (Fashion-MNIST).")
-  parser.add_argument("--holdout", default="validation", choices=("none", "validation", "test"),
-                      help="the split: validation = the 50k/10k split's 10k; test = the test set (docs/input.md)")
+  parser.add_argument(
+    "--holdout",
+    default="validation",
+    choices=("none", "validation", "test"),
+    help="the split: validation = the 50k/10k split's 10k; test = the test set (docs/input.md)",
+  )
   parser.add_argument("--k", type=int, default=20)
   parser.add_argument("--temperature", type=float, default=0.07)
   parser.add_argument("--protocol", default="deepmind", choices=("deepmind", "authors"))
@@ -70,8 +82,7 @@ def main(argv=None) -> int:
   record["command"] = "python -m simdis_jax.evaluation.raw_pixels " + " ".join(sys.argv[1:] if argv is None else argv)
   print(json.dumps(record))
   if args.out:
-    workdir_files.write_json(os.path.dirname(os.path.abspath(args.out)), os.path.basename(args.out), record,
-                             indent=2)
+    workdir_files.write_json(os.path.dirname(os.path.abspath(args.out)), os.path.basename(args.out), record, indent=2)
   return 0
 
 

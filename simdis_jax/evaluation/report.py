@@ -14,17 +14,22 @@ they are drawn.
 import json
 import math
 import os
-import re
 import sys
-import unicodedata
 from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 from simdis_jax import labels, methods
 from simdis_jax import workdir as wf
 from simdis_jax.evaluation import embedding_map, figures
 from simdis_jax.models import archs
-from simdis_jax.evaluation.report_workdirs import (LinearEval, PretrainRun, is_pretrain_dir, load_pretrain_run,
-                                                   load_workdirs, resolve_from)
+from simdis_jax.evaluation.report_tables import MISSING, json_rows, markdown_report
+from simdis_jax.evaluation.report_workdirs import (
+  LinearEval,
+  PretrainRun,
+  is_pretrain_dir,
+  load_pretrain_run,
+  load_workdirs,
+  resolve_from,
+)
 
 RESULTS_MD = "results.md"
 RESULTS_JSON = "results.json"
@@ -32,25 +37,6 @@ ACCURACY_FIGURE = "accuracy_vs_epochs.png"
 
 PAPER_VIEW_NAMES = labels.VIEW_NAMES
 METHOD_NAMES = labels.METHOD_NAMES
-MISSING = "—"
-
-# (header, row key) of the markdown table; results.json holds these keys and more.
-COLUMNS = (
-    ("run", "run_cell"),
-    ("method", "method_label"),
-    ("views", "views_cell"),
-    ("network", "network_cell"),
-    ("teacher", "teacher_arch"),
-    ("encoder", "encoder"),
-    ("epochs", "epochs_cell"),
-    ("batch", "batch_cell"),
-    ("kNN top-1 (step 0)", "knn_cell"),
-    ("linear top-1", "linear_top1_cell"),
-    ("linear top-5", "linear_top5_cell"),
-    ("protocol", "protocol_cell"),
-    ("wall time", "wall_time_cell"),
-    ("images/s", "images_per_sec_cell"),
-)
 
 
 # --------------------------------------------------------------------------- naming
@@ -61,8 +47,12 @@ def method_label(method: Optional[str], views: Sequence[str]) -> str:
   if not method:
     return MISSING
   label = METHOD_NAMES.get(method, method)
-  if (method in METHOD_NAMES and methods.about(method).uses_views and methods.about(method).teacher != "none"
-      and len(set(views)) == len(PAPER_VIEW_NAMES)):
+  if (
+    method in METHOD_NAMES
+    and methods.about(method).uses_views
+    and methods.about(method).teacher != "none"
+    and len(set(views)) == len(PAPER_VIEW_NAMES)
+  ):
     label += "-7v"
   return label
 
@@ -149,8 +139,14 @@ def _run_progress(run: PretrainRun) -> Dict[str, Any]:
   images_per_sec = summary.get("images_per_sec")
   if images_per_sec is None:
     images_per_sec = wf.last_value(run.metrics, "images_per_sec")
-  return {"step": step, "total_steps": total_steps, "steps_per_epoch": steps_per_epoch, "epochs": epochs,
-          "wall_time_s": summary.get("train_wall_time_s"), "images_per_sec": images_per_sec}
+  return {
+    "step": step,
+    "total_steps": total_steps,
+    "steps_per_epoch": steps_per_epoch,
+    "epochs": epochs,
+    "wall_time_s": summary.get("train_wall_time_s"),
+    "images_per_sec": images_per_sec,
+  }
 
 
 def status_note(run: PretrainRun) -> str:
@@ -199,8 +195,9 @@ def _protocol_cell(result: Dict[str, Any]) -> str:
   return "; ".join(([text] if text else []) + details)
 
 
-def _make_row(run: Optional[PretrainRun], network: str, linear: Optional[LinearEval],
-              fallback_name: str = "") -> Dict[str, Any]:
+def _make_row(
+  run: Optional[PretrainRun], network: str, linear: Optional[LinearEval], fallback_name: str = ""
+) -> Dict[str, Any]:
   """One table row (raw values and formatted cells) for a network of a run and an optional linear eval."""
   config = run.config if run else {}
   model = config.get("model", {})
@@ -214,39 +211,40 @@ def _make_row(run: Optional[PretrainRun], network: str, linear: Optional[LinearE
   name = run.name if run else fallback_name
 
   row = {
-      "run": name,
-      "workdir": run.workdir if run else None,
-      "finished": run.finished if run else None,
-      "step": progress.get("step"),
-      "total_steps": progress.get("total_steps"),
-      "method": method,
-      "method_label": method_label(method, views),
-      "views": views,
-      "view_names": [PAPER_VIEW_NAMES.get(v, v) for v in views],
-      "network": network,
-      "weights": result.get("weights"),
-      "teacher_arch": architecture(model.get("teacher")) if has_teacher else MISSING,
-      "encoder": architecture(encoder_cfg),
-      "epochs": _finite(progress.get("epochs")),
-      "batch_size": config.get("train", {}).get("batch_size"),
-      "data": config.get("data", {}).get("name"),
-      "optimizer": config.get("optim", {}).get("name"),
-      "seed": config.get("seed"),
-      "teacher_workdir": ((config.get("teacher", {}).get("workdir") or None)
-                          if methods.teacher_kind(config) == "offline" else None),
-      "knn_top1": _finite(knn_final),
-      "knn_top1_init": _finite(knn_init),
-      "linear_top1": _finite(result.get("top1")),
-      "linear_top5": _finite(result.get("top5")),
-      "linear_workdir": linear.workdir if linear else None,
-      "protocol": result.get("protocol"),
-      "mode": result.get("mode"),
-      "mode_name": result.get("mode_name"),
-      "linear_epochs": _finite(result.get("epochs")),
-      "linear_pretrained_step": result.get("pretrained_step"),
-      "linear_wall_time_s": _finite(result.get("wall_time_s")),
-      "wall_time_s": _finite(progress.get("wall_time_s")),
-      "images_per_sec": _finite(progress.get("images_per_sec")),
+    "run": name,
+    "workdir": run.workdir if run else None,
+    "finished": run.finished if run else None,
+    "step": progress.get("step"),
+    "total_steps": progress.get("total_steps"),
+    "method": method,
+    "method_label": method_label(method, views),
+    "views": views,
+    "view_names": [PAPER_VIEW_NAMES.get(v, v) for v in views],
+    "network": network,
+    "weights": result.get("weights"),
+    "teacher_arch": architecture(model.get("teacher")) if has_teacher else MISSING,
+    "encoder": architecture(encoder_cfg),
+    "epochs": _finite(progress.get("epochs")),
+    "batch_size": config.get("train", {}).get("batch_size"),
+    "data": config.get("data", {}).get("name"),
+    "optimizer": config.get("optim", {}).get("name"),
+    "seed": config.get("seed"),
+    "teacher_workdir": (
+      (config.get("teacher", {}).get("workdir") or None) if methods.teacher_kind(config) == "offline" else None
+    ),
+    "knn_top1": _finite(knn_final),
+    "knn_top1_init": _finite(knn_init),
+    "linear_top1": _finite(result.get("top1")),
+    "linear_top5": _finite(result.get("top5")),
+    "linear_workdir": linear.workdir if linear else None,
+    "protocol": result.get("protocol"),
+    "mode": result.get("mode"),
+    "mode_name": result.get("mode_name"),
+    "linear_epochs": _finite(result.get("epochs")),
+    "linear_pretrained_step": result.get("pretrained_step"),
+    "linear_wall_time_s": _finite(result.get("wall_time_s")),
+    "wall_time_s": _finite(progress.get("wall_time_s")),
+    "images_per_sec": _finite(progress.get("images_per_sec")),
   }
 
   run_cell = name
@@ -259,7 +257,8 @@ def _make_row(run: Optional[PretrainRun], network: str, linear: Optional[LinearE
   if row["knn_top1_init"] is not None:
     knn_cell += f" ({format_accuracy(row['knn_top1_init'])})"
   batch = row["batch_size"]
-  row.update({
+  row.update(
+    {
       "run_cell": run_cell,
       "views_cell": _views_cell(method, network, views, config),
       "network_cell": f"{network} ({weights})" if weights else network,
@@ -271,7 +270,8 @@ def _make_row(run: Optional[PretrainRun], network: str, linear: Optional[LinearE
       "protocol_cell": _protocol_cell(result),
       "wall_time_cell": format_duration(row["wall_time_s"]),
       "images_per_sec_cell": format_rate(row["images_per_sec"]),
-  })
+    }
+  )
   return row
 
 
@@ -304,8 +304,11 @@ def collect_rows(workdirs: Sequence[str]) -> Tuple[List[PretrainRun], List[Dict[
       network = str(ev.result.get("network") or "student")
       attached.setdefault((path, network), []).append(ev)
     else:
-      print(f"simdis_jax.report: warning: {ev.workdir}/{wf.LINEAR_EVAL_FILE} refers to pretraining workdir "
-            f"{target!r}, which was not found; its row has no pretraining details.", file=sys.stderr)
+      print(
+        f"simdis_jax.report: warning: {ev.workdir}/{wf.LINEAR_EVAL_FILE} refers to pretraining workdir "
+        f"{target!r}, which was not found; its row has no pretraining details.",
+        file=sys.stderr,
+      )
       orphans.setdefault(str(target or ev.workdir), []).append(ev)
 
   _give_unique_names(runs)
@@ -318,8 +321,11 @@ def collect_rows(workdirs: Sequence[str]) -> Tuple[List[PretrainRun], List[Dict[
         rows.append(_make_row(run, network, ev))
   for target, orphan_evals in orphans.items():
     for ev in orphan_evals:
-      rows.append(_make_row(None, str(ev.result.get("network") or "student"), ev,
-                            fallback_name=os.path.basename(os.path.normpath(target))))
+      rows.append(
+        _make_row(
+          None, str(ev.result.get("network") or "student"), ev, fallback_name=os.path.basename(os.path.normpath(target))
+        )
+      )
   return runs, rows
 
 
@@ -358,52 +364,12 @@ def _give_unique_names(runs: List[PretrainRun]) -> None:
     run.name = name
 
 
-# --------------------------------------------------------------------------- markdown / JSON
-
-
-def _escape(cell: str) -> str:
-  return str(cell).replace("|", "\\|").replace("\n", " ")
-
-
-def markdown_table(rows: Sequence[Dict[str, Any]]) -> str:
-  """The rows as a GitHub-flavoured markdown table."""
-  lines = ["| " + " | ".join(h for h, _ in COLUMNS) + " |",
-           "|" + "|".join("---" for _ in COLUMNS) + "|"]
-  for row in rows:
-    lines.append("| " + " | ".join(_escape(row[key]) for _, key in COLUMNS) + " |")
-  return "\n".join(lines) + "\n"
-
-
-def markdown_report(rows: Sequence[Dict[str, Any]], figures: Sequence[str]) -> str:
-  """results.md: the table, what its columns mean, and links to the figures."""
-  parts = ["# Results\n\n", markdown_table(rows),
-           "\nkNN top-1: weighted cosine kNN of the encoder at the end of the run (latest evaluation for "
-           "an unfinished run), its value at step 0 in brackets: the untrained network's, except for a teacher "
-           "restored trained and frozen (SimDis-Off, SEED). Views: the student's targets in the paper's "
-           "notation, or what the method trains on. Linear top-1/top-5: "
-           f"from {wf.LINEAR_EVAL_FILE}. Accuracies in %. Wall time and images/s: the pretraining process "
-           "that finished the run (the latest logged value for an unfinished run). "
-           f"{MISSING}: not available.\n"]
-  if figures:
-    parts.append("\n## Figures\n\n" + "\n".join(f"![{f}]({f})" for f in figures) + "\n")
-  return "".join(parts)
-
-
-def json_rows(rows: Sequence[Dict[str, Any]]) -> List[Dict[str, Any]]:
-  """The rows for results.json: raw values plus the formatted table cells under 'cells'."""
-  out = []
-  for row in rows:
-    item = {k: v for k, v in row.items() if not k.endswith("_cell")}
-    item["cells"] = {header: row[key] for header, key in COLUMNS}
-    out.append(item)
-  return out
-
-
 # --------------------------------------------------------------------------- entry points
 
 
-def write_report(workdirs: Sequence[str], out_dir: str, embeddings: bool = True,
-                 embedding_points: int = embedding_map.POINTS) -> str:
+def write_report(
+  workdirs: Sequence[str], out_dir: str, embeddings: bool = True, embedding_points: int = embedding_map.POINTS
+) -> str:
   """Writes results.md, results.json and the PNG figures for `workdirs` into `out_dir`; returns the markdown.
 
   With `embeddings`, each finished run's trained networks also get a 2-D map of their test-set embeddings
@@ -422,8 +388,13 @@ def write_report(workdirs: Sequence[str], out_dir: str, embeddings: bool = True,
     if not run.finished:
       title += f" ({status_note(run)})"
     frozen_teacher = methods.teacher_kind(run.config) == "offline"
-    figures.plot_curves(run.metrics, title, _run_progress(run)["steps_per_epoch"], os.path.join(out_dir, name),
-                        frozen_teacher=frozen_teacher)
+    figures.plot_curves(
+      run.metrics,
+      title,
+      _run_progress(run)["steps_per_epoch"],
+      os.path.join(out_dir, name),
+      frozen_teacher=frozen_teacher,
+    )
     written.append(name)
   if embeddings:
     written += embedding_map.write_maps(runs, out_dir, points=embedding_points)
@@ -434,51 +405,10 @@ def write_report(workdirs: Sequence[str], out_dir: str, embeddings: bool = True,
   with open(os.path.join(out_dir, RESULTS_MD), "w", encoding="utf-8") as f:
     f.write(markdown)
   with open(os.path.join(out_dir, RESULTS_JSON), "w", encoding="utf-8") as f:
-    json.dump({"workdirs": [os.path.realpath(str(w)) for w in workdirs], "figures": written,
-               "rows": json_rows(rows)}, f, indent=2, ensure_ascii=False)
+    json.dump(
+      {"workdirs": [os.path.realpath(str(w)) for w in workdirs], "figures": written, "rows": json_rows(rows)},
+      f,
+      indent=2,
+      ensure_ascii=False,
+    )
   return markdown
-
-
-def plain_text(markdown: str, drop: Sequence[str] = ("protocol",)) -> str:
-  """The markdown's tables as aligned plain text for the console (columns in `drop` left out); other lines as is.
-
-  Figure links and markdown markup stay in results.md; the console gets what a person reads.
-  """
-  out, block = [], []
-
-  def flush():
-    if not block:
-      return
-    rows = [[c.strip().replace("\\|", "|") for c in re_split_cells(line)] for line in block if not _is_rule(line)]
-    keep = [i for i, h in enumerate(rows[0]) if h not in drop]
-    rows = [[r[i] if i < len(r) else "" for i in keep] for r in rows]
-    widths = [max(_width(r[i]) for r in rows) for i in range(len(keep))]
-    fmt = lambda r: "  ".join(c + " " * (w - _width(c)) for c, w in zip(r, widths)).rstrip()
-    out.extend([fmt(rows[0]), fmt(["-" * w for w in widths])] + [fmt(r) for r in rows[1:]])
-    block.clear()
-
-  for line in markdown.splitlines():
-    if line.startswith("|"):
-      block.append(line)
-      continue
-    flush()
-    if line.startswith("!["):  # a figure link: the console names the file
-      out.append("  " + line[line.index("](") + 2:].rstrip(")"))
-      continue
-    out.append(line.lstrip("#").strip() if line.startswith("#") else line)
-  flush()
-  return "\n".join(out).strip("\n") + "\n"
-
-
-def re_split_cells(line: str) -> List[str]:
-  """The cells of one markdown table line (an escaped '\\|' inside a cell does not split it)."""
-  return re.split(r"(?<!\\)\|", line.strip().strip("|"))
-
-
-def _width(text: str) -> int:
-  # Columns a terminal gives the text: the paper's T̂ is T plus a combining accent, one column, two characters.
-  return sum(1 for ch in text if not unicodedata.combining(ch))
-
-
-def _is_rule(line: str) -> bool:
-  return set(line.replace("|", "").strip()) <= set("-: ")

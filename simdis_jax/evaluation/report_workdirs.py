@@ -16,6 +16,7 @@ from simdis_jax import workdir as wf
 @dataclasses.dataclass
 class PretrainRun:
   """What one pretraining workdir holds; `metrics` maps step -> {name: value}."""
+
   workdir: str
   config: Dict[str, Any]
   run_info: Dict[str, Any]
@@ -32,6 +33,7 @@ class PretrainRun:
 @dataclasses.dataclass
 class LinearEval:
   """The contents of one linear_eval.json and where it was found."""
+
   workdir: str
   result: Dict[str, Any]
 
@@ -63,12 +65,13 @@ def is_pretrain_dir(path: str) -> bool:
 def load_pretrain_run(workdir: str) -> PretrainRun:
   """Reads a pretraining workdir (config.json required; the other files optional)."""
   return PretrainRun(
-      workdir=os.path.realpath(workdir),
-      config=wf.read_config(workdir),
-      run_info=wf.read_json(workdir, wf.RUN_INFO_FILE) or {},
-      metrics=wf.read_metrics(workdir),
-      summary=wf.read_json(workdir, wf.SUMMARY_FILE),
-      name=os.path.basename(os.path.normpath(workdir)))
+    workdir=os.path.realpath(workdir),
+    config=wf.read_config(workdir),
+    run_info=wf.read_json(workdir, wf.RUN_INFO_FILE) or {},
+    metrics=wf.read_metrics(workdir),
+    summary=wf.read_json(workdir, wf.SUMMARY_FILE),
+    name=os.path.basename(os.path.normpath(workdir)),
+  )
 
 
 def load_workdirs(workdirs: Iterable[str]) -> Tuple[List[PretrainRun], List[LinearEval]]:
@@ -78,19 +81,26 @@ def load_workdirs(workdirs: Iterable[str]) -> Tuple[List[PretrainRun], List[Line
   for given in workdirs:
     path = os.path.realpath(os.path.expanduser(str(given)))
     if not os.path.isdir(path):
-      raise ValueError(f"Workdir {given!r} does not exist (resolved to {path}); expected a pretraining "
-                       f"workdir (with {wf.CONFIG_FILE}) or a linear-evaluation workdir (with {wf.LINEAR_EVAL_FILE}).")
+      raise ValueError(
+        f"Workdir {given!r} does not exist (resolved to {path}); expected a pretraining "
+        f"workdir (with {wf.CONFIG_FILE}) or a linear-evaluation workdir (with {wf.LINEAR_EVAL_FILE})."
+      )
     is_pretrain = is_pretrain_dir(path)
     has_linear = os.path.isfile(os.path.join(path, wf.LINEAR_EVAL_FILE))
     if not is_pretrain and not has_linear and _is_linear_dir(path):
       # A linear evaluation still training has no result yet; skipping it keeps a report of
       # "all workdirs" usable while some are running.
-      print(f"simdis_jax.report: warning: {given} is a linear evaluation without {wf.LINEAR_EVAL_FILE} "
-            "yet (unfinished); skipped.", file=sys.stderr)
+      print(
+        f"simdis_jax.report: warning: {given} is a linear evaluation without {wf.LINEAR_EVAL_FILE} "
+        "yet (unfinished); skipped.",
+        file=sys.stderr,
+      )
       continue
     if not is_pretrain and not has_linear:
-      raise ValueError(f"Workdir {given!r} ({path}) holds neither {wf.CONFIG_FILE} (a pretraining run) nor "
-                       f"{wf.LINEAR_EVAL_FILE} (a linear evaluation); nothing to report from it.")
+      raise ValueError(
+        f"Workdir {given!r} ({path}) holds neither {wf.CONFIG_FILE} (a pretraining run) nor "
+        f"{wf.LINEAR_EVAL_FILE} (a linear evaluation); nothing to report from it."
+      )
     if is_pretrain and path not in runs:
       runs[path] = load_pretrain_run(path)
       # The student trained alone beside a distilled one (config.final_eval.student_alone, the demo) is

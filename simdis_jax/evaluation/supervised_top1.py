@@ -22,10 +22,20 @@ def make_logits_fn(network, aug_config, image_size: int, mesh) -> Callable:
   return jax.jit(logits, in_shardings=(rep, batch), out_shardings=batch)
 
 
-def classifier_top1(network, variables, dataset, aug_config, image_size: int, mesh, eval_examples: int = 0,
-                    batch_size: int = 512, seed: int = 0) -> float:
+def classifier_top1(
+  network,
+  variables,
+  dataset,
+  aug_config,
+  image_size: int,
+  mesh,
+  eval_examples: int = 0,
+  batch_size: int = 512,
+  seed: int = 0,
+) -> float:
   """Top-1 (%) of the network's classifier over the held-out split (`eval_examples` 0 = all of it)."""
-  fn = functools.partial(make_logits_fn(network, dataset.device_augment_config(aug_config), image_size, mesh),
-                         variables)
+  fn = functools.partial(
+    make_logits_fn(network, dataset.device_augment_config(aug_config), image_size, mesh), variables
+  )
   logits, labels = features.extract_features(fn, dataset.eval_batches("eval", eval_examples, batch_size, mesh, seed))
   return float(100.0 * np.mean(np.argmax(logits, -1) == labels))

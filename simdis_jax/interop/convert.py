@@ -20,11 +20,12 @@ from simdis_jax.models.resnet import STAGE_SIZES
 @dataclasses.dataclass
 class Imported:
   """One network read from a checkpoint: its architecture and variables (online, and EMA if the file has it)."""
-  arch: dict                       # depth, width, cifar_stem, hidden_dim, proj_dim (0 = no projector in the file)
+
+  arch: dict  # depth, width, cifar_stem, hidden_dim, proj_dim (0 = no projector in the file)
   in_channels: int
-  online: dict                     # {'params': tree, 'batch_stats': tree}, possibly without projector / predictor
+  online: dict  # {'params': tree, 'batch_stats': tree}, possibly without projector / predictor
   ema: Optional[dict] = None
-  bn_running_var: str = "biased"   # the convention the source framework trained with
+  bn_running_var: str = "biased"  # the convention the source framework trained with
   notes: List[str] = dataclasses.field(default_factory=list)
 
 
@@ -43,8 +44,10 @@ def depth_of(stage_sizes, bottleneck: bool) -> int:
   for depth, sizes in STAGE_SIZES.items():
     if tuple(sizes) == tuple(stage_sizes) and (depth >= 50) == bottleneck:
       return depth
-  raise ValueError(f"The checkpoint's ResNet has {tuple(stage_sizes)} {'bottleneck' if bottleneck else 'basic'} "
-                   f"blocks per stage: not one of this project's depths {sorted(STAGE_SIZES)}.")
+  raise ValueError(
+    f"The checkpoint's ResNet has {tuple(stage_sizes)} {'bottleneck' if bottleneck else 'basic'} "
+    f"blocks per stage: not one of this project's depths {sorted(STAGE_SIZES)}."
+  )
 
 
 # ------------------------------------------------------------------ PyTorch
@@ -55,18 +58,26 @@ def tensor(sd, name: str, ndim: int, what: str, channels: Optional[int] = None) 
   if name not in sd:
     raise ValueError(f"The checkpoint lacks {name!r} ({what}); is it a complete ResNet of this format?")
   value = np.asarray(sd[name])
-  if value.ndim != ndim or (channels is not None and value.shape[0] != channels) or not (
-      np.issubdtype(value.dtype, np.floating) or np.issubdtype(value.dtype, np.integer)):
+  if (
+    value.ndim != ndim
+    or (channels is not None and value.shape[0] != channels)
+    or not (np.issubdtype(value.dtype, np.floating) or np.issubdtype(value.dtype, np.integer))
+  ):
     want = f"{ndim}-D" + (f" with {channels} channels" if channels is not None else "")
-    raise ValueError(f"The checkpoint's tensor {name!r} has shape {value.shape} ({value.dtype}); {what} needs "
-                     f"a {want} number array.")
+    raise ValueError(
+      f"The checkpoint's tensor {name!r} has shape {value.shape} ({value.dtype}); {what} needs a {want} number array."
+    )
   return value
 
 
 def _torch_bn(sd, src: str, dst: str, out: dict, used: set) -> None:
   channels = None
-  for name, (col, leaf) in {"weight": ("params", "scale"), "bias": ("params", "bias"),
-                            "running_mean": ("batch_stats", "mean"), "running_var": ("batch_stats", "var")}.items():
+  for name, (col, leaf) in {
+    "weight": ("params", "scale"),
+    "bias": ("params", "bias"),
+    "running_mean": ("batch_stats", "mean"),
+    "running_var": ("batch_stats", "var"),
+  }.items():
     value = tensor(sd, f"{src}.{name}", 1, "a BatchNorm", channels)
     channels = value.shape[0]
     put(out[col], f"{dst}/{leaf}", value)
@@ -92,14 +103,21 @@ def torch_resnet(sd: Dict[str, np.ndarray], prefix: str = ""):
   """(variables under 'encoder', arch, input channels, names used) of a torchvision-layout ResNet at `prefix`."""
   out, used = {"params": {}, "batch_stats": {}}, set()
   if f"{prefix}conv1.weight" not in sd:
-    raise ValueError(f"No '{prefix}conv1.weight' in the checkpoint: not a torchvision-layout ResNet "
-                     f"(names seen: {sorted(sd)[:6]} ...).")
+    raise ValueError(
+      f"No '{prefix}conv1.weight' in the checkpoint: not a torchvision-layout ResNet "
+      f"(names seen: {sorted(sd)[:6]} ...)."
+    )
   stem = tensor(sd, f"{prefix}conv1.weight", 4, "the stem convolution [out, in, kh, kw]")
   width, in_channels, kh = stem.shape[0], stem.shape[1], stem.shape[2]
   _torch_conv(sd, f"{prefix}conv1", "encoder/stem_conv", out, used)
   _torch_bn(sd, f"{prefix}bn1", "encoder/stem_bn", out, used)
-  blocks = sorted({tuple(int(g) for g in m.groups())
-                   for m in (re.match(rf"{re.escape(prefix)}layer(\d)\.(\d+)\.", k) for k in sd) if m})
+  blocks = sorted(
+    {
+      tuple(int(g) for g in m.groups())
+      for m in (re.match(rf"{re.escape(prefix)}layer(\d)\.(\d+)\.", k) for k in sd)
+      if m
+    }
+  )
   stage_sizes = [1 + max([j for i, j in blocks if i == s], default=-1) for s in (1, 2, 3, 4)]
   bottleneck = f"{prefix}layer1.0.conv3.weight" in sd
   for i, j in blocks:
@@ -123,7 +141,7 @@ def torch_mlp(sd, src: str, dst: str, out: dict, used: set) -> None:
 
 def from_torchvision(sd: Dict[str, np.ndarray]) -> Imported:
   """A torchvision ResNet state_dict (conv1, bn1, layer1..4, fc): the encoder; no projector exists in it."""
-  sd = {k[len("module."):] if k.startswith("module.") else k: v for k, v in sd.items()}
+  sd = {k[len("module.") :] if k.startswith("module.") else k: v for k, v in sd.items()}
   out, arch, channels, used = torch_resnet(sd)
   notes = []
   if "fc.weight" in sd:
@@ -137,7 +155,7 @@ def from_torchvision(sd: Dict[str, np.ndarray]) -> Imported:
 
 def from_authors(sd: Dict[str, np.ndarray], network: str = "student") -> Imported:
   """A SimDis authors' checkpoint (module.<student|teacher>[_ema].{conv1, ..., fc, pred_*}): online + EMA."""
-  sd = {k[len("module."):] if k.startswith("module.") else k: v for k, v in sd.items()}
+  sd = {k[len("module.") :] if k.startswith("module.") else k: v for k, v in sd.items()}
   if not any(k.startswith(f"{network}.") for k in sd):
     nets = sorted({k.split(".")[0] for k in sd})
     raise ValueError(f"The checkpoint has no '{network}.' network (it has {nets}); choose --network from those.")
@@ -147,14 +165,16 @@ def from_authors(sd: Dict[str, np.ndarray], network: str = "student") -> Importe
       continue
     out, arch, channels, used = torch_resnet(sd, prefix)
     torch_mlp(sd, f"{prefix}fc", "projector", out, used)
-    arch.update(hidden_dim=int(tensor(sd, f"{prefix}fc.0.weight", 2, "the projector").shape[0]),
-                proj_dim=int(tensor(sd, f"{prefix}fc.3.weight", 2, "the projector").shape[0]))
+    arch.update(
+      hidden_dim=int(tensor(sd, f"{prefix}fc.0.weight", 2, "the projector").shape[0]),
+      proj_dim=int(tensor(sd, f"{prefix}fc.3.weight", 2, "the projector").shape[0]),
+    )
     # The BYOL predictor: the student's own-view head (sema_dv), or an online teacher's (ttemadv).
     heads = [h for h in ("sema_dv", "ttemadv") if f"{prefix}pred_{h}.0.weight" in sd]
     if which == "online" and heads:
       torch_mlp(sd, f"{prefix}pred_{heads[0]}", "predictor_sema_dv", out, used)
       notes.append(f"predictor pred_{heads[0]} -> predictor_sema_dv")
-    other = sorted({k[len(prefix):].split(".")[0] for k in sd if k.startswith(prefix) and k not in used})
+    other = sorted({k[len(prefix) :].split(".")[0] for k in sd if k.startswith(prefix) and k not in used})
     if which == "online" and other:
       notes.append(f"not imported (other SimDis heads): {other}")
       used.update(k for k in sd if k.startswith(prefix))
@@ -168,5 +188,7 @@ def from_authors(sd: Dict[str, np.ndarray], network: str = "student") -> Importe
 def _check_all_used(sd, used) -> None:
   left = sorted(k for k in sd if k not in used)
   if left:
-    raise ValueError(f"The checkpoint has entries this ResNet layout does not explain: {left[:8]}"
-                     f"{' ...' if len(left) > 8 else ''}. Is it a ResNet v1 of this format?")
+    raise ValueError(
+      f"The checkpoint has entries this ResNet layout does not explain: {left[:8]}"
+      f"{' ...' if len(left) > 8 else ''}. Is it a ResNet v1 of this format?"
+    )

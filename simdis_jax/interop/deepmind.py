@@ -37,6 +37,7 @@ STATE_FIELDS = ("online_params", "target_params", "online_state", "target_state"
 
 class Record:
   """An object of a class this reader does not import (e.g. jax's array types): its arguments, kept inert."""
+
   name = "?"
 
   def __new__(cls, *args, **kwargs):
@@ -72,8 +73,13 @@ def _latin1_bytes(text, encoding="latin1"):
 
 def _numpy_name(module: str, name: str):
   from numpy._core import multiarray  # pylint: disable=import-outside-toplevel
-  allowed = {"_reconstruct": multiarray._reconstruct, "scalar": multiarray.scalar,  # pylint: disable=protected-access
-             "ndarray": np.ndarray, "dtype": np.dtype}
+
+  allowed = {
+    "_reconstruct": multiarray._reconstruct,
+    "scalar": multiarray.scalar,  # pylint: disable=protected-access
+    "ndarray": np.ndarray,
+    "dtype": np.dtype,
+  }
   if module in ("numpy", "numpy.core.multiarray", "numpy._core.multiarray") and name in allowed:
     return allowed[name]
   return None
@@ -103,8 +109,9 @@ def load(path: str) -> Any:
     try:
       return _Unpickler(f).load()
     except (pickle.UnpicklingError, EOFError) as e:
-      raise ValueError(f"{path} is not a readable pickle ({e}); --format deepmind reads DeepMind's BYOL "
-                       ".pkl checkpoints.") from e
+      raise ValueError(
+        f"{path} is not a readable pickle ({e}); --format deepmind reads DeepMind's BYOL .pkl checkpoints."
+      ) from e
 
 
 def experiment_state(obj: Any) -> Dict[str, Any]:
@@ -115,8 +122,10 @@ def experiment_state(obj: Any) -> Dict[str, Any]:
   elif hasattr(es, "_fields"):
     es = es._asdict()
   if not isinstance(es, dict) or not isinstance(es.get("online_params"), dict):
-    raise ValueError("The pickle holds no BYOL experiment state (online_params / online_state): not a checkpoint "
-                     "of deepmind-research/byol's pretraining.")
+    raise ValueError(
+      "The pickle holds no BYOL experiment state (online_params / online_state): not a checkpoint "
+      "of deepmind-research/byol's pretraining."
+    )
   return {k: es[k] for k in STATE_FIELDS[:4] if isinstance(es.get(k), dict)}
 
 
@@ -148,12 +157,15 @@ class _Mapper:
     counters = set()
     for ema, leaf in (("mean_ema", "mean"), ("var_ema", "var")):
       convert.put(self.out["batch_stats"], f"{dst}/{leaf}", _channels(self.take(f"{src}/~/{ema}", "average", "state")))
-      convert.put(self.out["batch_stats"], f"{dst}/{leaf}_hidden",
-                  _channels(self.take(f"{src}/~/{ema}", "hidden", "state")))
+      convert.put(
+        self.out["batch_stats"], f"{dst}/{leaf}_hidden", _channels(self.take(f"{src}/~/{ema}", "hidden", "state"))
+      )
       counters.add(int(np.asarray(self.take(f"{src}/~/{ema}", "counter", "state"))))
     if len(counters) != 1:
-      raise ValueError(f"'{src}': its mean_ema and var_ema counters differ ({sorted(counters)}); Haiku moves them "
-                       "together, so the file is not a BYOL checkpoint.")
+      raise ValueError(
+        f"'{src}': its mean_ema and var_ema counters differ ({sorted(counters)}); Haiku moves them "
+        "together, so the file is not a BYOL checkpoint."
+      )
     convert.put(self.out["batch_stats"], f"{dst}/counter", np.float32(counters.pop()))
 
   def mlp(self, src: str, dst: str) -> Tuple[int, int]:
@@ -169,8 +181,10 @@ class _Mapper:
 def _encoder_name(params: dict) -> str:
   names = sorted({k.split("/~/")[0] for k in params if k.endswith("/~/initial_conv")})
   if len(names) != 1:
-    raise ValueError(f"Expected one ResNet ('<name>/~/initial_conv') in the checkpoint, found {names} "
-                     f"(modules: {sorted(params)[:6]} ...).")
+    raise ValueError(
+      f"Expected one ResNet ('<name>/~/initial_conv') in the checkpoint, found {names} "
+      f"(modules: {sorted(params)[:6]} ...)."
+    )
   return names[0]
 
 
@@ -195,8 +209,10 @@ def _network(params: dict, state: dict, with_predictor: bool) -> Tuple[dict, dic
       m.bn(f"{src}batchnorm_{k}", f"{dst}BatchNorm_{k}")
     has_proj = f"{src}shortcut_conv" in params
     if has_proj != (j == 0):  # style="haiku" projects exactly in every stage's first block
-      raise ValueError(f"'{src}' {'has' if has_proj else 'lacks'} a projection shortcut: this ResNet is not "
-                       "BYOL's layout (use_projection=True in all four stages).")
+      raise ValueError(
+        f"'{src}' {'has' if has_proj else 'lacks'} a projection shortcut: this ResNet is not "
+        "BYOL's layout (use_projection=True in all four stages)."
+      )
     if has_proj:
       m.conv(f"{src}shortcut_conv", f"{dst}proj_conv")
       m.bn(f"{src}shortcut_batchnorm", f"{dst}proj_bn")
@@ -205,15 +221,24 @@ def _network(params: dict, state: dict, with_predictor: bool) -> Tuple[dict, dic
   if with_predictor and "predictor/linear" in params:
     pred_hidden, pred_out = m.mlp("predictor", "predictor_sema_dv")
     if (pred_hidden, pred_out) != (hidden, proj):
-      raise ValueError(f"The predictor is {pred_hidden}->{pred_out} but the projector {hidden}->{proj}: this "
-                       "project's predictor has the projector's sizes.")
+      raise ValueError(
+        f"The predictor is {pred_hidden}->{pred_out} but the projector {hidden}->{proj}: this "
+        "project's predictor has the projector's sizes."
+      )
     notes.append("predictor -> predictor_sema_dv")
   left = sorted(k for k in params if ("params", k) not in m.used and not k.startswith(("predictor/", "classifier")))
   left += sorted(k for k in state if ("state", k) not in m.used and not k.startswith("predictor/"))
   if left:
     raise ValueError(f"The checkpoint has modules this ResNet layout does not explain: {left[:8]}.")
-  arch = {"depth": convert.depth_of(stage_sizes, bottleneck), "width": int(stem.shape[3]), "cifar_stem": False,
-          "hidden_dim": hidden, "proj_dim": proj, "style": "haiku", "head_bias": False}
+  arch = {
+    "depth": convert.depth_of(stage_sizes, bottleneck),
+    "width": int(stem.shape[3]),
+    "cifar_stem": False,
+    "hidden_dim": hidden,
+    "proj_dim": proj,
+    "style": "haiku",
+    "head_bias": False,
+  }
   return m.out, arch, int(stem.shape[2]), notes
 
 
@@ -240,9 +265,11 @@ def _haiku_bn(params: dict, stats: dict, dst: str, out: Tuple[dict, dict], rank:
   shape = (1,) * (rank - 1) + (-1,)
   out[0][dst] = {"scale": params["scale"].reshape(shape), "offset": params["bias"].reshape(shape)}
   for leaf in ("mean", "var"):
-    out[1][f"{dst}/~/{leaf}_ema"] = {"counter": np.asarray(stats["counter"]).astype(np.int32),
-                                     "hidden": stats[f"{leaf}_hidden"].reshape(shape),
-                                     "average": stats[leaf].reshape(shape)}
+    out[1][f"{dst}/~/{leaf}_ema"] = {
+      "counter": np.asarray(stats["counter"]).astype(np.int32),
+      "hidden": stats[f"{leaf}_hidden"].reshape(shape),
+      "average": stats[leaf].reshape(shape),
+    }
 
 
 def to_haiku(variables: dict, net: str) -> Tuple[dict, dict]:
@@ -277,8 +304,10 @@ def to_haiku(variables: dict, net: str) -> Tuple[dict, dict]:
     mlp = params[src]
     out[0][f"{dst}/linear"] = {"w": mlp["dense1"]["kernel"], "b": mlp["dense1"]["bias"]}
     _haiku_bn(mlp["bn"], stats[src]["bn"], f"{dst}/batch_norm", out, rank=2)
-    out[0][f"{dst}/linear_1"] = {"w": mlp["dense2"]["kernel"], **({"b": mlp["dense2"]["bias"]} if "bias" in
-                                                                   mlp["dense2"] else {})}
+    out[0][f"{dst}/linear_1"] = {
+      "w": mlp["dense2"]["kernel"],
+      **({"b": mlp["dense2"]["bias"]} if "bias" in mlp["dense2"] else {}),
+    }
   if "probe" in params:
     out[0]["classifier"] = {"w": params["probe"]["kernel"], "b": params["probe"]["bias"]}
   return out

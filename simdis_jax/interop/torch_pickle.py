@@ -22,14 +22,21 @@ from typing import Any, Dict
 import numpy as np
 
 _STORAGE_DTYPES = {
-    "DoubleStorage": np.float64, "FloatStorage": np.float32, "HalfStorage": np.float16,
-    "LongStorage": np.int64, "IntStorage": np.int32, "ShortStorage": np.int16, "CharStorage": np.int8,
-    "ByteStorage": np.uint8, "BoolStorage": np.bool_,
+  "DoubleStorage": np.float64,
+  "FloatStorage": np.float32,
+  "HalfStorage": np.float16,
+  "LongStorage": np.int64,
+  "IntStorage": np.int32,
+  "ShortStorage": np.int16,
+  "CharStorage": np.int8,
+  "ByteStorage": np.uint8,
+  "BoolStorage": np.bool_,
 }
 
 
 class Unknown:
   """A class the checkpoint names that this reader does not import (e.g. argparse.Namespace): kept inert."""
+
   name = "?"
 
   def __new__(cls, *args, **kwargs):
@@ -82,15 +89,18 @@ def _rebuild_tensor(storage, offset, size, stride, *unused):
       return np.zeros(size, storage.dtype)
     last = offset + sum((n - 1) * s for n, s in zip(size, stride))  # the largest element index the view touches
     if last >= storage.size:
-      raise ValueError(f"shape {size} with stride {stride} at offset {offset} needs {last + 1} elements, but its "
-                       f"storage holds {storage.size}")
+      raise ValueError(
+        f"shape {size} with stride {stride} at offset {offset} needs {last + 1} elements, but its "
+        f"storage holds {storage.size}"
+      )
   except ValueError as e:
     return BadTensor(str(e))
   if not size:
     return np.array(storage[offset])
   item = storage.itemsize
-  view = np.lib.stride_tricks.as_strided(storage[offset:], shape=size, strides=tuple(s * item for s in stride),
-                                         writeable=False)
+  view = np.lib.stride_tricks.as_strided(
+    storage[offset:], shape=size, strides=tuple(s * item for s in stride), writeable=False
+  )
   return np.ascontiguousarray(view)
 
 
@@ -129,8 +139,9 @@ class _Unpickler(pickle.Unpickler):
       except KeyError:
         raise pickle.UnpicklingError(f"storage {key!r} is missing from the archive") from None
       if len(raw) < numel * dtype.itemsize:  # the record declares more than the file holds
-        raise pickle.UnpicklingError(f"storage {key!r} holds {len(raw)} bytes, fewer than its {numel} "
-                                     f"{dtype.name} elements")
+        raise pickle.UnpicklingError(
+          f"storage {key!r} holds {len(raw)} bytes, fewer than its {numel} {dtype.name} elements"
+        )
       self._storages[key] = np.frombuffer(raw, dtype, count=numel).astype(dtype.newbyteorder("="))
     return self._storages[key]
 
@@ -145,11 +156,14 @@ def load(path: str) -> Any:
     is_zip = False
   if not is_zip:
     if head.startswith(b"PK"):
-      raise ValueError(f"{path} is a damaged or truncated zip file (its central directory is unreadable): "
-                       "copy or download it again.")
+      raise ValueError(
+        f"{path} is a damaged or truncated zip file (its central directory is unreadable): copy or download it again."
+      )
     if head[:1] == b"\x80":
-      raise ValueError(f"{path} is not a zip-format PyTorch file (torch >= 1.6 writes those). Re-save it with "
-                       "torch.save(torch.load(path), path) in a recent torch, or load it with torch.")
+      raise ValueError(
+        f"{path} is not a zip-format PyTorch file (torch >= 1.6 writes those). Re-save it with "
+        "torch.save(torch.load(path), path) in a recent torch, or load it with torch."
+      )
     raise ValueError(f"{path} is not a PyTorch checkpoint (neither a zip archive nor a pickle).")
   try:
     with zipfile.ZipFile(path) as archive:
@@ -157,7 +171,7 @@ def load(path: str) -> Any:
       pkl = [n for n in names if n.endswith("data.pkl")]
       if not pkl:
         raise ValueError(f"{path} is a zip file without data.pkl: not a torch.save checkpoint.")
-      prefix = pkl[0][:-len("data.pkl")]
+      prefix = pkl[0][: -len("data.pkl")]
       byteorder = "little"
       if prefix + "byteorder" in names:
         byteorder = archive.read(prefix + "byteorder").decode("ascii", "replace").strip()
@@ -168,8 +182,9 @@ def load(path: str) -> Any:
     if str(e).startswith(f"{path} "):
       raise
     text = str(e).strip().splitlines()
-    raise ValueError(f"{path} is damaged ({type(e).__name__}: {text[0][:200] if text else ''}): copy or download it "
-                     "again.") from None
+    raise ValueError(
+      f"{path} is damaged ({type(e).__name__}: {text[0][:200] if text else ''}): copy or download it again."
+    ) from None
 
 
 def state_dict(obj: Any) -> Dict[str, np.ndarray]:
@@ -179,11 +194,14 @@ def state_dict(obj: Any) -> Dict[str, np.ndarray]:
       obj = obj[key]
       break
   if not isinstance(obj, dict) or not any(isinstance(v, (np.ndarray, BadTensor)) for v in obj.values()):
-    raise ValueError("The checkpoint holds no state_dict (a mapping of names to tensors), nor one under "
-                     "'model' or 'state_dict'.")
+    raise ValueError(
+      "The checkpoint holds no state_dict (a mapping of names to tensors), nor one under 'model' or 'state_dict'."
+    )
   bad = {k: v.why for k, v in obj.items() if isinstance(v, BadTensor)}
   if bad:
     name, why = next(iter(bad.items()))
-    raise ValueError(f"The checkpoint's tensor {name!r} is damaged: {why}"
-                     + (f" ({len(bad) - 1} more tensors too)." if len(bad) > 1 else "."))
+    raise ValueError(
+      f"The checkpoint's tensor {name!r} is damaged: {why}"
+      + (f" ({len(bad) - 1} more tensors too)." if len(bad) > 1 else ".")
+    )
   return {k: v for k, v in obj.items() if isinstance(v, np.ndarray)}

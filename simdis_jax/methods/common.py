@@ -35,6 +35,7 @@ BYOL_PREDICTOR = "sema_dv"
 # The EMA's start (an exact copy, or a separate init: config.model.ema_init) and its BN statistics
 # being its own from the start are set where the state is created (state.init_net_state).
 
+
 def ema_decay(step, total_steps: int, base: float, dtype=jnp.float32):
   """τ_k = 1 − (1 − τ_base)·(cos(πk/K) + 1)/2, k counted from 0, computed in `dtype`."""
   progress = jnp.asarray(step, dtype) / float(max(total_steps, 1))
@@ -68,6 +69,7 @@ def step_decay(state, config, total_steps: int):
 
 # --- Queue (docs/spec.md MoCo-v2 "Queue"; SEED's is the same FIFO) ---
 
+
 def init_queue(rng: jax.Array, size: int, dim: int, dtype=jnp.float32) -> jnp.ndarray:
   """(size, dim) rows drawn N(0, 1) and L2-normalised, as both reference codes initialise it."""
   return l2_normalize(jax.random.normal(rng, (size, dim), dtype))
@@ -91,9 +93,11 @@ def check_queue_size(config, key: str) -> None:
   section, name = key.split(".")
   size, batch = config[section][name], config.train.batch_size
   if int(size) != size or size <= 0 or size % batch:
-    raise ValueError(f"config.{key}={size!r} must be a positive multiple of config.train."
-                     f"batch_size={batch} (the keys of a batch never straddle the queue's end), e.g. "
-                     f"{max(1, 65_536 // batch) * batch}.")
+    raise ValueError(
+      f"config.{key}={size!r} must be a positive multiple of config.train."
+      f"batch_size={batch} (the keys of a batch never straddle the queue's end), e.g. "
+      f"{max(1, 65_536 // batch) * batch}."
+    )
 
 
 def enqueue_global(state, embeddings: jnp.ndarray):
@@ -106,8 +110,8 @@ def enqueue_global(state, embeddings: jnp.ndarray):
 
 # --- Losses ---
 
-def info_nce(q: jnp.ndarray, k: jnp.ndarray, queue: jnp.ndarray, temperature: float
-             ) -> Tuple[jnp.ndarray, jnp.ndarray]:
+
+def info_nce(q: jnp.ndarray, k: jnp.ndarray, queue: jnp.ndarray, temperature: float) -> Tuple[jnp.ndarray, jnp.ndarray]:
   """MoCo's InfoNCE: logits [q·k, q·queue] / T with the positive at index 0; (mean CE, logits).
 
   q and k must be L2-normalised already; k and the queue get no gradient.
@@ -119,8 +123,9 @@ def info_nce(q: jnp.ndarray, k: jnp.ndarray, queue: jnp.ndarray, temperature: fl
   return jnp.mean(optax.softmax_cross_entropy_with_integer_labels(logits, labels)), logits
 
 
-def seed_loss(s: jnp.ndarray, t: jnp.ndarray, queue: jnp.ndarray, student_temperature: float,
-              teacher_temperature: float) -> Tuple[jnp.ndarray, jnp.ndarray]:
+def seed_loss(
+  s: jnp.ndarray, t: jnp.ndarray, queue: jnp.ndarray, student_temperature: float, teacher_temperature: float
+) -> Tuple[jnp.ndarray, jnp.ndarray]:
   """SEED's soft cross-entropy between the teacher's and the student's similarity distributions.
 
   Over [own teacher embedding ∪ queue]: student logits [s·t, s·Q] / τ_s, teacher targets
@@ -137,13 +142,16 @@ def seed_loss(s: jnp.ndarray, t: jnp.ndarray, queue: jnp.ndarray, student_temper
 
 # --- Momentum (key) encoder (docs/spec.md MoCo-v2 "Momentum") ---
 
+
 def momentum_update(key_params, query_params, momentum: float):
   """θ_k ← m·θ_k + (1 − m)·θ_q over the key encoder's params (its BN statistics stay its own)."""
-  return jax.tree.map(lambda k, q: momentum * k + (1.0 - momentum) * q, key_params,
-                      {name: query_params[name] for name in key_params})
+  return jax.tree.map(
+    lambda k, q: momentum * k + (1.0 - momentum) * q, key_params, {name: query_params[name] for name in key_params}
+  )
 
 
 # --- Shuffle BN across devices (docs/spec.md MoCo-v2 "Shuffle BN"); call under shard_map ---
+
 
 def gather_batch(x: jnp.ndarray, axis_name: str) -> jnp.ndarray:
   """The global batch in device (rank) order, from each device's local slice."""

@@ -82,6 +82,7 @@ class Forward:
     the global batch (the step's `permutation`, one for all devices) and its outputs are put back
     into the original order before the loss (methods/common.py shuffle_to_devices).
   """
+
   network: str
   trainable: bool
   bn: str
@@ -120,6 +121,7 @@ class About:
   targets: what it learns from, for tables, when not uses_views.
   teacher_source: a finished run of it can be an offline teacher (its student restores as the teacher).
   """
+
   label: str
   order: float
   teacher: str = "none"
@@ -143,6 +145,7 @@ class TeacherRole:
   ema: whether the teacher has an EMA network (T̂): without one, the T̂ target views are invalid,
     the teacher EMA is neither run nor moved.
   """
+
   heads: Any
   loss: Callable
   ema: bool

@@ -40,16 +40,16 @@ METHODS = tuple(ABOUT)
 def defaults(c) -> None:
   """config.moco (docs/spec.md "MoCo-v2"): the key encoder is the student's EMA partner."""
   c.moco = ml_collections.ConfigDict()
-  c.moco.momentum = 0.999         # key encoder: θ_k <- m θ_k + (1 - m) θ_q at the start of every step
+  c.moco.momentum = 0.999  # key encoder: θ_k <- m θ_k + (1 - m) θ_q at the start of every step
   c.moco.temperature = 0.2
-  c.moco.queue_size = 65_536      # negatives; a multiple of train.batch_size
-  c.moco.shuffle_bn = True        # key encoder on a permutation of the global batch (needs model.sync_bn=False)
+  c.moco.queue_size = 65_536  # negatives; a multiple of train.batch_size
+  c.moco.shuffle_bn = True  # key encoder on a permutation of the global batch (needs model.sync_bn=False)
 
 
 RULES = (
-    dict(key="moco.momentum", low=0.0, high=1.0, hint="MoCo uses 0.999"),
-    dict(key="moco.temperature", above=0.0, hint="MoCo-v2 uses 0.2"),
-    dict(key="moco.queue_size", low=1, whole=True, hint="MoCo uses 65,536"),
+  dict(key="moco.momentum", low=0.0, high=1.0, hint="MoCo uses 0.999"),
+  dict(key="moco.temperature", above=0.0, hint="MoCo-v2 uses 0.2"),
+  dict(key="moco.queue_size", low=1, whole=True, hint="MoCo uses 65,536"),
 )
 
 
@@ -57,11 +57,15 @@ def validate(config) -> None:
   """The queue against the batch; shuffle BN against SyncBN; the key encoder starts as a copy."""
   common.check_queue_size(config, "moco.queue_size")
   if config.moco.shuffle_bn and config.model.sync_bn:
-    raise ValueError("config.moco.shuffle_bn=True needs per-device BN (--config.model.sync_bn=False); with "
-                     "SyncBN every device sees the global statistics and a shuffle changes nothing. Choose one.")
+    raise ValueError(
+      "config.moco.shuffle_bn=True needs per-device BN (--config.model.sync_bn=False); with "
+      "SyncBN every device sees the global statistics and a shuffle changes nothing. Choose one."
+    )
   if config.model.ema_init != "copy":
-    raise ValueError(f"method {config.method!r} starts the key encoder as a copy of the query encoder: set "
-                     "--config.model.ema_init=copy.")
+    raise ValueError(
+      f"method {config.method!r} starts the key encoder as a copy of the query encoder: set "
+      "--config.model.ema_init=copy."
+    )
 
 
 def online_networks(config) -> Dict[str, Dict]:
@@ -72,15 +76,20 @@ def online_networks(config) -> Dict[str, Dict]:
 
 def forwards(config) -> Tuple[Forward, ...]:
   """Query: the student on view 0 (trains, batch statistics); key: its EMA on view 1 (frozen, own statistics)."""
-  return (Forward("student", trainable=True, bn="train", update_stats=True, views=(0,)),
-          Forward("student_ema", trainable=False, bn="train", update_stats=True, views=(1,),
-                  shuffle=bool(config.moco.shuffle_bn)))
+  return (
+    Forward("student", trainable=True, bn="train", update_stats=True, views=(0,)),
+    Forward(
+      "student_ema", trainable=False, bn="train", update_stats=True, views=(1,), shuffle=bool(config.moco.shuffle_bn)
+    ),
+  )
 
 
 def init_method_state(config, rng) -> Dict[str, jnp.ndarray]:
   """K random unit rows of the projection's dimension, pointer 0 (both reference codes)."""
-  return {"queue": common.init_queue(rng, config.moco.queue_size, config.model.student.proj_dim),
-          "ptr": jnp.zeros([], jnp.int32)}
+  return {
+    "queue": common.init_queue(rng, config.moco.queue_size, config.model.student.proj_dim),
+    "ptr": jnp.zeros([], jnp.int32),
+  }
 
 
 def query_and_key(outputs) -> Tuple[jnp.ndarray, jnp.ndarray]:

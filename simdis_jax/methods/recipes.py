@@ -126,9 +126,12 @@ def supervised_standard(c, epochs: float = 90.0):
 def _feature_dim(net) -> int:
   """The pooled feature width d of a ResNet section (512·width/64 for basic blocks, ×4 for bottlenecks)."""
   from simdis_jax.models import resnet  # pylint: disable=import-outside-toplevel
+
   if net.get("arch", "resnet") != "resnet":
-    raise ValueError(f"The MoCo/SEED head's hidden width is the encoder's feature width; set it for arch "
-                     f"{net.arch!r} by hand (config.model.student.hidden_dim) after the recipe.")
+    raise ValueError(
+      f"The MoCo/SEED head's hidden width is the encoder's feature width; set it for arch "
+      f"{net.arch!r} by hand (config.model.student.hidden_dim) after the recipe."
+    )
   return int(resnet.feature_dim(net.depth, net.width))
 
 

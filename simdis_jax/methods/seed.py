@@ -36,9 +36,9 @@ def defaults(c) -> None:
 
 
 RULES = (
-    dict(key="seed_distill.student_temperature", above=0.0, hint="SEED uses 0.2"),
-    dict(key="seed_distill.teacher_temperature", above=0.0, hint="SEED's code default is 1e-4"),
-    dict(key="seed_distill.queue_size", low=1, whole=True, hint="SEED uses 65,536"),
+  dict(key="seed_distill.student_temperature", above=0.0, hint="SEED uses 0.2"),
+  dict(key="seed_distill.teacher_temperature", above=0.0, hint="SEED's code default is 1e-4"),
+  dict(key="seed_distill.queue_size", low=1, whole=True, hint="SEED uses 65,536"),
 )
 
 
@@ -46,8 +46,10 @@ def validate(config) -> None:
   """The queue against the batch; the student's head outputs the teacher's dimension."""
   common.check_queue_size(config, "seed_distill.queue_size")
   if config.model.student.proj_dim != config.model.teacher.proj_dim:
-    raise ValueError(f"method {config.method!r}: the student's head must output the teacher's dimension; set "
-                     f"--config.model.student.proj_dim={config.model.teacher.proj_dim} (model.teacher.proj_dim).")
+    raise ValueError(
+      f"method {config.method!r}: the student's head must output the teacher's dimension; set "
+      f"--config.model.student.proj_dim={config.model.teacher.proj_dim} (model.teacher.proj_dim)."
+    )
 
 
 def online_networks(config) -> Dict[str, Dict]:
@@ -60,14 +62,18 @@ def online_networks(config) -> Dict[str, Dict]:
 def forwards(config) -> Tuple[Forward, ...]:
   """View 0 through the student (trains, batch statistics) and the frozen teacher (eval mode)."""
   del config
-  return (Forward("student", trainable=True, bn="train", update_stats=True, views=(0,)),
-          Forward("teacher", trainable=False, bn="eval", update_stats=False, views=(0,)))
+  return (
+    Forward("student", trainable=True, bn="train", update_stats=True, views=(0,)),
+    Forward("teacher", trainable=False, bn="eval", update_stats=False, views=(0,)),
+  )
 
 
 def init_method_state(config, rng) -> Dict[str, jnp.ndarray]:
   """K random unit rows of the teacher's projection dimension, pointer 0 (SEED's builder)."""
-  return {"queue": common.init_queue(rng, config.seed_distill.queue_size, config.model.teacher.proj_dim),
-          "ptr": jnp.zeros([], jnp.int32)}
+  return {
+    "queue": common.init_queue(rng, config.seed_distill.queue_size, config.model.teacher.proj_dim),
+    "ptr": jnp.zeros([], jnp.int32),
+  }
 
 
 def student_and_teacher(outputs) -> Tuple[jnp.ndarray, jnp.ndarray]:
@@ -82,9 +88,13 @@ def loss(outputs: Mapping[str, Tuple[Dict, ...]], labels, state, config) -> Tupl
   del labels
   s, t = student_and_teacher(outputs)
   queue = state.method_state["queue"]
-  value, logits = common.seed_loss(s.astype(queue.dtype), t.astype(queue.dtype), queue,
-                                        config.seed_distill.student_temperature,
-                                        config.seed_distill.teacher_temperature)
+  value, logits = common.seed_loss(
+    s.astype(queue.dtype),
+    t.astype(queue.dtype),
+    queue,
+    config.seed_distill.student_temperature,
+    config.seed_distill.teacher_temperature,
+  )
   accuracy = 100.0 * jnp.mean(jnp.argmax(logits, -1) == 0)  # the student ranks its own teacher embedding first
   return value, {"loss_student": value, "contrast_top1": accuracy, "logits": logits}
 

@@ -52,6 +52,7 @@ RULES = (dict(key="simclr.temperature", above=0.0, hint="SimCLR uses 0.1 (or 0.2
 
 class Projector(nn.Module):
   """Linear(hidden, no bias)-BN-ReLU-Linear(out, no bias)-BN(no offset): SimCLR's nonlinear projection head."""
+
   hidden_dim: int
   out_dim: int
   dtype: Any = jnp.float32
@@ -79,8 +80,9 @@ def forwards(config) -> Tuple[Forward, ...]:
   return (Forward("student", trainable=True, bn="train", update_stats=True),)
 
 
-def nt_xent(z1: jnp.ndarray, z2: jnp.ndarray, temperature: float, axis_name: Optional[str] = DATA_AXIS
-            ) -> Tuple[jnp.ndarray, jnp.ndarray]:
+def nt_xent(
+  z1: jnp.ndarray, z2: jnp.ndarray, temperature: float, axis_name: Optional[str] = DATA_AXIS
+) -> Tuple[jnp.ndarray, jnp.ndarray]:
   """SimCLR's contrastive loss of this device's projections of (v, v') against the global batch; (loss, logits_a).
 
   axis_name: the devices' axis to gather the negatives over (call under shard_map), or None for one batch.
@@ -129,12 +131,14 @@ def after_update(state, outputs, config, total_steps: int):
 
 class LarsState(NamedTuple):
   """Step count (for the schedule) and the momentum buffer."""
+
   count: jnp.ndarray
   buf: Any
 
 
-def simclr_lars(learning_rate: Callable, momentum: float, eta: float, weight_decay: float
-                ) -> optax.GradientTransformation:
+def simclr_lars(
+  learning_rate: Callable, momentum: float, eta: float, weight_decay: float
+) -> optax.GradientTransformation:
   """SimCLR's LARS (lars_optimizer.py, use_nesterov=False): kernels take weight decay and the trust ratio."""
 
   def init(params):
@@ -169,8 +173,9 @@ def optimizer(config, schedule) -> optax.GradientTransformation:
 def teacher_role(config) -> TeacherRole:
   """A SimCLR teacher for SimDis-On: its own projection head, NT-Xent over the global batch, no EMA network."""
   del config
-  return TeacherRole(heads={"projector_module": Projector}, ema=False,
-                     loss=lambda outs, ema_projections, cfg: _loss_of(outs, cfg)[0])
+  return TeacherRole(
+    heads={"projector_module": Projector}, ema=False, loss=lambda outs, ema_projections, cfg: _loss_of(outs, cfg)[0]
+  )
 
 
 def recipe(c, epochs: float = 100.0):

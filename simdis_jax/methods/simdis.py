@@ -14,50 +14,57 @@ from typing import Dict, Mapping, Sequence, Tuple
 import jax
 import jax.numpy as jnp
 
-from simdis_jax.methods.common import (BYOL_PREDICTOR, apply_ema, ema_decay, ema_update,  # noqa: F401
-                                       l2_normalize, step_decay)
+from simdis_jax.methods.common import BYOL_PREDICTOR, apply_ema, l2_normalize, step_decay
+from simdis_jax.methods.common import ema_decay, ema_update  # noqa: F401  (the EMA rule, read here beside the losses)
 from simdis_jax.methods.interface import About, Forward, TeacherRole
 
 # --- The seven target views (docs/spec.md "Two augmented views, seven targets") ---
 # head name (the authors' names) -> (network whose projection is the target,
 # whether the prediction of v targets that network's projection of v itself).
 VIEWS: Dict[str, Tuple[str, bool]] = {
-    "s_dv": ("student", False),         # S-v'  online student, other view
-    "sema_sv": ("student_ema", True),   # Ŝ-v   EMA student, same view
-    "sema_dv": ("student_ema", False),  # Ŝ-v'  EMA student, other view (= BYOL)
-    "t_sv": ("teacher", True),          # T-v   online teacher, same view
-    "t_dv": ("teacher", False),         # T-v'  online teacher, other view
-    "tema_sv": ("teacher_ema", True),   # T̂-v   EMA teacher, same view
-    "tema_dv": ("teacher_ema", False),  # T̂-v'  EMA teacher, other view
+  "s_dv": ("student", False),  # S-v'  online student, other view
+  "sema_sv": ("student_ema", True),  # Ŝ-v   EMA student, same view
+  "sema_dv": ("student_ema", False),  # Ŝ-v'  EMA student, other view (= BYOL)
+  "t_sv": ("teacher", True),  # T-v   online teacher, same view
+  "t_dv": ("teacher", False),  # T-v'  online teacher, other view
+  "tema_sv": ("teacher_ema", True),  # T̂-v   EMA teacher, same view
+  "tema_dv": ("teacher_ema", False),  # T̂-v'  EMA teacher, other view
 }
 # The paper's names of the seven target views (docs/spec.md "Target views"; paper Table 2), shared with
 # the report through the registry (methods.VIEW_NAMES, simdis_jax/labels.py).
-VIEW_NAMES = {"s_dv": "S-v'", "sema_sv": "Ŝ-v", "sema_dv": "Ŝ-v'", "t_sv": "T-v",
-              "t_dv": "T-v'", "tema_sv": "T̂-v", "tema_dv": "T̂-v'"}
+VIEW_NAMES = {
+  "s_dv": "S-v'",
+  "sema_sv": "Ŝ-v",
+  "sema_dv": "Ŝ-v'",
+  "t_sv": "T-v",
+  "t_dv": "T-v'",
+  "tema_sv": "T̂-v",
+  "tema_dv": "T̂-v'",
+}
 PAPER_NAMES = VIEW_NAMES
 # Presets of the student's target views (docs/spec.md "Presets", paper Table 2); configuration.VIEW_PRESETS.
 VIEW_PRESETS = {
-    "byol": ("sema_dv",),
-    "simdis_2v": ("sema_dv", "tema_dv"),
-    "simdis_7v": tuple(VIEWS),
-    # Table 2 rows (the student's own BYOL view plus the listed teacher views).
-    "table2_t_sv": ("sema_dv", "t_sv"),
-    "table2_t_dv": ("sema_dv", "t_dv"),
-    "table2_tema_sv": ("sema_dv", "tema_sv"),
-    "table2_tema_dv": ("sema_dv", "tema_dv"),
-    "table2_t_sv_t_dv": ("sema_dv", "t_sv", "t_dv"),
-    "table2_tema_sv_tema_dv": ("sema_dv", "tema_sv", "tema_dv"),
-    "table2_all_teacher": ("sema_dv", "t_sv", "t_dv", "tema_sv", "tema_dv"),
-    "table2_7v": tuple(VIEWS),
+  "byol": ("sema_dv",),
+  "simdis_2v": ("sema_dv", "tema_dv"),
+  "simdis_7v": tuple(VIEWS),
+  # Table 2 rows (the student's own BYOL view plus the listed teacher views).
+  "table2_t_sv": ("sema_dv", "t_sv"),
+  "table2_t_dv": ("sema_dv", "t_dv"),
+  "table2_tema_sv": ("sema_dv", "tema_sv"),
+  "table2_tema_dv": ("sema_dv", "tema_dv"),
+  "table2_t_sv_t_dv": ("sema_dv", "t_sv", "t_dv"),
+  "table2_tema_sv_tema_dv": ("sema_dv", "tema_sv", "tema_dv"),
+  "table2_all_teacher": ("sema_dv", "t_sv", "t_dv", "tema_sv", "tema_dv"),
+  "table2_7v": tuple(VIEWS),
 }
 # BYOL's own term; also the name of the teacher's single predictor head, so that
 # a finished BYOL run's student restores directly as a SimDis teacher.
 BYOL_HEAD = BYOL_PREDICTOR
 # The config.method values this module implements (methods/interface.py About).
 ABOUT = {
-    "byol": About("BYOL", 0, uses_views=True, teacher_source=True),
-    "simdis_off": About("SimDis-Off", 1, teacher="offline", uses_views=True),
-    "simdis_on": About("SimDis-On", 2, teacher="online", uses_views=True),
+  "byol": About("BYOL", 0, uses_views=True, teacher_source=True),
+  "simdis_off": About("SimDis-Off", 1, teacher="offline", uses_views=True),
+  "simdis_on": About("SimDis-On", 2, teacher="online", uses_views=True),
 }
 METHODS = tuple(ABOUT)
 DEFAULT_METHOD = "simdis_on"  # the base config's: the paper's ImageNet SimDis-On-7v standard setting
@@ -66,11 +73,12 @@ HEAD_COMBINATIONS = ("mean", "sum")
 
 # --- Config section, its rules (methods/interface.py) ---
 
+
 def defaults(c) -> None:
   """The student's target views, how its heads combine, and the method an online teacher trains by."""
   c.views = VIEW_PRESETS["simdis_7v"]
-  c.head_combination = "mean"     # mean over heads (authors) | sum
-  c.teacher.method = "byol"       # simdis_on: the online teacher's own objective (a method with a teacher role)
+  c.head_combination = "mean"  # mean over heads (authors) | sum
+  c.teacher.method = "byol"  # simdis_on: the online teacher's own objective (a method with a teacher role)
 
 
 RULES = (dict(key="head_combination", choices=HEAD_COMBINATIONS),)
@@ -78,6 +86,7 @@ RULES = (dict(key="head_combination", choices=HEAD_COMBINATIONS),)
 
 def _registry():
   from simdis_jax import methods  # pylint: disable=import-outside-toplevel  (the registry imports this module)
+
   return methods
 
 
@@ -86,21 +95,27 @@ def validate(config) -> None:
   config.views = check_views(config.views)
   teacher_views = [v for v in config.views if VIEWS[v][0].startswith("teacher")]
   if ABOUT[config.method].teacher == "none" and teacher_views:
-    raise ValueError(f"method {config.method!r} trains the student alone, but config.views names teacher views "
-                     f"{teacher_views}; use a method with a teacher, or views {VIEW_PRESETS['byol']}.")
+    raise ValueError(
+      f"method {config.method!r} trains the student alone, but config.views names teacher views "
+      f"{teacher_views}; use a method with a teacher, or views {VIEW_PRESETS['byol']}."
+    )
   teacher_method = config.teacher.get("method", "byol")
   choices = _registry().teacher_methods()
   if teacher_method not in choices:
     raise ValueError(f"config.teacher.method={teacher_method!r} cannot train a teacher; choose one of {choices}.")
   if teacher_method != "byol" and ABOUT[config.method].teacher == "offline":
-    raise ValueError(f"config.teacher.method={teacher_method!r} trains an online teacher; method "
-                     f"{config.method!r} restores a finished BYOL run: set --config.teacher.method=byol.")
+    raise ValueError(
+      f"config.teacher.method={teacher_method!r} trains an online teacher; method "
+      f"{config.method!r} restores a finished BYOL run: set --config.teacher.method=byol."
+    )
   if ABOUT[config.method].teacher == "online" and not _registry().teacher_role(config).ema:
     ema_views = [v for v in config.views if VIEWS[v][0] == "teacher_ema"]
     if ema_views:
-      raise ValueError(f"config.teacher.method={teacher_method!r} has no EMA teacher, so the T̂ views {ema_views} "
-                       "have no target: use the online teacher's views (t_sv, t_dv) and the student's "
-                       "(s_dv, sema_sv, sema_dv).")
+      raise ValueError(
+        f"config.teacher.method={teacher_method!r} has no EMA teacher, so the T̂ views {ema_views} "
+        "have no target: use the online teacher's views (t_sv, t_dv) and the student's "
+        "(s_dv, sema_sv, sema_dv)."
+      )
 
 
 def describe_targets(config) -> str:
@@ -122,9 +137,13 @@ def describe_teacher(config) -> str:
 def teacher_role(config) -> TeacherRole:
   """BYOL as the teacher's objective (the paper's SimDis-On): its predictor regresses T̂ of the other view."""
   del config
-  return TeacherRole(heads={"heads": (BYOL_HEAD,)}, ema=True,
-                     loss=lambda outs, ema_projections, cfg: teacher_byol_loss(
-                         (outs[0]["predictions"][BYOL_HEAD], outs[1]["predictions"][BYOL_HEAD]), ema_projections))
+  return TeacherRole(
+    heads={"heads": (BYOL_HEAD,)},
+    ema=True,
+    loss=lambda outs, ema_projections, cfg: teacher_byol_loss(
+      (outs[0]["predictions"][BYOL_HEAD], outs[1]["predictions"][BYOL_HEAD]), ema_projections
+    ),
+  )
 
 
 def check_views(views: Sequence[str]) -> Tuple[str, ...]:
@@ -153,6 +172,7 @@ def target_networks(views: Sequence[str], method: str, teacher_ema: bool = True)
 
 
 # --- Which networks run, and how (docs/spec.md "Networks", "Two augmented views, seven targets", "Losses") ---
+
 
 def teacher_trains(config) -> bool:
   """SimDis-On trains the teacher beside the student (one optimizer); SimDis-Off's teacher is frozen."""
@@ -197,6 +217,7 @@ def forwards(config) -> Tuple[Forward, ...]:
 
 # --- Losses (docs/spec.md "Losses") ---
 
+
 def regression_loss(prediction: jnp.ndarray, target: jnp.ndarray) -> jnp.ndarray:
   """Per-example ||p̄ - z̄||² = 2 - 2 cos(p, z); the target gets stop-gradient."""
   p = l2_normalize(prediction)
@@ -204,17 +225,21 @@ def regression_loss(prediction: jnp.ndarray, target: jnp.ndarray) -> jnp.ndarray
   return jnp.sum(jnp.square(p - z), axis=-1)
 
 
-def head_loss(pred_v: jnp.ndarray, pred_v2: jnp.ndarray, target_v: jnp.ndarray, target_v2: jnp.ndarray,
-              same_view: bool) -> jnp.ndarray:
+def head_loss(
+  pred_v: jnp.ndarray, pred_v2: jnp.ndarray, target_v: jnp.ndarray, target_v2: jnp.ndarray, same_view: bool
+) -> jnp.ndarray:
   """One head's symmetric term: the two halves SUMMED, each averaged over the batch (range [0, 8])."""
   if same_view:
     return jnp.mean(regression_loss(pred_v, target_v)) + jnp.mean(regression_loss(pred_v2, target_v2))
   return jnp.mean(regression_loss(pred_v, target_v2)) + jnp.mean(regression_loss(pred_v2, target_v))
 
 
-def student_loss(predictions: Mapping[str, Tuple[jnp.ndarray, jnp.ndarray]],
-                 targets: Mapping[str, Tuple[jnp.ndarray, jnp.ndarray]],
-                 views: Sequence[str], combination: str = "mean") -> Tuple[jnp.ndarray, Dict[str, jnp.ndarray]]:
+def student_loss(
+  predictions: Mapping[str, Tuple[jnp.ndarray, jnp.ndarray]],
+  targets: Mapping[str, Tuple[jnp.ndarray, jnp.ndarray]],
+  views: Sequence[str],
+  combination: str = "mean",
+) -> Tuple[jnp.ndarray, Dict[str, jnp.ndarray]]:
   """Combines the student's heads: plain mean over all heads (authors), or their sum.
 
   predictions[head] = (prediction of v, prediction of v') by that head;
@@ -232,8 +257,9 @@ def student_loss(predictions: Mapping[str, Tuple[jnp.ndarray, jnp.ndarray]],
   return total, per_head
 
 
-def teacher_byol_loss(teacher_predictions: Tuple[jnp.ndarray, jnp.ndarray],
-                      teacher_ema_projections: Tuple[jnp.ndarray, jnp.ndarray]) -> jnp.ndarray:
+def teacher_byol_loss(
+  teacher_predictions: Tuple[jnp.ndarray, jnp.ndarray], teacher_ema_projections: Tuple[jnp.ndarray, jnp.ndarray]
+) -> jnp.ndarray:
   """The online teacher's own BYOL term (T predicts T̂ of the other view), weight 1."""
   return head_loss(*teacher_predictions, *teacher_ema_projections, same_view=False)
 
@@ -247,8 +273,7 @@ def loss(outputs: Mapping[str, Tuple[Dict, Dict]], labels, state, config) -> Tup
   views = tuple(config.views)
   # Every target is a projection under stop-gradient: the student never sends gradient into a
   # target network (nor into its own projection through S-v').
-  targets = jax.lax.stop_gradient({name: (out[0]["projection"], out[1]["projection"])
-                                   for name, out in outputs.items()})
+  targets = jax.lax.stop_gradient({name: (out[0]["projection"], out[1]["projection"]) for name, out in outputs.items()})
   s1, s2 = outputs["student"]
   predictions = {h: (s1["predictions"][h], s2["predictions"][h]) for h in views}
   loss_student, per_head = student_loss(predictions, targets, views, config.head_combination)
@@ -263,6 +288,7 @@ def loss(outputs: Mapping[str, Tuple[Dict, Dict]], labels, state, config) -> Tup
 
 
 # --- EMA (docs/spec.md "EMA"; the rule itself is methods/common.py's) ---
+
 
 def teacher_has_ema(config) -> bool:
   """Whether the teacher's EMA moves: an online teacher whose method has one (BYOL's T̂)."""

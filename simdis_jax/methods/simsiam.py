@@ -40,8 +40,8 @@ HEAD = "simsiam"  # the predictor's name: its parameters are predictor_simsiam
 def defaults(c) -> None:
   """config.simsiam: the predictor's bottleneck and whether its learning rate stays fixed."""
   c.simsiam = ml_collections.ConfigDict()
-  c.simsiam.predictor_dim = 512          # the bottleneck of 2048 -> 512 -> 2048 (a quarter of proj_dim)
-  c.simsiam.fixed_predictor_lr = True    # the predictor at the peak rate throughout (the official fix_pred_lr)
+  c.simsiam.predictor_dim = 512  # the bottleneck of 2048 -> 512 -> 2048 (a quarter of proj_dim)
+  c.simsiam.fixed_predictor_lr = True  # the predictor at the peak rate throughout (the official fix_pred_lr)
 
 
 RULES = (dict(key="simsiam.predictor_dim", low=1, whole=True, hint="SimSiam uses 512 for a 2048 projection"),)
@@ -49,6 +49,7 @@ RULES = (dict(key="simsiam.predictor_dim", low=1, whole=True, hint="SimSiam uses
 
 class Projector(nn.Module):
   """Linear-BN-ReLU, Linear-BN-ReLU, Linear-BN(no scale, no offset): SimSiam's ImageNet projector."""
+
   hidden_dim: int
   out_dim: int
   dtype: Any = jnp.float32
@@ -68,6 +69,7 @@ class Projector(nn.Module):
 
 class Predictor(nn.Module):
   """Linear(bottleneck, no bias)-BN-ReLU-Linear(out, bias): SimSiam's predictor."""
+
   hidden_dim: int  # the projector's hidden width, passed by the network; the bottleneck is `bottleneck`
   out_dim: int
   dtype: Any = jnp.float32
@@ -86,8 +88,11 @@ class Predictor(nn.Module):
 
 def heads(config) -> Dict[str, Any]:
   """The network's keyword arguments: SimSiam's projector and its one predictor."""
-  return {"heads": (HEAD,), "projector_module": Projector,
-          "predictor_module": functools.partial(Predictor, bottleneck=int(config.simsiam.predictor_dim))}
+  return {
+    "heads": (HEAD,),
+    "projector_module": Projector,
+    "predictor_module": functools.partial(Predictor, bottleneck=int(config.simsiam.predictor_dim)),
+  }
 
 
 def online_networks(config) -> Dict[str, Dict]:
@@ -144,9 +149,9 @@ def optimizer(config, schedule) -> optax.GradientTransformation:
   peak = config.optim.base_lr * config.train.batch_size / 256.0
   fixed = optim.make_optimizer(config.optim, lambda step: jnp.asarray(peak, jnp.result_type(schedule(step))))
   return optax.multi_transform(
-      {"scheduled": main, "fixed": fixed},
-      lambda params: jax.tree_util.tree_map_with_path(lambda p, _: "fixed" if _is_predictor(p) else "scheduled",
-                                                      params))
+    {"scheduled": main, "fixed": fixed},
+    lambda params: jax.tree_util.tree_map_with_path(lambda p, _: "fixed" if _is_predictor(p) else "scheduled", params),
+  )
 
 
 def teacher_role(config) -> TeacherRole:

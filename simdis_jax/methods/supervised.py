@@ -28,8 +28,9 @@ def defaults(c) -> None:
   c.supervised.views = 2  # method=supervised: 2 = both views, losses averaged | 1 = one crop (torchvision's)
 
 
-RULES = (dict(key="supervised.views", choices=(1, 2),
-              hint="1 = one crop per image (the torchvision recipe), 2 = both views"),)
+RULES = (
+  dict(key="supervised.views", choices=(1, 2), hint="1 = one crop per image (the torchvision recipe), 2 = both views"),
+)
 
 
 def describe_targets(config) -> str:
@@ -39,6 +40,7 @@ def describe_targets(config) -> str:
 
 
 # The EMA copy of the student follows the SimDis rule exactly as for BYOL (methods/common.py's), without a teacher.
+
 
 def before_update(state, config, total_steps: int):
   """ema.timing="before" (authors): the student's EMA at the start of the step."""

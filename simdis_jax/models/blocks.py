@@ -18,14 +18,16 @@ from simdis_jax.models import depthwise, resnet
 conv_kernel_init = resnet.conv_kernel_init
 
 
-def batch_norm(train: bool, axis_name: Optional[str], dtype: Any, momentum: float, epsilon: float
-               ) -> Callable[..., nn.Module]:
+def batch_norm(
+  train: bool, axis_name: Optional[str], dtype: Any, momentum: float, epsilon: float
+) -> Callable[..., nn.Module]:
   """BatchNorm as resnet.batch_norm builds it (axis_name set = SyncBN) with the reference's momentum/epsilon.
 
   `momentum` is Flax's (the weight of the old running value): PyTorch's momentum m is 1 - m here.
   """
-  return functools.partial(nn.BatchNorm, use_running_average=not train, momentum=momentum, epsilon=epsilon,
-                           axis_name=axis_name, dtype=dtype)
+  return functools.partial(
+    nn.BatchNorm, use_running_average=not train, momentum=momentum, epsilon=epsilon, axis_name=axis_name, dtype=dtype
+  )
 
 
 def make_divisible(value: float, divisor: int = 8) -> int:
@@ -53,17 +55,35 @@ def conv_factory(conv_impl: str, dtype: Any, depthwise_impl: str = "xla") -> Cal
     if depthwise_impl == "shifted" and groups > 1:  # the networks' grouped convolutions are all depthwise
       return depthwise.DepthwiseConv(features, kernel, stride, pad, conv_kernel_init, dtype, name=name)
     if conv_impl in ("matmul", "mixed") and groups == 1:
-      return resnet.Conv(features, (kernel, kernel), (stride, stride), padding=padding, use_bias=False,
-                         kernel_init=conv_kernel_init, dtype=dtype, name=name,
-                         lax_min_size=resnet.LAX_MIN_SIZE if conv_impl == "mixed" else 0)
-    return nn.Conv(features, (kernel, kernel), (stride, stride), padding=padding, feature_group_count=groups,
-                   use_bias=False, kernel_init=conv_kernel_init, dtype=dtype, name=name)
+      return resnet.Conv(
+        features,
+        (kernel, kernel),
+        (stride, stride),
+        padding=padding,
+        use_bias=False,
+        kernel_init=conv_kernel_init,
+        dtype=dtype,
+        name=name,
+        lax_min_size=resnet.LAX_MIN_SIZE if conv_impl == "mixed" else 0,
+      )
+    return nn.Conv(
+      features,
+      (kernel, kernel),
+      (stride, stride),
+      padding=padding,
+      feature_group_count=groups,
+      use_bias=False,
+      kernel_init=conv_kernel_init,
+      dtype=dtype,
+      name=name,
+    )
 
   return conv
 
 
 class ConvBN(nn.Module):
   """Convolution (no bias) -> BatchNorm -> optional activation."""
+
   features: int
   kernel: int
   conv: Callable[..., nn.Module]
@@ -81,6 +101,7 @@ class ConvBN(nn.Module):
 
 class SqueezeExcite(nn.Module):
   """Channel gates from the pooled map: fc(squeeze) -> act -> fc(channels) -> gate (1x1 convs with bias)."""
+
   squeeze: int
   act: Callable
   gate: Callable
@@ -88,8 +109,7 @@ class SqueezeExcite(nn.Module):
 
   @nn.compact
   def __call__(self, x):
-    dense = functools.partial(nn.Dense, kernel_init=conv_kernel_init, bias_init=nn.initializers.zeros,
-                              dtype=self.dtype)
+    dense = functools.partial(nn.Dense, kernel_init=conv_kernel_init, bias_init=nn.initializers.zeros, dtype=self.dtype)
     s = jnp.mean(x, axis=(1, 2), keepdims=True)
     s = self.act(dense(self.squeeze, name="fc1")(s))
     s = self.gate(dense(x.shape[-1], name="fc2")(s))
@@ -100,6 +120,7 @@ class DropPath(nn.Module):
   """Stochastic depth: drops a residual branch per example with probability `rate`, scaling survivors by
   1 / (1 - rate). Draws from the 'dropout' RNG stream, so applying with deterministic=False and rate > 0
   needs rngs={'dropout': key}."""
+
   rate: float
 
   @nn.compact
@@ -114,12 +135,13 @@ class DropPath(nn.Module):
 class InvertedResidual(nn.Module):
   """[1x1 expand -> BN -> act] -> kxk depthwise -> BN -> act -> [squeeze-excite] -> 1x1 project -> BN,
   plus the input when the shapes allow (MobileNetV3's bneck, EfficientNet's MBConv)."""
+
   expanded: int
   out: int
   kernel: int
   stride: int
   act: Callable
-  se_squeeze: int          # 0 = no squeeze-excite
+  se_squeeze: int  # 0 = no squeeze-excite
   se_act: Callable
   se_gate: Callable
   conv: Callable[..., nn.Module]
@@ -134,8 +156,16 @@ class InvertedResidual(nn.Module):
     y = x
     if self.expanded != x.shape[-1]:
       y = ConvBN(self.expanded, 1, self.conv, self.norm, act=self.act, name="expand")(y)
-    y = ConvBN(self.expanded, self.kernel, self.conv, self.norm, self.stride, groups=self.expanded, act=self.act,
-               name="depthwise")(y)
+    y = ConvBN(
+      self.expanded,
+      self.kernel,
+      self.conv,
+      self.norm,
+      self.stride,
+      groups=self.expanded,
+      act=self.act,
+      name="depthwise",
+    )(y)
     if self.se_squeeze:
       y = SqueezeExcite(self.se_squeeze, self.se_act, self.se_gate, self.dtype, name="se")(y)
     y = ConvBN(self.out, 1, self.conv, self.norm, name="project")(y)

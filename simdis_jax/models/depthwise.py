@@ -27,9 +27,12 @@ IMPLS = DEPTHWISE_IMPLS
 
 def _strided(x, start_h: int, start_w: int, count_h: int, count_w: int, stride: int):
   """x[:, start_h::stride][:count_h], x[:, :, start_w::stride][:count_w] as one static slice."""
-  return lax.slice(x, (0, start_h, start_w, 0),
-                   (x.shape[0], start_h + stride * (count_h - 1) + 1, start_w + stride * (count_w - 1) + 1,
-                    x.shape[3]), (1, stride, stride, 1))
+  return lax.slice(
+    x,
+    (0, start_h, start_w, 0),
+    (x.shape[0], start_h + stride * (count_h - 1) + 1, start_w + stride * (count_w - 1) + 1, x.shape[3]),
+    (1, stride, stride, 1),
+  )
 
 
 def _out_size(size: int, kernel: int, stride: int, pad: int) -> int:
@@ -57,13 +60,15 @@ def _input_grad(g, kernel, stride: int, pad: int, in_hw: Tuple[int, int]):
   extra_h = h + 2 * pad - (stride * (ho - 1) + k)
   extra_w = w + 2 * pad - (stride * (wo - 1) + k)
   zero = jnp.zeros((), g.dtype)
-  gp = lax.pad(g, zero, ((0, 0, 0), (k - 1, k - 1 + extra_h, stride - 1), (k - 1, k - 1 + extra_w, stride - 1),
-                         (0, 0, 0)))
+  gp = lax.pad(
+    g, zero, ((0, 0, 0), (k - 1, k - 1 + extra_h, stride - 1), (k - 1, k - 1 + extra_w, stride - 1), (0, 0, 0))
+  )
   dx = None
   for a in range(k):
     for b in range(k):
-      term = lax.slice(gp, (0, pad + k - 1 - a, pad + k - 1 - b, 0), (g.shape[0], pad + k - 1 - a + h,
-                                                                      pad + k - 1 - b + w, g.shape[3]))
+      term = lax.slice(
+        gp, (0, pad + k - 1 - a, pad + k - 1 - b, 0), (g.shape[0], pad + k - 1 - a + h, pad + k - 1 - b + w, g.shape[3])
+      )
       term = term * kernel[a, b, 0]
       dx = term if dx is None else dx + term
   return dx
@@ -86,9 +91,12 @@ def _kernel_grad(x, g, k: int, stride: int, pad: int):
       partial = None
       for r in range(block):
         # rows r, r + block, r + 2 block, ... of the output and the input rows they read.
-        xs = lax.slice(xp, (0, a + stride * r, b, 0),
-                       (n, a + stride * r + stride * block * (blocks - 1) + 1, b + stride * (wo - 1) + 1, c),
-                       (1, stride * block, stride, 1))
+        xs = lax.slice(
+          xp,
+          (0, a + stride * r, b, 0),
+          (n, a + stride * r + stride * block * (blocks - 1) + 1, b + stride * (wo - 1) + 1, c),
+          (1, stride * block, stride, 1),
+        )
         gs = lax.slice(g, (0, r, 0, 0), (n, r + block * (blocks - 1) + 1, wo, c), (1, block, 1, 1))
         term = xs * gs
         partial = term if partial is None else partial + term
@@ -120,6 +128,7 @@ depthwise_conv.defvjp(_fwd, _bwd)
 class DepthwiseConv(nn.Module):
   """nn.Conv(features=C, kernel (k, k), feature_group_count=C, no bias) on C input channels, computed by
   `depthwise_conv`: the same 'kernel' parameter (HWIO (k, k, 1, C)), the same initialisation."""
+
   features: int
   kernel_size: int
   stride: int
@@ -130,8 +139,10 @@ class DepthwiseConv(nn.Module):
   @nn.compact
   def __call__(self, x):
     if x.shape[-1] != self.features:
-      raise ValueError(f"DepthwiseConv: {x.shape[-1]} input channels for {self.features} groups; a depthwise "
-                       "convolution has as many groups as input and output channels.")
+      raise ValueError(
+        f"DepthwiseConv: {x.shape[-1]} input channels for {self.features} groups; a depthwise "
+        "convolution has as many groups as input and output channels."
+      )
     k = self.kernel_size
     kernel = self.param("kernel", self.kernel_init, (k, k, 1, self.features), jnp.float32)
     x, kernel = nn.dtypes.promote_dtype(x, kernel, dtype=self.dtype)

@@ -30,13 +30,13 @@ from simdis_jax.models import blocks
 
 # (expand ratio, kernel, stride, output channels, blocks); the stem gives 32 channels.
 B0_STAGES = (
-    (1, 3, 1, 16, 1),
-    (6, 3, 2, 24, 2),
-    (6, 5, 2, 40, 2),
-    (6, 3, 2, 80, 3),
-    (6, 5, 1, 112, 3),
-    (6, 5, 2, 192, 4),
-    (6, 3, 1, 320, 1),
+  (1, 3, 1, 16, 1),
+  (6, 3, 2, 24, 2),
+  (6, 5, 2, 40, 2),
+  (6, 3, 2, 80, 3),
+  (6, 5, 1, 112, 3),
+  (6, 5, 2, 192, 4),
+  (6, 3, 1, 320, 1),
 )
 STEM = 32
 FEATURE = 1280  # 4 x the last stage's 320 channels
@@ -44,9 +44,10 @@ FEATURE = 1280  # 4 x the last stage's 320 channels
 
 class EfficientNet(nn.Module):
   """EfficientNet-B0 trunk returning the globally average-pooled 1280-d feature."""
+
   small_images: bool = False
   drop_path_rate: float = 0.0
-  bn_momentum: float = 0.9   # Flax convention: PyTorch's default 0.1
+  bn_momentum: float = 0.9  # Flax convention: PyTorch's default 0.1
   bn_epsilon: float = 1e-5
   dtype: Any = jnp.float32
   conv_impl: str = "xla"
@@ -66,10 +67,20 @@ class EfficientNet(nn.Module):
       for r in range(repeats):
         block_in = x.shape[-1]
         x = blocks.InvertedResidual(
-            block_in * expand, out, kernel, stride if r == 0 else 1, act=nn.silu,
-            se_squeeze=max(1, block_in // 4), se_act=nn.silu, se_gate=nn.sigmoid, conv=conv, norm=norm,
-            drop_path_rate=self.drop_path_rate * index / total, dtype=self.dtype,
-            name=f"stage{s + 1}_block{r + 1}")(x, train, stochastic_depth)
+          block_in * expand,
+          out,
+          kernel,
+          stride if r == 0 else 1,
+          act=nn.silu,
+          se_squeeze=max(1, block_in // 4),
+          se_act=nn.silu,
+          se_gate=nn.sigmoid,
+          conv=conv,
+          norm=norm,
+          drop_path_rate=self.drop_path_rate * index / total,
+          dtype=self.dtype,
+          name=f"stage{s + 1}_block{r + 1}",
+        )(x, train, stochastic_depth)
         index += 1
     x = blocks.ConvBN(FEATURE, 1, conv, norm, act=nn.silu, name="last_conv")(x)
     return jnp.mean(x, axis=(1, 2)).astype(jnp.float32)

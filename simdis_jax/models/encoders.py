@@ -13,11 +13,9 @@ from typing import Any, Optional
 import flax.linen as nn
 import jax.numpy as jnp
 
-from simdis_jax.models.archs import (ARCHS, SPECS, STOCHASTIC_DEPTH_ARCHS, VITS, EncoderOptions, Implementation,
-                                     spec)
+from simdis_jax.models.archs import ARCHS, SPECS, STOCHASTIC_DEPTH_ARCHS, VITS, EncoderOptions, Implementation, spec
 
-__all__ = ["ARCHS", "SPECS", "STOCHASTIC_DEPTH_ARCHS", "VITS", "EncoderOptions", "encoder", "feature_dim",
-           "Classifier"]
+__all__ = ["ARCHS", "SPECS", "STOCHASTIC_DEPTH_ARCHS", "VITS", "EncoderOptions", "encoder", "feature_dim", "Classifier"]
 
 
 def _module(arch: str):
@@ -25,17 +23,27 @@ def _module(arch: str):
   return importlib.import_module(f"simdis_jax.models.{spec(arch).module}")
 
 
-def encoder(arch: str, options: EncoderOptions, dtype: Any = jnp.float32, conv_impl: str = "xla",
-            name: Optional[str] = None, bn_running_var: str = "biased", matmul_conv_vjp: bool = True,
-            matmul_max_pool: bool = True, style: str = "torchvision", depthwise_impl: str = "xla") -> nn.Module:
+def encoder(
+  arch: str,
+  options: EncoderOptions,
+  dtype: Any = jnp.float32,
+  conv_impl: str = "xla",
+  name: Optional[str] = None,
+  bn_running_var: str = "biased",
+  matmul_conv_vjp: bool = True,
+  matmul_max_pool: bool = True,
+  style: str = "torchvision",
+  depthwise_impl: str = "xla",
+) -> nn.Module:
   """The encoder module of `arch` (a row of archs.SPECS); running variance, matmul switches and style are ResNet
   options, depthwise_impl (models/depthwise.py) the mobile networks'."""
   row = spec(arch)
   if style != "torchvision" and style not in row.styles:
     raise ValueError(f"style={style!r} is implemented for arch='resnet' only; use 'torchvision' with arch={arch!r}.")
   if bn_running_var != "biased" and bn_running_var not in row.bn_running_vars:
-    raise ValueError(f"model.bn_running_var={bn_running_var!r} is implemented for arch='resnet' only; "
-                     f"use 'biased' with arch={arch!r}.")
+    raise ValueError(
+      f"model.bn_running_var={bn_running_var!r} is implemented for arch='resnet' only; use 'biased' with arch={arch!r}."
+    )
   implementation = Implementation(conv_impl, depthwise_impl, bn_running_var, matmul_conv_vjp, matmul_max_pool, style)
   return row.build(_module(arch), options, dtype, name, implementation)
 
@@ -47,6 +55,7 @@ def feature_dim(arch: str, options: EncoderOptions = EncoderOptions()) -> int:
 
 class Classifier(nn.Module):
   """An encoder with a linear classifier on its feature: the reference networks' parameter layout."""
+
   arch: str
   options: EncoderOptions = EncoderOptions()
   num_classes: int = 1000

@@ -23,6 +23,7 @@ def torch_linear_kernel_init(key, shape, dtype=jnp.float32):
 
 class TorchDense(nn.Module):
   """Dense layer initialised like PyTorch's nn.Linear (weight and bias), or like hk.Linear (style="haiku")."""
+
   features: int
   dtype: Any = jnp.float32
   use_bias: bool = True
@@ -37,19 +38,23 @@ class TorchDense(nn.Module):
     y = jnp.dot(x.astype(self.dtype), kernel.astype(self.dtype))
     if not self.use_bias:
       return y
-    init = (lambda k, s: jnp.zeros(s, jnp.float32)) if haiku else (
-        lambda k, s: jax.random.uniform(k, s, jnp.float32, -bound, bound))
+    init = (
+      (lambda k, s: jnp.zeros(s, jnp.float32))
+      if haiku
+      else (lambda k, s: jax.random.uniform(k, s, jnp.float32, -bound, bound))
+    )
     return y + self.param("bias", init, (self.features,)).astype(self.dtype)
 
 
 class MLP(nn.Module):
   """Linear(hidden) -> BN -> ReLU -> Linear(out): the BYOL projector/predictor."""
+
   hidden_dim: int
   out_dim: int
   dtype: Any = jnp.float32
   bn_running_var: str = "biased"
-  head_bias: bool = True        # the last Linear's bias (DeepMind's has none)
-  style: str = "torchvision"    # haiku: dm-haiku's init and BN averages (module docstring)
+  head_bias: bool = True  # the last Linear's bias (DeepMind's has none)
+  style: str = "torchvision"  # haiku: dm-haiku's init and BN averages (module docstring)
 
   @nn.compact
   def __call__(self, x, train: bool = True, bn_axis_name: Optional[str] = None):
@@ -63,6 +68,7 @@ class MLP(nn.Module):
 
 class PlainMLP(nn.Module):
   """Linear(hidden) -> ReLU -> Linear(out), no BN: MoCo-v2's projection head (and SEED's student head)."""
+
   hidden_dim: int
   out_dim: int
   dtype: Any = jnp.float32

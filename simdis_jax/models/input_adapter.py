@@ -28,8 +28,10 @@ def affine(section, data_mean: Sequence[float], data_std: Sequence[float]) -> Tu
     return ()
   channels = channels or len(data_mean)
   if len(data_mean) not in (1, channels):
-    raise ValueError(f"The network takes {channels}-channel images but the data has {len(data_mean)}: only a grey "
-                     "image can be given to a colour network (replicated to R = G = B).")
+    raise ValueError(
+      f"The network takes {channels}-channel images but the data has {len(data_mean)}: only a grey "
+      "image can be given to a colour network (replicated to R = G = B)."
+    )
   mean, std = mean or data_mean, std or data_std
   if len(mean) != channels or len(std) != channels:
     raise ValueError(f"input_mean={mean} / input_std={std} must have one value per input channel ({channels}).")

@@ -25,34 +25,34 @@ from simdis_jax.models import blocks
 # (kernel, expanded channels, output channels, squeeze-excite, hard-swish (else ReLU), stride);
 # the stem gives 16 channels.
 LARGE = (
-    (3, 16, 16, False, False, 1),
-    (3, 64, 24, False, False, 2),
-    (3, 72, 24, False, False, 1),
-    (5, 72, 40, True, False, 2),
-    (5, 120, 40, True, False, 1),
-    (5, 120, 40, True, False, 1),
-    (3, 240, 80, False, True, 2),
-    (3, 200, 80, False, True, 1),
-    (3, 184, 80, False, True, 1),
-    (3, 184, 80, False, True, 1),
-    (3, 480, 112, True, True, 1),
-    (3, 672, 112, True, True, 1),
-    (5, 672, 160, True, True, 2),
-    (5, 960, 160, True, True, 1),
-    (5, 960, 160, True, True, 1),
+  (3, 16, 16, False, False, 1),
+  (3, 64, 24, False, False, 2),
+  (3, 72, 24, False, False, 1),
+  (5, 72, 40, True, False, 2),
+  (5, 120, 40, True, False, 1),
+  (5, 120, 40, True, False, 1),
+  (3, 240, 80, False, True, 2),
+  (3, 200, 80, False, True, 1),
+  (3, 184, 80, False, True, 1),
+  (3, 184, 80, False, True, 1),
+  (3, 480, 112, True, True, 1),
+  (3, 672, 112, True, True, 1),
+  (5, 672, 160, True, True, 2),
+  (5, 960, 160, True, True, 1),
+  (5, 960, 160, True, True, 1),
 )
 SMALL = (
-    (3, 16, 16, True, False, 2),
-    (3, 72, 24, False, False, 2),
-    (3, 88, 24, False, False, 1),
-    (5, 96, 40, True, True, 2),
-    (5, 240, 40, True, True, 1),
-    (5, 240, 40, True, True, 1),
-    (5, 120, 48, True, True, 1),
-    (5, 144, 48, True, True, 1),
-    (5, 288, 96, True, True, 2),
-    (5, 576, 96, True, True, 1),
-    (5, 576, 96, True, True, 1),
+  (3, 16, 16, True, False, 2),
+  (3, 72, 24, False, False, 2),
+  (3, 88, 24, False, False, 1),
+  (5, 96, 40, True, True, 2),
+  (5, 240, 40, True, True, 1),
+  (5, 240, 40, True, True, 1),
+  (5, 120, 48, True, True, 1),
+  (5, 144, 48, True, True, 1),
+  (5, 288, 96, True, True, 2),
+  (5, 576, 96, True, True, 1),
+  (5, 576, 96, True, True, 1),
 )
 # variant: (block table, channels of the last 1x1 convolution, feature size)
 VARIANTS = {"large": (LARGE, 960, 1280), "small": (SMALL, 576, 1024)}
@@ -62,6 +62,7 @@ BN_EPSILON = 1e-3
 
 class MobileNetV3(nn.Module):
   """MobileNetV3 trunk returning the pooled, projected feature (1280-d Large, 1024-d Small)."""
+
   variant: str = "large"
   small_images: bool = False
   dtype: Any = jnp.float32
@@ -80,9 +81,19 @@ class MobileNetV3(nn.Module):
     x = blocks.ConvBN(16, 3, conv, norm, stem_stride, act=hswish, name="stem")(x)
     for i, ((kernel, expanded, out, se, hs, _), stride) in enumerate(zip(table, strides)):
       x = blocks.InvertedResidual(
-          expanded, out, kernel, stride, act=hswish if hs else nn.relu,
-          se_squeeze=blocks.make_divisible(expanded // 4) if se else 0, se_act=nn.relu,
-          se_gate=jax.nn.hard_sigmoid, conv=conv, norm=norm, dtype=self.dtype, name=f"block{i + 1}")(x, train)
+        expanded,
+        out,
+        kernel,
+        stride,
+        act=hswish if hs else nn.relu,
+        se_squeeze=blocks.make_divisible(expanded // 4) if se else 0,
+        se_act=nn.relu,
+        se_gate=jax.nn.hard_sigmoid,
+        conv=conv,
+        norm=norm,
+        dtype=self.dtype,
+        name=f"block{i + 1}",
+      )(x, train)
     x = blocks.ConvBN(last_conv, 1, conv, norm, act=hswish, name="last_conv")(x)
     x = jnp.mean(x, axis=(1, 2))
     # torchvision initialises its linear layers with N(0, 0.01) and zero biases.

@@ -18,6 +18,7 @@ from simdis_jax.models.resnet import output_dtype
 
 class Network(nn.Module):
   """Encoder + projector (+ predictor heads); returns features, projection, predictions."""
+
   depth: int
   width: int
   cifar_stem: bool
@@ -48,17 +49,33 @@ class Network(nn.Module):
   predictor_module: Any = None
 
   @nn.compact
-  def __call__(self, x, train: bool = True, bn_axis_name: Optional[str] = None, features_only: bool = False,
-               stochastic_depth: bool = False):
+  def __call__(
+    self,
+    x,
+    train: bool = True,
+    bn_axis_name: Optional[str] = None,
+    features_only: bool = False,
+    stochastic_depth: bool = False,
+  ):
     """Outputs of `x`; stochastic_depth=True (a training forward, rngs={'dropout': key}) drops encoder branches."""
     options = encoders.EncoderOptions(self.depth, self.width, self.cifar_stem, self.patch_size, self.drop_path_rate)
-    encoder = encoders.encoder(self.arch, options, self.dtype, self.conv_impl, name="encoder",
-                               bn_running_var=self.bn_running_var, matmul_conv_vjp=self.matmul_conv_vjp,
-                               matmul_max_pool=self.matmul_max_pool, style=self.style,
-                               depthwise_impl=self.depthwise_impl)
+    encoder = encoders.encoder(
+      self.arch,
+      options,
+      self.dtype,
+      self.conv_impl,
+      name="encoder",
+      bn_running_var=self.bn_running_var,
+      matmul_conv_vjp=self.matmul_conv_vjp,
+      matmul_max_pool=self.matmul_max_pool,
+      style=self.style,
+      depthwise_impl=self.depthwise_impl,
+    )
     if stochastic_depth and self.arch not in encoders.STOCHASTIC_DEPTH_ARCHS:
-      raise ValueError(f"stochastic_depth=True: arch={self.arch!r} has no stochastic depth; choose one of "
-                       f"{list(encoders.STOCHASTIC_DEPTH_ARCHS)} or call without it.")
+      raise ValueError(
+        f"stochastic_depth=True: arch={self.arch!r} has no stochastic depth; choose one of "
+        f"{list(encoders.STOCHASTIC_DEPTH_ARCHS)} or call without it."
+      )
     # Only encoders with stochastic depth take the argument (the ResNet's and MobileNet's contract is unchanged).
     drop = {"stochastic_depth": stochastic_depth} if self.arch in encoders.STOCHASTIC_DEPTH_ARCHS else {}
     feature = encoder(input_adapter.apply(x, self.input_adapter), train=train, bn_axis_name=bn_axis_name, **drop)
@@ -70,12 +87,14 @@ class Network(nn.Module):
       outputs["logits"] = logits.astype(output_dtype(self.dtype))
     if self.probe_classes:
       logits = TorchDense(self.probe_classes, self.dtype, style=self.style, name="probe")(
-          jax.lax.stop_gradient(feature))
+        jax.lax.stop_gradient(feature)
+      )
       outputs["probe_logits"] = logits.astype(output_dtype(self.dtype))
     head = dict(head_bias=self.head_bias, style=self.style)
     if self.projector_module is not None:
-      projector = self.projector_module(self.hidden_dim, self.proj_dim, self.dtype, self.bn_running_var,
-                                        name="projector", **head)
+      projector = self.projector_module(
+        self.hidden_dim, self.proj_dim, self.dtype, self.bn_running_var, name="projector", **head
+      )
     elif self.projector == "moco":
       projector = PlainMLP(self.hidden_dim, self.proj_dim, self.dtype, name="projector", **head)
     else:
@@ -84,40 +103,68 @@ class Network(nn.Module):
     # Predictors take the raw (unnormalised) projection (docs/spec.md "Networks").
     predictor = MLP if self.predictor_module is None else self.predictor_module
     predictions = {
-        h: predictor(self.hidden_dim, self.proj_dim, self.dtype, self.bn_running_var, name=f"predictor_{h}",
-                     **head)(projection, train=train, bn_axis_name=bn_axis_name)
-        for h in self.heads}
+      h: predictor(self.hidden_dim, self.proj_dim, self.dtype, self.bn_running_var, name=f"predictor_{h}", **head)(
+        projection, train=train, bn_axis_name=bn_axis_name
+      )
+      for h in self.heads
+    }
     return {**outputs, "projection": projection, "predictions": predictions}
 
 
-def network_from_config(model_config, heads: Sequence[str] = (), dtype: Any = jnp.float32,
-                        conv_impl: str = "xla", num_classes: int = 0, bn_running_var: str = "biased",
-                        matmul_conv_vjp: bool = True, matmul_max_pool: bool = True, data_norm: tuple = (),
-                        probe_classes: int = 0, depthwise_impl: str = "xla", projector_module: Any = None,
-                        predictor_module: Any = None) -> Network:
+def network_from_config(
+  model_config,
+  heads: Sequence[str] = (),
+  dtype: Any = jnp.float32,
+  conv_impl: str = "xla",
+  num_classes: int = 0,
+  bn_running_var: str = "biased",
+  matmul_conv_vjp: bool = True,
+  matmul_max_pool: bool = True,
+  data_norm: tuple = (),
+  probe_classes: int = 0,
+  depthwise_impl: str = "xla",
+  projector_module: Any = None,
+  predictor_module: Any = None,
+) -> Network:
   """Builds a Network from a config.model.{student,teacher} section (and config.model's BN and matmul options).
 
   `data_norm` (the data's (mean, std)) is needed when the section sets its own input normalisation or channels.
   """
   if model_config.get("style", "torchvision") == "haiku" and bn_running_var != "biased":
-    raise ValueError("model.<net>.style='haiku' keeps Haiku's BN averages (biased variance, debiased average); "
-                     f"config.model.bn_running_var={bn_running_var!r} contradicts it: set it to 'biased'.")
+    raise ValueError(
+      "model.<net>.style='haiku' keeps Haiku's BN averages (biased variance, debiased average); "
+      f"config.model.bn_running_var={bn_running_var!r} contradicts it: set it to 'biased'."
+    )
   own = any(model_config.get(k) for k in ("input_mean", "input_std", "in_channels"))
   if own and not data_norm:
     raise ValueError("network_from_config: the section sets its own input normalisation/channels; pass data_norm.")
   adapter = input_adapter.affine(model_config, *data_norm) if own else ()
-  return Network(depth=model_config.depth, width=model_config.width, cifar_stem=model_config.cifar_stem,
-                 hidden_dim=model_config.hidden_dim, proj_dim=model_config.proj_dim,
-                 heads=tuple(heads), dtype=dtype, conv_impl=conv_impl, num_classes=num_classes,
-                 bn_running_var=bn_running_var, matmul_conv_vjp=matmul_conv_vjp, matmul_max_pool=matmul_max_pool,
-                 depthwise_impl=depthwise_impl,
-                 # Sections written before the arch key existed describe ResNets.
-                 arch=model_config.get("arch", "resnet"), patch_size=model_config.get("patch_size", 16),
-                 drop_path_rate=model_config.get("drop_path_rate", 0.0),
-                 style=model_config.get("style", "torchvision"),
-                 projector=model_config.get("projector", "byol"), input_adapter=adapter,
-                 head_bias=model_config.get("head_bias", True), probe_classes=probe_classes,
-                 projector_module=projector_module, predictor_module=predictor_module)
+  return Network(
+    depth=model_config.depth,
+    width=model_config.width,
+    cifar_stem=model_config.cifar_stem,
+    hidden_dim=model_config.hidden_dim,
+    proj_dim=model_config.proj_dim,
+    heads=tuple(heads),
+    dtype=dtype,
+    conv_impl=conv_impl,
+    num_classes=num_classes,
+    bn_running_var=bn_running_var,
+    matmul_conv_vjp=matmul_conv_vjp,
+    matmul_max_pool=matmul_max_pool,
+    depthwise_impl=depthwise_impl,
+    # Sections written before the arch key existed describe ResNets.
+    arch=model_config.get("arch", "resnet"),
+    patch_size=model_config.get("patch_size", 16),
+    drop_path_rate=model_config.get("drop_path_rate", 0.0),
+    style=model_config.get("style", "torchvision"),
+    projector=model_config.get("projector", "byol"),
+    input_adapter=adapter,
+    head_bias=model_config.get("head_bias", True),
+    probe_classes=probe_classes,
+    projector_module=projector_module,
+    predictor_module=predictor_module,
+  )
 
 
 def compute_dtype(config):

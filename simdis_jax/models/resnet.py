@@ -31,20 +31,20 @@ def haiku_kernel_init(key, shape, dtype=jnp.float32):
   fan_in = 1
   for d in shape[:-1]:
     fan_in *= d
-  return jax.random.truncated_normal(key, -2.0, 2.0, shape, dtype) * (1.0 / fan_in ** 0.5)
+  return jax.random.truncated_normal(key, -2.0, 2.0, shape, dtype) * (1.0 / fan_in**0.5)
 
 
-def batch_norm(train: bool, axis_name: Optional[str], dtype: Any = jnp.float32,
-               running_var: str = "biased") -> Callable[..., nn.Module]:
+def batch_norm(
+  train: bool, axis_name: Optional[str], dtype: Any = jnp.float32, running_var: str = "biased"
+) -> Callable[..., nn.Module]:
   """BatchNorm with PyTorch's momentum 0.1 / eps 1e-5; axis_name set = SyncBN; running_var: Flax's or PyTorch's."""
   # PyTorch's momentum 0.1 weights the new batch; Flax's momentum weights the old
   # running value, hence 0.9. "unbiased" keeps PyTorch's running variance (models/batch_norm.py).
   # "haiku": DeepMind's Haiku BN (style="haiku"), its debiased average in eval mode.
   cls = {"unbiased": unbiased_bn.BatchNorm, "haiku": unbiased_bn.HaikuBatchNorm}.get(running_var, nn.BatchNorm)
   return functools.partial(
-      cls,
-      use_running_average=not train, momentum=0.9, epsilon=1e-5,
-      axis_name=axis_name, dtype=dtype)
+    cls, use_running_average=not train, momentum=0.9, epsilon=1e-5, axis_name=axis_name, dtype=dtype
+  )
 
 
 def output_dtype(dtype: Any) -> Any:
@@ -76,8 +76,11 @@ def _im2col(x, kernel_size, strides, pads):
   x = lax.pad(x, jnp.zeros((), x.dtype), ((0, 0, 0),) + tuple((lo, hi, 0) for lo, hi in pads) + ((0, 0, 0),))
   n, h, w, c = x.shape
   out_h, out_w = (h - kh) // sh + 1, (w - kw) // sw + 1
-  taps = [lax.slice(x, (0, i, j, 0), (n, i + sh * (out_h - 1) + 1, j + sw * (out_w - 1) + 1, c), (1, sh, sw, 1))
-          for i in range(kh) for j in range(kw)]
+  taps = [
+    lax.slice(x, (0, i, j, 0), (n, i + sh * (out_h - 1) + 1, j + sw * (out_w - 1) + 1, c), (1, sh, sw, 1))
+    for i in range(kh)
+    for j in range(kw)
+  ]
   return taps[0] if len(taps) == 1 else lax.concatenate(taps, 3)
 
 
@@ -90,7 +93,7 @@ def _col2im(dpatches, x_shape, kernel_size, strides, pads):
   zero = jnp.zeros((), dpatches.dtype)
   dx = None
   for t, (i, j) in enumerate((i, j) for i in range(kh) for j in range(kw)):
-    tap = dpatches[..., t * c:(t + 1) * c] if kh * kw > 1 else dpatches
+    tap = dpatches[..., t * c : (t + 1) * c] if kh * kw > 1 else dpatches
     # Output row r of tap i reads padded input row i + sh * r = input row i - ph + sh * r;
     # negative edge padding crops what fell on the zero padding.
     lo_h, lo_w = i - ph, j - pw
@@ -147,8 +150,11 @@ def _max_pool_taps(x, window, strides, pads):
   n, h, w, c = xp.shape
   (kh, kw), (sh, sw) = window, strides
   out_h, out_w = (h - kh) // sh + 1, (w - kw) // sw + 1
-  taps = [lax.slice(xp, (0, i, j, 0), (n, i + sh * (out_h - 1) + 1, j + sw * (out_w - 1) + 1, c), (1, sh, sw, 1))
-          for i in range(kh) for j in range(kw)]
+  taps = [
+    lax.slice(xp, (0, i, j, 0), (n, i + sh * (out_h - 1) + 1, j + sw * (out_w - 1) + 1, c), (1, sh, sw, 1))
+    for i in range(kh)
+    for j in range(kw)
+  ]
   out = taps[0]
   for t in taps[1:]:
     out = jnp.maximum(out, t)
@@ -185,6 +191,7 @@ class Conv(nn.Module):
   `custom_vjp` (config.model.matmul_conv_vjp) selects the hand-written backward (conv_matmul)
   instead of autodiff of the forward; it changes speed only, never parameters or results.
   """
+
   features: int
   kernel_size: Sequence[int]
   strides: Sequence[int] = (1, 1)
@@ -229,12 +236,13 @@ def _pad3(x, strides: int, haiku: bool):
 
 class BasicBlock(nn.Module):
   """Two 3x3 convolutions (ResNet-18/34)."""
+
   filters: int
   strides: int
   norm: Callable[..., nn.Module]
   conv: Callable[..., nn.Module]
-  haiku: bool = False   # style="haiku": SAME padding, and a projection shortcut in every stage's first block
-  first: bool = False   # the first block of its stage
+  haiku: bool = False  # style="haiku": SAME padding, and a projection shortcut in every stage's first block
+  first: bool = False  # the first block of its stage
 
   @nn.compact
   def __call__(self, x):
@@ -252,11 +260,12 @@ class BasicBlock(nn.Module):
 
 class BottleneckBlock(nn.Module):
   """1x1 -> 3x3 (strided, v1.5) -> 1x1 x4 (ResNet-50 and deeper)."""
+
   filters: int
   strides: int
   norm: Callable[..., nn.Module]
   conv: Callable[..., nn.Module]
-  haiku: bool = False   # style="haiku": SAME padding (a stage's first block always projects in both styles)
+  haiku: bool = False  # style="haiku": SAME padding (a stage's first block always projects in both styles)
   first: bool = False
 
   @nn.compact
@@ -275,12 +284,13 @@ class BottleneckBlock(nn.Module):
 
 class ResNet(nn.Module):
   """ResNet v1.5 trunk returning the globally average-pooled feature."""
+
   stage_sizes: Sequence[int]
   block_cls: Any
-  width: int = 64            # filters of the first stage; 64 is the standard network
-  cifar_stem: bool = False   # 3x3/1 stem conv and no max-pool, for small images
+  width: int = 64  # filters of the first stage; 64 is the standard network
+  cifar_stem: bool = False  # 3x3/1 stem conv and no max-pool, for small images
   dtype: Any = jnp.float32
-  conv_impl: str = "xla"     # xla: lax convolutions | matmul: Conv above (faster on XLA:CPU) | mixed: see LAX_MIN_SIZE
+  conv_impl: str = "xla"  # xla: lax convolutions | matmul: Conv above (faster on XLA:CPU) | mixed: see LAX_MIN_SIZE
   bn_running_var: str = "biased"  # biased (Flax) | unbiased (PyTorch): see models/batch_norm.py
   # With conv_impl="matmul"/"mixed" only (config.model.matmul_*; speed only, never results): the matmul
   # Conv's hand-written backward, and the stem's max-pool as the maximum of 9 strided slices.
@@ -294,13 +304,19 @@ class ResNet(nn.Module):
   @nn.compact
   def __call__(self, x, train: bool = True, bn_axis_name: Optional[str] = None):
     if self.conv_impl in ("matmul", "mixed"):
-      conv = functools.partial(Conv, custom_vjp=self.matmul_conv_vjp,
-                               lax_min_size=LAX_MIN_SIZE if self.conv_impl == "mixed" else 0)
+      conv = functools.partial(
+        Conv, custom_vjp=self.matmul_conv_vjp, lax_min_size=LAX_MIN_SIZE if self.conv_impl == "mixed" else 0
+      )
     else:
       conv = nn.Conv
     haiku = self.style == "haiku"
-    conv = functools.partial(conv, use_bias=False, kernel_init=haiku_kernel_init if haiku else conv_kernel_init,
-                             dtype=self.dtype, padding="VALID")
+    conv = functools.partial(
+      conv,
+      use_bias=False,
+      kernel_init=haiku_kernel_init if haiku else conv_kernel_init,
+      dtype=self.dtype,
+      padding="VALID",
+    )
     norm = batch_norm(train, bn_axis_name, self.dtype, "haiku" if haiku else self.bn_running_var)
     x = x.astype(self.dtype)
     if self.cifar_stem:
@@ -319,26 +335,46 @@ class ResNet(nn.Module):
     for i, num_blocks in enumerate(self.stage_sizes):
       for j in range(num_blocks):
         strides = 2 if i > 0 and j == 0 else 1
-        x = self.block_cls(self.width * 2 ** i, strides, norm, conv, self.style == "haiku", j == 0,
-                           name=f"stage{i + 1}_block{j + 1}")(x)
+        x = self.block_cls(
+          self.width * 2**i, strides, norm, conv, self.style == "haiku", j == 0, name=f"stage{i + 1}_block{j + 1}"
+        )(x)
     return jnp.mean(x, axis=(1, 2)).astype(output_dtype(self.dtype))
 
 
 STAGE_SIZES = archs.RESNET_STAGES  # depth -> blocks per stage (the table of models/archs.py)
 
 
-def resnet(depth: int, width: int = 64, cifar_stem: bool = False, dtype: Any = jnp.float32, name: Optional[str] = None,
-           conv_impl: str = "xla", bn_running_var: str = "biased", matmul_conv_vjp: bool = True,
-           matmul_max_pool: bool = True, style: str = "torchvision") -> ResNet:
+def resnet(
+  depth: int,
+  width: int = 64,
+  cifar_stem: bool = False,
+  dtype: Any = jnp.float32,
+  name: Optional[str] = None,
+  conv_impl: str = "xla",
+  bn_running_var: str = "biased",
+  matmul_conv_vjp: bool = True,
+  matmul_max_pool: bool = True,
+  style: str = "torchvision",
+) -> ResNet:
   """ResNet-{10,18,34,50,101,152,200}; depth < 50 uses basic blocks; style: torchvision | haiku (see ResNet)."""
   if depth not in STAGE_SIZES:
     raise ValueError(f"Unknown ResNet depth {depth}; choose one of {sorted(STAGE_SIZES)}.")
   if style not in STYLES:
     raise ValueError(f"Unknown ResNet style {style!r}; choose one of {list(STYLES)}.")
   block = BasicBlock if depth < 50 else BottleneckBlock
-  return ResNet(STAGE_SIZES[depth], block, width=width, cifar_stem=cifar_stem, dtype=dtype, name=name,
-                conv_impl=conv_impl, bn_running_var=bn_running_var, matmul_conv_vjp=matmul_conv_vjp,
-                matmul_max_pool=matmul_max_pool, style=style)
+  return ResNet(
+    STAGE_SIZES[depth],
+    block,
+    width=width,
+    cifar_stem=cifar_stem,
+    dtype=dtype,
+    name=name,
+    conv_impl=conv_impl,
+    bn_running_var=bn_running_var,
+    matmul_conv_vjp=matmul_conv_vjp,
+    matmul_max_pool=matmul_max_pool,
+    style=style,
+  )
 
 
 def feature_dim(depth: int, width: int = 64) -> int:

@@ -38,6 +38,7 @@ _trunc_normal = nn.initializers.truncated_normal(0.02)
 
 class Attention(nn.Module):
   """Multi-head self-attention with one qkv projection (softmax in float32)."""
+
   heads: int
   dtype: Any = jnp.float32
 
@@ -55,6 +56,7 @@ class Attention(nn.Module):
 
 class EncoderBlock(nn.Module):
   """x + DropPath(Attention(LN(x))), then x + DropPath(MLP(LN(x)))."""
+
   heads: int
   mlp_dim: int
   drop_path_rate: float = 0.0
@@ -74,6 +76,7 @@ class EncoderBlock(nn.Module):
 
 class PatchEmbed(nn.Module):
   """Non-overlapping p x p patches -> linear embedding (a stride-p convolution, as one matmul)."""
+
   dim: int
   patch_size: int
   dtype: Any = jnp.float32
@@ -83,8 +86,10 @@ class PatchEmbed(nn.Module):
     n, h, w, c = x.shape
     p = self.patch_size
     if h % p or w % p:
-      raise ValueError(f"ViT patch_size={p} does not divide the {h}x{w} input; choose a patch size that divides "
-                       "the image size (16 at 224 px, 4 at 28 or 32 px).")
+      raise ValueError(
+        f"ViT patch_size={p} does not divide the {h}x{w} input; choose a patch size that divides "
+        "the image size (16 at 224 px, 4 at 28 or 32 px)."
+      )
     # PyTorch's Conv2d default: U(-1/sqrt(fan_in), 1/sqrt(fan_in)).
     init = nn.initializers.variance_scaling(1.0 / 3.0, "fan_in", "uniform", in_axis=(0, 1, 2), out_axis=3)
     kernel = self.param("kernel", init, (p, p, c, self.dim), jnp.float32)
@@ -97,6 +102,7 @@ class PatchEmbed(nn.Module):
 
 class ViT(nn.Module):
   """ViT trunk returning the final-LayerNorm class token."""
+
   size: str = "tiny"
   patch_size: int = 16
   drop_path_rate: float = 0.0

@@ -55,8 +55,9 @@ def verify(name: str) -> str:
     if not os.path.isfile(path):
       raise FileNotFoundError(f"Zoo model {name!r}: {rel} is missing from {root}; reinstall simdis_jax.")
     if sha256(path) != want:
-      raise ValueError(f"Zoo model {name!r}: {rel} fails its sha256 check (the installed copy is damaged); "
-                       "reinstall simdis_jax.")
+      raise ValueError(
+        f"Zoo model {name!r}: {rel} fails its sha256 check (the installed copy is damaged); reinstall simdis_jax."
+      )
   _VERIFIED.add(name)
   return root
 
@@ -84,9 +85,19 @@ def table() -> str:
   header = ("name", "method", "network", "params", "kNN top-1", "linear top-1", "size", "trained")
   rows = [header]
   for name, e in sorted(manifest().items()):
-    size = sum(e["bytes"].values()) / 2 ** 20
-    rows.append((name, e["method"], e["network"], f"{e['params'] / 1e6:.2f} M", f"{e['knn_top1']:.2f}",
-                 f"{e['linear_top1']:.2f}", f"{size:.1f} MiB", e["trained"]))
+    size = sum(e["bytes"].values()) / 2**20
+    rows.append(
+      (
+        name,
+        e["method"],
+        e["network"],
+        f"{e['params'] / 1e6:.2f} M",
+        f"{e['knn_top1']:.2f}",
+        f"{e['linear_top1']:.2f}",
+        f"{size:.1f} MiB",
+        e["trained"],
+      )
+    )
   widths = [max(len(r[i]) for r in rows) for i in range(len(header))]
   lines = ["  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip() for r in rows]
   lines.insert(1, "  ".join("-" * w for w in widths))

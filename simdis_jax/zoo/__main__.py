@@ -16,12 +16,14 @@ simdis-export --workdir=NAME.
 def define_flags(fv) -> None:
   """The zoo command's flags, on the FlagValues `fv`."""
   from absl import flags  # pylint: disable=import-outside-toplevel
+
   flags.DEFINE_bool("json", False, "Print the manifest (files, sha256, records) as JSON.", flag_values=fv)
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
   """Prints the zoo's table (or its manifest as JSON)."""
   from simdis_jax import cli, zoo  # pylint: disable=import-outside-toplevel
+
   args = cli.parse(define_flags, argv, USAGE)
   print(json.dumps(zoo.manifest(), indent=2) if args.json else zoo.table())
   return 0

@@ -21,10 +21,12 @@ def encoder_params(run_dir: str) -> int:
   import jax  # pylint: disable=import-outside-toplevel
   import jax.numpy as jnp  # pylint: disable=import-outside-toplevel
   from simdis_jax import api, runs  # pylint: disable=import-outside-toplevel
+
   config = runs.read_run_config(run_dir)
   net = api.build_network(config, "student")
-  shapes = jax.eval_shape(lambda: net.init(jax.random.PRNGKey(0), jnp.zeros((1,) + runs.image_shape(config)),
-                                           train=False))["params"]
+  shapes = jax.eval_shape(
+    lambda: net.init(jax.random.PRNGKey(0), jnp.zeros((1,) + runs.image_shape(config)), train=False)
+  )["params"]
   shapes = {k: v for k, v in shapes.items() if k != "projector"}
   return int(sum(x.size for x in jax.tree.leaves(shapes)))
 
@@ -46,6 +48,7 @@ def write_checksums(workdir: str, step: int) -> None:
   import orbax.checkpoint as ocp  # pylint: disable=import-outside-toplevel
   from simdis_jax import checkpoint  # pylint: disable=import-outside-toplevel
   from simdis_jax import workdir as workdir_files  # pylint: disable=import-outside-toplevel
+
   mgr = checkpoint.manager(workdir)
   tree = mgr.restore(step, args=ocp.args.StandardRestore())
   leaves = checkpoint._host_leaves(tree)  # pylint: disable=protected-access
@@ -53,8 +56,9 @@ def write_checksums(workdir: str, step: int) -> None:
   if bad:
     raise ValueError(f"{workdir} step {step} holds NaN/Inf in {bad[:3]}: not a network to ship.")
   os.makedirs(os.path.join(workdir, checkpoint.CHECKSUM_DIR), exist_ok=True)
-  workdir_files.atomic_write_text(os.path.join(workdir, checkpoint.CHECKSUM_DIR, f"{step}.json"),
-                                  json.dumps(checkpoint._checksums(leaves)))  # pylint: disable=protected-access
+  workdir_files.atomic_write_text(
+    os.path.join(workdir, checkpoint.CHECKSUM_DIR, f"{step}.json"), json.dumps(checkpoint._checksums(leaves))
+  )  # pylint: disable=protected-access
 
 
 def add(name: str, run_dir: str, trained: str, notes: str = "") -> dict:
@@ -83,13 +87,23 @@ def add(name: str, run_dir: str, trained: str, notes: str = "") -> dict:
       files[rel], sizes[rel] = zoo.sha256(path), os.path.getsize(path)
   top1, protocol = linear_top1(run_dir)
   net = config["model"]["student"]
-  entry = {"method": config["method"], "dataset": config["data"]["name"],
-           "network": f"{net['arch']}{net['depth'] if net['arch'] == 'resnet' else ''} w{net['width']}"
-                      + (" cifar stem" if net["cifar_stem"] else ""),
-           "params": encoder_params(out), "knn_top1": float(summary["knn_top1/student"]),
-           "knn": "weighted cosine kNN, k=20, T=0.07, all 60k training images as the bank, the 10k test images",
-           "linear_top1": top1, "linear": protocol, "trained": trained, "step": step,
-           "source": os.path.relpath(run_dir), "notes": notes, "files": files, "bytes": sizes}
+  entry = {
+    "method": config["method"],
+    "dataset": config["data"]["name"],
+    "network": f"{net['arch']}{net['depth'] if net['arch'] == 'resnet' else ''} w{net['width']}"
+    + (" cifar stem" if net["cifar_stem"] else ""),
+    "params": encoder_params(out),
+    "knn_top1": float(summary["knn_top1/student"]),
+    "knn": "weighted cosine kNN, k=20, T=0.07, all 60k training images as the bank, the 10k test images",
+    "linear_top1": top1,
+    "linear": protocol,
+    "trained": trained,
+    "step": step,
+    "source": os.path.relpath(run_dir),
+    "notes": notes,
+    "files": files,
+    "bytes": sizes,
+  }
   data = {"models": {}}
   if os.path.exists(zoo.MANIFEST_FILE):
     with open(zoo.MANIFEST_FILE, encoding="utf-8") as f:

@@ -34,15 +34,19 @@ def breakdown(config: ml_collections.ConfigDict, repeats: int = 5, devices=None)
   def per_device(fn):
     return jax.jit(jax.shard_map(fn, mesh=mesh, in_specs=spec, out_specs=P(), check_vma=False))
 
-  nets = {"student": (networks.student, state.student.params, state.student.batch_stats),
-          "student_ema": (networks.student_ema, state.student.ema_params, state.student.ema_batch_stats)}
+  nets = {
+    "student": (networks.student, state.student.params, state.student.batch_stats),
+    "student_ema": (networks.student_ema, state.student.ema_params, state.student.ema_batch_stats),
+  }
   if networks.teacher is not None:
     nets["teacher"] = (networks.teacher, state.teacher.params, state.teacher.batch_stats)
     nets["teacher_ema"] = (networks.teacher_ema, state.teacher.ema_params, state.teacher.ema_batch_stats)
   for name, (net, params, stats) in nets.items():
+
     def forward(p, a, b, net=net, stats=stats):
       (out1, out2), _ = step_lib.forward_views(net, p, stats, (a, b), bn="train", update_stats=True, axis=axis)
       return jnp.sum(out1["projection"]) + jnp.sum(out2["projection"])
+
     fwd = per_device(forward)
     parts[f"{name}_forward_2views"] = functools.partial(fwd, params, v1, v2)
     if not name.endswith("_ema"):

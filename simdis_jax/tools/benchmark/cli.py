@@ -30,12 +30,20 @@ def define_flags() -> None:
   flags.DEFINE_integer("warmup", 2, "Untimed steps after compilation.")
   flags.DEFINE_bool("breakdown", False, "Also time the step's parts alone (augmentation, networks).")
   flags.DEFINE_bool("profile", False, "Also trace two steps and print the XLA op kinds that take the time.")
-  flags.DEFINE_multi_string("compare", None, "Time variants of --config alternately in one process; each "
-                            "flag is one variant: ';'-separated key=value overrides of the config (e.g. "
-                            "model.conv_impl=matmul;model.matmul_conv_vjp=False), '' for the config as given. "
-                            "Give it twice or more.")
-  flags.DEFINE_string("peer", None, "Race the authors' PyTorch step (built from this path: your clone of "
-                      "github.com/JindongGu/SimDis) against ours, alternated in one process.")
+  flags.DEFINE_multi_string(
+    "compare",
+    None,
+    "Time variants of --config alternately in one process; each "
+    "flag is one variant: ';'-separated key=value overrides of the config (e.g. "
+    "model.conv_impl=matmul;model.matmul_conv_vjp=False), '' for the config as given. "
+    "Give it twice or more.",
+  )
+  flags.DEFINE_string(
+    "peer",
+    None,
+    "Race the authors' PyTorch step (built from this path: your clone of "
+    "github.com/JindongGu/SimDis) against ours, alternated in one process.",
+  )
   flags.DEFINE_integer("rounds", 4, "--compare/--peer: rounds (each runs every variant once, order alternating).")
   flags.DEFINE_integer("steps_per_round", 1, "--compare/--peer: timed steps of a variant per round.")
   flags.DEFINE_bool("table1", False, "Print the paper's Table 1 from measured FLOPs and exit.")

@@ -31,6 +31,7 @@ from simdis_jax.data import augment, pipeline
 def write_imagenet_like_jpegs(folder: str, count: int, seed: int = 0) -> float:
   """`count` textured ~500×375 JPEGs (some portrait); returns their mean size in KB."""
   from PIL import Image  # pylint: disable=import-outside-toplevel
+
   rng = np.random.default_rng(seed)
   os.makedirs(folder, exist_ok=True)
   sizes = []
@@ -87,13 +88,18 @@ def run(config, folder: str, images: int, batch: int, steps: int, device_batch: 
   total = host_throughput(data, batch, steps, threads=0)
   dev = device_augment_cost(config.data.augment, device_batch, int(config.data.image_size))
   return {
-      "image_size": int(config.data.image_size), "views": 2, "batch": batch, "steps": steps,
-      "folder_images": images, "host_cores": cores,
-      "host_images_per_s_one_thread": per_core["images_per_s"],
-      "host_images_per_s_all_cores": total["images_per_s"],
-      "host_images_per_s_per_core": total["images_per_s"] / cores,
-      "device_augment_ms_per_image": dev["ms_per_image"], "device_augment_batch": device_batch,
-      "device": dev["device"],
+    "image_size": int(config.data.image_size),
+    "views": 2,
+    "batch": batch,
+    "steps": steps,
+    "folder_images": images,
+    "host_cores": cores,
+    "host_images_per_s_one_thread": per_core["images_per_s"],
+    "host_images_per_s_all_cores": total["images_per_s"],
+    "host_images_per_s_per_core": total["images_per_s"] / cores,
+    "device_augment_ms_per_image": dev["ms_per_image"],
+    "device_augment_batch": device_batch,
+    "device": dev["device"],
   }
 
 
@@ -101,6 +107,7 @@ def main(argv) -> None:
   """Command line: see the module docstring."""
   del argv
   from absl import flags  # pylint: disable=import-outside-toplevel
+
   f = flags.FLAGS
   config = f.config
   with tempfile.TemporaryDirectory() as tmp:
@@ -115,10 +122,14 @@ def main(argv) -> None:
   if kb is not None:
     print(f"  source: {f.images} generated JPEGs, ~500x375, mean {kb:.0f} KB")
   print(f"  host pipeline, tf.data on 1 thread : {results['host_images_per_s_one_thread']:8.1f} source images/s")
-  print(f"  host pipeline, all cores           : {results['host_images_per_s_all_cores']:8.1f} source images/s "
-        f"({results['host_images_per_s_per_core']:.1f} per core)")
-  print(f"  device augmentations ({results['device']}): {results['device_augment_ms_per_image']:.2f} ms per source "
-        f"image (both views, batch {f.device_batch})")
+  print(
+    f"  host pipeline, all cores           : {results['host_images_per_s_all_cores']:8.1f} source images/s "
+    f"({results['host_images_per_s_per_core']:.1f} per core)"
+  )
+  print(
+    f"  device augmentations ({results['device']}): {results['device_augment_ms_per_image']:.2f} ms per source "
+    f"image (both views, batch {f.device_batch})"
+  )
   print(json.dumps(results))
 
 
@@ -126,8 +137,10 @@ if __name__ == "__main__":
   # The same config loading as simdis_jax.main and simdis_jax.benchmark: `file.py[:arg]` plus --config.* overrides.
   from absl import app, flags as absl_flags  # pylint: disable=import-outside-toplevel
   from ml_collections import config_flags  # pylint: disable=import-outside-toplevel
-  config_flags.DEFINE_config_file("config", None, "A pretraining config (its image size and augmentations).",
-                                  lock_config=False)
+
+  config_flags.DEFINE_config_file(
+    "config", None, "A pretraining config (its image size and augmentations).", lock_config=False
+  )
   absl_flags.mark_flags_as_required(["config"])
   absl_flags.DEFINE_string("folder", "", "A folder of JPEGs to read (default: generate ImageNet-like ones).")
   absl_flags.DEFINE_integer("images", 1024, "How many JPEGs to generate.")

@@ -28,7 +28,8 @@ def top_ops(run: Callable[[], Any], top: int = 15, calls: int = 2) -> Dict:
   by_kind = collections.Counter()
   for name, ns in by_op.items():
     by_kind[name.split(".")[0]] += ns  # "ynn_fusion.12" -> "ynn_fusion"
-  return {"ops_total_s_per_call": total / 1e9 / calls,
-          "top_kinds": [(name, ns / 1e9 / calls, ns / total) for name, ns in by_kind.most_common(top)],
-          "top_ops": [(name, ns / 1e9 / calls, ns / total) for name, ns in by_op.most_common(top)]}
-
+  return {
+    "ops_total_s_per_call": total / 1e9 / calls,
+    "top_kinds": [(name, ns / 1e9 / calls, ns / total) for name, ns in by_kind.most_common(top)],
+    "top_ops": [(name, ns / 1e9 / calls, ns / total) for name, ns in by_op.most_common(top)],
+  }

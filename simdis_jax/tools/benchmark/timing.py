@@ -26,19 +26,47 @@ from simdis_jax.step import make_train_step
 from simdis_jax.tools.benchmark.profile import top_ops
 
 # Every field of the benchmark's JSON line.
-FIELDS = ("config", "backend", "devices", "device_kind", "processes", "compute_dtype", "global_batch", "compile_s",
-          "steps_timed", "step_s_median", "step_s_min", "step_s_max", "step_s_iqr", "images_per_s",
-          "images_per_s_per_device", "flops_per_step", "flops_per_step_compiled", "conv_impl", "flops_per_image",
-          "student_forward_gmacs_per_image",
-          "student_forward_xla_gflops_per_image", "student_predictor_gmacs_per_image",
-          "teacher_forward_gmacs_per_image", "teacher_forward_xla_gflops_per_image", "achieved_flops_per_s",
-          "matmul_peak_flops_per_s", "matmul_peak_n", "fraction_of_peak", "fraction_of_peak_paired",
-          "matmul_peak_contemporaneous_flops_per_s",
-          "fraction_of_peak_contemporaneous", "peak_memory_bytes", "final_loss",
-          "synthetic_data", "random_offline_teacher")
+FIELDS = (
+  "config",
+  "backend",
+  "devices",
+  "device_kind",
+  "processes",
+  "compute_dtype",
+  "global_batch",
+  "compile_s",
+  "steps_timed",
+  "step_s_median",
+  "step_s_min",
+  "step_s_max",
+  "step_s_iqr",
+  "images_per_s",
+  "images_per_s_per_device",
+  "flops_per_step",
+  "flops_per_step_compiled",
+  "conv_impl",
+  "flops_per_image",
+  "student_forward_gmacs_per_image",
+  "student_forward_xla_gflops_per_image",
+  "student_predictor_gmacs_per_image",
+  "teacher_forward_gmacs_per_image",
+  "teacher_forward_xla_gflops_per_image",
+  "achieved_flops_per_s",
+  "matmul_peak_flops_per_s",
+  "matmul_peak_n",
+  "fraction_of_peak",
+  "fraction_of_peak_paired",
+  "matmul_peak_contemporaneous_flops_per_s",
+  "fraction_of_peak_contemporaneous",
+  "peak_memory_bytes",
+  "final_loss",
+  "synthetic_data",
+  "random_offline_teacher",
+)
 
 
 # --- Measuring ---
+
 
 def raw_image_shape(config):
   """Shape of one synthetic example as the input pipeline hands it to the step.
@@ -106,11 +134,16 @@ def matmul_fn(mesh, dtype, n: int) -> Tuple[Callable[[], Any], float]:
   ka, kb = jax.random.split(jax.random.PRNGKey(n))
   a = jax.device_put(jax.random.normal(ka, (devices, n, n), jnp.float32).astype(dtype), sharding)
   b = jax.device_put(jax.random.normal(kb, (devices, n, n), jnp.float32).astype(dtype), sharding)
-  mm = jax.jit(jax.shard_map(lambda x, y: jnp.matmul(x, y, preferred_element_type=dtype), mesh=mesh,
-                             in_specs=(P(parallel.DATA_AXIS), P(parallel.DATA_AXIS)),
-                             out_specs=P(parallel.DATA_AXIS)))
+  mm = jax.jit(
+    jax.shard_map(
+      lambda x, y: jnp.matmul(x, y, preferred_element_type=dtype),
+      mesh=mesh,
+      in_specs=(P(parallel.DATA_AXIS), P(parallel.DATA_AXIS)),
+      out_specs=P(parallel.DATA_AXIS),
+    )
+  )
   jax.block_until_ready(mm(a, b))
-  return (lambda: mm(a, b)), 2.0 * n ** 3 * devices
+  return (lambda: mm(a, b)), 2.0 * n**3 * devices
 
 
 def matmul_peak(mesh, dtype, sizes: Optional[Sequence[int]] = None, repeats: int = 5) -> Dict[str, Any]:
@@ -153,9 +186,14 @@ def peak_memory_bytes(devices) -> Optional[int]:
   return max(peaks) if peaks else None
 
 
-def benchmark(config: ml_collections.ConfigDict, steps: int = 10, warmup: int = 2,
-              devices: Optional[Sequence[Any]] = None, matmul_sizes: Optional[Sequence[int]] = None,
-              profile: bool = False) -> Dict:
+def benchmark(
+  config: ml_collections.ConfigDict,
+  steps: int = 10,
+  warmup: int = 2,
+  devices: Optional[Sequence[Any]] = None,
+  matmul_sizes: Optional[Sequence[int]] = None,
+  profile: bool = False,
+) -> Dict:
   """Compiles and times the train step of `config` on synthetic data; returns every figure as a dict."""
   config = configuration.validate(config)
   mesh = parallel.make_mesh(devices)
@@ -196,6 +234,7 @@ def benchmark(config: ml_collections.ConfigDict, steps: int = 10, warmup: int = 
     def one_step():
       box[0], step_metrics = compiled(box[0], images, labels)
       return step_metrics
+
     profile_result = top_ops(one_step)
     state = box[0]
 
@@ -205,47 +244,54 @@ def benchmark(config: ml_collections.ConfigDict, steps: int = 10, warmup: int = 
   channels = runs.image_channels(config.data.name)
   student = flops.forward_flops(config.model.student, config.data.image_size, channels, dtype)
   result = {
-      "config": {"method": config.method, "views": list(config.views), "student_depth": config.model.student.depth,
-                 "student_width": config.model.student.width, "teacher_depth": config.model.teacher.depth,
-                 "teacher_width": config.model.teacher.width, "image_size": config.data.image_size,
-                 "optimizer": config.optim.name, "sync_bn": config.model.sync_bn},
-      "backend": jax.default_backend(),
-      "devices": num_devices,
-      "device_kind": mesh.devices.flat[0].device_kind,
-      "processes": jax.process_count(),
-      "compute_dtype": jnp.dtype(dtype).name,
-      "conv_impl": ",".join(sorted(conv_impls(config))),
-      "global_batch": config.train.batch_size,
-      "compile_s": compile_s,
-      "steps_timed": steps,
-      "step_s_median": median,
-      "step_s_min": min(times),
-      "step_s_max": max(times),
-      "step_s_iqr": float(np.subtract(*np.percentile(times, [75, 25]))) if len(times) > 1 else 0.0,
-      "images_per_s": config.train.batch_size / median,
-      "images_per_s_per_device": config.train.batch_size / median / num_devices,
-      "flops_per_step": step_flops,
-      "flops_per_step_compiled": compiled_flops,
-      "flops_per_image": step_flops / config.train.batch_size,
-      # Encoder alone, one image: MACs counted over every kernel tap (as the paper), FLOPs as XLA counts them.
-      "student_forward_gmacs_per_image": student["encoder_macs"] / 1e9,
-      "student_forward_xla_gflops_per_image": student["encoder_flops"] / 1e9,
-      "student_predictor_gmacs_per_image": student["predictor_macs"] / 1e9,
-      "teacher_forward_gmacs_per_image": None,
-      "teacher_forward_xla_gflops_per_image": None,
-      "achieved_flops_per_s": achieved,
-      "matmul_peak_flops_per_s": peak_rate,
-      "matmul_peak_n": peak.get("n"),
-      "fraction_of_peak": achieved / peak_rate,
-      # Median over steps of (step's FLOP/s) / (matmul FLOP/s measured right after it).
-      "fraction_of_peak_paired": statistics.median(step_flops / t / p for t, p in zip(times, peak_now)),
-      "matmul_peak_contemporaneous_flops_per_s": statistics.median(samples),
-      # Median over steps of (step's FLOP/s) / (mean matmul FLOP/s sampled right before and after it).
-      "fraction_of_peak_contemporaneous": statistics.median(contemporaneous_fractions(step_flops, times, samples)),
-      "peak_memory_bytes": peak_memory_bytes(mesh.devices.flat),
-      "final_loss": final_loss,
-      "synthetic_data": True,
-      "random_offline_teacher": methods.teacher_kind(config) == "offline",
+    "config": {
+      "method": config.method,
+      "views": list(config.views),
+      "student_depth": config.model.student.depth,
+      "student_width": config.model.student.width,
+      "teacher_depth": config.model.teacher.depth,
+      "teacher_width": config.model.teacher.width,
+      "image_size": config.data.image_size,
+      "optimizer": config.optim.name,
+      "sync_bn": config.model.sync_bn,
+    },
+    "backend": jax.default_backend(),
+    "devices": num_devices,
+    "device_kind": mesh.devices.flat[0].device_kind,
+    "processes": jax.process_count(),
+    "compute_dtype": jnp.dtype(dtype).name,
+    "conv_impl": ",".join(sorted(conv_impls(config))),
+    "global_batch": config.train.batch_size,
+    "compile_s": compile_s,
+    "steps_timed": steps,
+    "step_s_median": median,
+    "step_s_min": min(times),
+    "step_s_max": max(times),
+    "step_s_iqr": float(np.subtract(*np.percentile(times, [75, 25]))) if len(times) > 1 else 0.0,
+    "images_per_s": config.train.batch_size / median,
+    "images_per_s_per_device": config.train.batch_size / median / num_devices,
+    "flops_per_step": step_flops,
+    "flops_per_step_compiled": compiled_flops,
+    "flops_per_image": step_flops / config.train.batch_size,
+    # Encoder alone, one image: MACs counted over every kernel tap (as the paper), FLOPs as XLA counts them.
+    "student_forward_gmacs_per_image": student["encoder_macs"] / 1e9,
+    "student_forward_xla_gflops_per_image": student["encoder_flops"] / 1e9,
+    "student_predictor_gmacs_per_image": student["predictor_macs"] / 1e9,
+    "teacher_forward_gmacs_per_image": None,
+    "teacher_forward_xla_gflops_per_image": None,
+    "achieved_flops_per_s": achieved,
+    "matmul_peak_flops_per_s": peak_rate,
+    "matmul_peak_n": peak.get("n"),
+    "fraction_of_peak": achieved / peak_rate,
+    # Median over steps of (step's FLOP/s) / (matmul FLOP/s measured right after it).
+    "fraction_of_peak_paired": statistics.median(step_flops / t / p for t, p in zip(times, peak_now)),
+    "matmul_peak_contemporaneous_flops_per_s": statistics.median(samples),
+    # Median over steps of (step's FLOP/s) / (mean matmul FLOP/s sampled right before and after it).
+    "fraction_of_peak_contemporaneous": statistics.median(contemporaneous_fractions(step_flops, times, samples)),
+    "peak_memory_bytes": peak_memory_bytes(mesh.devices.flat),
+    "final_loss": final_loss,
+    "synthetic_data": True,
+    "random_offline_teacher": methods.teacher_kind(config) == "offline",
   }
   if profile_result is not None:
     result["profile"] = profile_result
@@ -258,6 +304,7 @@ def benchmark(config: ml_collections.ConfigDict, steps: int = 10, warmup: int = 
 
 # --- Output ---
 
+
 def format_result(r: Dict) -> str:
   """The benchmark's figures as human-readable lines."""
   c = r["config"]
@@ -267,9 +314,11 @@ def format_result(r: Dict) -> str:
     macs, xla = r[f"{which}_forward_gmacs_per_image"], r[f"{which}_forward_xla_gflops_per_image"]
     return "n/a" if macs is None else f"{macs:.3f} G MACs ({xla:.3f} XLA GFLOPs)"
 
-  mem = ("not reported by this backend" if r["peak_memory_bytes"] is None
-         else f"{r['peak_memory_bytes'] / 2**30:.2f} GiB")
-  return "\n".join([
+  mem = (
+    "not reported by this backend" if r["peak_memory_bytes"] is None else f"{r['peak_memory_bytes'] / 2**30:.2f} GiB"
+  )
+  return "\n".join(
+    [
       f"{c['method']} views={','.join(c['views'])}: student R{c['student_depth']}/w{c['student_width']}, "
       + (f"teacher R{c['teacher_depth']}/w{c['teacher_width']}, " if r["teacher_forward_gmacs_per_image"] else "")
       + f"{c['image_size']} px, {c['optimizer']}, "
@@ -284,8 +333,7 @@ def format_result(r: Dict) -> str:
       f"FLOPs per step    {r['flops_per_step'] / g:.1f} G ({r['flops_per_image'] / g:.2f} G per image; XLA's count "
       f"of the unoptimised step with lax convolutions; the compiled {r['conv_impl']} program's own count: "
       f"{r['flops_per_step_compiled'] / g:.1f} G)",
-      f"forward / image   student {gmac('student')}, teacher {gmac('teacher')} at {c['image_size']} px "
-      "(encoder alone)",
+      f"forward / image   student {gmac('student')}, teacher {gmac('teacher')} at {c['image_size']} px (encoder alone)",
       f"achieved          {r['achieved_flops_per_s'] / g:.1f} GFLOP/s = {100 * r['fraction_of_peak']:.1f}% of "
       f"the measured matmul peak {r['matmul_peak_flops_per_s'] / g:.1f} GFLOP/s (n={r['matmul_peak_n']}, "
       f"{r['compute_dtype']}); paired with a matmul after each step: {100 * r['fraction_of_peak_paired']:.1f}%; "
@@ -293,4 +341,5 @@ def format_result(r: Dict) -> str:
       f"{r['matmul_peak_contemporaneous_flops_per_s'] / g:.1f} GFLOP/s): "
       f"{100 * r['fraction_of_peak_contemporaneous']:.1f}%",
       f"peak memory       {mem}",
-  ])
+    ]
+  )

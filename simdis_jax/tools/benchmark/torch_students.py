@@ -14,8 +14,10 @@ from simdis_jax.models import blocks, efficientnet, mobilenet_v3, vit
 
 
 def _conv_bn(cin: int, cout: int, kernel: int, stride: int = 1, groups: int = 1, act=None, eps: float = 1e-5):
-  layers = [nn.Conv2d(cin, cout, kernel, stride, (kernel - 1) // 2, groups=groups, bias=False),
-            nn.BatchNorm2d(cout, eps=eps)]
+  layers = [
+    nn.Conv2d(cin, cout, kernel, stride, (kernel - 1) // 2, groups=groups, bias=False),
+    nn.BatchNorm2d(cout, eps=eps),
+  ]
   return nn.Sequential(*layers, *([act()] if act else []))
 
 
@@ -24,8 +26,12 @@ class SqueezeExcite(nn.Module):
 
   def __init__(self, channels: int, squeeze: int, act, gate):
     super().__init__()
-    self.fc1, self.fc2, self.act, self.gate = (nn.Conv2d(channels, squeeze, 1), nn.Conv2d(squeeze, channels, 1),
-                                               act(), gate())
+    self.fc1, self.fc2, self.act, self.gate = (
+      nn.Conv2d(channels, squeeze, 1),
+      nn.Conv2d(squeeze, channels, 1),
+      act(),
+      gate(),
+    )
 
   def forward(self, x):
     return x * self.gate(self.fc2(self.act(self.fc1(F.adaptive_avg_pool2d(x, 1)))))
@@ -59,9 +65,20 @@ class MobileNetV3(nn.Module):
     eps = mobilenet_v3.BN_EPSILON
     layers, cin = [_conv_bn(in_channels, 16, 3, stem_stride, act=nn.Hardswish, eps=eps)], 16
     for (kernel, expanded, out, se, hs, _), stride in zip(table, strides):
-      layers.append(InvertedResidual(cin, expanded, out, kernel, stride, nn.Hardswish if hs else nn.ReLU,
-                                     blocks.make_divisible(expanded // 4) if se else 0, nn.ReLU, nn.Hardsigmoid,
-                                     eps))
+      layers.append(
+        InvertedResidual(
+          cin,
+          expanded,
+          out,
+          kernel,
+          stride,
+          nn.Hardswish if hs else nn.ReLU,
+          blocks.make_divisible(expanded // 4) if se else 0,
+          nn.ReLU,
+          nn.Hardsigmoid,
+          eps,
+        )
+      )
       cin = out
     layers.append(_conv_bn(cin, last_conv, 1, act=nn.Hardswish, eps=eps))
     self.features, self.head = nn.Sequential(*layers), nn.Linear(last_conv, feature)
@@ -80,8 +97,20 @@ class EfficientNetB0(nn.Module):
     layers, cin = [_conv_bn(in_channels, efficientnet.STEM, 3, stem_stride, act=nn.SiLU)], efficientnet.STEM
     for (expand, kernel, _, out, repeats), stride in zip(efficientnet.B0_STAGES, strides):
       for r in range(repeats):
-        layers.append(InvertedResidual(cin, cin * expand, out, kernel, stride if r == 0 else 1, nn.SiLU,
-                                       max(1, cin // 4), nn.SiLU, nn.Sigmoid, 1e-5))
+        layers.append(
+          InvertedResidual(
+            cin,
+            cin * expand,
+            out,
+            kernel,
+            stride if r == 0 else 1,
+            nn.SiLU,
+            max(1, cin // 4),
+            nn.SiLU,
+            nn.Sigmoid,
+            1e-5,
+          )
+        )
         cin = out
     layers.append(_conv_bn(cin, efficientnet.FEATURE, 1, act=nn.SiLU))
     self.features = nn.Sequential(*layers)

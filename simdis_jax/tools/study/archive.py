@@ -11,15 +11,30 @@ import os
 import shutil
 
 from simdis_jax import workdir as workdir_files
-from simdis_jax.tools.study.plan import (FAST_LINEAR_DIR, STUDENT_LINEAR_DIR, TEST_DIR, is_done, last_checkpoint,
-                                         parse_runs, run_dir, teacher_runs, write_status)
+from simdis_jax.tools.study.plan import (
+  FAST_LINEAR_DIR,
+  STUDENT_LINEAR_DIR,
+  TEST_DIR,
+  is_done,
+  last_checkpoint,
+  parse_runs,
+  run_dir,
+  teacher_runs,
+  write_status,
+)
 
 # A finished run's record in the archive (paths relative to its workdir), and its run segments.
-ARCHIVE_FILES = (workdir_files.CONFIG_FILE, workdir_files.RUN_INFO_FILE, workdir_files.SUMMARY_FILE,
-                 workdir_files.METRICS_FILE, os.path.join(STUDENT_LINEAR_DIR, workdir_files.LINEAR_EVAL_FILE),
-                 os.path.join(FAST_LINEAR_DIR, workdir_files.LINEAR_EVAL_FILE),
-                 os.path.join(TEST_DIR, "knn_student.json"), os.path.join(TEST_DIR, "knn_teacher.json"),
-                 os.path.join(TEST_DIR, "linear_fast", workdir_files.LINEAR_EVAL_FILE))
+ARCHIVE_FILES = (
+  workdir_files.CONFIG_FILE,
+  workdir_files.RUN_INFO_FILE,
+  workdir_files.SUMMARY_FILE,
+  workdir_files.METRICS_FILE,
+  os.path.join(STUDENT_LINEAR_DIR, workdir_files.LINEAR_EVAL_FILE),
+  os.path.join(FAST_LINEAR_DIR, workdir_files.LINEAR_EVAL_FILE),
+  os.path.join(TEST_DIR, "knn_student.json"),
+  os.path.join(TEST_DIR, "knn_teacher.json"),
+  os.path.join(TEST_DIR, "linear_fast", workdir_files.LINEAR_EVAL_FILE),
+)
 SEGMENTS_FILE = "study_segments.json"
 
 
@@ -28,8 +43,9 @@ def archive_dir(archive: str, preset: str, seed: int) -> str:
   return os.path.join(archive, preset, f"seed{seed}")
 
 
-def archive_run(study, workdir: str, archive: str, preset: str, seed: int, status: dict,
-                with_checkpoint: bool = False) -> str:
+def archive_run(
+  study, workdir: str, archive: str, preset: str, seed: int, status: dict, with_checkpoint: bool = False
+) -> str:
   """Copies a finished run's record (and, for the offline teacher, its final checkpoint) into the archive."""
   src, dst = run_dir(workdir, preset, seed), archive_dir(archive, preset, seed)
   if not is_done(study, src):

@@ -10,9 +10,11 @@ from absl import flags
 from ml_collections import config_flags
 
 FLAGS = flags.FLAGS
-CONFIG_NOTE = ("A study config (configs/fashion_mnist/study.py, study_long.py) names the presets, seeds, labels "
-               "and figures of the study; its docstring describes its keys. Each run's own config keys are "
-               "those of `simdis-train --help`.")
+CONFIG_NOTE = (
+  "A study config (configs/fashion_mnist/study.py, study_long.py) names the presets, seeds, labels "
+  "and figures of the study; its docstring describes its keys. Each run's own config keys are "
+  "those of `simdis-train --help`."
+)
 
 
 def define_flags() -> None:
@@ -21,8 +23,11 @@ def define_flags() -> None:
   flags.DEFINE_string("workdir", None, "Where the runs' workdirs go: <workdir>/<preset>/seed<seed>.")
   flags.DEFINE_string("results", None, "The report's markdown file (default: config.results).")
   flags.DEFINE_string("figures", None, "Folder of the report's figures (default: config.figures).")
-  flags.DEFINE_string("archive", None, "Folder of the finished runs' records, restored on a fresh machine "
-                      "(default: config.archive; '' = none).")
+  flags.DEFINE_string(
+    "archive",
+    None,
+    "Folder of the finished runs' records, restored on a fresh machine (default: config.archive; '' = none).",
+  )
   flags.DEFINE_bool("report_only", False, "Only write the report from the runs finished so far.")
   flags.DEFINE_bool("dry_run", False, "Print each run's command and whether it is done; run nothing.")
   flags.mark_flags_as_required(["config", "workdir"])
@@ -33,6 +38,7 @@ def dry_run(study, workdir: str, archive: str) -> None:
   # Imported here, not at the top, so that --help needs only absl and ml_collections.
   from simdis_jax.tools.study.archive import is_archived  # pylint: disable=import-outside-toplevel
   from simdis_jax.tools.study.plan import commands, parse_runs  # pylint: disable=import-outside-toplevel
+
   for preset, seed in parse_runs(study.runs):
     todo = commands(study, workdir, preset, seed)
     if todo and archive and is_archived(study, archive, preset, seed):
@@ -52,6 +58,7 @@ def main(argv) -> None:
   from simdis_jax.tools.study.plan import parse_runs, preset_config, read_status
   from simdis_jax.tools.study.report import write_study_report
   from simdis_jax.tools.study.runner import run_study
+
   # pylint: enable=import-outside-toplevel
   study = FLAGS.config
   results = FLAGS.results or study.results

@@ -46,8 +46,9 @@ def monitored_knn(directory: str) -> List[Tuple[float, float]]:
   if not steps or not epochs or not os.path.exists(os.path.join(directory, workdir_files.METRICS_FILE)):
     return []
   rows = workdir_files.read_metrics(directory)
-  return [(step * epochs / steps, row["knn_top1/student"]) for step, row in sorted(rows.items())
-          if "knn_top1/student" in row]
+  return [
+    (step * epochs / steps, row["knn_top1/student"]) for step, row in sorted(rows.items()) if "knn_top1/student" in row
+  ]
 
 
 def baselines(study, agg: Dict[str, Dict], metric: str) -> List[Tuple[float, str]]:
@@ -74,8 +75,10 @@ def y_limits(shown: List[float], lines: List[Tuple[float, str]]) -> Tuple[float,
 def write_epoch_figure(study, agg: Dict[str, Dict], workdir: str, spec, path: str) -> Optional[str]:
   """Draws one top-1-vs-epochs figure (spec: title, methods, with_teacher) into `path`; None if nothing finished."""
   import matplotlib  # pylint: disable=import-outside-toplevel  (the report is the only user; keeps imports light)
+
   matplotlib.use("Agg")
   import matplotlib.pyplot as plt  # pylint: disable=import-outside-toplevel
+
   methods = [m for m in spec["methods"] if any(method_points(agg, m, p) for p in PANELS)]
   if not methods:
     return None
@@ -88,8 +91,15 @@ def write_epoch_figure(study, agg: Dict[str, Dict], workdir: str, spec, path: st
       if not points:
         continue
       color = f"C{i}"
-      ax.errorbar([p[0] for p in points], [p[1] for p in points], yerr=[p[2] for p in points], marker="o",
-                  color=color, capsize=3, label=study.method_labels.get(method, method))
+      ax.errorbar(
+        [p[0] for p in points],
+        [p[1] for p in points],
+        yerr=[p[2] for p in points],
+        marker="o",
+        color=color,
+        capsize=3,
+        label=study.method_labels.get(method, method),
+      )
       for x, _, _, seeds in points:
         ax.plot([x] * len(seeds), seeds, ".", color=color, ms=3, alpha=0.6)
     if spec.get("with_teacher"):
@@ -97,8 +107,13 @@ def write_epoch_figure(study, agg: Dict[str, Dict], workdir: str, spec, path: st
       curve = monitored_knn(run_dir(workdir, teacher_preset, teacher_seed)) if metric == "knn_top1" else []
       curve = [c for c in curve if c[0] > 0]  # epoch 0 has no place on a log axis; the untrained line stands for it
       if curve:
-        ax.plot([c[0] for c in curve], [c[1] for c in curve], "k--", lw=1,
-                label=f"{study.labels.get(teacher_preset)} (monitored)")
+        ax.plot(
+          [c[0] for c in curve],
+          [c[1] for c in curve],
+          "k--",
+          lw=1,
+          label=f"{study.labels.get(teacher_preset)} (monitored)",
+        )
       elif teacher.get(metric) and teacher[metric][2] and schedule(teacher_preset):
         ax.plot(schedule(teacher_preset)[1], teacher[metric][0], "k*", ms=10, label=study.labels.get(teacher_preset))
     ax.set_xscale("log")

@@ -8,8 +8,10 @@ from typing import Dict, Optional
 def write_figure(study, agg: Dict[str, Dict], path: str) -> Optional[str]:
   """Draws the study's three panels (linear full, linear fast, kNN) into `path`; None if no run has finished."""
   import matplotlib  # pylint: disable=import-outside-toplevel  (the report is the only user; keeps imports light)
+
   matplotlib.use("Agg")
   import matplotlib.pyplot as plt  # pylint: disable=import-outside-toplevel
+
   presets = [p for p, e in agg.items() if e["runs"]]
   if not presets:
     return None

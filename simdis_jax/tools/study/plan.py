@@ -15,7 +15,7 @@ from simdis_jax import config_files
 from simdis_jax import workdir as workdir_files
 
 STATUS_FILE = "study_status.json"  # in the study's workdir: failed runs and the run segments (time, commit)
-FAST_LINEAR_DIR = "linear_fast"    # in a run's workdir: the second, converged linear evaluation
+FAST_LINEAR_DIR = "linear_fast"  # in a run's workdir: the second, converged linear evaluation
 STUDENT_LINEAR_DIR = "linear_student"  # in a run's workdir: the final linear evaluation that training writes
 TEST_DIR = "test"  # in a run's workdir: its one evaluation on the test set (studies with config.test_runs)
 TEST_LINEAR_PROTOCOL = "deepmind,fast"  # the test set's linear evaluation (configs/fashion_mnist/linear_eval.py)
@@ -27,8 +27,9 @@ def parse_runs(entries: Sequence[str]) -> List[Tuple[str, int]]:
   for entry in entries:
     preset, sep, seeds = entry.partition(":")
     if not sep or not preset or not seeds:
-      raise ValueError(f"Study entry {entry!r} must look like '<preset>:<seed>[,<seed>...]', "
-                       "e.g. 'byol_student:0,1,2'.")
+      raise ValueError(
+        f"Study entry {entry!r} must look like '<preset>:<seed>[,<seed>...]', e.g. 'byol_student:0,1,2'."
+      )
     try:
       seed_list = [int(s) for s in seeds.split(",")]
     except ValueError as e:
@@ -73,7 +74,7 @@ def run_env(study, preset: str) -> dict:
 def _preset_and_seed(directory: str) -> Tuple[str, int]:
   """(preset, seed) of a run directory laid out as <...>/<preset>/seed<seed> (workdir and archive alike)."""
   seed = os.path.basename(os.path.normpath(directory))
-  return os.path.basename(os.path.dirname(os.path.normpath(directory))), int(seed[len("seed"):])
+  return os.path.basename(os.path.dirname(os.path.normpath(directory))), int(seed[len("seed") :])
 
 
 def tested(study, directory: str) -> bool:
@@ -85,8 +86,10 @@ def tested(study, directory: str) -> bool:
 
 def test_files(study, directory: str) -> List[str]:
   """The test-set evaluation's files of a run: kNN of the student (and of an online teacher), linear (fast)."""
-  files = [os.path.join(directory, TEST_DIR, "knn_student.json"),
-           os.path.join(directory, TEST_DIR, "linear_fast", workdir_files.LINEAR_EVAL_FILE)]
+  files = [
+    os.path.join(directory, TEST_DIR, "knn_student.json"),
+    os.path.join(directory, TEST_DIR, "linear_fast", workdir_files.LINEAR_EVAL_FILE),
+  ]
   if method_of(study, _preset_and_seed(directory)[0]) == "simdis_on":
     files.append(os.path.join(directory, TEST_DIR, "knn_teacher.json"))
   return files
@@ -99,14 +102,31 @@ def test_commands(study, directory: str) -> List[List[str]]:
     if os.path.exists(path):
       continue
     if path.endswith(".json") and os.path.basename(path).startswith("knn_"):
-      network = os.path.basename(path)[len("knn_"):-len(".json")]
-      todo.append([sys.executable, "-m", "simdis_jax.evaluation.knn", f"--workdir={directory}",
-                   f"--network={network}", "--k=20", "--holdout=test", f"--out={path}"])
+      network = os.path.basename(path)[len("knn_") : -len(".json")]
+      todo.append(
+        [
+          sys.executable,
+          "-m",
+          "simdis_jax.evaluation.knn",
+          f"--workdir={directory}",
+          f"--network={network}",
+          "--k=20",
+          "--holdout=test",
+          f"--out={path}",
+        ]
+      )
     else:
-      todo.append([sys.executable, "-m", "simdis_jax.main",
-                   f"--config=configs/fashion_mnist/linear_eval.py:{TEST_LINEAR_PROTOCOL}",
-                   f"--workdir={os.path.dirname(path)}", f"--config.pretrained.workdir={directory}",
-                   "--config.data.holdout=test"])
+      todo.append(
+        [
+          sys.executable,
+          "-m",
+          "simdis_jax.main",
+          f"--config=configs/fashion_mnist/linear_eval.py:{TEST_LINEAR_PROTOCOL}",
+          f"--workdir={os.path.dirname(path)}",
+          f"--config.pretrained.workdir={directory}",
+          "--config.data.holdout=test",
+        ]
+      )
   return todo
 
 
@@ -140,8 +160,14 @@ def is_done(study, directory: str) -> bool:
 
 def command(study, workdir: str, preset: str, seed: int) -> List[str]:
   """The run's own command line (what a person would type to repeat it)."""
-  cmd = [sys.executable, "-m", "simdis_jax.main", f"--config={study.presets}:{preset}",
-         f"--config.seed={seed}", f"--workdir={run_dir(workdir, preset, seed)}"]
+  cmd = [
+    sys.executable,
+    "-m",
+    "simdis_jax.main",
+    f"--config={study.presets}:{preset}",
+    f"--config.seed={seed}",
+    f"--workdir={run_dir(workdir, preset, seed)}",
+  ]
   if method_of(study, preset) in ("simdis_off", "seed"):
     cmd.append(f"--config.teacher.workdir={run_dir(workdir, *teacher_run(study, preset))}")
   return cmd + list(study.get("overrides", ()))
@@ -155,9 +181,18 @@ def commands(study, workdir: str, preset: str, seed: int) -> List[List[str]]:
     todo.append(command(study, workdir, preset, seed))
   fast_done = os.path.exists(os.path.join(directory, FAST_LINEAR_DIR, workdir_files.LINEAR_EVAL_FILE))
   if study.get("fast_linear") and not fast_done:
-    todo.append([sys.executable, "-m", "simdis_jax.main", f"--config={study.fast_linear}", f"--config.seed={seed}",
-                 f"--workdir={os.path.join(directory, FAST_LINEAR_DIR)}", f"--config.pretrained.workdir={directory}"]
-                + list(study.get("fast_linear_overrides", ())))
+    todo.append(
+      [
+        sys.executable,
+        "-m",
+        "simdis_jax.main",
+        f"--config={study.fast_linear}",
+        f"--config.seed={seed}",
+        f"--workdir={os.path.join(directory, FAST_LINEAR_DIR)}",
+        f"--config.pretrained.workdir={directory}",
+      ]
+      + list(study.get("fast_linear_overrides", ()))
+    )
   if tested(study, directory):
     todo += test_commands(study, directory)
   return todo
@@ -166,8 +201,10 @@ def commands(study, workdir: str, preset: str, seed: int) -> List[List[str]]:
 @functools.lru_cache(maxsize=None)
 def _presets_module(path: str):
   if not os.path.exists(path):
-    raise FileNotFoundError(f"The study's presets file {path!r} does not exist (run from the repository root, "
-                            "or set config.presets to its path).")
+    raise FileNotFoundError(
+      f"The study's presets file {path!r} does not exist (run from the repository root, "
+      "or set config.presets to its path)."
+    )
   return config_files.load_module(path)
 
 
@@ -199,6 +236,9 @@ def write_status(workdir: str, status: dict) -> None:
 def last_checkpoint(directory: str) -> Optional[str]:
   """The highest finished step folder under <directory>/checkpoints (orbax's layout), or None."""
   root = os.path.join(directory, workdir_files.CHECKPOINT_DIR)
-  steps = [int(d) for d in os.listdir(root) if d.isdigit()
-           and os.path.exists(os.path.join(root, d, "commit_success.txt"))] if os.path.isdir(root) else []
+  steps = (
+    [int(d) for d in os.listdir(root) if d.isdigit() and os.path.exists(os.path.join(root, d, "commit_success.txt"))]
+    if os.path.isdir(root)
+    else []
+  )
   return os.path.join(root, str(max(steps))) if steps else None

@@ -59,8 +59,10 @@ def hardware() -> str:
       model = names[0]
   except OSError:
     pass
-  return (f"{model}, {os.cpu_count()} cores visible, {platform.system()} {platform.release()}, "
-          f"Python {platform.python_version()}")
+  return (
+    f"{model}, {os.cpu_count()} cores visible, {platform.system()} {platform.release()}, "
+    f"Python {platform.python_version()}"
+  )
 
 
 CODE_PATHS = (":/simdis_jax", ":/configs", ":/setup.py")  # what a run executes; the study's own records
@@ -72,10 +74,15 @@ def commit(where: Optional[str] = None) -> str:
   " (with uncommitted changes)" if the code a run executes differs from it, or "unknown"."""
   here = where or os.path.dirname(os.path.abspath(__file__))
   try:
-    sha = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, check=True,
-                         cwd=here).stdout.strip()
-    dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no", "--", *CODE_PATHS],
-                           capture_output=True, text=True, cwd=here).stdout.strip()
+    sha = subprocess.run(
+      ["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, check=True, cwd=here
+    ).stdout.strip()
+    dirty = subprocess.run(
+      ["git", "status", "--porcelain", "--untracked-files=no", "--", *CODE_PATHS],
+      capture_output=True,
+      text=True,
+      cwd=here,
+    ).stdout.strip()
     return sha + (" (with uncommitted changes)" if dirty else "")
   except (OSError, subprocess.CalledProcessError):
     return "unknown"
@@ -90,8 +97,11 @@ def _commits_line(status: dict, agg: Dict[str, Dict]) -> str:
       used.setdefault(segment.get("commit", "unknown"), set()).add(segment["run"])
   if not used:
     return f"commit {commit()}"
-  return ("the finished runs ran, whole or in segments, on commit" + ("s " if len(used) > 1 else " ")
-          + ", ".join(f"{c} ({len(r)} run{'s' if len(r) > 1 else ''})" for c, r in sorted(used.items())))
+  return (
+    "the finished runs ran, whole or in segments, on commit"
+    + ("s " if len(used) > 1 else " ")
+    + ", ".join(f"{c} ({len(r)} run{'s' if len(r) > 1 else ''})" for c, r in sorted(used.items()))
+  )
 
 
 def _comparison(base: Dict, entry: Dict, metric: str, name: str) -> str:
@@ -127,29 +137,36 @@ def comparison_lines(study, agg: Dict[str, Dict]) -> List[str]:
   return lines
 
 
-def report_markdown(study, workdir: str, agg: Dict[str, Dict], figure_paths: Sequence[str], status: dict,
-                    config_path: str = DEFAULT_CONFIG) -> str:
+def report_markdown(
+  study,
+  workdir: str,
+  agg: Dict[str, Dict],
+  figure_paths: Sequence[str],
+  status: dict,
+  config_path: str = DEFAULT_CONFIG,
+) -> str:
   """The study's section of RESULTS.md, markers included."""
   runs = parse_runs(study.runs)
   done = sum(len(e["runs"]) for e in agg.values())
   train_min, lin_min = finite_sum(agg, "train_minutes"), finite_sum(agg, "linear_minutes")
   begin, end = markers(study)
   lines = [
-      begin, "",
-      f"**Command** (from the repository root): `python -m simdis_jax.study --config {config_path} "
-      f"--workdir {os.path.relpath(workdir) if not os.path.isabs(workdir) else workdir}`  ",
-      f"**Hardware**: {hardware()}; one JAX CPU device.  ",
-      f"**Code**: {_commits_line(status, agg)}.  ",
-      f"**Runs finished**: {done} of {len(runs)}; pretraining {train_min / 60:.2f} h + linear evaluation "
-      f"{lin_min / 60:.2f} h = **{(train_min + lin_min) / 60:.2f} h** of wall time (sum over finished runs, "
-      f"time waiting for shared cores included; "
-      f"report written {datetime.datetime.now().isoformat(timespec='minutes')}).",
-      "",
-      study.table_note,
-      "",
-      "| run | seeds | linear top-1 (full) | linear top-1 (fast) | kNN top-1 | kNN untrained | GFLOP/step "
-      "| train min | linear min | paper (ImageNet) |",
-      "|---|---|---|---|---|---|---|---|---|---|",
+    begin,
+    "",
+    f"**Command** (from the repository root): `python -m simdis_jax.study --config {config_path} "
+    f"--workdir {os.path.relpath(workdir) if not os.path.isabs(workdir) else workdir}`  ",
+    f"**Hardware**: {hardware()}; one JAX CPU device.  ",
+    f"**Code**: {_commits_line(status, agg)}.  ",
+    f"**Runs finished**: {done} of {len(runs)}; pretraining {train_min / 60:.2f} h + linear evaluation "
+    f"{lin_min / 60:.2f} h = **{(train_min + lin_min) / 60:.2f} h** of wall time (sum over finished runs, "
+    f"time waiting for shared cores included; "
+    f"report written {datetime.datetime.now().isoformat(timespec='minutes')}).",
+    "",
+    study.table_note,
+    "",
+    "| run | seeds | linear top-1 (full) | linear top-1 (fast) | kNN top-1 | kNN untrained | GFLOP/step "
+    "| train min | linear min | paper (ImageNet) |",
+    "|---|---|---|---|---|---|---|---|---|---|",
   ]
   for preset, entry in agg.items():
     seeds = ",".join(str(s) for s in entry["seeds"] if s in entry["runs"]) or MISSING
@@ -157,22 +174,29 @@ def report_markdown(study, workdir: str, agg: Dict[str, Dict], figure_paths: Seq
       seeds += f" (of {','.join(str(s) for s in entry['seeds'])})"
     paper, source = study.paper.get(preset, (MISSING, ""))
     lines.append(
-        f"| {study.labels.get(preset, preset)} | {seeds} | {_pm(entry.get('linear_top1'))} | "
-        f"{_pm(entry.get('fast_linear_top1'))} | {_pm(entry.get('knn_top1'))} | "
-        f"{_pm(entry.get('knn_top1_init'))} | {_one(entry.get('step_gflops'))} | {_one(entry.get('train_minutes'))} | "
-        f"{_one(entry.get('linear_minutes'))} | {paper}{f' ({source})' if source else ''} |")
+      f"| {study.labels.get(preset, preset)} | {seeds} | {_pm(entry.get('linear_top1'))} | "
+      f"{_pm(entry.get('fast_linear_top1'))} | {_pm(entry.get('knn_top1'))} | "
+      f"{_pm(entry.get('knn_top1_init'))} | {_one(entry.get('step_gflops'))} | {_one(entry.get('train_minutes'))} | "
+      f"{_one(entry.get('linear_minutes'))} | {paper}{f' ({source})' if source else ''} |"
+    )
   offline = teacher_run(study)[0]
   online = agg.get(study.online_teacher_preset, {})
   if online.get("teacher_knn_top1"):
     lines.append("")
     # The offline teacher's own label names its schedule, which need not be the online run's.
-    lines.append(f"The online teachers of {study.labels.get(study.online_teacher_preset)} reached kNN top-1 "
-                 f"{_pm(online['teacher_knn_top1'])}; the offline teacher ({study.labels.get(offline, offline)}) "
-                 f"{_pm(agg.get(offline, {}).get('knn_top1'))}.")
-  lines += ["", "**Comparisons** (differences to the student alone unless named, ± the standard error of the "
-            "difference from the seeds' spread; Welch's two-sided t-test over seeds, p < 0.05 is marked as beyond "
-            "seed noise; then the paired t-test over the seeds both ran, which share the initial student and the "
-            "data order):", ""]
+    lines.append(
+      f"The online teachers of {study.labels.get(study.online_teacher_preset)} reached kNN top-1 "
+      f"{_pm(online['teacher_knn_top1'])}; the offline teacher ({study.labels.get(offline, offline)}) "
+      f"{_pm(agg.get(offline, {}).get('knn_top1'))}."
+    )
+  lines += [
+    "",
+    "**Comparisons** (differences to the student alone unless named, ± the standard error of the "
+    "difference from the seeds' spread; Welch's two-sided t-test over seeds, p < 0.05 is marked as beyond "
+    "seed noise; then the paired t-test over the seeds both ran, which share the initial student and the "
+    "data order):",
+    "",
+  ]
   lines += comparison_lines(study, agg)
   if status.get("failed"):
     lines += ["", "**Failed runs**: " + "; ".join(f"{k}: {v}" for k, v in status["failed"].items())]
@@ -187,6 +211,7 @@ def write_study_report(study, workdir: str, results: str, figures: str, config_p
   """Writes the study's section of `results` (keeping text outside the markers), results.json and the figure."""
   if study.get("report_kind") == "v3":
     from simdis_jax.tools.study import v3_report  # pylint: disable=import-outside-toplevel
+
     begin, end = markers(study)
     drawn = v3_report.write_figures(study, workdir, results, figures)
     section = "\n".join([begin, "", v3_report.v3_markdown(study, workdir, drawn), "", end])
@@ -210,6 +235,7 @@ def write_study_report(study, workdir: str, results: str, figures: str, config_p
     text = head + section + rest.split(end, 1)[1]
   else:
     text = (text or "# Results\n\n") + "\n" + section + "\n"
-  workdir_files.atomic_write_text(workdir_files.path(os.path.dirname(os.path.abspath(results)),
-                                                     os.path.basename(results)), text)
+  workdir_files.atomic_write_text(
+    workdir_files.path(os.path.dirname(os.path.abspath(results)), os.path.basename(results)), text
+  )
   return section

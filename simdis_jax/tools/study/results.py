@@ -21,14 +21,19 @@ def collect(study, directory: str) -> Optional[Dict[str, float]]:
   if init is None:  # the summary of a resumed run lacks it: step 0's kNN line of the first process
     init = workdir_files.read_metrics(directory).get(0, {}).get("knn_top1/student")
   row = {
-      "linear_top1": linear["top1"], "linear_top5": linear["top5"], "fast_linear_top1": fast.get("top1"),
-      "knn_top1": summary.get("knn_top1/student"), "knn_top1_init": init,
-      "teacher_knn_top1": summary.get("knn_top1/teacher"),
-      "train_minutes": summary.get("train_time_s", float("nan")) / 60,
-      "linear_minutes": linear.get("wall_time_s", float("nan")) / 60,
-      "step_gflops": (summary.get("step_flops") or info.get("step_flops") or float("nan")) / 1e9,
-      "epochs": summary.get("epochs"), "steps": summary.get("steps"), "linear_epochs": linear.get("epochs"),
-      "images_per_sec": summary.get("images_per_sec"),
+    "linear_top1": linear["top1"],
+    "linear_top5": linear["top5"],
+    "fast_linear_top1": fast.get("top1"),
+    "knn_top1": summary.get("knn_top1/student"),
+    "knn_top1_init": init,
+    "teacher_knn_top1": summary.get("knn_top1/teacher"),
+    "train_minutes": summary.get("train_time_s", float("nan")) / 60,
+    "linear_minutes": linear.get("wall_time_s", float("nan")) / 60,
+    "step_gflops": (summary.get("step_flops") or info.get("step_flops") or float("nan")) / 1e9,
+    "epochs": summary.get("epochs"),
+    "steps": summary.get("steps"),
+    "linear_epochs": linear.get("epochs"),
+    "images_per_sec": summary.get("images_per_sec"),
   }
   return {k: (float(v) if v is not None else float("nan")) for k, v in row.items()}
 
@@ -56,5 +61,11 @@ def finite_sum(agg: Dict[str, Dict], metric: str) -> float:
 
 def results_json(agg: Dict[str, Dict]) -> Dict[str, Dict]:
   """The aggregate as results.json holds it: seeds as strings, (mean, std, n) as lists."""
-  return {p: {"seeds": e["seeds"], "runs": {str(s): r for s, r in e["runs"].items()},
-              **{k: list(v) for k, v in e.items() if k not in ("seeds", "runs")}} for p, e in agg.items()}
+  return {
+    p: {
+      "seeds": e["seeds"],
+      "runs": {str(s): r for s, r in e["runs"].items()},
+      **{k: list(v) for k, v in e.items() if k not in ("seeds", "runs")},
+    }
+    for p, e in agg.items()
+  }

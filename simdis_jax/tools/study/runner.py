@@ -16,8 +16,18 @@ import time
 from typing import Optional
 
 from simdis_jax.tools.study.archive import archive_run, sync_archive
-from simdis_jax.tools.study.plan import (commands, is_done, method_of, parse_runs, read_status, run_dir, run_env,
-                                         teacher_run, teacher_runs, write_status)
+from simdis_jax.tools.study.plan import (
+  commands,
+  is_done,
+  method_of,
+  parse_runs,
+  read_status,
+  run_dir,
+  run_env,
+  teacher_run,
+  teacher_runs,
+  write_status,
+)
 from simdis_jax.tools.study.report import DEFAULT_CONFIG, commit, write_study_report
 
 PREEMPTED_EXIT_CODE = 143
@@ -50,8 +60,10 @@ def _run_command(forwarder: _Forwarder, cmd, directory: str, env: Optional[dict]
   for var, value in (env or {}).items():
     full_env[var] = f"{full_env[var]} {value}" if var == "XLA_FLAGS" and full_env.get(var) else value
   with open(os.path.join(directory, "output.log"), "a") as log:
-    log.write(f"\n=== {datetime.datetime.now().isoformat(timespec='seconds')}: {' '.join(cmd)}"
-              f"{''.join(f' [{k}={v}]' for k, v in (env or {}).items())}\n")
+    log.write(
+      f"\n=== {datetime.datetime.now().isoformat(timespec='seconds')}: {' '.join(cmd)}"
+      f"{''.join(f' [{k}={v}]' for k, v in (env or {}).items())}\n"
+    )
     log.flush()
     forwarder.child = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=full_env)
     code = forwarder.child.wait()
@@ -59,8 +71,9 @@ def _run_command(forwarder: _Forwarder, cmd, directory: str, env: Optional[dict]
   return code
 
 
-def run_study(study, workdir: str, results: str, figures: str, config_path: str = DEFAULT_CONFIG,
-              archive: str = "") -> int:
+def run_study(
+  study, workdir: str, results: str, figures: str, config_path: str = DEFAULT_CONFIG, archive: str = ""
+) -> int:
   """Runs every (preset, seed) not done yet, in order; writes the report after each; returns an exit code."""
   runs = parse_runs(study.runs)
   teachers = teacher_runs(study)
@@ -82,26 +95,32 @@ def run_study(study, workdir: str, results: str, figures: str, config_path: str 
         print(f"Study: {preset} seed {seed}: {' '.join(cmd)}", flush=True)
         t0, code_commit = time.time(), commit()  # the code the run starts on (a pull during it changes nothing it runs)
         code = _run_command(forwarder, cmd, directory, run_env(study, preset))
-        status["segments"].append({"run": f"{preset}/seed{seed}", "seconds": time.time() - t0, "exit": code,
-                                   "commit": code_commit})
+        status["segments"].append(
+          {"run": f"{preset}/seed{seed}", "seconds": time.time() - t0, "exit": code, "commit": code_commit}
+        )
         if code == 0 and not forwarder.stopping:  # a stop that landed as this command ended starts no next one
           continue
         if forwarder.stopping or code == PREEMPTED_EXIT_CODE:
           forwarder.stopping = True
         else:
           failed.add((preset, seed))
-          status["failed"][f"{preset}/seed{seed}"] = (f"exit status {code}; see "
-                                                      f"{os.path.join(directory, 'output.log')}")
-          print(f"Study: {preset} seed {seed} FAILED (exit {code}); see {directory}/output.log. "
-                "Going on with the other runs.", flush=True)
+          status["failed"][f"{preset}/seed{seed}"] = f"exit status {code}; see {os.path.join(directory, 'output.log')}"
+          print(
+            f"Study: {preset} seed {seed} FAILED (exit {code}); see {directory}/output.log. "
+            "Going on with the other runs.",
+            flush=True,
+          )
         break
       if is_done(study, directory):
         status["failed"].pop(f"{preset}/seed{seed}", None)
         print(f"Study: {preset} seed {seed} done.", flush=True)
         if archive:
-          print("Study: archived in "
-                f"{archive_run(study, workdir, archive, preset, seed, status, (preset, seed) in teachers)}"
-                " (commit it to keep it).", flush=True)
+          print(
+            "Study: archived in "
+            f"{archive_run(study, workdir, archive, preset, seed, status, (preset, seed) in teachers)}"
+            " (commit it to keep it).",
+            flush=True,
+          )
       write_status(workdir, status)
       write_study_report(study, workdir, results, figures, config_path)
       if forwarder.stopping:
@@ -111,6 +130,9 @@ def run_study(study, workdir: str, results: str, figures: str, config_path: str 
     forwarder.close()
   write_study_report(study, workdir, results, figures, config_path)
   todo = [r for r in runs if not is_done(study, run_dir(workdir, *r))]
-  print(f"Study: {len(runs) - len(todo)} of {len(runs)} runs done ({time.time() - started:.0f}s this time); "
-        f"report in {results}.", flush=True)
+  print(
+    f"Study: {len(runs) - len(todo)} of {len(runs)} runs done ({time.time() - started:.0f}s this time); "
+    f"report in {results}.",
+    flush=True,
+  )
   return 1 if todo else 0

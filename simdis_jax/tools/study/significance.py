@@ -23,7 +23,7 @@ def difference(a, b) -> Tuple[float, float, float]:
   Welch-Satterthwaite degrees of freedom). The p-value is nan where either side has fewer than 2 seeds.
   """
   (ma, sa, na), (mb, sb, nb) = a, b
-  va, vb = (sa ** 2 / na if na else 0.0), (sb ** 2 / nb if nb else 0.0)
+  va, vb = (sa**2 / na if na else 0.0), (sb**2 / nb if nb else 0.0)
   d, se = mb - ma, math.sqrt(va + vb)
   if na < 2 or nb < 2:
     return d, se, float("nan")
@@ -34,8 +34,11 @@ def difference(a, b) -> Tuple[float, float, float]:
 
 def common_seeds(runs_a: Dict[int, dict], runs_b: Dict[int, dict], metric: str) -> List[int]:
   """The seeds (ascending) where both presets have a finite `metric`."""
-  return [k for k in sorted(set(runs_a) & set(runs_b))
-          if math.isfinite(runs_a[k].get(metric, math.nan)) and math.isfinite(runs_b[k].get(metric, math.nan))]
+  return [
+    k
+    for k in sorted(set(runs_a) & set(runs_b))
+    if math.isfinite(runs_a[k].get(metric, math.nan)) and math.isfinite(runs_b[k].get(metric, math.nan))
+  ]
 
 
 def paired_difference(runs_a: Dict[int, dict], runs_b: Dict[int, dict], metric: str) -> Tuple[float, float, float, int]:
@@ -75,11 +78,16 @@ def paired_interval(a: Dict[int, float], b: Dict[int, float], level: float = 0.9
   """
   seeds = [k for k in sorted(set(a) & set(b)) if math.isfinite(a[k]) and math.isfinite(b[k])]
   diffs = [b[k] - a[k] for k in seeds]
-  out = {**mean_interval(diffs, level), "p": math.nan,
-         "positive": sum(d > 0 for d in diffs), "negative": sum(d < 0 for d in diffs)}
+  out = {
+    **mean_interval(diffs, level),
+    "p": math.nan,
+    "positive": sum(d > 0 for d in diffs),
+    "negative": sum(d < 0 for d in diffs),
+  }
   if out["n"] >= 2:
-    out["p"] = (1.0 if out["mean"] == 0.0 else 0.0) if out["sd"] == 0.0 else float(
-        scipy.stats.ttest_1samp(diffs, 0.0).pvalue)
+    out["p"] = (
+      (1.0 if out["mean"] == 0.0 else 0.0) if out["sd"] == 0.0 else float(scipy.stats.ttest_1samp(diffs, 0.0).pvalue)
+    )
   return out
 
 
