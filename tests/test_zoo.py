@@ -141,3 +141,41 @@ def test_standalone_knn_takes_a_zoo_name_with_a_step(tmp_path, monkeypatch, caps
   record = json.loads(capsys.readouterr().out)
   assert record["settings"] == {"k": [20], "temperature": 0.07, "train_examples": 0, "eval_examples": 0}
   assert os.listdir(tmp_path) == []
+
+
+# The study-recipe students beside the teacher: distilled from it (SimDis-Off-7v) and alone (BYOL), 5 epochs each.
+STUDENT_PARAMS = 77208
+STUDENTS = {"fmnist/simdis-off-7v-r10w8": "simdis_off", "fmnist/byol-r10w8": "byol"}
+
+
+def test_the_students_entries_are_their_archived_runs():
+  for name, method in STUDENTS.items():
+    entry = zoo.manifest()[name]
+    record = os.path.join(ROOT, "results", "zoo", *name.split("/"))
+    with open(os.path.join(record, "summary.json"), encoding="utf-8") as f:
+      summary = json.load(f)
+    with open(os.path.join(record, "linear_student", "linear_eval.json"), encoding="utf-8") as f:
+      linear = json.load(f)
+    assert (entry["method"], entry["knn_top1"], entry["linear_top1"], entry["step"]) == (
+      method,
+      summary["knn_top1/student"],
+      linear["top1"],
+      2340,
+    )
+    assert entry["params"] == STUDENT_PARAMS  # ResNet-10 w8, CIFAR stem, one grey channel: the encoder alone
+    assert entry["source"] == os.path.relpath(record, ROOT)
+    for rel in ("config.json", "run_info.json", "summary.json"):  # the shipped records are the archived ones
+      assert zoo.sha256(os.path.join(record, rel)) == entry["files"][rel], (name, rel)
+    assert zoo.verify(name) == zoo.entry_dir(name)
+  lines = zoo.table().splitlines()
+  assert sorted(l.split()[0] for l in lines[2:] if l.startswith("fmnist/")) == sorted([TEACHER, *STUDENTS])
+
+
+@requires_fashion_mnist
+def test_the_students_load_by_name_and_embed():
+  images = fashion_mnist.load()["test_images"][:32]
+  for name in STUDENTS:
+    encoder = simdis_jax.load_encoder(name)
+    got = encoder.embed(images)
+    assert encoder.step == 2340 and got.shape == (32, encoder.num_features) == (32, 64), name
+    assert np.all(np.isfinite(got))
