@@ -70,6 +70,11 @@ CHOSEN = {
   "byol_student": "1",  # validation kNN at x0.3 / x1 / x3: 82.54 / 84.42 / 84.10 (interior: no x9 run)
 }
 
+# Methods whose best grid point lies at an edge of the grid: the next point out, added as its sweep ends.
+EDGE = {
+  "moco_v2": "9",  # validation kNN at x0.3 / x1 / x3: 81.12 / 82.93 / 83.43 (best at the upper edge)
+}
+
 
 def sweep_runs(base: str, multipliers=("0.3", "1", "3")):
   """The sweep's entries of one method: '<base>_lr<m>_e5:0' for each multiplier."""
@@ -96,7 +101,7 @@ def get_config():
   for base in SWEEP:
     if base in OFFLINE and "byol_teacher" not in CHOSEN:
       continue  # swept with the chosen 5-epoch teacher
-    runs += sweep_runs(base)
+    runs += sweep_runs(base) + (sweep_runs(base, (EDGE[base],)) if base in EDGE else ())
   c.runs = tuple(runs)
   c.teachers = ()
   if "byol_teacher" in CHOSEN:
