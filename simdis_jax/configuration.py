@@ -85,7 +85,7 @@ def base_config() -> ml_collections.ConfigDict:
   c.model.compute_dtype = "auto"  # auto | float32 | bfloat16
   # How convolutions are computed (same params either way): xla = lax convolutions;
   # matmul = one matmul over gathered taps (XLA:CPU's conv gradients are slow); mixed = lax on maps of
-  # >= 8x8, matmul below. auto = mixed on CPU for networks of width >= 32, xla otherwise.
+  # >= 8x8, matmul below. auto = mixed on CPU for ResNets of width >= 32 and the mobile networks, xla otherwise.
   c.model.conv_impl = "auto"  # auto | xla | matmul | mixed
   # What BN running variances accumulate: biased (Flax) | unbiased (PyTorch, the authors' code).
   # Eval-mode outputs use the stored value either way (models/batch_norm.py).

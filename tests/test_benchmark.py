@@ -94,14 +94,22 @@ def test_auto_compute_dtype_is_float32_on_cpu():
   assert network.compute_dtype(configuration.validate(c)) == jnp.bfloat16
 
 
-def test_auto_conv_impl_on_cpu_is_mixed_for_wide_networks_only():
+def test_auto_conv_impl_on_cpu_is_mixed_for_wide_resnets_and_the_mobile_networks():
   c = tiny_config()  # widths 4 and 8: lax convolutions are faster there
   assert {network.conv_impl(c, n) for n in (c.model.student, c.model.teacher)} == {"xla"}
   wide = configuration.network_config(18, 64, False, 4096, 256)
   assert network.conv_impl(c, wide) == "mixed"
+  # The mobile networks whatever their width key: their 1x1 convolutions as dots (docs/architectures.md).
+  for arch in ("mobilenet_v3_small", "mobilenet_v3_large", "efficientnet_b0"):
+    c.model.student.arch = arch
+    assert network.conv_impl(c, c.model.student) == "mixed"
+  c.model.student.arch = "resnet"
   for impl in ("xla", "matmul"):
     c.model.conv_impl = impl
     assert network.conv_impl(configuration.validate(c), wide) == impl
+    mobile = configuration.network_config(18, 8, True, 64, 32)
+    mobile.arch = "mobilenet_v3_small"
+    assert network.conv_impl(c, mobile) == impl
 
 
 def test_train_step_compiles_once_across_steps():

@@ -187,6 +187,33 @@ def test_mixed_convs_are_lax_on_large_maps_and_matmuls_on_small_ones():
   assert resnet._out_size((16, 16), (3, 3), (2, 2), ((1, 1), (1, 1))) == (8, 8)
 
 
+def test_mixed_and_lax_mobilenet_v3_share_parameters_outputs_and_gradients():
+  """What conv_impl's auto gives the mobile networks on CPU (mixed: their 1x1 convolutions as dots) computes
+  lax's network: same parameter tree, outputs and gradients equal to float32 rounding."""
+  from simdis_jax.models import mobilenet_v3  # pylint: disable=import-outside-toplevel
+
+  x = jax.random.normal(jax.random.PRNGKey(0), (4, 28, 28, 1))
+  lax_net = mobilenet_v3.MobileNetV3("small", True, conv_impl="xla", depthwise_impl="shifted")
+  mixed_net = mobilenet_v3.MobileNetV3("small", True, conv_impl="mixed", depthwise_impl="shifted")
+  variables = jax.jit(lax_net.init)(jax.random.PRNGKey(1), x)
+  assert jax.tree.map(jnp.shape, jax.eval_shape(mixed_net.init, jax.random.PRNGKey(1), x)) == jax.tree.map(
+    jnp.shape, variables
+  )
+  program = str(jax.make_jaxpr(lambda v: mixed_net.apply(v, x, train=False))(variables))
+  assert program.count("conv_general_dilated[") == 1  # the 3x3 stem on its 28x28 map; every 1x1 is a dot
+
+  def grads(net):
+    return jax.jit(jax.value_and_grad(lambda p: jnp.sum(net.apply({**variables, "params": p}, x, train=False) ** 2)))(
+      variables["params"]
+    )
+
+  (loss_mixed, g_mixed), (loss_lax, g_lax) = grads(mixed_net), grads(lax_net)
+  np.testing.assert_allclose(loss_mixed, loss_lax, rtol=1e-5)
+  for (path, a), b in zip(jax.tree_util.tree_leaves_with_path(g_mixed), jax.tree.leaves(g_lax)):
+    scale = float(jnp.max(jnp.abs(b)))
+    np.testing.assert_allclose(a, b, rtol=0, atol=1e-4 * scale, err_msg=jax.tree_util.keystr(path))
+
+
 def test_mobile_networks_dense_convolutions_follow_mixed_too():
   import flax.linen as nn  # pylint: disable=import-outside-toplevel
   from simdis_jax.models import blocks  # pylint: disable=import-outside-toplevel

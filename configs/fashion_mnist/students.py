@@ -49,10 +49,6 @@ def get_config(spec: str = "mobilenet_v3_small"):
     c = config_files.sibling(__file__, "presets.py").get_config("simdis_off_2v")
   c.model.student.arch = arch
   c.model.student.cifar_stem = True
-  if arch == "efficientnet_b0":
-    # Dense convolutions (its 1x1s and the frozen teacher's) as matmuls: a 1.5x faster step than lax's
-    # (docs/architectures.md); conv_impl's auto decides by `width`, a ResNet key that is the study's 8 here.
-    c.model.conv_impl = "matmul"
   if arch.startswith("vit"):
     c.model.student.patch_size = 4
     c.optim.name = "adamw"

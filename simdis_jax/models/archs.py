@@ -69,6 +69,8 @@ class ArchSpec(NamedTuple):
   lars_excluded: Tuple[str, ...] = ("bias", "scale")
   # Its name in the report's tables; "" = its key. An arch with depths is written "<label>-<depth> w<width>".
   label: str = ""
+  # What config.model.conv_impl="auto" gives it on CPU; "" = decide by its width (ResNet's rule: models/network.py).
+  cpu_conv_impl: str = ""
 
 
 def _resnet(m, o: EncoderOptions, dtype, name, x: Implementation):
@@ -91,6 +93,9 @@ def _mobilenet_v3(variant: str) -> ArchSpec:
     "mobilenet_v3",
     lambda m, o, dtype, name, x: m.MobileNetV3(variant, o.cifar_stem, dtype, x.conv_impl, x.depthwise_impl, name=name),
     lambda m, o: m.feature_dim(variant),
+    # 1x1 convolutions as dots, whose kernel gradient lax's convolution runs as a full-map window (slow on
+    # XLA:CPU); the stem's kxk on its large map stays lax's (docs/architectures.md).
+    cpu_conv_impl="mixed",
   )
 
 
@@ -124,6 +129,7 @@ SPECS = {
     ),
     lambda m, o: m.FEATURE,
     stochastic_depth=True,
+    cpu_conv_impl="mixed",  # as MobileNetV3's
   ),
   "vit_tiny": _vit("tiny"),
   "vit_small": _vit("small"),

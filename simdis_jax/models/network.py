@@ -11,7 +11,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from simdis_jax.models import encoders, input_adapter
+from simdis_jax.models import archs, encoders, input_adapter
 from simdis_jax.models.heads import MLP, PlainMLP, TorchDense
 from simdis_jax.models.resnet import output_dtype
 
@@ -176,11 +176,17 @@ def compute_dtype(config):
 
 
 def conv_impl(config, model_config=None) -> str:
-  """A network's convolution implementation: config.model.conv_impl, where auto = mixed on CPU for networks
-  of width >= 32 (measured fastest there: docs/performance.md) and xla otherwise (narrow networks such
-  as the demo's: the gathered taps cost more than the slow gradients save)."""
+  """A network's convolution implementation: config.model.conv_impl, where auto on CPU = its arch's
+  `cpu_conv_impl` (the mobile networks: mixed, docs/architectures.md), else mixed for networks of width
+  >= 32 (measured fastest there: docs/performance.md) and xla for narrower ones (such as the demo's: the
+  gathered taps cost more than the slow gradients save); auto = xla on GPU/TPU."""
   name = config.model.get("conv_impl", "auto")
   if name == "auto":
+    if jax.default_backend() != "cpu":
+      return "xla"
+    spec = archs.SPECS.get(model_config.get("arch", archs.DEFAULT_ARCH)) if model_config is not None else None
+    if spec is not None and spec.cpu_conv_impl:
+      return spec.cpu_conv_impl
     wide = model_config is None or model_config.width >= 32
-    name = "mixed" if jax.default_backend() == "cpu" and wide else "xla"
+    name = "mixed" if wide else "xla"
   return name
