@@ -25,7 +25,7 @@ from simdis_jax import checkpoint, configuration, methods, runs, zoo
 from simdis_jax import workdir as workdir_files
 from simdis_jax.data import augment
 from simdis_jax.evaluation import features
-from simdis_jax.models import depthwise
+from simdis_jax.models import archs, depthwise
 from simdis_jax.models.network import conv_impl, network_from_config
 
 NETWORKS = ("student", "teacher")
@@ -177,7 +177,7 @@ class Encoder:
 
   def __repr__(self) -> str:
     net = model_section(self.config, self.network)
-    arch = net.get("arch", "resnet")
+    arch = net.get("arch", archs.DEFAULT_ARCH)
     what = f"{arch}-{net.depth} width {net.width}" if arch == "resnet" else arch
     return (
       f"Encoder({self.network}/{self.weights} of {self.config.method} at step {self.step}: {what}, "

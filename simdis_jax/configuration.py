@@ -31,7 +31,7 @@ def network_config(
   cifar_stem: bool,
   hidden_dim: int,
   proj_dim: int,
-  arch: str = "resnet",
+  arch: str = archs.DEFAULT_ARCH,
   patch_size: int = 16,
   drop_path_rate: float = 0.0,
   style: str = "torchvision",
@@ -373,7 +373,7 @@ OFFLINE_TEACHER_METHODS = tuple(m for m in methods.METHODS if methods.about(m).t
 def _check_network(config, name: str) -> None:
   """The arch of config.model.<name> and the keys that depend on it (the table's rows cannot)."""
   net, key = config.model[name], f"model.{name}"
-  arch = net.get("arch", "resnet")
+  arch = net.get("arch", archs.DEFAULT_ARCH)
   if arch not in archs.SPECS:
     raise ValueError(f"config.{key}.arch={arch!r} is not an architecture; choose one of {list(archs.ARCHS)}.")
   spec = archs.SPECS[arch]

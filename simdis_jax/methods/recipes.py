@@ -125,9 +125,9 @@ def supervised_standard(c, epochs: float = 90.0):
 
 def _feature_dim(net) -> int:
   """The pooled feature width d of a ResNet section (512·width/64 for basic blocks, ×4 for bottlenecks)."""
-  from simdis_jax.models import resnet  # pylint: disable=import-outside-toplevel
+  from simdis_jax.models import archs, resnet  # pylint: disable=import-outside-toplevel
 
-  if net.get("arch", "resnet") != "resnet":
+  if net.get("arch", archs.DEFAULT_ARCH) != "resnet":
     raise ValueError(
       f"The MoCo/SEED head's hidden width is the encoder's feature width; set it for arch "
       f"{net.arch!r} by hand (config.model.student.hidden_dim) after the recipe."

@@ -30,7 +30,7 @@ class Network(nn.Module):
   depthwise_impl: str = "xla"  # xla | shifted: the mobile networks' depthwise convolutions (models/depthwise.py)
   num_classes: int = 0  # > 0: a linear classifier on the pooled features ("logits"; supervised training)
   bn_running_var: str = "biased"  # config.model.bn_running_var (models/batch_norm.py)
-  arch: str = "resnet"  # see models/encoders.py; depth/width apply to resnet only
+  arch: str = archs.DEFAULT_ARCH  # see models/encoders.py; depth/width apply to resnet only
   patch_size: int = 16  # ViTs
   drop_path_rate: float = 0.0  # EfficientNet and ViTs; 0 = off (the SSL default)
   matmul_conv_vjp: bool = True  # conv_impl="matmul" only: see models/resnet.py ResNet
@@ -154,7 +154,7 @@ def network_from_config(
     matmul_max_pool=matmul_max_pool,
     depthwise_impl=depthwise_impl,
     # Sections written before the arch key existed describe ResNets.
-    arch=model_config.get("arch", "resnet"),
+    arch=model_config.get("arch", archs.DEFAULT_ARCH),
     patch_size=model_config.get("patch_size", 16),
     drop_path_rate=model_config.get("drop_path_rate", 0.0),
     style=model_config.get("style", "torchvision"),

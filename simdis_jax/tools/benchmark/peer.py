@@ -29,6 +29,7 @@ import ml_collections
 
 from simdis_jax import configuration, parallel, runs
 from simdis_jax.data import datasets
+from simdis_jax.models import archs
 from simdis_jax.tools.benchmark.timing import build_step, synthetic_batch
 
 PEER_METHODS = ("byol", "simdis_on")
@@ -59,7 +60,7 @@ def _peer_names(config) -> Tuple[str, Optional[str]]:
   for name in _networks(config):
     net = config.model[name]
     if (
-      net.get("arch", "resnet") != "resnet"
+      net.get("arch", archs.DEFAULT_ARCH) != "resnet"
       or net.depth not in (10, 18, 34, 50, 101, 152)
       or net.get("style", "torchvision") != "torchvision"
     ):
