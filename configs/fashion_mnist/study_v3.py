@@ -69,6 +69,7 @@ CHOSEN = {
   "byol_teacher": "1",  # validation kNN at x0.3 / x1 / x3: 85.17 / 86.53 / 86.20 (interior: no x9 run)
   "byol_student": "1",  # validation kNN at x0.3 / x1 / x3: 82.54 / 84.42 / 84.10 (interior: no x9 run)
   "moco_v2": "3",  # validation kNN at x0.3 / x1 / x3 / x9: 81.12 / 82.93 / 83.43 / 83.09 (x9 run: x3 was the edge)
+  "supervised_standard": "3",  # validation kNN at x0.3 / x1 / x3 / x9: 86.57 / 89.02 / 89.64 / 89.55 (x9: the edge)
 }
 
 # Methods whose best grid point lies at an edge of the grid: the next point out, added as its sweep ends.
