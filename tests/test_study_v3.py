@@ -75,7 +75,8 @@ def test_the_study_plans_the_sweep_first_moco_on_eight_devices_and_tests_only_ch
   # every teacher candidate keeps its checkpoint, whichever is chosen
   assert sorted(r for r in plan.teacher_runs(study) if r[0].startswith("byol_teacher")) == sorted(runs[1:4])
   # the offline students' sweep runs distil from the chosen teacher (x1: validation kNN 86.53 of 85.17 / 86.20)
-  assert study.chosen.to_dict() == {"byol_teacher": "1", "byol_student": "1", "moco_v2": "3", "supervised_standard": "3"}
+  chosen = {"byol_teacher": "1", "byol_student": "1", "moco_v2": "3", "supervised_standard": "3"}
+  assert study.chosen.to_dict() == chosen
   # MoCo-v2's best grid point is its edge (x3: 83.43 of 81.12 / 82.93): x9 runs right after its grid
   moco = [p for p, _ in runs if p.startswith("moco_v2_")]
   assert moco == [f"moco_v2_lr{m}_e5" for m in ("0.3", "1", "3", "9")]
