@@ -177,7 +177,7 @@ class Encoder:
 
   def __repr__(self) -> str:
     net = model_section(self.config, self.network)
-    arch = net.get("arch", archs.DEFAULT_ARCH)
+    arch = archs.arch_of(net)
     what = f"{arch}-{net.depth} width {net.width}" if arch == "resnet" else arch
     return (
       f"Encoder({self.network}/{self.weights} of {self.config.method} at step {self.step}: {what}, "

@@ -373,7 +373,7 @@ OFFLINE_TEACHER_METHODS = tuple(m for m in methods.METHODS if methods.about(m).t
 def _check_network(config, name: str) -> None:
   """The arch of config.model.<name> and the keys that depend on it (the table's rows cannot)."""
   net, key = config.model[name], f"model.{name}"
-  arch = net.get("arch", archs.DEFAULT_ARCH)
+  arch = archs.arch_of(net)
   if arch not in archs.SPECS:
     raise ValueError(f"config.{key}.arch={arch!r} is not an architecture; choose one of {list(archs.ARCHS)}.")
   spec = archs.SPECS[arch]

@@ -52,7 +52,7 @@ MAX_IMAGE_SIZE = 2048  # 2048² px per view is already ~80x ImageNet's 224²; be
 
 def downsampling(net_config) -> int:
   """How many pixels of the input one pixel of a network's last feature map spans (its total stride)."""
-  if archs.spec(net_config.get("arch", archs.DEFAULT_ARCH)).patches:
+  if archs.spec(archs.arch_of(net_config)).patches:
     return int(net_config.get("patch_size", 16))
   return 8 if net_config.get("cifar_stem", False) else 32
 
@@ -72,7 +72,7 @@ def check_image_size(config) -> None:
     stride = downsampling(net)
     # A ViT needs one whole patch; a convolutional net at least half its total stride (28 px on a 32x ResNet
     # still gives its last stage a real 2x2 -> 1x1 step), below which its last stages convolve padding only.
-    need = stride if archs.spec(net.get("arch", archs.DEFAULT_ARCH)).patches else stride // 2
+    need = stride if archs.spec(archs.arch_of(net)).patches else stride // 2
     if size < need:
       stem = f" (or --config.model.{name}.cifar_stem=True: 8x)" if stride == 32 else ""
       raise ValueError(

@@ -104,11 +104,10 @@ def test_auto_conv_impl_on_cpu_is_mixed_for_wide_resnets_and_the_mobile_networks
     c.model.student.arch = arch
     assert network.conv_impl(c, c.model.student) == "mixed"
   c.model.student.arch = "resnet"
+  mobile = configuration.network_config(18, 8, True, 64, 32, arch="mobilenet_v3_small")
   for impl in ("xla", "matmul"):
     c.model.conv_impl = impl
     assert network.conv_impl(configuration.validate(c), wide) == impl
-    mobile = configuration.network_config(18, 8, True, 64, 32)
-    mobile.arch = "mobilenet_v3_small"
     assert network.conv_impl(c, mobile) == impl
 
 

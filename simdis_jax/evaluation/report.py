@@ -62,7 +62,7 @@ def architecture(net: Optional[Dict[str, Any]]) -> str:
   at several depths 'ResNet-<depth> w<width>', a ViT its name and patch size, another its name."""
   if not net or "depth" not in net:
     return MISSING
-  arch = net.get("arch", archs.DEFAULT_ARCH)
+  arch = archs.arch_of(net)
   spec = archs.SPECS.get(arch)
   if spec is None:  # an arch this version does not know: its name
     return arch

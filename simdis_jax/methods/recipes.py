@@ -127,7 +127,7 @@ def _feature_dim(net) -> int:
   """The pooled feature width d of a ResNet section (512·width/64 for basic blocks, ×4 for bottlenecks)."""
   from simdis_jax.models import archs, resnet  # pylint: disable=import-outside-toplevel
 
-  if net.get("arch", archs.DEFAULT_ARCH) != "resnet":
+  if archs.arch_of(net) != "resnet":
     raise ValueError(
       f"The MoCo/SEED head's hidden width is the encoder's feature width; set it for arch "
       f"{net.arch!r} by hand (config.model.student.hidden_dim) after the recipe."

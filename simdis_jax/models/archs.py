@@ -142,6 +142,11 @@ VITS = tuple(a for a, s in SPECS.items() if s.patches)
 STOCHASTIC_DEPTH_ARCHS = tuple(a for a, s in SPECS.items() if s.stochastic_depth)
 
 
+def arch_of(section) -> str:
+  """The arch a model.{student,teacher} section names; DEFAULT_ARCH for one saved before the `arch` key."""
+  return section.get("arch", DEFAULT_ARCH)
+
+
 def spec(arch: str) -> ArchSpec:
   """The row of `arch`, or one line naming the valid ones."""
   if arch not in SPECS:

@@ -154,7 +154,7 @@ def network_from_config(
     matmul_max_pool=matmul_max_pool,
     depthwise_impl=depthwise_impl,
     # Sections written before the arch key existed describe ResNets.
-    arch=model_config.get("arch", archs.DEFAULT_ARCH),
+    arch=archs.arch_of(model_config),
     patch_size=model_config.get("patch_size", 16),
     drop_path_rate=model_config.get("drop_path_rate", 0.0),
     style=model_config.get("style", "torchvision"),
@@ -184,9 +184,7 @@ def conv_impl(config, model_config=None) -> str:
   if name == "auto":
     if jax.default_backend() != "cpu":
       return "xla"
-    spec = archs.SPECS.get(model_config.get("arch", archs.DEFAULT_ARCH)) if model_config is not None else None
-    if spec is not None and spec.cpu_conv_impl:
-      return spec.cpu_conv_impl
+    own = archs.spec(archs.arch_of(model_config)).cpu_conv_impl if model_config is not None else ""
     wide = model_config is None or model_config.width >= 32
-    name = "mixed" if wide else "xla"
+    name = own or ("mixed" if wide else "xla")
   return name

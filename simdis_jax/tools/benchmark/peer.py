@@ -60,7 +60,7 @@ def _peer_names(config) -> Tuple[str, Optional[str]]:
   for name in _networks(config):
     net = config.model[name]
     if (
-      net.get("arch", archs.DEFAULT_ARCH) != "resnet"
+      archs.arch_of(net) != "resnet"
       or net.depth not in (10, 18, 34, 50, 101, 152)
       or net.get("style", "torchvision") != "torchvision"
     ):
